@@ -1,0 +1,173 @@
+//! Domain errors and how HubSpot names them (category, subCategory, context).
+//! The front ends map `ErrorKind` to their status codes; everything else an
+//! error body needs is said here, once.
+use super::object_type::ObjectType;
+use super::types::TypeKey;
+
+/// Which limit an association write ran into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitSource {
+    /// The platform ceiling that applies to every type.
+    Platform,
+    /// A limit an admin configured.
+    User,
+}
+
+/// A write that would give a record more associations of a type than allowed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitViolation {
+    pub source: LimitSource,
+    pub limit: u32,
+    pub portal_id: i64,
+    pub from_object_id: i64,
+    pub key: TypeKey,
+}
+
+/// The broad class of an error, which front ends map to status codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidArgument,
+    NotFound,
+    Conflict,
+    LimitExceeded,
+    Internal,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("Unknown object type '{0}': use an object type id (0-1, 2-123) or a name (contacts, companies, deals, tickets, ...)")]
+    UnknownObjectType(String),
+    #[error("Invalid {field} {value}: ids are positive 64-bit integers")]
+    InvalidId { field: &'static str, value: i64 },
+    #[error("Invalid portal id {0}: portal ids are positive 64-bit integers")]
+    InvalidPortal(i64),
+    #[error("Unknown association type: associationCategory {}, associationTypeId {} is not defined from {from} to {to}", key.category, key.type_id)]
+    UnknownAssociationType {
+        key: TypeKey,
+        from: ObjectType,
+        to: ObjectType,
+    },
+    #[error("Exceeded association limit of {} for portalId {}, fromObjectId {}, associationCategory {}, associationTypeId {}", .0.limit, .0.portal_id, .0.from_object_id, .0.key.category, .0.key.type_id)]
+    LimitExceeded(LimitViolation),
+    #[error("{0}")]
+    InvalidLimit(String),
+    #[error("A limit is already set for associationCategory {}, associationTypeId {}: update it instead", .0.category, .0.type_id)]
+    LimitAlreadySet(TypeKey),
+    #[error("No limit is set for associationCategory {}, associationTypeId {}: create it first", .0.category, .0.type_id)]
+    LimitNotSet(TypeKey),
+    #[error("No label with associationTypeId {type_id} exists between {from} and {to}")]
+    LabelNotFound {
+        type_id: i32,
+        from: ObjectType,
+        to: ObjectType,
+    },
+    #[error("A label named '{0}' already exists between these object types")]
+    LabelExists(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl DomainError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            DomainError::UnknownObjectType(_)
+            | DomainError::InvalidId { .. }
+            | DomainError::InvalidPortal(_)
+            | DomainError::UnknownAssociationType { .. }
+            | DomainError::InvalidLimit(_)
+            | DomainError::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            DomainError::LimitExceeded(_) => ErrorKind::LimitExceeded,
+            DomainError::LimitNotSet(_) | DomainError::LabelNotFound { .. } => ErrorKind::NotFound,
+            DomainError::LimitAlreadySet(_) | DomainError::LabelExists(_) => ErrorKind::Conflict,
+            DomainError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// HubSpot's error category.
+    pub fn category(&self) -> &'static str {
+        match self.kind() {
+            ErrorKind::InvalidArgument | ErrorKind::LimitExceeded => "VALIDATION_ERROR",
+            ErrorKind::NotFound => "OBJECT_NOT_FOUND",
+            ErrorKind::Conflict => "CONFLICT",
+            ErrorKind::Internal => "INTERNAL_ERROR",
+        }
+    }
+
+    /// HubSpot's subCategory (`crm.associations.…`).
+    pub fn sub_category(&self) -> &'static str {
+        match self {
+            DomainError::UnknownObjectType(_) => "crm.associations.INVALID_OBJECT_TYPE",
+            DomainError::InvalidId { .. } => "crm.associations.INVALID_OBJECT_ID",
+            DomainError::InvalidPortal(_) => "crm.associations.INVALID_PORTAL_ID",
+            DomainError::UnknownAssociationType { .. } => {
+                "crm.associations.INVALID_ASSOCIATION_TYPE"
+            }
+            DomainError::LimitExceeded(v) => match v.source {
+                LimitSource::Platform => "crm.associations.ASSOCIATION_LIMIT_EXCEEDED",
+                LimitSource::User => "crm.associations.ASSOCIATION_USER_CONFIG_LIMIT_EXCEEDED",
+            },
+            DomainError::InvalidLimit(_) => "crm.associations.INVALID_LIMIT",
+            DomainError::LimitAlreadySet(_) => "crm.associations.LIMIT_ALREADY_CONFIGURED",
+            DomainError::LimitNotSet(_) => "crm.associations.LIMIT_NOT_CONFIGURED",
+            DomainError::LabelNotFound { .. } => "crm.associations.LABEL_NOT_FOUND",
+            DomainError::LabelExists(_) => "crm.associations.LABEL_ALREADY_EXISTS",
+            DomainError::InvalidArgument(_) => "crm.associations.INVALID_INPUT",
+            DomainError::Internal(_) => "crm.associations.INTERNAL_ERROR",
+        }
+    }
+
+    /// HubSpot's context fields, in the order HubSpot writes them.
+    pub fn context(&self) -> Vec<(&'static str, String)> {
+        match self {
+            DomainError::LimitExceeded(v) => {
+                let spec = format!(
+                    "associationCategory {}, associationTypeId {}",
+                    v.key.category, v.key.type_id
+                );
+                vec![
+                    ("associationSpec", spec),
+                    (
+                        "associationTypeIdThatExceededLimit",
+                        v.key.type_id.to_string(),
+                    ),
+                    ("portalId", v.portal_id.to_string()),
+                    ("limit", v.limit.to_string()),
+                    ("fromObjectId", v.from_object_id.to_string()),
+                    (
+                        "associationCategoryThatExceededLimit",
+                        v.key.category.to_string(),
+                    ),
+                ]
+            }
+            DomainError::UnknownAssociationType { key, from, to } => vec![
+                ("associationCategory", key.category.to_string()),
+                ("associationTypeId", key.type_id.to_string()),
+                ("fromObjectType", from.to_string()),
+                ("toObjectType", to.to_string()),
+            ],
+            DomainError::UnknownObjectType(t) => vec![("objectType", t.clone())],
+            DomainError::InvalidId { field, value } => vec![(field, value.to_string())],
+            _ => vec![],
+        }
+    }
+}
+
+/// Checks that a record id is a positive 64-bit integer.
+pub fn check_id(field: &'static str, value: i64) -> Result<i64, DomainError> {
+    if value > 0 {
+        Ok(value)
+    } else {
+        Err(DomainError::InvalidId { field, value })
+    }
+}
+
+/// Checks that a portal id is positive.
+pub fn check_portal(portal_id: i64) -> Result<i64, DomainError> {
+    if portal_id > 0 {
+        Ok(portal_id)
+    } else {
+        Err(DomainError::InvalidPortal(portal_id))
+    }
+}

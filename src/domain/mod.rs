@@ -1,0 +1,11 @@
+//! Pure domain types and rules: object types, association type definitions,
+//! limits, the write planner and errors. No I/O.
+pub mod error;
+pub mod limits;
+pub mod object_type;
+pub mod plan;
+pub mod types;
+
+pub use error::{DomainError, ErrorKind, LimitSource, LimitViolation};
+pub use object_type::ObjectType;
+pub use types::{Category, PairCatalog, TypeDef, TypeKey, TypeRole};

@@ -1,0 +1,116 @@
+//! CRM object types: HubSpot's standard types by id and name, and custom
+//! object types (`2-<n>`).
+use std::fmt;
+
+use super::error::DomainError;
+
+/// A CRM object type, canonically written as HubSpot's object type id
+/// (`0-1` contacts, `2-123` a custom object).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectType {
+    prefix: u8,
+    number: u64,
+}
+
+/// Standard object types: (number after `0-`, singular name, plural name).
+const STANDARD: &[(u64, &str, &str)] = &[
+    (1, "contact", "contacts"),
+    (2, "company", "companies"),
+    (3, "deal", "deals"),
+    (5, "ticket", "tickets"),
+    (7, "product", "products"),
+    (8, "line_item", "line_items"),
+    (14, "quote", "quotes"),
+    (18, "communication", "communications"),
+    (19, "feedback_submission", "feedback_submissions"),
+    (27, "task", "tasks"),
+    (46, "note", "notes"),
+    (47, "meeting", "meetings"),
+    (48, "call", "calls"),
+    (49, "email", "emails"),
+    (53, "invoice", "invoices"),
+    (116, "postal_mail", "postal_mail"),
+    (136, "lead", "leads"),
+];
+
+impl ObjectType {
+    pub const CONTACT: ObjectType = ObjectType::standard(1);
+    pub const COMPANY: ObjectType = ObjectType::standard(2);
+    pub const DEAL: ObjectType = ObjectType::standard(3);
+    pub const TICKET: ObjectType = ObjectType::standard(5);
+    pub const LINE_ITEM: ObjectType = ObjectType::standard(8);
+    pub const QUOTE: ObjectType = ObjectType::standard(14);
+    pub const TASK: ObjectType = ObjectType::standard(27);
+    pub const NOTE: ObjectType = ObjectType::standard(46);
+    pub const MEETING: ObjectType = ObjectType::standard(47);
+    pub const CALL: ObjectType = ObjectType::standard(48);
+    pub const EMAIL: ObjectType = ObjectType::standard(49);
+
+    const fn standard(number: u64) -> ObjectType {
+        ObjectType { prefix: 0, number }
+    }
+
+    /// Parses an object type id (`0-1`, `2-123`) or a standard name
+    /// (`contacts`, `Contact`, …), case-insensitively.
+    pub fn parse(input: &str) -> Result<ObjectType, DomainError> {
+        let unknown = || DomainError::UnknownObjectType(input.to_string());
+        let trimmed = input.trim();
+        if let Some((prefix, number)) = trimmed.split_once('-') {
+            let number: u64 = number.parse().map_err(|_| unknown())?;
+            return match prefix {
+                "0" if STANDARD.iter().any(|(n, _, _)| *n == number) => {
+                    Ok(ObjectType::standard(number))
+                }
+                "2" if number > 0 && number <= i64::MAX as u64 => {
+                    Ok(ObjectType { prefix: 2, number })
+                }
+                _ => Err(unknown()),
+            };
+        }
+        let lower = trimmed.to_ascii_lowercase();
+        STANDARD
+            .iter()
+            .find(|(_, singular, plural)| *singular == lower || *plural == lower)
+            .map(|(n, _, _)| ObjectType::standard(*n))
+            .ok_or_else(unknown)
+    }
+
+    /// The singular name used in v3 type names (`contact`), or the id for
+    /// custom objects.
+    pub fn singular_name(&self) -> String {
+        match STANDARD
+            .iter()
+            .find(|(n, _, _)| self.prefix == 0 && *n == self.number)
+        {
+            Some((_, singular, _)) => singular.to_string(),
+            None => self.to_string(),
+        }
+    }
+
+    /// True for the object types that have a primary company.
+    pub fn has_primary_company(&self) -> bool {
+        [ObjectType::CONTACT, ObjectType::DEAL, ObjectType::TICKET].contains(self)
+    }
+}
+
+impl fmt::Display for ObjectType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.prefix, self.number)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ids_and_names_in_any_case() {
+        assert_eq!(ObjectType::parse("0-1").unwrap(), ObjectType::CONTACT);
+        assert_eq!(ObjectType::parse("Contacts").unwrap(), ObjectType::CONTACT);
+        assert_eq!(ObjectType::parse("company").unwrap(), ObjectType::COMPANY);
+        assert_eq!(ObjectType::parse("2-123").unwrap().to_string(), "2-123");
+        for bad in ["", "0-4", "2-0", "2-x", "3-1", "people", "0-1-2"] {
+            assert!(ObjectType::parse(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+}

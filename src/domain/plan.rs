@@ -1,0 +1,550 @@
+//! The write planner: given a locked snapshot of the affected records, it
+//! decides item by item which association rows to add and remove and how the
+//! per-record counters move, enforcing limits and the primary-company rules.
+//! Both stores run the same planner inside their write transactions.
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use super::error::{DomainError, LimitViolation};
+use super::limits::effective_limit;
+use super::object_type::ObjectType;
+use super::types::{PairCatalog, TypeKey};
+
+/// Counts the associations of one type held by one record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CountKey {
+    pub object_type: ObjectType,
+    pub object_id: i64,
+    pub key: TypeKey,
+}
+
+/// One stored row: a directed association of one type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DirectedRow {
+    pub from_type: ObjectType,
+    pub from_id: i64,
+    pub to_type: ObjectType,
+    pub to_id: i64,
+    pub key: TypeKey,
+}
+
+impl DirectedRow {
+    /// The counter this row is counted in.
+    pub fn count_key(&self) -> CountKey {
+        CountKey {
+            object_type: self.from_type,
+            object_id: self.from_id,
+            key: self.key,
+        }
+    }
+}
+
+/// An association in the request's direction (`from` type -> `to` type).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PairEdge {
+    pub from_id: i64,
+    pub to_id: i64,
+    pub key: TypeKey,
+}
+
+/// A validated create item: types are in the request's direction.
+#[derive(Clone, Debug)]
+pub struct CreateItem {
+    pub from_id: i64,
+    pub to_id: i64,
+    pub types: Vec<TypeKey>,
+}
+
+/// What a write needs to know besides the snapshot.
+pub struct WriteContext<'a> {
+    pub portal_id: i64,
+    pub from: ObjectType,
+    pub to: ObjectType,
+    pub catalog: &'a PairCatalog,
+    pub ceiling: u32,
+}
+
+/// How the pair relates to a primary company, if it does.
+#[derive(Clone, Copy)]
+struct PrimarySide {
+    record_is_from: bool,
+    /// The type, in the request's direction, that says "this is the record's primary company".
+    primary_fwd: TypeKey,
+    record_type: ObjectType,
+    record_key: TypeKey,
+}
+
+impl PrimarySide {
+    fn of(ctx: &WriteContext) -> Option<PrimarySide> {
+        if let Some(p) = ctx.catalog.primary(ctx.from, ctx.to) {
+            return Some(PrimarySide {
+                record_is_from: true,
+                primary_fwd: p.key,
+                record_type: ctx.from,
+                record_key: p.key,
+            });
+        }
+        let p = ctx.catalog.primary(ctx.to, ctx.from)?;
+        Some(PrimarySide {
+            record_is_from: false,
+            primary_fwd: p.inverse,
+            record_type: ctx.to,
+            record_key: p.key,
+        })
+    }
+
+    /// (record id, company id) of an item.
+    fn split(&self, from_id: i64, to_id: i64) -> (i64, i64) {
+        if self.record_is_from {
+            (from_id, to_id)
+        } else {
+            (to_id, from_id)
+        }
+    }
+
+    fn edge(&self, record: i64, company: i64) -> PairEdge {
+        let (from_id, to_id) = if self.record_is_from {
+            (record, company)
+        } else {
+            (company, record)
+        };
+        PairEdge {
+            from_id,
+            to_id,
+            key: self.primary_fwd,
+        }
+    }
+}
+
+/// Whose primary company the store must look up: records of `record_type`
+/// whose `record_key` rows point at their primary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrimaryLookup {
+    pub record_type: ObjectType,
+    pub record_key: TypeKey,
+    pub record_ids: Vec<i64>,
+}
+
+/// What the store must lock and load before planning.
+#[derive(Clone, Debug, Default)]
+pub struct Requirements {
+    /// Counters to lock, sorted (a global order, so writers do not deadlock).
+    pub count_keys: Vec<CountKey>,
+    /// (from id, to id) pairs whose existing associations are needed.
+    pub pairs: Vec<(i64, i64)>,
+    pub primaries: Option<PrimaryLookup>,
+}
+
+/// The locked state of everything a write touches.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub counts: HashMap<CountKey, i64>,
+    /// Existing associations among the requested pairs, request direction.
+    pub edges: Vec<PairEdge>,
+    /// Record id -> its primary company id.
+    pub primaries: HashMap<i64, i64>,
+    /// Admin limits of the pair's types (both directions).
+    pub user_limits: HashMap<TypeKey, u32>,
+}
+
+/// The result of one item: every type now held from -> to, or why it failed.
+pub type ItemOutcome = Result<Vec<TypeKey>, DomainError>;
+
+/// What the store must write, and each item's outcome.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    pub insert_rows: Vec<DirectedRow>,
+    pub delete_rows: Vec<DirectedRow>,
+    /// Non-zero counter changes, sorted by key.
+    pub count_deltas: Vec<(CountKey, i64)>,
+    pub outcomes: Vec<ItemOutcome>,
+}
+
+fn wanted_types(ctx: &WriteContext, item: &CreateItem) -> BTreeSet<TypeKey> {
+    let mut wanted: BTreeSet<TypeKey> = item.types.iter().copied().collect();
+    wanted.insert(ctx.catalog.unlabeled(ctx.from, ctx.to).key);
+    wanted
+}
+
+fn inverse(ctx: &WriteContext, key: TypeKey) -> TypeKey {
+    ctx.catalog
+        .get(ctx.from, ctx.to, key)
+        .map(|d| d.inverse)
+        .expect("types are validated before planning")
+}
+
+fn edge_count_keys(ctx: &WriteContext, edge: &PairEdge) -> [CountKey; 2] {
+    [
+        CountKey {
+            object_type: ctx.from,
+            object_id: edge.from_id,
+            key: edge.key,
+        },
+        CountKey {
+            object_type: ctx.to,
+            object_id: edge.to_id,
+            key: inverse(ctx, edge.key),
+        },
+    ]
+}
+
+/// The two stored rows of an association.
+pub fn edge_rows(ctx: &WriteContext, edge: &PairEdge) -> [DirectedRow; 2] {
+    [
+        DirectedRow {
+            from_type: ctx.from,
+            from_id: edge.from_id,
+            to_type: ctx.to,
+            to_id: edge.to_id,
+            key: edge.key,
+        },
+        DirectedRow {
+            from_type: ctx.to,
+            from_id: edge.to_id,
+            to_type: ctx.from,
+            to_id: edge.from_id,
+            key: inverse(ctx, edge.key),
+        },
+    ]
+}
+
+/// Lists what must be locked and loaded to plan `items`.
+pub fn requirements(ctx: &WriteContext, items: &[CreateItem]) -> Requirements {
+    let primary = PrimarySide::of(ctx);
+    let mut keys = BTreeSet::new();
+    let mut pairs = BTreeSet::new();
+    let mut records = BTreeSet::new();
+    for item in items {
+        pairs.insert((item.from_id, item.to_id));
+        let mut types = wanted_types(ctx, item);
+        if let Some(p) = primary {
+            types.insert(p.primary_fwd);
+            records.insert(p.split(item.from_id, item.to_id).0);
+        }
+        for key in types {
+            keys.extend(edge_count_keys(
+                ctx,
+                &PairEdge {
+                    from_id: item.from_id,
+                    to_id: item.to_id,
+                    key,
+                },
+            ));
+        }
+    }
+    Requirements {
+        count_keys: keys.into_iter().collect(),
+        pairs: pairs.into_iter().collect(),
+        primaries: primary.map(|p| PrimaryLookup {
+            record_type: p.record_type,
+            record_key: p.record_key,
+            record_ids: records.into_iter().collect(),
+        }),
+    }
+}
+
+struct PlanState<'a, 'c> {
+    ctx: &'a WriteContext<'c>,
+    snapshot: Snapshot,
+    pairs: HashMap<(i64, i64), BTreeSet<TypeKey>>,
+    inserted: HashSet<PairEdge>,
+    deleted: HashSet<PairEdge>,
+    deltas: HashMap<CountKey, i64>,
+}
+
+impl PlanState<'_, '_> {
+    fn count(&self, key: &CountKey) -> i64 {
+        self.snapshot.counts.get(key).copied().unwrap_or(0)
+    }
+
+    /// Checks that adding `adds` and removing `removes` keeps every record
+    /// within its limits; the first violation found is returned.
+    fn check(&self, adds: &[PairEdge], removes: &[PairEdge]) -> Result<(), DomainError> {
+        let mut change: HashMap<CountKey, i64> = HashMap::new();
+        for edge in removes {
+            for key in edge_count_keys(self.ctx, edge) {
+                *change.entry(key).or_default() -= 1;
+            }
+        }
+        for edge in adds {
+            for key in edge_count_keys(self.ctx, edge) {
+                *change.entry(key).or_default() += 1;
+            }
+        }
+        for edge in adds {
+            for key in edge_count_keys(self.ctx, edge) {
+                let delta = change[&key];
+                if delta <= 0 {
+                    continue;
+                }
+                let user = self.snapshot.user_limits.get(&key.key).copied();
+                let (limit, source) = effective_limit(user, self.ctx.ceiling);
+                if self.count(&key) + delta > i64::from(limit) {
+                    return Err(DomainError::LimitExceeded(LimitViolation {
+                        source,
+                        limit,
+                        portal_id: self.ctx.portal_id,
+                        from_object_id: key.object_id,
+                        key: key.key,
+                    }));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, adds: &[PairEdge], removes: &[PairEdge], primary: Option<PrimarySide>) {
+        for edge in removes {
+            if let Some(types) = self.pairs.get_mut(&(edge.from_id, edge.to_id)) {
+                types.remove(&edge.key);
+            }
+            if !self.inserted.remove(edge) {
+                self.deleted.insert(*edge);
+            }
+            for key in edge_count_keys(self.ctx, edge) {
+                *self.snapshot.counts.entry(key).or_default() -= 1;
+                *self.deltas.entry(key).or_default() -= 1;
+            }
+            if let Some(p) = primary.filter(|p| p.primary_fwd == edge.key) {
+                self.snapshot
+                    .primaries
+                    .remove(&p.split(edge.from_id, edge.to_id).0);
+            }
+        }
+        for edge in adds {
+            self.pairs
+                .entry((edge.from_id, edge.to_id))
+                .or_default()
+                .insert(edge.key);
+            if !self.deleted.remove(edge) {
+                self.inserted.insert(*edge);
+            }
+            for key in edge_count_keys(self.ctx, edge) {
+                *self.snapshot.counts.entry(key).or_default() += 1;
+                *self.deltas.entry(key).or_default() += 1;
+            }
+            if let Some(p) = primary.filter(|p| p.primary_fwd == edge.key) {
+                let (record, company) = p.split(edge.from_id, edge.to_id);
+                self.snapshot.primaries.insert(record, company);
+            }
+        }
+    }
+
+    fn plan_item(&mut self, item: &CreateItem, primary: Option<PrimarySide>) -> ItemOutcome {
+        let pair = (item.from_id, item.to_id);
+        let existing = self.pairs.get(&pair).cloned().unwrap_or_default();
+        let unlabeled = self.ctx.catalog.unlabeled(self.ctx.from, self.ctx.to).key;
+        let is_new_pair = !existing.contains(&unlabeled);
+        let wanted = wanted_types(self.ctx, item);
+        let adds: Vec<PairEdge> = wanted
+            .difference(&existing)
+            .map(|&key| PairEdge {
+                from_id: item.from_id,
+                to_id: item.to_id,
+                key,
+            })
+            .collect();
+        let mut removes = Vec::new();
+        if let Some(p) = primary.filter(|p| wanted.contains(&p.primary_fwd)) {
+            let (record, company) = p.split(item.from_id, item.to_id);
+            if let Some(&current) = self
+                .snapshot
+                .primaries
+                .get(&record)
+                .filter(|&&c| c != company)
+            {
+                // Moving the primary: the previous company stays associated, unlabeled.
+                removes.push(p.edge(record, current));
+            }
+        }
+        self.check(&adds, &removes)?;
+        self.apply(&adds, &removes, primary);
+        if let Some(p) = primary.filter(|p| is_new_pair && !wanted.contains(&p.primary_fwd)) {
+            let (record, company) = p.split(item.from_id, item.to_id);
+            if !self.snapshot.primaries.contains_key(&record) {
+                // The first company becomes the primary, unless a limit forbids it.
+                let implied = [p.edge(record, company)];
+                if self.check(&implied, &[]).is_ok() {
+                    self.apply(&implied, &[], primary);
+                }
+            }
+        }
+        Ok(self
+            .pairs
+            .get(&pair)
+            .map(|t| t.iter().copied().collect())
+            .unwrap_or_default())
+    }
+}
+
+/// Plans `items` in order against `snapshot`; each item commits or fails whole.
+pub fn plan_creates(ctx: &WriteContext, snapshot: Snapshot, items: &[CreateItem]) -> Plan {
+    let mut pairs: HashMap<(i64, i64), BTreeSet<TypeKey>> = HashMap::new();
+    for edge in &snapshot.edges {
+        pairs
+            .entry((edge.from_id, edge.to_id))
+            .or_default()
+            .insert(edge.key);
+    }
+    let mut state = PlanState {
+        ctx,
+        snapshot,
+        pairs,
+        inserted: HashSet::new(),
+        deleted: HashSet::new(),
+        deltas: HashMap::new(),
+    };
+    let primary = PrimarySide::of(ctx);
+    let outcomes = items
+        .iter()
+        .map(|item| state.plan_item(item, primary))
+        .collect();
+    let rows = |edges: &HashSet<PairEdge>| {
+        let mut rows: Vec<DirectedRow> = edges.iter().flat_map(|e| edge_rows(ctx, e)).collect();
+        rows.sort();
+        rows
+    };
+    let mut count_deltas: Vec<(CountKey, i64)> =
+        state.deltas.into_iter().filter(|(_, d)| *d != 0).collect();
+    count_deltas.sort();
+    Plan {
+        insert_rows: rows(&state.inserted),
+        delete_rows: rows(&state.deleted),
+        count_deltas,
+        outcomes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::error::LimitSource;
+
+    fn ctx(catalog: &PairCatalog) -> WriteContext<'_> {
+        WriteContext {
+            portal_id: 7,
+            from: catalog.a,
+            to: catalog.b,
+            catalog,
+            ceiling: 3,
+        }
+    }
+
+    fn item(from_id: i64, to_id: i64, types: &[i32]) -> CreateItem {
+        CreateItem {
+            from_id,
+            to_id,
+            types: types.iter().map(|&t| TypeKey::hubspot(t)).collect(),
+        }
+    }
+
+    fn ids(outcome: &ItemOutcome) -> Vec<i32> {
+        outcome
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|k| k.type_id)
+            .collect()
+    }
+
+    #[test]
+    fn first_company_becomes_primary_and_moving_keeps_the_old_one_unlabeled() {
+        let catalog = PairCatalog::new(ObjectType::CONTACT, ObjectType::COMPANY, vec![]).unwrap();
+        let ctx = ctx(&catalog);
+        let plan = plan_creates(
+            &ctx,
+            Snapshot::default(),
+            &[item(1, 10, &[]), item(1, 11, &[]), item(1, 11, &[1])],
+        );
+        assert_eq!(
+            ids(&plan.outcomes[0]),
+            vec![1, 279],
+            "first company is primary"
+        );
+        assert_eq!(ids(&plan.outcomes[1]), vec![279]);
+        assert_eq!(ids(&plan.outcomes[2]), vec![1, 279]);
+        let primaries: Vec<_> = plan
+            .insert_rows
+            .iter()
+            .filter(|r| r.key.type_id == 1)
+            .map(|r| r.to_id)
+            .collect();
+        assert_eq!(
+            primaries,
+            vec![11],
+            "the primary moved to company 11 within the batch"
+        );
+        let contact_primary = CountKey {
+            object_type: ObjectType::CONTACT,
+            object_id: 1,
+            key: TypeKey::hubspot(1),
+        };
+        assert!(plan.count_deltas.contains(&(contact_primary, 1)));
+        assert_eq!(
+            plan.insert_rows.len(),
+            6,
+            "two unlabeled pairs and one primary pair"
+        );
+    }
+
+    #[test]
+    fn the_platform_ceiling_fails_items_without_replacing_anything() {
+        let catalog = PairCatalog::new(ObjectType::DEAL, ObjectType::CONTACT, vec![]).unwrap();
+        let ctx = ctx(&catalog);
+        let items: Vec<_> = (1..=5).map(|c| item(1, c, &[])).collect();
+        let plan = plan_creates(&ctx, Snapshot::default(), &items);
+        assert!(plan.outcomes[..3].iter().all(|o| o.is_ok()));
+        for outcome in &plan.outcomes[3..] {
+            let Err(DomainError::LimitExceeded(v)) = outcome else {
+                panic!("expected a limit error")
+            };
+            assert_eq!(
+                (v.source, v.limit, v.from_object_id, v.key.type_id),
+                (LimitSource::Platform, 3, 1, 3)
+            );
+        }
+        assert_eq!(plan.insert_rows.len(), 6);
+    }
+
+    #[test]
+    fn user_limits_apply_to_the_inverse_side_and_recreating_is_free() {
+        let catalog = PairCatalog::new(ObjectType::DEAL, ObjectType::CONTACT, vec![]).unwrap();
+        let ctx = ctx(&catalog);
+        let snapshot = Snapshot {
+            user_limits: HashMap::from([(TypeKey::hubspot(4), 1)]),
+            edges: vec![PairEdge {
+                from_id: 1,
+                to_id: 9,
+                key: TypeKey::hubspot(3),
+            }],
+            counts: HashMap::from([
+                (
+                    CountKey {
+                        object_type: ObjectType::DEAL,
+                        object_id: 1,
+                        key: TypeKey::hubspot(3),
+                    },
+                    1,
+                ),
+                (
+                    CountKey {
+                        object_type: ObjectType::CONTACT,
+                        object_id: 9,
+                        key: TypeKey::hubspot(4),
+                    },
+                    1,
+                ),
+            ]),
+            ..Snapshot::default()
+        };
+        let plan = plan_creates(&ctx, snapshot, &[item(1, 9, &[]), item(2, 9, &[])]);
+        assert_eq!(ids(&plan.outcomes[0]), vec![3], "re-creating succeeds");
+        let Err(DomainError::LimitExceeded(v)) = &plan.outcomes[1] else {
+            panic!("expected a limit error")
+        };
+        assert_eq!(
+            (v.source, v.from_object_id, v.key.type_id),
+            (LimitSource::User, 9, 4)
+        );
+        assert!(plan.insert_rows.is_empty() && plan.count_deltas.is_empty());
+    }
+}
