@@ -120,6 +120,7 @@ impl PrimarySide {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PrimaryLookup {
     pub record_type: ObjectType,
+    pub company_type: ObjectType,
     pub record_key: TypeKey,
     pub record_ids: Vec<i64>,
 }
@@ -236,6 +237,7 @@ pub fn requirements(ctx: &WriteContext, items: &[CreateItem]) -> Requirements {
         pairs: pairs.into_iter().collect(),
         primaries: primary.map(|p| PrimaryLookup {
             record_type: p.record_type,
+            company_type: if p.record_is_from { ctx.to } else { ctx.from },
             record_key: p.record_key,
             record_ids: records.into_iter().collect(),
         }),

@@ -1,0 +1,62 @@
+-- Association storage. Every key begins with portal_id so the schema can be
+-- distributed by portal.
+
+-- Per-portal allocator for portal-specific association type ids.
+CREATE TABLE portal_type_ids (
+    portal_id    INTEGER  PRIMARY KEY,
+    next_type_id INTEGER NOT NULL
+);
+
+-- Portal-specific association types: admin labels, and unlabeled types of
+-- object pairs that have no HubSpot-defined one (custom objects).
+CREATE TABLE association_definitions (
+    portal_id        INTEGER   NOT NULL,
+    category         INTEGER  NOT NULL,
+    type_id          INTEGER  NOT NULL,
+    inverse_type_id  INTEGER  NOT NULL,
+    from_object_type TEXT     NOT NULL,
+    to_object_type   TEXT     NOT NULL,
+    label            TEXT,
+    name             TEXT     NOT NULL,
+    PRIMARY KEY (portal_id, category, type_id)
+);
+CREATE UNIQUE INDEX association_definitions_one_unlabeled
+    ON association_definitions (portal_id, from_object_type, to_object_type) WHERE label IS NULL;
+
+-- One row per direction and type: A->B with t and B->A with inverse(t).
+CREATE TABLE associations (
+    portal_id        INTEGER      NOT NULL,
+    from_object_type TEXT        NOT NULL,
+    from_object_id   INTEGER      NOT NULL,
+    to_object_type   TEXT        NOT NULL,
+    to_object_id     INTEGER      NOT NULL,
+    category         INTEGER     NOT NULL,
+    type_id          INTEGER     NOT NULL,
+    created_at       TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    PRIMARY KEY (portal_id, from_object_type, from_object_id, to_object_type, to_object_id, category, type_id)
+) WITHOUT ROWID;
+CREATE INDEX associations_by_type ON associations (portal_id, category, type_id);
+
+-- How many associations of each type each record holds; the row is the lock
+-- that serialises writers of the same record and type.
+CREATE TABLE association_counts (
+    portal_id   INTEGER   NOT NULL,
+    object_type TEXT     NOT NULL,
+    object_id   INTEGER   NOT NULL,
+    category    INTEGER  NOT NULL,
+    type_id     INTEGER  NOT NULL,
+    count       INTEGER   NOT NULL CHECK (count >= 0),
+    PRIMARY KEY (portal_id, object_type, object_id, category, type_id)
+) WITHOUT ROWID;
+CREATE INDEX association_counts_by_type ON association_counts (portal_id, category, type_id);
+
+-- Admin limits ("maxToObjectIds") per association type.
+CREATE TABLE association_limits (
+    portal_id         INTEGER   NOT NULL,
+    category          INTEGER  NOT NULL,
+    type_id           INTEGER  NOT NULL,
+    from_object_type  TEXT     NOT NULL,
+    to_object_type    TEXT     NOT NULL,
+    max_to_object_ids INTEGER  NOT NULL CHECK (max_to_object_ids >= 1),
+    PRIMARY KEY (portal_id, category, type_id)
+);

@@ -1,0 +1,356 @@
+//! Persistence: the `Store` trait, its PostgreSQL (production) and SQLite
+//! (embedded default) implementations, and the write transaction flow both
+//! share. All SQL of the service lives below this module.
+use std::collections::{BTreeSet, HashMap};
+
+use async_trait::async_trait;
+
+use crate::domain::limits::{LimitChange, LimitMode};
+use crate::domain::plan::{
+    self, CountKey, CreateItem, DirectedRow, ItemOutcome, PairEdge, Plan, PrimaryLookup, Snapshot,
+    WriteContext,
+};
+use crate::domain::{Category, DomainError, ObjectType, PairCatalog, TypeDef, TypeKey, TypeRole};
+
+/// How often a transaction that lost a race (deadlock, serialization failure,
+/// busy database) is run again before the error is returned.
+const MAX_ATTEMPTS: u32 = 20;
+
+/// Runs `$body` (which evaluates to a `StoreResult`) with `$conn` bound to a
+/// transaction begun by `$begin`, commits, and runs it all again while
+/// `$retryable` says the error was a lost race.
+macro_rules! transaction {
+    ($begin:expr, $retryable:expr, |$conn:ident| $body:block) => {{
+        let mut attempt = 1u32;
+        loop {
+            let result: $crate::store::StoreResult<_> = async {
+                let mut tx = $begin.await?;
+                let value = {
+                    let $conn = &mut *tx;
+                    let body: $crate::store::StoreResult<_> = async { $body }.await;
+                    body?
+                };
+                tx.commit().await?;
+                Ok(value)
+            }
+            .await;
+            match result {
+                Err(err) if attempt < $crate::store::MAX_ATTEMPTS && $retryable(&err) => {
+                    attempt += 1;
+                    tracing::debug!(attempt, "transaction lost a race, running it again: {err}");
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+
+pub mod postgres;
+pub mod sqlite;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A domain rule refused the change (checked inside the transaction).
+    #[error(transparent)]
+    Rejected(#[from] DomainError),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    #[error("unsupported store url '{0}': use postgres://… or sqlite://…")]
+    UnsupportedUrl(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Which types an archive removes between each pair.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TypeFilter {
+    /// Every type, both directions.
+    All,
+    /// These types from -> to, and their inverses to -> from.
+    Only {
+        forward: Vec<TypeKey>,
+        inverse: Vec<TypeKey>,
+    },
+}
+
+/// An admin limit as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredLimit {
+    pub from: ObjectType,
+    pub to: ObjectType,
+    pub key: TypeKey,
+    pub max_to_object_ids: u32,
+}
+
+/// A new admin label.
+#[derive(Clone, Debug)]
+pub struct NewLabel {
+    pub from: ObjectType,
+    pub to: ObjectType,
+    pub label: String,
+    pub name: String,
+    pub inverse_label: Option<String>,
+}
+
+/// One page of a record's associations: (to id, type) rows ordered by to id.
+pub type AssociationRows = Vec<(i64, TypeKey)>;
+
+/// Storage of definitions, associations, counters and limits, per portal.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// "postgres" or "sqlite".
+    fn backend(&self) -> &'static str;
+
+    /// Applies pending migrations (safe to call from replicas at once).
+    async fn migrate(&self) -> StoreResult<()>;
+
+    /// The portal's own definitions between `a` and `b` (both directions),
+    /// allocating the pair's unlabeled type first if it has no built-in one.
+    async fn pair_definitions(
+        &self,
+        portal: i64,
+        a: ObjectType,
+        b: ObjectType,
+    ) -> StoreResult<Vec<TypeDef>>;
+
+    /// Allocates ids for a label (one or two directions) and stores it.
+    async fn create_label(&self, portal: i64, label: &NewLabel) -> StoreResult<Vec<TypeDef>>;
+
+    /// Renames a label; `inverse_label` renames the other direction.
+    async fn update_label(
+        &self,
+        portal: i64,
+        def: &TypeDef,
+        label: &str,
+        inverse_label: Option<&str>,
+    ) -> StoreResult<()>;
+
+    /// Deletes a label, its inverse, their limits and every use of them.
+    async fn delete_label(&self, portal: i64, def: &TypeDef) -> StoreResult<()>;
+
+    /// Creates associations item by item in one transaction: limits are
+    /// checked against locked counters, failing items change nothing.
+    async fn create_associations(
+        &self,
+        ctx: &WriteContext<'_>,
+        items: &[CreateItem],
+    ) -> StoreResult<Vec<ItemOutcome>>;
+
+    /// Removes associations between each pair; returns the rows removed.
+    async fn archive_associations(
+        &self,
+        portal: i64,
+        from: ObjectType,
+        to: ObjectType,
+        pairs: &[(i64, i64)],
+        filter: &TypeFilter,
+    ) -> StoreResult<u64>;
+
+    /// Up to `limit` associated records of `from_id` after `after`, each with
+    /// all its types; `anchor` is the pair's unlabeled type, which every
+    /// associated record has.
+    async fn list_page(
+        &self,
+        portal: i64,
+        from: ObjectType,
+        from_id: i64,
+        to: ObjectType,
+        anchor: TypeKey,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<AssociationRows>;
+
+    /// Validates and applies limit changes under a per-portal lock.
+    async fn change_limits(
+        &self,
+        portal: i64,
+        catalog: &PairCatalog,
+        from: ObjectType,
+        to: ObjectType,
+        changes: &[LimitChange],
+        mode: LimitMode,
+        ceiling: u32,
+    ) -> StoreResult<Vec<Result<u32, DomainError>>>;
+
+    /// Removes admin limits; returns how many existed.
+    async fn purge_limits(&self, portal: i64, keys: &[TypeKey]) -> StoreResult<u64>;
+
+    /// Admin limits of one pair (both directions), or of the whole portal.
+    async fn user_limits(
+        &self,
+        portal: i64,
+        pair: Option<(ObjectType, ObjectType)>,
+    ) -> StoreResult<Vec<StoredLimit>>;
+
+    /// How many counters differ from the real number of associations
+    /// (0 unless something is badly wrong).
+    async fn counter_drift(&self, portal: i64) -> StoreResult<u64>;
+}
+
+/// Opens the store a URL names: `postgres://…` or `sqlite://…`.
+pub async fn connect(url: &str, max_connections: u32) -> StoreResult<std::sync::Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(
+            PostgresStore::connect(url, max_connections).await?,
+        ))
+    } else if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(
+            SqliteStore::connect(url, max_connections).await?,
+        ))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_string()))
+    }
+}
+
+/// The steps of a create transaction, as each backend's SQL does them.
+#[async_trait]
+pub(crate) trait CreateSteps: Send {
+    /// Locks the counters (creating missing ones at 0) and returns them.
+    async fn lock_counts(
+        &mut self,
+        portal: i64,
+        keys: &[CountKey],
+    ) -> StoreResult<HashMap<CountKey, i64>>;
+    async fn load_primaries(
+        &mut self,
+        portal: i64,
+        lookup: &PrimaryLookup,
+    ) -> StoreResult<HashMap<i64, i64>>;
+    async fn load_edges(
+        &mut self,
+        portal: i64,
+        from: ObjectType,
+        to: ObjectType,
+        pairs: &[(i64, i64)],
+    ) -> StoreResult<Vec<PairEdge>>;
+    async fn load_user_limits(
+        &mut self,
+        portal: i64,
+        a: ObjectType,
+        b: ObjectType,
+    ) -> StoreResult<HashMap<TypeKey, u32>>;
+    async fn delete_rows(&mut self, portal: i64, rows: &[DirectedRow]) -> StoreResult<()>;
+    async fn insert_rows(&mut self, portal: i64, rows: &[DirectedRow]) -> StoreResult<()>;
+    async fn add_to_counts(&mut self, portal: i64, deltas: &[(CountKey, i64)]) -> StoreResult<()>;
+}
+
+/// The create flow: lock, load, plan with the domain planner, write.
+pub(crate) async fn create_in_transaction(
+    steps: &mut dyn CreateSteps,
+    ctx: &WriteContext<'_>,
+    items: &[CreateItem],
+) -> StoreResult<Vec<ItemOutcome>> {
+    let portal = ctx.portal_id;
+    let needs = plan::requirements(ctx, items);
+    let counts = steps.lock_counts(portal, &needs.count_keys).await?;
+    let primaries = match &needs.primaries {
+        Some(lookup) => steps.load_primaries(portal, lookup).await?,
+        None => HashMap::new(),
+    };
+    let edges = steps
+        .load_edges(portal, ctx.from, ctx.to, &needs.pairs)
+        .await?;
+    let user_limits = steps.load_user_limits(portal, ctx.from, ctx.to).await?;
+    let snapshot = Snapshot {
+        counts,
+        edges,
+        primaries,
+        user_limits,
+    };
+    let Plan {
+        insert_rows,
+        delete_rows,
+        count_deltas,
+        outcomes,
+    } = plan::plan_creates(ctx, snapshot, items);
+    if !delete_rows.is_empty() {
+        steps.delete_rows(portal, &delete_rows).await?;
+    }
+    if !insert_rows.is_empty() {
+        steps.insert_rows(portal, &insert_rows).await?;
+    }
+    if !count_deltas.is_empty() {
+        steps.add_to_counts(portal, &count_deltas).await?;
+    }
+    Ok(outcomes)
+}
+
+/// Sums removed rows into (negative) counter changes.
+pub(crate) fn removal_deltas(removed: &[DirectedRow]) -> Vec<(CountKey, i64)> {
+    let mut deltas: HashMap<CountKey, i64> = HashMap::new();
+    for row in removed {
+        *deltas.entry(row.count_key()).or_default() -= 1;
+    }
+    let mut deltas: Vec<_> = deltas.into_iter().collect();
+    deltas.sort();
+    deltas
+}
+
+/// The counters of `rows`, sorted and without repeats.
+pub(crate) fn count_keys_of(rows: &[DirectedRow]) -> Vec<CountKey> {
+    rows.iter()
+        .map(DirectedRow::count_key)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// A stored definition row, decoded.
+pub(crate) struct DefinitionRow {
+    pub category: i64,
+    pub type_id: i32,
+    pub inverse_type_id: i32,
+    pub from_object_type: String,
+    pub to_object_type: String,
+    pub label: Option<String>,
+    pub name: String,
+}
+
+impl DefinitionRow {
+    pub fn into_def(self) -> StoreResult<TypeDef> {
+        let category = decode_category(self.category)?;
+        Ok(TypeDef {
+            key: TypeKey {
+                category,
+                type_id: self.type_id,
+            },
+            inverse: TypeKey {
+                category,
+                type_id: self.inverse_type_id,
+            },
+            from: decode_object_type(&self.from_object_type)?,
+            to: decode_object_type(&self.to_object_type)?,
+            role: if self.label.is_some() {
+                TypeRole::Label
+            } else {
+                TypeRole::Unlabeled
+            },
+            label: self.label,
+            name: self.name,
+        })
+    }
+}
+
+pub(crate) fn decode_category(code: i64) -> StoreResult<Category> {
+    Category::from_code(code)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown category code {code}")))
+}
+
+pub(crate) fn decode_object_type(text: &str) -> StoreResult<ObjectType> {
+    ObjectType::parse(text).map_err(|_| StoreError::Corrupt(format!("unknown object type {text}")))
+}
+
+pub(crate) fn decode_key(category: i64, type_id: i32) -> StoreResult<TypeKey> {
+    Ok(TypeKey {
+        category: decode_category(category)?,
+        type_id,
+    })
+}

@@ -1,0 +1,774 @@
+//! The PostgreSQL store (production). Batches travel as arrays through
+//! `unnest`, so a batch costs the same few round trips whatever its size;
+//! counters are locked in key order and deadlocks or serialization failures
+//! are retried here, never reaching a caller.
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, PgPool, Row};
+
+use super::*;
+use crate::domain::limits::apply_limit_changes;
+use crate::domain::types::{
+    allocated_unlabeled, has_builtin_unlabeled, label_ids_needed, new_label_definitions,
+    FIRST_PORTAL_TYPE_ID,
+};
+
+/// Advisory lock namespace for admin limit changes (second key: portal).
+const LIMITS_LOCK_NAMESPACE: i32 = 0x4153_4c4d;
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<PostgresStore> {
+        let options: PgConnectOptions = url.parse()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(std::time::Duration::from_secs(30))
+            .connect_with(options)
+            .await?;
+        Ok(PostgresStore { pool })
+    }
+}
+
+fn is_retryable(err: &StoreError) -> bool {
+    match err {
+        StoreError::Database(sqlx::Error::Database(db)) => {
+            matches!(
+                db.code().as_deref(),
+                Some("40P01") | Some("40001") | Some("23505")
+            )
+        }
+        _ => false,
+    }
+}
+
+struct CountColumns {
+    types: Vec<String>,
+    ids: Vec<i64>,
+    categories: Vec<i16>,
+    type_ids: Vec<i32>,
+}
+
+fn count_columns<'a>(keys: impl Iterator<Item = &'a CountKey>) -> CountColumns {
+    let mut c = CountColumns {
+        types: vec![],
+        ids: vec![],
+        categories: vec![],
+        type_ids: vec![],
+    };
+    for k in keys {
+        c.types.push(k.object_type.to_string());
+        c.ids.push(k.object_id);
+        c.categories.push(k.key.category.code());
+        c.type_ids.push(k.key.type_id);
+    }
+    c
+}
+
+struct RowColumns {
+    from_types: Vec<String>,
+    from_ids: Vec<i64>,
+    to_types: Vec<String>,
+    to_ids: Vec<i64>,
+    categories: Vec<i16>,
+    type_ids: Vec<i32>,
+}
+
+fn row_columns(rows: &[DirectedRow]) -> RowColumns {
+    let mut c = RowColumns {
+        from_types: vec![],
+        from_ids: vec![],
+        to_types: vec![],
+        to_ids: vec![],
+        categories: vec![],
+        type_ids: vec![],
+    };
+    for r in rows {
+        c.from_types.push(r.from_type.to_string());
+        c.from_ids.push(r.from_id);
+        c.to_types.push(r.to_type.to_string());
+        c.to_ids.push(r.to_id);
+        c.categories.push(r.key.category.code());
+        c.type_ids.push(r.key.type_id);
+    }
+    c
+}
+
+fn key_columns(keys: &[TypeKey]) -> (Vec<i16>, Vec<i32>) {
+    keys.iter().map(|k| (k.category.code(), k.type_id)).unzip()
+}
+
+fn decode_row(row: &sqlx::postgres::PgRow) -> StoreResult<DirectedRow> {
+    Ok(DirectedRow {
+        from_type: decode_object_type(row.try_get::<&str, _>(0)?)?,
+        from_id: row.try_get(1)?,
+        to_type: decode_object_type(row.try_get::<&str, _>(2)?)?,
+        to_id: row.try_get(3)?,
+        key: decode_key(row.try_get::<i16, _>(4)?.into(), row.try_get(5)?)?,
+    })
+}
+
+struct PgCreateSteps<'c> {
+    conn: &'c mut PgConnection,
+}
+
+#[async_trait]
+impl CreateSteps for PgCreateSteps<'_> {
+    async fn lock_counts(
+        &mut self,
+        portal: i64,
+        keys: &[CountKey],
+    ) -> StoreResult<HashMap<CountKey, i64>> {
+        let c = count_columns(keys.iter());
+        // Rows are locked in the (sorted) input order; the no-op update takes
+        // the row lock and returns the committed value.
+        let rows = sqlx::query(
+            "INSERT INTO association_counts (portal_id, object_type, object_id, category, type_id, count)
+             SELECT $1, k.t, k.i, k.c, k.ty, 0
+             FROM unnest($2::text[], $3::bigint[], $4::smallint[], $5::int[]) WITH ORDINALITY AS k(t, i, c, ty, n)
+             ORDER BY k.n
+             ON CONFLICT (portal_id, object_type, object_id, category, type_id)
+             DO UPDATE SET count = association_counts.count
+             RETURNING object_type, object_id, category, type_id, count",
+        )
+        .bind(portal)
+        .bind(&c.types)
+        .bind(&c.ids)
+        .bind(&c.categories)
+        .bind(&c.type_ids)
+        .fetch_all(&mut *self.conn)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let key = CountKey {
+                    object_type: decode_object_type(row.try_get::<&str, _>(0)?)?,
+                    object_id: row.try_get(1)?,
+                    key: decode_key(row.try_get::<i16, _>(2)?.into(), row.try_get(3)?)?,
+                };
+                Ok((key, row.try_get::<i64, _>(4)?))
+            })
+            .collect()
+    }
+
+    async fn load_primaries(
+        &mut self,
+        portal: i64,
+        lookup: &PrimaryLookup,
+    ) -> StoreResult<HashMap<i64, i64>> {
+        let rows = sqlx::query(
+            "SELECT from_object_id, to_object_id FROM associations
+             WHERE portal_id = $1 AND from_object_type = $2 AND from_object_id = ANY($3)
+               AND to_object_type = $4 AND category = $5 AND type_id = $6",
+        )
+        .bind(portal)
+        .bind(lookup.record_type.to_string())
+        .bind(&lookup.record_ids)
+        .bind(lookup.company_type.to_string())
+        .bind(lookup.record_key.category.code())
+        .bind(lookup.record_key.type_id)
+        .fetch_all(&mut *self.conn)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    async fn load_edges(
+        &mut self,
+        portal: i64,
+        from: ObjectType,
+        to: ObjectType,
+        pairs: &[(i64, i64)],
+    ) -> StoreResult<Vec<PairEdge>> {
+        let (from_ids, to_ids): (Vec<i64>, Vec<i64>) = pairs.iter().copied().unzip();
+        let rows = sqlx::query(
+            "SELECT a.from_object_id, a.to_object_id, a.category, a.type_id
+             FROM unnest($4::bigint[], $5::bigint[]) AS p(f, t)
+             JOIN associations a ON a.portal_id = $1 AND a.from_object_type = $2 AND a.from_object_id = p.f
+                                AND a.to_object_type = $3 AND a.to_object_id = p.t",
+        )
+        .bind(portal)
+        .bind(from.to_string())
+        .bind(to.to_string())
+        .bind(&from_ids)
+        .bind(&to_ids)
+        .fetch_all(&mut *self.conn)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PairEdge {
+                    from_id: r.try_get(0)?,
+                    to_id: r.try_get(1)?,
+                    key: decode_key(r.try_get::<i16, _>(2)?.into(), r.try_get(3)?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn load_user_limits(
+        &mut self,
+        portal: i64,
+        a: ObjectType,
+        b: ObjectType,
+    ) -> StoreResult<HashMap<TypeKey, u32>> {
+        load_pair_limits(&mut *self.conn, portal, a, b).await
+    }
+
+    async fn delete_rows(&mut self, portal: i64, rows: &[DirectedRow]) -> StoreResult<()> {
+        let c = row_columns(rows);
+        sqlx::query(
+            "DELETE FROM associations a
+             USING unnest($2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::smallint[], $7::int[]) AS d(ft, fi, tt, ti, c, ty)
+             WHERE a.portal_id = $1 AND a.from_object_type = d.ft AND a.from_object_id = d.fi
+               AND a.to_object_type = d.tt AND a.to_object_id = d.ti AND a.category = d.c AND a.type_id = d.ty",
+        )
+        .bind(portal)
+        .bind(&c.from_types)
+        .bind(&c.from_ids)
+        .bind(&c.to_types)
+        .bind(&c.to_ids)
+        .bind(&c.categories)
+        .bind(&c.type_ids)
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_rows(&mut self, portal: i64, rows: &[DirectedRow]) -> StoreResult<()> {
+        let c = row_columns(rows);
+        sqlx::query(
+            "INSERT INTO associations (portal_id, from_object_type, from_object_id, to_object_type, to_object_id, category, type_id)
+             SELECT $1, d.ft, d.fi, d.tt, d.ti, d.c, d.ty
+             FROM unnest($2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::smallint[], $7::int[]) AS d(ft, fi, tt, ti, c, ty)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(portal)
+        .bind(&c.from_types)
+        .bind(&c.from_ids)
+        .bind(&c.to_types)
+        .bind(&c.to_ids)
+        .bind(&c.categories)
+        .bind(&c.type_ids)
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn add_to_counts(&mut self, portal: i64, deltas: &[(CountKey, i64)]) -> StoreResult<()> {
+        add_to_counts(&mut *self.conn, portal, deltas).await
+    }
+}
+
+async fn add_to_counts(
+    conn: &mut PgConnection,
+    portal: i64,
+    deltas: &[(CountKey, i64)],
+) -> StoreResult<()> {
+    let c = count_columns(deltas.iter().map(|(k, _)| k));
+    let amounts: Vec<i64> = deltas.iter().map(|(_, d)| *d).collect();
+    sqlx::query(
+        "INSERT INTO association_counts (portal_id, object_type, object_id, category, type_id, count)
+         SELECT $1, k.t, k.i, k.c, k.ty, k.d
+         FROM unnest($2::text[], $3::bigint[], $4::smallint[], $5::int[], $6::bigint[]) WITH ORDINALITY AS k(t, i, c, ty, d, n)
+         ORDER BY k.n
+         ON CONFLICT (portal_id, object_type, object_id, category, type_id)
+         DO UPDATE SET count = association_counts.count + EXCLUDED.count",
+    )
+    .bind(portal)
+    .bind(&c.types)
+    .bind(&c.ids)
+    .bind(&c.categories)
+    .bind(&c.type_ids)
+    .bind(&amounts)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn load_pair_limits(
+    conn: &mut PgConnection,
+    portal: i64,
+    a: ObjectType,
+    b: ObjectType,
+) -> StoreResult<HashMap<TypeKey, u32>> {
+    let rows = sqlx::query(
+        "SELECT category, type_id, max_to_object_ids FROM association_limits
+         WHERE portal_id = $1 AND ((from_object_type = $2 AND to_object_type = $3)
+                                OR (from_object_type = $3 AND to_object_type = $2))",
+    )
+    .bind(portal)
+    .bind(a.to_string())
+    .bind(b.to_string())
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let max: i32 = r.try_get(2)?;
+            Ok((
+                decode_key(r.try_get::<i16, _>(0)?.into(), r.try_get(1)?)?,
+                max as u32,
+            ))
+        })
+        .collect()
+}
+
+/// Reserves `count` consecutive type ids for the portal; locks its allocator row.
+async fn allocate_type_ids(conn: &mut PgConnection, portal: i64, count: i32) -> StoreResult<i32> {
+    let first: i32 = sqlx::query_scalar(
+        "INSERT INTO portal_type_ids (portal_id, next_type_id) VALUES ($1, $2 + $3)
+         ON CONFLICT (portal_id) DO UPDATE SET next_type_id = portal_type_ids.next_type_id + $3
+         RETURNING next_type_id - $3",
+    )
+    .bind(portal)
+    .bind(FIRST_PORTAL_TYPE_ID)
+    .bind(count)
+    .fetch_one(conn)
+    .await?;
+    Ok(first)
+}
+
+async fn insert_definitions(
+    conn: &mut PgConnection,
+    portal: i64,
+    defs: &[TypeDef],
+) -> StoreResult<()> {
+    for def in defs {
+        sqlx::query(
+            "INSERT INTO association_definitions
+               (portal_id, category, type_id, inverse_type_id, from_object_type, to_object_type, label, name)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(portal)
+        .bind(def.key.category.code())
+        .bind(def.key.type_id)
+        .bind(def.inverse.type_id)
+        .bind(def.from.to_string())
+        .bind(def.to.to_string())
+        .bind(&def.label)
+        .bind(&def.name)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn load_definitions(
+    conn: &mut PgConnection,
+    portal: i64,
+    a: ObjectType,
+    b: ObjectType,
+) -> StoreResult<Vec<TypeDef>> {
+    let rows = sqlx::query(
+        "SELECT category, type_id, inverse_type_id, from_object_type, to_object_type, label, name
+         FROM association_definitions
+         WHERE portal_id = $1 AND ((from_object_type = $2 AND to_object_type = $3)
+                                OR (from_object_type = $3 AND to_object_type = $2))
+         ORDER BY category, type_id",
+    )
+    .bind(portal)
+    .bind(a.to_string())
+    .bind(b.to_string())
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            DefinitionRow {
+                category: r.try_get::<i16, _>(0)?.into(),
+                type_id: r.try_get(1)?,
+                inverse_type_id: r.try_get(2)?,
+                from_object_type: r.try_get(3)?,
+                to_object_type: r.try_get(4)?,
+                label: r.try_get(5)?,
+                name: r.try_get(6)?,
+            }
+            .into_def()
+        })
+        .collect()
+}
+
+/// The WHERE clause that selects the rows an archive removes ($1 portal,
+/// $2/$3 object types, $4/$5 pairs, $6 all types, $7-$10 type filters).
+const ARCHIVE_MATCH: &str = "
+    FROM unnest($4::bigint[], $5::bigint[]) AS p(f, t)
+    JOIN associations a ON a.portal_id = $1 AND (
+        (a.from_object_type = $2 AND a.from_object_id = p.f AND a.to_object_type = $3 AND a.to_object_id = p.t
+         AND ($6 OR (a.category, a.type_id) IN (SELECT * FROM unnest($7::smallint[], $8::int[]))))
+     OR (a.from_object_type = $3 AND a.from_object_id = p.t AND a.to_object_type = $2 AND a.to_object_id = p.f
+         AND ($6 OR (a.category, a.type_id) IN (SELECT * FROM unnest($9::smallint[], $10::int[])))))";
+
+/// The parameters of `ARCHIVE_MATCH`.
+struct ArchiveBinds {
+    from_ids: Vec<i64>,
+    to_ids: Vec<i64>,
+    all: bool,
+    forward: (Vec<i16>, Vec<i32>),
+    inverse: (Vec<i16>, Vec<i32>),
+}
+
+impl ArchiveBinds {
+    fn new(pairs: &[(i64, i64)], filter: &TypeFilter) -> ArchiveBinds {
+        let (from_ids, to_ids) = pairs.iter().copied().unzip();
+        let (all, forward, inverse) = match filter {
+            TypeFilter::All => (true, key_columns(&[]), key_columns(&[])),
+            TypeFilter::Only { forward, inverse } => {
+                (false, key_columns(forward), key_columns(inverse))
+            }
+        };
+        ArchiveBinds {
+            from_ids,
+            to_ids,
+            all,
+            forward,
+            inverse,
+        }
+    }
+
+    fn bind<'q>(
+        &'q self,
+        sql: &'q str,
+        portal: i64,
+        from: ObjectType,
+        to: ObjectType,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        sqlx::query(sql)
+            .bind(portal)
+            .bind(from.to_string())
+            .bind(to.to_string())
+            .bind(&self.from_ids)
+            .bind(&self.to_ids)
+            .bind(self.all)
+            .bind(&self.forward.0)
+            .bind(&self.forward.1)
+            .bind(&self.inverse.0)
+            .bind(&self.inverse.1)
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        // sqlx holds a PostgreSQL advisory lock while migrating, so replicas
+        // starting together apply each migration once.
+        sqlx::migrate!("./migrations/postgres")
+            .run(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn pair_definitions(
+        &self,
+        portal: i64,
+        a: ObjectType,
+        b: ObjectType,
+    ) -> StoreResult<Vec<TypeDef>> {
+        let mut conn = self.pool.acquire().await?;
+        let defs = load_definitions(&mut conn, portal, a, b).await?;
+        let has_unlabeled = |defs: &[TypeDef]| {
+            defs.iter()
+                .any(|d| d.from == a && d.to == b && d.role == TypeRole::Unlabeled)
+        };
+        if has_builtin_unlabeled(a, b) || has_unlabeled(&defs) {
+            return Ok(defs);
+        }
+        drop(conn);
+        transaction!(self.pool.begin(), is_retryable, |conn| {
+            let needed = if a == b { 1 } else { 2 };
+            let first = allocate_type_ids(conn, portal, needed).await?;
+            // The allocator row is locked now: re-check, then allocate.
+            let defs = load_definitions(conn, portal, a, b).await?;
+            if has_unlabeled(&defs) {
+                return Ok(defs);
+            }
+            insert_definitions(conn, portal, &allocated_unlabeled(a, b, first)).await?;
+            load_definitions(conn, portal, a, b).await
+        })
+    }
+
+    async fn create_label(&self, portal: i64, label: &NewLabel) -> StoreResult<Vec<TypeDef>> {
+        transaction!(self.pool.begin(), is_retryable, |conn| {
+            let needed = label_ids_needed(label.from, label.to, label.inverse_label.as_deref());
+            let first = allocate_type_ids(conn, portal, needed).await?;
+            let defs = new_label_definitions(
+                label.from,
+                label.to,
+                &label.label,
+                &label.name,
+                label.inverse_label.as_deref(),
+                first,
+            )?;
+            let existing = load_definitions(conn, portal, label.from, label.to).await?;
+            if let Some(clash) = existing.iter().find(|e| {
+                defs.iter().any(|d| {
+                    (d.from, d.to) == (e.from, e.to) && d.label.is_some() && d.label == e.label
+                })
+            }) {
+                return Err(
+                    DomainError::LabelExists(clash.label.clone().unwrap_or_default()).into(),
+                );
+            }
+            insert_definitions(conn, portal, &defs).await?;
+            Ok(defs)
+        })
+    }
+
+    async fn update_label(
+        &self,
+        portal: i64,
+        def: &TypeDef,
+        label: &str,
+        inverse_label: Option<&str>,
+    ) -> StoreResult<()> {
+        transaction!(self.pool.begin(), is_retryable, |conn| {
+            let mut renames = vec![(def.key, label.to_string())];
+            if def.inverse != def.key {
+                if let Some(inverse) = inverse_label {
+                    renames.push((def.inverse, inverse.to_string()));
+                }
+            }
+            for (key, text) in renames {
+                sqlx::query(
+                    "UPDATE association_definitions SET label = $4
+                         WHERE portal_id = $1 AND category = $2 AND type_id = $3",
+                )
+                .bind(portal)
+                .bind(key.category.code())
+                .bind(key.type_id)
+                .bind(text)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Ok(())
+        })
+    }
+
+    async fn delete_label(&self, portal: i64, def: &TypeDef) -> StoreResult<()> {
+        let (categories, type_ids) = key_columns(&[def.key, def.inverse]);
+        transaction!(self.pool.begin(), is_retryable, |conn| {
+            let (categories, type_ids) = (&categories, &type_ids);
+            for table in [
+                "association_counts",
+                "associations",
+                "association_limits",
+                "association_definitions",
+            ] {
+                sqlx::query(&format!(
+                        "DELETE FROM {table} WHERE portal_id = $1
+                         AND (category, type_id) IN (SELECT * FROM unnest($2::smallint[], $3::int[]))"
+                    ))
+                    .bind(portal)
+                    .bind(categories)
+                    .bind(type_ids)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(())
+        })
+    }
+
+    async fn create_associations(
+        &self,
+        ctx: &WriteContext<'_>,
+        items: &[CreateItem],
+    ) -> StoreResult<Vec<ItemOutcome>> {
+        transaction!(self.pool.begin(), is_retryable, |conn| {
+            let mut steps = PgCreateSteps { conn };
+            create_in_transaction(&mut steps, ctx, items).await
+        })
+    }
+
+    async fn archive_associations(
+        &self,
+        portal: i64,
+        from: ObjectType,
+        to: ObjectType,
+        pairs: &[(i64, i64)],
+        filter: &TypeFilter,
+    ) -> StoreResult<u64> {
+        let binds = ArchiveBinds::new(pairs, filter);
+        transaction!(self.pool.begin(), is_retryable, |conn| {
+            let binds = &binds;
+            let select = format!(
+                    "SELECT a.from_object_type, a.from_object_id, a.to_object_type, a.to_object_id, a.category, a.type_id {ARCHIVE_MATCH}"
+                );
+            let found = binds
+                .bind(&select, portal, from, to)
+                .fetch_all(&mut *conn)
+                .await?;
+            let found: Vec<DirectedRow> =
+                found.iter().map(decode_row).collect::<StoreResult<_>>()?;
+            if found.is_empty() {
+                return Ok(0);
+            }
+            // Lock the counters first, in key order, as creators do.
+            PgCreateSteps { conn: &mut *conn }
+                .lock_counts(portal, &count_keys_of(&found))
+                .await?;
+            let delete = format!(
+                    "DELETE FROM associations d USING (SELECT a.portal_id, a.from_object_type, a.from_object_id,
+                            a.to_object_type, a.to_object_id, a.category, a.type_id {ARCHIVE_MATCH}) m
+                     WHERE d.portal_id = m.portal_id AND d.from_object_type = m.from_object_type
+                       AND d.from_object_id = m.from_object_id AND d.to_object_type = m.to_object_type
+                       AND d.to_object_id = m.to_object_id AND d.category = m.category AND d.type_id = m.type_id
+                     RETURNING d.from_object_type, d.from_object_id, d.to_object_type, d.to_object_id, d.category, d.type_id"
+                );
+            let removed = binds
+                .bind(&delete, portal, from, to)
+                .fetch_all(&mut *conn)
+                .await?;
+            let removed: Vec<DirectedRow> =
+                removed.iter().map(decode_row).collect::<StoreResult<_>>()?;
+            add_to_counts(conn, portal, &removal_deltas(&removed)).await?;
+            Ok(removed.len() as u64)
+        })
+    }
+
+    async fn list_page(
+        &self,
+        portal: i64,
+        from: ObjectType,
+        from_id: i64,
+        to: ObjectType,
+        anchor: TypeKey,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<AssociationRows> {
+        let rows = sqlx::query(
+            "SELECT to_object_id, category, type_id FROM associations
+             WHERE portal_id = $1 AND from_object_type = $2 AND from_object_id = $3 AND to_object_type = $4
+               AND to_object_id > $5
+               AND to_object_id <= (SELECT coalesce(max(s.to_object_id), $5) FROM (
+                     SELECT to_object_id FROM associations
+                     WHERE portal_id = $1 AND from_object_type = $2 AND from_object_id = $3 AND to_object_type = $4
+                       AND to_object_id > $5 AND category = $6 AND type_id = $7
+                     ORDER BY to_object_id LIMIT $8) s)
+             ORDER BY to_object_id, category, type_id",
+        )
+        .bind(portal)
+        .bind(from.to_string())
+        .bind(from_id)
+        .bind(to.to_string())
+        .bind(after)
+        .bind(anchor.category.code())
+        .bind(anchor.type_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0)?,
+                    decode_key(r.try_get::<i16, _>(1)?.into(), r.try_get(2)?)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn change_limits(
+        &self,
+        portal: i64,
+        catalog: &PairCatalog,
+        from: ObjectType,
+        to: ObjectType,
+        changes: &[LimitChange],
+        mode: LimitMode,
+        ceiling: u32,
+    ) -> StoreResult<Vec<Result<u32, DomainError>>> {
+        transaction!(self.pool.begin(), is_retryable, |conn| {
+            sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2::text))")
+                .bind(LIMITS_LOCK_NAMESPACE)
+                .bind(portal.to_string())
+                .execute(&mut *conn)
+                .await?;
+            let mut current = load_pair_limits(conn, portal, from, to).await?;
+            let results =
+                apply_limit_changes(catalog, from, to, &mut current, changes, mode, ceiling);
+            for (change, result) in changes.iter().zip(&results) {
+                let Ok(max) = result else { continue };
+                sqlx::query(
+                        "INSERT INTO association_limits
+                           (portal_id, category, type_id, from_object_type, to_object_type, max_to_object_ids)
+                         VALUES ($1, $2, $3, $4, $5, $6)
+                         ON CONFLICT (portal_id, category, type_id) DO UPDATE SET max_to_object_ids = EXCLUDED.max_to_object_ids",
+                    )
+                    .bind(portal)
+                    .bind(change.key.category.code())
+                    .bind(change.key.type_id)
+                    .bind(from.to_string())
+                    .bind(to.to_string())
+                    .bind(*max as i32)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(results)
+        })
+    }
+
+    async fn purge_limits(&self, portal: i64, keys: &[TypeKey]) -> StoreResult<u64> {
+        let (categories, type_ids) = key_columns(keys);
+        let done = sqlx::query(
+            "DELETE FROM association_limits WHERE portal_id = $1
+             AND (category, type_id) IN (SELECT * FROM unnest($2::smallint[], $3::int[]))",
+        )
+        .bind(portal)
+        .bind(&categories)
+        .bind(&type_ids)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn user_limits(
+        &self,
+        portal: i64,
+        pair: Option<(ObjectType, ObjectType)>,
+    ) -> StoreResult<Vec<StoredLimit>> {
+        let (a, b) = pair
+            .map(|(a, b)| (Some(a.to_string()), Some(b.to_string())))
+            .unwrap_or((None, None));
+        let rows = sqlx::query(
+            "SELECT from_object_type, to_object_type, category, type_id, max_to_object_ids FROM association_limits
+             WHERE portal_id = $1 AND ($2::text IS NULL OR (from_object_type = $2 AND to_object_type = $3)
+                                                      OR (from_object_type = $3 AND to_object_type = $2))
+             ORDER BY from_object_type, to_object_type, category, type_id",
+        )
+        .bind(portal)
+        .bind(a)
+        .bind(b)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredLimit {
+                    from: decode_object_type(r.try_get::<&str, _>(0)?)?,
+                    to: decode_object_type(r.try_get::<&str, _>(1)?)?,
+                    key: decode_key(r.try_get::<i16, _>(2)?.into(), r.try_get(3)?)?,
+                    max_to_object_ids: r.try_get::<i32, _>(4)? as u32,
+                })
+            })
+            .collect()
+    }
+
+    async fn counter_drift(&self, portal: i64) -> StoreResult<u64> {
+        let drift: i64 = sqlx::query_scalar(
+            "WITH actual AS (
+                 SELECT from_object_type AS object_type, from_object_id AS object_id, category, type_id, count(*) AS n
+                 FROM associations WHERE portal_id = $1 GROUP BY 1, 2, 3, 4),
+             stored AS (SELECT object_type, object_id, category, type_id, count AS n
+                        FROM association_counts WHERE portal_id = $1 AND count <> 0)
+             SELECT count(*) FROM actual FULL JOIN stored USING (object_type, object_id, category, type_id)
+             WHERE actual.n IS DISTINCT FROM stored.n",
+        )
+        .bind(portal)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(drift as u64)
+    }
+}

@@ -1,0 +1,689 @@
+//! The SQLite store, the embedded default: a file created on first start.
+//! Writers take the database write lock up front (`BEGIN IMMEDIATE`), so each
+//! write transaction sees and changes a stable state; batches travel as JSON
+//! arrays through `json_each`, one statement per step.
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqliteConnection, SqlitePool};
+
+use super::*;
+use crate::domain::limits::apply_limit_changes;
+use crate::domain::types::{
+    allocated_unlabeled, has_builtin_unlabeled, label_ids_needed, new_label_definitions,
+    FIRST_PORTAL_TYPE_ID,
+};
+
+/// SQLite's "database is busy/locked" codes, retried until the lock frees.
+fn is_busy(err: &StoreError) -> bool {
+    match err {
+        StoreError::Database(sqlx::Error::Database(db)) => {
+            matches!(db.code().as_deref(), Some("5" | "6" | "517"))
+        }
+        _ => false,
+    }
+}
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database a `sqlite://path` URL names.
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<SqliteStore> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30));
+        if let Some(parent) = options
+            .get_filename()
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(options)
+            .await?;
+        Ok(SqliteStore { pool })
+    }
+}
+
+fn count_keys_json<'a>(keys: impl Iterator<Item = &'a CountKey>) -> Value {
+    keys.map(|k| {
+        json!([
+            k.object_type.to_string(),
+            k.object_id,
+            k.key.category.code(),
+            k.key.type_id
+        ])
+    })
+    .collect()
+}
+
+fn rows_json(rows: &[DirectedRow]) -> Value {
+    rows.iter()
+        .map(|r| {
+            json!([
+                r.from_type.to_string(),
+                r.from_id,
+                r.to_type.to_string(),
+                r.to_id,
+                r.key.category.code(),
+                r.key.type_id
+            ])
+        })
+        .collect()
+}
+
+fn keys_json(keys: &[TypeKey]) -> Value {
+    keys.iter()
+        .map(|k| json!([k.category.code(), k.type_id]))
+        .collect()
+}
+
+fn decode_row(row: &SqliteRow) -> StoreResult<DirectedRow> {
+    Ok(DirectedRow {
+        from_type: decode_object_type(row.try_get::<&str, _>(0)?)?,
+        from_id: row.try_get(1)?,
+        to_type: decode_object_type(row.try_get::<&str, _>(2)?)?,
+        to_id: row.try_get(3)?,
+        key: decode_key(row.try_get(4)?, row.try_get(5)?)?,
+    })
+}
+
+struct SqliteCreateSteps<'c> {
+    conn: &'c mut SqliteConnection,
+}
+
+#[async_trait]
+impl CreateSteps for SqliteCreateSteps<'_> {
+    async fn lock_counts(
+        &mut self,
+        portal: i64,
+        keys: &[CountKey],
+    ) -> StoreResult<HashMap<CountKey, i64>> {
+        // BEGIN IMMEDIATE already holds the write lock; make sure rows exist.
+        let keys = count_keys_json(keys.iter()).to_string();
+        sqlx::query(
+            "INSERT INTO association_counts (portal_id, object_type, object_id, category, type_id, count)
+             SELECT ?1, j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, 0 FROM json_each(?2) j WHERE true
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(portal)
+        .bind(&keys)
+        .execute(&mut *self.conn)
+        .await?;
+        let rows = sqlx::query(
+            "SELECT c.object_type, c.object_id, c.category, c.type_id, c.count
+             FROM json_each(?2) j JOIN association_counts c
+               ON c.portal_id = ?1 AND c.object_type = j.value ->> 0 AND c.object_id = j.value ->> 1
+              AND c.category = j.value ->> 2 AND c.type_id = j.value ->> 3",
+        )
+        .bind(portal)
+        .bind(&keys)
+        .fetch_all(&mut *self.conn)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let key = CountKey {
+                    object_type: decode_object_type(row.try_get::<&str, _>(0)?)?,
+                    object_id: row.try_get(1)?,
+                    key: decode_key(row.try_get(2)?, row.try_get(3)?)?,
+                };
+                Ok((key, row.try_get::<i64, _>(4)?))
+            })
+            .collect()
+    }
+
+    async fn load_primaries(
+        &mut self,
+        portal: i64,
+        lookup: &PrimaryLookup,
+    ) -> StoreResult<HashMap<i64, i64>> {
+        let rows = sqlx::query(
+            "SELECT a.from_object_id, a.to_object_id FROM json_each(?3) j JOIN associations a
+               ON a.portal_id = ?1 AND a.from_object_type = ?2 AND a.from_object_id = j.value
+              AND a.to_object_type = ?4 AND a.category = ?5 AND a.type_id = ?6",
+        )
+        .bind(portal)
+        .bind(lookup.record_type.to_string())
+        .bind(json!(lookup.record_ids).to_string())
+        .bind(lookup.company_type.to_string())
+        .bind(lookup.record_key.category.code())
+        .bind(lookup.record_key.type_id)
+        .fetch_all(&mut *self.conn)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    async fn load_edges(
+        &mut self,
+        portal: i64,
+        from: ObjectType,
+        to: ObjectType,
+        pairs: &[(i64, i64)],
+    ) -> StoreResult<Vec<PairEdge>> {
+        let rows = sqlx::query(
+            "SELECT a.from_object_id, a.to_object_id, a.category, a.type_id FROM json_each(?4) j JOIN associations a
+               ON a.portal_id = ?1 AND a.from_object_type = ?2 AND a.from_object_id = j.value ->> 0
+              AND a.to_object_type = ?3 AND a.to_object_id = j.value ->> 1",
+        )
+        .bind(portal)
+        .bind(from.to_string())
+        .bind(to.to_string())
+        .bind(json!(pairs).to_string())
+        .fetch_all(&mut *self.conn)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PairEdge {
+                    from_id: r.try_get(0)?,
+                    to_id: r.try_get(1)?,
+                    key: decode_key(r.try_get(2)?, r.try_get(3)?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn load_user_limits(
+        &mut self,
+        portal: i64,
+        a: ObjectType,
+        b: ObjectType,
+    ) -> StoreResult<HashMap<TypeKey, u32>> {
+        load_pair_limits(&mut *self.conn, portal, a, b).await
+    }
+
+    async fn delete_rows(&mut self, portal: i64, rows: &[DirectedRow]) -> StoreResult<()> {
+        sqlx::query(
+            "DELETE FROM associations WHERE portal_id = ?1 AND (from_object_type, from_object_id, to_object_type,
+               to_object_id, category, type_id) IN (SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2,
+               j.value ->> 3, j.value ->> 4, j.value ->> 5 FROM json_each(?2) j)",
+        )
+        .bind(portal)
+        .bind(rows_json(rows).to_string())
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_rows(&mut self, portal: i64, rows: &[DirectedRow]) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO associations (portal_id, from_object_type, from_object_id, to_object_type, to_object_id, category, type_id)
+             SELECT ?1, j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5
+             FROM json_each(?2) j WHERE true
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(portal)
+        .bind(rows_json(rows).to_string())
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn add_to_counts(&mut self, portal: i64, deltas: &[(CountKey, i64)]) -> StoreResult<()> {
+        add_to_counts(&mut *self.conn, portal, deltas).await
+    }
+}
+
+async fn add_to_counts(
+    conn: &mut SqliteConnection,
+    portal: i64,
+    deltas: &[(CountKey, i64)],
+) -> StoreResult<()> {
+    let rows: Value = deltas
+        .iter()
+        .map(|(k, d)| {
+            json!([
+                k.object_type.to_string(),
+                k.object_id,
+                k.key.category.code(),
+                k.key.type_id,
+                d
+            ])
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO association_counts (portal_id, object_type, object_id, category, type_id, count)
+         SELECT ?1, j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4 FROM json_each(?2) j WHERE true
+         ON CONFLICT (portal_id, object_type, object_id, category, type_id)
+         DO UPDATE SET count = association_counts.count + excluded.count",
+    )
+    .bind(portal)
+    .bind(rows.to_string())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn load_pair_limits(
+    conn: &mut SqliteConnection,
+    portal: i64,
+    a: ObjectType,
+    b: ObjectType,
+) -> StoreResult<HashMap<TypeKey, u32>> {
+    let rows = sqlx::query(
+        "SELECT category, type_id, max_to_object_ids FROM association_limits
+         WHERE portal_id = ?1 AND ((from_object_type = ?2 AND to_object_type = ?3)
+                                OR (from_object_type = ?3 AND to_object_type = ?2))",
+    )
+    .bind(portal)
+    .bind(a.to_string())
+    .bind(b.to_string())
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                decode_key(r.try_get(0)?, r.try_get(1)?)?,
+                r.try_get::<i64, _>(2)? as u32,
+            ))
+        })
+        .collect()
+}
+
+async fn allocate_type_ids(
+    conn: &mut SqliteConnection,
+    portal: i64,
+    count: i32,
+) -> StoreResult<i32> {
+    let first: i32 = sqlx::query_scalar(
+        "INSERT INTO portal_type_ids (portal_id, next_type_id) VALUES (?1, ?2 + ?3)
+         ON CONFLICT (portal_id) DO UPDATE SET next_type_id = next_type_id + ?3
+         RETURNING next_type_id - ?3",
+    )
+    .bind(portal)
+    .bind(FIRST_PORTAL_TYPE_ID)
+    .bind(count)
+    .fetch_one(conn)
+    .await?;
+    Ok(first)
+}
+
+async fn insert_definitions(
+    conn: &mut SqliteConnection,
+    portal: i64,
+    defs: &[TypeDef],
+) -> StoreResult<()> {
+    for def in defs {
+        sqlx::query(
+            "INSERT INTO association_definitions
+               (portal_id, category, type_id, inverse_type_id, from_object_type, to_object_type, label, name)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .bind(portal)
+        .bind(def.key.category.code())
+        .bind(def.key.type_id)
+        .bind(def.inverse.type_id)
+        .bind(def.from.to_string())
+        .bind(def.to.to_string())
+        .bind(&def.label)
+        .bind(&def.name)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn load_definitions(
+    conn: &mut SqliteConnection,
+    portal: i64,
+    a: ObjectType,
+    b: ObjectType,
+) -> StoreResult<Vec<TypeDef>> {
+    let rows = sqlx::query(
+        "SELECT category, type_id, inverse_type_id, from_object_type, to_object_type, label, name
+         FROM association_definitions
+         WHERE portal_id = ?1 AND ((from_object_type = ?2 AND to_object_type = ?3)
+                                OR (from_object_type = ?3 AND to_object_type = ?2))
+         ORDER BY category, type_id",
+    )
+    .bind(portal)
+    .bind(a.to_string())
+    .bind(b.to_string())
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            DefinitionRow {
+                category: r.try_get(0)?,
+                type_id: r.try_get(1)?,
+                inverse_type_id: r.try_get(2)?,
+                from_object_type: r.try_get(3)?,
+                to_object_type: r.try_get(4)?,
+                label: r.try_get(5)?,
+                name: r.try_get(6)?,
+            }
+            .into_def()
+        })
+        .collect()
+}
+
+/// Selects the rows an archive removes (?1 portal, ?2/?3 object types,
+/// ?4 pairs, ?5 all types, ?6/?7 type filters, as JSON).
+const ARCHIVE_MATCH: &str = "
+    FROM json_each(?4) p JOIN associations a ON a.portal_id = ?1 AND (
+        (a.from_object_type = ?2 AND a.from_object_id = p.value ->> 0 AND a.to_object_type = ?3
+         AND a.to_object_id = p.value ->> 1
+         AND (?5 OR (a.category, a.type_id) IN (SELECT k.value ->> 0, k.value ->> 1 FROM json_each(?6) k)))
+     OR (a.from_object_type = ?3 AND a.from_object_id = p.value ->> 1 AND a.to_object_type = ?2
+         AND a.to_object_id = p.value ->> 0
+         AND (?5 OR (a.category, a.type_id) IN (SELECT k.value ->> 0, k.value ->> 1 FROM json_each(?7) k))))";
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn pair_definitions(
+        &self,
+        portal: i64,
+        a: ObjectType,
+        b: ObjectType,
+    ) -> StoreResult<Vec<TypeDef>> {
+        let has_unlabeled = |defs: &[TypeDef]| {
+            defs.iter()
+                .any(|d| d.from == a && d.to == b && d.role == TypeRole::Unlabeled)
+        };
+        let defs = load_definitions(&mut *self.pool.acquire().await?, portal, a, b).await?;
+        if has_builtin_unlabeled(a, b) || has_unlabeled(&defs) {
+            return Ok(defs);
+        }
+        transaction!(self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
+            let defs = load_definitions(conn, portal, a, b).await?;
+            if has_unlabeled(&defs) {
+                return Ok(defs);
+            }
+            let first = allocate_type_ids(conn, portal, if a == b { 1 } else { 2 }).await?;
+            insert_definitions(conn, portal, &allocated_unlabeled(a, b, first)).await?;
+            load_definitions(conn, portal, a, b).await
+        })
+    }
+
+    async fn create_label(&self, portal: i64, label: &NewLabel) -> StoreResult<Vec<TypeDef>> {
+        transaction!(self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
+            let needed = label_ids_needed(label.from, label.to, label.inverse_label.as_deref());
+            let first = allocate_type_ids(conn, portal, needed).await?;
+            let defs = new_label_definitions(
+                label.from,
+                label.to,
+                &label.label,
+                &label.name,
+                label.inverse_label.as_deref(),
+                first,
+            )?;
+            let existing = load_definitions(conn, portal, label.from, label.to).await?;
+            if let Some(clash) = existing.iter().find(|e| {
+                defs.iter().any(|d| {
+                    (d.from, d.to) == (e.from, e.to) && d.label.is_some() && d.label == e.label
+                })
+            }) {
+                return Err(
+                    DomainError::LabelExists(clash.label.clone().unwrap_or_default()).into(),
+                );
+            }
+            insert_definitions(conn, portal, &defs).await?;
+            Ok(defs)
+        })
+    }
+
+    async fn update_label(
+        &self,
+        portal: i64,
+        def: &TypeDef,
+        label: &str,
+        inverse_label: Option<&str>,
+    ) -> StoreResult<()> {
+        transaction!(self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
+            let mut renames = vec![(def.key, label.to_string())];
+            if def.inverse != def.key {
+                if let Some(inverse) = inverse_label {
+                    renames.push((def.inverse, inverse.to_string()));
+                }
+            }
+            for (key, text) in renames {
+                sqlx::query(
+                    "UPDATE association_definitions SET label = ?4
+                         WHERE portal_id = ?1 AND category = ?2 AND type_id = ?3",
+                )
+                .bind(portal)
+                .bind(key.category.code())
+                .bind(key.type_id)
+                .bind(text)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Ok(())
+        })
+    }
+
+    async fn delete_label(&self, portal: i64, def: &TypeDef) -> StoreResult<()> {
+        let keys = keys_json(&[def.key, def.inverse]).to_string();
+        transaction!(self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
+            let keys = &keys;
+            for table in [
+                "association_counts",
+                "associations",
+                "association_limits",
+                "association_definitions",
+            ] {
+                sqlx::query(&format!(
+                        "DELETE FROM {table} WHERE portal_id = ?1
+                         AND (category, type_id) IN (SELECT k.value ->> 0, k.value ->> 1 FROM json_each(?2) k)"
+                    ))
+                    .bind(portal)
+                    .bind(keys)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(())
+        })
+    }
+
+    async fn create_associations(
+        &self,
+        ctx: &WriteContext<'_>,
+        items: &[CreateItem],
+    ) -> StoreResult<Vec<ItemOutcome>> {
+        transaction!(self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
+            let mut steps = SqliteCreateSteps { conn };
+            create_in_transaction(&mut steps, ctx, items).await
+        })
+    }
+
+    async fn archive_associations(
+        &self,
+        portal: i64,
+        from: ObjectType,
+        to: ObjectType,
+        pairs: &[(i64, i64)],
+        filter: &TypeFilter,
+    ) -> StoreResult<u64> {
+        let (all, forward, inverse) = match filter {
+            TypeFilter::All => (true, keys_json(&[]), keys_json(&[])),
+            TypeFilter::Only { forward, inverse } => {
+                (false, keys_json(forward), keys_json(inverse))
+            }
+        };
+        let binds = (
+            json!(pairs).to_string(),
+            all,
+            forward.to_string(),
+            inverse.to_string(),
+        );
+        transaction!(self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
+            let binds = &binds;
+            let sql = format!(
+                    "DELETE FROM associations WHERE portal_id = ?1 AND (from_object_type, from_object_id, to_object_type,
+                       to_object_id, category, type_id) IN (SELECT a.from_object_type, a.from_object_id,
+                       a.to_object_type, a.to_object_id, a.category, a.type_id {ARCHIVE_MATCH})
+                     RETURNING from_object_type, from_object_id, to_object_type, to_object_id, category, type_id"
+                );
+            let removed = sqlx::query(&sql)
+                .bind(portal)
+                .bind(from.to_string())
+                .bind(to.to_string())
+                .bind(&binds.0)
+                .bind(binds.1)
+                .bind(&binds.2)
+                .bind(&binds.3)
+                .fetch_all(&mut *conn)
+                .await?;
+            let removed: Vec<DirectedRow> =
+                removed.iter().map(decode_row).collect::<StoreResult<_>>()?;
+            add_to_counts(conn, portal, &removal_deltas(&removed)).await?;
+            Ok(removed.len() as u64)
+        })
+    }
+
+    async fn list_page(
+        &self,
+        portal: i64,
+        from: ObjectType,
+        from_id: i64,
+        to: ObjectType,
+        anchor: TypeKey,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<AssociationRows> {
+        let rows = sqlx::query(
+            "SELECT to_object_id, category, type_id FROM associations
+             WHERE portal_id = ?1 AND from_object_type = ?2 AND from_object_id = ?3 AND to_object_type = ?4
+               AND to_object_id > ?5
+               AND to_object_id <= (SELECT coalesce(max(s.to_object_id), ?5) FROM (
+                     SELECT to_object_id FROM associations
+                     WHERE portal_id = ?1 AND from_object_type = ?2 AND from_object_id = ?3 AND to_object_type = ?4
+                       AND to_object_id > ?5 AND category = ?6 AND type_id = ?7
+                     ORDER BY to_object_id LIMIT ?8) s)
+             ORDER BY to_object_id, category, type_id",
+        )
+        .bind(portal)
+        .bind(from.to_string())
+        .bind(from_id)
+        .bind(to.to_string())
+        .bind(after)
+        .bind(anchor.category.code())
+        .bind(anchor.type_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, decode_key(r.try_get(1)?, r.try_get(2)?)?)))
+            .collect()
+    }
+
+    async fn change_limits(
+        &self,
+        portal: i64,
+        catalog: &PairCatalog,
+        from: ObjectType,
+        to: ObjectType,
+        changes: &[LimitChange],
+        mode: LimitMode,
+        ceiling: u32,
+    ) -> StoreResult<Vec<Result<u32, DomainError>>> {
+        transaction!(self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
+            let mut current = load_pair_limits(conn, portal, from, to).await?;
+            let results =
+                apply_limit_changes(catalog, from, to, &mut current, changes, mode, ceiling);
+            for (change, result) in changes.iter().zip(&results) {
+                let Ok(max) = result else { continue };
+                sqlx::query(
+                        "INSERT INTO association_limits
+                           (portal_id, category, type_id, from_object_type, to_object_type, max_to_object_ids)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                         ON CONFLICT (portal_id, category, type_id) DO UPDATE SET max_to_object_ids = excluded.max_to_object_ids",
+                    )
+                    .bind(portal)
+                    .bind(change.key.category.code())
+                    .bind(change.key.type_id)
+                    .bind(from.to_string())
+                    .bind(to.to_string())
+                    .bind(i64::from(*max))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(results)
+        })
+    }
+
+    async fn purge_limits(&self, portal: i64, keys: &[TypeKey]) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "DELETE FROM association_limits WHERE portal_id = ?1
+             AND (category, type_id) IN (SELECT k.value ->> 0, k.value ->> 1 FROM json_each(?2) k)",
+        )
+        .bind(portal)
+        .bind(keys_json(keys).to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn user_limits(
+        &self,
+        portal: i64,
+        pair: Option<(ObjectType, ObjectType)>,
+    ) -> StoreResult<Vec<StoredLimit>> {
+        let (a, b) = pair
+            .map(|(a, b)| (Some(a.to_string()), Some(b.to_string())))
+            .unwrap_or((None, None));
+        let rows = sqlx::query(
+            "SELECT from_object_type, to_object_type, category, type_id, max_to_object_ids FROM association_limits
+             WHERE portal_id = ?1 AND (?2 IS NULL OR (from_object_type = ?2 AND to_object_type = ?3)
+                                                 OR (from_object_type = ?3 AND to_object_type = ?2))
+             ORDER BY from_object_type, to_object_type, category, type_id",
+        )
+        .bind(portal)
+        .bind(a)
+        .bind(b)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredLimit {
+                    from: decode_object_type(r.try_get::<&str, _>(0)?)?,
+                    to: decode_object_type(r.try_get::<&str, _>(1)?)?,
+                    key: decode_key(r.try_get(2)?, r.try_get(3)?)?,
+                    max_to_object_ids: r.try_get::<i64, _>(4)? as u32,
+                })
+            })
+            .collect()
+    }
+
+    async fn counter_drift(&self, portal: i64) -> StoreResult<u64> {
+        let drift: i64 = sqlx::query_scalar(
+            "WITH actual AS (
+                 SELECT from_object_type AS object_type, from_object_id AS object_id, category, type_id, count(*) AS n
+                 FROM associations WHERE portal_id = ?1 GROUP BY 1, 2, 3, 4),
+             stored AS (SELECT object_type, object_id, category, type_id, count AS n
+                        FROM association_counts WHERE portal_id = ?1 AND count <> 0)
+             SELECT count(*) FROM actual FULL JOIN stored USING (object_type, object_id, category, type_id)
+             WHERE actual.n IS NOT stored.n",
+        )
+        .bind(portal)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(drift as u64)
+    }
+}
