@@ -416,6 +416,33 @@ pub fn plan_creates(ctx: &WriteContext, snapshot: Snapshot, items: &[CreateItem]
     }
 }
 
+/// The types an archive of `keys` (request direction) removes: `None` means
+/// every type, because removing the unlabeled type removes the labels too;
+/// otherwise each named type with its inverse.
+pub fn archive_filter(
+    catalog: &PairCatalog,
+    from: ObjectType,
+    to: ObjectType,
+    keys: &[TypeKey],
+) -> Result<Option<Vec<(TypeKey, TypeKey)>>, DomainError> {
+    if keys.is_empty() {
+        return Err(DomainError::InvalidArgument(
+            "name at least one association type to archive".into(),
+        ));
+    }
+    let mut pairs = Vec::new();
+    for key in keys {
+        let def = catalog.require(from, to, *key)?;
+        if def.role == super::types::TypeRole::Unlabeled {
+            return Ok(None);
+        }
+        pairs.push((def.key, def.inverse));
+    }
+    pairs.sort();
+    pairs.dedup();
+    Ok(Some(pairs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,141 @@
+//! Layered settings: compiled defaults, then an optional TOML file, then
+//! environment variables `ASSOC__SECTION__KEY` (e.g. `ASSOC__STORE__URL`).
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// Everything the service can be configured with.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub store: StoreSettings,
+    pub limits: LimitSettings,
+    pub read: ReadSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct ServerSettings {
+    /// Where gRPC listens (port 0 picks a free port).
+    pub grpc_addr: SocketAddr,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct StoreSettings {
+    /// `sqlite://path` (embedded default) or `postgres://…`.
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct LimitSettings {
+    /// Most associations of one type a record may have, whatever admins set.
+    pub platform_ceiling: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct ReadSettings {
+    /// Associated records per streamed chunk.
+    pub chunk_size: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct LogSettings {
+    /// A tracing filter, e.g. `info` or `association_service=debug`.
+    pub filter: String,
+}
+
+/// A configuration that cannot be used, with the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+const DEFAULTS: &[(&str, &str)] = &[
+    ("server.grpc_addr", "127.0.0.1:50051"),
+    ("store.url", "sqlite://data/associations.db"),
+    ("store.max_connections", "16"),
+    ("limits.platform_ceiling", "10000"),
+    ("read.chunk_size", "1000"),
+    ("log.filter", "info"),
+];
+
+impl Settings {
+    /// Loads defaults, then `file` if given, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let mut builder = config::Config::builder();
+        for (key, value) in DEFAULTS {
+            builder = builder.set_default(*key, *value)?;
+        }
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
+            }
+            builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("ASSOC")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if self.limits.platform_ceiling == 0 || self.limits.platform_ceiling > i32::MAX as u32 {
+            return invalid("limits.platform_ceiling must be between 1 and 2147483647");
+        }
+        if self.read.chunk_size == 0 || self.read.chunk_size > 10_000 {
+            return invalid("read.chunk_size must be between 1 and 10000");
+        }
+        if self.store.max_connections == 0 {
+            return invalid("store.max_connections must be at least 1");
+        }
+        if !(self.store.url.starts_with("sqlite:")
+            || self.store.url.starts_with("postgres://")
+            || self.store.url.starts_with("postgresql://"))
+        {
+            return invalid("store.url must start with sqlite:, postgres:// or postgresql://");
+        }
+        Ok(())
+    }
+}
+
+/// The store URL with any password replaced, for logs.
+pub fn redacted_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_hidden_in_logged_urls() {
+        assert_eq!(
+            redacted_url("postgres://app:secret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(redacted_url("sqlite://data/a.db"), "sqlite://data/a.db");
+    }
+}

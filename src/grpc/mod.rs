@@ -1,0 +1,420 @@
+//! The gRPC front end: tonic adapters between the `associations.v1` protos
+//! and the service layer.
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use crate::domain::limits::{LimitChange, LimitMode};
+use crate::domain::{Category, DomainError, TypeDef, TypeKey};
+use crate::service::{
+    AssociationInput, AssociationService, BatchOutcome, HeldAssociation, LimitView,
+};
+
+pub mod status;
+
+/// The generated protobuf and tonic code.
+pub mod proto {
+    tonic::include_proto!("associations.v1");
+}
+
+/// The encoded descriptor set, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/associations_descriptor.bin"));
+
+use proto::admin_config_server::AdminConfig;
+use proto::association_read_server::AssociationRead;
+use proto::association_write_server::AssociationWrite;
+
+/// Implements the three gRPC services over one `AssociationService`.
+#[derive(Clone)]
+pub struct GrpcApi {
+    service: Arc<AssociationService>,
+}
+
+impl GrpcApi {
+    pub fn new(service: Arc<AssociationService>) -> GrpcApi {
+        GrpcApi { service }
+    }
+}
+
+fn category_from_proto(value: i32) -> Result<Category, Status> {
+    Category::from_code(i64::from(value)).ok_or_else(|| {
+        status::domain_status(&DomainError::InvalidArgument(format!(
+            "association category {value} is not one of HUBSPOT_DEFINED, USER_DEFINED, INTEGRATOR_DEFINED"
+        )))
+    })
+}
+
+fn category_to_proto(category: Category) -> i32 {
+    i32::from(category.code())
+}
+
+fn key_from_proto(t: &proto::AssociationType) -> Result<TypeKey, Status> {
+    Ok(TypeKey {
+        category: category_from_proto(t.category)?,
+        type_id: t.type_id,
+    })
+}
+
+fn type_with_label(def: &TypeDef) -> proto::AssociationTypeWithLabel {
+    proto::AssociationTypeWithLabel {
+        category: category_to_proto(def.key.category),
+        type_id: def.key.type_id,
+        label: def.label.clone(),
+        from_object_type_id: def.from.to_string(),
+        to_object_type_id: def.to.to_string(),
+    }
+}
+
+fn definition(def: &TypeDef) -> proto::AssociationDefinition {
+    proto::AssociationDefinition {
+        category: category_to_proto(def.key.category),
+        type_id: def.key.type_id,
+        label: def.label.clone(),
+        name: def.name.clone(),
+        from_object_type_id: def.from.to_string(),
+        to_object_type_id: def.to.to_string(),
+        inverse_type_id: def.inverse.type_id,
+    }
+}
+
+fn item_error(index: usize, err: &DomainError) -> proto::ItemError {
+    proto::ItemError {
+        index: index as u32,
+        category: err.category().to_string(),
+        sub_category: err.sub_category().to_string(),
+        message: err.to_string(),
+        context: err
+            .context()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    }
+}
+
+fn item_errors(errors: &[(usize, DomainError)]) -> Vec<proto::ItemError> {
+    errors.iter().map(|(i, e)| item_error(*i, e)).collect()
+}
+
+fn created(outcome: BatchOutcome<HeldAssociation>) -> proto::CreateAssociationsResponse {
+    proto::CreateAssociationsResponse {
+        results: outcome
+            .results
+            .iter()
+            .map(|(index, held)| proto::CreatedAssociation {
+                index: *index as u32,
+                from_object_type_id: held.from_type.to_string(),
+                from_id: held.from_id,
+                to_object_type_id: held.to_type.to_string(),
+                to_id: held.to_id,
+                types: held.types.iter().map(type_with_label).collect(),
+            })
+            .collect(),
+        errors: item_errors(&outcome.errors),
+    }
+}
+
+fn inputs_from_proto(inputs: &[proto::AssociationInput]) -> Result<Vec<AssociationInput>, Status> {
+    inputs
+        .iter()
+        .map(|i| {
+            Ok(AssociationInput {
+                from_id: i.from_id,
+                to_id: i.to_id,
+                types: i
+                    .types
+                    .iter()
+                    .map(key_from_proto)
+                    .collect::<Result<_, _>>()?,
+            })
+        })
+        .collect()
+}
+
+fn limit_config(view: &LimitView) -> proto::LimitConfig {
+    proto::LimitConfig {
+        from_object_type_id: view.def.from.to_string(),
+        to_object_type_id: view.def.to.to_string(),
+        category: category_to_proto(view.def.key.category),
+        type_id: view.def.key.type_id,
+        label: view.def.label.clone(),
+        user_enforced_max_to_object_ids: view.user_limit.map(|l| l as i32),
+        platform_max_to_object_ids: view.platform_limit as i32,
+    }
+}
+
+#[tonic::async_trait]
+impl AssociationWrite for GrpcApi {
+    async fn create_associations(
+        &self,
+        request: Request<proto::CreateAssociationsRequest>,
+    ) -> Result<Response<proto::CreateAssociationsResponse>, Status> {
+        let r = request.into_inner();
+        let inputs = inputs_from_proto(&r.inputs)?;
+        let outcome = self
+            .service
+            .create(r.portal_id, &r.from_object_type, &r.to_object_type, &inputs)
+            .await?;
+        Ok(Response::new(created(outcome)))
+    }
+
+    async fn create_default_associations(
+        &self,
+        request: Request<proto::CreateDefaultAssociationsRequest>,
+    ) -> Result<Response<proto::CreateAssociationsResponse>, Status> {
+        let r = request.into_inner();
+        let pairs: Vec<(i64, i64)> = r.inputs.iter().map(|p| (p.from_id, p.to_id)).collect();
+        let outcome = self
+            .service
+            .create_default(r.portal_id, &r.from_object_type, &r.to_object_type, &pairs)
+            .await?;
+        Ok(Response::new(created(outcome)))
+    }
+
+    async fn archive_associations(
+        &self,
+        request: Request<proto::ArchiveAssociationsRequest>,
+    ) -> Result<Response<proto::ArchiveResponse>, Status> {
+        let r = request.into_inner();
+        let inputs: Vec<(i64, Vec<i64>)> = r
+            .inputs
+            .into_iter()
+            .map(|i| (i.from_id, i.to_ids))
+            .collect();
+        let outcome = self
+            .service
+            .archive(r.portal_id, &r.from_object_type, &r.to_object_type, &inputs)
+            .await?;
+        Ok(Response::new(proto::ArchiveResponse {
+            removed: outcome.removed,
+            errors: item_errors(&outcome.errors),
+        }))
+    }
+
+    async fn archive_labels(
+        &self,
+        request: Request<proto::CreateAssociationsRequest>,
+    ) -> Result<Response<proto::ArchiveResponse>, Status> {
+        let r = request.into_inner();
+        let inputs = inputs_from_proto(&r.inputs)?;
+        let outcome = self
+            .service
+            .archive_labels(r.portal_id, &r.from_object_type, &r.to_object_type, &inputs)
+            .await?;
+        Ok(Response::new(proto::ArchiveResponse {
+            removed: outcome.removed,
+            errors: item_errors(&outcome.errors),
+        }))
+    }
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<proto::ListAssociationsChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AssociationRead for GrpcApi {
+    type ListAssociationsStream = ChunkStream;
+
+    async fn list_associations(
+        &self,
+        request: Request<proto::ListAssociationsRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
+        let r = request.into_inner();
+        let receiver = self
+            .service
+            .stream_associations(r.portal_id, &r.object_type, r.object_id, &r.to_object_type)
+            .await?;
+        let stream = ReceiverStream::new(receiver).map(|chunk| {
+            let chunk = chunk?;
+            Ok(proto::ListAssociationsChunk {
+                from_object_type_id: chunk.from_type.to_string(),
+                from_object_id: chunk.from_id,
+                to_object_type_id: chunk.to_type.to_string(),
+                results: chunk
+                    .records
+                    .iter()
+                    .map(|record| proto::AssociatedObject {
+                        to_object_id: record.to_id,
+                        types: record.types.iter().map(type_with_label).collect(),
+                    })
+                    .collect(),
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn list_definitions(
+        &self,
+        request: Request<proto::ListDefinitionsRequest>,
+    ) -> Result<Response<proto::ListDefinitionsResponse>, Status> {
+        let r = request.into_inner();
+        let defs = self
+            .service
+            .definitions(r.portal_id, &r.from_object_type, &r.to_object_type)
+            .await?;
+        Ok(Response::new(proto::ListDefinitionsResponse {
+            definitions: defs.iter().map(definition).collect(),
+        }))
+    }
+}
+
+impl GrpcApi {
+    async fn set_limits(
+        &self,
+        r: proto::LimitsRequest,
+        mode: LimitMode,
+    ) -> Result<proto::LimitsResponse, Status> {
+        let changes = r
+            .inputs
+            .iter()
+            .map(|i| {
+                Ok(LimitChange {
+                    key: TypeKey {
+                        category: category_from_proto(i.category)?,
+                        type_id: i.type_id,
+                    },
+                    max_to_object_ids: i64::from(i.max_to_object_ids),
+                })
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        let outcome = self
+            .service
+            .set_limits(
+                r.portal_id,
+                &r.from_object_type,
+                &r.to_object_type,
+                &changes,
+                mode,
+            )
+            .await?;
+        Ok(proto::LimitsResponse {
+            results: outcome
+                .results
+                .iter()
+                .map(|(_, v)| limit_config(v))
+                .collect(),
+            errors: item_errors(&outcome.errors),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl AdminConfig for GrpcApi {
+    async fn create_limits(
+        &self,
+        request: Request<proto::LimitsRequest>,
+    ) -> Result<Response<proto::LimitsResponse>, Status> {
+        Ok(Response::new(
+            self.set_limits(request.into_inner(), LimitMode::Create)
+                .await?,
+        ))
+    }
+
+    async fn update_limits(
+        &self,
+        request: Request<proto::LimitsRequest>,
+    ) -> Result<Response<proto::LimitsResponse>, Status> {
+        Ok(Response::new(
+            self.set_limits(request.into_inner(), LimitMode::Update)
+                .await?,
+        ))
+    }
+
+    async fn purge_limits(
+        &self,
+        request: Request<proto::PurgeLimitsRequest>,
+    ) -> Result<Response<proto::PurgeLimitsResponse>, Status> {
+        let r = request.into_inner();
+        let keys = r
+            .inputs
+            .iter()
+            .map(key_from_proto)
+            .collect::<Result<Vec<_>, _>>()?;
+        let purged = self
+            .service
+            .purge_limits(r.portal_id, &r.from_object_type, &r.to_object_type, &keys)
+            .await?;
+        Ok(Response::new(proto::PurgeLimitsResponse {
+            purged: purged as u32,
+        }))
+    }
+
+    async fn list_limits(
+        &self,
+        request: Request<proto::ListLimitsRequest>,
+    ) -> Result<Response<proto::ListLimitsResponse>, Status> {
+        let r = request.into_inner();
+        let pair = match (r.from_object_type.is_empty(), r.to_object_type.is_empty()) {
+            (true, true) => None,
+            (false, false) => Some((r.from_object_type.as_str(), r.to_object_type.as_str())),
+            _ => {
+                return Err(status::domain_status(&DomainError::InvalidArgument(
+                    "give both from_object_type and to_object_type, or neither".into(),
+                )))
+            }
+        };
+        let views = self.service.limits(r.portal_id, pair).await?;
+        Ok(Response::new(proto::ListLimitsResponse {
+            results: views.iter().map(limit_config).collect(),
+        }))
+    }
+
+    async fn create_label(
+        &self,
+        request: Request<proto::CreateLabelRequest>,
+    ) -> Result<Response<proto::LabelResponse>, Status> {
+        let r = request.into_inner();
+        let defs = self
+            .service
+            .create_label(
+                r.portal_id,
+                &r.from_object_type,
+                &r.to_object_type,
+                &r.label,
+                &r.name,
+                r.inverse_label.as_deref(),
+            )
+            .await?;
+        Ok(Response::new(proto::LabelResponse {
+            definitions: defs.iter().map(definition).collect(),
+        }))
+    }
+
+    async fn update_label(
+        &self,
+        request: Request<proto::UpdateLabelRequest>,
+    ) -> Result<Response<proto::LabelResponse>, Status> {
+        let r = request.into_inner();
+        let defs = self
+            .service
+            .update_label(
+                r.portal_id,
+                &r.from_object_type,
+                &r.to_object_type,
+                r.type_id,
+                &r.label,
+                r.inverse_label.as_deref(),
+            )
+            .await?;
+        Ok(Response::new(proto::LabelResponse {
+            definitions: defs.iter().map(definition).collect(),
+        }))
+    }
+
+    async fn delete_label(
+        &self,
+        request: Request<proto::DeleteLabelRequest>,
+    ) -> Result<Response<proto::DeleteLabelResponse>, Status> {
+        let r = request.into_inner();
+        self.service
+            .delete_label(
+                r.portal_id,
+                &r.from_object_type,
+                &r.to_object_type,
+                r.type_id,
+            )
+            .await?;
+        Ok(Response::new(proto::DeleteLabelResponse {}))
+    }
+}

@@ -1,0 +1,67 @@
+//! The one table that turns service errors into gRPC statuses: a code per
+//! error kind, and a `google.rpc.ErrorInfo` whose reason is HubSpot's
+//! subCategory and whose metadata is HubSpot's context plus its category.
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::domain::{DomainError, ErrorKind};
+use crate::service::ServiceError;
+use crate::store::StoreError;
+
+/// The ErrorInfo domain of every error this service returns.
+pub const ERROR_DOMAIN: &str = "associations.v1";
+
+/// The gRPC code of each kind of domain error.
+pub fn code_for(kind: ErrorKind) -> Code {
+    match kind {
+        ErrorKind::InvalidArgument => Code::InvalidArgument,
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::Conflict => Code::AlreadyExists,
+        ErrorKind::LimitExceeded => Code::FailedPrecondition,
+        ErrorKind::Internal => Code::Internal,
+    }
+}
+
+/// The ErrorInfo metadata of a domain error: its context and category.
+pub fn error_metadata(err: &DomainError) -> HashMap<String, String> {
+    let mut metadata: HashMap<String, String> = err
+        .context()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    metadata.insert("category".into(), err.category().to_string());
+    metadata
+}
+
+pub fn domain_status(err: &DomainError) -> Status {
+    let details =
+        ErrorDetails::with_error_info(err.sub_category(), ERROR_DOMAIN, error_metadata(err));
+    Status::with_error_details(code_for(err.kind()), err.to_string(), details)
+}
+
+impl From<ServiceError> for Status {
+    fn from(err: ServiceError) -> Status {
+        match err {
+            ServiceError::Domain(domain) => domain_status(&domain),
+            ServiceError::Store(store) => {
+                let (code, reason) = match &store {
+                    StoreError::Database(_) => {
+                        (Code::Unavailable, "crm.associations.STORE_UNAVAILABLE")
+                    }
+                    _ => (Code::Internal, "crm.associations.INTERNAL_ERROR"),
+                };
+                tracing::error!("store failure: {store}");
+                let metadata =
+                    HashMap::from([("category".to_string(), "INTERNAL_ERROR".to_string())]);
+                let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
+                Status::with_error_details(
+                    code,
+                    "the association store is unavailable, try again",
+                    details,
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Wiring: opens the store, applies migrations, and serves the gRPC API with
+//! health and reflection on a listener (tests hand over one bound to port 0).
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::{redacted_url, Settings};
+use crate::grpc::proto::admin_config_server::AdminConfigServer;
+use crate::grpc::proto::association_read_server::AssociationReadServer;
+use crate::grpc::proto::association_write_server::AssociationWriteServer;
+use crate::grpc::{GrpcApi, FILE_DESCRIPTOR_SET};
+use crate::service::{AssociationService, ServiceSettings};
+use crate::store::{self, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot open the store at {url}: {source}")]
+    Store { url: String, source: StoreError },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("reflection setup failed: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Opens the configured store and applies its migrations.
+pub async fn open_store(settings: &Settings) -> Result<Arc<dyn store::Store>, ServerError> {
+    let url = &settings.store.url;
+    let wrap = |source| ServerError::Store {
+        url: redacted_url(url),
+        source,
+    };
+    let store = store::connect(url, settings.store.max_connections)
+        .await
+        .map_err(wrap)?;
+    store.migrate().await.map_err(wrap)?;
+    Ok(store)
+}
+
+/// Binds the configured gRPC address.
+pub async fn bind(settings: &Settings) -> Result<TcpListener, ServerError> {
+    let addr = settings.server.grpc_addr;
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    let store = open_store(&settings).await?;
+    let backend = store.backend();
+    let service = Arc::new(AssociationService::new(
+        store,
+        ServiceSettings {
+            platform_ceiling: settings.limits.platform_ceiling,
+            read_chunk_size: settings.read.chunk_size,
+        },
+    ));
+    let api = GrpcApi::new(service);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<AssociationWriteServer<GrpcApi>>()
+        .await;
+    health.set_serving::<AssociationReadServer<GrpcApi>>().await;
+    health.set_serving::<AdminConfigServer<GrpcApi>>().await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // google.rpc.ErrorInfo, so grpcurl can show error details.
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: settings.server.grpc_addr,
+        source,
+    })?;
+    tracing::info!(
+        "association-service ready: grpc={addr} store={backend} ({})",
+        redacted_url(&settings.store.url)
+    );
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(AssociationWriteServer::new(api.clone()))
+        .add_service(AssociationReadServer::new(api.clone()))
+        .add_service(AdminConfigServer::new(api))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}
