@@ -263,29 +263,48 @@ impl CreateSteps for PgCreateSteps<'_> {
     }
 }
 
+/// Applies counter changes: increments upsert (a counter may be new),
+/// decrements update (the CHECK on `count` sees the proposed insert row).
 async fn add_to_counts(
     conn: &mut PgConnection,
     portal: i64,
     deltas: &[(CountKey, i64)],
 ) -> StoreResult<()> {
-    let c = count_columns(deltas.iter().map(|(k, _)| k));
-    let amounts: Vec<i64> = deltas.iter().map(|(_, d)| *d).collect();
-    sqlx::query(
-        "INSERT INTO association_counts (portal_id, object_type, object_id, category, type_id, count)
-         SELECT $1, k.t, k.i, k.c, k.ty, k.d
-         FROM unnest($2::text[], $3::bigint[], $4::smallint[], $5::int[], $6::bigint[]) WITH ORDINALITY AS k(t, i, c, ty, d, n)
-         ORDER BY k.n
-         ON CONFLICT (portal_id, object_type, object_id, category, type_id)
-         DO UPDATE SET count = association_counts.count + EXCLUDED.count",
-    )
-    .bind(portal)
-    .bind(&c.types)
-    .bind(&c.ids)
-    .bind(&c.categories)
-    .bind(&c.type_ids)
-    .bind(&amounts)
-    .execute(conn)
-    .await?;
+    let (increments, decrements): (Vec<_>, Vec<_>) = deltas.iter().partition(|(_, d)| *d > 0);
+    for (batch, sql) in [
+        (
+            increments,
+            "INSERT INTO association_counts (portal_id, object_type, object_id, category, type_id, count)
+             SELECT $1, k.t, k.i, k.c, k.ty, k.d
+             FROM unnest($2::text[], $3::bigint[], $4::smallint[], $5::int[], $6::bigint[])
+                  WITH ORDINALITY AS k(t, i, c, ty, d, n)
+             ORDER BY k.n
+             ON CONFLICT (portal_id, object_type, object_id, category, type_id)
+             DO UPDATE SET count = association_counts.count + EXCLUDED.count",
+        ),
+        (
+            decrements,
+            "UPDATE association_counts a SET count = a.count + k.d
+             FROM unnest($2::text[], $3::bigint[], $4::smallint[], $5::int[], $6::bigint[]) AS k(t, i, c, ty, d)
+             WHERE a.portal_id = $1 AND a.object_type = k.t AND a.object_id = k.i
+               AND a.category = k.c AND a.type_id = k.ty",
+        ),
+    ] {
+        if batch.is_empty() {
+            continue;
+        }
+        let c = count_columns(batch.iter().map(|(k, _)| k));
+        let amounts: Vec<i64> = batch.iter().map(|(_, d)| *d).collect();
+        sqlx::query(sql)
+            .bind(portal)
+            .bind(&c.types)
+            .bind(&c.ids)
+            .bind(&c.categories)
+            .bind(&c.type_ids)
+            .bind(&amounts)
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(())
 }
 

@@ -239,33 +239,40 @@ impl CreateSteps for SqliteCreateSteps<'_> {
     }
 }
 
+/// Applies counter changes: increments upsert (a counter may be new),
+/// decrements update (the CHECK on `count` sees the proposed insert row).
 async fn add_to_counts(
     conn: &mut SqliteConnection,
     portal: i64,
     deltas: &[(CountKey, i64)],
 ) -> StoreResult<()> {
-    let rows: Value = deltas
-        .iter()
-        .map(|(k, d)| {
-            json!([
-                k.object_type.to_string(),
-                k.object_id,
-                k.key.category.code(),
-                k.key.type_id,
-                d
-            ])
-        })
-        .collect();
-    sqlx::query(
-        "INSERT INTO association_counts (portal_id, object_type, object_id, category, type_id, count)
-         SELECT ?1, j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4 FROM json_each(?2) j WHERE true
-         ON CONFLICT (portal_id, object_type, object_id, category, type_id)
-         DO UPDATE SET count = association_counts.count + excluded.count",
-    )
-    .bind(portal)
-    .bind(rows.to_string())
-    .execute(conn)
-    .await?;
+    let (increments, decrements): (Vec<_>, Vec<_>) = deltas.iter().partition(|(_, d)| *d > 0);
+    for (batch, sql) in [
+        (
+            increments,
+            "INSERT INTO association_counts (portal_id, object_type, object_id, category, type_id, count)
+             SELECT ?1, j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4
+             FROM json_each(?2) j WHERE true
+             ON CONFLICT (portal_id, object_type, object_id, category, type_id)
+             DO UPDATE SET count = association_counts.count + excluded.count",
+        ),
+        (
+            decrements,
+            "UPDATE association_counts AS a SET count = a.count + (j.value ->> 4)
+             FROM json_each(?2) j
+             WHERE a.portal_id = ?1 AND a.object_type = j.value ->> 0 AND a.object_id = j.value ->> 1
+               AND a.category = j.value ->> 2 AND a.type_id = j.value ->> 3",
+        ),
+    ] {
+        if batch.is_empty() {
+            continue;
+        }
+        let rows: Value = batch
+            .iter()
+            .map(|(k, d)| json!([k.object_type.to_string(), k.object_id, k.key.category.code(), k.key.type_id, d]))
+            .collect();
+        sqlx::query(sql).bind(portal).bind(rows.to_string()).execute(&mut *conn).await?;
+    }
     Ok(())
 }
 

@@ -1,0 +1,296 @@
+//! Test support: fresh stores (a temp SQLite file, or a fresh database on a
+//! real PostgreSQL), services over them, and the real server on port 0.
+//!
+//! PostgreSQL comes from `DATABASE_URL` when set; otherwise a throwaway
+//! server is started from the installed binaries (`initdb`, `postgres`) and
+//! stopped when the test process exits. If neither works the test fails and
+//! says what to install. Postgres tests never skip.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use association_service::config::Settings;
+use association_service::server;
+use association_service::service::{AssociationService, ServiceSettings};
+use association_service::store::{self, Store};
+use sqlx::Connection;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// A store under test and what keeps it alive.
+pub struct TestStore {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn unique_name(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    format!("{prefix}_{}_{n}", std::process::id())
+}
+
+/// A fresh, empty store of the named backend ("sqlite" or "postgres").
+pub async fn fresh_store(backend: &str) -> TestStore {
+    match backend {
+        "sqlite" => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = format!("sqlite://{}/associations.db", dir.path().display());
+            TestStore {
+                url,
+                _dir: Some(dir),
+            }
+        }
+        "postgres" => TestStore {
+            url: fresh_postgres_database().await,
+            _dir: None,
+        },
+        other => panic!("unknown backend {other}"),
+    }
+}
+
+/// Opens and migrates the store.
+pub async fn open(test_store: &TestStore) -> Arc<dyn Store> {
+    let store = store::connect(&test_store.url, 16)
+        .await
+        .expect("connect to the test store");
+    store.migrate().await.expect("migrate the test store");
+    store
+}
+
+/// A service over a fresh store of `backend`.
+pub async fn service(
+    backend: &str,
+    settings: ServiceSettings,
+) -> (Arc<AssociationService>, TestStore) {
+    let test_store = fresh_store(backend).await;
+    let store = open(&test_store).await;
+    (
+        Arc::new(AssociationService::new(store, settings)),
+        test_store,
+    )
+}
+
+/// The real server, listening on an ephemeral port.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _store: TestStore,
+}
+
+impl TestServer {
+    /// Starts the server on a fresh store of `backend`.
+    pub async fn start(backend: &str, configure: impl FnOnce(&mut Settings)) -> TestServer {
+        let test_store = fresh_store(backend).await;
+        let mut settings = Settings::load(None).expect("default settings");
+        settings.store.url = test_store.url.clone();
+        configure(&mut settings);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let addr = listener.local_addr().expect("local addr");
+        let (tx, rx) = oneshot::channel();
+        // Open the store before serving so a broken store fails the test here.
+        server::open_store(&settings).await.expect("open the store");
+        let task = tokio::spawn(async move {
+            server::serve(settings, listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server runs");
+        });
+        TestServer {
+            addr,
+            shutdown: Some(tx),
+            task: Some(task),
+            _store: test_store,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task");
+        }
+    }
+}
+
+// ------------------------------------------------------------- PostgreSQL
+
+struct Throwaway {
+    admin_url: String,
+    // Closing this pipe (when the test process exits) stops the server.
+    _stdin: Mutex<ChildStdin>,
+    _child: Mutex<Child>,
+    _dir: tempfile::TempDir,
+}
+
+static POSTGRES: OnceLock<Result<String, String>> = OnceLock::new();
+
+/// The admin URL of the PostgreSQL the tests use.
+fn postgres_admin_url() -> String {
+    let result = POSTGRES.get_or_init(|| {
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            return Ok(url);
+        }
+        start_throwaway().map(|t| {
+            let url = t.admin_url.clone();
+            // Kept for the life of the process.
+            Box::leak(Box::new(t));
+            url
+        })
+    });
+    match result {
+        Ok(url) => url.clone(),
+        Err(why) => panic!(
+            "PostgreSQL tests need a server: set DATABASE_URL=postgres://… or install PostgreSQL's \
+             server binaries (Debian: apt-get install postgresql) so a throwaway one can be started. {why}"
+        ),
+    }
+}
+
+fn postgres_bin_dir() -> Result<PathBuf, String> {
+    if let Ok(dir) = std::env::var("PG_BIN_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map_err(|e| format!("no /usr/lib/postgresql ({e})"))?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .ok_or_else(|| "no initdb under /usr/lib/postgresql/*/bin".to_string())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
+}
+
+/// Runs a PostgreSQL binary, as the `postgres` user when we are root
+/// (PostgreSQL refuses to run as root).
+fn pg_command(bin: &Path, args: &[&str]) -> Command {
+    if is_root() {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"]).arg(bin).args(args);
+        cmd
+    } else {
+        let mut cmd = Command::new(bin);
+        cmd.args(args);
+        cmd
+    }
+}
+
+fn start_throwaway() -> Result<Throwaway, String> {
+    let bin = postgres_bin_dir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("assoc-pg")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    let data = dir.path().join("data");
+    if is_root() {
+        let status = Command::new("chown")
+            .args(["-R", "postgres"])
+            .arg(dir.path())
+            .status();
+        if !status.map(|s| s.success()).unwrap_or(false) {
+            return Err("cannot hand the data directory to the postgres user".into());
+        }
+    }
+    let data_str = data.to_str().ok_or("non-UTF-8 temp path")?;
+    let out = pg_command(
+        &bin.join("initdb"),
+        &["-D", data_str, "-U", "postgres", "-A", "trust", "--no-sync"],
+    )
+    .output()
+    .map_err(|e| format!("initdb failed to run: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let postgres = bin.join("postgres");
+    let script = format!(
+        "{} -D {data_str} -p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
+         -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 & pg=$!; \
+         read _; kill -INT $pg; wait $pg",
+        postgres.display(),
+        dir.path().display()
+    );
+    let mut shell = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", "sh", "-c", &script]);
+        c
+    } else {
+        let mut c = Command::new("sh");
+        c.args(["-c", &script]);
+        c
+    };
+    let mut child = shell
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start postgres: {e}"))?;
+    let stdin = child.stdin.take().ok_or("no stdin pipe")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = Command::new(bin.join("pg_isready"))
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ready {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err("the throwaway PostgreSQL did not become ready within 60 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(Throwaway {
+        admin_url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+        _stdin: Mutex::new(stdin),
+        _child: Mutex::new(child),
+        _dir: dir,
+    })
+}
+
+/// Creates a new empty database and returns its URL.
+pub async fn fresh_postgres_database() -> String {
+    let admin_url = tokio::task::spawn_blocking(postgres_admin_url)
+        .await
+        .expect("postgres setup");
+    let name = unique_name("assoc_test");
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to PostgreSQL at {admin_url}: {e}"));
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
+    let _ = admin.close().await;
+    let (base, _) = admin_url.rsplit_once('/').expect("database url has a path");
+    format!("{base}/{name}")
+}

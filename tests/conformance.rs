@@ -1,0 +1,874 @@
+//! The store conformance suite: every domain rule of associations and limits,
+//! written once and run on each backend (SQLite and PostgreSQL) through the
+//! service layer.
+mod common;
+
+use std::sync::Arc;
+
+use association_service::domain::limits::{LimitChange, LimitMode};
+use association_service::domain::{Category, DomainError, LimitSource, TypeKey};
+use association_service::service::{
+    AssociationInput, AssociationService, BatchOutcome, HeldAssociation, ServiceError,
+    ServiceSettings,
+};
+
+/// Each test gets its own store; this is the portal most of them use.
+const PORTAL: i64 = 101;
+const CEILING: u32 = 50;
+
+struct Fixture {
+    svc: Arc<AssociationService>,
+    _store: common::TestStore,
+}
+
+async fn fixture(backend: &str) -> Fixture {
+    let settings = ServiceSettings {
+        platform_ceiling: CEILING,
+        read_chunk_size: 3,
+    };
+    let (svc, store) = common::service(backend, settings).await;
+    Fixture { svc, _store: store }
+}
+
+fn hs(type_id: i32) -> TypeKey {
+    TypeKey {
+        category: Category::HubspotDefined,
+        type_id,
+    }
+}
+
+fn input(from_id: i64, to_id: i64, types: &[TypeKey]) -> AssociationInput {
+    AssociationInput {
+        from_id,
+        to_id,
+        types: types.to_vec(),
+    }
+}
+
+impl Fixture {
+    async fn create(
+        &self,
+        portal: i64,
+        from: &str,
+        to: &str,
+        inputs: &[AssociationInput],
+    ) -> BatchOutcome<HeldAssociation> {
+        self.svc
+            .create(portal, from, to, inputs)
+            .await
+            .expect("create call")
+    }
+
+    /// Creates one association and expects it to succeed; returns its type ids.
+    async fn link(
+        &self,
+        from: &str,
+        from_id: i64,
+        to: &str,
+        to_id: i64,
+        types: &[TypeKey],
+    ) -> Vec<i32> {
+        let outcome = self
+            .create(PORTAL, from, to, &[input(from_id, to_id, types)])
+            .await;
+        assert!(
+            outcome.errors.is_empty(),
+            "unexpected errors: {:?}",
+            outcome.errors
+        );
+        outcome.results[0]
+            .1
+            .types
+            .iter()
+            .map(|d| d.key.type_id)
+            .collect()
+    }
+
+    /// Creates one association and expects a limit error; returns it.
+    async fn link_fails(
+        &self,
+        from: &str,
+        from_id: i64,
+        to: &str,
+        to_id: i64,
+        types: &[TypeKey],
+    ) -> DomainError {
+        let outcome = self
+            .create(PORTAL, from, to, &[input(from_id, to_id, types)])
+            .await;
+        assert!(
+            outcome.results.is_empty(),
+            "expected a failure, got {:?}",
+            outcome.results
+        );
+        outcome.errors.into_iter().next().expect("one error").1
+    }
+
+    /// Every associated record of one record: (to id, type ids), by streaming.
+    async fn read(&self, portal: i64, from: &str, from_id: i64, to: &str) -> Vec<(i64, Vec<i32>)> {
+        let mut receiver = self
+            .svc
+            .stream_associations(portal, from, from_id, to)
+            .await
+            .expect("stream");
+        let mut records = Vec::new();
+        while let Some(chunk) = receiver.recv().await {
+            for record in chunk.expect("chunk").records {
+                records.push((
+                    record.to_id,
+                    record.types.iter().map(|d| d.key.type_id).collect(),
+                ));
+            }
+        }
+        records
+    }
+
+    async fn limit(
+        &self,
+        portal: i64,
+        from: &str,
+        to: &str,
+        key: TypeKey,
+        max: i64,
+        mode: LimitMode,
+    ) -> Result<u32, DomainError> {
+        let change = LimitChange {
+            key,
+            max_to_object_ids: max,
+        };
+        let mut outcome = self
+            .svc
+            .set_limits(portal, from, to, &[change], mode)
+            .await
+            .expect("limits call");
+        match outcome.errors.pop() {
+            Some((_, err)) => Err(err),
+            None => Ok(outcome.results[0].1.user_limit.expect("limit set")),
+        }
+    }
+
+    async fn set_limit(&self, from: &str, to: &str, key: TypeKey, max: i64) {
+        self.limit(PORTAL, from, to, key, max, LimitMode::Create)
+            .await
+            .expect("limit accepted");
+    }
+
+    async fn assert_counters_exact(&self) {
+        for portal in [PORTAL, PORTAL + 1] {
+            assert_eq!(
+                self.svc.counter_drift(portal).await.unwrap(),
+                0,
+                "counters drifted in portal {portal}"
+            );
+        }
+    }
+}
+
+fn limit_violation(err: &DomainError) -> (LimitSource, u32, i64, i32) {
+    match err {
+        DomainError::LimitExceeded(v) => (v.source, v.limit, v.from_object_id, v.key.type_id),
+        other => panic!("expected a limit error, got {other:?}"),
+    }
+}
+
+mod suite {
+    use super::*;
+
+    pub async fn pair_is_written_and_read_from_both_sides(fx: Fixture) {
+        assert_eq!(fx.link("deals", 1, "contacts", 2, &[]).await, vec![3]);
+        assert_eq!(
+            fx.read(PORTAL, "deals", 1, "contacts").await,
+            vec![(2, vec![3])]
+        );
+        assert_eq!(fx.read(PORTAL, "0-1", 2, "DEAL").await, vec![(1, vec![4])]);
+        fx.assert_counters_exact().await;
+    }
+
+    pub async fn labels_imply_unlabeled_and_archiving_unlabeled_removes_labels(fx: Fixture) {
+        let defs = fx
+            .svc
+            .create_label(PORTAL, "contacts", "companies", "Billing", "billing", None)
+            .await
+            .unwrap();
+        assert_eq!(
+            defs.len(),
+            2,
+            "a cross-object label has a type id per direction"
+        );
+        let (billing, billing_back) = (defs[0].key, defs[1].key);
+        assert_eq!(
+            fx.link("contacts", 1, "companies", 10, &[billing]).await,
+            vec![1, 279, billing.type_id]
+        );
+        assert_eq!(
+            fx.read(PORTAL, "companies", 10, "contacts").await,
+            vec![(1, vec![2, 280, billing_back.type_id])]
+        );
+
+        let only_label = fx
+            .svc
+            .archive_labels(PORTAL, "contacts", "companies", &[input(1, 10, &[billing])])
+            .await
+            .unwrap();
+        assert_eq!(only_label.removed, 2);
+        assert_eq!(
+            fx.read(PORTAL, "contacts", 1, "companies").await,
+            vec![(10, vec![1, 279])]
+        );
+
+        fx.link("contacts", 1, "companies", 10, &[billing]).await;
+        let all = fx
+            .svc
+            .archive_labels(PORTAL, "contacts", "companies", &[input(1, 10, &[hs(279)])])
+            .await
+            .unwrap();
+        assert_eq!(
+            all.removed, 6,
+            "unlabeled, primary and label, both directions"
+        );
+        assert!(fx.read(PORTAL, "contacts", 1, "companies").await.is_empty());
+        assert!(fx
+            .read(PORTAL, "companies", 10, "contacts")
+            .await
+            .is_empty());
+        fx.assert_counters_exact().await;
+    }
+
+    pub async fn archive_removes_every_type_between_pairs(fx: Fixture) {
+        fx.link("contacts", 1, "companies", 10, &[]).await;
+        fx.link("contacts", 1, "companies", 11, &[]).await;
+        fx.link("contacts", 1, "companies", 12, &[]).await;
+        let outcome = fx
+            .svc
+            .archive(PORTAL, "contacts", "companies", &[(1, vec![10, 11])])
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome.removed, 6,
+            "primary + unlabeled to 10, unlabeled to 11, both directions"
+        );
+        assert_eq!(
+            fx.read(PORTAL, "contacts", 1, "companies").await,
+            vec![(12, vec![279])]
+        );
+        assert!(fx
+            .read(PORTAL, "companies", 10, "contacts")
+            .await
+            .is_empty());
+        fx.assert_counters_exact().await;
+    }
+
+    pub async fn batch_commits_valid_items_and_reports_each_failure(fx: Fixture) {
+        fx.set_limit("contacts", "deals", hs(4), 2).await;
+        let unknown = TypeKey {
+            category: Category::UserDefined,
+            type_id: 999_999,
+        };
+        let inputs = [
+            input(5, 1, &[]),
+            input(5, 2, &[]),
+            input(5, 3, &[]),
+            input(5, 4, &[]),
+            input(5, -1, &[]),
+            input(5, 6, &[unknown]),
+        ];
+        let outcome = fx.create(PORTAL, "contacts", "deals", &inputs).await;
+        let ok: Vec<usize> = outcome.results.iter().map(|(i, _)| *i).collect();
+        assert_eq!(ok, vec![0, 1]);
+        let failed: Vec<(usize, &str)> = outcome
+            .errors
+            .iter()
+            .map(|(i, e)| (*i, e.sub_category()))
+            .collect();
+        assert_eq!(
+            failed,
+            vec![
+                (2, "crm.associations.ASSOCIATION_USER_CONFIG_LIMIT_EXCEEDED"),
+                (3, "crm.associations.ASSOCIATION_USER_CONFIG_LIMIT_EXCEEDED"),
+                (4, "crm.associations.INVALID_OBJECT_ID"),
+                (5, "crm.associations.INVALID_ASSOCIATION_TYPE"),
+            ]
+        );
+        let err = &outcome.errors[0].1;
+        assert_eq!(limit_violation(err), (LimitSource::User, 2, 5, 4));
+        assert_eq!(
+            err.to_string(),
+            format!("Exceeded association limit of 2 for portalId {PORTAL}, fromObjectId 5, associationCategory HUBSPOT_DEFINED, associationTypeId 4")
+        );
+        let context: Vec<(&str, String)> = err.context();
+        assert!(context.contains(&(
+            "associationSpec",
+            "associationCategory HUBSPOT_DEFINED, associationTypeId 4".into()
+        )));
+        assert!(context.contains(&("portalId", PORTAL.to_string())));
+        assert_eq!(err.category(), "VALIDATION_ERROR");
+        assert_eq!(
+            fx.read(PORTAL, "contacts", 5, "deals").await,
+            vec![(1, vec![4]), (2, vec![4])]
+        );
+        fx.assert_counters_exact().await;
+    }
+
+    pub async fn the_platform_ceiling_applies_to_every_type(fx: Fixture) {
+        let inputs: Vec<_> = (1..=52).map(|c| input(1, c, &[])).collect();
+        let outcome = fx.create(PORTAL, "deals", "contacts", &inputs).await;
+        assert_eq!(outcome.results.len(), CEILING as usize);
+        assert_eq!(outcome.errors.len(), 2);
+        for (_, err) in &outcome.errors {
+            assert_eq!(limit_violation(err), (LimitSource::Platform, CEILING, 1, 3));
+            assert_eq!(
+                err.sub_category(),
+                "crm.associations.ASSOCIATION_LIMIT_EXCEEDED"
+            );
+        }
+        assert_eq!(
+            fx.read(PORTAL, "deals", 1, "contacts").await.len(),
+            CEILING as usize
+        );
+        fx.assert_counters_exact().await;
+    }
+
+    pub async fn limits_outside_one_to_the_ceiling_are_rejected(fx: Fixture) {
+        for bad in [0, -1, i64::from(CEILING) + 1] {
+            let err = fx
+                .limit(
+                    PORTAL,
+                    "contacts",
+                    "companies",
+                    hs(279),
+                    bad,
+                    LimitMode::Create,
+                )
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, DomainError::InvalidLimit(_)),
+                "{bad}: {err:?}"
+            );
+        }
+        assert!(fx
+            .svc
+            .limits(PORTAL, Some(("contacts", "companies")))
+            .await
+            .unwrap()
+            .iter()
+            .all(|l| l.user_limit.is_none()));
+        assert_eq!(
+            fx.limit(
+                PORTAL,
+                "contacts",
+                "companies",
+                hs(279),
+                i64::from(CEILING),
+                LimitMode::Create
+            )
+            .await,
+            Ok(CEILING)
+        );
+        let err = fx
+            .limit(
+                PORTAL,
+                "contacts",
+                "companies",
+                hs(279),
+                5,
+                LimitMode::Create,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DomainError::LimitAlreadySet(_)));
+        let err = fx
+            .limit(PORTAL, "contacts", "companies", hs(1), 1, LimitMode::Update)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DomainError::LimitNotSet(_)));
+    }
+
+    pub async fn label_limits_never_exceed_the_object_limit(fx: Fixture) {
+        let label = fx
+            .svc
+            .create_label(PORTAL, "contacts", "companies", "Billing", "billing", None)
+            .await
+            .unwrap()[0]
+            .key;
+        fx.set_limit("contacts", "companies", hs(279), 5).await;
+        let err = fx
+            .limit(PORTAL, "contacts", "companies", label, 6, LimitMode::Create)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, DomainError::InvalidLimit(m) if m.contains("1-5")),
+            "{err:?}"
+        );
+        assert_eq!(
+            fx.limit(PORTAL, "contacts", "companies", label, 5, LimitMode::Create)
+                .await,
+            Ok(5)
+        );
+        let err = fx
+            .limit(
+                PORTAL,
+                "contacts",
+                "companies",
+                hs(279),
+                4,
+                LimitMode::Update,
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, DomainError::InvalidLimit(m) if m.contains("at least 5")),
+            "{err:?}"
+        );
+        let limits = fx
+            .svc
+            .limits(PORTAL, Some(("contacts", "companies")))
+            .await
+            .unwrap();
+        let configured: Vec<(i32, Option<u32>)> = limits
+            .iter()
+            .filter(|l| l.user_limit.is_some())
+            .map(|l| (l.def.key.type_id, l.user_limit))
+            .collect();
+        assert_eq!(configured, vec![(279, Some(5)), (label.type_id, Some(5))]);
+        assert_eq!(
+            fx.svc
+                .purge_limits(PORTAL, "contacts", "companies", &[hs(279), label])
+                .await
+                .unwrap(),
+            2
+        );
+        assert!(fx.svc.limits(PORTAL, None).await.unwrap().is_empty());
+    }
+
+    pub async fn lowering_a_limit_keeps_existing_associations_and_blocks_new_ones(fx: Fixture) {
+        for company in [10, 11, 12] {
+            fx.link("contacts", 1, "companies", company, &[]).await;
+        }
+        fx.set_limit("contacts", "companies", hs(279), 2).await;
+        assert_eq!(
+            fx.read(PORTAL, "contacts", 1, "companies").await.len(),
+            3,
+            "limits are not retroactive"
+        );
+        let err = fx.link_fails("contacts", 1, "companies", 13, &[]).await;
+        assert_eq!(limit_violation(&err), (LimitSource::User, 2, 1, 279));
+        fx.svc
+            .archive(PORTAL, "contacts", "companies", &[(1, vec![12])])
+            .await
+            .unwrap();
+        fx.link_fails("contacts", 1, "companies", 13, &[]).await;
+        fx.svc
+            .archive(PORTAL, "contacts", "companies", &[(1, vec![11])])
+            .await
+            .unwrap();
+        fx.link("contacts", 1, "companies", 13, &[]).await;
+        fx.assert_counters_exact().await;
+    }
+
+    pub async fn limit_one_both_ways_makes_one_to_one(fx: Fixture) {
+        fx.set_limit("contacts", "companies", hs(279), 1).await;
+        fx.set_limit("companies", "contacts", hs(280), 1).await;
+        fx.link("contacts", 1, "companies", 10, &[]).await;
+        let err = fx.link_fails("contacts", 1, "companies", 11, &[]).await;
+        assert_eq!(limit_violation(&err), (LimitSource::User, 1, 1, 279));
+        let err = fx.link_fails("contacts", 2, "companies", 10, &[]).await;
+        assert_eq!(
+            limit_violation(&err),
+            (LimitSource::User, 1, 10, 280),
+            "the company side is full too"
+        );
+        assert_eq!(
+            fx.read(PORTAL, "contacts", 1, "companies").await,
+            vec![(10, vec![1, 279])],
+            "nothing was replaced"
+        );
+        fx.assert_counters_exact().await;
+    }
+
+    pub async fn same_object_unlabeled_and_symmetric_labels_share_one_limit(fx: Fixture) {
+        fx.set_limit("contacts", "contacts", hs(449), 1).await;
+        fx.link("contacts", 1, "contacts", 2, &[]).await;
+        assert_eq!(
+            limit_violation(&fx.link_fails("contacts", 3, "contacts", 1, &[]).await),
+            (LimitSource::User, 1, 1, 449)
+        );
+        assert_eq!(
+            limit_violation(&fx.link_fails("contacts", 2, "contacts", 3, &[]).await),
+            (LimitSource::User, 1, 2, 449)
+        );
+
+        let friend = fx
+            .svc
+            .create_label(PORTAL, "contacts", "contacts", "Friend", "friend", None)
+            .await
+            .unwrap();
+        assert_eq!(
+            friend.len(),
+            1,
+            "a symmetric same-object label is its own inverse"
+        );
+        let friend = friend[0].key;
+        fx.limit(
+            PORTAL,
+            "contacts",
+            "contacts",
+            hs(449),
+            5,
+            LimitMode::Update,
+        )
+        .await
+        .unwrap();
+        fx.set_limit("contacts", "contacts", friend, 1).await;
+        fx.link("contacts", 4, "contacts", 5, &[friend]).await;
+        let err = fx.link_fails("contacts", 6, "contacts", 4, &[friend]).await;
+        assert_eq!(
+            limit_violation(&err),
+            (LimitSource::User, 1, 4, friend.type_id)
+        );
+        fx.link("contacts", 6, "contacts", 4, &[]).await;
+        fx.assert_counters_exact().await;
+    }
+
+    pub async fn asymmetric_labels_have_a_limit_per_direction(fx: Fixture) {
+        let defs = fx
+            .svc
+            .create_label(
+                PORTAL,
+                "contacts",
+                "contacts",
+                "Manager",
+                "manager",
+                Some("Employee"),
+            )
+            .await
+            .unwrap();
+        let (manager, employee) = (defs[0].key, defs[1].key);
+        assert_ne!(manager, employee);
+        fx.set_limit("contacts", "contacts", employee, 1).await;
+        fx.link("contacts", 10, "contacts", 11, &[manager]).await;
+        fx.link("contacts", 10, "contacts", 12, &[manager]).await;
+        let err = fx
+            .link_fails("contacts", 13, "contacts", 11, &[manager])
+            .await;
+        assert_eq!(
+            limit_violation(&err),
+            (LimitSource::User, 1, 11, employee.type_id)
+        );
+        assert_eq!(
+            fx.read(PORTAL, "contacts", 11, "contacts").await,
+            vec![(10, vec![449, employee.type_id])]
+        );
+        fx.assert_counters_exact().await;
+    }
+
+    pub async fn the_primary_company_is_first_then_moves_and_is_never_doubled(fx: Fixture) {
+        assert_eq!(
+            fx.link("contacts", 1, "companies", 10, &[]).await,
+            vec![1, 279],
+            "first company is primary"
+        );
+        assert_eq!(
+            fx.link("contacts", 1, "companies", 11, &[]).await,
+            vec![279]
+        );
+        assert_eq!(
+            fx.link("contacts", 1, "companies", 11, &[hs(1)]).await,
+            vec![1, 279]
+        );
+        assert_eq!(
+            fx.read(PORTAL, "contacts", 1, "companies").await,
+            vec![(10, vec![279]), (11, vec![1, 279])],
+            "the previous primary stays associated, unlabeled"
+        );
+        // From the company side: "primary company to contact".
+        fx.link("companies", 12, "contacts", 1, &[hs(2)]).await;
+        let primaries: Vec<i64> = fx
+            .read(PORTAL, "contacts", 1, "companies")
+            .await
+            .into_iter()
+            .filter(|(_, types)| types.contains(&1))
+            .map(|(company, _)| company)
+            .collect();
+        assert_eq!(primaries, vec![12]);
+        assert_eq!(
+            fx.read(PORTAL, "companies", 11, "contacts").await,
+            vec![(1, vec![280])]
+        );
+        // Deals and tickets follow the same rule with their own types.
+        assert_eq!(
+            fx.link("deals", 7, "companies", 10, &[]).await,
+            vec![5, 341]
+        );
+        assert_eq!(
+            fx.link("tickets", 8, "companies", 10, &[]).await,
+            vec![26, 339]
+        );
+        // Moving the primary is not a limit error even at limit 1 on the primary type.
+        fx.set_limit("contacts", "companies", hs(1), 1).await;
+        fx.link("contacts", 1, "companies", 10, &[hs(1)]).await;
+        fx.assert_counters_exact().await;
+    }
+
+    pub async fn portals_never_see_or_count_each_other(fx: Fixture) {
+        let other = PORTAL + 1;
+        fx.set_limit("contacts", "companies", hs(279), 1).await;
+        fx.create_label_in(PORTAL, "Secret").await;
+        fx.link("contacts", 1, "companies", 10, &[]).await;
+        let outcome = fx
+            .create(
+                other,
+                "contacts",
+                "companies",
+                &[input(1, 10, &[]), input(1, 11, &[])],
+            )
+            .await;
+        assert!(
+            outcome.errors.is_empty(),
+            "portal A's limit does not apply in B: {:?}",
+            outcome.errors
+        );
+        assert_eq!(fx.read(PORTAL, "contacts", 1, "companies").await.len(), 1);
+        assert_eq!(fx.read(other, "contacts", 1, "companies").await.len(), 2);
+        assert!(fx.svc.limits(other, None).await.unwrap().is_empty());
+        let labels: Vec<_> = fx
+            .svc
+            .definitions(other, "contacts", "companies")
+            .await
+            .unwrap();
+        assert!(labels.iter().all(|d| d.label.as_deref() != Some("Secret")));
+        fx.svc
+            .archive(other, "contacts", "companies", &[(1, vec![10])])
+            .await
+            .unwrap();
+        assert_eq!(fx.read(PORTAL, "contacts", 1, "companies").await.len(), 1);
+        fx.assert_counters_exact().await;
+    }
+
+    pub async fn recreating_an_association_is_not_counted_twice(fx: Fixture) {
+        fx.set_limit("deals", "contacts", hs(3), 1).await;
+        fx.link("deals", 1, "contacts", 1, &[]).await;
+        fx.link("deals", 1, "contacts", 1, &[]).await;
+        let outcome = fx
+            .create(
+                PORTAL,
+                "deals",
+                "contacts",
+                &[input(1, 1, &[]), input(1, 1, &[])],
+            )
+            .await;
+        assert_eq!(outcome.results.len(), 2);
+        assert_eq!(
+            fx.read(PORTAL, "deals", 1, "contacts").await,
+            vec![(1, vec![3])]
+        );
+        fx.assert_counters_exact().await;
+    }
+
+    pub async fn custom_object_pairs_get_their_own_unlabeled_type(fx: Fixture) {
+        let defs = fx
+            .svc
+            .definitions(PORTAL, "2-100", "contacts")
+            .await
+            .unwrap();
+        assert_eq!(defs.len(), 1);
+        let (forward, inverse) = (defs[0].key, defs[0].inverse);
+        assert!(forward.type_id >= 1000 && forward != inverse);
+        let back = fx
+            .svc
+            .definitions(PORTAL, "contacts", "2-100")
+            .await
+            .unwrap();
+        assert_eq!((back[0].key, back[0].inverse), (inverse, forward));
+        assert_eq!(
+            fx.link("2-100", 5, "contacts", 6, &[]).await,
+            vec![forward.type_id]
+        );
+        assert_eq!(
+            fx.read(PORTAL, "contacts", 6, "2-100").await,
+            vec![(5, vec![inverse.type_id])]
+        );
+        fx.assert_counters_exact().await;
+    }
+
+    pub async fn labels_can_be_renamed_and_deleted_with_their_uses(fx: Fixture) {
+        let defs = fx
+            .svc
+            .create_label(
+                PORTAL,
+                "contacts",
+                "companies",
+                "Manager",
+                "manager",
+                Some("Employer"),
+            )
+            .await
+            .unwrap();
+        let (manager, employer) = (defs[0].key, defs[1].key);
+        let dup = fx
+            .svc
+            .create_label(PORTAL, "contacts", "companies", "Manager", "manager2", None)
+            .await;
+        assert!(matches!(
+            dup,
+            Err(ServiceError::Domain(DomainError::LabelExists(_)))
+        ));
+        fx.set_limit("contacts", "companies", manager, 3).await;
+        fx.link("contacts", 1, "companies", 10, &[manager]).await;
+        let renamed = fx
+            .svc
+            .update_label(
+                PORTAL,
+                "contacts",
+                "companies",
+                manager.type_id,
+                "Boss",
+                Some("Staff"),
+            )
+            .await
+            .unwrap();
+        let labels: Vec<_> = renamed.iter().map(|d| d.label.clone().unwrap()).collect();
+        assert_eq!(labels, vec!["Boss", "Staff"]);
+        fx.svc
+            .delete_label(PORTAL, "contacts", "companies", employer.type_id)
+            .await
+            .unwrap();
+        assert_eq!(
+            fx.read(PORTAL, "contacts", 1, "companies").await,
+            vec![(10, vec![1, 279])]
+        );
+        assert!(fx.svc.limits(PORTAL, None).await.unwrap().is_empty());
+        let missing = fx
+            .svc
+            .delete_label(PORTAL, "contacts", "companies", manager.type_id)
+            .await;
+        assert!(matches!(
+            missing,
+            Err(ServiceError::Domain(DomainError::LabelNotFound { .. }))
+        ));
+        fx.assert_counters_exact().await;
+    }
+
+    pub async fn bad_input_is_rejected_without_side_effects(fx: Fixture) {
+        let unknown = fx
+            .svc
+            .create(PORTAL, "people", "companies", &[input(1, 2, &[])])
+            .await;
+        assert!(matches!(
+            unknown,
+            Err(ServiceError::Domain(DomainError::UnknownObjectType(_)))
+        ));
+        let portal = fx
+            .svc
+            .create(0, "contacts", "companies", &[input(1, 2, &[])])
+            .await;
+        assert!(matches!(
+            portal,
+            Err(ServiceError::Domain(DomainError::InvalidPortal(0)))
+        ));
+        let too_many: Vec<_> = (1..=2001).map(|i| input(1, i, &[])).collect();
+        let big = fx
+            .svc
+            .create(PORTAL, "contacts", "companies", &too_many)
+            .await;
+        assert!(matches!(
+            big,
+            Err(ServiceError::Domain(DomainError::InvalidArgument(_)))
+        ));
+        let bad_label = fx
+            .svc
+            .create_label(PORTAL, "contacts", "companies", " ", "x", None)
+            .await;
+        assert!(matches!(
+            bad_label,
+            Err(ServiceError::Domain(DomainError::InvalidArgument(_)))
+        ));
+        let wrong_direction = fx
+            .create(PORTAL, "contacts", "companies", &[input(1, 2, &[hs(280)])])
+            .await;
+        assert_eq!(
+            wrong_direction.errors[0].1.sub_category(),
+            "crm.associations.INVALID_ASSOCIATION_TYPE"
+        );
+        assert!(fx.read(PORTAL, "contacts", 1, "companies").await.is_empty());
+        fx.assert_counters_exact().await;
+    }
+
+    pub async fn reads_stream_every_record_in_chunks(fx: Fixture) {
+        let inputs: Vec<_> = (1..=10).map(|c| input(1, c * 7, &[])).collect();
+        fx.create(PORTAL, "deals", "contacts", &inputs).await;
+        let mut receiver = fx
+            .svc
+            .stream_associations(PORTAL, "deals", 1, "contacts")
+            .await
+            .unwrap();
+        let mut sizes = Vec::new();
+        let mut ids = Vec::new();
+        while let Some(chunk) = receiver.recv().await {
+            let chunk = chunk.unwrap();
+            sizes.push(chunk.records.len());
+            ids.extend(chunk.records.iter().map(|r| r.to_id));
+        }
+        assert_eq!(sizes, vec![3, 3, 3, 1]);
+        assert_eq!(ids, (1..=10).map(|c| c * 7).collect::<Vec<_>>());
+    }
+}
+
+impl Fixture {
+    async fn create_label_in(&self, portal: i64, label: &str) {
+        self.svc
+            .create_label(
+                portal,
+                "contacts",
+                "companies",
+                label,
+                &label.to_lowercase(),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// Instantiates every suite test for one backend.
+macro_rules! conformance_suite {
+    ($backend:ident: $($test:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::suite::$test(super::fixture(stringify!($backend)).await).await;
+                }
+            )*
+        }
+    };
+}
+
+/// Runs the whole suite on every backend.
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        conformance_suite!(sqlite: $($test),*);
+        conformance_suite!(postgres: $($test),*);
+    };
+}
+
+on_every_backend!(
+    pair_is_written_and_read_from_both_sides,
+    labels_imply_unlabeled_and_archiving_unlabeled_removes_labels,
+    archive_removes_every_type_between_pairs,
+    batch_commits_valid_items_and_reports_each_failure,
+    the_platform_ceiling_applies_to_every_type,
+    limits_outside_one_to_the_ceiling_are_rejected,
+    label_limits_never_exceed_the_object_limit,
+    lowering_a_limit_keeps_existing_associations_and_blocks_new_ones,
+    limit_one_both_ways_makes_one_to_one,
+    same_object_unlabeled_and_symmetric_labels_share_one_limit,
+    asymmetric_labels_have_a_limit_per_direction,
+    the_primary_company_is_first_then_moves_and_is_never_doubled,
+    portals_never_see_or_count_each_other,
+    recreating_an_association_is_not_counted_twice,
+    custom_object_pairs_get_their_own_unlabeled_type,
+    labels_can_be_renamed_and_deleted_with_their_uses,
+    bad_input_is_rejected_without_side_effects,
+    reads_stream_every_record_in_chunks,
+);
