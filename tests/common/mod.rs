@@ -81,7 +81,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
-    _store: TestStore,
+    pub store: TestStore,
 }
 
 impl TestServer {
@@ -107,7 +107,7 @@ impl TestServer {
             addr,
             shutdown: Some(tx),
             task: Some(task),
-            _store: test_store,
+            store: test_store,
         }
     }
 
@@ -234,8 +234,9 @@ fn start_throwaway() -> Result<Throwaway, String> {
     let script = format!(
         "{} -D {data_str} -p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
          -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 & pg=$!; \
-         read _; kill -INT $pg; wait $pg",
+         read _; kill -INT $pg; wait $pg; rm -rf {}",
         postgres.display(),
+        dir.path().display(),
         dir.path().display()
     );
     let mut shell = if is_root() {
