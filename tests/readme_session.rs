@@ -23,14 +23,18 @@ struct Step {
 /// The fenced blocks of the session: each `sh` block is followed by the
 /// `json` or `text` block holding its output.
 fn session_steps() -> Vec<Step> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
     let start = readme.find(START).expect("README has a grpcurl session");
     let end = readme.find(END).expect("the session is closed");
     let mut blocks = Vec::new();
     let mut lines = readme[start..end].lines();
     while let Some(line) = lines.next() {
         if let Some(lang) = line.strip_prefix("```") {
-            let body: Vec<&str> = lines.by_ref().take_while(|l| !l.starts_with("```")).collect();
+            let body: Vec<&str> = lines
+                .by_ref()
+                .take_while(|l| !l.starts_with("```"))
+                .collect();
             blocks.push((lang.trim().to_string(), body.join("\n")));
         }
     }
@@ -38,9 +42,18 @@ fn session_steps() -> Vec<Step> {
     let mut blocks = blocks.into_iter();
     while let Some((lang, command)) = blocks.next() {
         assert_eq!(lang, "sh", "each step starts with a sh block");
-        let (kind, expected) = blocks.next().expect("each command is followed by its output");
-        assert!(kind == "json" || kind == "text", "output blocks are json or text, not {kind}");
-        steps.push(Step { command, expected, is_json: kind == "json" });
+        let (kind, expected) = blocks
+            .next()
+            .expect("each command is followed by its output");
+        assert!(
+            kind == "json" || kind == "text",
+            "output blocks are json or text, not {kind}"
+        );
+        steps.push(Step {
+            command,
+            expected,
+            is_json: kind == "json",
+        });
     }
     steps
 }
@@ -54,7 +67,10 @@ fn grpcurl() -> PathBuf {
     if venv.exists() {
         return venv;
     }
-    let found = Command::new("sh").args(["-c", "command -v grpcurl"]).output().expect("sh");
+    let found = Command::new("sh")
+        .args(["-c", "command -v grpcurl"])
+        .output()
+        .expect("sh");
     if found.status.success() {
         return PathBuf::from(String::from_utf8_lossy(&found.stdout).trim());
     }
@@ -71,20 +87,45 @@ fn json_values(text: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_grpcurl_session_is_true() {
     let steps = session_steps();
-    assert!(steps.len() >= 4, "the session lists services, sets a limit, creates and reads");
+    assert!(
+        steps.len() >= 4,
+        "the session lists services, sets a limit, creates and reads"
+    );
     let server = TestServer::start("sqlite", |_| {}).await;
     let grpcurl = grpcurl();
     for step in &steps {
         let command = step.command.replace(README_ADDR, &server.addr.to_string());
-        assert!(command.trim_start().starts_with("grpcurl "), "only grpcurl commands: {command}");
+        assert!(
+            command.trim_start().starts_with("grpcurl "),
+            "only grpcurl commands: {command}"
+        );
         let script = format!("grpcurl() {{ '{}' \"$@\"; }}\n{command}", grpcurl.display());
-        let output = tokio::process::Command::new("sh").args(["-c", &script]).output().await.expect("run sh");
+        let output = tokio::process::Command::new("sh")
+            .args(["-c", &script])
+            .output()
+            .await
+            .expect("run sh");
         let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(output.status.success(), "`{}` failed: {}", step.command, String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "`{}` failed: {}",
+            step.command,
+            String::from_utf8_lossy(&output.stderr)
+        );
         if step.is_json {
-            assert_eq!(json_values(&stdout), json_values(&step.expected), "output of `{}`", step.command);
+            assert_eq!(
+                json_values(&stdout),
+                json_values(&step.expected),
+                "output of `{}`",
+                step.command
+            );
         } else {
-            assert_eq!(stdout.trim(), step.expected.trim(), "output of `{}`", step.command);
+            assert_eq!(
+                stdout.trim(),
+                step.expected.trim(),
+                "output of `{}`",
+                step.command
+            );
         }
     }
     server.stop().await;

@@ -554,6 +554,20 @@ pub fn new_label_definitions(
     Ok(defs)
 }
 
+/// A label's text is unique per pair direction within a portal.
+pub fn check_labels_unique(existing: &[TypeDef], new: &[TypeDef]) -> Result<(), DomainError> {
+    let clash = existing.iter().find(|e| {
+        new.iter()
+            .any(|d| (d.from, d.to) == (e.from, e.to) && d.label.is_some() && d.label == e.label)
+    });
+    match clash {
+        Some(e) => Err(DomainError::LabelExists(
+            e.label.clone().unwrap_or_default(),
+        )),
+        None => Ok(()),
+    }
+}
+
 fn snake_case(text: &str) -> String {
     let mut out = String::new();
     for c in text.chars() {

@@ -10,6 +10,9 @@ use crate::domain::plan::{
     self, CountKey, CreateItem, DirectedRow, ItemOutcome, PairEdge, Plan, PrimaryLookup, Snapshot,
     WriteContext,
 };
+use crate::domain::types::{
+    allocated_unlabeled, check_labels_unique, label_ids_needed, new_label_definitions,
+};
 use crate::domain::{Category, DomainError, ObjectType, PairCatalog, TypeDef, TypeKey, TypeRole};
 
 /// How often a transaction that lost a race (deadlock, serialization failure,
@@ -281,6 +284,74 @@ pub(crate) async fn create_in_transaction(
         steps.add_to_counts(portal, &count_deltas).await?;
     }
     Ok(outcomes)
+}
+
+/// The definition steps of a transaction, as each backend's SQL does them.
+#[async_trait]
+pub(crate) trait DefinitionSteps: Send {
+    /// Reserves `count` consecutive type ids; locks the portal's allocator.
+    async fn allocate_type_ids(&mut self, portal: i64, count: i32) -> StoreResult<i32>;
+    async fn load_definitions(
+        &mut self,
+        portal: i64,
+        a: ObjectType,
+        b: ObjectType,
+    ) -> StoreResult<Vec<TypeDef>>;
+    async fn insert_definitions(&mut self, portal: i64, defs: &[TypeDef]) -> StoreResult<()>;
+}
+
+/// True when `defs` hold an unlabeled type from `a` to `b`.
+pub(crate) fn has_unlabeled(defs: &[TypeDef], a: ObjectType, b: ObjectType) -> bool {
+    defs.iter()
+        .any(|d| d.from == a && d.to == b && d.role == TypeRole::Unlabeled)
+}
+
+/// Allocates the pair's unlabeled type unless another writer did first.
+pub(crate) async fn allocate_unlabeled_in_transaction(
+    steps: &mut dyn DefinitionSteps,
+    portal: i64,
+    a: ObjectType,
+    b: ObjectType,
+) -> StoreResult<Vec<TypeDef>> {
+    let first = steps
+        .allocate_type_ids(portal, if a == b { 1 } else { 2 })
+        .await?;
+    // The allocator is locked now: re-check before inserting.
+    let defs = steps.load_definitions(portal, a, b).await?;
+    if has_unlabeled(&defs, a, b) {
+        return Ok(defs);
+    }
+    steps
+        .insert_definitions(portal, &allocated_unlabeled(a, b, first))
+        .await?;
+    steps.load_definitions(portal, a, b).await
+}
+
+/// Allocates ids for a new label, checks its text is free, stores it.
+pub(crate) async fn create_label_in_transaction(
+    steps: &mut dyn DefinitionSteps,
+    portal: i64,
+    label: &NewLabel,
+) -> StoreResult<Vec<TypeDef>> {
+    let inverse_label = label.inverse_label.as_deref();
+    let first = steps
+        .allocate_type_ids(
+            portal,
+            label_ids_needed(label.from, label.to, inverse_label),
+        )
+        .await?;
+    let defs = new_label_definitions(
+        label.from,
+        label.to,
+        &label.label,
+        &label.name,
+        inverse_label,
+        first,
+    )?;
+    let existing = steps.load_definitions(portal, label.from, label.to).await?;
+    check_labels_unique(&existing, &defs)?;
+    steps.insert_definitions(portal, &defs).await?;
+    Ok(defs)
 }
 
 /// Sums removed rows into (negative) counter changes.

@@ -6,14 +6,11 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{Connection, PgConnection, PgPool, Row};
 
 use super::*;
 use crate::domain::limits::apply_limit_changes;
-use crate::domain::types::{
-    allocated_unlabeled, has_builtin_unlabeled, label_ids_needed, new_label_definitions,
-    FIRST_PORTAL_TYPE_ID,
-};
+use crate::domain::types::{has_builtin_unlabeled, FIRST_PORTAL_TYPE_ID};
 
 /// Advisory lock namespace for admin limit changes (second key: portal).
 const LIMITS_LOCK_NAMESPACE: i32 = 0x4153_4c4d;
@@ -25,6 +22,8 @@ pub struct PostgresStore {
 impl PostgresStore {
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<PostgresStore> {
         let options: PgConnectOptions = url.parse()?;
+        // One direct attempt first, so an unreachable server reports why.
+        PgConnection::connect_with(&options).await?.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(std::time::Duration::from_secs(30))
@@ -112,12 +111,13 @@ fn decode_row(row: &sqlx::postgres::PgRow) -> StoreResult<DirectedRow> {
     })
 }
 
-struct PgCreateSteps<'c> {
+/// One open transaction, with the steps of the shared flows.
+struct PgTx<'c> {
     conn: &'c mut PgConnection,
 }
 
 #[async_trait]
-impl CreateSteps for PgCreateSteps<'_> {
+impl CreateSteps for PgTx<'_> {
     async fn lock_counts(
         &mut self,
         portal: i64,
@@ -265,6 +265,26 @@ impl CreateSteps for PgCreateSteps<'_> {
 
 /// Applies counter changes: increments upsert (a counter may be new),
 /// decrements update (the CHECK on `count` sees the proposed insert row).
+#[async_trait]
+impl DefinitionSteps for PgTx<'_> {
+    async fn allocate_type_ids(&mut self, portal: i64, count: i32) -> StoreResult<i32> {
+        allocate_type_ids(&mut *self.conn, portal, count).await
+    }
+
+    async fn load_definitions(
+        &mut self,
+        portal: i64,
+        a: ObjectType,
+        b: ObjectType,
+    ) -> StoreResult<Vec<TypeDef>> {
+        load_definitions(&mut *self.conn, portal, a, b).await
+    }
+
+    async fn insert_definitions(&mut self, portal: i64, defs: &[TypeDef]) -> StoreResult<()> {
+        insert_definitions(&mut *self.conn, portal, defs).await
+    }
+}
+
 async fn add_to_counts(
     conn: &mut PgConnection,
     portal: i64,
@@ -488,53 +508,18 @@ impl Store for PostgresStore {
         a: ObjectType,
         b: ObjectType,
     ) -> StoreResult<Vec<TypeDef>> {
-        let mut conn = self.pool.acquire().await?;
-        let defs = load_definitions(&mut conn, portal, a, b).await?;
-        let has_unlabeled = |defs: &[TypeDef]| {
-            defs.iter()
-                .any(|d| d.from == a && d.to == b && d.role == TypeRole::Unlabeled)
-        };
-        if has_builtin_unlabeled(a, b) || has_unlabeled(&defs) {
+        let defs = load_definitions(&mut *self.pool.acquire().await?, portal, a, b).await?;
+        if has_builtin_unlabeled(a, b) || has_unlabeled(&defs, a, b) {
             return Ok(defs);
         }
-        drop(conn);
         transaction!(self.pool.begin(), is_retryable, |conn| {
-            let needed = if a == b { 1 } else { 2 };
-            let first = allocate_type_ids(conn, portal, needed).await?;
-            // The allocator row is locked now: re-check, then allocate.
-            let defs = load_definitions(conn, portal, a, b).await?;
-            if has_unlabeled(&defs) {
-                return Ok(defs);
-            }
-            insert_definitions(conn, portal, &allocated_unlabeled(a, b, first)).await?;
-            load_definitions(conn, portal, a, b).await
+            allocate_unlabeled_in_transaction(&mut PgTx { conn }, portal, a, b).await
         })
     }
 
     async fn create_label(&self, portal: i64, label: &NewLabel) -> StoreResult<Vec<TypeDef>> {
         transaction!(self.pool.begin(), is_retryable, |conn| {
-            let needed = label_ids_needed(label.from, label.to, label.inverse_label.as_deref());
-            let first = allocate_type_ids(conn, portal, needed).await?;
-            let defs = new_label_definitions(
-                label.from,
-                label.to,
-                &label.label,
-                &label.name,
-                label.inverse_label.as_deref(),
-                first,
-            )?;
-            let existing = load_definitions(conn, portal, label.from, label.to).await?;
-            if let Some(clash) = existing.iter().find(|e| {
-                defs.iter().any(|d| {
-                    (d.from, d.to) == (e.from, e.to) && d.label.is_some() && d.label == e.label
-                })
-            }) {
-                return Err(
-                    DomainError::LabelExists(clash.label.clone().unwrap_or_default()).into(),
-                );
-            }
-            insert_definitions(conn, portal, &defs).await?;
-            Ok(defs)
+            create_label_in_transaction(&mut PgTx { conn }, portal, label).await
         })
     }
 
@@ -598,7 +583,7 @@ impl Store for PostgresStore {
         items: &[CreateItem],
     ) -> StoreResult<Vec<ItemOutcome>> {
         transaction!(self.pool.begin(), is_retryable, |conn| {
-            let mut steps = PgCreateSteps { conn };
+            let mut steps = PgTx { conn };
             create_in_transaction(&mut steps, ctx, items).await
         })
     }
@@ -627,7 +612,7 @@ impl Store for PostgresStore {
                 return Ok(0);
             }
             // Lock the counters first, in key order, as creators do.
-            PgCreateSteps { conn: &mut *conn }
+            PgTx { conn: &mut *conn }
                 .lock_counts(portal, &count_keys_of(&found))
                 .await?;
             let delete = format!(

@@ -15,10 +15,7 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 
 use super::*;
 use crate::domain::limits::apply_limit_changes;
-use crate::domain::types::{
-    allocated_unlabeled, has_builtin_unlabeled, label_ids_needed, new_label_definitions,
-    FIRST_PORTAL_TYPE_ID,
-};
+use crate::domain::types::{has_builtin_unlabeled, FIRST_PORTAL_TYPE_ID};
 
 /// SQLite's "database is busy/locked" codes, retried until the lock frees.
 fn is_busy(err: &StoreError) -> bool {
@@ -102,12 +99,13 @@ fn decode_row(row: &SqliteRow) -> StoreResult<DirectedRow> {
     })
 }
 
-struct SqliteCreateSteps<'c> {
+/// One open write transaction, with the steps of the shared flows.
+struct SqliteTx<'c> {
     conn: &'c mut SqliteConnection,
 }
 
 #[async_trait]
-impl CreateSteps for SqliteCreateSteps<'_> {
+impl CreateSteps for SqliteTx<'_> {
     async fn lock_counts(
         &mut self,
         portal: i64,
@@ -241,6 +239,26 @@ impl CreateSteps for SqliteCreateSteps<'_> {
 
 /// Applies counter changes: increments upsert (a counter may be new),
 /// decrements update (the CHECK on `count` sees the proposed insert row).
+#[async_trait]
+impl DefinitionSteps for SqliteTx<'_> {
+    async fn allocate_type_ids(&mut self, portal: i64, count: i32) -> StoreResult<i32> {
+        allocate_type_ids(&mut *self.conn, portal, count).await
+    }
+
+    async fn load_definitions(
+        &mut self,
+        portal: i64,
+        a: ObjectType,
+        b: ObjectType,
+    ) -> StoreResult<Vec<TypeDef>> {
+        load_definitions(&mut *self.conn, portal, a, b).await
+    }
+
+    async fn insert_definitions(&mut self, portal: i64, defs: &[TypeDef]) -> StoreResult<()> {
+        insert_definitions(&mut *self.conn, portal, defs).await
+    }
+}
+
 async fn add_to_counts(
     conn: &mut SqliteConnection,
     portal: i64,
@@ -409,49 +427,18 @@ impl Store for SqliteStore {
         a: ObjectType,
         b: ObjectType,
     ) -> StoreResult<Vec<TypeDef>> {
-        let has_unlabeled = |defs: &[TypeDef]| {
-            defs.iter()
-                .any(|d| d.from == a && d.to == b && d.role == TypeRole::Unlabeled)
-        };
         let defs = load_definitions(&mut *self.pool.acquire().await?, portal, a, b).await?;
-        if has_builtin_unlabeled(a, b) || has_unlabeled(&defs) {
+        if has_builtin_unlabeled(a, b) || has_unlabeled(&defs, a, b) {
             return Ok(defs);
         }
         transaction!(self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
-            let defs = load_definitions(conn, portal, a, b).await?;
-            if has_unlabeled(&defs) {
-                return Ok(defs);
-            }
-            let first = allocate_type_ids(conn, portal, if a == b { 1 } else { 2 }).await?;
-            insert_definitions(conn, portal, &allocated_unlabeled(a, b, first)).await?;
-            load_definitions(conn, portal, a, b).await
+            allocate_unlabeled_in_transaction(&mut SqliteTx { conn }, portal, a, b).await
         })
     }
 
     async fn create_label(&self, portal: i64, label: &NewLabel) -> StoreResult<Vec<TypeDef>> {
         transaction!(self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
-            let needed = label_ids_needed(label.from, label.to, label.inverse_label.as_deref());
-            let first = allocate_type_ids(conn, portal, needed).await?;
-            let defs = new_label_definitions(
-                label.from,
-                label.to,
-                &label.label,
-                &label.name,
-                label.inverse_label.as_deref(),
-                first,
-            )?;
-            let existing = load_definitions(conn, portal, label.from, label.to).await?;
-            if let Some(clash) = existing.iter().find(|e| {
-                defs.iter().any(|d| {
-                    (d.from, d.to) == (e.from, e.to) && d.label.is_some() && d.label == e.label
-                })
-            }) {
-                return Err(
-                    DomainError::LabelExists(clash.label.clone().unwrap_or_default()).into(),
-                );
-            }
-            insert_definitions(conn, portal, &defs).await?;
-            Ok(defs)
+            create_label_in_transaction(&mut SqliteTx { conn }, portal, label).await
         })
     }
 
@@ -514,7 +501,7 @@ impl Store for SqliteStore {
         items: &[CreateItem],
     ) -> StoreResult<Vec<ItemOutcome>> {
         transaction!(self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
-            let mut steps = SqliteCreateSteps { conn };
+            let mut steps = SqliteTx { conn };
             create_in_transaction(&mut steps, ctx, items).await
         })
     }
