@@ -36,8 +36,10 @@ pub struct LimitSettings {
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct ReadSettings {
-    /// Associated records per streamed chunk.
+    /// Associated records (or export rows) per streamed chunk.
     pub chunk_size: u32,
+    /// Signs resume cursors. Set your own in production; replicas must share it.
+    pub cursor_secret: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -61,6 +63,10 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("store.max_connections", "16"),
     ("limits.platform_ceiling", "10000"),
     ("read.chunk_size", "1000"),
+    (
+        "read.cursor_secret",
+        "association-service-default-cursor-secret",
+    ),
     ("log.filter", "info"),
 ];
 
@@ -98,6 +104,9 @@ impl Settings {
         }
         if self.read.chunk_size == 0 || self.read.chunk_size > 10_000 {
             return invalid("read.chunk_size must be between 1 and 10000");
+        }
+        if self.read.cursor_secret.len() < 16 {
+            return invalid("read.cursor_secret must be at least 16 characters");
         }
         if self.store.max_connections == 0 {
             return invalid("store.max_connections must be at least 1");

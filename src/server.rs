@@ -65,6 +65,7 @@ pub async fn serve(
         ServiceSettings {
             platform_ceiling: settings.limits.platform_ceiling,
             read_chunk_size: settings.read.chunk_size,
+            cursor_secret: settings.read.cursor_secret.clone(),
         },
     ));
     let api = GrpcApi::new(service);

@@ -25,6 +25,7 @@ async fn fixture(backend: &str) -> Fixture {
     let settings = ServiceSettings {
         platform_ceiling: CEILING,
         read_chunk_size: 3,
+        cursor_secret: "conformance-suite-secret".into(),
     };
     let (svc, store) = common::service(backend, settings).await;
     Fixture { svc, _store: store }
@@ -108,7 +109,7 @@ impl Fixture {
     async fn read(&self, portal: i64, from: &str, from_id: i64, to: &str) -> Vec<(i64, Vec<i32>)> {
         let mut receiver = self
             .svc
-            .stream_associations(portal, from, from_id, to)
+            .stream_associations(portal, from, from_id, Some(to), None)
             .await
             .expect("stream");
         let mut records = Vec::new();
@@ -799,7 +800,7 @@ mod suite {
         fx.create(PORTAL, "deals", "contacts", &inputs).await;
         let mut receiver = fx
             .svc
-            .stream_associations(PORTAL, "deals", 1, "contacts")
+            .stream_associations(PORTAL, "deals", 1, Some("contacts"), None)
             .await
             .unwrap();
         let mut sizes = Vec::new();

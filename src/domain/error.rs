@@ -63,6 +63,10 @@ pub enum DomainError {
     },
     #[error("A label named '{0}' already exists between these object types")]
     LabelExists(String),
+    #[error(
+        "Invalid cursor: it is malformed, was altered, or belongs to another request or portal"
+    )]
+    InvalidCursor,
     #[error("{0}")]
     InvalidArgument(String),
     #[error("internal error: {0}")]
@@ -77,6 +81,7 @@ impl DomainError {
             | DomainError::InvalidPortal(_)
             | DomainError::UnknownAssociationType { .. }
             | DomainError::InvalidLimit(_)
+            | DomainError::InvalidCursor
             | DomainError::InvalidArgument(_) => ErrorKind::InvalidArgument,
             DomainError::LimitExceeded(_) => ErrorKind::LimitExceeded,
             DomainError::LimitNotSet(_) | DomainError::LabelNotFound { .. } => ErrorKind::NotFound,
@@ -113,6 +118,7 @@ impl DomainError {
             DomainError::LimitNotSet(_) => "crm.associations.LIMIT_NOT_CONFIGURED",
             DomainError::LabelNotFound { .. } => "crm.associations.LABEL_NOT_FOUND",
             DomainError::LabelExists(_) => "crm.associations.LABEL_ALREADY_EXISTS",
+            DomainError::InvalidCursor => "crm.associations.INVALID_CURSOR",
             DomainError::InvalidArgument(_) => "crm.associations.INVALID_INPUT",
             DomainError::Internal(_) => "crm.associations.INTERNAL_ERROR",
         }

@@ -3,13 +3,15 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::domain::limits::{LimitChange, LimitMode};
 use crate::domain::{Category, DomainError, TypeDef, TypeKey};
 use crate::service::{
-    AssociationInput, AssociationService, BatchOutcome, HeldAssociation, LimitView,
+    AssociatedRecord, AssociationInput, AssociationService, BatchOutcome, HeldAssociation,
+    LimitView, ServiceResult,
 };
 
 pub mod status;
@@ -210,38 +212,127 @@ impl AssociationWrite for GrpcApi {
     }
 }
 
-type ChunkStream = Pin<Box<dyn Stream<Item = Result<proto::ListAssociationsChunk, Status>> + Send>>;
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Turns a service stream into a gRPC response stream.
+fn respond<T, U, F>(
+    receiver: mpsc::Receiver<ServiceResult<T>>,
+    convert: F,
+) -> Response<ResponseStream<U>>
+where
+    T: Send + 'static,
+    U: Send + 'static,
+    F: Fn(T) -> U + Send + 'static,
+{
+    let stream = ReceiverStream::new(receiver).map(move |chunk| Ok(convert(chunk?)));
+    Response::new(Box::pin(stream))
+}
+
+fn optional(text: &str) -> Option<&str> {
+    Some(text).filter(|t| !t.is_empty())
+}
+
+fn associated_object(record: &AssociatedRecord) -> proto::AssociatedObject {
+    proto::AssociatedObject {
+        to_object_id: record.to_id,
+        types: record.types.iter().map(type_with_label).collect(),
+        to_object_type_id: record.to_type.to_string(),
+    }
+}
 
 #[tonic::async_trait]
 impl AssociationRead for GrpcApi {
-    type ListAssociationsStream = ChunkStream;
+    type ListAssociationsStream = ResponseStream<proto::ListAssociationsChunk>;
+    type BatchListAssociationsStream = ResponseStream<proto::BatchListAssociationsChunk>;
+    type ExportAssociationsStream = ResponseStream<proto::ExportAssociationsChunk>;
 
     async fn list_associations(
         &self,
         request: Request<proto::ListAssociationsRequest>,
-    ) -> Result<Response<ChunkStream>, Status> {
+    ) -> Result<Response<Self::ListAssociationsStream>, Status> {
         let r = request.into_inner();
         let receiver = self
             .service
-            .stream_associations(r.portal_id, &r.object_type, r.object_id, &r.to_object_type)
+            .stream_associations(
+                r.portal_id,
+                &r.object_type,
+                r.object_id,
+                optional(&r.to_object_type),
+                optional(&r.cursor),
+            )
             .await?;
-        let stream = ReceiverStream::new(receiver).map(|chunk| {
-            let chunk = chunk?;
-            Ok(proto::ListAssociationsChunk {
+        Ok(respond(receiver, |chunk| proto::ListAssociationsChunk {
+            from_object_type_id: chunk.from_type.to_string(),
+            from_object_id: chunk.from_id,
+            to_object_type_id: chunk.to_type.map(|t| t.to_string()).unwrap_or_default(),
+            results: chunk.records.iter().map(associated_object).collect(),
+            cursor: chunk.cursor,
+        }))
+    }
+
+    async fn batch_list_associations(
+        &self,
+        request: Request<proto::BatchListAssociationsRequest>,
+    ) -> Result<Response<Self::BatchListAssociationsStream>, Status> {
+        let r = request.into_inner();
+        let receiver = self
+            .service
+            .stream_batch(
+                r.portal_id,
+                &r.object_type,
+                &r.object_ids,
+                optional(&r.to_object_type),
+                optional(&r.cursor),
+            )
+            .await?;
+        Ok(respond(receiver, |chunk| {
+            proto::BatchListAssociationsChunk {
                 from_object_type_id: chunk.from_type.to_string(),
-                from_object_id: chunk.from_id,
-                to_object_type_id: chunk.to_type.to_string(),
-                results: chunk
-                    .records
+                rows: chunk
+                    .rows
                     .iter()
-                    .map(|record| proto::AssociatedObject {
+                    .map(|(from_id, record)| proto::AssociationRow {
+                        from_object_id: *from_id,
+                        to_object_type_id: record.to_type.to_string(),
                         to_object_id: record.to_id,
                         types: record.types.iter().map(type_with_label).collect(),
                     })
                     .collect(),
-            })
-        });
-        Ok(Response::new(Box::pin(stream)))
+                cursor: chunk.cursor,
+            }
+        }))
+    }
+
+    async fn export_associations(
+        &self,
+        request: Request<proto::ExportAssociationsRequest>,
+    ) -> Result<Response<Self::ExportAssociationsStream>, Status> {
+        let r = request.into_inner();
+        let receiver = self
+            .service
+            .stream_export(
+                r.portal_id,
+                optional(&r.from_object_type),
+                optional(&r.to_object_type),
+                optional(&r.cursor),
+            )
+            .await?;
+        Ok(respond(receiver, |chunk| proto::ExportAssociationsChunk {
+            rows: chunk
+                .rows
+                .into_iter()
+                .map(|(row, label)| proto::ExportedAssociation {
+                    from_object_type_id: row.from_type.to_string(),
+                    from_object_id: row.from_id,
+                    to_object_type_id: row.to_type.to_string(),
+                    to_object_id: row.to_id,
+                    category: category_to_proto(row.key.category),
+                    type_id: row.key.type_id,
+                    label,
+                })
+                .collect(),
+            cursor: chunk.cursor,
+        }))
     }
 
     async fn list_definitions(

@@ -103,8 +103,23 @@ pub struct NewLabel {
     pub inverse_label: Option<String>,
 }
 
-/// One page of a record's associations: (to id, type) rows ordered by to id.
-pub type AssociationRows = Vec<(i64, TypeKey)>;
+/// One row of a record's associations: (to type, to id, type).
+pub type RecordRow = (ObjectType, i64, TypeKey);
+
+/// The keyset start of an export: before every row.
+pub(crate) fn export_start(after: Option<DirectedRow>) -> (String, i64, String, i64, i16, i32) {
+    match after {
+        Some(r) => (
+            r.from_type.to_string(),
+            r.from_id,
+            r.to_type.to_string(),
+            r.to_id,
+            r.key.category.code(),
+            r.key.type_id,
+        ),
+        None => (String::new(), 0, String::new(), 0, 0, 0),
+    }
+}
 
 /// Storage of definitions, associations, counters and limits, per portal.
 #[async_trait]
@@ -157,19 +172,29 @@ pub trait Store: Send + Sync {
         filter: &TypeFilter,
     ) -> StoreResult<u64>;
 
-    /// Up to `limit` associated records of `from_id` after `after`, each with
-    /// all its types; `anchor` is the pair's unlabeled type, which every
-    /// associated record has.
-    async fn list_page(
+    /// Every row of up to `limit` associated records of one record, after
+    /// the record `after`, ordered by (to type, to id, category, type id);
+    /// `to` keeps one object type.
+    async fn list_records(
         &self,
         portal: i64,
         from: ObjectType,
         from_id: i64,
-        to: ObjectType,
-        anchor: TypeKey,
-        after: i64,
+        to: Option<ObjectType>,
+        after: Option<(ObjectType, i64)>,
         limit: u32,
-    ) -> StoreResult<AssociationRows>;
+    ) -> StoreResult<Vec<RecordRow>>;
+
+    /// Up to `limit` stored rows after `after`, in key order, optionally
+    /// filtered by object types.
+    async fn export_page(
+        &self,
+        portal: i64,
+        from: Option<ObjectType>,
+        to: Option<ObjectType>,
+        after: Option<DirectedRow>,
+        limit: u32,
+    ) -> StoreResult<Vec<DirectedRow>>;
 
     /// Validates and applies limit changes under a per-portal lock.
     async fn change_limits(

@@ -634,45 +634,86 @@ impl Store for PostgresStore {
         })
     }
 
-    async fn list_page(
+    async fn list_records(
         &self,
         portal: i64,
         from: ObjectType,
         from_id: i64,
-        to: ObjectType,
-        anchor: TypeKey,
-        after: i64,
+        to: Option<ObjectType>,
+        after: Option<(ObjectType, i64)>,
         limit: u32,
-    ) -> StoreResult<AssociationRows> {
+    ) -> StoreResult<Vec<RecordRow>> {
+        let (after_type, after_id) = after
+            .map(|(t, id)| (t.to_string(), id))
+            .unwrap_or((String::new(), 0));
+        // The last of the next `limit` records bounds one index range scan.
         let rows = sqlx::query(
-            "SELECT to_object_id, category, type_id FROM associations
-             WHERE portal_id = $1 AND from_object_type = $2 AND from_object_id = $3 AND to_object_type = $4
-               AND to_object_id > $5
-               AND to_object_id <= (SELECT coalesce(max(s.to_object_id), $5) FROM (
-                     SELECT to_object_id FROM associations
-                     WHERE portal_id = $1 AND from_object_type = $2 AND from_object_id = $3 AND to_object_type = $4
-                       AND to_object_id > $5 AND category = $6 AND type_id = $7
-                     ORDER BY to_object_id LIMIT $8) s)
-             ORDER BY to_object_id, category, type_id",
+            "SELECT to_object_type, to_object_id, category, type_id FROM associations
+             WHERE portal_id = $1 AND from_object_type = $2 AND from_object_id = $3
+               AND ($4::text IS NULL OR to_object_type = $4)
+               AND (to_object_type, to_object_id) > ($5, $6)
+               AND (to_object_type, to_object_id) <= (
+                   SELECT r.to_object_type, r.to_object_id FROM (
+                       SELECT DISTINCT to_object_type, to_object_id FROM associations
+                       WHERE portal_id = $1 AND from_object_type = $2 AND from_object_id = $3
+                         AND ($4::text IS NULL OR to_object_type = $4)
+                         AND (to_object_type, to_object_id) > ($5, $6)
+                       ORDER BY to_object_type, to_object_id LIMIT $7) r
+                   ORDER BY r.to_object_type DESC, r.to_object_id DESC LIMIT 1)
+             ORDER BY to_object_type, to_object_id, category, type_id",
         )
         .bind(portal)
         .bind(from.to_string())
         .bind(from_id)
-        .bind(to.to_string())
-        .bind(after)
-        .bind(anchor.category.code())
-        .bind(anchor.type_id)
+        .bind(to.map(|t| t.to_string()))
+        .bind(after_type)
+        .bind(after_id)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|r| {
                 Ok((
-                    r.try_get(0)?,
-                    decode_key(r.try_get::<i16, _>(1)?.into(), r.try_get(2)?)?,
+                    decode_object_type(r.try_get::<&str, _>(0)?)?,
+                    r.try_get(1)?,
+                    decode_key(r.try_get::<i16, _>(2)?.into(), r.try_get(3)?)?,
                 ))
             })
             .collect()
+    }
+
+    async fn export_page(
+        &self,
+        portal: i64,
+        from: Option<ObjectType>,
+        to: Option<ObjectType>,
+        after: Option<DirectedRow>,
+        limit: u32,
+    ) -> StoreResult<Vec<DirectedRow>> {
+        let start = export_start(after);
+        let rows = sqlx::query(
+            "SELECT from_object_type, from_object_id, to_object_type, to_object_id, category, type_id
+             FROM associations
+             WHERE portal_id = $1 AND ($2::text IS NULL OR from_object_type = $2)
+               AND ($3::text IS NULL OR to_object_type = $3)
+               AND (from_object_type, from_object_id, to_object_type, to_object_id, category, type_id)
+                 > ($4, $5, $6, $7, $8::smallint, $9)
+             ORDER BY from_object_type, from_object_id, to_object_type, to_object_id, category, type_id
+             LIMIT $10",
+        )
+        .bind(portal)
+        .bind(from.map(|t| t.to_string()))
+        .bind(to.map(|t| t.to_string()))
+        .bind(start.0)
+        .bind(start.1)
+        .bind(start.2)
+        .bind(start.3)
+        .bind(start.4)
+        .bind(start.5)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode_row).collect()
     }
 
     async fn change_limits(

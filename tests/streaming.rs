@@ -1,0 +1,327 @@
+//! Streamed reads on both stores: resuming from any chunk's cursor returns
+//! exactly the rest, cursors are bound to their portal and request, and a
+//! consumer that goes away stops the producer.
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use association_service::domain::DomainError;
+use association_service::service::{
+    AssociationInput, AssociationService, ServiceError, ServiceSettings,
+};
+use tokio::sync::mpsc;
+
+const PORTAL: i64 = 7;
+
+async fn service(backend: &str) -> (Arc<AssociationService>, common::TestStore) {
+    let settings = ServiceSettings {
+        platform_ceiling: 10_000,
+        read_chunk_size: 3,
+        cursor_secret: "streaming-test-secret".into(),
+    };
+    common::service(backend, settings).await
+}
+
+fn inputs(from_id: i64, to_ids: impl IntoIterator<Item = i64>) -> Vec<AssociationInput> {
+    to_ids
+        .into_iter()
+        .map(|to_id| AssociationInput {
+            from_id,
+            to_id,
+            types: vec![],
+        })
+        .collect()
+}
+
+/// Contact 1 with 7 companies and 4 deals; contacts 2..=4 with a few deals.
+async fn seed(svc: &AssociationService) {
+    let ok = |o: association_service::service::BatchOutcome<_>| {
+        assert!(o.errors.is_empty(), "{:?}", o.errors)
+    };
+    ok(svc
+        .create(PORTAL, "contacts", "companies", &inputs(1, 10..17))
+        .await
+        .unwrap());
+    ok(svc
+        .create(PORTAL, "contacts", "deals", &inputs(1, 100..104))
+        .await
+        .unwrap());
+    for contact in 2..=4 {
+        ok(svc
+            .create(
+                PORTAL,
+                "contacts",
+                "deals",
+                &inputs(contact, (0..contact).map(|d| 200 + d)),
+            )
+            .await
+            .unwrap());
+    }
+}
+
+async fn drain<T>(mut receiver: mpsc::Receiver<Result<T, ServiceError>>) -> Vec<T> {
+    let mut chunks = Vec::new();
+    while let Some(chunk) = receiver.recv().await {
+        chunks.push(chunk.expect("chunk"));
+    }
+    chunks
+}
+
+fn flatten<T: Clone>(chunks: &[Vec<T>]) -> Vec<T> {
+    chunks.iter().flatten().cloned().collect()
+}
+
+async fn list_rows(
+    svc: &Arc<AssociationService>,
+    cursor: Option<&str>,
+) -> (Vec<Vec<(String, i64, Vec<i32>)>>, Vec<String>) {
+    let chunks = drain(
+        svc.stream_associations(PORTAL, "contacts", 1, None, cursor)
+            .await
+            .unwrap(),
+    )
+    .await;
+    let rows = chunks
+        .iter()
+        .map(|c| {
+            c.records
+                .iter()
+                .map(|r| {
+                    (
+                        r.to_type.to_string(),
+                        r.to_id,
+                        r.types.iter().map(|d| d.key.type_id).collect(),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    (rows, chunks.into_iter().map(|c| c.cursor).collect())
+}
+
+async fn resuming_a_record_stream_from_every_chunk_returns_the_rest(backend: &str) {
+    let (svc, _store) = service(backend).await;
+    seed(&svc).await;
+    let (chunks, cursors) = list_rows(&svc, None).await;
+    let all = flatten(&chunks);
+    assert_eq!(all.len(), 11, "7 companies and 4 deals, every object type");
+    assert!(
+        all.windows(2)
+            .all(|w| (w[0].0.as_str(), w[0].1) < (w[1].0.as_str(), w[1].1)),
+        "ordered by (type, id)"
+    );
+    assert_eq!(all[0], ("0-2".to_string(), 10, vec![1, 279]));
+    assert_eq!(
+        chunks.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![3, 3, 3, 2]
+    );
+    for (i, cursor) in cursors.iter().enumerate() {
+        let (rest, _) = list_rows(&svc, Some(cursor)).await;
+        assert_eq!(
+            flatten(&rest),
+            flatten(&chunks[i + 1..]),
+            "resume after chunk {i}"
+        );
+    }
+}
+
+async fn resuming_a_batch_stream_from_every_chunk_returns_the_rest(backend: &str) {
+    let (svc, _store) = service(backend).await;
+    seed(&svc).await;
+    let ids = [4, 2, 1, 3, 99, 2];
+    let read = |cursor: Option<String>| {
+        let svc = Arc::clone(&svc);
+        async move {
+            let chunks = drain(
+                svc.stream_batch(PORTAL, "contacts", &ids, Some("deals"), cursor.as_deref())
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            let rows: Vec<Vec<(i64, i64)>> = chunks
+                .iter()
+                .map(|c| c.rows.iter().map(|(from, r)| (*from, r.to_id)).collect())
+                .collect();
+            (
+                rows,
+                chunks.into_iter().map(|c| c.cursor).collect::<Vec<_>>(),
+            )
+        }
+    };
+    let (chunks, cursors) = read(None).await;
+    let expected: Vec<(i64, i64)> = (100..104)
+        .map(|d| (1, d))
+        .chain((2..=4).flat_map(|c| (0..c).map(move |d| (c, 200 + d))))
+        .collect();
+    assert_eq!(
+        flatten(&chunks),
+        expected,
+        "every row names its from-record, in id order"
+    );
+    assert!(chunks.iter().all(|c| c.len() <= 3));
+    for (i, cursor) in cursors.iter().enumerate() {
+        let (rest, _) = read(Some(cursor.clone())).await;
+        assert_eq!(
+            flatten(&rest),
+            flatten(&chunks[i + 1..]),
+            "resume after chunk {i}"
+        );
+    }
+}
+
+async fn resuming_an_export_from_every_chunk_returns_the_rest(backend: &str) {
+    let (svc, _store) = service(backend).await;
+    seed(&svc).await;
+    let read = |cursor: Option<String>| {
+        let svc = Arc::clone(&svc);
+        async move {
+            let chunks = drain(
+                svc.stream_export(PORTAL, Some("deals"), None, cursor.as_deref())
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            let rows: Vec<Vec<(i64, i64, i32)>> = chunks
+                .iter()
+                .map(|c| {
+                    c.rows
+                        .iter()
+                        .map(|(r, _)| (r.from_id, r.to_id, r.key.type_id))
+                        .collect()
+                })
+                .collect();
+            (
+                rows,
+                chunks.into_iter().map(|c| c.cursor).collect::<Vec<_>>(),
+            )
+        }
+    };
+    let (chunks, cursors) = read(None).await;
+    let all = flatten(&chunks);
+    assert_eq!(all.len(), 4 + 2 + 3 + 4, "every deal -> contact row");
+    assert!(all.iter().all(|(_, _, type_id)| *type_id == 3));
+    for (i, cursor) in cursors.iter().enumerate() {
+        let (rest, _) = read(Some(cursor.clone())).await;
+        assert_eq!(
+            flatten(&rest),
+            flatten(&chunks[i + 1..]),
+            "resume after chunk {i}"
+        );
+    }
+}
+
+async fn cursors_are_bound_to_their_portal_and_request(backend: &str) {
+    let (svc, _store) = service(backend).await;
+    seed(&svc).await;
+    let (_, cursors) = list_rows(&svc, None).await;
+    let cursor = cursors[0].clone();
+    fn refused<T>(result: Result<T, ServiceError>) -> bool {
+        matches!(
+            result,
+            Err(ServiceError::Domain(DomainError::InvalidCursor))
+        )
+    }
+    assert!(
+        refused(
+            svc.stream_associations(PORTAL, "contacts", 2, None, Some(&cursor))
+                .await
+        ),
+        "another record"
+    );
+    assert!(
+        refused(
+            svc.stream_associations(PORTAL, "contacts", 1, Some("deals"), Some(&cursor))
+                .await
+        ),
+        "another to-type"
+    );
+    assert!(
+        refused(
+            svc.stream_associations(PORTAL + 1, "contacts", 1, None, Some(&cursor))
+                .await
+        ),
+        "another portal"
+    );
+    assert!(
+        refused(svc.stream_export(PORTAL, None, None, Some(&cursor)).await),
+        "another kind of request"
+    );
+    let mut tampered = cursor.into_bytes();
+    tampered[5] = if tampered[5] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    assert!(
+        refused(
+            svc.stream_associations(PORTAL, "contacts", 1, None, Some(&tampered))
+                .await
+        ),
+        "tampered"
+    );
+    assert!(refused(
+        svc.stream_associations(PORTAL, "contacts", 1, None, Some("not-a-cursor"))
+            .await
+    ));
+}
+
+async fn a_consumer_going_away_stops_the_producer(backend: &str) {
+    let (svc, _store) = service(backend).await;
+    let outcome = svc
+        .create(PORTAL, "deals", "contacts", &inputs(1, 1..=120))
+        .await
+        .unwrap();
+    assert!(outcome.errors.is_empty());
+    let mut receiver = svc
+        .stream_associations(PORTAL, "deals", 1, None, None)
+        .await
+        .unwrap();
+    let first = receiver.recv().await.expect("a chunk").expect("ok");
+    assert_eq!(first.records.len(), 3);
+    // 40 chunks exist and only 2 fit in the channel: the producer is now
+    // parked on a send, holding its reference to the service.
+    assert!(Arc::strong_count(&svc) > 1, "the producer is still running");
+    drop(receiver);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while Arc::strong_count(&svc) > 1 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the producer stops once its consumer is gone");
+}
+
+async fn oversized_batches_are_refused(backend: &str) {
+    let (svc, _store) = service(backend).await;
+    let ids: Vec<i64> = (1..=10_001).collect();
+    let result = svc.stream_batch(PORTAL, "contacts", &ids, None, None).await;
+    assert!(matches!(
+        result,
+        Err(ServiceError::Domain(DomainError::InvalidArgument(_)))
+    ));
+    let zero = svc.stream_batch(PORTAL, "contacts", &[0], None, None).await;
+    assert!(matches!(
+        zero,
+        Err(ServiceError::Domain(DomainError::InvalidId { .. }))
+    ));
+}
+
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() { super::$test("sqlite").await; })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() { super::$test("postgres").await; })*
+        }
+    };
+}
+
+on_every_backend!(
+    resuming_a_record_stream_from_every_chunk_returns_the_rest,
+    resuming_a_batch_stream_from_every_chunk_returns_the_rest,
+    resuming_an_export_from_every_chunk_returns_the_rest,
+    cursors_are_bound_to_their_portal_and_request,
+    a_consumer_going_away_stops_the_producer,
+    oversized_batches_are_refused,
+);
