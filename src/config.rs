@@ -12,7 +12,18 @@ pub struct Settings {
     pub store: StoreSettings,
     pub limits: LimitSettings,
     pub read: ReadSettings,
+    pub feed: FeedSettings,
     pub log: LogSettings,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct FeedSettings {
+    /// How long changes stay readable in the change feed.
+    pub retention_hours: u64,
+    /// How often an idle feed reader checks for changes from other replicas.
+    pub poll_interval_ms: u64,
+    /// How often expired changes are removed.
+    pub prune_interval_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -67,6 +78,9 @@ const DEFAULTS: &[(&str, &str)] = &[
         "read.cursor_secret",
         "association-service-default-cursor-secret",
     ),
+    ("feed.retention_hours", "168"),
+    ("feed.poll_interval_ms", "500"),
+    ("feed.prune_interval_secs", "300"),
     ("log.filter", "info"),
 ];
 
@@ -107,6 +121,12 @@ impl Settings {
         }
         if self.read.cursor_secret.len() < 16 {
             return invalid("read.cursor_secret must be at least 16 characters");
+        }
+        if self.feed.retention_hours == 0
+            || self.feed.poll_interval_ms == 0
+            || self.feed.prune_interval_secs == 0
+        {
+            return invalid("feed.retention_hours, feed.poll_interval_ms and feed.prune_interval_secs must be at least 1");
         }
         if self.store.max_connections == 0 {
             return invalid("store.max_connections must be at least 1");

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::config::{redacted_url, Settings};
+use std::time::Duration;
+
+use crate::config::{redacted_url, FeedSettings, Settings};
 use crate::grpc::proto::admin_config_server::AdminConfigServer;
 use crate::grpc::proto::association_read_server::AssociationReadServer;
 use crate::grpc::proto::association_write_server::AssociationWriteServer;
@@ -66,7 +68,12 @@ pub async fn serve(
             platform_ceiling: settings.limits.platform_ceiling,
             read_chunk_size: settings.read.chunk_size,
             cursor_secret: settings.read.cursor_secret.clone(),
+            feed_poll_interval: Duration::from_millis(settings.feed.poll_interval_ms),
         },
+    ));
+    let pruner = tokio::spawn(prune_feed_forever(
+        Arc::clone(&service),
+        settings.feed.clone(),
     ));
     let api = GrpcApi::new(service);
 
@@ -107,5 +114,23 @@ pub async fn serve(
         .add_service(AdminConfigServer::new(api))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
+    pruner.abort();
     Ok(())
+}
+
+/// Removes change-feed entries past retention, every prune interval.
+async fn prune_feed_forever(service: Arc<AssociationService>, feed: FeedSettings) {
+    let retention_us = (feed.retention_hours * 3_600_000_000) as i64;
+    let mut interval = tokio::time::interval(Duration::from_secs(feed.prune_interval_secs));
+    loop {
+        interval.tick().await;
+        let cutoff = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0)
+            - retention_us;
+        if let Err(err) = service.prune_feed(cutoff).await {
+            tracing::warn!("change feed pruning failed: {err}");
+        }
+    }
 }

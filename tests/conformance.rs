@@ -9,7 +9,6 @@ use association_service::domain::limits::{LimitChange, LimitMode};
 use association_service::domain::{Category, DomainError, LimitSource, TypeKey};
 use association_service::service::{
     AssociationInput, AssociationService, BatchOutcome, HeldAssociation, ServiceError,
-    ServiceSettings,
 };
 
 /// Each test gets its own store; this is the portal most of them use.
@@ -22,11 +21,7 @@ struct Fixture {
 }
 
 async fn fixture(backend: &str) -> Fixture {
-    let settings = ServiceSettings {
-        platform_ceiling: CEILING,
-        read_chunk_size: 3,
-        cursor_secret: "conformance-suite-secret".into(),
-    };
+    let settings = common::settings(CEILING, 3);
     let (svc, store) = common::service(backend, settings).await;
     Fixture { svc, _store: store }
 }

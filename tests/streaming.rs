@@ -7,19 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use association_service::domain::DomainError;
-use association_service::service::{
-    AssociationInput, AssociationService, ServiceError, ServiceSettings,
-};
+use association_service::service::{AssociationInput, AssociationService, ServiceError};
 use tokio::sync::mpsc;
 
 const PORTAL: i64 = 7;
 
 async fn service(backend: &str) -> (Arc<AssociationService>, common::TestStore) {
-    let settings = ServiceSettings {
-        platform_ceiling: 10_000,
-        read_chunk_size: 3,
-        cursor_secret: "streaming-test-secret".into(),
-    };
+    let settings = common::settings(10_000, 3);
     common::service(backend, settings).await
 }
 

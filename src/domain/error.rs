@@ -30,6 +30,8 @@ pub enum ErrorKind {
     NotFound,
     Conflict,
     LimitExceeded,
+    /// A position that no longer exists (past retention).
+    Expired,
     Internal,
 }
 
@@ -67,6 +69,8 @@ pub enum DomainError {
         "Invalid cursor: it is malformed, was altered, or belongs to another request or portal"
     )]
     InvalidCursor,
+    #[error("The change feed no longer holds changes after {0}: they are past retention; restart from the beginning")]
+    CursorExpired(i64),
     #[error("{0}")]
     InvalidArgument(String),
     #[error("internal error: {0}")]
@@ -85,6 +89,7 @@ impl DomainError {
             | DomainError::InvalidArgument(_) => ErrorKind::InvalidArgument,
             DomainError::LimitExceeded(_) => ErrorKind::LimitExceeded,
             DomainError::LimitNotSet(_) | DomainError::LabelNotFound { .. } => ErrorKind::NotFound,
+            DomainError::CursorExpired(_) => ErrorKind::Expired,
             DomainError::LimitAlreadySet(_) | DomainError::LabelExists(_) => ErrorKind::Conflict,
             DomainError::Internal(_) => ErrorKind::Internal,
         }
@@ -96,6 +101,7 @@ impl DomainError {
             ErrorKind::InvalidArgument | ErrorKind::LimitExceeded => "VALIDATION_ERROR",
             ErrorKind::NotFound => "OBJECT_NOT_FOUND",
             ErrorKind::Conflict => "CONFLICT",
+            ErrorKind::Expired => "VALIDATION_ERROR",
             ErrorKind::Internal => "INTERNAL_ERROR",
         }
     }
@@ -119,6 +125,7 @@ impl DomainError {
             DomainError::LabelNotFound { .. } => "crm.associations.LABEL_NOT_FOUND",
             DomainError::LabelExists(_) => "crm.associations.LABEL_ALREADY_EXISTS",
             DomainError::InvalidCursor => "crm.associations.INVALID_CURSOR",
+            DomainError::CursorExpired(_) => "crm.associations.CURSOR_EXPIRED",
             DomainError::InvalidArgument(_) => "crm.associations.INVALID_INPUT",
             DomainError::Internal(_) => "crm.associations.INTERNAL_ERROR",
         }

@@ -1,6 +1,7 @@
 //! Pure domain types and rules: object types, association type definitions,
 //! limits, the write planner and errors. No I/O.
 pub mod error;
+pub mod feed;
 pub mod limits;
 pub mod object_type;
 pub mod plan;

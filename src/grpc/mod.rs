@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use crate::domain::feed::ChangeKind;
 use crate::domain::limits::{LimitChange, LimitMode};
 use crate::domain::{Category, DomainError, TypeDef, TypeKey};
 use crate::service::{
@@ -245,6 +246,41 @@ impl AssociationRead for GrpcApi {
     type ListAssociationsStream = ResponseStream<proto::ListAssociationsChunk>;
     type BatchListAssociationsStream = ResponseStream<proto::BatchListAssociationsChunk>;
     type ExportAssociationsStream = ResponseStream<proto::ExportAssociationsChunk>;
+    type WatchChangesStream = ResponseStream<proto::WatchChangesResponse>;
+
+    async fn watch_changes(
+        &self,
+        request: Request<proto::WatchChangesRequest>,
+    ) -> Result<Response<Self::WatchChangesStream>, Status> {
+        let r = request.into_inner();
+        let beginning = r.start == proto::FeedStartPoint::Beginning as i32;
+        let start = self
+            .service
+            .feed_start(r.portal_id, optional(&r.cursor), beginning)?;
+        let receiver = self.service.watch_changes(r.portal_id, start).await?;
+        Ok(respond(receiver, |chunk| proto::WatchChangesResponse {
+            changes: chunk
+                .changes
+                .into_iter()
+                .map(|(change, label)| proto::AssociationChange {
+                    sequence: change.seq,
+                    kind: match change.kind {
+                        ChangeKind::Created => proto::ChangeKind::AssociationCreated as i32,
+                        ChangeKind::Archived => proto::ChangeKind::AssociationArchived as i32,
+                    },
+                    from_object_type_id: change.row.from_type.to_string(),
+                    from_object_id: change.row.from_id,
+                    to_object_type_id: change.row.to_type.to_string(),
+                    to_object_id: change.row.to_id,
+                    category: category_to_proto(change.row.key.category),
+                    type_id: change.row.key.type_id,
+                    label,
+                    changed_at_unix_micros: change.changed_at_us,
+                })
+                .collect(),
+            cursor: chunk.cursor,
+        }))
+    }
 
     async fn list_associations(
         &self,

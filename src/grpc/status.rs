@@ -20,6 +20,7 @@ pub fn code_for(kind: ErrorKind) -> Code {
         ErrorKind::NotFound => Code::NotFound,
         ErrorKind::Conflict => Code::AlreadyExists,
         ErrorKind::LimitExceeded => Code::FailedPrecondition,
+        ErrorKind::Expired => Code::OutOfRange,
         ErrorKind::Internal => Code::Internal,
     }
 }

@@ -1,10 +1,17 @@
 //! Persistence: the `Store` trait, its PostgreSQL (production) and SQLite
 //! (embedded default) implementations, and the write transaction flow both
 //! share. All SQL of the service lives below this module.
+//!
+//! Every write transaction also appends its row changes to the portal's
+//! change feed, taking sequence numbers from the portal's feed head as its
+//! last step. The head row stays locked until commit, so sequence numbers
+//! commit in order and a reader never sees number n+1 before n: no change is
+//! skipped even when transactions commit out of their start order.
 use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
 
+use crate::domain::feed::{Change, ChangeKind};
 use crate::domain::limits::{LimitChange, LimitMode};
 use crate::domain::plan::{
     self, CountKey, CreateItem, DirectedRow, ItemOutcome, PairEdge, Plan, PrimaryLookup, Snapshot,
@@ -218,6 +225,15 @@ pub trait Store: Send + Sync {
         pair: Option<(ObjectType, ObjectType)>,
     ) -> StoreResult<Vec<StoredLimit>>;
 
+    /// Committed changes after sequence number `after`, in order.
+    async fn changes_after(&self, portal: i64, after: i64, limit: u32) -> StoreResult<Vec<Change>>;
+
+    /// (last pruned sequence number, last sequence number) of a portal's feed.
+    async fn feed_bounds(&self, portal: i64) -> StoreResult<(i64, i64)>;
+
+    /// Removes changes written before `older_than_us` (a prefix per portal).
+    async fn prune_changes(&self, older_than_us: i64) -> StoreResult<()>;
+
     /// How many counters differ from the real number of associations
     /// (0 unless something is badly wrong).
     async fn counter_drift(&self, portal: i64) -> StoreResult<u64>;
@@ -268,6 +284,12 @@ pub(crate) trait CreateSteps: Send {
     async fn delete_rows(&mut self, portal: i64, rows: &[DirectedRow]) -> StoreResult<()>;
     async fn insert_rows(&mut self, portal: i64, rows: &[DirectedRow]) -> StoreResult<()>;
     async fn add_to_counts(&mut self, portal: i64, deltas: &[(CountKey, i64)]) -> StoreResult<()>;
+    /// Appends changes to the feed; must be the transaction's last step.
+    async fn record_changes(
+        &mut self,
+        portal: i64,
+        changes: &[(ChangeKind, DirectedRow)],
+    ) -> StoreResult<()>;
 }
 
 /// The create flow: lock, load, plan with the domain planner, write.
@@ -307,6 +329,14 @@ pub(crate) async fn create_in_transaction(
     }
     if !count_deltas.is_empty() {
         steps.add_to_counts(portal, &count_deltas).await?;
+    }
+    let changes: Vec<(ChangeKind, DirectedRow)> = delete_rows
+        .iter()
+        .map(|r| (ChangeKind::Archived, *r))
+        .chain(insert_rows.iter().map(|r| (ChangeKind::Created, *r)))
+        .collect();
+    if !changes.is_empty() {
+        steps.record_changes(portal, &changes).await?;
     }
     Ok(outcomes)
 }
@@ -377,6 +407,19 @@ pub(crate) async fn create_label_in_transaction(
     check_labels_unique(&existing, &defs)?;
     steps.insert_definitions(portal, &defs).await?;
     Ok(defs)
+}
+
+/// The current time in microseconds since the Unix epoch.
+pub(crate) fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// Marks every removed row as archived, for the feed.
+pub(crate) fn archived(rows: &[DirectedRow]) -> Vec<(ChangeKind, DirectedRow)> {
+    rows.iter().map(|r| (ChangeKind::Archived, *r)).collect()
 }
 
 /// Sums removed rows into (negative) counter changes.

@@ -9,6 +9,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Row};
 
 use super::*;
+use crate::domain::feed::{Change, ChangeKind};
 use crate::domain::limits::apply_limit_changes;
 use crate::domain::types::{has_builtin_unlabeled, FIRST_PORTAL_TYPE_ID};
 
@@ -261,10 +262,59 @@ impl CreateSteps for PgTx<'_> {
     async fn add_to_counts(&mut self, portal: i64, deltas: &[(CountKey, i64)]) -> StoreResult<()> {
         add_to_counts(&mut *self.conn, portal, deltas).await
     }
+
+    async fn record_changes(
+        &mut self,
+        portal: i64,
+        changes: &[(ChangeKind, DirectedRow)],
+    ) -> StoreResult<()> {
+        record_changes(&mut *self.conn, portal, changes).await
+    }
 }
 
 /// Applies counter changes: increments upsert (a counter may be new),
 /// decrements update (the CHECK on `count` sees the proposed insert row).
+/// Appends changes to the portal's feed under its head row lock.
+async fn record_changes(
+    conn: &mut PgConnection,
+    portal: i64,
+    changes: &[(ChangeKind, DirectedRow)],
+) -> StoreResult<()> {
+    let count = changes.len() as i64;
+    let last: i64 = sqlx::query_scalar(
+        "INSERT INTO association_feed_heads (portal_id, last_seq) VALUES ($1, $2)
+         ON CONFLICT (portal_id) DO UPDATE SET last_seq = association_feed_heads.last_seq + $2
+         RETURNING last_seq",
+    )
+    .bind(portal)
+    .bind(count)
+    .fetch_one(&mut *conn)
+    .await?;
+    let rows: Vec<DirectedRow> = changes.iter().map(|(_, r)| *r).collect();
+    let kinds: Vec<i16> = changes.iter().map(|(k, _)| k.code()).collect();
+    let c = row_columns(&rows);
+    sqlx::query(
+        "INSERT INTO association_changes (portal_id, seq, kind, from_object_type, from_object_id,
+                                          to_object_type, to_object_id, category, type_id, changed_at_us)
+         SELECT $1, $2 + k.n - 1, k.kind, k.ft, k.fi, k.tt, k.ti, k.c, k.ty, $10
+         FROM unnest($3::smallint[], $4::text[], $5::bigint[], $6::text[], $7::bigint[], $8::smallint[], $9::int[])
+              WITH ORDINALITY AS k(kind, ft, fi, tt, ti, c, ty, n)",
+    )
+    .bind(portal)
+    .bind(last - count + 1)
+    .bind(&kinds)
+    .bind(&c.from_types)
+    .bind(&c.from_ids)
+    .bind(&c.to_types)
+    .bind(&c.to_ids)
+    .bind(&c.categories)
+    .bind(&c.type_ids)
+    .bind(now_us())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl DefinitionSteps for PgTx<'_> {
     async fn allocate_type_ids(&mut self, portal: i64, count: i32) -> StoreResult<i32> {
@@ -555,23 +605,33 @@ impl Store for PostgresStore {
 
     async fn delete_label(&self, portal: i64, def: &TypeDef) -> StoreResult<()> {
         let (categories, type_ids) = key_columns(&[def.key, def.inverse]);
+        let filter = "portal_id = $1 AND (category, type_id) IN (SELECT * FROM unnest($2::smallint[], $3::int[]))";
         transaction!(self.pool.begin(), is_retryable, |conn| {
-            let (categories, type_ids) = (&categories, &type_ids);
+            let removed = sqlx::query(&format!(
+                "DELETE FROM associations WHERE {filter}
+                 RETURNING from_object_type, from_object_id, to_object_type, to_object_id, category, type_id"
+            ))
+            .bind(portal)
+            .bind(&categories)
+            .bind(&type_ids)
+            .fetch_all(&mut *conn)
+            .await?;
+            let removed: Vec<DirectedRow> =
+                removed.iter().map(decode_row).collect::<StoreResult<_>>()?;
             for table in [
                 "association_counts",
-                "associations",
                 "association_limits",
                 "association_definitions",
             ] {
-                sqlx::query(&format!(
-                        "DELETE FROM {table} WHERE portal_id = $1
-                         AND (category, type_id) IN (SELECT * FROM unnest($2::smallint[], $3::int[]))"
-                    ))
+                sqlx::query(&format!("DELETE FROM {table} WHERE {filter}"))
                     .bind(portal)
-                    .bind(categories)
-                    .bind(type_ids)
+                    .bind(&categories)
+                    .bind(&type_ids)
                     .execute(&mut *conn)
                     .await?;
+            }
+            if !removed.is_empty() {
+                record_changes(conn, portal, &archived(&removed)).await?;
             }
             Ok(())
         })
@@ -629,7 +689,10 @@ impl Store for PostgresStore {
                 .await?;
             let removed: Vec<DirectedRow> =
                 removed.iter().map(decode_row).collect::<StoreResult<_>>()?;
-            add_to_counts(conn, portal, &removal_deltas(&removed)).await?;
+            add_to_counts(&mut *conn, portal, &removal_deltas(&removed)).await?;
+            if !removed.is_empty() {
+                record_changes(conn, portal, &archived(&removed)).await?;
+            }
             Ok(removed.len() as u64)
         })
     }
@@ -799,6 +862,57 @@ impl Store for PostgresStore {
                 })
             })
             .collect()
+    }
+
+    async fn changes_after(&self, portal: i64, after: i64, limit: u32) -> StoreResult<Vec<Change>> {
+        let rows = sqlx::query(
+            "SELECT from_object_type, from_object_id, to_object_type, to_object_id, category, type_id,
+                    seq, kind, changed_at_us
+             FROM association_changes WHERE portal_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(portal)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let kind: i16 = r.try_get(7)?;
+                Ok(Change {
+                    row: decode_row(r)?,
+                    seq: r.try_get(6)?,
+                    kind: ChangeKind::from_code(kind.into()).ok_or_else(|| {
+                        StoreError::Corrupt(format!("unknown change kind {kind}"))
+                    })?,
+                    changed_at_us: r.try_get(8)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn feed_bounds(&self, portal: i64) -> StoreResult<(i64, i64)> {
+        let bounds: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT pruned_through, last_seq FROM association_feed_heads WHERE portal_id = $1",
+        )
+        .bind(portal)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(bounds.unwrap_or((0, 0)))
+    }
+
+    async fn prune_changes(&self, older_than_us: i64) -> StoreResult<()> {
+        sqlx::query(
+            "WITH cut AS (SELECT portal_id, max(seq) AS seq FROM association_changes
+                          WHERE changed_at_us < $1 GROUP BY portal_id),
+                  gone AS (DELETE FROM association_changes c USING cut
+                           WHERE c.portal_id = cut.portal_id AND c.seq <= cut.seq)
+             UPDATE association_feed_heads h SET pruned_through = GREATEST(h.pruned_through, cut.seq)
+             FROM cut WHERE h.portal_id = cut.portal_id",
+        )
+        .bind(older_than_us)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn counter_drift(&self, portal: i64) -> StoreResult<u64> {

@@ -14,6 +14,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
 use super::*;
+use crate::domain::feed::{Change, ChangeKind};
 use crate::domain::limits::apply_limit_changes;
 use crate::domain::types::{has_builtin_unlabeled, FIRST_PORTAL_TYPE_ID};
 
@@ -235,10 +236,64 @@ impl CreateSteps for SqliteTx<'_> {
     async fn add_to_counts(&mut self, portal: i64, deltas: &[(CountKey, i64)]) -> StoreResult<()> {
         add_to_counts(&mut *self.conn, portal, deltas).await
     }
+
+    async fn record_changes(
+        &mut self,
+        portal: i64,
+        changes: &[(ChangeKind, DirectedRow)],
+    ) -> StoreResult<()> {
+        record_changes(&mut *self.conn, portal, changes).await
+    }
 }
 
 /// Applies counter changes: increments upsert (a counter may be new),
 /// decrements update (the CHECK on `count` sees the proposed insert row).
+/// Appends changes to the portal's feed (the write lock is already held).
+async fn record_changes(
+    conn: &mut SqliteConnection,
+    portal: i64,
+    changes: &[(ChangeKind, DirectedRow)],
+) -> StoreResult<()> {
+    let count = changes.len() as i64;
+    let last: i64 = sqlx::query_scalar(
+        "INSERT INTO association_feed_heads (portal_id, last_seq) VALUES (?1, ?2)
+         ON CONFLICT (portal_id) DO UPDATE SET last_seq = last_seq + ?2
+         RETURNING last_seq",
+    )
+    .bind(portal)
+    .bind(count)
+    .fetch_one(&mut *conn)
+    .await?;
+    let rows: Value = changes
+        .iter()
+        .map(|(kind, r)| {
+            json!([
+                kind.code(),
+                r.from_type.to_string(),
+                r.from_id,
+                r.to_type.to_string(),
+                r.to_id,
+                r.key.category.code(),
+                r.key.type_id
+            ])
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO association_changes (portal_id, seq, kind, from_object_type, from_object_id,
+                                          to_object_type, to_object_id, category, type_id, changed_at_us)
+         SELECT ?1, ?2 + j.key, j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4,
+                j.value ->> 5, j.value ->> 6, ?4
+         FROM json_each(?3) j",
+    )
+    .bind(portal)
+    .bind(last - count + 1)
+    .bind(rows.to_string())
+    .bind(now_us())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl DefinitionSteps for SqliteTx<'_> {
     async fn allocate_type_ids(&mut self, portal: i64, count: i32) -> StoreResult<i32> {
@@ -474,22 +529,32 @@ impl Store for SqliteStore {
 
     async fn delete_label(&self, portal: i64, def: &TypeDef) -> StoreResult<()> {
         let keys = keys_json(&[def.key, def.inverse]).to_string();
+        let filter =
+            "portal_id = ?1 AND (category, type_id) IN (SELECT k.value ->> 0, k.value ->> 1 FROM json_each(?2) k)";
         transaction!(self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
-            let keys = &keys;
+            let removed = sqlx::query(&format!(
+                "DELETE FROM associations WHERE {filter}
+                 RETURNING from_object_type, from_object_id, to_object_type, to_object_id, category, type_id"
+            ))
+            .bind(portal)
+            .bind(&keys)
+            .fetch_all(&mut *conn)
+            .await?;
+            let removed: Vec<DirectedRow> =
+                removed.iter().map(decode_row).collect::<StoreResult<_>>()?;
             for table in [
                 "association_counts",
-                "associations",
                 "association_limits",
                 "association_definitions",
             ] {
-                sqlx::query(&format!(
-                        "DELETE FROM {table} WHERE portal_id = ?1
-                         AND (category, type_id) IN (SELECT k.value ->> 0, k.value ->> 1 FROM json_each(?2) k)"
-                    ))
+                sqlx::query(&format!("DELETE FROM {table} WHERE {filter}"))
                     .bind(portal)
-                    .bind(keys)
+                    .bind(&keys)
                     .execute(&mut *conn)
                     .await?;
+            }
+            if !removed.is_empty() {
+                record_changes(conn, portal, &archived(&removed)).await?;
             }
             Ok(())
         })
@@ -546,7 +611,10 @@ impl Store for SqliteStore {
                 .await?;
             let removed: Vec<DirectedRow> =
                 removed.iter().map(decode_row).collect::<StoreResult<_>>()?;
-            add_to_counts(conn, portal, &removal_deltas(&removed)).await?;
+            add_to_counts(&mut *conn, portal, &removal_deltas(&removed)).await?;
+            if !removed.is_empty() {
+                record_changes(conn, portal, &archived(&removed)).await?;
+            }
             Ok(removed.len() as u64)
         })
     }
@@ -709,6 +777,63 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn changes_after(&self, portal: i64, after: i64, limit: u32) -> StoreResult<Vec<Change>> {
+        let rows = sqlx::query(
+            "SELECT from_object_type, from_object_id, to_object_type, to_object_id, category, type_id,
+                    seq, kind, changed_at_us
+             FROM association_changes WHERE portal_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )
+        .bind(portal)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let kind: i64 = r.try_get(7)?;
+                Ok(Change {
+                    row: decode_row(r)?,
+                    seq: r.try_get(6)?,
+                    kind: ChangeKind::from_code(kind).ok_or_else(|| {
+                        StoreError::Corrupt(format!("unknown change kind {kind}"))
+                    })?,
+                    changed_at_us: r.try_get(8)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn feed_bounds(&self, portal: i64) -> StoreResult<(i64, i64)> {
+        let bounds: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT pruned_through, last_seq FROM association_feed_heads WHERE portal_id = ?1",
+        )
+        .bind(portal)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(bounds.unwrap_or((0, 0)))
+    }
+
+    async fn prune_changes(&self, older_than_us: i64) -> StoreResult<()> {
+        transaction!(self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
+            sqlx::query(
+                "UPDATE association_feed_heads SET pruned_through = max(pruned_through, coalesce((
+                     SELECT max(c.seq) FROM association_changes c
+                     WHERE c.portal_id = association_feed_heads.portal_id AND c.changed_at_us < ?1), 0))",
+            )
+            .bind(older_than_us)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "DELETE FROM association_changes WHERE seq <= (
+                     SELECT h.pruned_through FROM association_feed_heads h
+                     WHERE h.portal_id = association_changes.portal_id)",
+            )
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        })
     }
 
     async fn counter_drift(&self, portal: i64) -> StoreResult<u64> {

@@ -63,6 +63,16 @@ pub async fn open(test_store: &TestStore) -> Arc<dyn Store> {
     store
 }
 
+/// Service settings for tests: the given ceiling and chunk size.
+pub fn settings(platform_ceiling: u32, read_chunk_size: u32) -> ServiceSettings {
+    ServiceSettings {
+        platform_ceiling,
+        read_chunk_size,
+        cursor_secret: "test-suite-cursor-secret".into(),
+        feed_poll_interval: Duration::from_millis(200),
+    }
+}
+
 /// A service over a fresh store of `backend`.
 pub async fn service(
     backend: &str,
