@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use association_service::config::Settings;
 use association_service::server;
+use association_service::transfer::{self, Format};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -26,6 +27,50 @@ enum Command {
     Serve,
     /// Applies pending migrations to the configured store and exits.
     Migrate,
+    /// Imports associations from a CSV or JSON Lines file through a running service.
+    /// Exits with status 1 when any row failed (all are listed).
+    Import {
+        /// The file; `.csv` is read as CSV, anything else as JSON Lines.
+        file: PathBuf,
+        #[arg(long)]
+        portal: i64,
+        /// The service's gRPC endpoint (default: the configured server.grpc_addr).
+        #[arg(long)]
+        server: Option<String>,
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        /// Rows per message sent to the service (at most 2000).
+        #[arg(long, default_value_t = 1000)]
+        batch_size: usize,
+    },
+    /// Exports a portal's association rows (both directions) through a running service.
+    Export {
+        #[arg(long)]
+        portal: i64,
+        #[arg(long)]
+        server: Option<String>,
+        /// Keep only rows from this object type.
+        #[arg(long)]
+        from_object_type: Option<String>,
+        /// Keep only rows to this object type.
+        #[arg(long)]
+        to_object_type: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Jsonl)]
+        format: Format,
+        /// Where to write (default: standard output).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Server(#[from] server::ServerError),
+    #[error(transparent)]
+    Transfer(#[from] transfer::TransferError),
+    #[error("{0} rows failed")]
+    RowsFailed(u64),
 }
 
 fn main() -> ExitCode {
@@ -50,18 +95,64 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
+    let default_server = format!("http://{}", settings.server.grpc_addr);
+    let result: Result<(), Failure> = runtime.block_on(async {
         match cli.command {
             Command::Migrate => {
                 let store = server::open_store(&settings).await?;
                 tracing::info!("migrations applied to the {} store", store.backend());
-                Ok(())
             }
             Command::Serve => {
                 let listener = server::bind(&settings).await?;
-                server::serve(settings, listener, shutdown_signal()).await
+                server::serve(settings, listener, shutdown_signal()).await?;
+            }
+            Command::Import {
+                file,
+                portal,
+                server,
+                format,
+                batch_size,
+            } => {
+                let name = file.display().to_string();
+                let server = server.unwrap_or(default_server);
+                let summary = transfer::import(&server, portal, file, format, batch_size).await?;
+                for (line, message) in &summary.errors {
+                    eprintln!("line {line}: {message}");
+                }
+                eprintln!(
+                    "imported {name}: {} rows, {} succeeded, {} failed",
+                    summary.rows, summary.succeeded, summary.failed
+                );
+                if summary.failed > 0 {
+                    return Err(Failure::RowsFailed(summary.failed));
+                }
+            }
+            Command::Export {
+                portal,
+                server,
+                from_object_type,
+                to_object_type,
+                format,
+                output,
+            } => {
+                let target = output
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "stdout".into());
+                let server = server.unwrap_or(default_server);
+                let count = transfer::export(
+                    &server,
+                    portal,
+                    from_object_type,
+                    to_object_type,
+                    format,
+                    output,
+                )
+                .await?;
+                eprintln!("exported {count} rows to {target}");
             }
         }
+        Ok(())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,7 +12,7 @@ use crate::domain::limits::{LimitChange, LimitMode};
 use crate::domain::{Category, DomainError, TypeDef, TypeKey};
 use crate::service::{
     AssociatedRecord, AssociationInput, AssociationService, BatchOutcome, HeldAssociation,
-    LimitView, ServiceResult,
+    ImportRow, LimitView, ServiceResult,
 };
 
 pub mod status;
@@ -148,8 +148,73 @@ fn limit_config(view: &LimitView) -> proto::LimitConfig {
     }
 }
 
+/// Most import failures listed in a response (all are counted).
+const MAX_LISTED_IMPORT_ERRORS: usize = 1_000;
+
+fn import_row(row: &proto::ImportRow) -> Result<ImportRow, DomainError> {
+    let key = match (row.category, row.type_id) {
+        (0, 0) => None,
+        (category, type_id) => Some(TypeKey {
+            category: Category::from_code(i64::from(category)).ok_or_else(|| {
+                DomainError::InvalidArgument(format!(
+                    "row {}: give an association category with type id {type_id}",
+                    row.line
+                ))
+            })?,
+            type_id,
+        }),
+    };
+    Ok(ImportRow {
+        line: row.line,
+        from_type: row.from_object_type.clone(),
+        from_id: row.from_object_id,
+        to_type: row.to_object_type.clone(),
+        to_id: row.to_object_id,
+        key,
+    })
+}
+
 #[tonic::async_trait]
 impl AssociationWrite for GrpcApi {
+    async fn import_associations(
+        &self,
+        request: Request<tonic::Streaming<proto::ImportAssociationsRequest>>,
+    ) -> Result<Response<proto::ImportAssociationsResponse>, Status> {
+        let mut messages = request.into_inner();
+        let mut portal = None;
+        let mut summary = proto::ImportAssociationsResponse::default();
+        while let Some(message) = messages.message().await? {
+            if *portal.get_or_insert(message.portal_id) != message.portal_id {
+                return Err(status::domain_status(&DomainError::InvalidArgument(
+                    "every message of an import must name the same portal_id".into(),
+                )));
+            }
+            summary.rows += message.rows.len() as u64;
+            let mut rows = Vec::with_capacity(message.rows.len());
+            let mut failures = Vec::new();
+            for row in &message.rows {
+                match import_row(row) {
+                    Ok(row) => rows.push(row),
+                    Err(err) => failures.push((row.line, err)),
+                }
+            }
+            let outcome = self.service.import_rows(message.portal_id, &rows).await?;
+            summary.succeeded += outcome.succeeded;
+            failures.extend(outcome.errors);
+            failures.sort_by_key(|(line, _)| *line);
+            summary.failed += failures.len() as u64;
+            for (line, err) in failures {
+                if summary.errors.len() < MAX_LISTED_IMPORT_ERRORS {
+                    summary.errors.push(proto::ImportRowError {
+                        line,
+                        error: Some(item_error(line as usize, &err)),
+                    });
+                }
+            }
+        }
+        Ok(Response::new(summary))
+    }
+
     async fn create_associations(
         &self,
         request: Request<proto::CreateAssociationsRequest>,

@@ -61,6 +61,27 @@ pub struct AssociationInput {
     pub types: Vec<TypeKey>,
 }
 
+/// One row of a bulk import, as read from a file.
+#[derive(Clone, Debug)]
+pub struct ImportRow {
+    /// Where the row came from, echoed in errors.
+    pub line: u64,
+    pub from_type: String,
+    pub from_id: i64,
+    pub to_type: String,
+    pub to_id: i64,
+    /// `None`: the pair's unlabeled type.
+    pub key: Option<TypeKey>,
+}
+
+/// What an import batch did.
+#[derive(Debug, Default)]
+pub struct ImportOutcome {
+    pub succeeded: u64,
+    /// Failures by line.
+    pub errors: Vec<(u64, DomainError)>,
+}
+
 /// Per-item results of a batch: successes and failures by input position.
 #[derive(Debug)]
 pub struct BatchOutcome<T> {
@@ -330,6 +351,59 @@ impl AssociationService {
             }
         }
         outcome.errors.sort_by_key(|(i, _)| *i);
+        Ok(outcome)
+    }
+
+    /// Creates bulk-import rows: grouped by object type pair (in order within
+    /// each pair), each group created like a `create` batch. Returns how many
+    /// rows succeeded and each failure by line.
+    pub async fn import_rows(
+        &self,
+        portal: i64,
+        rows: &[ImportRow],
+    ) -> ServiceResult<ImportOutcome> {
+        check_batch_size(rows.len())?;
+        check_portal(portal)?;
+        let mut outcome = ImportOutcome::default();
+        let mut groups: BTreeMap<(ObjectType, ObjectType), Vec<&ImportRow>> = BTreeMap::new();
+        for row in rows {
+            match (
+                ObjectType::parse(&row.from_type),
+                ObjectType::parse(&row.to_type),
+            ) {
+                (Ok(from), Ok(to)) => groups.entry((from, to)).or_default().push(row),
+                (Err(err), _) | (_, Err(err)) => outcome.errors.push((row.line, err)),
+            }
+        }
+        for ((from, to), group) in groups {
+            let inputs: Vec<AssociationInput> = group
+                .iter()
+                .map(|r| AssociationInput {
+                    from_id: r.from_id,
+                    to_id: r.to_id,
+                    types: r.key.into_iter().collect(),
+                })
+                .collect();
+            match self
+                .create(portal, &from.to_string(), &to.to_string(), &inputs)
+                .await
+            {
+                Ok(created) => {
+                    outcome.succeeded += created.results.len() as u64;
+                    outcome.errors.extend(
+                        created
+                            .errors
+                            .into_iter()
+                            .map(|(i, err)| (group[i].line, err)),
+                    );
+                }
+                Err(ServiceError::Domain(err)) => outcome
+                    .errors
+                    .extend(group.iter().map(|r| (r.line, err.clone()))),
+                Err(err) => return Err(err),
+            }
+        }
+        outcome.errors.sort_by_key(|(line, _)| *line);
         Ok(outcome)
     }
 
