@@ -113,6 +113,24 @@ pub struct NewLabel {
 /// One row of a record's associations: (to type, to id, type).
 pub type RecordRow = (ObjectType, i64, TypeKey);
 
+/// A record that holds associations, with the times (µs since the epoch) of
+/// its oldest and newest association.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordSummary {
+    pub id: i64,
+    pub first_created_us: i64,
+    pub last_created_us: i64,
+}
+
+/// Which records `Store::records` returns.
+#[derive(Clone, Copy, Debug)]
+pub enum RecordSelect<'a> {
+    /// These ids (those without associations are left out).
+    Ids(&'a [i64]),
+    /// Up to `limit` records with ids above `after`, in id order.
+    After { after: i64, limit: u32 },
+}
+
 /// The keyset start of an export: before every row.
 pub(crate) fn export_start(after: Option<DirectedRow>) -> (String, i64, String, i64, i16, i32) {
     match after {
@@ -191,6 +209,14 @@ pub trait Store: Send + Sync {
         after: Option<(ObjectType, i64)>,
         limit: u32,
     ) -> StoreResult<Vec<RecordRow>>;
+
+    /// Records of `object_type` that hold associations, in id order.
+    async fn records(
+        &self,
+        portal: i64,
+        object_type: ObjectType,
+        select: RecordSelect<'_>,
+    ) -> StoreResult<Vec<RecordSummary>>;
 
     /// Up to `limit` stored rows after `after`, in key order, optionally
     /// filtered by object types.

@@ -187,10 +187,15 @@ impl CreateSteps for PgTx<'_> {
     ) -> StoreResult<Vec<PairEdge>> {
         let (from_ids, to_ids): (Vec<i64>, Vec<i64>) = pairs.iter().copied().unzip();
         let rows = sqlx::query(
-            "SELECT a.from_object_id, a.to_object_id, a.category, a.type_id
+            // A lateral primary-key lookup per pair: a plain join lets the
+            // planner hash-scan the whole record, which grows with it.
+            "SELECT p.f, a.to_object_id, a.category, a.type_id
              FROM unnest($4::bigint[], $5::bigint[]) AS p(f, t)
-             JOIN associations a ON a.portal_id = $1 AND a.from_object_type = $2 AND a.from_object_id = p.f
-                                AND a.to_object_type = $3 AND a.to_object_id = p.t",
+             CROSS JOIN LATERAL (
+                 SELECT to_object_id, category, type_id FROM associations
+                 WHERE portal_id = $1 AND from_object_type = $2 AND from_object_id = p.f
+                   AND to_object_type = $3 AND to_object_id = p.t
+                 OFFSET 0) a",
         )
         .bind(portal)
         .bind(from.to_string())
@@ -741,6 +746,43 @@ impl Store for PostgresStore {
                     r.try_get(1)?,
                     decode_key(r.try_get::<i16, _>(2)?.into(), r.try_get(3)?)?,
                 ))
+            })
+            .collect()
+    }
+
+    async fn records(
+        &self,
+        portal: i64,
+        object_type: ObjectType,
+        select: RecordSelect<'_>,
+    ) -> StoreResult<Vec<RecordSummary>> {
+        let (ids, after, limit) = match select {
+            RecordSelect::Ids(ids) => (Some(ids.to_vec()), 0, ids.len() as i64),
+            RecordSelect::After { after, limit } => (None, after, i64::from(limit)),
+        };
+        let rows = sqlx::query(
+            "SELECT from_object_id,
+                    (extract(epoch FROM min(created_at)) * 1000000)::bigint,
+                    (extract(epoch FROM max(created_at)) * 1000000)::bigint
+             FROM associations
+             WHERE portal_id = $1 AND from_object_type = $2
+               AND ($3::bigint[] IS NULL OR from_object_id = ANY($3)) AND from_object_id > $4
+             GROUP BY from_object_id ORDER BY from_object_id LIMIT $5",
+        )
+        .bind(portal)
+        .bind(object_type.to_string())
+        .bind(ids)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RecordSummary {
+                    id: r.try_get(0)?,
+                    first_created_us: r.try_get(1)?,
+                    last_created_us: r.try_get(2)?,
+                })
             })
             .collect()
     }

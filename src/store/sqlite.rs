@@ -2,6 +2,8 @@
 //! Writers take the database write lock up front (`BEGIN IMMEDIATE`), so each
 //! write transaction sees and changes a stable state; batches travel as JSON
 //! arrays through `json_each`, one statement per step.
+//! Joins against `json_each` are CROSS JOINs so SQLite keeps the input list
+//! as the outer loop and looks each row up by primary key.
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
@@ -125,7 +127,7 @@ impl CreateSteps for SqliteTx<'_> {
         .await?;
         let rows = sqlx::query(
             "SELECT c.object_type, c.object_id, c.category, c.type_id, c.count
-             FROM json_each(?2) j JOIN association_counts c
+             FROM json_each(?2) j CROSS JOIN association_counts c
                ON c.portal_id = ?1 AND c.object_type = j.value ->> 0 AND c.object_id = j.value ->> 1
               AND c.category = j.value ->> 2 AND c.type_id = j.value ->> 3",
         )
@@ -151,7 +153,7 @@ impl CreateSteps for SqliteTx<'_> {
         lookup: &PrimaryLookup,
     ) -> StoreResult<HashMap<i64, i64>> {
         let rows = sqlx::query(
-            "SELECT a.from_object_id, a.to_object_id FROM json_each(?3) j JOIN associations a
+            "SELECT a.from_object_id, a.to_object_id FROM json_each(?3) j CROSS JOIN associations a
                ON a.portal_id = ?1 AND a.from_object_type = ?2 AND a.from_object_id = j.value
               AND a.to_object_type = ?4 AND a.category = ?5 AND a.type_id = ?6",
         )
@@ -176,7 +178,7 @@ impl CreateSteps for SqliteTx<'_> {
         pairs: &[(i64, i64)],
     ) -> StoreResult<Vec<PairEdge>> {
         let rows = sqlx::query(
-            "SELECT a.from_object_id, a.to_object_id, a.category, a.type_id FROM json_each(?4) j JOIN associations a
+            "SELECT a.from_object_id, a.to_object_id, a.category, a.type_id FROM json_each(?4) j CROSS JOIN associations a
                ON a.portal_id = ?1 AND a.from_object_type = ?2 AND a.from_object_id = j.value ->> 0
               AND a.to_object_type = ?3 AND a.to_object_id = j.value ->> 1",
         )
@@ -455,7 +457,7 @@ async fn load_definitions(
 /// Selects the rows an archive removes (?1 portal, ?2/?3 object types,
 /// ?4 pairs, ?5 all types, ?6/?7 type filters, as JSON).
 const ARCHIVE_MATCH: &str = "
-    FROM json_each(?4) p JOIN associations a ON a.portal_id = ?1 AND (
+    FROM json_each(?4) p CROSS JOIN associations a ON a.portal_id = ?1 AND (
         (a.from_object_type = ?2 AND a.from_object_id = p.value ->> 0 AND a.to_object_type = ?3
          AND a.to_object_id = p.value ->> 1
          AND (?5 OR (a.category, a.type_id) IN (SELECT k.value ->> 0, k.value ->> 1 FROM json_each(?6) k)))
@@ -663,6 +665,48 @@ impl Store for SqliteStore {
                     r.try_get(1)?,
                     decode_key(r.try_get(2)?, r.try_get(3)?)?,
                 ))
+            })
+            .collect()
+    }
+
+    async fn records(
+        &self,
+        portal: i64,
+        object_type: ObjectType,
+        select: RecordSelect<'_>,
+    ) -> StoreResult<Vec<RecordSummary>> {
+        let (ids, after, limit) = match select {
+            RecordSelect::Ids(ids) => (
+                Some(serde_json::to_string(ids).unwrap_or_default()),
+                0,
+                ids.len() as i64,
+            ),
+            RecordSelect::After { after, limit } => (None, after, i64::from(limit)),
+        };
+        let rows = sqlx::query(
+            "SELECT from_object_id,
+                    CAST(strftime('%s', min(created_at)) AS INTEGER) * 1000000,
+                    CAST(strftime('%s', max(created_at)) AS INTEGER) * 1000000
+             FROM associations
+             WHERE portal_id = ?1 AND from_object_type = ?2
+               AND (?3 IS NULL OR from_object_id IN (SELECT value FROM json_each(?3)))
+               AND from_object_id > ?4
+             GROUP BY from_object_id ORDER BY from_object_id LIMIT ?5",
+        )
+        .bind(portal)
+        .bind(object_type.to_string())
+        .bind(ids)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RecordSummary {
+                    id: r.try_get(0)?,
+                    first_created_us: r.try_get(1)?,
+                    last_created_us: r.try_get(2)?,
+                })
             })
             .collect()
     }

@@ -1,0 +1,767 @@
+//! The benchmark harness: runs the real server (release build, as a child
+//! process) on PostgreSQL and on SQLite, drives it over gRPC, and measures
+//! each scenario beside raw PostgreSQL doing the same rows in the same run
+//! (multi-row INSERTs for writes, `COPY … TO STDOUT` for reads). Prints the
+//! results and writes them into docs/benchmarks.md.
+//!
+//! Run: `cargo bench --bench associations` (`BENCH_SCALE=small` for a quick
+//! pass; `DATABASE_URL` to use an existing PostgreSQL instead of a throwaway).
+#[path = "../tests/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use association_service::grpc::proto::admin_config_client::AdminConfigClient;
+use association_service::grpc::proto::association_read_client::AssociationReadClient;
+use association_service::grpc::proto::association_write_client::AssociationWriteClient;
+use association_service::grpc::proto::{
+    AssociationCategory, AssociationInput, BatchListAssociationsRequest, CreateAssociationsRequest,
+    ExportAssociationsRequest, LimitInput, LimitsRequest, ListAssociationsRequest,
+};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use tokio::task::JoinSet;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+const DEAL: &str = "0-3";
+const CONTACT: &str = "0-1";
+
+/// How much work each scenario does.
+struct Scale {
+    name: &'static str,
+    w1_ops: i64,
+    w2_batches_per_client: i64,
+    w3_limit: i32,
+    r1_rows: i64,
+    r2_records: i64,
+    r2_per_record: i64,
+}
+
+const FULL: Scale = Scale {
+    name: "full",
+    w1_ops: 4_000,
+    w2_batches_per_client: 100,
+    w3_limit: 1_000,
+    r1_rows: 1_000_000,
+    r2_records: 1_000,
+    r2_per_record: 200,
+};
+const SMALL: Scale = Scale {
+    name: "small",
+    w1_ops: 800,
+    w2_batches_per_client: 10,
+    w3_limit: 200,
+    r1_rows: 50_000,
+    r2_records: 100,
+    r2_per_record: 50,
+};
+
+const W1_CLIENTS: i64 = 16;
+const W2_CLIENTS: i64 = 4;
+const W3_CLIENTS: usize = 64;
+const SEED_BATCH: i64 = 2_000;
+
+/// Portals used by the scenarios.
+const W1_PORTAL: i64 = 1_001;
+const W2_PORTAL: i64 = 1_002;
+const W3_PORTAL: i64 = 1_003;
+const R1_PORTAL: i64 = 1_004;
+const R2_PORTAL: i64 = 1_005;
+
+/// One measured scenario on one backend.
+struct Row {
+    scenario: &'static str,
+    backend: &'static str,
+    service: f64,
+    baseline: f64,
+    unit: &'static str,
+    detail: String,
+    target: Option<f64>,
+}
+
+/// The server binary running as a child process.
+struct Server {
+    child: tokio::process::Child,
+    endpoint: String,
+}
+
+impl Server {
+    async fn start(store_url: &str) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_association-service"))
+            .arg("serve")
+            .env("ASSOC__STORE__URL", store_url)
+            .env("ASSOC__SERVER__GRPC_ADDR", format!("127.0.0.1:{port}"))
+            .env("ASSOC__GATEWAY__HTTP_ADDR", "127.0.0.1:0")
+            .env("ASSOC__LIMITS__PLATFORM_CEILING", "2000000")
+            .env("ASSOC__STORE__MAX_CONNECTIONS", "32")
+            .env("ASSOC__LOG__FILTER", "warn")
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the server");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Channel::from_shared(endpoint.clone())
+            .unwrap()
+            .connect()
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "the server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Server { child, endpoint }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// Resets the kernel's peak-RSS mark for the server.
+    fn reset_peak_rss(&self) {
+        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5");
+    }
+
+    /// The server's peak resident memory since the last reset, in MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0.0);
+        kib / 1024.0
+    }
+
+    async fn writer(&self) -> AssociationWriteClient<Channel> {
+        AssociationWriteClient::connect(self.endpoint.clone())
+            .await
+            .expect("connect")
+    }
+
+    async fn reader(&self) -> AssociationReadClient<Channel> {
+        AssociationReadClient::connect(self.endpoint.clone())
+            .await
+            .expect("connect")
+    }
+}
+
+fn request(portal: i64, inputs: Vec<AssociationInput>) -> CreateAssociationsRequest {
+    CreateAssociationsRequest {
+        portal_id: portal,
+        from_object_type: DEAL.into(),
+        to_object_type: CONTACT.into(),
+        inputs,
+    }
+}
+
+fn input(from_id: i64, to_id: i64) -> AssociationInput {
+    AssociationInput {
+        from_id,
+        to_id,
+        types: vec![],
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index].as_secs_f64() * 1_000.0
+}
+
+/// (ops per second, p50 ms, p99 ms) of a set of timed operations.
+fn summarize(elapsed: Duration, mut latencies: Vec<Duration>) -> (f64, f64, f64) {
+    latencies.sort();
+    (
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+    )
+}
+
+// ------------------------------------------------------------ scenarios
+
+async fn w1_service(server: &Server, scale: &Scale) -> (f64, f64, f64) {
+    let per_client = scale.w1_ops / W1_CLIENTS;
+    let start = Instant::now();
+    let mut clients = JoinSet::new();
+    for client in 0..W1_CLIENTS {
+        let mut writer = server.writer().await;
+        clients.spawn(async move {
+            let mut latencies = Vec::new();
+            for op in 0..per_client {
+                let began = Instant::now();
+                let response = writer
+                    .create_associations(request(
+                        W1_PORTAL,
+                        vec![input(client * 1_000_000 + op + 1, op + 1)],
+                    ))
+                    .await;
+                assert!(response.expect("create").into_inner().errors.is_empty());
+                latencies.push(began.elapsed());
+            }
+            latencies
+        });
+    }
+    let latencies = clients.join_all().await.concat();
+    summarize(start.elapsed(), latencies)
+}
+
+async fn w2_service(server: &Server, scale: &Scale) -> f64 {
+    let start = Instant::now();
+    let mut clients = JoinSet::new();
+    for client in 0..W2_CLIENTS {
+        let mut writer = server.writer().await;
+        let batches = scale.w2_batches_per_client;
+        clients.spawn(async move {
+            for batch in 0..batches {
+                let deal = client * 1_000_000 + batch + 1;
+                let inputs = (1..=100).map(|c| input(deal, c)).collect();
+                let response = writer
+                    .create_associations(request(W2_PORTAL, inputs))
+                    .await
+                    .expect("create");
+                assert!(response.into_inner().errors.is_empty());
+            }
+        });
+    }
+    clients.join_all().await;
+    (W2_CLIENTS * scale.w2_batches_per_client * 100) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// 64 clients add associations to deal 1 until each is refused; returns
+/// (successes per second, successes, attempts).
+async fn w3_service(server: &Server, scale: &Scale) -> (f64, usize, usize) {
+    let mut admin = AdminConfigClient::connect(server.endpoint.clone())
+        .await
+        .unwrap();
+    let limit = LimitInput {
+        category: AssociationCategory::HubspotDefined as i32,
+        type_id: 3,
+        max_to_object_ids: scale.w3_limit,
+    };
+    let response = admin
+        .create_limits(LimitsRequest {
+            portal_id: W3_PORTAL,
+            from_object_type: DEAL.into(),
+            to_object_type: CONTACT.into(),
+            inputs: vec![limit],
+        })
+        .await
+        .unwrap();
+    assert!(response.into_inner().errors.is_empty());
+    let next = Arc::new(AtomicI64::new(1));
+    let (created, attempts) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let start = Instant::now();
+    let mut clients = JoinSet::new();
+    for _ in 0..W3_CLIENTS {
+        let mut writer = server.writer().await;
+        let (next, created, attempts) = (
+            Arc::clone(&next),
+            Arc::clone(&created),
+            Arc::clone(&attempts),
+        );
+        clients.spawn(async move {
+            loop {
+                let contact = next.fetch_add(1, Ordering::SeqCst);
+                attempts.fetch_add(1, Ordering::SeqCst);
+                let response = writer
+                    .create_associations(request(W3_PORTAL, vec![input(1, contact)]))
+                    .await
+                    .expect("create");
+                if response.into_inner().errors.is_empty() {
+                    created.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    return;
+                }
+            }
+        });
+    }
+    clients.join_all().await;
+    let elapsed = start.elapsed();
+    let created = created.load(Ordering::SeqCst);
+    (
+        created as f64 / elapsed.as_secs_f64(),
+        created,
+        attempts.load(Ordering::SeqCst),
+    )
+}
+
+/// Loads `(deal, contacts)` through the service in batches; returns rows per second.
+async fn seed(
+    server: &Server,
+    portal: i64,
+    deals: std::ops::RangeInclusive<i64>,
+    per_deal: i64,
+) -> f64 {
+    let mut writer = server.writer().await;
+    let all: Vec<(i64, i64)> = deals
+        .flat_map(|d| (1..=per_deal).map(move |c| (d, c)))
+        .collect();
+    let start = Instant::now();
+    for batch in all.chunks(SEED_BATCH as usize) {
+        let inputs = batch.iter().map(|&(d, c)| input(d, c)).collect();
+        let response = writer
+            .create_associations(request(portal, inputs))
+            .await
+            .expect("seed");
+        assert!(response.into_inner().errors.is_empty(), "seeding failed");
+    }
+    all.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn r1_service(server: &Server, rows: i64) -> (f64, f64) {
+    let mut reader = server.reader().await;
+    server.reset_peak_rss();
+    let start = Instant::now();
+    let request = ListAssociationsRequest {
+        portal_id: R1_PORTAL,
+        object_type: DEAL.into(),
+        object_id: 1,
+        to_object_type: CONTACT.into(),
+        cursor: String::new(),
+    };
+    let mut stream = reader
+        .list_associations(request)
+        .await
+        .expect("list")
+        .into_inner();
+    let mut count = 0i64;
+    while let Some(chunk) = stream.message().await.expect("chunk") {
+        count += chunk.results.len() as i64;
+    }
+    let elapsed = start.elapsed();
+    assert_eq!(count, rows, "R1 streamed every association");
+    (count as f64 / elapsed.as_secs_f64(), server.peak_rss_mib())
+}
+
+async fn r2_service(server: &Server, scale: &Scale) -> f64 {
+    let mut reader = server.reader().await;
+    let ids: Vec<i64> = (1..=scale.r2_records).collect();
+    let start = Instant::now();
+    let request = BatchListAssociationsRequest {
+        portal_id: R2_PORTAL,
+        object_type: DEAL.into(),
+        object_ids: ids,
+        to_object_type: CONTACT.into(),
+        cursor: String::new(),
+    };
+    let mut stream = reader
+        .batch_list_associations(request)
+        .await
+        .expect("batch")
+        .into_inner();
+    let mut count = 0i64;
+    while let Some(chunk) = stream.message().await.expect("chunk") {
+        count += chunk.rows.len() as i64;
+    }
+    assert_eq!(count, scale.r2_records * scale.r2_per_record);
+    count as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn r3_service(server: &Server, rows: i64) -> f64 {
+    let mut reader = server.reader().await;
+    let start = Instant::now();
+    let request = ExportAssociationsRequest {
+        portal_id: R1_PORTAL,
+        from_object_type: DEAL.into(),
+        to_object_type: String::new(),
+        cursor: String::new(),
+    };
+    let mut stream = reader
+        .export_associations(request)
+        .await
+        .expect("export")
+        .into_inner();
+    let mut count = 0i64;
+    while let Some(chunk) = stream.message().await.expect("chunk") {
+        count += chunk.rows.len() as i64;
+    }
+    assert_eq!(count, rows);
+    count as f64 / start.elapsed().as_secs_f64()
+}
+
+// ------------------------------------------------------------ raw PostgreSQL
+
+const RAW_TABLE: &str = "CREATE TABLE IF NOT EXISTS bench_raw (LIKE associations INCLUDING ALL)";
+
+/// Inserts `rows` (deal, contact) pairs as both directed rows, in one statement.
+async fn raw_insert(pool: &PgPool, portal: i64, rows: &[(i64, i64)]) {
+    let deals: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    let contacts: Vec<i64> = rows.iter().map(|r| r.1).collect();
+    sqlx::query(
+        "INSERT INTO bench_raw (portal_id, from_object_type, from_object_id, to_object_type, to_object_id, category, type_id)
+         SELECT $1, '0-3', d, '0-1', c, 1, 3 FROM unnest($2::bigint[], $3::bigint[]) AS r(d, c)
+         UNION ALL
+         SELECT $1, '0-1', c, '0-3', d, 1, 4 FROM unnest($2::bigint[], $3::bigint[]) AS r(d, c)",
+    )
+    .bind(portal)
+    .bind(&deals)
+    .bind(&contacts)
+    .execute(pool)
+    .await
+    .expect("raw insert");
+}
+
+async fn w1_raw(pool: &PgPool, scale: &Scale) -> (f64, f64, f64) {
+    let per_client = scale.w1_ops / W1_CLIENTS;
+    let start = Instant::now();
+    let mut clients = JoinSet::new();
+    for client in 0..W1_CLIENTS {
+        let pool = pool.clone();
+        clients.spawn(async move {
+            let mut latencies = Vec::new();
+            for op in 0..per_client {
+                let began = Instant::now();
+                raw_insert(&pool, W1_PORTAL, &[(client * 1_000_000 + op + 1, op + 1)]).await;
+                latencies.push(began.elapsed());
+            }
+            latencies
+        });
+    }
+    let latencies = clients.join_all().await.concat();
+    summarize(start.elapsed(), latencies)
+}
+
+async fn w2_raw(pool: &PgPool, scale: &Scale) -> f64 {
+    let start = Instant::now();
+    let mut clients = JoinSet::new();
+    for client in 0..W2_CLIENTS {
+        let pool = pool.clone();
+        let batches = scale.w2_batches_per_client;
+        clients.spawn(async move {
+            for batch in 0..batches {
+                let deal = client * 1_000_000 + batch + 1;
+                let rows: Vec<(i64, i64)> = (1..=100).map(|c| (deal, c)).collect();
+                raw_insert(&pool, W2_PORTAL, &rows).await;
+            }
+        });
+    }
+    clients.join_all().await;
+    (W2_CLIENTS * scale.w2_batches_per_client * 100) as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn w3_raw(pool: &PgPool, scale: &Scale) -> f64 {
+    let next = Arc::new(AtomicI64::new(1));
+    let limit = i64::from(scale.w3_limit);
+    let start = Instant::now();
+    let mut clients = JoinSet::new();
+    for _ in 0..W3_CLIENTS {
+        let (pool, next) = (pool.clone(), Arc::clone(&next));
+        clients.spawn(async move {
+            loop {
+                let contact = next.fetch_add(1, Ordering::SeqCst);
+                if contact > limit {
+                    return;
+                }
+                raw_insert(&pool, W3_PORTAL, &[(1, contact)]).await;
+            }
+        });
+    }
+    clients.join_all().await;
+    limit as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Rows per second of `COPY (query) TO STDOUT`, and the rows it produced.
+async fn copy_rate(pool: &PgPool, query: &str) -> (f64, i64) {
+    let mut conn = pool.acquire().await.expect("connection");
+    let start = Instant::now();
+    let mut stream = conn
+        .copy_out_raw(&format!("COPY ({query}) TO STDOUT"))
+        .await
+        .expect("copy");
+    let mut rows = 0i64;
+    while let Some(bytes) = stream.next().await {
+        rows += bytes
+            .expect("copy data")
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count() as i64;
+    }
+    (rows as f64 / start.elapsed().as_secs_f64(), rows)
+}
+
+/// Read baselines over the PostgreSQL store's own rows.
+async fn read_baselines(pool: &PgPool, scale: &Scale) -> (f64, f64, f64) {
+    let (r1, n1) = copy_rate(
+        pool,
+        &format!(
+            "SELECT to_object_type, to_object_id, category, type_id FROM associations
+             WHERE portal_id = {R1_PORTAL} AND from_object_type = '{DEAL}' AND from_object_id = 1
+               AND to_object_type = '{CONTACT}' ORDER BY to_object_type, to_object_id, category, type_id"
+        ),
+    )
+    .await;
+    assert_eq!(n1, scale.r1_rows);
+    let (r2, n2) = copy_rate(
+        pool,
+        &format!(
+            "SELECT from_object_id, to_object_type, to_object_id, category, type_id FROM associations
+             WHERE portal_id = {R2_PORTAL} AND from_object_type = '{DEAL}' AND from_object_id BETWEEN 1 AND {}
+               AND to_object_type = '{CONTACT}'
+             ORDER BY from_object_id, to_object_type, to_object_id, category, type_id",
+            scale.r2_records
+        ),
+    )
+    .await;
+    assert_eq!(n2, scale.r2_records * scale.r2_per_record);
+    let (r3, n3) = copy_rate(
+        pool,
+        &format!(
+            "SELECT from_object_type, from_object_id, to_object_type, to_object_id, category, type_id FROM associations
+             WHERE portal_id = {R1_PORTAL} AND from_object_type = '{DEAL}'
+             ORDER BY from_object_type, from_object_id, to_object_type, to_object_id, category, type_id"
+        ),
+    )
+    .await;
+    assert_eq!(n3, scale.r1_rows);
+    (r1, r2, r3)
+}
+
+// ------------------------------------------------------------ the run
+
+struct Measured {
+    w1: (f64, f64, f64),
+    w2: f64,
+    w3: (f64, usize, usize),
+    seed: f64,
+    r1: (f64, f64),
+    r2: f64,
+    r3: f64,
+}
+
+async fn run_service(server: &Server, scale: &Scale) -> Measured {
+    eprintln!("  W1 single creates, {W1_CLIENTS} clients");
+    let w1 = w1_service(server, scale).await;
+    eprintln!("  W2 batches of 100, {W2_CLIENTS} clients");
+    let w2 = w2_service(server, scale).await;
+    eprintln!(
+        "  W3 {W3_CLIENTS} clients racing to a limit of {}",
+        scale.w3_limit
+    );
+    let w3 = w3_service(server, scale).await;
+    assert_eq!(w3.1, scale.w3_limit as usize, "the limit held");
+    eprintln!(
+        "  seeding {} + {} associations",
+        scale.r1_rows,
+        scale.r2_records * scale.r2_per_record
+    );
+    let seed_rate = seed(server, R1_PORTAL, 1..=1, scale.r1_rows).await;
+    seed(server, R2_PORTAL, 1..=scale.r2_records, scale.r2_per_record).await;
+    eprintln!("  R1/R2/R3 reads");
+    let r1 = r1_service(server, scale.r1_rows).await;
+    let r2 = r2_service(server, scale).await;
+    let r3 = r3_service(server, scale.r1_rows).await;
+    Measured {
+        w1,
+        w2,
+        w3,
+        seed: seed_rate,
+        r1,
+        r2,
+        r3,
+    }
+}
+
+fn rows_for(backend: &'static str, m: &Measured, raw: &Measured) -> Vec<Row> {
+    vec![
+        Row {
+            scenario: "W1 single creates, 16 clients",
+            backend,
+            service: m.w1.0,
+            baseline: raw.w1.0,
+            unit: "assoc/s",
+            detail: format!(
+                "p50 {:.2} ms / p99 {:.2} ms (raw {:.2} / {:.2})",
+                m.w1.1, m.w1.2, raw.w1.1, raw.w1.2
+            ),
+            target: Some(0.6),
+        },
+        Row {
+            scenario: "W2 batches of 100, 4 clients",
+            backend,
+            service: m.w2,
+            baseline: raw.w2,
+            unit: "assoc/s",
+            detail: String::new(),
+            target: Some(0.5),
+        },
+        Row {
+            scenario: "W3 64 clients racing to one record's limit",
+            backend,
+            service: m.w3.0,
+            baseline: raw.w3.0,
+            unit: "assoc/s",
+            detail: format!("limit held: {} created of {} attempts", m.w3.1, m.w3.2),
+            target: None,
+        },
+        Row {
+            scenario: "Bulk load, batches of 2,000 into one record",
+            backend,
+            service: m.seed,
+            baseline: raw.w2,
+            unit: "assoc/s",
+            detail: "baseline: W2's raw rate".into(),
+            target: None,
+        },
+        Row {
+            scenario: "R1 stream one record's associations",
+            backend,
+            service: m.r1.0,
+            baseline: raw.r1.0,
+            unit: "rows/s",
+            detail: format!("server peak RSS {:.0} MiB (target ≤ 100)", m.r1.1),
+            target: Some(0.7),
+        },
+        Row {
+            scenario: "R2 batch-stream records",
+            backend,
+            service: m.r2,
+            baseline: raw.r2,
+            unit: "rows/s",
+            detail: String::new(),
+            target: None,
+        },
+        Row {
+            scenario: "R3 export a portal",
+            backend,
+            service: m.r3,
+            baseline: raw.r3,
+            unit: "rows/s",
+            detail: String::new(),
+            target: Some(0.7),
+        },
+    ]
+}
+
+fn render(rows: &[Row], scale: &Scale, pg_note: &str) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "Scale `{}`: W1 {} creates; W2 {} batches of 100; W3 limit {}; R1/R3 {} associations of one record; R2 {} records × {}.\n",
+        scale.name,
+        scale.w1_ops,
+        W2_CLIENTS * scale.w2_batches_per_client,
+        scale.w3_limit,
+        scale.r1_rows,
+        scale.r2_records,
+        scale.r2_per_record
+    ));
+    out.push_str(&format!(
+        "Machine: {} cores; {pg_note}.\n\n",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    ));
+    out.push_str("| scenario | store | service | raw PostgreSQL | ratio | target | notes |\n|---|---|---|---|---|---|---|\n");
+    for row in rows {
+        let ratio = row.service / row.baseline;
+        let target = match row.target {
+            Some(t) if ratio >= t => format!("≥ {t} ✔"),
+            Some(t) => format!("≥ {t} ✘"),
+            None => "—".into(),
+        };
+        out.push_str(&format!(
+            "| {} | {} | {:.0} {} | {:.0} {} | {:.2}× | {} | {} |\n",
+            row.scenario,
+            row.backend,
+            row.service,
+            row.unit,
+            row.baseline,
+            row.unit,
+            ratio,
+            target,
+            row.detail
+        ));
+    }
+    out
+}
+
+const START: &str = "<!-- results:start -->";
+const END: &str = "<!-- results:end -->";
+
+fn write_doc(results: &str) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/benchmarks.md");
+    let existing = std::fs::read_to_string(path).unwrap_or_else(|_| {
+        format!("# Benchmarks\n\nRerun: `cargo bench --bench associations`\n\n{START}\n{END}\n")
+    });
+    let (Some(a), Some(b)) = (existing.find(START), existing.find(END)) else {
+        panic!("docs/benchmarks.md lacks the {START} / {END} markers");
+    };
+    let updated = format!("{}{START}\n{results}{}", &existing[..a], &existing[b..]);
+    std::fs::write(path, updated).expect("write docs/benchmarks.md");
+}
+
+async fn pool(url: &str, size: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(size)
+        .connect(url)
+        .await
+        .expect("connect to PostgreSQL")
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let scale = match std::env::var("BENCH_SCALE").as_deref() {
+        Ok("small") => &SMALL,
+        _ => &FULL,
+    };
+    let pg_url = common::fresh_postgres_database().await;
+    let pg_note = if std::env::var("DATABASE_URL").is_ok() {
+        "PostgreSQL from DATABASE_URL".to_string()
+    } else {
+        "throwaway PostgreSQL 15 (fsync off, synchronous_commit off) shared by the service and the baseline".to_string()
+    };
+
+    eprintln!("postgres store");
+    let pg_server = Server::start(&pg_url).await;
+    let pg = run_service(&pg_server, scale).await;
+    drop(pg_server);
+
+    eprintln!("raw PostgreSQL baselines");
+    let raw_pool = pool(&pg_url, 64).await;
+    sqlx::query(RAW_TABLE)
+        .execute(&raw_pool)
+        .await
+        .expect("baseline table");
+    let w1 = w1_raw(&raw_pool, scale).await;
+    let w2 = w2_raw(&raw_pool, scale).await;
+    let w3 = w3_raw(&raw_pool, scale).await;
+    let (r1, r2, r3) = read_baselines(&raw_pool, scale).await;
+    let raw = Measured {
+        w1,
+        w2,
+        w3: (w3, 0, 0),
+        seed: 0.0,
+        r1: (r1, 0.0),
+        r2,
+        r3,
+    };
+
+    eprintln!("sqlite store");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sqlite_server = Server::start(&format!("sqlite://{}/bench.db", dir.path().display())).await;
+    let lite = run_service(&sqlite_server, scale).await;
+    drop(sqlite_server);
+
+    let mut rows = rows_for("postgres", &pg, &raw);
+    rows.extend(rows_for("sqlite", &lite, &raw));
+    let results = render(&rows, scale, &pg_note);
+    println!("{results}");
+    if scale.name == "full" {
+        write_doc(&results);
+        eprintln!("wrote docs/benchmarks.md");
+    }
+}
