@@ -13,7 +13,16 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub read: ReadSettings,
     pub feed: FeedSettings,
+    pub gateway: GatewaySettings,
     pub log: LogSettings,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct GatewaySettings {
+    /// Where the REST gateway listens (port 0 picks a free port).
+    pub http_addr: SocketAddr,
+    /// The portal REST calls act on (HubSpot paths carry none).
+    pub default_portal: i64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -81,6 +90,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("feed.retention_hours", "168"),
     ("feed.poll_interval_ms", "500"),
     ("feed.prune_interval_secs", "300"),
+    ("gateway.http_addr", "127.0.0.1:8080"),
+    ("gateway.default_portal", "1"),
     ("log.filter", "info"),
 ];
 
@@ -127,6 +138,9 @@ impl Settings {
             || self.feed.prune_interval_secs == 0
         {
             return invalid("feed.retention_hours, feed.poll_interval_ms and feed.prune_interval_secs must be at least 1");
+        }
+        if self.gateway.default_portal <= 0 {
+            return invalid("gateway.default_portal must be a positive portal id");
         }
         if self.store.max_connections == 0 {
             return invalid("store.max_connections must be at least 1");

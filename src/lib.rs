@@ -1,11 +1,13 @@
 //! association-service: stores the associations between CRM records per
 //! portal, enforces per-record association limits transactionally, and serves
-//! them over gRPC. Layers: front ends (`grpc`) -> `service` -> `store`;
+//! them over gRPC. Layers: front ends (`grpc`, `gateway`) -> `service` -> `store`;
 //! `domain` is pure.
 pub mod config;
 pub mod domain;
+pub mod gateway;
 pub mod grpc;
 pub mod server;
 pub mod service;
+pub mod status_table;
 pub mod store;
 pub mod transfer;

@@ -103,8 +103,8 @@ fn main() -> ExitCode {
                 tracing::info!("migrations applied to the {} store", store.backend());
             }
             Command::Serve => {
-                let listener = server::bind(&settings).await?;
-                server::serve(settings, listener, shutdown_signal()).await?;
+                let listeners = server::bind(&settings).await?;
+                server::serve(settings, listeners, shutdown_signal()).await?;
             }
             Command::Import {
                 file,

@@ -1,5 +1,6 @@
-//! Wiring: opens the store, applies migrations, and serves the gRPC API with
-//! health and reflection on a listener (tests hand over one bound to port 0).
+//! Wiring: opens the store, applies migrations, and serves the gRPC API (with
+//! health and reflection) and the REST gateway on their listeners (tests
+//! hand over ones bound to port 0).
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use std::time::Duration;
 
 use crate::config::{redacted_url, FeedSettings, Settings};
+use crate::gateway;
 use crate::grpc::proto::admin_config_server::AdminConfigServer;
 use crate::grpc::proto::association_read_server::AssociationReadServer;
 use crate::grpc::proto::association_write_server::AssociationWriteServer;
@@ -30,6 +32,14 @@ pub enum ServerError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("REST gateway failed: {0}")]
+    Gateway(std::io::Error),
+}
+
+/// The bound listeners of the two front ends.
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub http: TcpListener,
 }
 
 /// Opens the configured store and applies its migrations.
@@ -46,20 +56,29 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn store::Store>, Se
     Ok(store)
 }
 
-/// Binds the configured gRPC address.
-pub async fn bind(settings: &Settings) -> Result<TcpListener, ServerError> {
-    let addr = settings.server.grpc_addr;
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServerError::Bind { addr, source })
+/// Binds the configured gRPC and REST addresses.
+pub async fn bind(settings: &Settings) -> Result<Listeners, ServerError> {
+    let listen = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })
+    };
+    Ok(Listeners {
+        grpc: listen(settings.server.grpc_addr).await?,
+        http: listen(settings.gateway.http_addr).await?,
+    })
 }
 
 /// Serves until `shutdown` resolves.
 pub async fn serve(
     settings: Settings,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    let Listeners {
+        grpc: listener,
+        http: http_listener,
+    } = listeners;
     let store = open_store(&settings).await?;
     let backend = store.backend();
     let service = Arc::new(AssociationService::new(
@@ -75,6 +94,7 @@ pub async fn serve(
         Arc::clone(&service),
         settings.feed.clone(),
     ));
+    let rest = gateway::router(Arc::clone(&service), settings.gateway.default_portal);
     let api = GrpcApi::new(service);
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -101,20 +121,44 @@ pub async fn serve(
         addr: settings.server.grpc_addr,
         source,
     })?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: settings.gateway.http_addr,
+            source,
+        })?;
     tracing::info!(
-        "association-service ready: grpc={addr} store={backend} ({})",
+        "association-service ready: grpc={addr} rest=http://{http_addr} store={backend} ({})",
         redacted_url(&settings.store.url)
     );
-    tonic::transport::Server::builder()
+    // One shutdown signal stops both front ends.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut rest_stopped = stopped.clone();
+    let rest = axum::serve(http_listener, rest).with_graceful_shutdown(async move {
+        let _ = rest_stopped.wait_for(|s| *s).await;
+    });
+    let rest = tokio::spawn(async move { rest.await });
+    let mut grpc_stopped = stopped;
+    let grpc = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(AssociationWriteServer::new(api.clone()))
         .add_service(AssociationReadServer::new(api.clone()))
         .add_service(AdminConfigServer::new(api))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await?;
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            let _ = grpc_stopped.wait_for(|s| *s).await;
+        });
+    let grpc = tokio::spawn(grpc);
+    shutdown.await;
+    let _ = stop.send(true);
+    let grpc_result = grpc.await;
+    let rest_result = rest.await;
     pruner.abort();
+    grpc_result.map_err(|e| ServerError::Gateway(std::io::Error::other(e)))??;
+    rest_result
+        .map_err(|e| ServerError::Gateway(std::io::Error::other(e)))?
+        .map_err(ServerError::Gateway)?;
     Ok(())
 }
 

@@ -71,6 +71,14 @@ pub enum DomainError {
     InvalidCursor,
     #[error("The change feed no longer holds changes after {0}: they are past retention; restart from the beginning")]
     CursorExpired(i64),
+    #[error("No {} is associated with {} {from_id}.", .to.singular_name(), .from.singular_name())]
+    NoAssociations {
+        from: ObjectType,
+        from_id: i64,
+        to: ObjectType,
+    },
+    #[error("No {} with id {id} holds any association.", .object_type.singular_name())]
+    ObjectNotFound { object_type: ObjectType, id: i64 },
     #[error("{0}")]
     InvalidArgument(String),
     #[error("internal error: {0}")]
@@ -88,7 +96,10 @@ impl DomainError {
             | DomainError::InvalidCursor
             | DomainError::InvalidArgument(_) => ErrorKind::InvalidArgument,
             DomainError::LimitExceeded(_) => ErrorKind::LimitExceeded,
-            DomainError::LimitNotSet(_) | DomainError::LabelNotFound { .. } => ErrorKind::NotFound,
+            DomainError::LimitNotSet(_)
+            | DomainError::LabelNotFound { .. }
+            | DomainError::NoAssociations { .. }
+            | DomainError::ObjectNotFound { .. } => ErrorKind::NotFound,
             DomainError::CursorExpired(_) => ErrorKind::Expired,
             DomainError::LimitAlreadySet(_) | DomainError::LabelExists(_) => ErrorKind::Conflict,
             DomainError::Internal(_) => ErrorKind::Internal,
@@ -126,6 +137,8 @@ impl DomainError {
             DomainError::LabelExists(_) => "crm.associations.LABEL_ALREADY_EXISTS",
             DomainError::InvalidCursor => "crm.associations.INVALID_CURSOR",
             DomainError::CursorExpired(_) => "crm.associations.CURSOR_EXPIRED",
+            DomainError::NoAssociations { .. } => "crm.associations.NO_ASSOCIATIONS_FOUND",
+            DomainError::ObjectNotFound { .. } => "crm.objects.OBJECT_NOT_FOUND",
             DomainError::InvalidArgument(_) => "crm.associations.INVALID_INPUT",
             DomainError::Internal(_) => "crm.associations.INTERNAL_ERROR",
         }
@@ -161,6 +174,15 @@ impl DomainError {
                 ("toObjectType", to.to_string()),
             ],
             DomainError::UnknownObjectType(t) => vec![("objectType", t.clone())],
+            DomainError::NoAssociations { from, from_id, to } => vec![
+                ("fromObjectId", from_id.to_string()),
+                ("fromObjectType", from.singular_name()),
+                ("toObjectType", to.singular_name()),
+            ],
+            DomainError::ObjectNotFound { object_type, id } => vec![
+                ("objectType", object_type.to_string()),
+                ("objectId", id.to_string()),
+            ],
             DomainError::InvalidId { field, value } => vec![(field, value.to_string())],
             _ => vec![],
         }

@@ -659,6 +659,25 @@ impl PairCatalog {
     pub fn all(&self) -> &[TypeDef] {
         &self.defs
     }
+
+    /// The type of `from -> to` named by a v3 type string: its machine name
+    /// (any case, e.g. `contact_to_company`) or its numeric type id.
+    pub fn named(
+        &self,
+        from: ObjectType,
+        to: ObjectType,
+        text: &str,
+    ) -> Result<&TypeDef, DomainError> {
+        let text = text.trim();
+        let by_id = text.parse::<i32>().ok();
+        self.directed(from, to)
+            .find(|d| Some(d.key.type_id) == by_id || d.name.eq_ignore_ascii_case(text))
+            .ok_or_else(|| {
+                DomainError::InvalidArgument(format!(
+                    "Unknown association type '{text}' from {from} to {to}: use a name or id from GET /crm/v3/associations/{from}/{to}/types"
+                ))
+            })
+    }
 }
 
 #[cfg(test)]

@@ -8,21 +8,15 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::domain::{DomainError, ErrorKind};
 use crate::service::ServiceError;
+use crate::status_table::{status_for, STORE_FAILED, STORE_UNAVAILABLE};
 use crate::store::StoreError;
 
 /// The ErrorInfo domain of every error this service returns.
 pub const ERROR_DOMAIN: &str = "associations.v1";
 
-/// The gRPC code of each kind of domain error.
+/// The gRPC code of each kind of domain error (from the shared table).
 pub fn code_for(kind: ErrorKind) -> Code {
-    match kind {
-        ErrorKind::InvalidArgument => Code::InvalidArgument,
-        ErrorKind::NotFound => Code::NotFound,
-        ErrorKind::Conflict => Code::AlreadyExists,
-        ErrorKind::LimitExceeded => Code::FailedPrecondition,
-        ErrorKind::Expired => Code::OutOfRange,
-        ErrorKind::Internal => Code::Internal,
-    }
+    status_for(kind).grpc
 }
 
 /// The ErrorInfo metadata of a domain error: its context and category.
@@ -49,9 +43,9 @@ impl From<ServiceError> for Status {
             ServiceError::Store(store) => {
                 let (code, reason) = match &store {
                     StoreError::Database(_) => {
-                        (Code::Unavailable, "crm.associations.STORE_UNAVAILABLE")
+                        (STORE_UNAVAILABLE.grpc, "crm.associations.STORE_UNAVAILABLE")
                     }
-                    _ => (Code::Internal, "crm.associations.INTERNAL_ERROR"),
+                    _ => (STORE_FAILED.grpc, "crm.associations.INTERNAL_ERROR"),
                 };
                 tracing::error!("store failure: {store}");
                 let metadata =

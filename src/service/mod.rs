@@ -14,6 +14,9 @@ use crate::domain::{Category, DomainError, ObjectType, PairCatalog, TypeDef, Typ
 use crate::store::{NewLabel, RecordRow, Store, StoreError, TypeFilter};
 
 pub mod cursor;
+pub mod pages;
+
+pub use pages::{AssociationPage, PageInput, Record, RecordPage, MAX_PAGE_SIZE};
 
 use cursor::{fingerprint, CursorCodec};
 
@@ -569,12 +572,7 @@ impl AssociationService {
         check_id("objectId", from_id)?;
         let from = ObjectType::parse(from)?;
         let to = Self::parse_optional(to)?;
-        let request = fingerprint(&[
-            "list",
-            &from.to_string(),
-            &from_id.to_string(),
-            &to.map(|t| t.to_string()).unwrap_or_default(),
-        ]);
+        let request = pages::list_request(from, from_id, to);
         let mut after = match cursor.filter(|c| !c.is_empty()) {
             Some(c) => decode_record_position(self.cursors.decode(c, portal, &request)?)?,
             None => None,
@@ -812,6 +810,18 @@ impl AssociationService {
     ) -> ServiceResult<Vec<TypeDef>> {
         let (from, to, catalog) = self.pair(portal, from, to).await?;
         Ok(catalog.directed(from, to).cloned().collect())
+    }
+
+    /// The type of `from -> to` a v3 type string names (machine name or id).
+    pub async fn named_type(
+        &self,
+        portal: i64,
+        from: &str,
+        to: &str,
+        text: &str,
+    ) -> ServiceResult<TypeDef> {
+        let (from, to, catalog) = self.pair(portal, from, to).await?;
+        Ok(catalog.named(from, to, text)?.clone())
     }
 
     /// Creates or updates admin limits, item by item.

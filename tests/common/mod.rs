@@ -89,6 +89,8 @@ pub async fn service(
 /// The real server, listening on an ephemeral port.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// Where the REST gateway listens.
+    pub http_addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     pub store: TestStore,
@@ -103,11 +105,17 @@ impl TestServer {
         configure(&mut settings);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let addr = listener.local_addr().expect("local addr");
+        let http = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let http_addr = http.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel();
         // Open the store before serving so a broken store fails the test here.
         server::open_store(&settings).await.expect("open the store");
         let task = tokio::spawn(async move {
-            server::serve(settings, listener, async {
+            let listeners = server::Listeners {
+                grpc: listener,
+                http,
+            };
+            server::serve(settings, listeners, async {
                 let _ = rx.await;
             })
             .await
@@ -115,6 +123,7 @@ impl TestServer {
         });
         TestServer {
             addr,
+            http_addr,
             shutdown: Some(tx),
             task: Some(task),
             store: test_store,
@@ -123,6 +132,11 @@ impl TestServer {
 
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The REST gateway's base URL.
+    pub fn rest_url(&self) -> String {
+        format!("http://{}", self.http_addr)
     }
 
     /// Stops the server and waits for it.
@@ -304,4 +318,68 @@ pub async fn fresh_postgres_database() -> String {
     let _ = admin.close().await;
     let (base, _) = admin_url.rsplit_once('/').expect("database url has a path");
     format!("{base}/{name}")
+}
+
+// ------------------------------------------------------------- HTTP client
+
+/// A REST answer: status, headers (lower-case names) and body text.
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+/// Sends one HTTP/1.1 request to the gateway and reads the whole answer
+/// (the connection is closed by the request, so the body ends at EOF).
+pub async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> HttpAnswer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the gateway");
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8(raw).expect("UTF-8 answer");
+    let (head, rest) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    HttpAnswer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.push_str(&tail[..size]);
+        rest = &tail[size + 2..];
+    }
+    out
 }

@@ -1,0 +1,185 @@
+//! Gateway errors and HubSpot's JSON error bodies: the HTTP status comes from
+//! the shared status table, the category, subCategory, message and context
+//! from the domain error; every body carries a fresh correlationId, which is
+//! also logged.
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::domain::error::{LimitSource, LimitViolation};
+use crate::domain::DomainError;
+use crate::service::ServiceError;
+use crate::status_table::{status_for, StatusPair, STORE_FAILED, STORE_UNAVAILABLE};
+use crate::store::StoreError;
+
+/// Why a REST call failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    /// A single-association write ran into a limit: HubSpot answers these
+    /// with its "One or more associations are invalid" body.
+    #[error("One or more associations are invalid")]
+    SingleLimit {
+        violation: LimitViolation,
+        /// The type's v3 name in upper case, e.g. `CONTACT_TO_DEAL`.
+        type_name: String,
+    },
+    #[error("Unable to route {method} {path}: no such endpoint")]
+    NoRoute { method: String, path: String },
+}
+
+impl From<DomainError> for GatewayError {
+    fn from(err: DomainError) -> GatewayError {
+        GatewayError::Service(ServiceError::Domain(err))
+    }
+}
+
+pub type GatewayResult<T> = Result<T, GatewayError>;
+
+/// A 400 VALIDATION_ERROR for input the gateway cannot read.
+pub fn invalid(message: impl Into<String>) -> GatewayError {
+    DomainError::InvalidArgument(message.into()).into()
+}
+
+/// HubSpot's `context`: every value is a list of strings.
+pub fn context(pairs: Vec<(&str, String)>) -> Map<String, Value> {
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), Value::Array(vec![Value::String(v)])))
+        .collect()
+}
+
+/// HubSpot's error body (`Error` in its specs).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    pub status: &'static str,
+    pub message: String,
+    pub correlation_id: String,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub context: Map<String, Value>,
+    pub category: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_category: Option<String>,
+}
+
+/// One failed input of a batch (`StandardError` inside a 207).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemError {
+    pub status: &'static str,
+    pub category: &'static str,
+    pub sub_category: &'static str,
+    pub message: String,
+    pub context: Map<String, Value>,
+}
+
+impl ItemError {
+    pub fn new(err: &DomainError) -> ItemError {
+        ItemError {
+            status: "error",
+            category: err.category(),
+            sub_category: err.sub_category(),
+            message: err.to_string(),
+            context: context(err.context()),
+        }
+    }
+}
+
+fn limit_key(source: LimitSource) -> &'static str {
+    match source {
+        LimitSource::User => "ASSOCIATION_USER_CONFIG_LIMIT_EXCEEDED",
+        LimitSource::Platform => "ASSOCIATION_LIMIT_EXCEEDED",
+    }
+}
+
+impl GatewayError {
+    fn status_and_body(&self) -> (StatusPair, ErrorBody) {
+        let body = |message: String, category: &str, sub: Option<&str>, ctx| ErrorBody {
+            status: "error",
+            message,
+            correlation_id: uuid::Uuid::new_v4().to_string(),
+            context: ctx,
+            category: category.to_string(),
+            sub_category: sub.map(str::to_string),
+        };
+        match self {
+            GatewayError::Service(ServiceError::Domain(err)) => (
+                status_for(err.kind()),
+                body(
+                    err.to_string(),
+                    err.category(),
+                    Some(err.sub_category()),
+                    context(err.context()),
+                ),
+            ),
+            GatewayError::Service(ServiceError::Store(store)) => {
+                let (status, sub) = match store {
+                    StoreError::Database(_) => {
+                        (STORE_UNAVAILABLE, "crm.associations.STORE_UNAVAILABLE")
+                    }
+                    _ => (STORE_FAILED, "crm.associations.INTERNAL_ERROR"),
+                };
+                tracing::error!("store failure: {store}");
+                (
+                    status,
+                    body(
+                        "the association store is unavailable, try again".into(),
+                        "INTERNAL_ERROR",
+                        Some(sub),
+                        Map::new(),
+                    ),
+                )
+            }
+            GatewayError::SingleLimit {
+                violation: v,
+                type_name,
+            } => {
+                let detail = format!(
+                    "Exceeded association limit of {} for portalId {}, fromObjectId {}, associationType {type_name}",
+                    v.limit, v.portal_id, v.from_object_id
+                );
+                let ctx = context(vec![
+                    (limit_key(v.source), detail),
+                    (
+                        "associationTypeIdThatExceededLimit",
+                        v.key.type_id.to_string(),
+                    ),
+                    ("limit", v.limit.to_string()),
+                    (
+                        "associationCategoryThatExceededLimit",
+                        v.key.category.to_string(),
+                    ),
+                ]);
+                (
+                    status_for(crate::domain::ErrorKind::LimitExceeded),
+                    body(self.to_string(), "VALIDATION_ERROR", None, ctx),
+                )
+            }
+            GatewayError::NoRoute { .. } => (
+                StatusPair {
+                    grpc: tonic::Code::Unimplemented,
+                    http: 404,
+                },
+                body(self.to_string(), "OBJECT_NOT_FOUND", None, Map::new()),
+            ),
+        }
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.status_and_body();
+        tracing::warn!(
+            correlation_id = %body.correlation_id,
+            status = status.http,
+            category = %body.category,
+            "REST request failed: {}",
+            body.message
+        );
+        let code = StatusCode::from_u16(status.http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (code, axum::Json(body)).into_response()
+    }
+}

@@ -1,0 +1,442 @@
+//! v3 endpoints: objects with `associations=`, the per-record associations
+//! page and single writes, the v3 batch read/create/archive and types.
+//! v3 lists one row per (associated record, type) and pages 100 records.
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::error::{invalid, GatewayResult};
+use super::json::{
+    body, parse_id, timestamp, BatchResponse, Collection, IdOut, Inputs, ObjectId, Paging, Query,
+    ReadInput,
+};
+use super::{type_id, BaseUrl, Gateway, MAX_READ_INPUTS};
+use crate::domain::DomainError;
+use crate::service::{AssociatedRecord, AssociationInput, PageInput, Record, ServiceError};
+
+/// Associated records per record and to-type on a v3 page.
+const V3_PAGE: u32 = 100;
+/// Largest `limit` of the per-record page.
+const V3_MAX_PAGE: u32 = 500;
+/// Default and largest page of the object list.
+const OBJECTS_PAGE: u32 = 10;
+const OBJECTS_MAX_PAGE: u32 = 100;
+
+/// `{"id": "…", "type": "contact_to_company"}`.
+#[derive(Debug, Serialize)]
+pub struct AssociatedId {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+fn rows(records: &[AssociatedRecord]) -> Vec<AssociatedId> {
+    records
+        .iter()
+        .flat_map(|r| {
+            r.types.iter().map(|def| AssociatedId {
+                id: r.to_id.to_string(),
+                kind: def.name.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The per-record page a v3 `paging.next.link` points at.
+fn record_link(base: &BaseUrl, from: &str, id: i64, to: &str, after: &str) -> String {
+    format!(
+        "{}/crm/v3/objects/{}/{id}/associations/{}?after={after}",
+        base.0,
+        type_id(from),
+        type_id(to)
+    )
+}
+
+/// `GET /crm/v3/objects/{objectType}/{objectId}/associations/{toObjectType}`.
+pub async fn record_page(
+    State(gw): State<Gateway>,
+    base: BaseUrl,
+    Path((from, id, to)): Path<(String, String, String)>,
+    RawQuery(raw): RawQuery,
+) -> GatewayResult<Json<Collection<AssociatedId>>> {
+    let id = parse_id("objectId", &id)?;
+    let query = Query::parse(raw.as_deref());
+    let limit = query.limit(V3_PAGE, V3_MAX_PAGE)?;
+    let page = gw
+        .service
+        .page_associations(gw.portal, &from, id, &to, query.get("after"), limit)
+        .await?;
+    Ok(Json(Collection {
+        results: rows(&page.records),
+        paging: Paging::new(page.next, |after| record_link(&base, &from, id, &to, after)),
+    }))
+}
+
+/// A record as v3 object endpoints show it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ObjectBody {
+    id: String,
+    properties: Map<String, Value>,
+    created_at: String,
+    updated_at: String,
+    archived: bool,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    associations: Map<String, Value>,
+}
+
+/// Builds a record's body with the first page of each requested to-type
+/// (keyed by the name as requested; types it has none of are left out).
+async fn object_body(
+    gw: &Gateway,
+    base: &BaseUrl,
+    object_type: &str,
+    record: &Record,
+    associations: &[String],
+) -> GatewayResult<ObjectBody> {
+    let mut map = Map::new();
+    for to in associations {
+        let page = gw
+            .service
+            .page_associations(gw.portal, object_type, record.id, to, None, V3_PAGE)
+            .await?;
+        if page.records.is_empty() {
+            continue;
+        }
+        let collection = Collection {
+            results: rows(&page.records),
+            paging: Paging::new(page.next, |after| {
+                record_link(base, object_type, record.id, to, after)
+            }),
+        };
+        map.insert(
+            to.clone(),
+            serde_json::to_value(collection).unwrap_or_default(),
+        );
+    }
+    let mut properties = Map::new();
+    properties.insert("hs_object_id".into(), record.id.to_string().into());
+    properties.insert("createdate".into(), timestamp(record.created_at).into());
+    properties.insert(
+        "hs_lastmodifieddate".into(),
+        timestamp(record.updated_at).into(),
+    );
+    Ok(ObjectBody {
+        id: record.id.to_string(),
+        properties,
+        created_at: timestamp(record.created_at),
+        updated_at: timestamp(record.updated_at),
+        archived: false,
+        associations: map,
+    })
+}
+
+/// `GET /crm/v3/objects/{objectType}/{objectId}?associations=…`.
+pub async fn get_object(
+    State(gw): State<Gateway>,
+    base: BaseUrl,
+    Path((object_type, id)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> GatewayResult<Response> {
+    let id = parse_id("objectId", &id)?;
+    let query = Query::parse(raw.as_deref());
+    let record = gw.service.record_by_id(gw.portal, &object_type, id).await?;
+    let body = object_body(
+        &gw,
+        &base,
+        &object_type,
+        &record,
+        &query.list("associations"),
+    )
+    .await?;
+    Ok(Json(body).into_response())
+}
+
+/// `GET /crm/v3/objects/{objectType}`: the records that hold associations.
+pub async fn list_objects(
+    State(gw): State<Gateway>,
+    base: BaseUrl,
+    Path(object_type): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> GatewayResult<Response> {
+    let query = Query::parse(raw.as_deref());
+    let limit = query.limit(OBJECTS_PAGE, OBJECTS_MAX_PAGE)?;
+    let associations = query.list("associations");
+    let page = gw
+        .service
+        .page_records(gw.portal, &object_type, query.get("after"), limit)
+        .await?;
+    let mut results = Vec::with_capacity(page.records.len());
+    for record in &page.records {
+        results.push(object_body(&gw, &base, &object_type, record, &associations).await?);
+    }
+    let paging = Paging::new(page.next, |after| {
+        let mut link = format!(
+            "{}/crm/v3/objects/{object_type}?limit={limit}&after={after}",
+            base.0
+        );
+        if !associations.is_empty() {
+            link.push_str(&format!("&associations={}", associations.join(",")));
+        }
+        link
+    });
+    Ok(Json(Collection { results, paging }).into_response())
+}
+
+/// `PUT …/associations/{toObjectType}/{toObjectId}/{associationType}`: 200
+/// with the from-record and its associations of that to-type.
+pub async fn create_one(
+    State(gw): State<Gateway>,
+    base: BaseUrl,
+    Path((from, id, to, to_id, kind)): Path<(String, String, String, String, String)>,
+) -> GatewayResult<Response> {
+    let id = parse_id("objectId", &id)?;
+    let to_id = parse_id("toObjectId", &to_id)?;
+    let def = gw.service.named_type(gw.portal, &from, &to, &kind).await?;
+    let input = AssociationInput {
+        from_id: id,
+        to_id,
+        types: vec![def.key],
+    };
+    let outcome = gw.service.create(gw.portal, &from, &to, &[input]).await?;
+    if let Some((_, err)) = outcome.errors.into_iter().next() {
+        return Err(gw.single_write_error(&from, &to, err).await);
+    }
+    let record = gw.service.record_by_id(gw.portal, &from, id).await?;
+    let body = object_body(&gw, &base, &from, &record, std::slice::from_ref(&to)).await?;
+    Ok(Json(body).into_response())
+}
+
+/// `DELETE …/associations/{toObjectType}/{toObjectId}/{associationType}`:
+/// removes that type (the unlabeled type takes every label with it).
+pub async fn archive_one(
+    State(gw): State<Gateway>,
+    Path((from, id, to, to_id, kind)): Path<(String, String, String, String, String)>,
+) -> GatewayResult<StatusCode> {
+    let id = parse_id("objectId", &id)?;
+    let to_id = parse_id("toObjectId", &to_id)?;
+    let def = gw.service.named_type(gw.portal, &from, &to, &kind).await?;
+    let input = AssociationInput {
+        from_id: id,
+        to_id,
+        types: vec![def.key],
+    };
+    let outcome = gw
+        .service
+        .archive_labels(gw.portal, &from, &to, &[input])
+        .await?;
+    match outcome.errors.into_iter().next() {
+        Some((_, err)) => Err(err.into()),
+        None => Ok(StatusCode::NO_CONTENT),
+    }
+}
+
+/// One from-record's page in a batch read.
+#[derive(Debug, Serialize)]
+struct AssociationMulti {
+    from: IdOut,
+    to: Vec<AssociatedId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    paging: Option<Paging>,
+}
+
+/// Reads a batch-read body: at most `MAX_READ_INPUTS` valid ids.
+pub(super) fn read_inputs(bytes: &Bytes) -> GatewayResult<Vec<PageInput>> {
+    let inputs: Inputs<ReadInput> = body(bytes)?;
+    if inputs.inputs.len() > MAX_READ_INPUTS {
+        return Err(invalid(format!(
+            "A batch read may hold at most {MAX_READ_INPUTS} inputs, this one has {}",
+            inputs.inputs.len()
+        )));
+    }
+    inputs
+        .inputs
+        .into_iter()
+        .map(|i| {
+            Ok(PageInput {
+                from_id: i.id.id("id")?,
+                after: i.after,
+            })
+        })
+        .collect()
+}
+
+/// 200 when every input succeeded, 207 (`multi`) when some failed.
+pub(super) fn batch_reply<T: Serialize>(ok: StatusCode, response: BatchResponse<T>) -> Response {
+    let status = if response.has_errors() {
+        StatusCode::MULTI_STATUS
+    } else {
+        ok
+    };
+    (status, Json(response)).into_response()
+}
+
+/// `POST /crm/v3/associations/{from}/{to}/batch/read`; unlike HubSpot's, each
+/// input may carry the `after` of its previous page.
+pub async fn batch_read(
+    State(gw): State<Gateway>,
+    base: BaseUrl,
+    Path((from, to)): Path<(String, String)>,
+    bytes: Bytes,
+) -> GatewayResult<Response> {
+    let started = SystemTime::now();
+    let inputs = read_inputs(&bytes)?;
+    let outcome = gw
+        .service
+        .page_many(gw.portal, &from, &to, &inputs, V3_PAGE)
+        .await?;
+    let results = outcome
+        .results
+        .into_iter()
+        .map(|(index, page)| {
+            let id = inputs[index].from_id;
+            AssociationMulti {
+                from: IdOut::new(id),
+                to: rows(&page.records),
+                paging: Paging::new(page.next, |after| record_link(&base, &from, id, &to, after)),
+            }
+        })
+        .collect();
+    let response = BatchResponse::new(started, results, &outcome.errors);
+    Ok(batch_reply(StatusCode::OK, response))
+}
+
+/// A v3 write input: `{"from": {"id"}, "to": {"id"}, "type": "…"}`.
+#[derive(Debug, Deserialize)]
+struct PublicAssociation {
+    from: ObjectId,
+    to: ObjectId,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+/// A created v3 association as HubSpot echoes it.
+#[derive(Debug, Serialize)]
+struct PublicAssociationOut {
+    from: IdOut,
+    to: IdOut,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+/// Resolves each input's ids and type name; failures are per input.
+async fn v3_inputs(
+    gw: &Gateway,
+    from: &str,
+    to: &str,
+    bytes: &Bytes,
+) -> GatewayResult<(
+    Vec<(usize, AssociationInput, String)>,
+    Vec<(usize, DomainError)>,
+)> {
+    let inputs: Inputs<PublicAssociation> = body(bytes)?;
+    let mut names: HashMap<String, Result<crate::domain::TypeDef, DomainError>> = HashMap::new();
+    let (mut valid, mut errors) = (Vec::new(), Vec::new());
+    for (index, input) in inputs.inputs.iter().enumerate() {
+        let from_id = input.from.id.id("from.id")?;
+        let to_id = input.to.id.id("to.id")?;
+        if !names.contains_key(&input.kind) {
+            let resolved = match gw
+                .service
+                .named_type(gw.portal, from, to, &input.kind)
+                .await
+            {
+                Ok(def) => Ok(def),
+                Err(ServiceError::Domain(err)) => Err(err),
+                Err(err) => return Err(err.into()),
+            };
+            names.insert(input.kind.clone(), resolved);
+        }
+        match &names[&input.kind] {
+            Ok(def) => valid.push((
+                index,
+                AssociationInput {
+                    from_id,
+                    to_id,
+                    types: vec![def.key],
+                },
+                def.name.clone(),
+            )),
+            Err(err) => errors.push((index, err.clone())),
+        }
+    }
+    Ok((valid, errors))
+}
+
+/// `POST /crm/v3/associations/{from}/{to}/batch/create`: 201, or 207 with errors.
+pub async fn batch_create(
+    State(gw): State<Gateway>,
+    Path((from, to)): Path<(String, String)>,
+    bytes: Bytes,
+) -> GatewayResult<Response> {
+    let started = SystemTime::now();
+    let (valid, mut errors) = v3_inputs(&gw, &from, &to, &bytes).await?;
+    let inputs: Vec<AssociationInput> = valid.iter().map(|(_, i, _)| i.clone()).collect();
+    let outcome = gw.service.create(gw.portal, &from, &to, &inputs).await?;
+    let results = outcome
+        .results
+        .iter()
+        .map(|(i, held)| PublicAssociationOut {
+            from: IdOut::new(held.from_id),
+            to: IdOut::new(held.to_id),
+            kind: valid[*i].2.clone(),
+        })
+        .collect();
+    errors.extend(outcome.errors.into_iter().map(|(i, e)| (valid[i].0, e)));
+    errors.sort_by_key(|(i, _)| *i);
+    let response = BatchResponse::new(started, results, &errors);
+    Ok(batch_reply(StatusCode::CREATED, response))
+}
+
+/// `POST /crm/v3/associations/{from}/{to}/batch/archive`: 204.
+pub async fn batch_archive(
+    State(gw): State<Gateway>,
+    Path((from, to)): Path<(String, String)>,
+    bytes: Bytes,
+) -> GatewayResult<StatusCode> {
+    let (valid, errors) = v3_inputs(&gw, &from, &to, &bytes).await?;
+    if let Some((_, err)) = errors.into_iter().next() {
+        return Err(err.into());
+    }
+    let inputs: Vec<AssociationInput> = valid.into_iter().map(|(_, i, _)| i).collect();
+    let outcome = gw
+        .service
+        .archive_labels(gw.portal, &from, &to, &inputs)
+        .await?;
+    match outcome.errors.into_iter().next() {
+        Some((_, err)) => Err(err.into()),
+        None => Ok(StatusCode::NO_CONTENT),
+    }
+}
+
+/// `{"id": "1", "name": "contact_to_company"}`.
+#[derive(Debug, Serialize)]
+pub struct TypeName {
+    id: String,
+    name: String,
+}
+
+/// `GET /crm/v3/associations/{from}/{to}/types`.
+pub async fn types(
+    State(gw): State<Gateway>,
+    Path((from, to)): Path<(String, String)>,
+) -> GatewayResult<Json<Collection<TypeName>>> {
+    let defs = gw.service.definitions(gw.portal, &from, &to).await?;
+    Ok(Json(Collection {
+        results: defs
+            .iter()
+            .map(|d| TypeName {
+                id: d.key.type_id.to_string(),
+                name: d.name.clone(),
+            })
+            .collect(),
+        paging: None,
+    }))
+}

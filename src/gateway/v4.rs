@@ -1,0 +1,629 @@
+//! v4 endpoints: per-record pages and writes, batch read/create/default/
+//! archive/labels-archive, labels, and limit configurations. v4 groups an
+//! associated record's types in one result and pages 500 records.
+use std::time::SystemTime;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::error::{invalid, GatewayResult};
+use super::json::{
+    body, parse_id, BatchResponse, CategoryText, Collection, IdOut, Inputs, ObjectId, Paging,
+    Query, SpecInput, TypeWithLabel,
+};
+use super::v3::{batch_reply, read_inputs};
+use super::{type_id, BaseUrl, Gateway};
+use crate::domain::limits::{LimitChange, LimitMode};
+use crate::domain::{DomainError, TypeDef, TypeKey, TypeRole};
+use crate::service::{AssociatedRecord, AssociationInput, HeldAssociation, LimitView};
+
+/// Default and largest page of associated records.
+const V4_PAGE: u32 = 500;
+
+/// One associated record with all its types.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MultiAssociated {
+    to_object_id: String,
+    association_types: Vec<TypeWithLabel>,
+}
+
+fn multi(records: &[AssociatedRecord]) -> Vec<MultiAssociated> {
+    records
+        .iter()
+        .map(|r| MultiAssociated {
+            to_object_id: r.to_id.to_string(),
+            association_types: r.types.iter().map(TypeWithLabel::new).collect(),
+        })
+        .collect()
+}
+
+fn record_link(base: &BaseUrl, from: &str, id: i64, to: &str, after: &str, limit: u32) -> String {
+    format!(
+        "{}/crm/v4/objects/{}/{id}/associations/{}?after={after}&limit={limit}",
+        base.0,
+        type_id(from),
+        type_id(to)
+    )
+}
+
+/// `GET /crm/v4/objects/{objectType}/{objectId}/associations/{toObjectType}`.
+pub async fn record_page(
+    State(gw): State<Gateway>,
+    base: BaseUrl,
+    Path((from, id, to)): Path<(String, String, String)>,
+    RawQuery(raw): RawQuery,
+) -> GatewayResult<Response> {
+    let id = parse_id("objectId", &id)?;
+    let query = Query::parse(raw.as_deref());
+    let limit = query.limit(V4_PAGE, V4_PAGE)?;
+    let page = gw
+        .service
+        .page_associations(gw.portal, &from, id, &to, query.get("after"), limit)
+        .await?;
+    Ok(Json(Collection {
+        results: multi(&page.records),
+        paging: Paging::new(page.next, |after| {
+            record_link(&base, &from, id, &to, after, limit)
+        }),
+    })
+    .into_response())
+}
+
+/// `LabelsBetweenObjectPair`: the labels two records hold after a write.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LabelsBetween {
+    from_object_type_id: String,
+    from_object_id: String,
+    to_object_type_id: String,
+    to_object_id: String,
+    labels: Vec<String>,
+}
+
+impl LabelsBetween {
+    fn new(held: &HeldAssociation) -> LabelsBetween {
+        LabelsBetween {
+            from_object_type_id: held.from_type.to_string(),
+            from_object_id: held.from_id.to_string(),
+            to_object_type_id: held.to_type.to_string(),
+            to_object_id: held.to_id.to_string(),
+            labels: held.types.iter().filter_map(|d| d.label.clone()).collect(),
+        }
+    }
+}
+
+/// `PUT /crm/v4/objects/{t}/{id}/associations/{toT}/{toId}` with a list of
+/// specs: 201 with the labels the pair now holds.
+pub async fn create_labelled(
+    State(gw): State<Gateway>,
+    Path((from, id, to, to_id)): Path<(String, String, String, String)>,
+    bytes: Bytes,
+) -> GatewayResult<Response> {
+    let from_id = parse_id("objectId", &id)?;
+    let to_id = parse_id("toObjectId", &to_id)?;
+    let specs: Vec<SpecInput> = body(&bytes)?;
+    let types = specs
+        .iter()
+        .map(SpecInput::key)
+        .collect::<GatewayResult<Vec<_>>>()?;
+    let input = AssociationInput {
+        from_id,
+        to_id,
+        types,
+    };
+    let mut outcome = gw.service.create(gw.portal, &from, &to, &[input]).await?;
+    if let Some((_, err)) = outcome.errors.pop() {
+        return Err(gw.single_write_error(&from, &to, err).await);
+    }
+    let (_, held) = outcome.results.pop().expect("one input, no error");
+    let location = format!(
+        "/crm/v4/objects/{}/{from_id}/associations/{}",
+        held.from_type, held.to_type
+    );
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(LabelsBetween::new(&held)),
+    )
+        .into_response())
+}
+
+/// `DELETE /crm/v4/objects/{t}/{id}/associations/{toT}/{toId}`: every type
+/// between the two records; 204.
+pub async fn archive_pair(
+    State(gw): State<Gateway>,
+    Path((from, id, to, to_id)): Path<(String, String, String, String)>,
+) -> GatewayResult<StatusCode> {
+    let from_id = parse_id("objectId", &id)?;
+    let to_id = parse_id("toObjectId", &to_id)?;
+    let outcome = gw
+        .service
+        .archive(gw.portal, &from, &to, &[(from_id, vec![to_id])])
+        .await?;
+    match outcome.errors.into_iter().next() {
+        Some((_, err)) => Err(err.into()),
+        None => Ok(StatusCode::NO_CONTENT),
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SpecOut {
+    association_category: &'static str,
+    association_type_id: i32,
+}
+
+/// `PublicDefaultAssociation`: one per direction of the unlabeled type.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DefaultAssociation {
+    from: IdOut,
+    to: IdOut,
+    association_spec: SpecOut,
+}
+
+fn default_results(held: &HeldAssociation) -> Vec<DefaultAssociation> {
+    let Some(unlabeled) = held.types.iter().find(|d| d.role == TypeRole::Unlabeled) else {
+        return Vec::new();
+    };
+    let spec = |key: TypeKey| SpecOut {
+        association_category: key.category.as_str(),
+        association_type_id: key.type_id,
+    };
+    vec![
+        DefaultAssociation {
+            from: IdOut::new(held.from_id),
+            to: IdOut::new(held.to_id),
+            association_spec: spec(unlabeled.key),
+        },
+        DefaultAssociation {
+            from: IdOut::new(held.to_id),
+            to: IdOut::new(held.from_id),
+            association_spec: spec(unlabeled.inverse),
+        },
+    ]
+}
+
+/// `PUT /crm/v4/objects/{t}/{id}/associations/default/{toT}/{toId}`: 200.
+pub async fn create_default(
+    State(gw): State<Gateway>,
+    Path((from, id, to, to_id)): Path<(String, String, String, String)>,
+) -> GatewayResult<Response> {
+    let started = SystemTime::now();
+    let from_id = parse_id("objectId", &id)?;
+    let to_id = parse_id("toObjectId", &to_id)?;
+    let mut outcome = gw
+        .service
+        .create_default(gw.portal, &from, &to, &[(from_id, to_id)])
+        .await?;
+    if let Some((_, err)) = outcome.errors.pop() {
+        return Err(gw.single_write_error(&from, &to, err).await);
+    }
+    let results = outcome
+        .results
+        .iter()
+        .flat_map(|(_, held)| default_results(held))
+        .collect();
+    Ok(Json(BatchResponse::new(started, results, &[])).into_response())
+}
+
+/// One from-record's page in a v4 batch read.
+#[derive(Debug, Serialize)]
+struct MultiWithLabel {
+    from: IdOut,
+    to: Vec<MultiAssociated>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    paging: Option<Paging>,
+}
+
+/// `POST /crm/v4/associations/{from}/{to}/batch/read`: one page per input,
+/// resumed by each input's `after`.
+pub async fn batch_read(
+    State(gw): State<Gateway>,
+    base: BaseUrl,
+    Path((from, to)): Path<(String, String)>,
+    bytes: Bytes,
+) -> GatewayResult<Response> {
+    let started = SystemTime::now();
+    let inputs = read_inputs(&bytes)?;
+    let outcome = gw
+        .service
+        .page_many(gw.portal, &from, &to, &inputs, V4_PAGE)
+        .await?;
+    let results = outcome
+        .results
+        .into_iter()
+        .map(|(index, page)| {
+            let id = inputs[index].from_id;
+            MultiWithLabel {
+                from: IdOut::new(id),
+                to: multi(&page.records),
+                paging: Paging::new(page.next, |after| {
+                    record_link(&base, &from, id, &to, after, V4_PAGE)
+                }),
+            }
+        })
+        .collect();
+    Ok(batch_reply(
+        StatusCode::OK,
+        BatchResponse::new(started, results, &outcome.errors),
+    ))
+}
+
+/// `{"from": {"id"}, "to": {"id"}, "types": [spec…]}`.
+#[derive(Debug, Deserialize)]
+struct MultiPost {
+    from: ObjectId,
+    to: ObjectId,
+    types: Vec<SpecInput>,
+}
+
+fn multi_post_inputs(bytes: &Bytes) -> GatewayResult<Vec<AssociationInput>> {
+    let inputs: Inputs<MultiPost> = body(bytes)?;
+    inputs
+        .inputs
+        .iter()
+        .map(|i| {
+            Ok(AssociationInput {
+                from_id: i.from.id.id("from.id")?,
+                to_id: i.to.id.id("to.id")?,
+                types: i
+                    .types
+                    .iter()
+                    .map(SpecInput::key)
+                    .collect::<GatewayResult<_>>()?,
+            })
+        })
+        .collect()
+}
+
+/// `POST …/batch/create`: 201, or 207 with the failed inputs.
+pub async fn batch_create(
+    State(gw): State<Gateway>,
+    Path((from, to)): Path<(String, String)>,
+    bytes: Bytes,
+) -> GatewayResult<Response> {
+    let started = SystemTime::now();
+    let inputs = multi_post_inputs(&bytes)?;
+    let outcome = gw.service.create(gw.portal, &from, &to, &inputs).await?;
+    let results = outcome
+        .results
+        .iter()
+        .map(|(_, held)| LabelsBetween::new(held))
+        .collect();
+    Ok(batch_reply(
+        StatusCode::CREATED,
+        BatchResponse::new(started, results, &outcome.errors),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct PairInput {
+    from: ObjectId,
+    to: ObjectId,
+}
+
+/// `POST …/batch/associate/default`: always 200 (HubSpot's spec has no 207).
+pub async fn batch_create_default(
+    State(gw): State<Gateway>,
+    Path((from, to)): Path<(String, String)>,
+    bytes: Bytes,
+) -> GatewayResult<Response> {
+    let started = SystemTime::now();
+    let inputs: Inputs<PairInput> = body(&bytes)?;
+    let pairs = inputs
+        .inputs
+        .iter()
+        .map(|i| Ok((i.from.id.id("from.id")?, i.to.id.id("to.id")?)))
+        .collect::<GatewayResult<Vec<_>>>()?;
+    let outcome = gw
+        .service
+        .create_default(gw.portal, &from, &to, &pairs)
+        .await?;
+    let results = outcome
+        .results
+        .iter()
+        .flat_map(|(_, held)| default_results(held))
+        .collect();
+    Ok(Json(BatchResponse::new(started, results, &outcome.errors)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct MultiArchive {
+    from: ObjectId,
+    to: Vec<ObjectId>,
+}
+
+fn archived(outcome: crate::service::ArchiveOutcome) -> GatewayResult<StatusCode> {
+    match outcome.errors.into_iter().next() {
+        Some((_, err)) => Err(err.into()),
+        None => Ok(StatusCode::NO_CONTENT),
+    }
+}
+
+/// `POST …/batch/archive`: every type between each pair; 204.
+pub async fn batch_archive(
+    State(gw): State<Gateway>,
+    Path((from, to)): Path<(String, String)>,
+    bytes: Bytes,
+) -> GatewayResult<StatusCode> {
+    let inputs: Inputs<MultiArchive> = body(&bytes)?;
+    let pairs = inputs
+        .inputs
+        .iter()
+        .map(|i| {
+            Ok((
+                i.from.id.id("from.id")?,
+                i.to.iter()
+                    .map(|t| t.id.id("to.id"))
+                    .collect::<GatewayResult<_>>()?,
+            ))
+        })
+        .collect::<GatewayResult<Vec<_>>>()?;
+    archived(gw.service.archive(gw.portal, &from, &to, &pairs).await?)
+}
+
+/// `POST …/batch/labels/archive`: only the given types; 204.
+pub async fn batch_archive_labels(
+    State(gw): State<Gateway>,
+    Path((from, to)): Path<(String, String)>,
+    bytes: Bytes,
+) -> GatewayResult<StatusCode> {
+    let inputs = multi_post_inputs(&bytes)?;
+    archived(
+        gw.service
+            .archive_labels(gw.portal, &from, &to, &inputs)
+            .await?,
+    )
+}
+
+// ---------------------------------------------------------------- labels
+
+/// `GET …/{from}/{to}/labels`.
+pub async fn list_labels(
+    State(gw): State<Gateway>,
+    Path((from, to)): Path<(String, String)>,
+) -> GatewayResult<Json<Collection<TypeWithLabel>>> {
+    let defs = gw.service.definitions(gw.portal, &from, &to).await?;
+    Ok(Json(labels(&defs)))
+}
+
+fn labels(defs: &[TypeDef]) -> Collection<TypeWithLabel> {
+    Collection {
+        results: defs.iter().map(TypeWithLabel::new).collect(),
+        paging: None,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LabelCreate {
+    label: String,
+    name: String,
+    #[serde(default)]
+    inverse_label: Option<String>,
+}
+
+/// `POST …/{from}/{to}/labels`: 200 with the new type(s).
+pub async fn create_label(
+    State(gw): State<Gateway>,
+    Path((from, to)): Path<(String, String)>,
+    bytes: Bytes,
+) -> GatewayResult<Json<Collection<TypeWithLabel>>> {
+    let input: LabelCreate = body(&bytes)?;
+    let defs = gw
+        .service
+        .create_label(
+            gw.portal,
+            &from,
+            &to,
+            &input.label,
+            &input.name,
+            input.inverse_label.as_deref(),
+        )
+        .await?;
+    Ok(Json(labels(&defs)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LabelUpdate {
+    association_type_id: i32,
+    label: String,
+    #[serde(default)]
+    inverse_label: Option<String>,
+}
+
+/// `PUT …/{from}/{to}/labels`: 204.
+pub async fn update_label(
+    State(gw): State<Gateway>,
+    Path((from, to)): Path<(String, String)>,
+    bytes: Bytes,
+) -> GatewayResult<StatusCode> {
+    let input: LabelUpdate = body(&bytes)?;
+    gw.service
+        .update_label(
+            gw.portal,
+            &from,
+            &to,
+            input.association_type_id,
+            &input.label,
+            input.inverse_label.as_deref(),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE …/{from}/{to}/labels/{associationTypeId}`: 204.
+pub async fn delete_label(
+    State(gw): State<Gateway>,
+    Path((from, to, type_id)): Path<(String, String, String)>,
+) -> GatewayResult<StatusCode> {
+    let type_id: i32 = type_id
+        .parse()
+        .map_err(|_| invalid(format!("Invalid associationTypeId '{type_id}'")))?;
+    gw.service
+        .delete_label(gw.portal, &from, &to, type_id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---------------------------------------------------------------- limits
+
+/// `PublicAssociationDefinitionUserConfiguration`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitOut {
+    category: &'static str,
+    type_id: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_enforced_max_to_object_ids: Option<u32>,
+}
+
+fn limit_out(view: &LimitView) -> LimitOut {
+    LimitOut {
+        category: view.def.key.category.as_str(),
+        type_id: view.def.key.type_id,
+        label: view.def.label.clone(),
+        user_enforced_max_to_object_ids: view.user_limit,
+    }
+}
+
+/// `GET /crm/v4/associations/definitions/configurations/all`.
+pub async fn all_limits(State(gw): State<Gateway>) -> GatewayResult<Json<Collection<LimitOut>>> {
+    let views = gw.service.limits(gw.portal, None).await?;
+    Ok(Json(Collection {
+        results: views.iter().map(limit_out).collect(),
+        paging: None,
+    }))
+}
+
+/// `GET …/definitions/configurations/{from}/{to}`.
+pub async fn pair_limits(
+    State(gw): State<Gateway>,
+    Path((from, to)): Path<(String, String)>,
+) -> GatewayResult<Json<Collection<LimitOut>>> {
+    let views = gw.service.limits(gw.portal, Some((&from, &to))).await?;
+    Ok(Json(Collection {
+        results: views.iter().map(limit_out).collect(),
+        paging: None,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LimitInput {
+    category: CategoryText,
+    type_id: i32,
+    max_to_object_ids: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SpecKey {
+    category: CategoryText,
+    type_id: i32,
+}
+
+async fn change_limits(
+    gw: &Gateway,
+    from: &str,
+    to: &str,
+    bytes: &Bytes,
+    mode: LimitMode,
+) -> GatewayResult<(Vec<LimitView>, Vec<(usize, DomainError)>)> {
+    let inputs: Inputs<LimitInput> = body(bytes)?;
+    let changes: Vec<LimitChange> = inputs
+        .inputs
+        .iter()
+        .map(|i| LimitChange {
+            key: TypeKey {
+                category: i.category.0,
+                type_id: i.type_id,
+            },
+            max_to_object_ids: i.max_to_object_ids,
+        })
+        .collect();
+    let outcome = gw
+        .service
+        .set_limits(gw.portal, from, to, &changes, mode)
+        .await?;
+    Ok((
+        outcome.results.into_iter().map(|(_, v)| v).collect(),
+        outcome.errors,
+    ))
+}
+
+/// `POST …/configurations/{from}/{to}/batch/create`: 201, or 207.
+pub async fn create_limits(
+    State(gw): State<Gateway>,
+    Path((from, to)): Path<(String, String)>,
+    bytes: Bytes,
+) -> GatewayResult<Response> {
+    let started = SystemTime::now();
+    let (views, errors) = change_limits(&gw, &from, &to, &bytes, LimitMode::Create).await?;
+    let results: Vec<LimitOut> = views.iter().map(limit_out).collect();
+    Ok(batch_reply(
+        StatusCode::CREATED,
+        BatchResponse::new(started, results, &errors),
+    ))
+}
+
+/// `PublicAssociationDefinitionConfigurationUpdateResult` (no label).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LimitUpdated {
+    category: &'static str,
+    type_id: i32,
+    user_enforced_max_to_object_ids: Option<u32>,
+}
+
+/// `POST …/configurations/{from}/{to}/batch/update`: 200, or 207.
+pub async fn update_limits(
+    State(gw): State<Gateway>,
+    Path((from, to)): Path<(String, String)>,
+    bytes: Bytes,
+) -> GatewayResult<Response> {
+    let started = SystemTime::now();
+    let (views, errors) = change_limits(&gw, &from, &to, &bytes, LimitMode::Update).await?;
+    let results: Vec<LimitUpdated> = views
+        .iter()
+        .map(|v| LimitUpdated {
+            category: v.def.key.category.as_str(),
+            type_id: v.def.key.type_id,
+            user_enforced_max_to_object_ids: v.user_limit,
+        })
+        .collect();
+    Ok(batch_reply(
+        StatusCode::OK,
+        BatchResponse::new(started, results, &errors),
+    ))
+}
+
+/// `POST …/configurations/{from}/{to}/batch/purge`: 204.
+pub async fn purge_limits(
+    State(gw): State<Gateway>,
+    Path((from, to)): Path<(String, String)>,
+    bytes: Bytes,
+) -> GatewayResult<StatusCode> {
+    let inputs: Inputs<SpecKey> = body(&bytes)?;
+    let keys: Vec<TypeKey> = inputs
+        .inputs
+        .iter()
+        .map(|i| TypeKey {
+            category: i.category.0,
+            type_id: i.type_id,
+        })
+        .collect();
+    gw.service
+        .purge_limits(gw.portal, &from, &to, &keys)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

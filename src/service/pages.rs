@@ -1,0 +1,247 @@
+//! Paged reads for request/response front ends (the REST gateway): one page
+//! of a record's associations, pages of the records of an object type, and
+//! per-record pages for many records. Page cursors are the streams' signed
+//! cursors, so a cursor from one paged read continues any other read of the
+//! same record and to-type.
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::*;
+use crate::store::{RecordSelect, RecordSummary};
+
+/// Most associated records (or records) one page may hold.
+pub const MAX_PAGE_SIZE: u32 = 1_000;
+
+/// One page of a record's associated records of one object type.
+#[derive(Clone, Debug)]
+pub struct AssociationPage {
+    pub records: Vec<AssociatedRecord>,
+    /// Continues after this page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// A record known through its associations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub object_type: ObjectType,
+    pub id: i64,
+    /// When its oldest association was made.
+    pub created_at: SystemTime,
+    /// When its newest association was made.
+    pub updated_at: SystemTime,
+}
+
+/// One page of the records of an object type that hold associations.
+#[derive(Clone, Debug)]
+pub struct RecordPage {
+    pub records: Vec<Record>,
+    pub next: Option<String>,
+}
+
+/// One input of a paged batch read: a record and where to resume it.
+#[derive(Clone, Debug)]
+pub struct PageInput {
+    pub from_id: i64,
+    pub after: Option<String>,
+}
+
+/// The fingerprint every read of one record's associations shares.
+pub(super) fn list_request(from: ObjectType, from_id: i64, to: Option<ObjectType>) -> String {
+    fingerprint(&[
+        "list",
+        &from.to_string(),
+        &from_id.to_string(),
+        &to.map(|t| t.to_string()).unwrap_or_default(),
+    ])
+}
+
+fn check_page_size(limit: u32) -> Result<(), DomainError> {
+    if limit == 0 || limit > MAX_PAGE_SIZE {
+        return Err(DomainError::InvalidArgument(format!(
+            "limit must be between 1 and {MAX_PAGE_SIZE}, not {limit}"
+        )));
+    }
+    Ok(())
+}
+
+fn time(us: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_micros(us.max(0) as u64)
+}
+
+impl AssociationService {
+    /// Up to `limit` associated records of `to` type of one record, after
+    /// the cursor `after`.
+    pub async fn page_associations(
+        &self,
+        portal: i64,
+        from: &str,
+        from_id: i64,
+        to: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> ServiceResult<AssociationPage> {
+        check_portal(portal)?;
+        check_page_size(limit)?;
+        let (from, to) = (ObjectType::parse(from)?, ObjectType::parse(to)?);
+        let mut cache = HashMap::new();
+        self.page_of(&mut cache, portal, from, from_id, to, after, limit)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn page_of(
+        &self,
+        cache: &mut HashMap<(ObjectType, ObjectType), PairCatalog>,
+        portal: i64,
+        from: ObjectType,
+        from_id: i64,
+        to: ObjectType,
+        after: Option<&str>,
+        limit: u32,
+    ) -> ServiceResult<AssociationPage> {
+        check_id("objectId", from_id)?;
+        let request = list_request(from, from_id, Some(to));
+        let position = match after.filter(|c| !c.is_empty()) {
+            Some(c) => decode_record_position(self.cursors.decode(c, portal, &request)?)?,
+            None => None,
+        };
+        // One record more than the page tells whether another page follows.
+        let mut rows = self
+            .store
+            .list_records(portal, from, from_id, Some(to), position, limit + 1)
+            .await?;
+        let more = distinct_records(&rows) > limit as usize;
+        if more {
+            let (last_type, last_id, _) = *rows.last().expect("more than limit rows");
+            rows.retain(|r| (r.0, r.1) != (last_type, last_id));
+        }
+        let next = match rows.last() {
+            Some((t, id, _)) if more => {
+                let position = Some((t.to_string(), *id));
+                Some(self.cursors.encode(portal, &request, &position))
+            }
+            _ => None,
+        };
+        let records = self.group_records(cache, portal, from, rows).await?;
+        Ok(AssociationPage { records, next })
+    }
+
+    /// One page for each input record; an input whose record holds no
+    /// association of `to` type fails with `NoAssociations` (only on its
+    /// first page), as HubSpot's batch read does.
+    pub async fn page_many(
+        &self,
+        portal: i64,
+        from: &str,
+        to: &str,
+        inputs: &[PageInput],
+        limit: u32,
+    ) -> ServiceResult<BatchOutcome<AssociationPage>> {
+        check_portal(portal)?;
+        check_page_size(limit)?;
+        if inputs.len() > MAX_BATCH_READ {
+            return Err(DomainError::InvalidArgument(format!(
+                "a batch read may name at most {MAX_BATCH_READ} records, this one names {}",
+                inputs.len()
+            ))
+            .into());
+        }
+        let (from, to) = (ObjectType::parse(from)?, ObjectType::parse(to)?);
+        let mut cache = HashMap::new();
+        let mut outcome = BatchOutcome::new();
+        for (index, input) in inputs.iter().enumerate() {
+            let after = input.after.as_deref().filter(|a| !a.is_empty());
+            let page = self
+                .page_of(&mut cache, portal, from, input.from_id, to, after, limit)
+                .await;
+            match page {
+                Ok(page) if page.records.is_empty() && after.is_none() => {
+                    outcome.errors.push((
+                        index,
+                        DomainError::NoAssociations {
+                            from,
+                            from_id: input.from_id,
+                            to,
+                        },
+                    ));
+                }
+                Ok(page) => outcome.results.push((index, page)),
+                Err(ServiceError::Domain(err)) => outcome.errors.push((index, err)),
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn record(object_type: ObjectType, summary: RecordSummary) -> Record {
+        Record {
+            object_type,
+            id: summary.id,
+            created_at: time(summary.first_created_us),
+            updated_at: time(summary.last_created_us),
+        }
+    }
+
+    /// A record that holds associations; `ObjectNotFound` otherwise.
+    pub async fn record_by_id(
+        &self,
+        portal: i64,
+        object_type: &str,
+        id: i64,
+    ) -> ServiceResult<Record> {
+        check_portal(portal)?;
+        check_id("objectId", id)?;
+        let object_type = ObjectType::parse(object_type)?;
+        let found = self
+            .store
+            .records(portal, object_type, RecordSelect::Ids(&[id]))
+            .await?;
+        match found.first() {
+            Some(summary) => Ok(Self::record(object_type, *summary)),
+            None => Err(DomainError::ObjectNotFound { object_type, id }.into()),
+        }
+    }
+
+    /// Up to `limit` records of an object type that hold associations, in id
+    /// order, after the cursor `after`.
+    pub async fn page_records(
+        &self,
+        portal: i64,
+        object_type: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> ServiceResult<RecordPage> {
+        check_portal(portal)?;
+        check_page_size(limit)?;
+        let object_type = ObjectType::parse(object_type)?;
+        let request = fingerprint(&["records", &object_type.to_string()]);
+        let after_id: i64 = match after.filter(|c| !c.is_empty()) {
+            Some(c) => self.cursors.decode(c, portal, &request)?,
+            None => 0,
+        };
+        let mut found = self
+            .store
+            .records(
+                portal,
+                object_type,
+                RecordSelect::After {
+                    after: after_id,
+                    limit: limit + 1,
+                },
+            )
+            .await?;
+        let more = found.len() > limit as usize;
+        found.truncate(limit as usize);
+        let next = match found.last() {
+            Some(last) if more => Some(self.cursors.encode(portal, &request, &last.id)),
+            _ => None,
+        };
+        Ok(RecordPage {
+            records: found
+                .into_iter()
+                .map(|s| Self::record(object_type, s))
+                .collect(),
+            next,
+        })
+    }
+}

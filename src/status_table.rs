@@ -1,0 +1,39 @@
+//! The one table from error kinds to transport statuses: the gRPC code and
+//! the HTTP status each front end answers with. Bodies (ErrorInfo details,
+//! HubSpot JSON) are built by each front end from the same domain error.
+use tonic::Code;
+
+use crate::domain::ErrorKind;
+
+/// A transport's view of one kind of error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatusPair {
+    pub grpc: Code,
+    pub http: u16,
+}
+
+/// How each kind of domain error is answered.
+pub fn status_for(kind: ErrorKind) -> StatusPair {
+    let (grpc, http) = match kind {
+        ErrorKind::InvalidArgument => (Code::InvalidArgument, 400),
+        ErrorKind::NotFound => (Code::NotFound, 404),
+        ErrorKind::Conflict => (Code::AlreadyExists, 409),
+        // HubSpot answers limit violations with 400 VALIDATION_ERROR.
+        ErrorKind::LimitExceeded => (Code::FailedPrecondition, 400),
+        ErrorKind::Expired => (Code::OutOfRange, 400),
+        ErrorKind::Internal => (Code::Internal, 500),
+    };
+    StatusPair { grpc, http }
+}
+
+/// How a store that cannot be reached is answered (retry later).
+pub const STORE_UNAVAILABLE: StatusPair = StatusPair {
+    grpc: Code::Unavailable,
+    http: 503,
+};
+
+/// How any other store failure is answered.
+pub const STORE_FAILED: StatusPair = StatusPair {
+    grpc: Code::Internal,
+    http: 500,
+};

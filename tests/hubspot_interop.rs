@@ -1,0 +1,157 @@
+//! HubSpot's official Python client (`hubspot-api-client`) against the real
+//! server's REST gateway on PostgreSQL: the script in tests/interop/ drives
+//! labels, limits, 207s, v4 and v3 paging and objects, and reports what it
+//! read; every read is checked here against gRPC reads of the same records.
+mod common;
+
+use std::collections::BTreeMap;
+
+use association_service::grpc::proto::association_read_client::AssociationReadClient;
+use association_service::grpc::proto::{ListAssociationsRequest, ListDefinitionsRequest};
+use common::TestServer;
+use serde_json::Value;
+
+/// The configured default portal REST acts on.
+const PORTAL: i64 = 1;
+
+/// Every (to id, type id) of one record over gRPC, in stream order.
+async fn grpc_rows(server: &TestServer, from: &str, id: i64, to: &str) -> Vec<(i64, i32)> {
+    let mut reader = AssociationReadClient::connect(server.endpoint())
+        .await
+        .unwrap();
+    let request = ListAssociationsRequest {
+        portal_id: PORTAL,
+        object_type: from.into(),
+        object_id: id,
+        to_object_type: to.into(),
+        cursor: String::new(),
+    };
+    let mut stream = reader
+        .list_associations(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut rows = Vec::new();
+    while let Some(chunk) = stream.message().await.unwrap() {
+        for record in chunk.results {
+            rows.extend(
+                record
+                    .types
+                    .iter()
+                    .map(|t| (record.to_object_id, t.type_id)),
+            );
+        }
+    }
+    rows
+}
+
+/// v3 type names by type id, over gRPC.
+async fn type_names(server: &TestServer, from: &str, to: &str) -> BTreeMap<i32, String> {
+    let mut reader = AssociationReadClient::connect(server.endpoint())
+        .await
+        .unwrap();
+    let request = ListDefinitionsRequest {
+        portal_id: PORTAL,
+        from_object_type: from.into(),
+        to_object_type: to.into(),
+    };
+    let response = reader.list_definitions(request).await.unwrap().into_inner();
+    response
+        .definitions
+        .into_iter()
+        .map(|d| (d.type_id, d.name))
+        .collect()
+}
+
+fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_client_works_against_the_gateway() {
+    let server = TestServer::start("postgres", |s| s.gateway.default_portal = PORTAL).await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/hubspot_client.py"
+    );
+    let output = tokio::process::Command::new(python())
+        .arg(script)
+        .arg(server.rest_url())
+        .output()
+        .await
+        .expect("run python3");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the interop script failed (hubspot-api-client is installed by ./scripts/test into .venv):\n{stderr}"
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+
+    // Labels and limits.
+    assert_eq!(
+        report["labels"],
+        serde_json::json!(["", "Billing contact", "Partner", "Primary"])
+    );
+    assert_eq!(
+        report["labels_after_delete"],
+        serde_json::json!(["", "Primary"])
+    );
+    assert_eq!(report["limits_after_purge"], 0);
+
+    // The 207: three partners within the limit of 3, two refused.
+    assert_eq!(report["partner_companies"], serde_json::json!([1, 2, 3]));
+    let mut partners: Vec<i64> = grpc_rows(&server, "contacts", 1, "companies")
+        .await
+        .iter()
+        .map(|(id, _)| *id)
+        .collect();
+    partners.dedup();
+    // The partner label is deleted at the end; the unlabeled rows stay.
+    assert_eq!(partners, vec![1, 2, 3]);
+    let messages = report["partner_error_messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2);
+    assert!(messages[0]
+        .as_str()
+        .unwrap()
+        .starts_with("Exceeded association limit of 3 for portalId 1, fromObjectId 1"));
+
+    // v4 get_page over 1,234 associations: three pages, every id once.
+    let expected: Vec<i64> = grpc_rows(&server, "deals", 1, "contacts")
+        .await
+        .iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(expected.len(), 1_234);
+    let paged: Vec<i64> = serde_json::from_value(report["v4_page_ids"].clone()).unwrap();
+    assert_eq!(paged, expected);
+    assert_eq!(report["v4_pages"], 3);
+
+    // v3 batch read of 50 deals, by `after` and by `link`.
+    let names = type_names(&server, "deals", "contacts").await;
+    for key in ["v3_after", "v3_link"] {
+        let collected = report[key].as_object().unwrap();
+        assert_eq!(collected.len(), 50, "{key}: every deal answered");
+        for deal in 101..=150i64 {
+            let want: Vec<(String, String)> = grpc_rows(&server, "deals", deal, "contacts")
+                .await
+                .iter()
+                .map(|(id, t)| (id.to_string(), names[t].clone()))
+                .collect();
+            assert_eq!(want.len(), if deal % 3 == 0 { 150 } else { 20 });
+            let got: Vec<(String, String)> =
+                serde_json::from_value(collected[&deal.to_string()].clone()).unwrap();
+            assert_eq!(got, want, "{key}: deal {deal}");
+        }
+    }
+
+    // Objects: deal 1's associations followed through their links.
+    let object_ids: Vec<String> = serde_json::from_value(report["object_ids"].clone()).unwrap();
+    assert_eq!(
+        object_ids,
+        expected.iter().map(i64::to_string).collect::<Vec<_>>()
+    );
+    let mut listed = vec![1i64];
+    listed.extend(101..=150);
+    assert_eq!(report["listed_deals"], serde_json::json!(listed));
+    server.stop().await;
+}
