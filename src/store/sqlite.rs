@@ -465,6 +465,33 @@ const ARCHIVE_MATCH: &str = "
          AND a.to_object_id = p.value ->> 0
          AND (?5 OR (a.category, a.type_id) IN (SELECT k.value ->> 0, k.value ->> 1 FROM json_each(?7) k))))";
 
+/// One page of a record's rows, to one object type.
+const ONE_TYPE: &str = "SELECT to_object_type, to_object_id, category, type_id FROM associations
+             WHERE portal_id = ?1 AND from_object_type = ?2 AND from_object_id = ?3
+               AND to_object_type = ?4 AND to_object_id > ?6
+               AND to_object_id <= (
+                   SELECT max(r.to_object_id) FROM (
+                       SELECT DISTINCT to_object_id FROM associations
+                       WHERE portal_id = ?1 AND from_object_type = ?2 AND from_object_id = ?3
+                         AND to_object_type = ?4 AND to_object_id > ?6
+                       ORDER BY to_object_id LIMIT ?7) r)
+             ORDER BY to_object_type, to_object_id, category, type_id";
+
+/// One page of a record's rows, over every to-type.
+const ANY_TYPE: &str = "SELECT to_object_type, to_object_id, category, type_id FROM associations
+             WHERE portal_id = ?1 AND from_object_type = ?2 AND from_object_id = ?3
+               AND (?4 IS NULL OR to_object_type = ?4)
+               AND (to_object_type, to_object_id) > (?5, ?6)
+               AND (to_object_type, to_object_id) <= (
+                   SELECT r.to_object_type, r.to_object_id FROM (
+                       SELECT DISTINCT to_object_type, to_object_id FROM associations
+                       WHERE portal_id = ?1 AND from_object_type = ?2 AND from_object_id = ?3
+                         AND (?4 IS NULL OR to_object_type = ?4)
+                         AND (to_object_type, to_object_id) > (?5, ?6)
+                       ORDER BY to_object_type, to_object_id LIMIT ?7) r
+                   ORDER BY r.to_object_type DESC, r.to_object_id DESC LIMIT 1)
+             ORDER BY to_object_type, to_object_id, category, type_id";
+
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
@@ -634,30 +661,23 @@ impl Store for SqliteStore {
             .map(|(t, id)| (t.to_string(), id))
             .unwrap_or((String::new(), 0));
         // The last of the next `limit` records bounds one index range scan.
-        let rows = sqlx::query(
-            "SELECT to_object_type, to_object_id, category, type_id FROM associations
-             WHERE portal_id = ?1 AND from_object_type = ?2 AND from_object_id = ?3
-               AND (?4 IS NULL OR to_object_type = ?4)
-               AND (to_object_type, to_object_id) > (?5, ?6)
-               AND (to_object_type, to_object_id) <= (
-                   SELECT r.to_object_type, r.to_object_id FROM (
-                       SELECT DISTINCT to_object_type, to_object_id FROM associations
-                       WHERE portal_id = ?1 AND from_object_type = ?2 AND from_object_id = ?3
-                         AND (?4 IS NULL OR to_object_type = ?4)
-                         AND (to_object_type, to_object_id) > (?5, ?6)
-                       ORDER BY to_object_type, to_object_id LIMIT ?7) r
-                   ORDER BY r.to_object_type DESC, r.to_object_id DESC LIMIT 1)
-             ORDER BY to_object_type, to_object_id, category, type_id",
-        )
-        .bind(portal)
-        .bind(from.to_string())
-        .bind(from_id)
-        .bind(to.map(|t| t.to_string()))
-        .bind(after_type)
-        .bind(after_id)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        // With one to-type, plain id bounds end the index scan at the page's
+        // last record; row-value bounds only start it.
+        let sql = if to.is_some() && after.is_none_or(|(t, _)| Some(t) == to) {
+            ONE_TYPE
+        } else {
+            ANY_TYPE
+        };
+        let rows = sqlx::query(sql)
+            .bind(portal)
+            .bind(from.to_string())
+            .bind(from_id)
+            .bind(to.map(|t| t.to_string()))
+            .bind(after_type)
+            .bind(after_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok((
