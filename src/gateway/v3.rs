@@ -19,7 +19,9 @@ use super::json::{
 };
 use super::{type_id, BaseUrl, Gateway, MAX_READ_INPUTS};
 use crate::domain::DomainError;
-use crate::service::{AssociatedRecord, AssociationInput, PageInput, Record, ServiceError};
+use crate::service::{
+    AssociatedRecord, AssociationInput, AssociationPage, PageInput, Record, ServiceError,
+};
 
 /// Associated records per record and to-type on a v3 page.
 const V3_PAGE: u32 = 100;
@@ -190,6 +192,23 @@ pub async fn list_objects(
     Ok(Json(Collection { results, paging }).into_response())
 }
 
+/// The one association a per-record v3 write names in its path.
+async fn single_input(
+    gw: &Gateway,
+    from: &str,
+    id: &str,
+    to: &str,
+    to_id: &str,
+    kind: &str,
+) -> GatewayResult<AssociationInput> {
+    let def = gw.service.named_type(gw.portal, from, to, kind).await?;
+    Ok(AssociationInput {
+        from_id: parse_id("objectId", id)?,
+        to_id: parse_id("toObjectId", to_id)?,
+        types: vec![def.key],
+    })
+}
+
 /// `PUT …/associations/{toObjectType}/{toObjectId}/{associationType}`: 200
 /// with the from-record and its associations of that to-type.
 pub async fn create_one(
@@ -197,14 +216,8 @@ pub async fn create_one(
     base: BaseUrl,
     Path((from, id, to, to_id, kind)): Path<(String, String, String, String, String)>,
 ) -> GatewayResult<Response> {
-    let id = parse_id("objectId", &id)?;
-    let to_id = parse_id("toObjectId", &to_id)?;
-    let def = gw.service.named_type(gw.portal, &from, &to, &kind).await?;
-    let input = AssociationInput {
-        from_id: id,
-        to_id,
-        types: vec![def.key],
-    };
+    let input = single_input(&gw, &from, &id, &to, &to_id, &kind).await?;
+    let id = input.from_id;
     let outcome = gw.service.create(gw.portal, &from, &to, &[input]).await?;
     if let Some((_, err)) = outcome.errors.into_iter().next() {
         return Err(gw.single_write_error(&from, &to, err).await);
@@ -220,14 +233,7 @@ pub async fn archive_one(
     State(gw): State<Gateway>,
     Path((from, id, to, to_id, kind)): Path<(String, String, String, String, String)>,
 ) -> GatewayResult<StatusCode> {
-    let id = parse_id("objectId", &id)?;
-    let to_id = parse_id("toObjectId", &to_id)?;
-    let def = gw.service.named_type(gw.portal, &from, &to, &kind).await?;
-    let input = AssociationInput {
-        from_id: id,
-        to_id,
-        types: vec![def.key],
-    };
+    let input = single_input(&gw, &from, &id, &to, &to_id, &kind).await?;
     let outcome = gw
         .service
         .archive_labels(gw.portal, &from, &to, &[input])
@@ -248,7 +254,7 @@ struct AssociationMulti {
 }
 
 /// Reads a batch-read body: at most `MAX_READ_INPUTS` valid ids.
-pub(super) fn read_inputs(bytes: &Bytes) -> GatewayResult<Vec<PageInput>> {
+fn read_inputs(bytes: &Bytes) -> GatewayResult<Vec<PageInput>> {
     let inputs: Inputs<ReadInput> = body(bytes)?;
     if inputs.inputs.len() > MAX_READ_INPUTS {
         return Err(invalid(format!(
@@ -278,6 +284,33 @@ pub(super) fn batch_reply<T: Serialize>(ok: StatusCode, response: BatchResponse<
     (status, Json(response)).into_response()
 }
 
+/// Answers a batch read (v3 or v4): one page of `page_size` per input,
+/// each result built by `result` from its from-id and page.
+pub(super) async fn read_pages<T: Serialize>(
+    gw: &Gateway,
+    from: &str,
+    to: &str,
+    bytes: &Bytes,
+    page_size: u32,
+    result: impl Fn(i64, AssociationPage) -> T,
+) -> GatewayResult<Response> {
+    let started = SystemTime::now();
+    let inputs = read_inputs(bytes)?;
+    let outcome = gw
+        .service
+        .page_many(gw.portal, from, to, &inputs, page_size)
+        .await?;
+    let results = outcome
+        .results
+        .into_iter()
+        .map(|(index, page)| result(inputs[index].from_id, page))
+        .collect();
+    Ok(batch_reply(
+        StatusCode::OK,
+        BatchResponse::new(started, results, &outcome.errors),
+    ))
+}
+
 /// `POST /crm/v3/associations/{from}/{to}/batch/read`; unlike HubSpot's, each
 /// input may carry the `after` of its previous page.
 pub async fn batch_read(
@@ -286,26 +319,14 @@ pub async fn batch_read(
     Path((from, to)): Path<(String, String)>,
     bytes: Bytes,
 ) -> GatewayResult<Response> {
-    let started = SystemTime::now();
-    let inputs = read_inputs(&bytes)?;
-    let outcome = gw
-        .service
-        .page_many(gw.portal, &from, &to, &inputs, V3_PAGE)
-        .await?;
-    let results = outcome
-        .results
-        .into_iter()
-        .map(|(index, page)| {
-            let id = inputs[index].from_id;
-            AssociationMulti {
-                from: IdOut::new(id),
-                to: rows(&page.records),
-                paging: Paging::new(page.next, |after| record_link(&base, &from, id, &to, after)),
-            }
-        })
-        .collect();
-    let response = BatchResponse::new(started, results, &outcome.errors);
-    Ok(batch_reply(StatusCode::OK, response))
+    read_pages(&gw, &from, &to, &bytes, V3_PAGE, |id, page| {
+        AssociationMulti {
+            from: IdOut::new(id),
+            to: rows(&page.records),
+            paging: Paging::new(page.next, |after| record_link(&base, &from, id, &to, after)),
+        }
+    })
+    .await
 }
 
 /// A v3 write input: `{"from": {"id"}, "to": {"id"}, "type": "…"}`.

@@ -15,7 +15,7 @@ use super::json::{
     body, parse_id, BatchResponse, CategoryText, Collection, IdOut, Inputs, ObjectId, Paging,
     Query, SpecInput, TypeWithLabel,
 };
-use super::v3::{batch_reply, read_inputs};
+use super::v3::{batch_reply, read_pages};
 use super::{type_id, BaseUrl, Gateway};
 use crate::domain::limits::{LimitChange, LimitMode};
 use crate::domain::{DomainError, TypeDef, TypeKey, TypeRole};
@@ -229,30 +229,16 @@ pub async fn batch_read(
     Path((from, to)): Path<(String, String)>,
     bytes: Bytes,
 ) -> GatewayResult<Response> {
-    let started = SystemTime::now();
-    let inputs = read_inputs(&bytes)?;
-    let outcome = gw
-        .service
-        .page_many(gw.portal, &from, &to, &inputs, V4_PAGE)
-        .await?;
-    let results = outcome
-        .results
-        .into_iter()
-        .map(|(index, page)| {
-            let id = inputs[index].from_id;
-            MultiWithLabel {
-                from: IdOut::new(id),
-                to: multi(&page.records),
-                paging: Paging::new(page.next, |after| {
-                    record_link(&base, &from, id, &to, after, V4_PAGE)
-                }),
-            }
-        })
-        .collect();
-    Ok(batch_reply(
-        StatusCode::OK,
-        BatchResponse::new(started, results, &outcome.errors),
-    ))
+    read_pages(&gw, &from, &to, &bytes, V4_PAGE, |id, page| {
+        MultiWithLabel {
+            from: IdOut::new(id),
+            to: multi(&page.records),
+            paging: Paging::new(page.next, |after| {
+                record_link(&base, &from, id, &to, after, V4_PAGE)
+            }),
+        }
+    })
+    .await
 }
 
 /// `{"from": {"id"}, "to": {"id"}, "types": [spec…]}`.
