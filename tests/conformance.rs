@@ -168,6 +168,7 @@ fn limit_violation(err: &DomainError) -> (LimitSource, u32, i64, i32) {
 }
 
 mod suite {
+    pub use super::merge_suite::*;
     use super::*;
 
     pub async fn pair_is_written_and_read_from_both_sides(fx: Fixture) {
@@ -810,6 +811,283 @@ mod suite {
     }
 }
 
+/// Merging records: associations move to the primary, de-duplicated, or
+/// nothing changes when a limit would break.
+mod merge_suite {
+    use super::*;
+    use association_service::domain::feed::{ChangeKind, FeedStart};
+
+    impl Fixture {
+        async fn merge(
+            &self,
+            object_type: &str,
+            primary: i64,
+            merged: i64,
+        ) -> Result<(u64, u64), ServiceError> {
+            self.svc
+                .merge(PORTAL, object_type, primary, merged)
+                .await
+                .map(|m| (m.removed, m.created))
+        }
+
+        /// Every change of the portal so far, in order.
+        async fn changes(&self) -> Vec<association_service::domain::feed::Change> {
+            let head = self.svc.feed_head(PORTAL).await.unwrap();
+            let mut receiver = self
+                .svc
+                .watch_changes(PORTAL, FeedStart::Beginning)
+                .await
+                .unwrap();
+            let mut changes = Vec::new();
+            while changes
+                .last()
+                .map_or(0, |c: &association_service::domain::feed::Change| c.seq)
+                < head
+            {
+                let chunk = receiver.recv().await.expect("feed open").unwrap();
+                changes.extend(chunk.changes.into_iter().map(|(c, _)| c));
+            }
+            changes
+        }
+    }
+
+    fn merge_error(result: Result<(u64, u64), ServiceError>) -> DomainError {
+        match result {
+            Err(ServiceError::Domain(err @ DomainError::MergeLimitExceeded { .. })) => err,
+            other => panic!("expected a merge limit error, got {other:?}"),
+        }
+    }
+
+    pub async fn merge_moves_associations_to_the_primary_without_duplicates(fx: Fixture) {
+        // Contact 1: companies 10 (its primary) and 11. Contact 2: companies
+        // 11 (its primary) and 12, deal 30, and contact 1 itself.
+        fx.link("contacts", 1, "companies", 10, &[]).await;
+        fx.link("contacts", 1, "companies", 11, &[]).await;
+        fx.link("contacts", 2, "companies", 11, &[]).await;
+        fx.link("contacts", 2, "companies", 12, &[]).await;
+        fx.link("contacts", 2, "deals", 30, &[]).await;
+        fx.link("contacts", 2, "contacts", 1, &[]).await;
+        let before = fx.svc.feed_head(PORTAL).await.unwrap();
+
+        assert_eq!(fx.merge("contacts", 1, 2).await.unwrap(), (10, 4));
+
+        assert_eq!(
+            fx.read(PORTAL, "contacts", 1, "companies").await,
+            vec![(10, vec![1, 279]), (11, vec![279]), (12, vec![279])],
+            "the primary keeps its own primary company; 11 is not doubled"
+        );
+        assert!(fx.read(PORTAL, "contacts", 2, "companies").await.is_empty());
+        assert!(
+            fx.read(PORTAL, "contacts", 1, "contacts").await.is_empty(),
+            "no self-association"
+        );
+        assert_eq!(
+            fx.read(PORTAL, "companies", 11, "contacts").await,
+            vec![(1, vec![280])]
+        );
+        assert_eq!(
+            fx.read(PORTAL, "companies", 12, "contacts").await,
+            vec![(1, vec![280])]
+        );
+        assert_eq!(
+            fx.read(PORTAL, "deals", 30, "contacts").await,
+            vec![(1, vec![3])]
+        );
+        fx.assert_counters_exact().await;
+
+        let changes = fx.changes().await;
+        let merge: Vec<_> = changes.iter().filter(|c| c.seq > before).collect();
+        assert_eq!(
+            merge.len(),
+            1 + 10 + 4,
+            "the marker, each removed and each created row"
+        );
+        assert_eq!(merge[0].kind, ChangeKind::Merged);
+        assert_eq!((merge[0].row.from_id, merge[0].row.to_id), (2, 1));
+        assert_eq!(
+            merge[1..11]
+                .iter()
+                .filter(|c| c.kind == ChangeKind::Archived)
+                .count(),
+            10
+        );
+        assert_eq!(
+            merge[11..]
+                .iter()
+                .filter(|c| c.kind == ChangeKind::Created)
+                .count(),
+            4
+        );
+
+        // The primary now holds contact 2's associations: merging again moves nothing.
+        assert_eq!(fx.merge("contacts", 1, 2).await.unwrap(), (0, 0));
+    }
+
+    pub async fn merge_fails_whole_when_the_primary_would_pass_its_limit(fx: Fixture) {
+        fx.set_limit("contacts", "companies", hs(279), 2).await;
+        fx.link("contacts", 1, "companies", 10, &[]).await;
+        fx.link("contacts", 1, "companies", 11, &[]).await;
+        fx.link("contacts", 2, "companies", 11, &[]).await;
+        fx.link("contacts", 2, "companies", 12, &[]).await;
+        let head = fx.svc.feed_head(PORTAL).await.unwrap();
+
+        let err = merge_error(fx.merge("contacts", 1, 2).await);
+        assert_eq!(
+            err.to_string(),
+            format!("Association configuration limits are exceeded in portal {PORTAL} when merging 2 into 1 of object type 0-1")
+        );
+        assert_eq!(
+            (err.category(), err.kind()),
+            (
+                "VALIDATION_ERROR",
+                association_service::domain::ErrorKind::LimitExceeded
+            )
+        );
+
+        assert_eq!(
+            fx.read(PORTAL, "contacts", 2, "companies").await,
+            vec![(11, vec![1, 279]), (12, vec![279])],
+            "nothing moved"
+        );
+        assert_eq!(fx.read(PORTAL, "contacts", 1, "companies").await.len(), 2);
+        assert_eq!(
+            fx.svc.feed_head(PORTAL).await.unwrap(),
+            head,
+            "nothing in the feed"
+        );
+        fx.assert_counters_exact().await;
+
+        // Without company 12 the combined result fits: 10 and 11.
+        fx.svc
+            .archive(PORTAL, "contacts", "companies", &[(2, vec![12])])
+            .await
+            .unwrap();
+        fx.merge("contacts", 1, 2).await.unwrap();
+        assert_eq!(fx.read(PORTAL, "contacts", 1, "companies").await.len(), 2);
+        fx.assert_counters_exact().await;
+    }
+
+    pub async fn merge_fails_whole_when_a_counterpart_would_pass_its_inverse_limit(fx: Fixture) {
+        // Contact 5 holds companies 20 and 21; a limit of 1 set afterwards
+        // is not retroactive, but blocks any new company for contact 5.
+        fx.link("contacts", 5, "companies", 20, &[]).await;
+        fx.link("contacts", 5, "companies", 21, &[]).await;
+        fx.link("contacts", 6, "companies", 21, &[]).await;
+        fx.set_limit("contacts", "companies", hs(279), 1).await;
+
+        // Merging company 21 into 22 would give contact 5 company 22.
+        let err = merge_error(fx.merge("companies", 22, 21).await);
+        assert!(err
+            .to_string()
+            .contains("when merging 21 into 22 of object type 0-2"));
+        assert_eq!(fx.read(PORTAL, "companies", 21, "contacts").await.len(), 2);
+        assert!(fx
+            .read(PORTAL, "companies", 22, "contacts")
+            .await
+            .is_empty());
+        fx.assert_counters_exact().await;
+
+        // Merging 21 into 20 gives contact 5 nothing new: it succeeds and
+        // contact 5 ends with one company.
+        fx.merge("companies", 20, 21).await.unwrap();
+        assert_eq!(
+            fx.read(PORTAL, "contacts", 5, "companies").await,
+            vec![(20, vec![1, 279])]
+        );
+        assert_eq!(
+            fx.read(PORTAL, "contacts", 6, "companies").await,
+            vec![(20, vec![1, 279])]
+        );
+        fx.assert_counters_exact().await;
+    }
+
+    pub async fn merge_rejects_bad_input_without_side_effects(fx: Fixture) {
+        fx.link("contacts", 1, "companies", 10, &[]).await;
+        for (object_type, primary, merged) in [
+            ("contacts", 1, 1),
+            ("contacts", 0, 1),
+            ("contacts", 1, -4),
+            ("nope", 1, 2),
+        ] {
+            let result = fx.merge(object_type, primary, merged).await;
+            assert!(
+                matches!(&result, Err(ServiceError::Domain(e)) if e.kind() == association_service::domain::ErrorKind::InvalidArgument),
+                "{object_type} {primary} {merged}: {result:?}"
+            );
+        }
+        assert_eq!(fx.read(PORTAL, "contacts", 1, "companies").await.len(), 1);
+    }
+
+    pub async fn concurrent_merges_and_creates_keep_limits_and_counters_exact(fx: Fixture) {
+        const LIMIT: usize = 5;
+        fx.set_limit("contacts", "companies", hs(279), LIMIT as i64)
+            .await;
+        // Contacts 1..=8, two companies each (contact c: 100c, 100c + 1).
+        for c in 1..=8i64 {
+            fx.link("contacts", c, "companies", 100 * c, &[]).await;
+            fx.link("contacts", c, "companies", 100 * c + 1, &[]).await;
+        }
+        let fx = Arc::new(fx);
+        let mut tasks = tokio::task::JoinSet::new();
+        // Contacts 2..=4 merge into 1 and 6..=8 into 5, while both primaries
+        // and the merged contacts gain companies.
+        for (primary, merged) in [(1, 2), (1, 3), (1, 4), (5, 6), (5, 7), (5, 8)] {
+            let fx = fx.clone();
+            tasks.spawn(async move {
+                match fx.merge("contacts", primary, merged).await {
+                    Ok(_) => Ok(()),
+                    Err(err) => Err(merge_error(Err(err))),
+                }
+            });
+        }
+        for contact in 1..=8i64 {
+            for company in 0..3 {
+                let fx = fx.clone();
+                tasks.spawn(async move {
+                    let outcome = fx
+                        .create(
+                            PORTAL,
+                            "contacts",
+                            "companies",
+                            &[input(contact, 5000 + company, &[])],
+                        )
+                        .await;
+                    match outcome.errors.into_iter().next() {
+                        None => Ok(()),
+                        Some((_, err)) => {
+                            limit_violation(&err);
+                            Err(err)
+                        }
+                    }
+                });
+            }
+        }
+        let mut merges_failed = 0;
+        while let Some(result) = tasks.join_next().await {
+            if let Err(DomainError::MergeLimitExceeded { .. }) = result.unwrap() {
+                merges_failed += 1;
+            }
+        }
+        for contact in 1..=8 {
+            let companies = fx.read(PORTAL, "contacts", contact, "companies").await;
+            assert!(
+                companies.len() <= LIMIT,
+                "contact {contact} holds {} companies",
+                companies.len()
+            );
+            let primaries = companies.iter().filter(|(_, t)| t.contains(&1)).count();
+            assert!(
+                primaries <= 1,
+                "contact {contact} has {primaries} primaries"
+            );
+        }
+        // Two companies each and a limit of 5: at most one merge into each
+        // primary can succeed before the limit is reached.
+        assert!(merges_failed >= 4, "only {merges_failed} merges failed");
+        fx.assert_counters_exact().await;
+    }
+}
+
 impl Fixture {
     async fn create_label_in(&self, portal: i64, label: &str) {
         self.svc
@@ -867,4 +1145,9 @@ on_every_backend!(
     labels_can_be_renamed_and_deleted_with_their_uses,
     bad_input_is_rejected_without_side_effects,
     reads_stream_every_record_in_chunks,
+    merge_moves_associations_to_the_primary_without_duplicates,
+    merge_fails_whole_when_the_primary_would_pass_its_limit,
+    merge_fails_whole_when_a_counterpart_would_pass_its_inverse_limit,
+    merge_rejects_bad_input_without_side_effects,
+    concurrent_merges_and_creates_keep_limits_and_counters_exact,
 );

@@ -355,6 +355,62 @@ async fn every_endpoint_answers_exactly_as_recorded() {
             ),
             true,
         ),
+        (
+            "POST",
+            "/crm/v4/associations/tickets/companies/batch/associate/default",
+            Some(
+                r#"{"inputs":[{"from":{"id":"1"},"to":{"id":"1"}},{"from":{"id":"1"},"to":{"id":"2"}},{"from":{"id":"2"},"to":{"id":"2"}},{"from":{"id":"2"},"to":{"id":"3"}}]}"#,
+            ),
+            false,
+        ),
+        (
+            "POST",
+            "/crm/v4/associations/definitions/configurations/tickets/companies/batch/create",
+            Some(r#"{"inputs":[{"category":"HUBSPOT_DEFINED","typeId":339,"maxToObjectIds":2}]}"#),
+            false,
+        ),
+        (
+            "POST",
+            "/crm/v3/objects/tickets/merge",
+            Some(r#"{"primaryObjectId":"1","objectIdToMerge":"2"}"#),
+            true,
+        ),
+        (
+            "POST",
+            "/crm/v3/objects/0-5/merge",
+            Some(r#"{"primaryObjectId":"2","objectIdToMerge":"1"}"#),
+            true,
+        ),
+        (
+            "DELETE",
+            "/crm/v4/objects/tickets/2/associations/companies/3",
+            None,
+            false,
+        ),
+        (
+            "POST",
+            "/crm/v3/objects/tickets/merge",
+            Some(r#"{"primaryObjectId":"1","objectIdToMerge":"2"}"#),
+            true,
+        ),
+        (
+            "GET",
+            "/crm/v3/objects/tickets/1?associations=companies",
+            None,
+            true,
+        ),
+        (
+            "POST",
+            "/crm/v3/objects/tickets/merge",
+            Some(r#"{"primaryObjectId":"2","objectIdToMerge":"2"}"#),
+            true,
+        ),
+        (
+            "POST",
+            "/crm/v3/objects/tickets/merge",
+            Some(r#"{"primaryObjectId":"2"}"#),
+            true,
+        ),
         ("GET", "/crm/v5/nothing", None, true),
     ];
     let mut recorded = Vec::new();

@@ -53,6 +53,13 @@ pub enum DomainError {
     LimitExceeded(LimitViolation),
     #[error("{0}")]
     InvalidLimit(String),
+    #[error("Association configuration limits are exceeded in portal {portal_id} when merging {merged_id} into {primary_id} of object type {object_type}")]
+    MergeLimitExceeded {
+        portal_id: i64,
+        object_type: ObjectType,
+        primary_id: i64,
+        merged_id: i64,
+    },
     #[error("A limit is already set for associationCategory {}, associationTypeId {}: update it instead", .0.category, .0.type_id)]
     LimitAlreadySet(TypeKey),
     #[error("No limit is set for associationCategory {}, associationTypeId {}: create it first", .0.category, .0.type_id)]
@@ -95,7 +102,9 @@ impl DomainError {
             | DomainError::InvalidLimit(_)
             | DomainError::InvalidCursor
             | DomainError::InvalidArgument(_) => ErrorKind::InvalidArgument,
-            DomainError::LimitExceeded(_) => ErrorKind::LimitExceeded,
+            DomainError::LimitExceeded(_) | DomainError::MergeLimitExceeded { .. } => {
+                ErrorKind::LimitExceeded
+            }
             DomainError::LimitNotSet(_)
             | DomainError::LabelNotFound { .. }
             | DomainError::NoAssociations { .. }
@@ -130,6 +139,9 @@ impl DomainError {
                 LimitSource::Platform => "crm.associations.ASSOCIATION_LIMIT_EXCEEDED",
                 LimitSource::User => "crm.associations.ASSOCIATION_USER_CONFIG_LIMIT_EXCEEDED",
             },
+            DomainError::MergeLimitExceeded { .. } => {
+                "crm.associations.MERGE_ASSOCIATION_LIMIT_EXCEEDED"
+            }
             DomainError::InvalidLimit(_) => "crm.associations.INVALID_LIMIT",
             DomainError::LimitAlreadySet(_) => "crm.associations.LIMIT_ALREADY_CONFIGURED",
             DomainError::LimitNotSet(_) => "crm.associations.LIMIT_NOT_CONFIGURED",

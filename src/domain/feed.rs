@@ -6,6 +6,9 @@ use super::plan::DirectedRow;
 pub enum ChangeKind {
     Created = 1,
     Archived = 2,
+    /// A record was merged into another; the row names the merged record
+    /// (from) and the primary (to), and no association type.
+    Merged = 3,
 }
 
 impl ChangeKind {
@@ -17,6 +20,7 @@ impl ChangeKind {
         match code {
             1 => Some(ChangeKind::Created),
             2 => Some(ChangeKind::Archived),
+            3 => Some(ChangeKind::Merged),
             _ => None,
         }
     }

@@ -3,6 +3,7 @@
 pub mod error;
 pub mod feed;
 pub mod limits;
+pub mod merge;
 pub mod object_type;
 pub mod plan;
 pub mod types;

@@ -147,6 +147,7 @@ pub fn router(service: Arc<AssociationService>, portal: i64) -> Router {
         )
         .route("/crm/v3/objects/{object_type}", get(v3::list_objects))
         .route("/crm/v3/objects/{object_type}/{id}", get(v3::get_object))
+        .route("/crm/v3/objects/{object_type}/merge", post(v3::merge))
         .route(
             "/crm/v3/objects/{object_type}/{id}/associations/{to}",
             get(v3::record_page),

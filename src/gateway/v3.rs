@@ -14,8 +14,8 @@ use serde_json::{Map, Value};
 
 use super::error::{invalid, GatewayResult};
 use super::json::{
-    body, parse_id, timestamp, BatchResponse, Collection, IdOut, Inputs, ObjectId, Paging, Query,
-    ReadInput,
+    body, parse_id, timestamp, BatchResponse, Collection, IdOut, IdText, Inputs, ObjectId, Paging,
+    Query, ReadInput,
 };
 use super::{type_id, BaseUrl, Gateway, MAX_READ_INPUTS};
 use crate::domain::DomainError;
@@ -190,6 +190,48 @@ pub async fn list_objects(
         link
     });
     Ok(Json(Collection { results, paging }).into_response())
+}
+
+/// `{"primaryObjectId": "…", "objectIdToMerge": "…"}`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MergeInput {
+    primary_object_id: IdText,
+    object_id_to_merge: IdText,
+}
+
+/// `POST /crm/v3/objects/{objectType}/merge`: moves the merged record's
+/// associations to the primary; 200 with the primary record.
+pub async fn merge(
+    State(gw): State<Gateway>,
+    Path(object_type): Path<String>,
+    bytes: Bytes,
+) -> GatewayResult<Response> {
+    let input: MergeInput = body(&bytes)?;
+    let primary = input.primary_object_id.id("primaryObjectId")?;
+    let merged = input.object_id_to_merge.id("objectIdToMerge")?;
+    let summary = gw
+        .service
+        .merge(gw.portal, &object_type, primary, merged)
+        .await?;
+    let record = match gw
+        .service
+        .record_by_id(gw.portal, &object_type, primary)
+        .await
+    {
+        Err(ServiceError::Domain(DomainError::ObjectNotFound { .. })) => {
+            let now = SystemTime::now();
+            Record {
+                object_type: summary.object_type,
+                id: primary,
+                created_at: now,
+                updated_at: now,
+            }
+        }
+        other => other?,
+    };
+    let body = object_body(&gw, &BaseUrl(String::new()), &object_type, &record, &[]).await?;
+    Ok(Json(body).into_response())
 }
 
 /// The one association a per-record v3 write names in its path.

@@ -261,6 +261,28 @@ impl AssociationWrite for GrpcApi {
         }))
     }
 
+    async fn merge_objects(
+        &self,
+        request: Request<proto::MergeObjectsRequest>,
+    ) -> Result<Response<proto::MergeObjectsResponse>, Status> {
+        let r = request.into_inner();
+        let merged = self
+            .service
+            .merge(
+                r.portal_id,
+                &r.object_type,
+                r.primary_object_id,
+                r.object_id_to_merge,
+            )
+            .await?;
+        Ok(Response::new(proto::MergeObjectsResponse {
+            object_type_id: merged.object_type.to_string(),
+            primary_object_id: merged.primary_id,
+            removed: merged.removed,
+            created: merged.created,
+        }))
+    }
+
     async fn archive_labels(
         &self,
         request: Request<proto::CreateAssociationsRequest>,
@@ -332,12 +354,16 @@ impl AssociationRead for GrpcApi {
                     kind: match change.kind {
                         ChangeKind::Created => proto::ChangeKind::AssociationCreated as i32,
                         ChangeKind::Archived => proto::ChangeKind::AssociationArchived as i32,
+                        ChangeKind::Merged => proto::ChangeKind::RecordsMerged as i32,
                     },
                     from_object_type_id: change.row.from_type.to_string(),
                     from_object_id: change.row.from_id,
                     to_object_type_id: change.row.to_type.to_string(),
                     to_object_id: change.row.to_id,
-                    category: category_to_proto(change.row.key.category),
+                    category: match change.kind {
+                        ChangeKind::Merged => 0,
+                        _ => category_to_proto(change.row.key.category),
+                    },
                     type_id: change.row.key.type_id,
                     label,
                     changed_at_unix_micros: change.changed_at_us,

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, Notify};
 
 use crate::domain::error::{check_id, check_portal};
-use crate::domain::feed::{Change, FeedStart};
+use crate::domain::feed::{Change, ChangeKind, FeedStart};
 use crate::domain::limits::{LimitChange, LimitMode};
+use crate::domain::merge::MergeRequest;
 use crate::domain::plan::{archive_filter, CreateItem, DirectedRow, WriteContext};
 use crate::domain::{Category, DomainError, ObjectType, PairCatalog, TypeDef, TypeKey, TypeRole};
 use crate::store::{NewLabel, RecordRow, Store, StoreError, TypeFilter};
@@ -109,6 +110,17 @@ pub struct HeldAssociation {
     pub to_type: ObjectType,
     pub to_id: i64,
     pub types: Vec<TypeDef>,
+}
+
+/// What a merge did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MergeSummary {
+    pub object_type: ObjectType,
+    pub primary_id: i64,
+    /// Directed rows removed.
+    pub removed: u64,
+    /// Directed rows created on the primary.
+    pub created: u64,
 }
 
 /// One associated record with all the types it holds.
@@ -427,6 +439,32 @@ impl AssociationService {
             })
             .collect();
         self.create(portal, from, to, &inputs).await
+    }
+
+    /// Merges record `merged_id` into `primary_id` (both of `object_type`):
+    /// its associations move to the primary in one transaction, or, when a
+    /// limit would break, nothing changes.
+    pub async fn merge(
+        &self,
+        portal: i64,
+        object_type: &str,
+        primary_id: i64,
+        merged_id: i64,
+    ) -> ServiceResult<MergeSummary> {
+        check_portal(portal)?;
+        let object_type = ObjectType::parse(object_type)?;
+        let req = MergeRequest::new(portal, object_type, primary_id, merged_id)?;
+        let plan = self
+            .store
+            .merge_records(&req, self.settings.platform_ceiling)
+            .await?;
+        self.written.notify_waiters();
+        Ok(MergeSummary {
+            object_type,
+            primary_id,
+            removed: plan.delete_rows.len() as u64,
+            created: plan.insert_rows.len() as u64,
+        })
     }
 
     /// Removes every type between `from_id` and each of its `to_ids`.
@@ -1125,6 +1163,10 @@ impl AssociationService {
         let mut labelled = Vec::with_capacity(changes.len());
         for change in changes {
             let row = change.row;
+            if change.kind == ChangeKind::Merged {
+                labelled.push((change, None));
+                continue;
+            }
             let catalog = self
                 .cached(cache, portal, row.from_type, row.to_type)
                 .await?;

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 
 use crate::domain::feed::{Change, ChangeKind};
 use crate::domain::limits::{LimitChange, LimitMode};
+use crate::domain::merge::{self, MergePlan, MergeRequest, MergeSnapshot};
 use crate::domain::plan::{
     self, CountKey, CreateItem, DirectedRow, ItemOutcome, PairEdge, Plan, PrimaryLookup, Snapshot,
     WriteContext,
@@ -187,6 +188,10 @@ pub trait Store: Send + Sync {
         items: &[CreateItem],
     ) -> StoreResult<Vec<ItemOutcome>>;
 
+    /// Merges one record into another in one transaction (see
+    /// `domain::merge`); a limit the merge would break fails it whole.
+    async fn merge_records(&self, req: &MergeRequest, ceiling: u32) -> StoreResult<MergePlan>;
+
     /// Removes associations between each pair; returns the rows removed.
     async fn archive_associations(
         &self,
@@ -316,6 +321,128 @@ pub(crate) trait CreateSteps: Send {
         portal: i64,
         changes: &[(ChangeKind, DirectedRow)],
     ) -> StoreResult<()>;
+    /// Every row from one record.
+    async fn load_rows_from(
+        &mut self,
+        portal: i64,
+        object_type: ObjectType,
+        id: i64,
+    ) -> StoreResult<Vec<DirectedRow>>;
+    /// Every row between each (from record, to record) pair, that direction.
+    async fn load_pair_rows(
+        &mut self,
+        portal: i64,
+        pairs: &[RecordPair],
+    ) -> StoreResult<Vec<DirectedRow>>;
+    /// Admin limits of these types.
+    async fn load_limits(
+        &mut self,
+        portal: i64,
+        keys: &[TypeKey],
+    ) -> StoreResult<HashMap<TypeKey, u32>>;
+}
+
+/// A directed pair of records: (from type, from id, to type, to id).
+pub(crate) type RecordPair = (ObjectType, i64, ObjectType, i64);
+
+/// Every row of a record, both directions (incoming rows are found through
+/// the record's outgoing rows: each association is stored both ways).
+async fn load_record_rows(
+    steps: &mut dyn CreateSteps,
+    req: &MergeRequest,
+) -> StoreResult<Vec<DirectedRow>> {
+    let (t, id) = (req.object_type, req.merged_id);
+    let mut rows = steps.load_rows_from(req.portal_id, t, id).await?;
+    let incoming: Vec<RecordPair> = merge::counterparts(req, &rows)
+        .into_iter()
+        .map(|(ct, cid)| (ct, cid, t, id))
+        .collect();
+    if !incoming.is_empty() {
+        rows.extend(steps.load_pair_rows(req.portal_id, &incoming).await?);
+    }
+    Ok(rows)
+}
+
+/// The merge flow: lock every counter the merged record's rows touch (reading
+/// its rows again until no new counter appears), load the primary's side,
+/// plan with the domain planner, write.
+pub(crate) async fn merge_in_transaction(
+    steps: &mut dyn CreateSteps,
+    req: &MergeRequest,
+    ceiling: u32,
+) -> StoreResult<MergePlan> {
+    let portal = req.portal_id;
+    let mut counts: HashMap<CountKey, i64> = HashMap::new();
+    let merged_rows = loop {
+        let rows = load_record_rows(steps, req).await?;
+        let missing: Vec<CountKey> = merge::count_keys(req, &rows)
+            .into_iter()
+            .filter(|k| !counts.contains_key(k))
+            .collect();
+        if missing.is_empty() {
+            break rows;
+        }
+        counts.extend(steps.lock_counts(portal, &missing).await?);
+    };
+    let (t, a) = (req.object_type, req.primary_id);
+    let pairs: Vec<RecordPair> = merge::counterparts(req, &merged_rows)
+        .into_iter()
+        .filter(|&(ct, cid)| !(ct == t && cid == a))
+        .flat_map(|(ct, cid)| [(t, a, ct, cid), (ct, cid, t, a)])
+        .collect();
+    let primary_rows = if pairs.is_empty() {
+        Vec::new()
+    } else {
+        steps.load_pair_rows(portal, &pairs).await?
+    };
+    // The primary's own primary company matters only when a primary row moves;
+    // its counter is then locked above.
+    let primary_company = match req.primary_company_type() {
+        Some(def)
+            if merged_rows
+                .iter()
+                .any(|r| r.key == def.key && r.from_type == t && r.from_id == req.merged_id) =>
+        {
+            let lookup = PrimaryLookup {
+                record_type: t,
+                company_type: def.to,
+                record_key: def.key,
+                record_ids: vec![a],
+            };
+            steps
+                .load_primaries(portal, &lookup)
+                .await?
+                .get(&a)
+                .copied()
+        }
+        _ => None,
+    };
+    let keys: Vec<TypeKey> = counts
+        .keys()
+        .map(|k| k.key)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let user_limits = steps.load_limits(portal, &keys).await?;
+    let snapshot = MergeSnapshot {
+        merged_rows,
+        primary_rows,
+        primary_company,
+        counts,
+        user_limits,
+    };
+    let plan = merge::plan_merge(req, &snapshot, ceiling)?;
+    if !plan.delete_rows.is_empty() {
+        steps.delete_rows(portal, &plan.delete_rows).await?;
+    }
+    if !plan.insert_rows.is_empty() {
+        steps.insert_rows(portal, &plan.insert_rows).await?;
+    }
+    if !plan.count_deltas.is_empty() {
+        steps.add_to_counts(portal, &plan.count_deltas).await?;
+    }
+    steps.record_changes(portal, &plan.changes(req)).await?;
+    Ok(plan)
 }
 
 /// The create flow: lock, load, plan with the domain planner, write.

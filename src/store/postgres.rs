@@ -275,6 +275,74 @@ impl CreateSteps for PgTx<'_> {
     ) -> StoreResult<()> {
         record_changes(&mut *self.conn, portal, changes).await
     }
+
+    async fn load_rows_from(
+        &mut self,
+        portal: i64,
+        object_type: ObjectType,
+        id: i64,
+    ) -> StoreResult<Vec<DirectedRow>> {
+        let rows = sqlx::query(
+            "SELECT from_object_type, from_object_id, to_object_type, to_object_id, category, type_id
+             FROM associations WHERE portal_id = $1 AND from_object_type = $2 AND from_object_id = $3",
+        )
+        .bind(portal)
+        .bind(object_type.to_string())
+        .bind(id)
+        .fetch_all(&mut *self.conn)
+        .await?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn load_pair_rows(
+        &mut self,
+        portal: i64,
+        pairs: &[RecordPair],
+    ) -> StoreResult<Vec<DirectedRow>> {
+        let mut c = (vec![], vec![], vec![], vec![]);
+        for (ft, fi, tt, ti) in pairs {
+            c.0.push(ft.to_string());
+            c.1.push(*fi);
+            c.2.push(tt.to_string());
+            c.3.push(*ti);
+        }
+        let rows = sqlx::query(
+            "SELECT a.from_object_type, a.from_object_id, a.to_object_type, a.to_object_id, a.category, a.type_id
+             FROM unnest($2::text[], $3::bigint[], $4::text[], $5::bigint[]) AS p(ft, fi, tt, ti)
+             CROSS JOIN LATERAL (
+                 SELECT * FROM associations
+                 WHERE portal_id = $1 AND from_object_type = p.ft AND from_object_id = p.fi
+                   AND to_object_type = p.tt AND to_object_id = p.ti
+                 OFFSET 0) a",
+        )
+        .bind(portal)
+        .bind(&c.0)
+        .bind(&c.1)
+        .bind(&c.2)
+        .bind(&c.3)
+        .fetch_all(&mut *self.conn)
+        .await?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn load_limits(
+        &mut self,
+        portal: i64,
+        keys: &[TypeKey],
+    ) -> StoreResult<HashMap<TypeKey, u32>> {
+        let (categories, type_ids) = key_columns(keys);
+        let rows = sqlx::query(
+            "SELECT l.category, l.type_id, l.max_to_object_ids
+             FROM unnest($2::smallint[], $3::int[]) AS k(c, ty)
+             JOIN association_limits l ON l.portal_id = $1 AND l.category = k.c AND l.type_id = k.ty",
+        )
+        .bind(portal)
+        .bind(&categories)
+        .bind(&type_ids)
+        .fetch_all(&mut *self.conn)
+        .await?;
+        rows.iter().map(decode_limit).collect()
+    }
 }
 
 /// Applies counter changes: increments upsert (a counter may be new),
@@ -399,15 +467,16 @@ async fn load_pair_limits(
     .bind(b.to_string())
     .fetch_all(conn)
     .await?;
-    rows.iter()
-        .map(|r| {
-            let max: i32 = r.try_get(2)?;
-            Ok((
-                decode_key(r.try_get::<i16, _>(0)?.into(), r.try_get(1)?)?,
-                max as u32,
-            ))
-        })
-        .collect()
+    rows.iter().map(decode_limit).collect()
+}
+
+/// A (category, type id, max) limit row.
+fn decode_limit(r: &sqlx::postgres::PgRow) -> StoreResult<(TypeKey, u32)> {
+    let max: i32 = r.try_get(2)?;
+    Ok((
+        decode_key(r.try_get::<i16, _>(0)?.into(), r.try_get(1)?)?,
+        max as u32,
+    ))
 }
 
 /// Reserves `count` consecutive type ids for the portal; locks its allocator row.
@@ -677,6 +746,13 @@ impl Store for PostgresStore {
         transaction!(self.pool.begin(), is_retryable, |conn| {
             let mut steps = PgTx { conn };
             create_in_transaction(&mut steps, ctx, items).await
+        })
+    }
+
+    async fn merge_records(&self, req: &MergeRequest, ceiling: u32) -> StoreResult<MergePlan> {
+        transaction!(self.pool.begin(), is_retryable, |conn| {
+            let mut steps = PgTx { conn };
+            merge_in_transaction(&mut steps, req, ceiling).await
         })
     }
 

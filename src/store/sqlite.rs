@@ -246,6 +246,63 @@ impl CreateSteps for SqliteTx<'_> {
     ) -> StoreResult<()> {
         record_changes(&mut *self.conn, portal, changes).await
     }
+
+    async fn load_rows_from(
+        &mut self,
+        portal: i64,
+        object_type: ObjectType,
+        id: i64,
+    ) -> StoreResult<Vec<DirectedRow>> {
+        let rows = sqlx::query(
+            "SELECT from_object_type, from_object_id, to_object_type, to_object_id, category, type_id
+             FROM associations WHERE portal_id = ?1 AND from_object_type = ?2 AND from_object_id = ?3",
+        )
+        .bind(portal)
+        .bind(object_type.to_string())
+        .bind(id)
+        .fetch_all(&mut *self.conn)
+        .await?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn load_pair_rows(
+        &mut self,
+        portal: i64,
+        pairs: &[RecordPair],
+    ) -> StoreResult<Vec<DirectedRow>> {
+        let pairs: Value = pairs
+            .iter()
+            .map(|(ft, fi, tt, ti)| json!([ft.to_string(), fi, tt.to_string(), ti]))
+            .collect();
+        let rows = sqlx::query(
+            "SELECT a.from_object_type, a.from_object_id, a.to_object_type, a.to_object_id, a.category, a.type_id
+             FROM json_each(?2) j CROSS JOIN associations a
+               ON a.portal_id = ?1 AND a.from_object_type = j.value ->> 0 AND a.from_object_id = j.value ->> 1
+              AND a.to_object_type = j.value ->> 2 AND a.to_object_id = j.value ->> 3",
+        )
+        .bind(portal)
+        .bind(pairs.to_string())
+        .fetch_all(&mut *self.conn)
+        .await?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn load_limits(
+        &mut self,
+        portal: i64,
+        keys: &[TypeKey],
+    ) -> StoreResult<HashMap<TypeKey, u32>> {
+        let rows = sqlx::query(
+            "SELECT l.category, l.type_id, l.max_to_object_ids
+             FROM json_each(?2) j CROSS JOIN association_limits l
+               ON l.portal_id = ?1 AND l.category = j.value ->> 0 AND l.type_id = j.value ->> 1",
+        )
+        .bind(portal)
+        .bind(keys_json(keys).to_string())
+        .fetch_all(&mut *self.conn)
+        .await?;
+        rows.iter().map(decode_limit).collect()
+    }
 }
 
 /// Applies counter changes: increments upsert (a counter may be new),
@@ -367,14 +424,15 @@ async fn load_pair_limits(
     .bind(b.to_string())
     .fetch_all(conn)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok((
-                decode_key(r.try_get(0)?, r.try_get(1)?)?,
-                r.try_get::<i64, _>(2)? as u32,
-            ))
-        })
-        .collect()
+    rows.iter().map(decode_limit).collect()
+}
+
+/// A (category, type id, max) limit row.
+fn decode_limit(r: &SqliteRow) -> StoreResult<(TypeKey, u32)> {
+    Ok((
+        decode_key(r.try_get(0)?, r.try_get(1)?)?,
+        r.try_get::<i64, _>(2)? as u32,
+    ))
 }
 
 async fn allocate_type_ids(
@@ -597,6 +655,13 @@ impl Store for SqliteStore {
         transaction!(self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
             let mut steps = SqliteTx { conn };
             create_in_transaction(&mut steps, ctx, items).await
+        })
+    }
+
+    async fn merge_records(&self, req: &MergeRequest, ceiling: u32) -> StoreResult<MergePlan> {
+        transaction!(self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
+            let mut steps = SqliteTx { conn };
+            merge_in_transaction(&mut steps, req, ceiling).await
         })
     }
 
