@@ -5,7 +5,10 @@ use std::{env, fs, path::PathBuf};
 use protox::prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/associations/v1/associations.proto"];
+    let protos = [
+        "proto/associations/v1/associations.proto",
+        "proto/associations/v1/hooks.proto",
+    ];
     println!("cargo:rerun-if-changed=proto");
     let descriptors = protox::compile(protos, ["proto"])?;
     let out = PathBuf::from(env::var("OUT_DIR")?).join("associations_descriptor.bin");

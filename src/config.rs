@@ -5,6 +5,10 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::domain::admin::AdminEvent;
+use crate::hooks::audit::AUDIT_PLUGIN;
+use crate::hooks::{FailurePolicy, Pacing, PluginSettings};
+
 /// Everything the service can be configured with.
 #[derive(Clone, Debug, Deserialize)]
 pub struct Settings {
@@ -14,7 +18,78 @@ pub struct Settings {
     pub read: ReadSettings,
     pub feed: FeedSettings,
     pub gateway: GatewaySettings,
+    pub hooks: HookSettings,
     pub log: LogSettings,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct HookSettings {
+    /// The first wait after a failed delivery; it doubles up to `retry_max_ms`.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// How often dispatchers look for changes committed by other replicas.
+    pub poll_interval_ms: u64,
+    /// Remote admin plugins (TOML `[[hooks.plugins]]` tables).
+    #[serde(default)]
+    pub plugins: Vec<PluginConfig>,
+}
+
+/// One remote admin plugin, serving `associations.v1.AdminHook`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct PluginConfig {
+    /// Unique; its delivery position is kept under this name.
+    pub name: String,
+    /// `http://host:port` of the plugin's gRPC server.
+    pub endpoint: String,
+    /// Event names (`LIMITS_CREATED`, …, `LABEL_DELETED`); empty: all.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// How long one call may take.
+    #[serde(default = "default_plugin_timeout_ms")]
+    pub timeout_ms: u64,
+    /// `closed` (refuse the change) or `open` (let it pass) when the plugin
+    /// fails or times out in ValidateChange.
+    #[serde(default)]
+    pub failure_policy: FailurePolicy,
+}
+
+fn default_plugin_timeout_ms() -> u64 {
+    2_000
+}
+
+impl PluginConfig {
+    /// The plugin's call settings, or why the entry is invalid.
+    pub fn settings(&self) -> Result<PluginSettings, ConfigError> {
+        let invalid =
+            |m: String| ConfigError::Invalid(format!("hooks.plugins '{}': {m}", self.name));
+        let events = self
+            .events
+            .iter()
+            .map(|e| {
+                AdminEvent::parse(e).ok_or_else(|| {
+                    let names: Vec<&str> = AdminEvent::ALL.iter().map(|e| e.name()).collect();
+                    invalid(format!(
+                        "unknown event '{e}' (events: {})",
+                        names.join(", ")
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.timeout_ms == 0 {
+            return Err(invalid("timeout_ms must be at least 1".into()));
+        }
+        if !(self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://")) {
+            return Err(invalid(
+                "endpoint must start with http:// or https://".into(),
+            ));
+        }
+        Ok(PluginSettings {
+            name: self.name.clone(),
+            events,
+            timeout: std::time::Duration::from_millis(self.timeout_ms),
+            failure_policy: self.failure_policy,
+        })
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -92,6 +167,9 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("feed.prune_interval_secs", "300"),
     ("gateway.http_addr", "127.0.0.1:8080"),
     ("gateway.default_portal", "1"),
+    ("hooks.retry_initial_ms", "200"),
+    ("hooks.retry_max_ms", "30000"),
+    ("hooks.poll_interval_ms", "5000"),
     ("log.filter", "info"),
 ];
 
@@ -142,6 +220,27 @@ impl Settings {
         if self.gateway.default_portal <= 0 {
             return invalid("gateway.default_portal must be a positive portal id");
         }
+        if self.hooks.retry_initial_ms == 0
+            || self.hooks.retry_max_ms < self.hooks.retry_initial_ms
+            || self.hooks.poll_interval_ms == 0
+        {
+            return invalid("hooks.retry_initial_ms and hooks.poll_interval_ms must be at least 1, and hooks.retry_max_ms at least hooks.retry_initial_ms");
+        }
+        let mut names = std::collections::HashSet::new();
+        for plugin in &self.hooks.plugins {
+            plugin.settings()?;
+            if plugin.name.trim().is_empty() || plugin.name == AUDIT_PLUGIN {
+                return invalid(&format!(
+                    "hooks.plugins names must be non-empty and not '{AUDIT_PLUGIN}' (the built-in audit plugin)"
+                ));
+            }
+            if !names.insert(plugin.name.as_str()) {
+                return invalid(&format!(
+                    "hooks.plugins name '{}' is used twice",
+                    plugin.name
+                ));
+            }
+        }
         if self.store.max_connections == 0 {
             return invalid("store.max_connections must be at least 1");
         }
@@ -152,6 +251,17 @@ impl Settings {
             return invalid("store.url must start with sqlite:, postgres:// or postgresql://");
         }
         Ok(())
+    }
+}
+
+impl HookSettings {
+    /// Delivery pacing of the dispatchers.
+    pub fn pacing(&self) -> Pacing {
+        Pacing {
+            first_retry: std::time::Duration::from_millis(self.retry_initial_ms),
+            max_retry: std::time::Duration::from_millis(self.retry_max_ms),
+            poll: std::time::Duration::from_millis(self.poll_interval_ms),
+        }
     }
 }
 

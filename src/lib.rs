@@ -6,6 +6,7 @@ pub mod config;
 pub mod domain;
 pub mod gateway;
 pub mod grpc;
+pub mod hooks;
 pub mod server;
 pub mod service;
 pub mod status_table;

@@ -16,6 +16,8 @@ use crate::grpc::proto::admin_config_server::AdminConfigServer;
 use crate::grpc::proto::association_read_server::AssociationReadServer;
 use crate::grpc::proto::association_write_server::AssociationWriteServer;
 use crate::grpc::{GrpcApi, FILE_DESCRIPTOR_SET};
+use crate::hooks::remote::RemotePlugin;
+use crate::hooks::Hooks;
 use crate::service::{AssociationService, ServiceSettings};
 use crate::store::{self, StoreError};
 
@@ -34,6 +36,22 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
     #[error("REST gateway failed: {0}")]
     Gateway(std::io::Error),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("admin plugin: {0}")]
+    Plugin(String),
+}
+
+/// The admin hooks: the built-in audit plugin and the configured remote ones.
+pub fn hooks(settings: &Settings, store: Arc<dyn store::Store>) -> Result<Arc<Hooks>, ServerError> {
+    let mut hooks = Hooks::new(store, settings.hooks.pacing());
+    for plugin in &settings.hooks.plugins {
+        let plugin_settings = plugin.settings()?;
+        let remote = RemotePlugin::new(&plugin.endpoint, plugin_settings.timeout)
+            .map_err(ServerError::Plugin)?;
+        hooks.register(plugin_settings, Arc::new(remote), false);
+    }
+    Ok(Arc::new(hooks))
 }
 
 /// The bound listeners of the two front ends.
@@ -81,7 +99,9 @@ pub async fn serve(
     } = listeners;
     let store = open_store(&settings).await?;
     let backend = store.backend();
-    let service = Arc::new(AssociationService::new(
+    let hooks = hooks(&settings, Arc::clone(&store))?;
+    let dispatchers = hooks.spawn_dispatchers();
+    let service = Arc::new(AssociationService::with_hooks(
         store,
         ServiceSettings {
             platform_ceiling: settings.limits.platform_ceiling,
@@ -89,6 +109,7 @@ pub async fn serve(
             cursor_secret: settings.read.cursor_secret.clone(),
             feed_poll_interval: Duration::from_millis(settings.feed.poll_interval_ms),
         },
+        hooks,
     ));
     let pruner = tokio::spawn(prune_feed_forever(
         Arc::clone(&service),
@@ -155,6 +176,7 @@ pub async fn serve(
     let grpc_result = grpc.await;
     let rest_result = rest.await;
     pruner.abort();
+    dispatchers.iter().for_each(|d| d.abort());
     grpc_result.map_err(|e| ServerError::Gateway(std::io::Error::other(e)))??;
     rest_result
         .map_err(|e| ServerError::Gateway(std::io::Error::other(e)))?

@@ -21,6 +21,8 @@ pub fn status_for(kind: ErrorKind) -> StatusPair {
         // HubSpot answers limit violations with 400 VALIDATION_ERROR.
         ErrorKind::LimitExceeded => (Code::FailedPrecondition, 400),
         ErrorKind::Expired => (Code::OutOfRange, 400),
+        ErrorKind::Denied => (Code::PermissionDenied, 403),
+        ErrorKind::Unavailable => (Code::Unavailable, 503),
         ErrorKind::Internal => (Code::Internal, 500),
     };
     StatusPair { grpc, http }

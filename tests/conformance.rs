@@ -14,6 +14,8 @@ use association_service::service::{
 /// Each test gets its own store; this is the portal most of them use.
 const PORTAL: i64 = 101;
 const CEILING: u32 = 50;
+/// Who the suite's admin changes are made by.
+const ACTOR: &str = "conformance-suite";
 
 struct Fixture {
     svc: Arc<AssociationService>,
@@ -134,7 +136,7 @@ impl Fixture {
         };
         let mut outcome = self
             .svc
-            .set_limits(portal, from, to, &[change], mode)
+            .set_limits(portal, ACTOR, from, to, &[change], mode)
             .await
             .expect("limits call");
         match outcome.errors.pop() {
@@ -184,7 +186,15 @@ mod suite {
     pub async fn labels_imply_unlabeled_and_archiving_unlabeled_removes_labels(fx: Fixture) {
         let defs = fx
             .svc
-            .create_label(PORTAL, "contacts", "companies", "Billing", "billing", None)
+            .create_label(
+                PORTAL,
+                ACTOR,
+                "contacts",
+                "companies",
+                "Billing",
+                "billing",
+                None,
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -384,7 +394,15 @@ mod suite {
     pub async fn label_limits_never_exceed_the_object_limit(fx: Fixture) {
         let label = fx
             .svc
-            .create_label(PORTAL, "contacts", "companies", "Billing", "billing", None)
+            .create_label(
+                PORTAL,
+                ACTOR,
+                "contacts",
+                "companies",
+                "Billing",
+                "billing",
+                None,
+            )
             .await
             .unwrap()[0]
             .key;
@@ -430,7 +448,7 @@ mod suite {
         assert_eq!(configured, vec![(279, Some(5)), (label.type_id, Some(5))]);
         assert_eq!(
             fx.svc
-                .purge_limits(PORTAL, "contacts", "companies", &[hs(279), label])
+                .purge_limits(PORTAL, ACTOR, "contacts", "companies", &[hs(279), label])
                 .await
                 .unwrap(),
             2
@@ -497,7 +515,9 @@ mod suite {
 
         let friend = fx
             .svc
-            .create_label(PORTAL, "contacts", "contacts", "Friend", "friend", None)
+            .create_label(
+                PORTAL, ACTOR, "contacts", "contacts", "Friend", "friend", None,
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -532,6 +552,7 @@ mod suite {
             .svc
             .create_label(
                 PORTAL,
+                ACTOR,
                 "contacts",
                 "contacts",
                 "Manager",
@@ -693,6 +714,7 @@ mod suite {
             .svc
             .create_label(
                 PORTAL,
+                ACTOR,
                 "contacts",
                 "companies",
                 "Manager",
@@ -704,7 +726,15 @@ mod suite {
         let (manager, employer) = (defs[0].key, defs[1].key);
         let dup = fx
             .svc
-            .create_label(PORTAL, "contacts", "companies", "Manager", "manager2", None)
+            .create_label(
+                PORTAL,
+                ACTOR,
+                "contacts",
+                "companies",
+                "Manager",
+                "manager2",
+                None,
+            )
             .await;
         assert!(matches!(
             dup,
@@ -716,6 +746,7 @@ mod suite {
             .svc
             .update_label(
                 PORTAL,
+                ACTOR,
                 "contacts",
                 "companies",
                 manager.type_id,
@@ -727,7 +758,7 @@ mod suite {
         let labels: Vec<_> = renamed.iter().map(|d| d.label.clone().unwrap()).collect();
         assert_eq!(labels, vec!["Boss", "Staff"]);
         fx.svc
-            .delete_label(PORTAL, "contacts", "companies", employer.type_id)
+            .delete_label(PORTAL, ACTOR, "contacts", "companies", employer.type_id)
             .await
             .unwrap();
         assert_eq!(
@@ -737,7 +768,7 @@ mod suite {
         assert!(fx.svc.limits(PORTAL, None).await.unwrap().is_empty());
         let missing = fx
             .svc
-            .delete_label(PORTAL, "contacts", "companies", manager.type_id)
+            .delete_label(PORTAL, ACTOR, "contacts", "companies", manager.type_id)
             .await;
         assert!(matches!(
             missing,
@@ -774,7 +805,7 @@ mod suite {
         ));
         let bad_label = fx
             .svc
-            .create_label(PORTAL, "contacts", "companies", " ", "x", None)
+            .create_label(PORTAL, ACTOR, "contacts", "companies", " ", "x", None)
             .await;
         assert!(matches!(
             bad_label,
@@ -1093,6 +1124,7 @@ impl Fixture {
         self.svc
             .create_label(
                 portal,
+                ACTOR,
                 "contacts",
                 "companies",
                 label,

@@ -32,6 +32,10 @@ pub enum ErrorKind {
     LimitExceeded,
     /// A position that no longer exists (past retention).
     Expired,
+    /// An admin plugin refused the change.
+    Denied,
+    /// Something the change depends on (an admin plugin) did not answer.
+    Unavailable,
     Internal,
 }
 
@@ -86,6 +90,10 @@ pub enum DomainError {
     },
     #[error("No {} with id {id} holds any association.", .object_type.singular_name())]
     ObjectNotFound { object_type: ObjectType, id: i64 },
+    #[error("{message} (refused by plugin {plugin})")]
+    ChangeDenied { plugin: String, message: String },
+    #[error("The change was refused because admin plugin {plugin} failed ({reason}) and its failure policy is closed; try again")]
+    PluginUnavailable { plugin: String, reason: String },
     #[error("{0}")]
     InvalidArgument(String),
     #[error("internal error: {0}")]
@@ -111,6 +119,8 @@ impl DomainError {
             | DomainError::ObjectNotFound { .. } => ErrorKind::NotFound,
             DomainError::CursorExpired(_) => ErrorKind::Expired,
             DomainError::LimitAlreadySet(_) | DomainError::LabelExists(_) => ErrorKind::Conflict,
+            DomainError::ChangeDenied { .. } => ErrorKind::Denied,
+            DomainError::PluginUnavailable { .. } => ErrorKind::Unavailable,
             DomainError::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -121,7 +131,8 @@ impl DomainError {
             ErrorKind::InvalidArgument | ErrorKind::LimitExceeded => "VALIDATION_ERROR",
             ErrorKind::NotFound => "OBJECT_NOT_FOUND",
             ErrorKind::Conflict => "CONFLICT",
-            ErrorKind::Expired => "VALIDATION_ERROR",
+            ErrorKind::Expired | ErrorKind::Denied => "VALIDATION_ERROR",
+            ErrorKind::Unavailable => "INTERNAL_ERROR",
             ErrorKind::Internal => "INTERNAL_ERROR",
         }
     }
@@ -151,6 +162,8 @@ impl DomainError {
             DomainError::CursorExpired(_) => "crm.associations.CURSOR_EXPIRED",
             DomainError::NoAssociations { .. } => "crm.associations.NO_ASSOCIATIONS_FOUND",
             DomainError::ObjectNotFound { .. } => "crm.objects.OBJECT_NOT_FOUND",
+            DomainError::ChangeDenied { .. } => "crm.associations.CHANGE_DENIED_BY_PLUGIN",
+            DomainError::PluginUnavailable { .. } => "crm.associations.PLUGIN_UNAVAILABLE",
             DomainError::InvalidArgument(_) => "crm.associations.INVALID_INPUT",
             DomainError::Internal(_) => "crm.associations.INTERNAL_ERROR",
         }
@@ -196,6 +209,8 @@ impl DomainError {
                 ("objectId", id.to_string()),
             ],
             DomainError::InvalidId { field, value } => vec![(field, value.to_string())],
+            DomainError::ChangeDenied { plugin, .. }
+            | DomainError::PluginUnavailable { plugin, .. } => vec![("plugin", plugin.clone())],
             _ => vec![],
         }
     }

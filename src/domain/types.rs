@@ -7,7 +7,9 @@ use super::error::DomainError;
 use super::object_type::ObjectType;
 
 /// Who defined an association type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Category {
     HubspotDefined = 1,
     UserDefined = 2,

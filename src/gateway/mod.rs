@@ -10,6 +10,7 @@ use axum::http::{Method, Uri};
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 
+use crate::domain::admin::ANONYMOUS;
 use crate::domain::{DomainError, ObjectType};
 use crate::service::AssociationService;
 
@@ -44,6 +45,22 @@ impl<S: Send + Sync> FromRequestParts<S> for BaseUrl {
             .or_else(|| parts.uri.authority().map(|a| a.as_str()))
             .unwrap_or("localhost");
         Ok(BaseUrl(format!("http://{host}")))
+    }
+}
+
+/// Who makes an admin call: the `x-actor` header, or "anonymous".
+pub struct Actor(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Actor {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let actor = parts
+            .headers
+            .get("x-actor")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or(ANONYMOUS);
+        Ok(Actor(actor.to_string()))
     }
 }
 

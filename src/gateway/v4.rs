@@ -16,7 +16,7 @@ use super::json::{
     Query, SpecInput, TypeWithLabel,
 };
 use super::v3::{batch_reply, read_pages};
-use super::{type_id, BaseUrl, Gateway};
+use super::{type_id, Actor, BaseUrl, Gateway};
 use crate::domain::limits::{LimitChange, LimitMode};
 use crate::domain::{DomainError, TypeDef, TypeKey, TypeRole};
 use crate::service::{AssociatedRecord, AssociationInput, HeldAssociation, LimitView};
@@ -398,6 +398,7 @@ struct LabelCreate {
 /// `POST …/{from}/{to}/labels`: 200 with the new type(s).
 pub async fn create_label(
     State(gw): State<Gateway>,
+    Actor(actor): Actor,
     Path((from, to)): Path<(String, String)>,
     bytes: Bytes,
 ) -> GatewayResult<Json<Collection<TypeWithLabel>>> {
@@ -406,6 +407,7 @@ pub async fn create_label(
         .service
         .create_label(
             gw.portal,
+            &actor,
             &from,
             &to,
             &input.label,
@@ -428,6 +430,7 @@ struct LabelUpdate {
 /// `PUT …/{from}/{to}/labels`: 204.
 pub async fn update_label(
     State(gw): State<Gateway>,
+    Actor(actor): Actor,
     Path((from, to)): Path<(String, String)>,
     bytes: Bytes,
 ) -> GatewayResult<StatusCode> {
@@ -435,6 +438,7 @@ pub async fn update_label(
     gw.service
         .update_label(
             gw.portal,
+            &actor,
             &from,
             &to,
             input.association_type_id,
@@ -448,13 +452,14 @@ pub async fn update_label(
 /// `DELETE …/{from}/{to}/labels/{associationTypeId}`: 204.
 pub async fn delete_label(
     State(gw): State<Gateway>,
+    Actor(actor): Actor,
     Path((from, to, type_id)): Path<(String, String, String)>,
 ) -> GatewayResult<StatusCode> {
     let type_id: i32 = type_id
         .parse()
         .map_err(|_| invalid(format!("Invalid associationTypeId '{type_id}'")))?;
     gw.service
-        .delete_label(gw.portal, &from, &to, type_id)
+        .delete_label(gw.portal, &actor, &from, &to, type_id)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -520,6 +525,7 @@ struct SpecKey {
 
 async fn change_limits(
     gw: &Gateway,
+    actor: &str,
     from: &str,
     to: &str,
     bytes: &Bytes,
@@ -539,7 +545,7 @@ async fn change_limits(
         .collect();
     let outcome = gw
         .service
-        .set_limits(gw.portal, from, to, &changes, mode)
+        .set_limits(gw.portal, actor, from, to, &changes, mode)
         .await?;
     Ok((
         outcome.results.into_iter().map(|(_, v)| v).collect(),
@@ -550,11 +556,12 @@ async fn change_limits(
 /// `POST …/configurations/{from}/{to}/batch/create`: 201, or 207.
 pub async fn create_limits(
     State(gw): State<Gateway>,
+    Actor(actor): Actor,
     Path((from, to)): Path<(String, String)>,
     bytes: Bytes,
 ) -> GatewayResult<Response> {
     let started = SystemTime::now();
-    let (views, errors) = change_limits(&gw, &from, &to, &bytes, LimitMode::Create).await?;
+    let (views, errors) = change_limits(&gw, &actor, &from, &to, &bytes, LimitMode::Create).await?;
     let results: Vec<LimitOut> = views.iter().map(limit_out).collect();
     Ok(batch_reply(
         StatusCode::CREATED,
@@ -574,11 +581,12 @@ struct LimitUpdated {
 /// `POST …/configurations/{from}/{to}/batch/update`: 200, or 207.
 pub async fn update_limits(
     State(gw): State<Gateway>,
+    Actor(actor): Actor,
     Path((from, to)): Path<(String, String)>,
     bytes: Bytes,
 ) -> GatewayResult<Response> {
     let started = SystemTime::now();
-    let (views, errors) = change_limits(&gw, &from, &to, &bytes, LimitMode::Update).await?;
+    let (views, errors) = change_limits(&gw, &actor, &from, &to, &bytes, LimitMode::Update).await?;
     let results: Vec<LimitUpdated> = views
         .iter()
         .map(|v| LimitUpdated {
@@ -596,6 +604,7 @@ pub async fn update_limits(
 /// `POST …/configurations/{from}/{to}/batch/purge`: 204.
 pub async fn purge_limits(
     State(gw): State<Gateway>,
+    Actor(actor): Actor,
     Path((from, to)): Path<(String, String)>,
     bytes: Bytes,
 ) -> GatewayResult<StatusCode> {
@@ -609,7 +618,7 @@ pub async fn purge_limits(
         })
         .collect();
     gw.service
-        .purge_limits(gw.portal, &from, &to, &keys)
+        .purge_limits(gw.portal, &actor, &from, &to, &keys)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

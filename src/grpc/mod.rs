@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use crate::domain::admin::{AdminChange, AdminEvent, AdminState, ANONYMOUS};
 use crate::domain::feed::ChangeKind;
 use crate::domain::limits::{LimitChange, LimitMode};
 use crate::domain::{Category, DomainError, TypeDef, TypeKey};
@@ -81,6 +82,62 @@ fn definition(def: &TypeDef) -> proto::AssociationDefinition {
         to_object_type_id: def.to.to_string(),
         inverse_type_id: def.inverse.type_id,
     }
+}
+
+/// The admin change as plugins and the audit stream see it.
+pub fn admin_change_to_proto(change: &AdminChange) -> proto::AdminChange {
+    let state = |state: &AdminState| proto::AdminState {
+        limits: state
+            .limits
+            .iter()
+            .map(|l| proto::LimitValue {
+                category: category_to_proto(l.category),
+                type_id: l.type_id,
+                max_to_object_ids: l.max_to_object_ids as i32,
+            })
+            .collect(),
+        labels: state
+            .labels
+            .iter()
+            .map(|l| proto::AssociationDefinition {
+                category: category_to_proto(l.category),
+                type_id: l.type_id,
+                label: l.label.clone(),
+                name: l.name.clone(),
+                from_object_type_id: l.from_object_type.clone(),
+                to_object_type_id: l.to_object_type.clone(),
+                inverse_type_id: l.inverse_type_id,
+            })
+            .collect(),
+    };
+    let event = match change.event {
+        AdminEvent::LimitsCreated => proto::AdminEvent::LimitsCreated,
+        AdminEvent::LimitsUpdated => proto::AdminEvent::LimitsUpdated,
+        AdminEvent::LimitsPurged => proto::AdminEvent::LimitsPurged,
+        AdminEvent::LabelCreated => proto::AdminEvent::LabelCreated,
+        AdminEvent::LabelUpdated => proto::AdminEvent::LabelUpdated,
+        AdminEvent::LabelDeleted => proto::AdminEvent::LabelDeleted,
+    };
+    proto::AdminChange {
+        event: event as i32,
+        portal_id: change.portal_id,
+        actor: change.actor.clone(),
+        from_object_type_id: change.from_object_type.clone(),
+        to_object_type_id: change.to_object_type.clone(),
+        before: Some(state(&change.before)),
+        after: Some(state(&change.after)),
+        changed_at_unix_micros: change.at_us,
+    }
+}
+
+/// Who makes an admin call: its `x-actor` metadata, or "anonymous".
+fn actor<T>(request: &Request<T>) -> String {
+    request
+        .metadata()
+        .get("x-actor")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(ANONYMOUS)
+        .to_string()
 }
 
 fn item_error(index: usize, err: &DomainError) -> proto::ItemError {
@@ -480,9 +537,11 @@ impl AssociationRead for GrpcApi {
 impl GrpcApi {
     async fn set_limits(
         &self,
-        r: proto::LimitsRequest,
+        request: Request<proto::LimitsRequest>,
         mode: LimitMode,
     ) -> Result<proto::LimitsResponse, Status> {
+        let actor = actor(&request);
+        let r = request.into_inner();
         let changes = r
             .inputs
             .iter()
@@ -500,6 +559,7 @@ impl GrpcApi {
             .service
             .set_limits(
                 r.portal_id,
+                &actor,
                 &r.from_object_type,
                 &r.to_object_type,
                 &changes,
@@ -524,8 +584,7 @@ impl AdminConfig for GrpcApi {
         request: Request<proto::LimitsRequest>,
     ) -> Result<Response<proto::LimitsResponse>, Status> {
         Ok(Response::new(
-            self.set_limits(request.into_inner(), LimitMode::Create)
-                .await?,
+            self.set_limits(request, LimitMode::Create).await?,
         ))
     }
 
@@ -534,8 +593,7 @@ impl AdminConfig for GrpcApi {
         request: Request<proto::LimitsRequest>,
     ) -> Result<Response<proto::LimitsResponse>, Status> {
         Ok(Response::new(
-            self.set_limits(request.into_inner(), LimitMode::Update)
-                .await?,
+            self.set_limits(request, LimitMode::Update).await?,
         ))
     }
 
@@ -543,6 +601,7 @@ impl AdminConfig for GrpcApi {
         &self,
         request: Request<proto::PurgeLimitsRequest>,
     ) -> Result<Response<proto::PurgeLimitsResponse>, Status> {
+        let actor = actor(&request);
         let r = request.into_inner();
         let keys = r
             .inputs
@@ -551,7 +610,13 @@ impl AdminConfig for GrpcApi {
             .collect::<Result<Vec<_>, _>>()?;
         let purged = self
             .service
-            .purge_limits(r.portal_id, &r.from_object_type, &r.to_object_type, &keys)
+            .purge_limits(
+                r.portal_id,
+                &actor,
+                &r.from_object_type,
+                &r.to_object_type,
+                &keys,
+            )
             .await?;
         Ok(Response::new(proto::PurgeLimitsResponse {
             purged: purged as u32,
@@ -582,11 +647,13 @@ impl AdminConfig for GrpcApi {
         &self,
         request: Request<proto::CreateLabelRequest>,
     ) -> Result<Response<proto::LabelResponse>, Status> {
+        let actor = actor(&request);
         let r = request.into_inner();
         let defs = self
             .service
             .create_label(
                 r.portal_id,
+                &actor,
                 &r.from_object_type,
                 &r.to_object_type,
                 &r.label,
@@ -603,11 +670,13 @@ impl AdminConfig for GrpcApi {
         &self,
         request: Request<proto::UpdateLabelRequest>,
     ) -> Result<Response<proto::LabelResponse>, Status> {
+        let actor = actor(&request);
         let r = request.into_inner();
         let defs = self
             .service
             .update_label(
                 r.portal_id,
+                &actor,
                 &r.from_object_type,
                 &r.to_object_type,
                 r.type_id,
@@ -624,10 +693,12 @@ impl AdminConfig for GrpcApi {
         &self,
         request: Request<proto::DeleteLabelRequest>,
     ) -> Result<Response<proto::DeleteLabelResponse>, Status> {
+        let actor = actor(&request);
         let r = request.into_inner();
         self.service
             .delete_label(
                 r.portal_id,
+                &actor,
                 &r.from_object_type,
                 &r.to_object_type,
                 r.type_id,
@@ -635,4 +706,43 @@ impl AdminConfig for GrpcApi {
             .await?;
         Ok(Response::new(proto::DeleteLabelResponse {}))
     }
+
+    type ListAuditEventsStream = ResponseStream<proto::AuditEvent>;
+
+    async fn list_audit_events(
+        &self,
+        request: Request<proto::ListAuditEventsRequest>,
+    ) -> Result<Response<Self::ListAuditEventsStream>, Status> {
+        let r = request.into_inner();
+        let (portal, mut after) = (r.portal_id, r.after_sequence);
+        // Fails here, before streaming, on a bad portal.
+        let mut page = self.service.audit_events(portal, after, AUDIT_PAGE).await?;
+        let service = Arc::clone(&self.service);
+        let (sender, receiver) = mpsc::channel(AUDIT_PAGE as usize);
+        tokio::spawn(async move {
+            while !page.is_empty() {
+                for (seq, change) in &page {
+                    let event = proto::AuditEvent {
+                        sequence: *seq,
+                        change: Some(admin_change_to_proto(change)),
+                    };
+                    if sender.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                    after = *seq;
+                }
+                page = match service.audit_events(portal, after, AUDIT_PAGE).await {
+                    Ok(next) => next,
+                    Err(err) => {
+                        let _ = sender.send(Err(err.into())).await;
+                        return;
+                    }
+                };
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
 }
+
+/// Audit events read per round trip.
+const AUDIT_PAGE: u32 = 500;

@@ -6,12 +6,15 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, Notify};
 
+use crate::domain::admin::{AdminChange, AdminEvent, LimitValue};
 use crate::domain::error::{check_id, check_portal};
 use crate::domain::feed::{Change, ChangeKind, FeedStart};
-use crate::domain::limits::{LimitChange, LimitMode};
+use crate::domain::limits::{apply_limit_changes, LimitChange, LimitMode};
 use crate::domain::merge::MergeRequest;
 use crate::domain::plan::{archive_filter, CreateItem, DirectedRow, WriteContext};
+use crate::domain::types::new_label_definitions;
 use crate::domain::{Category, DomainError, ObjectType, PairCatalog, TypeDef, TypeKey, TypeRole};
+use crate::hooks::{Hooks, Pacing};
 use crate::store::{NewLabel, RecordRow, Store, StoreError, TypeFilter};
 
 pub mod cursor;
@@ -246,6 +249,8 @@ pub struct AssociationService {
     cursors: CursorCodec,
     /// Woken after every committed write, for feed readers of this process.
     written: Arc<Notify>,
+    /// Admin plugins, asked before and told after every admin change.
+    hooks: Arc<Hooks>,
 }
 
 fn check_batch_size(len: usize) -> Result<(), DomainError> {
@@ -258,14 +263,49 @@ fn check_batch_size(len: usize) -> Result<(), DomainError> {
 }
 
 impl AssociationService {
+    /// A service whose only admin plugin is the built-in audit trail.
     pub fn new(store: Arc<dyn Store>, settings: ServiceSettings) -> AssociationService {
+        let hooks = Arc::new(Hooks::new(Arc::clone(&store), Pacing::default()));
+        AssociationService::with_hooks(store, settings, hooks)
+    }
+
+    /// A service that asks and tells `hooks` about admin changes.
+    pub fn with_hooks(
+        store: Arc<dyn Store>,
+        settings: ServiceSettings,
+        hooks: Arc<Hooks>,
+    ) -> AssociationService {
         let cursors = CursorCodec::new(settings.cursor_secret.as_bytes());
         AssociationService {
             store,
             settings,
             cursors,
             written: Arc::new(Notify::new()),
+            hooks,
         }
+    }
+
+    /// A new admin change by `actor`, made now.
+    fn admin_change(
+        portal: i64,
+        actor: &str,
+        event: AdminEvent,
+        from: ObjectType,
+        to: ObjectType,
+    ) -> AdminChange {
+        AdminChange::new(event, portal, actor, from, to, crate::store::now_us())
+    }
+
+    /// The audit trail of a portal after sequence number `after` (up to
+    /// `limit` events, oldest first).
+    pub async fn audit_events(
+        &self,
+        portal: i64,
+        after: i64,
+        limit: u32,
+    ) -> ServiceResult<Vec<(i64, AdminChange)>> {
+        check_portal(portal)?;
+        Ok(self.store.audit_events(portal, after.max(0), limit).await?)
     }
 
     pub fn settings(&self) -> &ServiceSettings {
@@ -866,6 +906,7 @@ impl AssociationService {
     pub async fn set_limits(
         &self,
         portal: i64,
+        actor: &str,
         from: &str,
         to: &str,
         changes: &[LimitChange],
@@ -874,10 +915,31 @@ impl AssociationService {
         check_batch_size(changes.len())?;
         let (from, to, catalog) = self.pair(portal, from, to).await?;
         let ceiling = self.settings.platform_ceiling;
+        let event = match mode {
+            LimitMode::Create => AdminEvent::LimitsCreated,
+            LimitMode::Update => AdminEvent::LimitsUpdated,
+        };
+        let change = Self::admin_change(portal, actor, event, from, to);
+        // Plugins see what would apply against today's limits; the store
+        // decides again under its lock.
+        let before = self.pair_limits(portal, from, to).await?;
+        let expected = apply_limit_changes(
+            &catalog,
+            from,
+            to,
+            &mut before.clone(),
+            changes,
+            mode,
+            ceiling,
+        );
+        if let Some(proposal) = change.with_applied_limits(&before, changes, &expected) {
+            self.hooks.validate(&proposal).await?;
+        }
         let results = self
             .store
-            .change_limits(portal, &catalog, from, to, changes, mode, ceiling)
+            .change_limits(&catalog, changes, mode, ceiling, &change)
             .await?;
+        self.hooks.committed(portal).await;
         let mut outcome = BatchOutcome::new();
         for (index, (change, result)) in changes.iter().zip(results).enumerate() {
             match result {
@@ -902,6 +964,7 @@ impl AssociationService {
     pub async fn purge_limits(
         &self,
         portal: i64,
+        actor: &str,
         from: &str,
         to: &str,
         keys: &[TypeKey],
@@ -911,7 +974,20 @@ impl AssociationService {
         for key in keys {
             catalog.require(from, to, *key)?;
         }
-        Ok(self.store.purge_limits(portal, keys).await?)
+        let change = Self::admin_change(portal, actor, AdminEvent::LimitsPurged, from, to);
+        let before = self.pair_limits(portal, from, to).await?;
+        let existing: Vec<LimitValue> = keys
+            .iter()
+            .filter_map(|k| before.get(k).map(|max| LimitValue::new(*k, *max)))
+            .collect();
+        if !existing.is_empty() {
+            self.hooks
+                .validate(&change.clone().with_limits(existing, vec![]))
+                .await?;
+        }
+        let purged = self.store.purge_limits(portal, keys, &change).await?;
+        self.hooks.committed(portal).await;
+        Ok(purged)
     }
 
     /// Every type of one pair direction with its limits, or, without a
@@ -967,6 +1043,7 @@ impl AssociationService {
     pub async fn create_label(
         &self,
         portal: i64,
+        actor: &str,
         from: &str,
         to: &str,
         label: &str,
@@ -981,7 +1058,18 @@ impl AssociationService {
             name: name.to_string(),
             inverse_label: inverse_label.map(str::to_string),
         };
-        Ok(self.store.create_label(portal, &new).await?)
+        let change = Self::admin_change(portal, actor, AdminEvent::LabelCreated, from, to);
+        // The proposal names no type ids yet: they are allocated on commit.
+        let mut proposed = new_label_definitions(from, to, label, name, inverse_label, 0)?;
+        for def in &mut proposed {
+            (def.key.type_id, def.inverse.type_id) = (0, 0);
+        }
+        self.hooks
+            .validate(&change.clone().with_labels(&[], &proposed))
+            .await?;
+        let defs = self.store.create_label(portal, &new, &change).await?;
+        self.hooks.committed(portal).await;
+        Ok(defs)
     }
 
     /// Finds an admin label of the pair by its type id (either direction).
@@ -1003,10 +1091,37 @@ impl AssociationService {
             .ok_or(DomainError::LabelNotFound { type_id, from, to })
     }
 
+    /// A label's definitions: its direction, and its inverse if distinct.
+    fn label_directions(catalog: &PairCatalog, def: &TypeDef) -> Vec<TypeDef> {
+        catalog
+            .all()
+            .iter()
+            .filter(|d| d.key == def.key || d.key == def.inverse)
+            .cloned()
+            .collect()
+    }
+
+    /// The admin limits of a pair (both directions), by type.
+    async fn pair_limits(
+        &self,
+        portal: i64,
+        from: ObjectType,
+        to: ObjectType,
+    ) -> ServiceResult<HashMap<TypeKey, u32>> {
+        Ok(self
+            .store
+            .user_limits(portal, Some((from, to)))
+            .await?
+            .into_iter()
+            .map(|l| (l.key, l.max_to_object_ids))
+            .collect())
+    }
+
     /// Renames a label (and, for paired labels, its inverse).
     pub async fn update_label(
         &self,
         portal: i64,
+        actor: &str,
         from: &str,
         to: &str,
         type_id: i32,
@@ -1028,9 +1143,28 @@ impl AssociationService {
             .iter()
             .any(|d| d.key == def.inverse && d.key != def.key && d.label == def.label);
         let inverse_label = inverse_label.or(if symmetric { Some(label) } else { None });
+        let before = Self::label_directions(&catalog, &def);
+        let after: Vec<TypeDef> = before
+            .iter()
+            .map(|d| {
+                let text = if d.key == def.key {
+                    Some(label)
+                } else {
+                    inverse_label
+                };
+                TypeDef {
+                    label: text.map(str::to_string).or(d.label.clone()),
+                    ..d.clone()
+                }
+            })
+            .collect();
+        let change = Self::admin_change(portal, actor, AdminEvent::LabelUpdated, from, to)
+            .with_labels(&before, &after);
+        self.hooks.validate(&change).await?;
         self.store
-            .update_label(portal, &def, label, inverse_label)
+            .update_label(portal, &def, label, inverse_label, &change)
             .await?;
+        self.hooks.committed(portal).await;
         let catalog = self.catalog(portal, from, to).await?;
         Ok(catalog
             .all()
@@ -1044,13 +1178,18 @@ impl AssociationService {
     pub async fn delete_label(
         &self,
         portal: i64,
+        actor: &str,
         from: &str,
         to: &str,
         type_id: i32,
     ) -> ServiceResult<()> {
         let (from, to, catalog) = self.pair(portal, from, to).await?;
         let def = Self::label_def(&catalog, from, to, type_id)?;
-        self.store.delete_label(portal, &def).await?;
+        let change = Self::admin_change(portal, actor, AdminEvent::LabelDeleted, from, to)
+            .with_labels(&Self::label_directions(&catalog, &def), &[]);
+        self.hooks.validate(&change).await?;
+        self.store.delete_label(portal, &def, &change).await?;
+        self.hooks.committed(portal).await;
         self.written.notify_waiters();
         Ok(())
     }

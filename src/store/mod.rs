@@ -11,6 +11,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
 
+use crate::domain::admin::AdminChange;
+pub(crate) use crate::domain::admin::LimitValue;
 use crate::domain::feed::{Change, ChangeKind};
 use crate::domain::limits::{LimitChange, LimitMode};
 use crate::domain::merge::{self, MergePlan, MergeRequest, MergeSnapshot};
@@ -165,8 +167,16 @@ pub trait Store: Send + Sync {
         b: ObjectType,
     ) -> StoreResult<Vec<TypeDef>>;
 
+    // Admin changes record `change` (completed with what only the
+    // transaction knows) in the admin change log, in the same transaction.
+
     /// Allocates ids for a label (one or two directions) and stores it.
-    async fn create_label(&self, portal: i64, label: &NewLabel) -> StoreResult<Vec<TypeDef>>;
+    async fn create_label(
+        &self,
+        portal: i64,
+        label: &NewLabel,
+        change: &AdminChange,
+    ) -> StoreResult<Vec<TypeDef>>;
 
     /// Renames a label; `inverse_label` renames the other direction.
     async fn update_label(
@@ -175,10 +185,16 @@ pub trait Store: Send + Sync {
         def: &TypeDef,
         label: &str,
         inverse_label: Option<&str>,
+        change: &AdminChange,
     ) -> StoreResult<()>;
 
     /// Deletes a label, its inverse, their limits and every use of them.
-    async fn delete_label(&self, portal: i64, def: &TypeDef) -> StoreResult<()>;
+    async fn delete_label(
+        &self,
+        portal: i64,
+        def: &TypeDef,
+        change: &AdminChange,
+    ) -> StoreResult<()>;
 
     /// Creates associations item by item in one transaction: limits are
     /// checked against locked counters, failing items change nothing.
@@ -237,17 +253,46 @@ pub trait Store: Send + Sync {
     /// Validates and applies limit changes under a per-portal lock.
     async fn change_limits(
         &self,
-        portal: i64,
         catalog: &PairCatalog,
-        from: ObjectType,
-        to: ObjectType,
         changes: &[LimitChange],
         mode: LimitMode,
         ceiling: u32,
+        change: &AdminChange,
     ) -> StoreResult<Vec<Result<u32, DomainError>>>;
 
     /// Removes admin limits; returns how many existed.
-    async fn purge_limits(&self, portal: i64, keys: &[TypeKey]) -> StoreResult<u64>;
+    async fn purge_limits(
+        &self,
+        portal: i64,
+        keys: &[TypeKey],
+        change: &AdminChange,
+    ) -> StoreResult<u64>;
+
+    /// Portals with admin changes `plugin` has not acknowledged, each with
+    /// the last change it did acknowledge.
+    async fn admin_outbox(&self, plugin: &str) -> StoreResult<Vec<(i64, i64)>>;
+
+    /// Admin changes of a portal after `after`, in order.
+    async fn admin_changes_after(
+        &self,
+        portal: i64,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, AdminChange)>>;
+
+    /// Records that `plugin` acknowledged a portal's changes up to `seq`.
+    async fn mark_delivered(&self, plugin: &str, portal: i64, seq: i64) -> StoreResult<()>;
+
+    /// Keeps an admin change in the audit trail (again is a no-op).
+    async fn record_audit_event(&self, seq: i64, change: &AdminChange) -> StoreResult<()>;
+
+    /// The audit trail of a portal after `after`, in order.
+    async fn audit_events(
+        &self,
+        portal: i64,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, AdminChange)>>;
 
     /// Admin limits of one pair (both directions), or of the whole portal.
     async fn user_limits(
@@ -560,6 +605,15 @@ pub(crate) async fn create_label_in_transaction(
     check_labels_unique(&existing, &defs)?;
     steps.insert_definitions(portal, &defs).await?;
     Ok(defs)
+}
+
+/// An admin change as stored (JSON).
+pub(crate) fn encode_admin_change(change: &AdminChange) -> StoreResult<String> {
+    serde_json::to_string(change).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(crate) fn decode_admin_change(text: &str) -> StoreResult<AdminChange> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("stored admin change: {e}")))
 }
 
 /// The current time in microseconds since the Unix epoch.

@@ -388,6 +388,46 @@ async fn record_changes(
     Ok(())
 }
 
+/// Appends an admin change to its portal's log under the head row lock.
+async fn record_admin_change(conn: &mut PgConnection, change: &AdminChange) -> StoreResult<()> {
+    let seq: i64 = sqlx::query_scalar(
+        "INSERT INTO admin_change_heads (portal_id, last_seq) VALUES ($1, 1)
+         ON CONFLICT (portal_id) DO UPDATE SET last_seq = admin_change_heads.last_seq + 1
+         RETURNING last_seq",
+    )
+    .bind(change.portal_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query("INSERT INTO admin_changes (portal_id, seq, change) VALUES ($1, $2, $3)")
+        .bind(change.portal_id)
+        .bind(seq)
+        .bind(encode_admin_change(change)?)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Reads (seq, change) rows of an admin log table after `after`.
+async fn read_admin_log(
+    pool: &PgPool,
+    table: &str,
+    portal: i64,
+    after: i64,
+    limit: u32,
+) -> StoreResult<Vec<(i64, AdminChange)>> {
+    let rows = sqlx::query(&format!(
+        "SELECT seq, change FROM {table} WHERE portal_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+    ))
+    .bind(portal)
+    .bind(after)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, decode_admin_change(r.try_get(1)?)?)))
+        .collect()
+}
+
 #[async_trait]
 impl DefinitionSteps for PgTx<'_> {
     async fn allocate_type_ids(&mut self, portal: i64, count: i32) -> StoreResult<i32> {
@@ -668,9 +708,17 @@ impl Store for PostgresStore {
         })
     }
 
-    async fn create_label(&self, portal: i64, label: &NewLabel) -> StoreResult<Vec<TypeDef>> {
+    async fn create_label(
+        &self,
+        portal: i64,
+        label: &NewLabel,
+        change: &AdminChange,
+    ) -> StoreResult<Vec<TypeDef>> {
         transaction!(self.pool.begin(), is_retryable, |conn| {
-            create_label_in_transaction(&mut PgTx { conn }, portal, label).await
+            let defs =
+                create_label_in_transaction(&mut PgTx { conn: &mut *conn }, portal, label).await?;
+            record_admin_change(conn, &change.clone().with_labels(&[], &defs)).await?;
+            Ok(defs)
         })
     }
 
@@ -680,8 +728,10 @@ impl Store for PostgresStore {
         def: &TypeDef,
         label: &str,
         inverse_label: Option<&str>,
+        change: &AdminChange,
     ) -> StoreResult<()> {
         transaction!(self.pool.begin(), is_retryable, |conn| {
+            record_admin_change(&mut *conn, change).await?;
             let mut renames = vec![(def.key, label.to_string())];
             if def.inverse != def.key {
                 if let Some(inverse) = inverse_label {
@@ -704,10 +754,16 @@ impl Store for PostgresStore {
         })
     }
 
-    async fn delete_label(&self, portal: i64, def: &TypeDef) -> StoreResult<()> {
+    async fn delete_label(
+        &self,
+        portal: i64,
+        def: &TypeDef,
+        change: &AdminChange,
+    ) -> StoreResult<()> {
         let (categories, type_ids) = key_columns(&[def.key, def.inverse]);
         let filter = "portal_id = $1 AND (category, type_id) IN (SELECT * FROM unnest($2::smallint[], $3::int[]))";
         transaction!(self.pool.begin(), is_retryable, |conn| {
+            record_admin_change(&mut *conn, change).await?;
             let removed = sqlx::query(&format!(
                 "DELETE FROM associations WHERE {filter}
                  RETURNING from_object_type, from_object_id, to_object_type, to_object_id, category, type_id"
@@ -919,23 +975,26 @@ impl Store for PostgresStore {
 
     async fn change_limits(
         &self,
-        portal: i64,
         catalog: &PairCatalog,
-        from: ObjectType,
-        to: ObjectType,
         changes: &[LimitChange],
         mode: LimitMode,
         ceiling: u32,
+        change: &AdminChange,
     ) -> StoreResult<Vec<Result<u32, DomainError>>> {
+        let (portal, from, to) = (change.portal_id, catalog.a, catalog.b);
         transaction!(self.pool.begin(), is_retryable, |conn| {
             sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2::text))")
                 .bind(LIMITS_LOCK_NAMESPACE)
                 .bind(portal.to_string())
                 .execute(&mut *conn)
                 .await?;
-            let mut current = load_pair_limits(conn, portal, from, to).await?;
+            let before = load_pair_limits(conn, portal, from, to).await?;
+            let mut current = before.clone();
             let results =
                 apply_limit_changes(catalog, from, to, &mut current, changes, mode, ceiling);
+            if let Some(applied) = change.with_applied_limits(&before, changes, &results) {
+                record_admin_change(&mut *conn, &applied).await?;
+            }
             for (change, result) in changes.iter().zip(&results) {
                 let Ok(max) = result else { continue };
                 sqlx::query(
@@ -957,18 +1016,93 @@ impl Store for PostgresStore {
         })
     }
 
-    async fn purge_limits(&self, portal: i64, keys: &[TypeKey]) -> StoreResult<u64> {
+    async fn purge_limits(
+        &self,
+        portal: i64,
+        keys: &[TypeKey],
+        change: &AdminChange,
+    ) -> StoreResult<u64> {
         let (categories, type_ids) = key_columns(keys);
-        let done = sqlx::query(
-            "DELETE FROM association_limits WHERE portal_id = $1
-             AND (category, type_id) IN (SELECT * FROM unnest($2::smallint[], $3::int[]))",
+        transaction!(self.pool.begin(), is_retryable, |conn| {
+            let purged = sqlx::query(
+                "DELETE FROM association_limits WHERE portal_id = $1
+                 AND (category, type_id) IN (SELECT * FROM unnest($2::smallint[], $3::int[]))
+                 RETURNING category, type_id, max_to_object_ids",
+            )
+            .bind(portal)
+            .bind(&categories)
+            .bind(&type_ids)
+            .fetch_all(&mut *conn)
+            .await?;
+            let before: Vec<LimitValue> = purged
+                .iter()
+                .map(|r| decode_limit(r).map(|(key, max)| LimitValue::new(key, max)))
+                .collect::<StoreResult<_>>()?;
+            let count = before.len() as u64;
+            if count > 0 {
+                record_admin_change(conn, &change.clone().with_limits(before, vec![])).await?;
+            }
+            Ok(count)
+        })
+    }
+
+    async fn admin_outbox(&self, plugin: &str) -> StoreResult<Vec<(i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT h.portal_id, COALESCE(d.delivered_seq, 0) FROM admin_change_heads h
+             LEFT JOIN admin_hook_deliveries d ON d.portal_id = h.portal_id AND d.plugin = $1
+             WHERE h.last_seq > COALESCE(d.delivered_seq, 0) ORDER BY h.portal_id",
+        )
+        .bind(plugin)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    async fn admin_changes_after(
+        &self,
+        portal: i64,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, AdminChange)>> {
+        read_admin_log(&self.pool, "admin_changes", portal, after, limit).await
+    }
+
+    async fn mark_delivered(&self, plugin: &str, portal: i64, seq: i64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO admin_hook_deliveries (portal_id, plugin, delivered_seq) VALUES ($1, $2, $3)
+             ON CONFLICT (portal_id, plugin) DO UPDATE
+             SET delivered_seq = GREATEST(admin_hook_deliveries.delivered_seq, EXCLUDED.delivered_seq)",
         )
         .bind(portal)
-        .bind(&categories)
-        .bind(&type_ids)
+        .bind(plugin)
+        .bind(seq)
         .execute(&self.pool)
         .await?;
-        Ok(done.rows_affected())
+        Ok(())
+    }
+
+    async fn record_audit_event(&self, seq: i64, change: &AdminChange) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO admin_audit_events (portal_id, seq, change) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(change.portal_id)
+        .bind(seq)
+        .bind(encode_admin_change(change)?)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn audit_events(
+        &self,
+        portal: i64,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, AdminChange)>> {
+        read_admin_log(&self.pool, "admin_audit_events", portal, after, limit).await
     }
 
     async fn user_limits(

@@ -99,7 +99,14 @@ pub struct TestServer {
 impl TestServer {
     /// Starts the server on a fresh store of `backend`.
     pub async fn start(backend: &str, configure: impl FnOnce(&mut Settings)) -> TestServer {
-        let test_store = fresh_store(backend).await;
+        TestServer::start_on(fresh_store(backend).await, configure).await
+    }
+
+    /// Starts the server on an existing store (e.g. one a stopped server used).
+    pub async fn start_on(
+        test_store: TestStore,
+        configure: impl FnOnce(&mut Settings),
+    ) -> TestServer {
         let mut settings = Settings::load(None).expect("default settings");
         settings.store.url = test_store.url.clone();
         configure(&mut settings);
@@ -140,13 +147,19 @@ impl TestServer {
     }
 
     /// Stops the server and waits for it.
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        self.stop_keeping_store().await;
+    }
+
+    /// Stops the server and waits for it; the store stays for another start.
+    pub async fn stop_keeping_store(mut self) -> TestStore {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
             task.await.expect("server task");
         }
+        self.store
     }
 }
 

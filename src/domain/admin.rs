@@ -1,0 +1,210 @@
+//! Admin changes: what a change of limits or labels did (who, when, before
+//! and after), as plugins validate it before commit, receive it after, and
+//! the audit trail keeps it.
+use serde::{Deserialize, Serialize};
+
+use std::collections::HashMap;
+
+use super::error::DomainError;
+use super::limits::LimitChange;
+use super::object_type::ObjectType;
+use super::types::{Category, TypeDef, TypeKey};
+
+/// The kinds of admin change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AdminEvent {
+    LimitsCreated,
+    LimitsUpdated,
+    LimitsPurged,
+    LabelCreated,
+    LabelUpdated,
+    LabelDeleted,
+}
+
+impl AdminEvent {
+    pub const ALL: [AdminEvent; 6] = [
+        AdminEvent::LimitsCreated,
+        AdminEvent::LimitsUpdated,
+        AdminEvent::LimitsPurged,
+        AdminEvent::LabelCreated,
+        AdminEvent::LabelUpdated,
+        AdminEvent::LabelDeleted,
+    ];
+
+    /// The name used in configuration and on the wire, e.g. `LIMITS_CREATED`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AdminEvent::LimitsCreated => "LIMITS_CREATED",
+            AdminEvent::LimitsUpdated => "LIMITS_UPDATED",
+            AdminEvent::LimitsPurged => "LIMITS_PURGED",
+            AdminEvent::LabelCreated => "LABEL_CREATED",
+            AdminEvent::LabelUpdated => "LABEL_UPDATED",
+            AdminEvent::LabelDeleted => "LABEL_DELETED",
+        }
+    }
+
+    /// Parses a name as `name()` writes it (any case).
+    pub fn parse(text: &str) -> Option<AdminEvent> {
+        AdminEvent::ALL
+            .into_iter()
+            .find(|e| e.name().eq_ignore_ascii_case(text.trim()))
+    }
+}
+
+/// An admin limit of one type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitValue {
+    pub category: Category,
+    pub type_id: i32,
+    pub max_to_object_ids: u32,
+}
+
+impl LimitValue {
+    pub fn new(key: TypeKey, max_to_object_ids: u32) -> LimitValue {
+        LimitValue {
+            category: key.category,
+            type_id: key.type_id,
+            max_to_object_ids,
+        }
+    }
+}
+
+/// One direction of a label definition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelValue {
+    pub category: Category,
+    pub type_id: i32,
+    pub inverse_type_id: i32,
+    pub from_object_type: String,
+    pub to_object_type: String,
+    pub label: Option<String>,
+    pub name: String,
+}
+
+impl From<&TypeDef> for LabelValue {
+    fn from(def: &TypeDef) -> LabelValue {
+        LabelValue {
+            category: def.key.category,
+            type_id: def.key.type_id,
+            inverse_type_id: def.inverse.type_id,
+            from_object_type: def.from.to_string(),
+            to_object_type: def.to.to_string(),
+            label: def.label.clone(),
+            name: def.name.clone(),
+        }
+    }
+}
+
+/// Limits and labels as a change found or left them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminState {
+    pub limits: Vec<LimitValue>,
+    pub labels: Vec<LabelValue>,
+}
+
+impl AdminState {
+    pub fn labels(defs: &[TypeDef]) -> AdminState {
+        AdminState {
+            limits: vec![],
+            labels: defs.iter().map(LabelValue::from).collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.limits.is_empty() && self.labels.is_empty()
+    }
+}
+
+/// One admin change of limits or labels between two object types.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminChange {
+    pub event: AdminEvent,
+    pub portal_id: i64,
+    /// Who made it ("anonymous" when the caller did not say).
+    pub actor: String,
+    pub from_object_type: String,
+    pub to_object_type: String,
+    pub before: AdminState,
+    pub after: AdminState,
+    /// When it was made, in microseconds since the Unix epoch.
+    pub at_us: i64,
+}
+
+impl AdminChange {
+    /// A change with empty before and after states.
+    pub fn new(
+        event: AdminEvent,
+        portal_id: i64,
+        actor: &str,
+        from: ObjectType,
+        to: ObjectType,
+        at_us: i64,
+    ) -> AdminChange {
+        let actor = actor.trim();
+        AdminChange {
+            event,
+            portal_id,
+            actor: if actor.is_empty() {
+                ANONYMOUS.to_string()
+            } else {
+                actor.chars().take(200).collect()
+            },
+            from_object_type: from.to_string(),
+            to_object_type: to.to_string(),
+            before: AdminState::default(),
+            after: AdminState::default(),
+            at_us,
+        }
+    }
+
+    /// The change with these limit states.
+    pub fn with_limits(mut self, before: Vec<LimitValue>, after: Vec<LimitValue>) -> AdminChange {
+        self.before.limits = before;
+        self.after.limits = after;
+        self
+    }
+
+    /// The change with these label states.
+    pub fn with_labels(mut self, before: &[TypeDef], after: &[TypeDef]) -> AdminChange {
+        self.before = AdminState::labels(before);
+        self.after = AdminState::labels(after);
+        self
+    }
+
+    /// The change with the limits a batch applied: each applied limit as it
+    /// was in `before` (if set) and as it is now; `None` when none applied.
+    pub fn with_applied_limits(
+        &self,
+        before: &HashMap<TypeKey, u32>,
+        changes: &[LimitChange],
+        results: &[Result<u32, DomainError>],
+    ) -> Option<AdminChange> {
+        let applied: Vec<(TypeKey, u32)> = changes
+            .iter()
+            .zip(results)
+            .filter_map(|(c, r)| r.as_ref().ok().map(|max| (c.key, *max)))
+            .collect();
+        if applied.is_empty() {
+            return None;
+        }
+        let was = applied
+            .iter()
+            .filter_map(|(key, _)| before.get(key).map(|max| LimitValue::new(*key, *max)))
+            .collect();
+        let now = applied
+            .iter()
+            .map(|(key, max)| LimitValue::new(*key, *max))
+            .collect();
+        Some(self.clone().with_limits(was, now))
+    }
+}
+
+/// The actor of callers that do not name themselves.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// The idempotency key of a committed change: stable across retries and
+/// restarts.
+pub fn idempotency_key(portal_id: i64, seq: i64) -> String {
+    format!("{portal_id}:{seq}")
+}

@@ -1,0 +1,284 @@
+//! Admin plugin hooks: the `AdminPlugin` trait (in-process or remote over
+//! the `associations.v1.AdminHook` gRPC service), the registry that asks
+//! plugins before an admin change commits, and the dispatchers that feed
+//! them committed changes from the durable outbox (the admin change log),
+//! at least once and in order per portal.
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{Mutex, Notify};
+
+use crate::domain::admin::{idempotency_key, AdminChange, AdminEvent};
+use crate::domain::DomainError;
+use crate::store::{Store, StoreError};
+
+pub mod audit;
+pub mod remote;
+
+/// A plugin's answer to a proposed change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    /// Refuse the change; the admin sees the message.
+    Deny(String),
+}
+
+/// A plugin call that did not produce an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("{0}")]
+    Failed(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Why a delivery round stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("plugin {plugin} did not take change {key}: {source}")]
+    Plugin {
+        plugin: String,
+        key: String,
+        source: HookError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What an admin plugin implements (in-process, or remotely as the
+/// `AdminHook` gRPC service).
+#[async_trait]
+pub trait AdminPlugin: Send + Sync {
+    /// Called before a change commits; may refuse it.
+    async fn validate_change(&self, change: &AdminChange) -> Result<Verdict, HookError>;
+    /// Called after a change committed, at least once; `key` is the same on
+    /// every delivery of the same change.
+    async fn change_committed(
+        &self,
+        key: &str,
+        seq: i64,
+        change: &AdminChange,
+    ) -> Result<(), HookError>;
+}
+
+/// What happens to a change when a plugin fails or does not answer in time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailurePolicy {
+    /// Refuse the change.
+    #[default]
+    Closed,
+    /// Let the change pass.
+    Open,
+}
+
+/// How one plugin is called.
+#[derive(Clone, Debug)]
+pub struct PluginSettings {
+    /// Unique; names the plugin's delivery position in the store.
+    pub name: String,
+    /// The events it receives (empty: every event).
+    pub events: Vec<AdminEvent>,
+    pub timeout: Duration,
+    pub failure_policy: FailurePolicy,
+}
+
+impl PluginSettings {
+    fn wants(&self, event: AdminEvent) -> bool {
+        self.events.is_empty() || self.events.contains(&event)
+    }
+}
+
+/// Delivery pacing: backoff after a failure, and the idle check interval.
+#[derive(Clone, Copy, Debug)]
+pub struct Pacing {
+    pub first_retry: Duration,
+    pub max_retry: Duration,
+    pub poll: Duration,
+}
+
+impl Default for Pacing {
+    fn default() -> Pacing {
+        Pacing {
+            first_retry: Duration::from_millis(200),
+            max_retry: Duration::from_secs(30),
+            poll: Duration::from_secs(5),
+        }
+    }
+}
+
+struct Registered {
+    settings: PluginSettings,
+    plugin: Arc<dyn AdminPlugin>,
+    /// Delivered to right after each admin call, not only by its dispatcher.
+    inline: bool,
+    /// Held while delivering, so each portal's changes go out in order.
+    delivering: Mutex<()>,
+    wake: Notify,
+}
+
+/// Changes read from the outbox per round trip.
+const OUTBOX_PAGE: u32 = 100;
+
+/// The registered plugins over one store.
+pub struct Hooks {
+    store: Arc<dyn Store>,
+    plugins: Vec<Arc<Registered>>,
+    pacing: Pacing,
+}
+
+impl Hooks {
+    /// Hooks with only the built-in audit plugin.
+    pub fn new(store: Arc<dyn Store>, pacing: Pacing) -> Hooks {
+        let mut hooks = Hooks {
+            store: Arc::clone(&store),
+            plugins: Vec::new(),
+            pacing,
+        };
+        hooks.register(
+            audit::settings(),
+            Arc::new(audit::AuditPlugin::new(store)),
+            true,
+        );
+        hooks
+    }
+
+    /// Adds a plugin; `inline` plugins (in-process ones) are also delivered
+    /// to right after each admin call, so their effects are visible when the
+    /// call returns.
+    pub fn register(
+        &mut self,
+        settings: PluginSettings,
+        plugin: Arc<dyn AdminPlugin>,
+        inline: bool,
+    ) {
+        self.plugins.push(Arc::new(Registered {
+            settings,
+            plugin,
+            inline,
+            delivering: Mutex::new(()),
+            wake: Notify::new(),
+        }));
+    }
+
+    /// Asks every plugin that wants this event; the first refusal (or a
+    /// failing fail-closed plugin) refuses the change.
+    pub async fn validate(&self, change: &AdminChange) -> Result<(), DomainError> {
+        for reg in &self.plugins {
+            let s = &reg.settings;
+            if !s.wants(change.event) {
+                continue;
+            }
+            let answer = tokio::time::timeout(s.timeout, reg.plugin.validate_change(change))
+                .await
+                .unwrap_or(Err(HookError::Timeout(s.timeout)));
+            match answer {
+                Ok(Verdict::Allow) => {}
+                Ok(Verdict::Deny(message)) => {
+                    return Err(DomainError::ChangeDenied {
+                        plugin: s.name.clone(),
+                        message,
+                    })
+                }
+                Err(err) if s.failure_policy == FailurePolicy::Open => {
+                    tracing::warn!(plugin = %s.name, "plugin failed, failing open: {err}");
+                }
+                Err(err) => {
+                    tracing::warn!(plugin = %s.name, "plugin failed, failing closed: {err}");
+                    return Err(DomainError::PluginUnavailable {
+                        plugin: s.name.clone(),
+                        reason: err.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Called after an admin change of `portal` committed: inline plugins
+    /// receive it now, the others' dispatchers are woken.
+    pub async fn committed(&self, portal: i64) {
+        for reg in &self.plugins {
+            if reg.inline {
+                if let Err(err) = self.deliver_portal(reg, portal).await {
+                    tracing::warn!("{err}; its dispatcher will retry");
+                    reg.wake.notify_one();
+                }
+            } else {
+                reg.wake.notify_one();
+            }
+        }
+    }
+
+    /// Starts one dispatcher per plugin; they run until aborted.
+    pub fn spawn_dispatchers(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        self.plugins
+            .iter()
+            .map(|reg| tokio::spawn(Arc::clone(self).dispatch_forever(Arc::clone(reg))))
+            .collect()
+    }
+
+    /// Delivers everything pending, then waits to be woken (or polls, for
+    /// changes other replicas committed); after a failure, waits with
+    /// exponential backoff before trying again.
+    async fn dispatch_forever(self: Arc<Self>, reg: Arc<Registered>) {
+        let mut backoff = self.pacing.first_retry;
+        loop {
+            match self.deliver_all(&reg).await {
+                Ok(()) => {
+                    backoff = self.pacing.first_retry;
+                    let _ = tokio::time::timeout(self.pacing.poll, reg.wake.notified()).await;
+                }
+                Err(err) => {
+                    tracing::warn!("{err}; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.pacing.max_retry);
+                }
+            }
+        }
+    }
+
+    async fn deliver_all(&self, reg: &Registered) -> Result<(), DeliveryError> {
+        for (portal, _) in self.store.admin_outbox(&reg.settings.name).await? {
+            self.deliver_portal(reg, portal).await?;
+        }
+        Ok(())
+    }
+
+    /// Delivers a portal's pending changes to one plugin, in order, recording
+    /// each acknowledgement; stops at the first failure.
+    async fn deliver_portal(&self, reg: &Registered, portal: i64) -> Result<(), DeliveryError> {
+        let s = &reg.settings;
+        let _delivering = reg.delivering.lock().await;
+        let pending = self.store.admin_outbox(&s.name).await?;
+        let Some(&(_, mut delivered)) = pending.iter().find(|(p, _)| *p == portal) else {
+            return Ok(());
+        };
+        loop {
+            let changes = self
+                .store
+                .admin_changes_after(portal, delivered, OUTBOX_PAGE)
+                .await?;
+            if changes.is_empty() {
+                return Ok(());
+            }
+            for (seq, change) in changes {
+                if s.wants(change.event) {
+                    let key = idempotency_key(portal, seq);
+                    let call = reg.plugin.change_committed(&key, seq, &change);
+                    tokio::time::timeout(s.timeout, call)
+                        .await
+                        .unwrap_or(Err(HookError::Timeout(s.timeout)))
+                        .map_err(|source| DeliveryError::Plugin {
+                            plugin: s.name.clone(),
+                            key,
+                            source,
+                        })?;
+                }
+                self.store.mark_delivered(&s.name, portal, seq).await?;
+                delivered = seq;
+            }
+        }
+    }
+}

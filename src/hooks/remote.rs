@@ -1,0 +1,84 @@
+//! Remote plugins: the `AdminPlugin` trait over a gRPC client of the
+//! plugin's `associations.v1.AdminHook` service.
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tonic::transport::{Channel, Endpoint};
+
+use super::{AdminPlugin, HookError, Verdict};
+use crate::domain::admin::AdminChange;
+use crate::grpc::admin_change_to_proto;
+use crate::grpc::proto::admin_hook_client::AdminHookClient;
+use crate::grpc::proto::{ChangeCommittedRequest, ValidateChangeRequest};
+
+pub struct RemotePlugin {
+    client: AdminHookClient<Channel>,
+    timeout: Duration,
+}
+
+impl RemotePlugin {
+    /// A client of the plugin at `endpoint` (`http://host:port`); it
+    /// connects on first use and reconnects after failures.
+    pub fn new(endpoint: &str, timeout: Duration) -> Result<RemotePlugin, String> {
+        let channel = Endpoint::from_shared(endpoint.to_string())
+            .map_err(|e| format!("invalid plugin endpoint {endpoint}: {e}"))?
+            .connect_timeout(timeout)
+            .connect_lazy();
+        Ok(RemotePlugin {
+            client: AdminHookClient::new(channel),
+            timeout,
+        })
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.timeout);
+        request
+    }
+}
+
+fn failed(status: tonic::Status) -> HookError {
+    HookError::Failed(format!("{:?}: {}", status.code(), status.message()))
+}
+
+#[async_trait]
+impl AdminPlugin for RemotePlugin {
+    async fn validate_change(&self, change: &AdminChange) -> Result<Verdict, HookError> {
+        let request = self.request(ValidateChangeRequest {
+            change: Some(admin_change_to_proto(change)),
+        });
+        let answer = self
+            .client
+            .clone()
+            .validate_change(request)
+            .await
+            .map_err(failed)?
+            .into_inner();
+        Ok(if answer.allow {
+            Verdict::Allow
+        } else if answer.message.trim().is_empty() {
+            Verdict::Deny("The change was refused by an admin plugin".into())
+        } else {
+            Verdict::Deny(answer.message)
+        })
+    }
+
+    async fn change_committed(
+        &self,
+        key: &str,
+        seq: i64,
+        change: &AdminChange,
+    ) -> Result<(), HookError> {
+        let request = self.request(ChangeCommittedRequest {
+            idempotency_key: key.to_string(),
+            sequence: seq,
+            change: Some(admin_change_to_proto(change)),
+        });
+        self.client
+            .clone()
+            .change_committed(request)
+            .await
+            .map_err(failed)?;
+        Ok(())
+    }
+}
