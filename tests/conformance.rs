@@ -392,20 +392,7 @@ mod suite {
     }
 
     pub async fn label_limits_never_exceed_the_object_limit(fx: Fixture) {
-        let label = fx
-            .svc
-            .create_label(
-                PORTAL,
-                ACTOR,
-                "contacts",
-                "companies",
-                "Billing",
-                "billing",
-                None,
-            )
-            .await
-            .unwrap()[0]
-            .key;
+        let label = fx.billing_label().await;
         fx.set_limit("contacts", "companies", hs(279), 5).await;
         let err = fx
             .limit(PORTAL, "contacts", "companies", label, 6, LimitMode::Create)
@@ -822,6 +809,101 @@ mod suite {
         fx.assert_counters_exact().await;
     }
 
+    pub async fn admin_changes_are_audited_with_before_and_after(fx: Fixture) {
+        use association_service::domain::admin::AdminEvent;
+        fx.set_limit("contacts", "companies", hs(279), 5).await;
+        fx.limit(
+            PORTAL,
+            "contacts",
+            "companies",
+            hs(279),
+            3,
+            LimitMode::Update,
+        )
+        .await
+        .unwrap();
+        let refused = fx
+            .limit(
+                PORTAL,
+                "contacts",
+                "companies",
+                hs(279),
+                0,
+                LimitMode::Update,
+            )
+            .await;
+        assert!(refused.is_err(), "a refused item is not a change");
+        let label = fx.billing_label().await;
+        fx.svc
+            .update_label(
+                PORTAL,
+                ACTOR,
+                "contacts",
+                "companies",
+                label.type_id,
+                "Invoices",
+                None,
+            )
+            .await
+            .unwrap();
+        fx.svc
+            .delete_label(PORTAL, ACTOR, "contacts", "companies", label.type_id)
+            .await
+            .unwrap();
+        fx.svc
+            .purge_limits(PORTAL, ACTOR, "contacts", "companies", &[hs(279)])
+            .await
+            .unwrap();
+        let events = fx.svc.audit_events(PORTAL, 0, 100).await.unwrap();
+        let kinds: Vec<(i64, AdminEvent)> = events.iter().map(|(s, c)| (*s, c.event)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (1, AdminEvent::LimitsCreated),
+                (2, AdminEvent::LimitsUpdated),
+                (3, AdminEvent::LabelCreated),
+                (4, AdminEvent::LabelUpdated),
+                (5, AdminEvent::LabelDeleted),
+                (6, AdminEvent::LimitsPurged),
+            ]
+        );
+        assert!(events
+            .iter()
+            .all(|(_, c)| c.actor == ACTOR && c.portal_id == PORTAL));
+        let limit = |state: &association_service::domain::admin::AdminState| {
+            state
+                .limits
+                .iter()
+                .map(|l| l.max_to_object_ids)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            (limit(&events[1].1.before), limit(&events[1].1.after)),
+            (vec![5], vec![3])
+        );
+        assert_eq!(
+            (limit(&events[5].1.before), limit(&events[5].1.after)),
+            (vec![3], vec![])
+        );
+        let labels = |state: &association_service::domain::admin::AdminState| {
+            state
+                .labels
+                .iter()
+                .filter_map(|l| l.label.clone())
+                .collect::<Vec<_>>()
+        };
+        assert!(labels(&events[2].1.after).contains(&"Billing".to_string()));
+        assert!(labels(&events[3].1.before).contains(&"Billing".to_string()));
+        assert!(labels(&events[3].1.after).contains(&"Invoices".to_string()));
+        assert!(labels(&events[4].1.after).is_empty());
+        assert!(fx
+            .svc
+            .audit_events(PORTAL + 1, 0, 100)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
     pub async fn reads_stream_every_record_in_chunks(fx: Fixture) {
         let inputs: Vec<_> = (1..=10).map(|c| input(1, c * 7, &[])).collect();
         fx.create(PORTAL, "deals", "contacts", &inputs).await;
@@ -1120,6 +1202,23 @@ mod merge_suite {
 }
 
 impl Fixture {
+    /// Creates the symmetric contact -> company label "Billing"; its type.
+    async fn billing_label(&self) -> TypeKey {
+        self.svc
+            .create_label(
+                PORTAL,
+                ACTOR,
+                "contacts",
+                "companies",
+                "Billing",
+                "billing",
+                None,
+            )
+            .await
+            .unwrap()[0]
+            .key
+    }
+
     async fn create_label_in(&self, portal: i64, label: &str) {
         self.svc
             .create_label(
@@ -1177,6 +1276,7 @@ on_every_backend!(
     labels_can_be_renamed_and_deleted_with_their_uses,
     bad_input_is_rejected_without_side_effects,
     reads_stream_every_record_in_chunks,
+    admin_changes_are_audited_with_before_and_after,
     merge_moves_associations_to_the_primary_without_duplicates,
     merge_fails_whole_when_the_primary_would_pass_its_limit,
     merge_fails_whole_when_a_counterpart_would_pass_its_inverse_limit,
