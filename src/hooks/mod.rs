@@ -240,7 +240,7 @@ impl Hooks {
     }
 
     async fn deliver_all(&self, reg: &Registered) -> Result<(), DeliveryError> {
-        for (portal, _) in self.store.admin_outbox(&reg.settings.name).await? {
+        for (portal, _) in self.store.admin_outbox(&reg.settings.name, None).await? {
             self.deliver_portal(reg, portal).await?;
         }
         Ok(())
@@ -251,8 +251,8 @@ impl Hooks {
     async fn deliver_portal(&self, reg: &Registered, portal: i64) -> Result<(), DeliveryError> {
         let s = &reg.settings;
         let _delivering = reg.delivering.lock().await;
-        let pending = self.store.admin_outbox(&s.name).await?;
-        let Some(&(_, mut delivered)) = pending.iter().find(|(p, _)| *p == portal) else {
+        let pending = self.store.admin_outbox(&s.name, Some(portal)).await?;
+        let Some(&(_, mut delivered)) = pending.first() else {
             return Ok(());
         };
         loop {

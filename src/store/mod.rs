@@ -268,9 +268,10 @@ pub trait Store: Send + Sync {
         change: &AdminChange,
     ) -> StoreResult<u64>;
 
-    /// Portals with admin changes `plugin` has not acknowledged, each with
-    /// the last change it did acknowledge.
-    async fn admin_outbox(&self, plugin: &str) -> StoreResult<Vec<(i64, i64)>>;
+    /// Portals (all, or only `portal`) with admin changes `plugin` has not
+    /// acknowledged, each with the last change it did acknowledge.
+    async fn admin_outbox(&self, plugin: &str, portal: Option<i64>)
+        -> StoreResult<Vec<(i64, i64)>>;
 
     /// Admin changes of a portal after `after`, in order.
     async fn admin_changes_after(

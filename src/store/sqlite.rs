@@ -954,13 +954,20 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn admin_outbox(&self, plugin: &str) -> StoreResult<Vec<(i64, i64)>> {
+    async fn admin_outbox(
+        &self,
+        plugin: &str,
+        portal: Option<i64>,
+    ) -> StoreResult<Vec<(i64, i64)>> {
         let rows = sqlx::query(
             "SELECT h.portal_id, COALESCE(d.delivered_seq, 0) FROM admin_change_heads h
              LEFT JOIN admin_hook_deliveries d ON d.portal_id = h.portal_id AND d.plugin = ?1
-             WHERE h.last_seq > COALESCE(d.delivered_seq, 0) ORDER BY h.portal_id",
+             WHERE h.last_seq > COALESCE(d.delivered_seq, 0)
+               AND (?2 IS NULL OR h.portal_id = ?2)
+             ORDER BY h.portal_id",
         )
         .bind(plugin)
+        .bind(portal)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
