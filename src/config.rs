@@ -121,6 +121,24 @@ pub struct StoreSettings {
     /// `sqlite://path` (embedded default) or `postgres://…`.
     pub url: String,
     pub max_connections: u32,
+    /// How long a write that keeps losing races (deadlock, serialization
+    /// failure, busy database) is retried before it fails.
+    pub retry_budget_ms: u64,
+    /// The first wait before such a retry (doubles each time, jittered).
+    pub retry_initial_ms: u64,
+}
+
+impl StoreSettings {
+    /// What the store needs besides its URL.
+    pub fn options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            max_connections: self.max_connections,
+            retry: crate::store::RetryPolicy {
+                budget: std::time::Duration::from_millis(self.retry_budget_ms),
+                initial_backoff: std::time::Duration::from_millis(self.retry_initial_ms),
+            },
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -156,6 +174,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("server.grpc_addr", "127.0.0.1:50051"),
     ("store.url", "sqlite://data/associations.db"),
     ("store.max_connections", "16"),
+    ("store.retry_budget_ms", "5000"),
+    ("store.retry_initial_ms", "5"),
     ("limits.platform_ceiling", "10000"),
     ("read.chunk_size", "1000"),
     (
@@ -243,6 +263,9 @@ impl Settings {
         }
         if self.store.max_connections == 0 {
             return invalid("store.max_connections must be at least 1");
+        }
+        if self.store.retry_initial_ms == 0 || self.store.retry_initial_ms > self.store.retry_budget_ms {
+            return invalid("store.retry_initial_ms must be at least 1 and at most store.retry_budget_ms");
         }
         if !(self.store.url.starts_with("sqlite:")
             || self.store.url.starts_with("postgres://")

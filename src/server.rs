@@ -67,7 +67,7 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn store::Store>, Se
         url: redacted_url(url),
         source,
     };
-    let store = store::connect(url, settings.store.max_connections)
+    let store = store::connect_with(url, &settings.store.options())
         .await
         .map_err(wrap)?;
     store.migrate().await.map_err(wrap)?;

@@ -4,6 +4,7 @@
 use tonic::Code;
 
 use crate::domain::ErrorKind;
+use crate::store::StoreError;
 
 /// A transport's view of one kind of error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,3 +40,30 @@ pub const STORE_FAILED: StatusPair = StatusPair {
     grpc: Code::Internal,
     http: 500,
 };
+
+/// How a write whose retries ran out is answered (safe to try again).
+pub const WRITE_CONFLICT: StatusPair = StatusPair {
+    grpc: Code::Aborted,
+    http: 503,
+};
+
+/// How a store failure is answered: status, subCategory and message.
+pub fn store_status(err: &StoreError) -> (StatusPair, &'static str, &'static str) {
+    match err {
+        StoreError::RetriesExhausted { .. } => (
+            WRITE_CONFLICT,
+            "crm.associations.WRITE_CONFLICT",
+            "the write kept conflicting with concurrent writes to the same records and its retries ran out; try again",
+        ),
+        StoreError::Database(_) => (
+            STORE_UNAVAILABLE,
+            "crm.associations.STORE_UNAVAILABLE",
+            "the association store is unavailable, try again",
+        ),
+        _ => (
+            STORE_FAILED,
+            "crm.associations.INTERNAL_ERROR",
+            "the association store failed",
+        ),
+    }
+}

@@ -94,6 +94,8 @@ pub enum DomainError {
     ChangeDenied { plugin: String, message: String },
     #[error("The change was refused because admin plugin {plugin} failed ({reason}) and its failure policy is closed; try again")]
     PluginUnavailable { plugin: String, reason: String },
+    #[error("Cannot associate {} {id} with itself: an association joins two different records", .object_type.singular_name())]
+    SelfAssociation { object_type: ObjectType, id: i64 },
     #[error("{0}")]
     InvalidArgument(String),
     #[error("internal error: {0}")]
@@ -109,6 +111,7 @@ impl DomainError {
             | DomainError::UnknownAssociationType { .. }
             | DomainError::InvalidLimit(_)
             | DomainError::InvalidCursor
+            | DomainError::SelfAssociation { .. }
             | DomainError::InvalidArgument(_) => ErrorKind::InvalidArgument,
             DomainError::LimitExceeded(_) | DomainError::MergeLimitExceeded { .. } => {
                 ErrorKind::LimitExceeded
@@ -164,6 +167,7 @@ impl DomainError {
             DomainError::ObjectNotFound { .. } => "crm.objects.OBJECT_NOT_FOUND",
             DomainError::ChangeDenied { .. } => "crm.associations.CHANGE_DENIED_BY_PLUGIN",
             DomainError::PluginUnavailable { .. } => "crm.associations.PLUGIN_UNAVAILABLE",
+            DomainError::SelfAssociation { .. } => "crm.associations.SELF_ASSOCIATION",
             DomainError::InvalidArgument(_) => "crm.associations.INVALID_INPUT",
             DomainError::Internal(_) => "crm.associations.INTERNAL_ERROR",
         }
@@ -209,6 +213,10 @@ impl DomainError {
                 ("objectId", id.to_string()),
             ],
             DomainError::InvalidId { field, value } => vec![(field, value.to_string())],
+            DomainError::SelfAssociation { object_type, id } => vec![
+                ("objectType", object_type.to_string()),
+                ("objectId", id.to_string()),
+            ],
             DomainError::ChangeDenied { plugin, .. }
             | DomainError::PluginUnavailable { plugin, .. } => vec![("plugin", plugin.clone())],
             _ => vec![],
@@ -222,6 +230,23 @@ pub fn check_id(field: &'static str, value: i64) -> Result<i64, DomainError> {
         Ok(value)
     } else {
         Err(DomainError::InvalidId { field, value })
+    }
+}
+
+/// Checks that an association joins two different records.
+pub fn check_distinct(
+    from: ObjectType,
+    from_id: i64,
+    to: ObjectType,
+    to_id: i64,
+) -> Result<(), DomainError> {
+    if from == to && from_id == to_id {
+        Err(DomainError::SelfAssociation {
+            object_type: from,
+            id: from_id,
+        })
+    } else {
+        Ok(())
     }
 }
 

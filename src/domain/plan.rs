@@ -208,6 +208,23 @@ pub fn edge_rows(ctx: &WriteContext, edge: &PairEdge) -> [DirectedRow; 2] {
     ]
 }
 
+/// On a same-object pair, `b -> a` with type `t` is the association
+/// `a -> b` with `inverse(t)`. Items are planned in one orientation (smaller
+/// id first), so a pair named both ways is one association and counts once.
+/// Returns the item so oriented and whether it was turned around.
+fn oriented(ctx: &WriteContext, item: &CreateItem) -> (CreateItem, bool) {
+    if ctx.from == ctx.to && item.from_id > item.to_id {
+        let turned = CreateItem {
+            from_id: item.to_id,
+            to_id: item.from_id,
+            types: item.types.iter().map(|k| inverse(ctx, *k)).collect(),
+        };
+        (turned, true)
+    } else {
+        (item.clone(), false)
+    }
+}
+
 /// Lists what must be locked and loaded to plan `items`.
 pub fn requirements(ctx: &WriteContext, items: &[CreateItem]) -> Requirements {
     let primary = PrimarySide::of(ctx);
@@ -215,6 +232,7 @@ pub fn requirements(ctx: &WriteContext, items: &[CreateItem]) -> Requirements {
     let mut pairs = BTreeSet::new();
     let mut records = BTreeSet::new();
     for item in items {
+        let item = &oriented(ctx, item).0;
         pairs.insert((item.from_id, item.to_id));
         let mut types = wanted_types(ctx, item);
         if let Some(p) = primary {
@@ -242,6 +260,29 @@ pub fn requirements(ctx: &WriteContext, items: &[CreateItem]) -> Requirements {
             record_ids: records.into_iter().collect(),
         }),
     }
+}
+
+/// The counters that moving each record's current primary company would
+/// change: both ends of the primary row the move removes.
+pub fn primary_move_keys(ctx: &WriteContext, primaries: &HashMap<i64, i64>) -> Vec<CountKey> {
+    let Some(p) = PrimarySide::of(ctx) else {
+        return Vec::new();
+    };
+    primaries
+        .iter()
+        .flat_map(|(&record, &company)| edge_count_keys(ctx, &p.edge(record, company)))
+        .collect()
+}
+
+/// The deletable (admin label) types items ask for, request direction, sorted.
+pub fn deletable_types(items: &[CreateItem]) -> Vec<TypeKey> {
+    items
+        .iter()
+        .flat_map(|item| item.types.iter().copied())
+        .filter(TypeKey::is_deletable)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 struct PlanState<'a, 'c> {
@@ -398,7 +439,16 @@ pub fn plan_creates(ctx: &WriteContext, snapshot: Snapshot, items: &[CreateItem]
     let primary = PrimarySide::of(ctx);
     let outcomes = items
         .iter()
-        .map(|item| state.plan_item(item, primary))
+        .map(|item| {
+            let (item, turned) = oriented(ctx, item);
+            let outcome = state.plan_item(&item, primary)?;
+            if !turned {
+                return Ok(outcome);
+            }
+            let mut held: Vec<TypeKey> = outcome.iter().map(|k| inverse(ctx, *k)).collect();
+            held.sort();
+            Ok(held)
+        })
         .collect();
     let rows = |edges: &HashSet<PairEdge>| {
         let mut rows: Vec<DirectedRow> = edges.iter().flat_map(|e| edge_rows(ctx, e)).collect();
@@ -575,5 +625,24 @@ mod tests {
             (LimitSource::User, 9, 4)
         );
         assert!(plan.insert_rows.is_empty() && plan.count_deltas.is_empty());
+    }
+
+    #[test]
+    fn a_same_object_pair_named_both_ways_is_one_association_counted_once() {
+        let catalog = PairCatalog::new(ObjectType::CONTACT, ObjectType::CONTACT, vec![]).unwrap();
+        let ctx = ctx(&catalog);
+        let plan = plan_creates(
+            &ctx,
+            Snapshot::default(),
+            &[item(5, 6, &[]), item(6, 5, &[]), item(5, 6, &[])],
+        );
+        assert!(plan.outcomes.iter().all(|o| ids(o) == vec![449]));
+        assert_eq!(plan.insert_rows.len(), 2, "5->6 and 6->5, once each");
+        let deltas: Vec<(i64, i64)> = plan
+            .count_deltas
+            .iter()
+            .map(|(k, d)| (k.object_id, *d))
+            .collect();
+        assert_eq!(deltas, vec![(5, 1), (6, 1)]);
     }
 }

@@ -63,6 +63,12 @@ pub struct TypeKey {
 }
 
 impl TypeKey {
+    /// Admin labels (USER_ or INTEGRATOR_DEFINED) can be deleted; HubSpot's
+    /// types and the unlabeled types a portal allocates never are.
+    pub fn is_deletable(&self) -> bool {
+        self.category != Category::HubspotDefined
+    }
+
     pub const fn hubspot(type_id: i32) -> TypeKey {
         TypeKey {
             category: Category::HubspotDefined,

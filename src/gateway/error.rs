@@ -10,8 +10,7 @@ use serde_json::{Map, Value};
 use crate::domain::error::{LimitSource, LimitViolation};
 use crate::domain::DomainError;
 use crate::service::ServiceError;
-use crate::status_table::{status_for, StatusPair, STORE_FAILED, STORE_UNAVAILABLE};
-use crate::store::StoreError;
+use crate::status_table::{status_for, store_status, StatusPair};
 
 /// Why a REST call failed as a whole.
 #[derive(Debug, thiserror::Error)]
@@ -116,17 +115,12 @@ impl GatewayError {
                 ),
             ),
             GatewayError::Service(ServiceError::Store(store)) => {
-                let (status, sub) = match store {
-                    StoreError::Database(_) => {
-                        (STORE_UNAVAILABLE, "crm.associations.STORE_UNAVAILABLE")
-                    }
-                    _ => (STORE_FAILED, "crm.associations.INTERNAL_ERROR"),
-                };
+                let (status, sub, message) = store_status(&store);
                 tracing::error!("store failure: {store}");
                 (
                     status,
                     body(
-                        "the association store is unavailable, try again".into(),
+                        message.into(),
                         "INTERNAL_ERROR",
                         Some(sub),
                         Map::new(),

@@ -8,8 +8,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::domain::{DomainError, ErrorKind};
 use crate::service::ServiceError;
-use crate::status_table::{status_for, STORE_FAILED, STORE_UNAVAILABLE};
-use crate::store::StoreError;
+use crate::status_table::{status_for, store_status};
 
 /// The ErrorInfo domain of every error this service returns.
 pub const ERROR_DOMAIN: &str = "associations.v1";
@@ -41,21 +40,12 @@ impl From<ServiceError> for Status {
         match err {
             ServiceError::Domain(domain) => domain_status(&domain),
             ServiceError::Store(store) => {
-                let (code, reason) = match &store {
-                    StoreError::Database(_) => {
-                        (STORE_UNAVAILABLE.grpc, "crm.associations.STORE_UNAVAILABLE")
-                    }
-                    _ => (STORE_FAILED.grpc, "crm.associations.INTERNAL_ERROR"),
-                };
+                let (status, reason, message) = store_status(&store);
                 tracing::error!("store failure: {store}");
                 let metadata =
                     HashMap::from([("category".to_string(), "INTERNAL_ERROR".to_string())]);
                 let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
-                Status::with_error_details(
-                    code,
-                    "the association store is unavailable, try again",
-                    details,
-                )
+                Status::with_error_details(status.grpc, message, details)
             }
         }
     }

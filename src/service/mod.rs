@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, Notify};
 
 use crate::domain::admin::{AdminChange, AdminEvent, LimitValue};
-use crate::domain::error::{check_id, check_portal};
+use crate::domain::error::{check_distinct, check_id, check_portal};
 use crate::domain::feed::{Change, ChangeKind, FeedStart};
 use crate::domain::limits::{apply_limit_changes, LimitChange, LimitMode};
 use crate::domain::merge::MergeRequest;
@@ -344,6 +344,7 @@ impl AssociationService {
     ) -> Result<CreateItem, DomainError> {
         check_id("fromObjectId", input.from_id)?;
         check_id("toObjectId", input.to_id)?;
+        check_distinct(from, input.from_id, to, input.to_id)?;
         for key in &input.types {
             catalog.require(from, to, *key)?;
         }
@@ -521,9 +522,10 @@ impl AssociationService {
         let mut pairs = Vec::new();
         for (index, (from_id, to_ids)) in inputs.iter().enumerate() {
             let valid = check_id("fromObjectId", *from_id).and_then(|_| {
-                to_ids
-                    .iter()
-                    .try_for_each(|id| check_id("toObjectId", *id).map(|_| ()))
+                to_ids.iter().try_for_each(|id| {
+                    check_id("toObjectId", *id)?;
+                    check_distinct(from, *from_id, to, *id)
+                })
             });
             match valid {
                 Ok(()) => pairs.extend(to_ids.iter().map(|to_id| (*from_id, *to_id))),

@@ -1,6 +1,12 @@
 //! Persistence: the `Store` trait, its PostgreSQL (production) and SQLite
-//! (embedded default) implementations, and the write transaction flow both
+//! (embedded default) implementations, and the write transaction flows both
 //! share. All SQL of the service lives below this module.
+//!
+//! Lock order, the same in every write: the definitions of the labels it
+//! writes (shared), then every counter it will change, in one global key
+//! order, before any association row changes. A flow reads what it will
+//! touch, locks it, reads again and, if a counter appeared that it had not
+//! locked, runs again with that counter locked from the start.
 //!
 //! Every write transaction also appends its row changes to the portal's
 //! change feed, taking sequence numbers from the portal's feed head as its
@@ -8,6 +14,7 @@
 //! commit in order and a reader never sees number n+1 before n: no change is
 //! skipped even when transactions commit out of their start order.
 use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -25,16 +32,61 @@ use crate::domain::types::{
 };
 use crate::domain::{Category, DomainError, ObjectType, PairCatalog, TypeDef, TypeKey, TypeRole};
 
-/// How often a transaction that lost a race (deadlock, serialization failure,
-/// busy database) is run again before the error is returned.
-const MAX_ATTEMPTS: u32 = 20;
+/// How often one write may run again because it found a counter it had not
+/// locked (each run locks more, so this is never reached in practice).
+const MAX_RELOCKS: u32 = 16;
+
+/// How a transaction that lost a race (deadlock, serialization failure,
+/// busy database) is run again: jittered exponential backoff from
+/// `initial_backoff`, until `budget` is spent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub budget: Duration,
+    pub initial_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy {
+            budget: Duration::from_secs(5),
+            initial_backoff: Duration::from_millis(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before attempt `attempt + 1`: a random point in the upper
+    /// half of `initial_backoff * 2^(attempt-1)`, capped at one second.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        use std::hash::{BuildHasher, Hasher};
+        let ceiling = self
+            .initial_backoff
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+            .min(Duration::from_secs(1));
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let half = ceiling / 2;
+        half + Duration::from_nanos(random % (half.as_nanos() as u64 + 1))
+    }
+}
+
+/// What a store needs besides its URL.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreOptions {
+    pub max_connections: u32,
+    pub retry: RetryPolicy,
+}
 
 /// Runs `$body` (which evaluates to a `StoreResult`) with `$conn` bound to a
-/// transaction begun by `$begin`, commits, and runs it all again while
-/// `$retryable` says the error was a lost race.
+/// transaction begun by `$begin`, and commits. A lost race (`$retryable`) is
+/// run again after a jittered backoff while the policy's budget lasts; a
+/// `Relock` is run again at once (the flow has widened its lock set).
 macro_rules! transaction {
-    ($begin:expr, $retryable:expr, |$conn:ident| $body:block) => {{
-        let mut attempt = 1u32;
+    ($policy:expr, $begin:expr, $retryable:expr, |$conn:ident| $body:block) => {{
+        let policy: $crate::store::RetryPolicy = $policy;
+        let started = std::time::Instant::now();
+        let (mut attempt, mut relocks) = (1u32, 0u32);
         loop {
             let result: $crate::store::StoreResult<_> = async {
                 let mut tx = $begin.await?;
@@ -48,9 +100,21 @@ macro_rules! transaction {
             }
             .await;
             match result {
-                Err(err) if attempt < $crate::store::MAX_ATTEMPTS && $retryable(&err) => {
-                    attempt += 1;
+                Err($crate::store::StoreError::Relock) if relocks < $crate::store::MAX_RELOCKS => {
+                    relocks += 1;
+                }
+                Err(err) if $retryable(&err) => {
+                    let wait = policy.backoff(attempt);
+                    if started.elapsed() + wait > policy.budget {
+                        break Err($crate::store::StoreError::RetriesExhausted {
+                            attempts: attempt,
+                            elapsed_ms: started.elapsed().as_millis() as u64,
+                            last: err.to_string(),
+                        });
+                    }
                     tracing::debug!(attempt, "transaction lost a race, running it again: {err}");
+                    attempt += 1;
+                    tokio::time::sleep(wait).await;
                 }
                 other => break other,
             }
@@ -78,6 +142,18 @@ pub enum StoreError {
     Corrupt(String),
     #[error("unsupported store url '{0}': use postgres://… or sqlite://…")]
     UnsupportedUrl(String),
+    /// The write kept losing races with concurrent writers for the whole
+    /// retry budget (`store.retry_budget_ms`).
+    #[error("the write kept conflicting with concurrent writes and was given up after {attempts} attempts in {elapsed_ms} ms (store.retry_budget_ms); try again: {last}")]
+    RetriesExhausted {
+        attempts: u32,
+        elapsed_ms: u64,
+        last: String,
+    },
+    /// A flow found a counter it had not locked and must run again with it
+    /// locked from the start (handled inside the store, never returned).
+    #[error("the transaction must run again with more counters locked")]
+    Relock,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -316,24 +392,49 @@ pub trait Store: Send + Sync {
     async fn counter_drift(&self, portal: i64) -> StoreResult<u64>;
 }
 
-/// Opens the store a URL names: `postgres://…` or `sqlite://…`.
+/// Opens the store a URL names (`postgres://…` or `sqlite://…`) with the
+/// default retry policy.
 pub async fn connect(url: &str, max_connections: u32) -> StoreResult<std::sync::Arc<dyn Store>> {
+    let options = StoreOptions {
+        max_connections,
+        retry: RetryPolicy::default(),
+    };
+    connect_with(url, &options).await
+}
+
+/// Opens the store a URL names: `postgres://…` or `sqlite://…`.
+pub async fn connect_with(
+    url: &str,
+    options: &StoreOptions,
+) -> StoreResult<std::sync::Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(std::sync::Arc::new(
-            PostgresStore::connect(url, max_connections).await?,
+            PostgresStore::connect(url, options).await?,
         ))
     } else if url.starts_with("sqlite:") {
-        Ok(std::sync::Arc::new(
-            SqliteStore::connect(url, max_connections).await?,
-        ))
+        Ok(std::sync::Arc::new(SqliteStore::connect(url, options).await?))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_string()))
     }
 }
 
-/// The steps of a create transaction, as each backend's SQL does them.
+/// The steps of a write transaction, as each backend's SQL does them.
 #[async_trait]
 pub(crate) trait CreateSteps: Send {
+    /// Locks the definitions of these deletable types against deletion until
+    /// commit (a shared lock); returns those that still exist.
+    async fn lock_types(&mut self, portal: i64, keys: &[TypeKey])
+        -> StoreResult<BTreeSet<TypeKey>>;
+    /// Every stored row, both directions, that archiving `pairs` with
+    /// `filter` removes.
+    async fn find_rows(
+        &mut self,
+        portal: i64,
+        from: ObjectType,
+        to: ObjectType,
+        pairs: &[(i64, i64)],
+        filter: &TypeFilter,
+    ) -> StoreResult<Vec<DirectedRow>>;
     /// Locks the counters (creating missing ones at 0) and returns them.
     async fn lock_counts(
         &mut self,
@@ -409,27 +510,79 @@ async fn load_record_rows(
     Ok(rows)
 }
 
-/// The merge flow: lock every counter the merged record's rows touch (reading
-/// its rows again until no new counter appears), load the primary's side,
-/// plan with the domain planner, write.
+/// What a write learnt it must lock on an earlier run of its transaction.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LockHint {
+    pub counts: BTreeSet<CountKey>,
+    pub types: BTreeSet<TypeKey>,
+}
+
+/// Fails with `Relock` (remembering the counters in `hint`) unless every
+/// counter in `needed` is among the `locked` ones.
+fn require_locked(
+    locked: &BTreeSet<CountKey>,
+    needed: impl IntoIterator<Item = CountKey>,
+    hint: &mut LockHint,
+) -> StoreResult<()> {
+    let missing: Vec<CountKey> = needed
+        .into_iter()
+        .filter(|k| !locked.contains(k))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    hint.counts.extend(missing);
+    Err(StoreError::Relock)
+}
+
+/// Locks `keys` (sorted, the global order) and returns their values.
+async fn lock_sorted(
+    steps: &mut dyn CreateSteps,
+    portal: i64,
+    keys: &BTreeSet<CountKey>,
+) -> StoreResult<HashMap<CountKey, i64>> {
+    let keys: Vec<CountKey> = keys.iter().copied().collect();
+    steps.lock_counts(portal, &keys).await
+}
+
+/// The deletable types of `rows`.
+fn deletable_types_of(rows: &[DirectedRow]) -> BTreeSet<TypeKey> {
+    rows.iter()
+        .map(|r| r.key)
+        .filter(TypeKey::is_deletable)
+        .collect()
+}
+
+/// The merge flow: read the merged record's rows, lock their label types
+/// and every counter the merge may change, read again (running again if new
+/// counters appeared), plan with the domain planner, write.
 pub(crate) async fn merge_in_transaction(
     steps: &mut dyn CreateSteps,
     req: &MergeRequest,
     ceiling: u32,
+    hint: &mut LockHint,
 ) -> StoreResult<MergePlan> {
     let portal = req.portal_id;
-    let mut counts: HashMap<CountKey, i64> = HashMap::new();
-    let merged_rows = loop {
-        let rows = load_record_rows(steps, req).await?;
-        let missing: Vec<CountKey> = merge::count_keys(req, &rows)
-            .into_iter()
-            .filter(|k| !counts.contains_key(k))
-            .collect();
-        if missing.is_empty() {
-            break rows;
-        }
-        counts.extend(steps.lock_counts(portal, &missing).await?);
-    };
+    let seen = load_record_rows(steps, req).await?;
+    let mut types = deletable_types_of(&seen);
+    types.extend(hint.types.iter().copied());
+    if !types.is_empty() {
+        let keys: Vec<TypeKey> = types.iter().copied().collect();
+        steps.lock_types(portal, &keys).await?;
+    }
+    let mut locked: BTreeSet<CountKey> = merge::count_keys(req, &seen).into_iter().collect();
+    locked.extend(hint.counts.iter().copied());
+    let counts = lock_sorted(steps, portal, &locked).await?;
+    let merged_rows = load_record_rows(steps, req).await?;
+    let new_types: Vec<TypeKey> = deletable_types_of(&merged_rows)
+        .into_iter()
+        .filter(|t| !types.contains(t))
+        .collect();
+    if !new_types.is_empty() {
+        hint.types.extend(new_types);
+        return Err(StoreError::Relock);
+    }
+    require_locked(&locked, merge::count_keys(req, &merged_rows), hint)?;
     let (t, a) = (req.object_type, req.primary_id);
     let pairs: Vec<RecordPair> = merge::counterparts(req, &merged_rows)
         .into_iter()
@@ -463,8 +616,8 @@ pub(crate) async fn merge_in_transaction(
         }
         _ => None,
     };
-    let keys: Vec<TypeKey> = counts
-        .keys()
+    let keys: Vec<TypeKey> = locked
+        .iter()
         .map(|k| k.key)
         .collect::<BTreeSet<_>>()
         .into_iter()
@@ -478,6 +631,7 @@ pub(crate) async fn merge_in_transaction(
         user_limits,
     };
     let plan = merge::plan_merge(req, &snapshot, ceiling)?;
+    require_locked(&locked, plan.count_deltas.iter().map(|(k, _)| *k), hint)?;
     if !plan.delete_rows.is_empty() {
         steps.delete_rows(portal, &plan.delete_rows).await?;
     }
@@ -491,19 +645,59 @@ pub(crate) async fn merge_in_transaction(
     Ok(plan)
 }
 
-/// The create flow: lock, load, plan with the domain planner, write.
+/// The create flow: lock the label types the items use (items of a label
+/// deleted meanwhile fail), lock every counter the plan may change (the
+/// current primary companies included), plan with the domain planner, write.
 pub(crate) async fn create_in_transaction(
     steps: &mut dyn CreateSteps,
     ctx: &WriteContext<'_>,
     items: &[CreateItem],
+    hint: &mut LockHint,
 ) -> StoreResult<Vec<ItemOutcome>> {
     let portal = ctx.portal_id;
-    let needs = plan::requirements(ctx, items);
-    let counts = steps.lock_counts(portal, &needs.count_keys).await?;
+    let labels = plan::deletable_types(items);
+    let present = if labels.is_empty() {
+        BTreeSet::new()
+    } else {
+        steps.lock_types(portal, &labels).await?
+    };
+    let gone = |item: &CreateItem| {
+        item.types
+            .iter()
+            .find(|k| k.is_deletable() && !present.contains(k))
+            .copied()
+    };
+    let mut outcomes: Vec<Option<ItemOutcome>> = items
+        .iter()
+        .map(|item| {
+            gone(item).map(|key| {
+                Err(DomainError::UnknownAssociationType {
+                    key,
+                    from: ctx.from,
+                    to: ctx.to,
+                })
+            })
+        })
+        .collect();
+    let live: Vec<CreateItem> = items
+        .iter()
+        .filter(|item| gone(item).is_none())
+        .cloned()
+        .collect();
+    let needs = plan::requirements(ctx, &live);
+    let mut locked: BTreeSet<CountKey> = needs.count_keys.iter().copied().collect();
+    locked.extend(hint.counts.iter().copied());
+    if let Some(lookup) = &needs.primaries {
+        // Read before locking, so a primary move's counters join the one ordered lock.
+        let seen = steps.load_primaries(portal, lookup).await?;
+        locked.extend(plan::primary_move_keys(ctx, &seen));
+    }
+    let counts = lock_sorted(steps, portal, &locked).await?;
     let primaries = match &needs.primaries {
         Some(lookup) => steps.load_primaries(portal, lookup).await?,
         None => HashMap::new(),
     };
+    require_locked(&locked, plan::primary_move_keys(ctx, &primaries), hint)?;
     let edges = steps
         .load_edges(portal, ctx.from, ctx.to, &needs.pairs)
         .await?;
@@ -518,8 +712,9 @@ pub(crate) async fn create_in_transaction(
         insert_rows,
         delete_rows,
         count_deltas,
-        outcomes,
-    } = plan::plan_creates(ctx, snapshot, items);
+        outcomes: planned,
+    } = plan::plan_creates(ctx, snapshot, &live);
+    require_locked(&locked, count_deltas.iter().map(|(k, _)| *k), hint)?;
     if !delete_rows.is_empty() {
         steps.delete_rows(portal, &delete_rows).await?;
     }
@@ -537,7 +732,50 @@ pub(crate) async fn create_in_transaction(
     if !changes.is_empty() {
         steps.record_changes(portal, &changes).await?;
     }
-    Ok(outcomes)
+    let mut planned = planned.into_iter();
+    Ok(outcomes
+        .iter_mut()
+        .map(|o| {
+            o.take()
+                .or_else(|| planned.next())
+                .expect("one planned outcome per live item")
+        })
+        .collect())
+}
+
+/// The archive flow: find the rows, lock their counters in key order, find
+/// them again (running again if new counters appeared), and remove exactly
+/// those rows.
+pub(crate) async fn archive_in_transaction(
+    steps: &mut dyn CreateSteps,
+    portal: i64,
+    from: ObjectType,
+    to: ObjectType,
+    pairs: &[(i64, i64)],
+    filter: &TypeFilter,
+    hint: &mut LockHint,
+) -> StoreResult<u64> {
+    let seen = steps.find_rows(portal, from, to, pairs, filter).await?;
+    let mut locked: BTreeSet<CountKey> = count_keys_of(&seen).into_iter().collect();
+    locked.extend(hint.counts.iter().copied());
+    if locked.is_empty() {
+        return Ok(0);
+    }
+    lock_sorted(steps, portal, &locked).await?;
+    let rows: BTreeSet<DirectedRow> = steps
+        .find_rows(portal, from, to, pairs, filter)
+        .await?
+        .into_iter()
+        .collect();
+    require_locked(&locked, rows.iter().map(DirectedRow::count_key), hint)?;
+    let rows: Vec<DirectedRow> = rows.into_iter().collect();
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    steps.delete_rows(portal, &rows).await?;
+    steps.add_to_counts(portal, &removal_deltas(&rows)).await?;
+    steps.record_changes(portal, &archived(&rows)).await?;
+    Ok(rows.len() as u64)
 }
 
 /// The definition steps of a transaction, as each backend's SQL does them.

@@ -18,33 +18,41 @@ const LIMITS_LOCK_NAMESPACE: i32 = 0x4153_4c4d;
 
 pub struct PostgresStore {
     pool: PgPool,
+    retry: RetryPolicy,
 }
 
 impl PostgresStore {
-    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<PostgresStore> {
+    pub async fn connect(url: &str, store: &StoreOptions) -> StoreResult<PostgresStore> {
         let options: PgConnectOptions = url.parse()?;
         // One direct attempt first, so an unreachable server reports why.
         PgConnection::connect_with(&options).await?.close().await?;
         let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
+            .max_connections(store.max_connections)
             .acquire_timeout(std::time::Duration::from_secs(30))
             .connect_with(options)
             .await?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore {
+            pool,
+            retry: store.retry,
+        })
     }
 }
 
+/// Deadlocks (40P01) and serialization failures (40001) are lost races worth
+/// running again; anything else, a unique violation included, is not.
 fn is_retryable(err: &StoreError) -> bool {
     match err {
         StoreError::Database(sqlx::Error::Database(db)) => {
-            matches!(
-                db.code().as_deref(),
-                Some("40P01") | Some("40001") | Some("23505")
-            )
+            matches!(db.code().as_deref(), Some("40P01") | Some("40001"))
         }
         _ => false,
     }
 }
+
+/// The global lock order of counters, spelled in SQL (byte order of the
+/// object type, then id, category, type id); every statement that locks
+/// several counters sorts by it.
+const COUNTER_ORDER: &str = "object_type COLLATE \"C\", object_id, category, type_id";
 
 struct CountColumns {
     types: Vec<String>,
@@ -119,19 +127,60 @@ struct PgTx<'c> {
 
 #[async_trait]
 impl CreateSteps for PgTx<'_> {
+    async fn lock_types(
+        &mut self,
+        portal: i64,
+        keys: &[TypeKey],
+    ) -> StoreResult<BTreeSet<TypeKey>> {
+        let (categories, type_ids) = key_columns(keys);
+        // KEY SHARE conflicts with a label delete's DELETE, not with renames.
+        let rows = sqlx::query(
+            "SELECT category, type_id FROM association_definitions
+             WHERE portal_id = $1 AND (category, type_id) IN (SELECT * FROM unnest($2::smallint[], $3::int[]))
+             ORDER BY category, type_id FOR KEY SHARE",
+        )
+        .bind(portal)
+        .bind(&categories)
+        .bind(&type_ids)
+        .fetch_all(&mut *self.conn)
+        .await?;
+        rows.iter()
+            .map(|r| decode_key(r.try_get::<i16, _>(0)?.into(), r.try_get(1)?))
+            .collect()
+    }
+
+    async fn find_rows(
+        &mut self,
+        portal: i64,
+        from: ObjectType,
+        to: ObjectType,
+        pairs: &[(i64, i64)],
+        filter: &TypeFilter,
+    ) -> StoreResult<Vec<DirectedRow>> {
+        let binds = ArchiveBinds::new(pairs, filter);
+        let select = format!(
+            "SELECT DISTINCT a.from_object_type, a.from_object_id, a.to_object_type, a.to_object_id, a.category, a.type_id {ARCHIVE_MATCH}"
+        );
+        let rows = binds
+            .bind(&select, portal, from, to)
+            .fetch_all(&mut *self.conn)
+            .await?;
+        rows.iter().map(decode_row).collect()
+    }
+
     async fn lock_counts(
         &mut self,
         portal: i64,
         keys: &[CountKey],
     ) -> StoreResult<HashMap<CountKey, i64>> {
         let c = count_columns(keys.iter());
-        // Rows are locked in the (sorted) input order; the no-op update takes
+        // Rows are locked in the global counter order; the no-op update takes
         // the row lock and returns the committed value.
         let rows = sqlx::query(
             "INSERT INTO association_counts (portal_id, object_type, object_id, category, type_id, count)
              SELECT $1, k.t, k.i, k.c, k.ty, 0
-             FROM unnest($2::text[], $3::bigint[], $4::smallint[], $5::int[]) WITH ORDINALITY AS k(t, i, c, ty, n)
-             ORDER BY k.n
+             FROM unnest($2::text[], $3::bigint[], $4::smallint[], $5::int[]) AS k(t, i, c, ty)
+             ORDER BY k.t COLLATE \"C\", k.i, k.c, k.ty
              ON CONFLICT (portal_id, object_type, object_id, category, type_id)
              DO UPDATE SET count = association_counts.count
              RETURNING object_type, object_id, category, type_id, count",
@@ -703,7 +752,7 @@ impl Store for PostgresStore {
         if has_builtin_unlabeled(a, b) || has_unlabeled(&defs, a, b) {
             return Ok(defs);
         }
-        transaction!(self.pool.begin(), is_retryable, |conn| {
+        transaction!(self.retry, self.pool.begin(), is_retryable, |conn| {
             allocate_unlabeled_in_transaction(&mut PgTx { conn }, portal, a, b).await
         })
     }
@@ -714,7 +763,7 @@ impl Store for PostgresStore {
         label: &NewLabel,
         change: &AdminChange,
     ) -> StoreResult<Vec<TypeDef>> {
-        transaction!(self.pool.begin(), is_retryable, |conn| {
+        transaction!(self.retry, self.pool.begin(), is_retryable, |conn| {
             let defs =
                 create_label_in_transaction(&mut PgTx { conn: &mut *conn }, portal, label).await?;
             record_admin_change(conn, &change.clone().with_labels(&[], &defs)).await?;
@@ -730,7 +779,7 @@ impl Store for PostgresStore {
         inverse_label: Option<&str>,
         change: &AdminChange,
     ) -> StoreResult<()> {
-        transaction!(self.pool.begin(), is_retryable, |conn| {
+        transaction!(self.retry, self.pool.begin(), is_retryable, |conn| {
             record_admin_change(&mut *conn, change).await?;
             let mut renames = vec![(def.key, label.to_string())];
             if def.inverse != def.key {
@@ -762,8 +811,24 @@ impl Store for PostgresStore {
     ) -> StoreResult<()> {
         let (categories, type_ids) = key_columns(&[def.key, def.inverse]);
         let filter = "portal_id = $1 AND (category, type_id) IN (SELECT * FROM unnest($2::smallint[], $3::int[]))";
-        transaction!(self.pool.begin(), is_retryable, |conn| {
+        transaction!(self.retry, self.pool.begin(), is_retryable, |conn| {
             record_admin_change(&mut *conn, change).await?;
+            // Deleting the definitions first waits for every writer holding
+            // the type (`lock_types`) and keeps new ones out; then the
+            // type's counters are locked in the global order, as writers
+            // lock them, before any row changes.
+            let statements = [
+                format!("DELETE FROM association_definitions WHERE {filter}"),
+                format!("SELECT 1 FROM association_counts WHERE {filter} ORDER BY {COUNTER_ORDER} FOR UPDATE"),
+            ];
+            for sql in &statements {
+                sqlx::query(sql)
+                    .bind(portal)
+                    .bind(&categories)
+                    .bind(&type_ids)
+                    .execute(&mut *conn)
+                    .await?;
+            }
             let removed = sqlx::query(&format!(
                 "DELETE FROM associations WHERE {filter}
                  RETURNING from_object_type, from_object_id, to_object_type, to_object_id, category, type_id"
@@ -775,11 +840,7 @@ impl Store for PostgresStore {
             .await?;
             let removed: Vec<DirectedRow> =
                 removed.iter().map(decode_row).collect::<StoreResult<_>>()?;
-            for table in [
-                "association_counts",
-                "association_limits",
-                "association_definitions",
-            ] {
+            for table in ["association_counts", "association_limits"] {
                 sqlx::query(&format!("DELETE FROM {table} WHERE {filter}"))
                     .bind(portal)
                     .bind(&categories)
@@ -799,16 +860,16 @@ impl Store for PostgresStore {
         ctx: &WriteContext<'_>,
         items: &[CreateItem],
     ) -> StoreResult<Vec<ItemOutcome>> {
-        transaction!(self.pool.begin(), is_retryable, |conn| {
-            let mut steps = PgTx { conn };
-            create_in_transaction(&mut steps, ctx, items).await
+        let mut hint = LockHint::default();
+        transaction!(self.retry, self.pool.begin(), is_retryable, |conn| {
+            create_in_transaction(&mut PgTx { conn }, ctx, items, &mut hint).await
         })
     }
 
     async fn merge_records(&self, req: &MergeRequest, ceiling: u32) -> StoreResult<MergePlan> {
-        transaction!(self.pool.begin(), is_retryable, |conn| {
-            let mut steps = PgTx { conn };
-            merge_in_transaction(&mut steps, req, ceiling).await
+        let mut hint = LockHint::default();
+        transaction!(self.retry, self.pool.begin(), is_retryable, |conn| {
+            merge_in_transaction(&mut PgTx { conn }, req, ceiling, &mut hint).await
         })
     }
 
@@ -820,44 +881,10 @@ impl Store for PostgresStore {
         pairs: &[(i64, i64)],
         filter: &TypeFilter,
     ) -> StoreResult<u64> {
-        let binds = ArchiveBinds::new(pairs, filter);
-        transaction!(self.pool.begin(), is_retryable, |conn| {
-            let binds = &binds;
-            let select = format!(
-                    "SELECT a.from_object_type, a.from_object_id, a.to_object_type, a.to_object_id, a.category, a.type_id {ARCHIVE_MATCH}"
-                );
-            let found = binds
-                .bind(&select, portal, from, to)
-                .fetch_all(&mut *conn)
-                .await?;
-            let found: Vec<DirectedRow> =
-                found.iter().map(decode_row).collect::<StoreResult<_>>()?;
-            if found.is_empty() {
-                return Ok(0);
-            }
-            // Lock the counters first, in key order, as creators do.
-            PgTx { conn: &mut *conn }
-                .lock_counts(portal, &count_keys_of(&found))
-                .await?;
-            let delete = format!(
-                    "DELETE FROM associations d USING (SELECT a.portal_id, a.from_object_type, a.from_object_id,
-                            a.to_object_type, a.to_object_id, a.category, a.type_id {ARCHIVE_MATCH}) m
-                     WHERE d.portal_id = m.portal_id AND d.from_object_type = m.from_object_type
-                       AND d.from_object_id = m.from_object_id AND d.to_object_type = m.to_object_type
-                       AND d.to_object_id = m.to_object_id AND d.category = m.category AND d.type_id = m.type_id
-                     RETURNING d.from_object_type, d.from_object_id, d.to_object_type, d.to_object_id, d.category, d.type_id"
-                );
-            let removed = binds
-                .bind(&delete, portal, from, to)
-                .fetch_all(&mut *conn)
-                .await?;
-            let removed: Vec<DirectedRow> =
-                removed.iter().map(decode_row).collect::<StoreResult<_>>()?;
-            add_to_counts(&mut *conn, portal, &removal_deltas(&removed)).await?;
-            if !removed.is_empty() {
-                record_changes(conn, portal, &archived(&removed)).await?;
-            }
-            Ok(removed.len() as u64)
+        let mut hint = LockHint::default();
+        transaction!(self.retry, self.pool.begin(), is_retryable, |conn| {
+            archive_in_transaction(&mut PgTx { conn }, portal, from, to, pairs, filter, &mut hint)
+                .await
         })
     }
 
@@ -982,7 +1009,7 @@ impl Store for PostgresStore {
         change: &AdminChange,
     ) -> StoreResult<Vec<Result<u32, DomainError>>> {
         let (portal, from, to) = (change.portal_id, catalog.a, catalog.b);
-        transaction!(self.pool.begin(), is_retryable, |conn| {
+        transaction!(self.retry, self.pool.begin(), is_retryable, |conn| {
             sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2::text))")
                 .bind(LIMITS_LOCK_NAMESPACE)
                 .bind(portal.to_string())
@@ -1023,7 +1050,7 @@ impl Store for PostgresStore {
         change: &AdminChange,
     ) -> StoreResult<u64> {
         let (categories, type_ids) = key_columns(keys);
-        transaction!(self.pool.begin(), is_retryable, |conn| {
+        transaction!(self.retry, self.pool.begin(), is_retryable, |conn| {
             let purged = sqlx::query(
                 "DELETE FROM association_limits WHERE portal_id = $1
                  AND (category, type_id) IN (SELECT * FROM unnest($2::smallint[], $3::int[]))

@@ -32,11 +32,12 @@ fn is_busy(err: &StoreError) -> bool {
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    retry: RetryPolicy,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database a `sqlite://path` URL names.
-    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<SqliteStore> {
+    pub async fn connect(url: &str, store: &StoreOptions) -> StoreResult<SqliteStore> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -51,11 +52,14 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
         }
         let pool = SqlitePoolOptions::new()
-            .max_connections(max_connections.max(1))
+            .max_connections(store.max_connections.max(1))
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(options)
             .await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            retry: store.retry,
+        })
     }
 }
 
@@ -109,6 +113,55 @@ struct SqliteTx<'c> {
 
 #[async_trait]
 impl CreateSteps for SqliteTx<'_> {
+    async fn lock_types(
+        &mut self,
+        portal: i64,
+        keys: &[TypeKey],
+    ) -> StoreResult<BTreeSet<TypeKey>> {
+        // BEGIN IMMEDIATE already excludes every other writer.
+        let rows = sqlx::query(
+            "SELECT d.category, d.type_id FROM json_each(?2) k CROSS JOIN association_definitions d
+               ON d.portal_id = ?1 AND d.category = k.value ->> 0 AND d.type_id = k.value ->> 1",
+        )
+        .bind(portal)
+        .bind(keys_json(keys).to_string())
+        .fetch_all(&mut *self.conn)
+        .await?;
+        rows.iter()
+            .map(|r| decode_key(r.try_get(0)?, r.try_get(1)?))
+            .collect()
+    }
+
+    async fn find_rows(
+        &mut self,
+        portal: i64,
+        from: ObjectType,
+        to: ObjectType,
+        pairs: &[(i64, i64)],
+        filter: &TypeFilter,
+    ) -> StoreResult<Vec<DirectedRow>> {
+        let (all, forward, inverse) = match filter {
+            TypeFilter::All => (true, keys_json(&[]), keys_json(&[])),
+            TypeFilter::Only { forward, inverse } => {
+                (false, keys_json(forward), keys_json(inverse))
+            }
+        };
+        let sql = format!(
+            "SELECT DISTINCT a.from_object_type, a.from_object_id, a.to_object_type, a.to_object_id, a.category, a.type_id {ARCHIVE_MATCH}"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(portal)
+            .bind(from.to_string())
+            .bind(to.to_string())
+            .bind(json!(pairs).to_string())
+            .bind(all)
+            .bind(forward.to_string())
+            .bind(inverse.to_string())
+            .fetch_all(&mut *self.conn)
+            .await?;
+        rows.iter().map(decode_row).collect()
+    }
+
     async fn lock_counts(
         &mut self,
         portal: i64,
@@ -613,7 +666,7 @@ impl Store for SqliteStore {
         if has_builtin_unlabeled(a, b) || has_unlabeled(&defs, a, b) {
             return Ok(defs);
         }
-        transaction!(self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
+        transaction!(self.retry, self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
             allocate_unlabeled_in_transaction(&mut SqliteTx { conn }, portal, a, b).await
         })
     }
@@ -624,7 +677,7 @@ impl Store for SqliteStore {
         label: &NewLabel,
         change: &AdminChange,
     ) -> StoreResult<Vec<TypeDef>> {
-        transaction!(self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
+        transaction!(self.retry, self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
             let defs =
                 create_label_in_transaction(&mut SqliteTx { conn: &mut *conn }, portal, label)
                     .await?;
@@ -641,7 +694,7 @@ impl Store for SqliteStore {
         inverse_label: Option<&str>,
         change: &AdminChange,
     ) -> StoreResult<()> {
-        transaction!(self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
+        transaction!(self.retry, self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
             record_admin_change(&mut *conn, change).await?;
             let mut renames = vec![(def.key, label.to_string())];
             if def.inverse != def.key {
@@ -674,7 +727,7 @@ impl Store for SqliteStore {
         let keys = keys_json(&[def.key, def.inverse]).to_string();
         let filter =
             "portal_id = ?1 AND (category, type_id) IN (SELECT k.value ->> 0, k.value ->> 1 FROM json_each(?2) k)";
-        transaction!(self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
+        transaction!(self.retry, self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
             record_admin_change(&mut *conn, change).await?;
             let removed = sqlx::query(&format!(
                 "DELETE FROM associations WHERE {filter}
@@ -709,16 +762,16 @@ impl Store for SqliteStore {
         ctx: &WriteContext<'_>,
         items: &[CreateItem],
     ) -> StoreResult<Vec<ItemOutcome>> {
-        transaction!(self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
-            let mut steps = SqliteTx { conn };
-            create_in_transaction(&mut steps, ctx, items).await
+        let mut hint = LockHint::default();
+        transaction!(self.retry, self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
+            create_in_transaction(&mut SqliteTx { conn }, ctx, items, &mut hint).await
         })
     }
 
     async fn merge_records(&self, req: &MergeRequest, ceiling: u32) -> StoreResult<MergePlan> {
-        transaction!(self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
-            let mut steps = SqliteTx { conn };
-            merge_in_transaction(&mut steps, req, ceiling).await
+        let mut hint = LockHint::default();
+        transaction!(self.retry, self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
+            merge_in_transaction(&mut SqliteTx { conn }, req, ceiling, &mut hint).await
         })
     }
 
@@ -730,43 +783,18 @@ impl Store for SqliteStore {
         pairs: &[(i64, i64)],
         filter: &TypeFilter,
     ) -> StoreResult<u64> {
-        let (all, forward, inverse) = match filter {
-            TypeFilter::All => (true, keys_json(&[]), keys_json(&[])),
-            TypeFilter::Only { forward, inverse } => {
-                (false, keys_json(forward), keys_json(inverse))
-            }
-        };
-        let binds = (
-            json!(pairs).to_string(),
-            all,
-            forward.to_string(),
-            inverse.to_string(),
-        );
-        transaction!(self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
-            let binds = &binds;
-            let sql = format!(
-                    "DELETE FROM associations WHERE portal_id = ?1 AND (from_object_type, from_object_id, to_object_type,
-                       to_object_id, category, type_id) IN (SELECT a.from_object_type, a.from_object_id,
-                       a.to_object_type, a.to_object_id, a.category, a.type_id {ARCHIVE_MATCH})
-                     RETURNING from_object_type, from_object_id, to_object_type, to_object_id, category, type_id"
-                );
-            let removed = sqlx::query(&sql)
-                .bind(portal)
-                .bind(from.to_string())
-                .bind(to.to_string())
-                .bind(&binds.0)
-                .bind(binds.1)
-                .bind(&binds.2)
-                .bind(&binds.3)
-                .fetch_all(&mut *conn)
-                .await?;
-            let removed: Vec<DirectedRow> =
-                removed.iter().map(decode_row).collect::<StoreResult<_>>()?;
-            add_to_counts(&mut *conn, portal, &removal_deltas(&removed)).await?;
-            if !removed.is_empty() {
-                record_changes(conn, portal, &archived(&removed)).await?;
-            }
-            Ok(removed.len() as u64)
+        let mut hint = LockHint::default();
+        transaction!(self.retry, self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
+            archive_in_transaction(
+                &mut SqliteTx { conn },
+                portal,
+                from,
+                to,
+                pairs,
+                filter,
+                &mut hint,
+            )
+            .await
         })
     }
 
@@ -896,7 +924,7 @@ impl Store for SqliteStore {
         change: &AdminChange,
     ) -> StoreResult<Vec<Result<u32, DomainError>>> {
         let (portal, from, to) = (change.portal_id, catalog.a, catalog.b);
-        transaction!(self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
+        transaction!(self.retry, self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
             let before = load_pair_limits(conn, portal, from, to).await?;
             let mut current = before.clone();
             let results =
@@ -932,7 +960,7 @@ impl Store for SqliteStore {
         change: &AdminChange,
     ) -> StoreResult<u64> {
         let keys = keys_json(keys).to_string();
-        transaction!(self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
+        transaction!(self.retry, self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
             let purged = sqlx::query(
                 "DELETE FROM association_limits WHERE portal_id = ?1
                  AND (category, type_id) IN (SELECT k.value ->> 0, k.value ->> 1 FROM json_each(?2) k)
@@ -1088,7 +1116,7 @@ impl Store for SqliteStore {
     }
 
     async fn prune_changes(&self, older_than_us: i64) -> StoreResult<()> {
-        transaction!(self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
+        transaction!(self.retry, self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
             sqlx::query(
                 "UPDATE association_feed_heads SET pruned_through = max(pruned_through, coalesce((
                      SELECT max(c.seq) FROM association_changes c
