@@ -264,8 +264,12 @@ impl Settings {
         if self.store.max_connections == 0 {
             return invalid("store.max_connections must be at least 1");
         }
-        if self.store.retry_initial_ms == 0 || self.store.retry_initial_ms > self.store.retry_budget_ms {
-            return invalid("store.retry_initial_ms must be at least 1 and at most store.retry_budget_ms");
+        if self.store.retry_initial_ms == 0
+            || self.store.retry_initial_ms > self.store.retry_budget_ms
+        {
+            return invalid(
+                "store.retry_initial_ms must be at least 1 and at most store.retry_budget_ms",
+            );
         }
         if !(self.store.url.starts_with("sqlite:")
             || self.store.url.starts_with("postgres://")

@@ -119,12 +119,7 @@ impl GatewayError {
                 tracing::error!("store failure: {store}");
                 (
                     status,
-                    body(
-                        message.into(),
-                        "INTERNAL_ERROR",
-                        Some(sub),
-                        Map::new(),
-                    ),
+                    body(message.into(), "INTERNAL_ERROR", Some(sub), Map::new()),
                 )
             }
             GatewayError::SingleLimit {

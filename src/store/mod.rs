@@ -412,7 +412,9 @@ pub async fn connect_with(
             PostgresStore::connect(url, options).await?,
         ))
     } else if url.starts_with("sqlite:") {
-        Ok(std::sync::Arc::new(SqliteStore::connect(url, options).await?))
+        Ok(std::sync::Arc::new(
+            SqliteStore::connect(url, options).await?,
+        ))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_string()))
     }
@@ -524,10 +526,7 @@ fn require_locked(
     needed: impl IntoIterator<Item = CountKey>,
     hint: &mut LockHint,
 ) -> StoreResult<()> {
-    let missing: Vec<CountKey> = needed
-        .into_iter()
-        .filter(|k| !locked.contains(k))
-        .collect();
+    let missing: Vec<CountKey> = needed.into_iter().filter(|k| !locked.contains(k)).collect();
     if missing.is_empty() {
         return Ok(());
     }

@@ -883,8 +883,16 @@ impl Store for PostgresStore {
     ) -> StoreResult<u64> {
         let mut hint = LockHint::default();
         transaction!(self.retry, self.pool.begin(), is_retryable, |conn| {
-            archive_in_transaction(&mut PgTx { conn }, portal, from, to, pairs, filter, &mut hint)
-                .await
+            archive_in_transaction(
+                &mut PgTx { conn },
+                portal,
+                from,
+                to,
+                pairs,
+                filter,
+                &mut hint,
+            )
+            .await
         })
     }
 

@@ -666,9 +666,14 @@ impl Store for SqliteStore {
         if has_builtin_unlabeled(a, b) || has_unlabeled(&defs, a, b) {
             return Ok(defs);
         }
-        transaction!(self.retry, self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
-            allocate_unlabeled_in_transaction(&mut SqliteTx { conn }, portal, a, b).await
-        })
+        transaction!(
+            self.retry,
+            self.pool.begin_with("BEGIN IMMEDIATE"),
+            is_busy,
+            |conn| {
+                allocate_unlabeled_in_transaction(&mut SqliteTx { conn }, portal, a, b).await
+            }
+        )
     }
 
     async fn create_label(
@@ -677,13 +682,18 @@ impl Store for SqliteStore {
         label: &NewLabel,
         change: &AdminChange,
     ) -> StoreResult<Vec<TypeDef>> {
-        transaction!(self.retry, self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
-            let defs =
-                create_label_in_transaction(&mut SqliteTx { conn: &mut *conn }, portal, label)
-                    .await?;
-            record_admin_change(conn, &change.clone().with_labels(&[], &defs)).await?;
-            Ok(defs)
-        })
+        transaction!(
+            self.retry,
+            self.pool.begin_with("BEGIN IMMEDIATE"),
+            is_busy,
+            |conn| {
+                let defs =
+                    create_label_in_transaction(&mut SqliteTx { conn: &mut *conn }, portal, label)
+                        .await?;
+                record_admin_change(conn, &change.clone().with_labels(&[], &defs)).await?;
+                Ok(defs)
+            }
+        )
     }
 
     async fn update_label(
@@ -694,28 +704,33 @@ impl Store for SqliteStore {
         inverse_label: Option<&str>,
         change: &AdminChange,
     ) -> StoreResult<()> {
-        transaction!(self.retry, self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
-            record_admin_change(&mut *conn, change).await?;
-            let mut renames = vec![(def.key, label.to_string())];
-            if def.inverse != def.key {
-                if let Some(inverse) = inverse_label {
-                    renames.push((def.inverse, inverse.to_string()));
+        transaction!(
+            self.retry,
+            self.pool.begin_with("BEGIN IMMEDIATE"),
+            is_busy,
+            |conn| {
+                record_admin_change(&mut *conn, change).await?;
+                let mut renames = vec![(def.key, label.to_string())];
+                if def.inverse != def.key {
+                    if let Some(inverse) = inverse_label {
+                        renames.push((def.inverse, inverse.to_string()));
+                    }
                 }
-            }
-            for (key, text) in renames {
-                sqlx::query(
-                    "UPDATE association_definitions SET label = ?4
+                for (key, text) in renames {
+                    sqlx::query(
+                        "UPDATE association_definitions SET label = ?4
                          WHERE portal_id = ?1 AND category = ?2 AND type_id = ?3",
-                )
-                .bind(portal)
-                .bind(key.category.code())
-                .bind(key.type_id)
-                .bind(text)
-                .execute(&mut *conn)
-                .await?;
+                    )
+                    .bind(portal)
+                    .bind(key.category.code())
+                    .bind(key.type_id)
+                    .bind(text)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                Ok(())
             }
-            Ok(())
-        })
+        )
     }
 
     async fn delete_label(
@@ -727,9 +742,13 @@ impl Store for SqliteStore {
         let keys = keys_json(&[def.key, def.inverse]).to_string();
         let filter =
             "portal_id = ?1 AND (category, type_id) IN (SELECT k.value ->> 0, k.value ->> 1 FROM json_each(?2) k)";
-        transaction!(self.retry, self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
-            record_admin_change(&mut *conn, change).await?;
-            let removed = sqlx::query(&format!(
+        transaction!(
+            self.retry,
+            self.pool.begin_with("BEGIN IMMEDIATE"),
+            is_busy,
+            |conn| {
+                record_admin_change(&mut *conn, change).await?;
+                let removed = sqlx::query(&format!(
                 "DELETE FROM associations WHERE {filter}
                  RETURNING from_object_type, from_object_id, to_object_type, to_object_id, category, type_id"
             ))
@@ -737,24 +756,25 @@ impl Store for SqliteStore {
             .bind(&keys)
             .fetch_all(&mut *conn)
             .await?;
-            let removed: Vec<DirectedRow> =
-                removed.iter().map(decode_row).collect::<StoreResult<_>>()?;
-            for table in [
-                "association_counts",
-                "association_limits",
-                "association_definitions",
-            ] {
-                sqlx::query(&format!("DELETE FROM {table} WHERE {filter}"))
-                    .bind(portal)
-                    .bind(&keys)
-                    .execute(&mut *conn)
-                    .await?;
+                let removed: Vec<DirectedRow> =
+                    removed.iter().map(decode_row).collect::<StoreResult<_>>()?;
+                for table in [
+                    "association_counts",
+                    "association_limits",
+                    "association_definitions",
+                ] {
+                    sqlx::query(&format!("DELETE FROM {table} WHERE {filter}"))
+                        .bind(portal)
+                        .bind(&keys)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                if !removed.is_empty() {
+                    record_changes(conn, portal, &archived(&removed)).await?;
+                }
+                Ok(())
             }
-            if !removed.is_empty() {
-                record_changes(conn, portal, &archived(&removed)).await?;
-            }
-            Ok(())
-        })
+        )
     }
 
     async fn create_associations(
@@ -763,16 +783,22 @@ impl Store for SqliteStore {
         items: &[CreateItem],
     ) -> StoreResult<Vec<ItemOutcome>> {
         let mut hint = LockHint::default();
-        transaction!(self.retry, self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
-            create_in_transaction(&mut SqliteTx { conn }, ctx, items, &mut hint).await
-        })
+        transaction!(
+            self.retry,
+            self.pool.begin_with("BEGIN IMMEDIATE"),
+            is_busy,
+            |conn| { create_in_transaction(&mut SqliteTx { conn }, ctx, items, &mut hint).await }
+        )
     }
 
     async fn merge_records(&self, req: &MergeRequest, ceiling: u32) -> StoreResult<MergePlan> {
         let mut hint = LockHint::default();
-        transaction!(self.retry, self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
-            merge_in_transaction(&mut SqliteTx { conn }, req, ceiling, &mut hint).await
-        })
+        transaction!(
+            self.retry,
+            self.pool.begin_with("BEGIN IMMEDIATE"),
+            is_busy,
+            |conn| { merge_in_transaction(&mut SqliteTx { conn }, req, ceiling, &mut hint).await }
+        )
     }
 
     async fn archive_associations(
@@ -784,18 +810,23 @@ impl Store for SqliteStore {
         filter: &TypeFilter,
     ) -> StoreResult<u64> {
         let mut hint = LockHint::default();
-        transaction!(self.retry, self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
-            archive_in_transaction(
-                &mut SqliteTx { conn },
-                portal,
-                from,
-                to,
-                pairs,
-                filter,
-                &mut hint,
-            )
-            .await
-        })
+        transaction!(
+            self.retry,
+            self.pool.begin_with("BEGIN IMMEDIATE"),
+            is_busy,
+            |conn| {
+                archive_in_transaction(
+                    &mut SqliteTx { conn },
+                    portal,
+                    from,
+                    to,
+                    pairs,
+                    filter,
+                    &mut hint,
+                )
+                .await
+            }
+        )
     }
 
     async fn list_records(
@@ -924,17 +955,21 @@ impl Store for SqliteStore {
         change: &AdminChange,
     ) -> StoreResult<Vec<Result<u32, DomainError>>> {
         let (portal, from, to) = (change.portal_id, catalog.a, catalog.b);
-        transaction!(self.retry, self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
-            let before = load_pair_limits(conn, portal, from, to).await?;
-            let mut current = before.clone();
-            let results =
-                apply_limit_changes(catalog, from, to, &mut current, changes, mode, ceiling);
-            if let Some(applied) = change.with_applied_limits(&before, changes, &results) {
-                record_admin_change(&mut *conn, &applied).await?;
-            }
-            for (change, result) in changes.iter().zip(&results) {
-                let Ok(max) = result else { continue };
-                sqlx::query(
+        transaction!(
+            self.retry,
+            self.pool.begin_with("BEGIN IMMEDIATE"),
+            is_busy,
+            |conn| {
+                let before = load_pair_limits(conn, portal, from, to).await?;
+                let mut current = before.clone();
+                let results =
+                    apply_limit_changes(catalog, from, to, &mut current, changes, mode, ceiling);
+                if let Some(applied) = change.with_applied_limits(&before, changes, &results) {
+                    record_admin_change(&mut *conn, &applied).await?;
+                }
+                for (change, result) in changes.iter().zip(&results) {
+                    let Ok(max) = result else { continue };
+                    sqlx::query(
                         "INSERT INTO association_limits
                            (portal_id, category, type_id, from_object_type, to_object_type, max_to_object_ids)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -948,9 +983,10 @@ impl Store for SqliteStore {
                     .bind(i64::from(*max))
                     .execute(&mut *conn)
                     .await?;
+                }
+                Ok(results)
             }
-            Ok(results)
-        })
+        )
     }
 
     async fn purge_limits(
@@ -960,8 +996,12 @@ impl Store for SqliteStore {
         change: &AdminChange,
     ) -> StoreResult<u64> {
         let keys = keys_json(keys).to_string();
-        transaction!(self.retry, self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
-            let purged = sqlx::query(
+        transaction!(
+            self.retry,
+            self.pool.begin_with("BEGIN IMMEDIATE"),
+            is_busy,
+            |conn| {
+                let purged = sqlx::query(
                 "DELETE FROM association_limits WHERE portal_id = ?1
                  AND (category, type_id) IN (SELECT k.value ->> 0, k.value ->> 1 FROM json_each(?2) k)
                  RETURNING category, type_id, max_to_object_ids",
@@ -970,16 +1010,17 @@ impl Store for SqliteStore {
             .bind(&keys)
             .fetch_all(&mut *conn)
             .await?;
-            let before: Vec<LimitValue> = purged
-                .iter()
-                .map(|r| decode_limit(r).map(|(key, max)| LimitValue::new(key, max)))
-                .collect::<StoreResult<_>>()?;
-            let count = before.len() as u64;
-            if count > 0 {
-                record_admin_change(conn, &change.clone().with_limits(before, vec![])).await?;
+                let before: Vec<LimitValue> = purged
+                    .iter()
+                    .map(|r| decode_limit(r).map(|(key, max)| LimitValue::new(key, max)))
+                    .collect::<StoreResult<_>>()?;
+                let count = before.len() as u64;
+                if count > 0 {
+                    record_admin_change(conn, &change.clone().with_limits(before, vec![])).await?;
+                }
+                Ok(count)
             }
-            Ok(count)
-        })
+        )
     }
 
     async fn admin_outbox(
@@ -1116,8 +1157,12 @@ impl Store for SqliteStore {
     }
 
     async fn prune_changes(&self, older_than_us: i64) -> StoreResult<()> {
-        transaction!(self.retry, self.pool.begin_with("BEGIN IMMEDIATE"), is_busy, |conn| {
-            sqlx::query(
+        transaction!(
+            self.retry,
+            self.pool.begin_with("BEGIN IMMEDIATE"),
+            is_busy,
+            |conn| {
+                sqlx::query(
                 "UPDATE association_feed_heads SET pruned_through = max(pruned_through, coalesce((
                      SELECT max(c.seq) FROM association_changes c
                      WHERE c.portal_id = association_feed_heads.portal_id AND c.changed_at_us < ?1), 0))",
@@ -1125,15 +1170,16 @@ impl Store for SqliteStore {
             .bind(older_than_us)
             .execute(&mut *conn)
             .await?;
-            sqlx::query(
-                "DELETE FROM association_changes WHERE seq <= (
+                sqlx::query(
+                    "DELETE FROM association_changes WHERE seq <= (
                      SELECT h.pruned_through FROM association_feed_heads h
                      WHERE h.portal_id = association_changes.portal_id)",
-            )
-            .execute(&mut *conn)
-            .await?;
-            Ok(())
-        })
+                )
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            }
+        )
     }
 
     async fn counter_drift(&self, portal: i64) -> StoreResult<u64> {
