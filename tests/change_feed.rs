@@ -1,7 +1,9 @@
 //! The change feed on both stores: under 16 concurrent writers every
 //! committed change arrives exactly once, in commit order, across several
 //! resumes; replaying the feed rebuilds the stored state; starting points and
-//! retention behave as documented.
+//! retention behave as documented. On PostgreSQL, a live reader sees every
+//! change once, in one order, while writers hold their transactions open
+//! and commit out of their start order.
 mod common;
 
 use std::collections::BTreeSet;
@@ -11,6 +13,8 @@ use association_service::domain::feed::{ChangeKind, FeedStart};
 use association_service::domain::plan::DirectedRow;
 use association_service::domain::DomainError;
 use association_service::service::{AssociationInput, AssociationService, ServiceError};
+use sqlx::Connection;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 const PORTAL: i64 = 9;
@@ -218,6 +222,153 @@ async fn cursors_past_retention_are_refused(backend: &str) {
         first.changes[0].0.seq, 5,
         "the beginning is the oldest retained change"
     );
+}
+
+type Seen = Vec<(i64, ChangeKind, DirectedRow)>;
+
+/// Follows the feed live from the beginning, resuming from its last cursor
+/// every three chunks, until it has read up to the head it is given.
+async fn follow(svc: Arc<AssociationService>, mut head: watch::Receiver<Option<i64>>) -> Seen {
+    let (mut seen, mut start, mut cursor): (Seen, _, String) =
+        (Vec::new(), FeedStart::Beginning, String::new());
+    loop {
+        let mut receiver = svc.watch_changes(PORTAL, start).await.expect("watch");
+        for _ in 0..3 {
+            loop {
+                let target = *head.borrow();
+                if target.is_some() && seen.last().map(|(seq, _, _)| *seq) >= target {
+                    return seen;
+                }
+                tokio::select! {
+                    chunk = receiver.recv() => {
+                        let chunk = chunk.expect("the feed stays open").expect("chunk");
+                        seen.extend(chunk.changes.iter().map(|(c, _)| (c.seq, c.kind, c.row)));
+                        cursor = chunk.cursor;
+                        break;
+                    }
+                    _ = head.changed() => {}
+                }
+            }
+        }
+        start = svc
+            .feed_start(PORTAL, Some(&cursor), false)
+            .expect("our own cursor");
+    }
+}
+
+/// A writer that has written its association and its changes and holds its
+/// transaction open (what a slow service writer looks like to readers).
+async fn held_writer(url: &str, contact: i64, company: i64) -> sqlx::PgConnection {
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+    sqlx::query("BEGIN")
+        .execute(&mut conn)
+        .await
+        .expect("begin");
+    for (ft, fi, tt, ti, ty) in [
+        ("0-1", contact, "0-2", company, 279),
+        ("0-2", company, "0-1", contact, 280),
+    ] {
+        sqlx::query(
+            "INSERT INTO associations (portal_id, from_object_type, from_object_id, to_object_type, to_object_id, category, type_id)
+             VALUES ($1, $2, $3, $4, $5, 1, $6)",
+        )
+        .bind(PORTAL)
+        .bind(ft)
+        .bind(fi)
+        .bind(tt)
+        .bind(ti)
+        .bind(ty)
+        .execute(&mut conn)
+        .await
+        .expect("insert association");
+        sqlx::query(
+            "INSERT INTO association_changes (portal_id, kind, from_object_type, from_object_id, to_object_type, to_object_id, category, type_id, changed_at_us)
+             VALUES ($1, 1, $2, $3, $4, $5, 1, $6, 0)",
+        )
+        .bind(PORTAL)
+        .bind(ft)
+        .bind(fi)
+        .bind(tt)
+        .bind(ti)
+        .bind(ty)
+        .execute(&mut conn)
+        .await
+        .expect("insert change");
+    }
+    conn
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_live_reader_sees_writers_committing_out_of_start_order_once_in_one_order() {
+    let (svc, store) = service("postgres").await;
+    let (head_tx, head_rx) = watch::channel(None);
+    let follower = tokio::spawn(follow(Arc::clone(&svc), head_rx));
+    // Three writers start first and hold their transactions open.
+    let mut held = Vec::new();
+    for i in 0..3 {
+        held.push(held_writer(&store.url, 500 + i, 600 + i).await);
+    }
+    let mut writers = JoinSet::new();
+    for writer in 0..WRITERS {
+        let svc = Arc::clone(&svc);
+        writers.spawn(async move {
+            for op in 0..OPS_PER_WRITER {
+                let (contact, company) = (1 + (writer + op) % 5, 100 + op % 4);
+                if op % 3 == 2 {
+                    svc.archive(PORTAL, "contacts", "companies", &[(contact, vec![company])])
+                        .await
+                        .unwrap();
+                } else {
+                    svc.create(PORTAL, "contacts", "companies", &[link(contact, company)])
+                        .await
+                        .unwrap();
+                }
+            }
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.expect("writer");
+    }
+    // The first writers commit last, newest first.
+    for mut conn in held.into_iter().rev() {
+        sqlx::query("COMMIT")
+            .execute(&mut conn)
+            .await
+            .expect("commit");
+    }
+    svc.create(PORTAL, "deals", "contacts", &[link(1, 2)])
+        .await
+        .unwrap();
+    let head = svc.feed_head(PORTAL).await.unwrap();
+    head_tx.send(Some(head)).expect("follower listens");
+    let seen = follower.await.expect("follower");
+    let seqs: Vec<i64> = seen.iter().map(|(seq, _, _)| *seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=head).collect::<Vec<_>>(),
+        "every change exactly once, gap-free and in order"
+    );
+    let held_rows = seen
+        .iter()
+        .filter(|(_, _, row)| {
+            (500..503).contains(&row.from_id) || (600..603).contains(&row.from_id)
+        })
+        .count();
+    assert_eq!(held_rows, 6, "the held writers' changes arrive once each");
+    let mut replayed = BTreeSet::new();
+    for (seq, kind, row) in &seen {
+        match kind {
+            ChangeKind::Created => assert!(
+                replayed.insert(*row),
+                "change {seq} creates a row that exists"
+            ),
+            ChangeKind::Archived => {
+                assert!(replayed.remove(row), "change {seq} archives a missing row")
+            }
+            ChangeKind::Merged => {}
+        }
+    }
+    assert_eq!(replayed, stored_rows(&svc).await);
 }
 
 macro_rules! on_every_backend {

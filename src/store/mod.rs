@@ -9,10 +9,11 @@
 //! locked, runs again with that counter locked from the start.
 //!
 //! Every write transaction also appends its row changes to the portal's
-//! change feed, taking sequence numbers from the portal's feed head as its
-//! last step. The head row stays locked until commit, so sequence numbers
-//! commit in order and a reader never sees number n+1 before n: no change is
-//! skipped even when transactions commit out of their start order.
+//! change feed, in the same transaction. Numbers are gap-free per portal and
+//! a reader never sees number n+1 before n, so no change is skipped even when
+//! transactions commit out of their start order: PostgreSQL numbers changes
+//! on read, only once committed; SQLite's single writer numbers them as it
+//! commits.
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
@@ -464,7 +465,7 @@ pub(crate) trait CreateSteps: Send {
     async fn delete_rows(&mut self, portal: i64, rows: &[DirectedRow]) -> StoreResult<()>;
     async fn insert_rows(&mut self, portal: i64, rows: &[DirectedRow]) -> StoreResult<()>;
     async fn add_to_counts(&mut self, portal: i64, deltas: &[(CountKey, i64)]) -> StoreResult<()>;
-    /// Appends changes to the feed; must be the transaction's last step.
+    /// Appends changes to the portal's feed.
     async fn record_changes(
         &mut self,
         portal: i64,

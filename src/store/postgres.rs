@@ -1,7 +1,8 @@
 //! The PostgreSQL store (production). Batches travel as arrays through
 //! `unnest`, so a batch costs the same few round trips whatever its size;
 //! counters are locked in key order and deadlocks or serialization failures
-//! are retried here, never reaching a caller.
+//! are retried here, never reaching a caller. The change feed takes no lock
+//! at write time: readers number committed changes (`sequence_changes`).
 use std::collections::HashMap;
 
 use async_trait::async_trait;
@@ -394,36 +395,25 @@ impl CreateSteps for PgTx<'_> {
     }
 }
 
-/// Applies counter changes: increments upsert (a counter may be new),
-/// decrements update (the CHECK on `count` sees the proposed insert row).
-/// Appends changes to the portal's feed under its head row lock.
+/// Appends changes to the portal's feed, unnumbered, taking no lock that
+/// other writers take; `sequence_changes` numbers them once committed.
 async fn record_changes(
     conn: &mut PgConnection,
     portal: i64,
     changes: &[(ChangeKind, DirectedRow)],
 ) -> StoreResult<()> {
-    let count = changes.len() as i64;
-    let last: i64 = sqlx::query_scalar(
-        "INSERT INTO association_feed_heads (portal_id, last_seq) VALUES ($1, $2)
-         ON CONFLICT (portal_id) DO UPDATE SET last_seq = association_feed_heads.last_seq + $2
-         RETURNING last_seq",
-    )
-    .bind(portal)
-    .bind(count)
-    .fetch_one(&mut *conn)
-    .await?;
     let rows: Vec<DirectedRow> = changes.iter().map(|(_, r)| *r).collect();
     let kinds: Vec<i16> = changes.iter().map(|(k, _)| k.code()).collect();
     let c = row_columns(&rows);
     sqlx::query(
-        "INSERT INTO association_changes (portal_id, seq, kind, from_object_type, from_object_id,
+        "INSERT INTO association_changes (portal_id, kind, from_object_type, from_object_id,
                                           to_object_type, to_object_id, category, type_id, changed_at_us)
-         SELECT $1, $2 + k.n - 1, k.kind, k.ft, k.fi, k.tt, k.ti, k.c, k.ty, $10
-         FROM unnest($3::smallint[], $4::text[], $5::bigint[], $6::text[], $7::bigint[], $8::smallint[], $9::int[])
-              WITH ORDINALITY AS k(kind, ft, fi, tt, ti, c, ty, n)",
+         SELECT $1, k.kind, k.ft, k.fi, k.tt, k.ti, k.c, k.ty, $9
+         FROM unnest($2::smallint[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::smallint[], $8::int[])
+              WITH ORDINALITY AS k(kind, ft, fi, tt, ti, c, ty, n)
+         ORDER BY k.n",
     )
     .bind(portal)
-    .bind(last - count + 1)
     .bind(&kinds)
     .bind(&c.from_types)
     .bind(&c.from_ids)
@@ -435,6 +425,57 @@ async fn record_changes(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// A portal's changes without a number. A statement sees only committed
+/// ones, so numbering what it sees never leaves a gap that a transaction
+/// committing later could fill.
+const UNNUMBERED: &str = "FROM association_changes WHERE portal_id = $1 AND seq IS NULL";
+
+/// Numbers a portal's committed changes, gap-free, in insert order, after
+/// the last number given. Readers call it; writers never wait for it.
+/// Sequencers of one portal take turns on its head row. (A transaction-id
+/// horizon, `pg_snapshot_xmin`, is not needed: it is cluster-wide, so any
+/// long transaction, even in another database, would stall the feed.)
+async fn sequence_changes(pool: &PgPool, retry: RetryPolicy, portal: i64) -> StoreResult<()> {
+    let pending: bool = sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 {UNNUMBERED})"))
+        .bind(portal)
+        .fetch_one(pool)
+        .await?;
+    if !pending {
+        return Ok(());
+    }
+    transaction!(retry, pool.begin(), is_retryable, |conn| {
+        let last: i64 = sqlx::query_scalar(
+            "INSERT INTO association_feed_heads (portal_id, last_seq) VALUES ($1, 0)
+             ON CONFLICT (portal_id) DO UPDATE SET last_seq = association_feed_heads.last_seq
+             RETURNING last_seq",
+        )
+        .bind(portal)
+        .fetch_one(&mut *conn)
+        .await?;
+        // A new statement: its snapshot sees what the previous holder of the
+        // head row numbered.
+        let numbered: Option<i64> = sqlx::query_scalar(&format!(
+            "WITH settled AS (SELECT id {UNNUMBERED} ORDER BY id LIMIT 100000),
+                  numbered AS (SELECT id, $2 + row_number() OVER (ORDER BY id) AS seq FROM settled),
+                  done AS (UPDATE association_changes c SET seq = n.seq FROM numbered n
+                           WHERE c.id = n.id RETURNING c.seq)
+             SELECT max(seq) FROM done"
+        ))
+        .bind(portal)
+        .bind(last)
+        .fetch_one(&mut *conn)
+        .await?;
+        if let Some(numbered) = numbered {
+            sqlx::query("UPDATE association_feed_heads SET last_seq = $2 WHERE portal_id = $1")
+                .bind(portal)
+                .bind(numbered)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    })
 }
 
 /// Appends an admin change to its portal's log under the head row lock.
@@ -497,6 +538,8 @@ impl DefinitionSteps for PgTx<'_> {
     }
 }
 
+/// Applies counter changes: increments upsert (a counter may be new),
+/// decrements update (the CHECK on `count` sees the proposed insert row).
 async fn add_to_counts(
     conn: &mut PgConnection,
     portal: i64,
@@ -1179,6 +1222,7 @@ impl Store for PostgresStore {
     }
 
     async fn changes_after(&self, portal: i64, after: i64, limit: u32) -> StoreResult<Vec<Change>> {
+        sequence_changes(&self.pool, self.retry, portal).await?;
         let rows = sqlx::query(
             "SELECT from_object_type, from_object_id, to_object_type, to_object_id, category, type_id,
                     seq, kind, changed_at_us
@@ -1205,6 +1249,7 @@ impl Store for PostgresStore {
     }
 
     async fn feed_bounds(&self, portal: i64) -> StoreResult<(i64, i64)> {
+        sequence_changes(&self.pool, self.retry, portal).await?;
         let bounds: Option<(i64, i64)> = sqlx::query_as(
             "SELECT pruned_through, last_seq FROM association_feed_heads WHERE portal_id = $1",
         )
@@ -1215,9 +1260,18 @@ impl Store for PostgresStore {
     }
 
     async fn prune_changes(&self, older_than_us: i64) -> StoreResult<()> {
+        // Number what has committed first, so retention sees every old change.
+        let portals: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT portal_id FROM association_changes WHERE seq IS NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for portal in portals {
+            sequence_changes(&self.pool, self.retry, portal).await?;
+        }
         sqlx::query(
             "WITH cut AS (SELECT portal_id, max(seq) AS seq FROM association_changes
-                          WHERE changed_at_us < $1 GROUP BY portal_id),
+                          WHERE changed_at_us < $1 AND seq IS NOT NULL GROUP BY portal_id),
                   gone AS (DELETE FROM association_changes c USING cut
                            WHERE c.portal_id = cut.portal_id AND c.seq <= cut.seq)
              UPDATE association_feed_heads h SET pruned_through = GREATEST(h.pruned_through, cut.seq)
