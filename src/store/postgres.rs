@@ -2,7 +2,8 @@
 //! `unnest`, so a batch costs the same few round trips whatever its size;
 //! counters are locked in key order and deadlocks or serialization failures
 //! are retried here, never reaching a caller. The change feed takes no lock
-//! at write time: readers number committed changes (`sequence_changes`).
+//! at write time: readers number committed changes (`sequence_log`), and
+//! the admin change log likewise.
 use std::collections::HashMap;
 
 use async_trait::async_trait;
@@ -396,7 +397,7 @@ impl CreateSteps for PgTx<'_> {
 }
 
 /// Appends changes to the portal's feed, unnumbered, taking no lock that
-/// other writers take; `sequence_changes` numbers them once committed.
+/// other writers take; `sequence_log` numbers them once committed.
 async fn record_changes(
     conn: &mut PgConnection,
     portal: i64,
@@ -427,18 +428,39 @@ async fn record_changes(
     Ok(())
 }
 
-/// A portal's changes without a number. A statement sees only committed
-/// ones, so numbering what it sees never leaves a gap that a transaction
-/// committing later could fill.
-const UNNUMBERED: &str = "FROM association_changes WHERE portal_id = $1 AND seq IS NULL";
+/// A log numbered on read: the change feed or the admin change log.
+#[derive(Clone, Copy)]
+struct NumberedLog {
+    table: &'static str,
+    heads: &'static str,
+}
 
-/// Numbers a portal's committed changes, gap-free, in insert order, after
-/// the last number given. Readers call it; writers never wait for it.
-/// Sequencers of one portal take turns on its head row. (A transaction-id
-/// horizon, `pg_snapshot_xmin`, is not needed: it is cluster-wide, so any
-/// long transaction, even in another database, would stall the feed.)
-async fn sequence_changes(pool: &PgPool, retry: RetryPolicy, portal: i64) -> StoreResult<()> {
-    let pending: bool = sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 {UNNUMBERED})"))
+const CHANGE_FEED: NumberedLog = NumberedLog {
+    table: "association_changes",
+    heads: "association_feed_heads",
+};
+
+const ADMIN_LOG: NumberedLog = NumberedLog {
+    table: "admin_changes",
+    heads: "admin_change_heads",
+};
+
+/// Numbers a portal's committed log entries, gap-free, in insert order,
+/// after the last number given. Readers call it; writers never wait for it.
+/// A statement sees only committed entries, so numbering what it sees never
+/// leaves a gap that a transaction committing later could fill. Sequencers
+/// of one portal take turns on its head row. (A transaction-id horizon,
+/// `pg_snapshot_xmin`, is not needed: it is cluster-wide, so any long
+/// transaction, even in another database, would stall the log.)
+async fn sequence_log(
+    pool: &PgPool,
+    retry: RetryPolicy,
+    log: NumberedLog,
+    portal: i64,
+) -> StoreResult<()> {
+    let NumberedLog { table, heads } = log;
+    let unnumbered = format!("FROM {table} WHERE portal_id = $1 AND seq IS NULL");
+    let pending: bool = sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 {unnumbered})"))
         .bind(portal)
         .fetch_one(pool)
         .await?;
@@ -446,20 +468,20 @@ async fn sequence_changes(pool: &PgPool, retry: RetryPolicy, portal: i64) -> Sto
         return Ok(());
     }
     transaction!(retry, pool.begin(), is_retryable, |conn| {
-        let last: i64 = sqlx::query_scalar(
-            "INSERT INTO association_feed_heads (portal_id, last_seq) VALUES ($1, 0)
-             ON CONFLICT (portal_id) DO UPDATE SET last_seq = association_feed_heads.last_seq
-             RETURNING last_seq",
-        )
+        let last: i64 = sqlx::query_scalar(&format!(
+            "INSERT INTO {heads} (portal_id, last_seq) VALUES ($1, 0)
+             ON CONFLICT (portal_id) DO UPDATE SET last_seq = {heads}.last_seq
+             RETURNING last_seq"
+        ))
         .bind(portal)
         .fetch_one(&mut *conn)
         .await?;
         // A new statement: its snapshot sees what the previous holder of the
         // head row numbered.
         let numbered: Option<i64> = sqlx::query_scalar(&format!(
-            "WITH settled AS (SELECT id {UNNUMBERED} ORDER BY id LIMIT 100000),
-                  numbered AS (SELECT id, $2 + row_number() OVER (ORDER BY id) AS seq FROM settled),
-                  done AS (UPDATE association_changes c SET seq = n.seq FROM numbered n
+            "WITH pending AS (SELECT id {unnumbered} ORDER BY id LIMIT 100000),
+                  numbered AS (SELECT id, $2 + row_number() OVER (ORDER BY id) AS seq FROM pending),
+                  done AS (UPDATE {table} c SET seq = n.seq FROM numbered n
                            WHERE c.id = n.id RETURNING c.seq)
              SELECT max(seq) FROM done"
         ))
@@ -468,29 +490,42 @@ async fn sequence_changes(pool: &PgPool, retry: RetryPolicy, portal: i64) -> Sto
         .fetch_one(&mut *conn)
         .await?;
         if let Some(numbered) = numbered {
-            sqlx::query("UPDATE association_feed_heads SET last_seq = $2 WHERE portal_id = $1")
-                .bind(portal)
-                .bind(numbered)
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query(&format!(
+                "UPDATE {heads} SET last_seq = $2 WHERE portal_id = $1"
+            ))
+            .bind(portal)
+            .bind(numbered)
+            .execute(&mut *conn)
+            .await?;
         }
         Ok(())
     })
 }
 
-/// Appends an admin change to its portal's log under the head row lock.
-async fn record_admin_change(conn: &mut PgConnection, change: &AdminChange) -> StoreResult<()> {
-    let seq: i64 = sqlx::query_scalar(
-        "INSERT INTO admin_change_heads (portal_id, last_seq) VALUES ($1, 1)
-         ON CONFLICT (portal_id) DO UPDATE SET last_seq = admin_change_heads.last_seq + 1
-         RETURNING last_seq",
-    )
-    .bind(change.portal_id)
-    .fetch_one(&mut *conn)
+/// Numbers the committed entries of every portal (or only `portal`) that has some.
+async fn sequence_portals(
+    pool: &PgPool,
+    retry: RetryPolicy,
+    log: NumberedLog,
+    portal: Option<i64>,
+) -> StoreResult<()> {
+    let portals: Vec<i64> = sqlx::query_scalar(&format!(
+        "SELECT DISTINCT portal_id FROM {} WHERE seq IS NULL AND ($1::bigint IS NULL OR portal_id = $1)",
+        log.table
+    ))
+    .bind(portal)
+    .fetch_all(pool)
     .await?;
-    sqlx::query("INSERT INTO admin_changes (portal_id, seq, change) VALUES ($1, $2, $3)")
+    for portal in portals {
+        sequence_log(pool, retry, log, portal).await?;
+    }
+    Ok(())
+}
+
+/// Appends an admin change to its portal's log, unnumbered (see `sequence_log`).
+async fn record_admin_change(conn: &mut PgConnection, change: &AdminChange) -> StoreResult<()> {
+    sqlx::query("INSERT INTO admin_changes (portal_id, change) VALUES ($1, $2)")
         .bind(change.portal_id)
-        .bind(seq)
         .bind(encode_admin_change(change)?)
         .execute(conn)
         .await?;
@@ -1129,6 +1164,7 @@ impl Store for PostgresStore {
         plugin: &str,
         portal: Option<i64>,
     ) -> StoreResult<Vec<(i64, i64)>> {
+        sequence_portals(&self.pool, self.retry, ADMIN_LOG, portal).await?;
         let rows = sqlx::query(
             "SELECT h.portal_id, COALESCE(d.delivered_seq, 0) FROM admin_change_heads h
              LEFT JOIN admin_hook_deliveries d ON d.portal_id = h.portal_id AND d.plugin = $1
@@ -1151,6 +1187,7 @@ impl Store for PostgresStore {
         after: i64,
         limit: u32,
     ) -> StoreResult<Vec<(i64, AdminChange)>> {
+        sequence_log(&self.pool, self.retry, ADMIN_LOG, portal).await?;
         read_admin_log(&self.pool, "admin_changes", portal, after, limit).await
     }
 
@@ -1222,7 +1259,7 @@ impl Store for PostgresStore {
     }
 
     async fn changes_after(&self, portal: i64, after: i64, limit: u32) -> StoreResult<Vec<Change>> {
-        sequence_changes(&self.pool, self.retry, portal).await?;
+        sequence_log(&self.pool, self.retry, CHANGE_FEED, portal).await?;
         let rows = sqlx::query(
             "SELECT from_object_type, from_object_id, to_object_type, to_object_id, category, type_id,
                     seq, kind, changed_at_us
@@ -1249,7 +1286,7 @@ impl Store for PostgresStore {
     }
 
     async fn feed_bounds(&self, portal: i64) -> StoreResult<(i64, i64)> {
-        sequence_changes(&self.pool, self.retry, portal).await?;
+        sequence_log(&self.pool, self.retry, CHANGE_FEED, portal).await?;
         let bounds: Option<(i64, i64)> = sqlx::query_as(
             "SELECT pruned_through, last_seq FROM association_feed_heads WHERE portal_id = $1",
         )
@@ -1261,14 +1298,7 @@ impl Store for PostgresStore {
 
     async fn prune_changes(&self, older_than_us: i64) -> StoreResult<()> {
         // Number what has committed first, so retention sees every old change.
-        let portals: Vec<i64> = sqlx::query_scalar(
-            "SELECT DISTINCT portal_id FROM association_changes WHERE seq IS NULL",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        for portal in portals {
-            sequence_changes(&self.pool, self.retry, portal).await?;
-        }
+        sequence_portals(&self.pool, self.retry, CHANGE_FEED, None).await?;
         sqlx::query(
             "WITH cut AS (SELECT portal_id, max(seq) AS seq FROM association_changes
                           WHERE changed_at_us < $1 AND seq IS NOT NULL GROUP BY portal_id),
