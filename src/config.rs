@@ -153,6 +153,9 @@ pub struct ReadSettings {
     pub chunk_size: u32,
     /// Signs resume cursors. Set your own in production; replicas must share it.
     pub cursor_secret: String,
+    /// How long a cached pair catalog serves before it is read again; bounds
+    /// how late a label made on another replica is seen here.
+    pub catalog_ttl_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -182,6 +185,7 @@ const DEFAULTS: &[(&str, &str)] = &[
         "read.cursor_secret",
         "association-service-default-cursor-secret",
     ),
+    ("read.catalog_ttl_ms", "1000"),
     ("feed.retention_hours", "168"),
     ("feed.poll_interval_ms", "500"),
     ("feed.prune_interval_secs", "300"),

@@ -108,6 +108,7 @@ pub async fn serve(
             read_chunk_size: settings.read.chunk_size,
             cursor_secret: settings.read.cursor_secret.clone(),
             feed_poll_interval: Duration::from_millis(settings.feed.poll_interval_ms),
+            catalog_ttl: Duration::from_millis(settings.read.catalog_ttl_ms),
         },
         hooks,
     ));

@@ -17,6 +17,7 @@ use crate::domain::{Category, DomainError, ObjectType, PairCatalog, TypeDef, Typ
 use crate::hooks::{Hooks, Pacing};
 use crate::store::{NewLabel, RecordRow, Store, StoreError, TypeFilter};
 
+pub mod catalogs;
 pub mod cursor;
 pub mod pages;
 
@@ -58,6 +59,9 @@ pub struct ServiceSettings {
     pub cursor_secret: String,
     /// How often an idle feed reader looks for changes other replicas wrote.
     pub feed_poll_interval: std::time::Duration,
+    /// How long a cached pair catalog serves before it is read again (label
+    /// changes made through this process drop it at once).
+    pub catalog_ttl: std::time::Duration,
 }
 
 /// One requested association: ids and types, in the request's direction.
@@ -251,6 +255,8 @@ pub struct AssociationService {
     written: Arc<Notify>,
     /// Admin plugins, asked before and told after every admin change.
     hooks: Arc<Hooks>,
+    /// Pair catalogs, so writes need not read definitions each time.
+    catalogs: catalogs::CatalogCache,
 }
 
 fn check_batch_size(len: usize) -> Result<(), DomainError> {
@@ -277,6 +283,7 @@ impl AssociationService {
     ) -> AssociationService {
         let cursors = CursorCodec::new(settings.cursor_secret.as_bytes());
         AssociationService {
+            catalogs: catalogs::CatalogCache::new(settings.catalog_ttl),
             store,
             settings,
             cursors,
@@ -331,8 +338,14 @@ impl AssociationService {
         from: ObjectType,
         to: ObjectType,
     ) -> ServiceResult<PairCatalog> {
+        let generation = match self.catalogs.get(portal, from, to) {
+            Ok(catalog) => return Ok(catalog),
+            Err(generation) => generation,
+        };
         let stored = self.store.pair_definitions(portal, from, to).await?;
-        Ok(PairCatalog::new(from, to, stored)?)
+        let catalog = PairCatalog::new(from, to, stored)?;
+        self.catalogs.put(portal, generation, &catalog);
+        Ok(catalog)
     }
 
     /// Validates ids and types of one input.
@@ -1069,7 +1082,9 @@ impl AssociationService {
         self.hooks
             .validate(&change.clone().with_labels(&[], &proposed))
             .await?;
-        let defs = self.store.create_label(portal, &new, &change).await?;
+        let defs = self.store.create_label(portal, &new, &change).await;
+        self.catalogs.forget_portal(portal);
+        let defs = defs?;
         self.hooks.committed(portal).await;
         Ok(defs)
     }
@@ -1163,9 +1178,12 @@ impl AssociationService {
         let change = Self::admin_change(portal, actor, AdminEvent::LabelUpdated, from, to)
             .with_labels(&before, &after);
         self.hooks.validate(&change).await?;
-        self.store
+        let updated = self
+            .store
             .update_label(portal, &def, label, inverse_label, &change)
-            .await?;
+            .await;
+        self.catalogs.forget_portal(portal);
+        updated?;
         self.hooks.committed(portal).await;
         let catalog = self.catalog(portal, from, to).await?;
         Ok(catalog
@@ -1190,7 +1208,9 @@ impl AssociationService {
         let change = Self::admin_change(portal, actor, AdminEvent::LabelDeleted, from, to)
             .with_labels(&Self::label_directions(&catalog, &def), &[]);
         self.hooks.validate(&change).await?;
-        self.store.delete_label(portal, &def, &change).await?;
+        let deleted = self.store.delete_label(portal, &def, &change).await;
+        self.catalogs.forget_portal(portal);
+        deleted?;
         self.hooks.committed(portal).await;
         self.written.notify_waiters();
         Ok(())

@@ -484,12 +484,67 @@ pub(crate) trait CreateSteps: Send {
         portal: i64,
         pairs: &[RecordPair],
     ) -> StoreResult<Vec<DirectedRow>>;
+    /// What a create plans against once its counters are locked: the
+    /// primaries of `lookup`, the existing associations of `pairs`, and the
+    /// pair's admin limits. One statement where the backend can.
+    async fn load_create_state(
+        &mut self,
+        portal: i64,
+        from: ObjectType,
+        to: ObjectType,
+        pairs: &[(i64, i64)],
+        lookup: Option<&PrimaryLookup>,
+    ) -> StoreResult<CreateState> {
+        let primaries = match lookup {
+            Some(lookup) => self.load_primaries(portal, lookup).await?,
+            None => HashMap::new(),
+        };
+        let edges = self.load_edges(portal, from, to, pairs).await?;
+        let user_limits = self.load_user_limits(portal, from, to).await?;
+        Ok(CreateState {
+            primaries,
+            edges,
+            user_limits,
+        })
+    }
+    /// Writes a plan: removes and adds rows, moves counters, appends the
+    /// changes to the feed. One statement where the backend can.
+    async fn apply_plan(&mut self, portal: i64, write: &PlannedWrite<'_>) -> StoreResult<()> {
+        if !write.delete.is_empty() {
+            self.delete_rows(portal, write.delete).await?;
+        }
+        if !write.insert.is_empty() {
+            self.insert_rows(portal, write.insert).await?;
+        }
+        if !write.deltas.is_empty() {
+            self.add_to_counts(portal, write.deltas).await?;
+        }
+        if !write.changes.is_empty() {
+            self.record_changes(portal, write.changes).await?;
+        }
+        Ok(())
+    }
     /// Admin limits of these types.
     async fn load_limits(
         &mut self,
         portal: i64,
         keys: &[TypeKey],
     ) -> StoreResult<HashMap<TypeKey, u32>>;
+}
+
+/// What a create plans against, read under its counter locks.
+pub(crate) struct CreateState {
+    pub primaries: HashMap<i64, i64>,
+    pub edges: Vec<PairEdge>,
+    pub user_limits: HashMap<TypeKey, u32>,
+}
+
+/// The rows, counters and feed entries one write changes.
+pub(crate) struct PlannedWrite<'a> {
+    pub delete: &'a [DirectedRow],
+    pub insert: &'a [DirectedRow],
+    pub deltas: &'a [(CountKey, i64)],
+    pub changes: &'a [(ChangeKind, DirectedRow)],
 }
 
 /// A directed pair of records: (from type, from id, to type, to id).
@@ -632,16 +687,13 @@ pub(crate) async fn merge_in_transaction(
     };
     let plan = merge::plan_merge(req, &snapshot, ceiling)?;
     require_locked(&locked, plan.count_deltas.iter().map(|(k, _)| *k), hint)?;
-    if !plan.delete_rows.is_empty() {
-        steps.delete_rows(portal, &plan.delete_rows).await?;
-    }
-    if !plan.insert_rows.is_empty() {
-        steps.insert_rows(portal, &plan.insert_rows).await?;
-    }
-    if !plan.count_deltas.is_empty() {
-        steps.add_to_counts(portal, &plan.count_deltas).await?;
-    }
-    steps.record_changes(portal, &plan.changes(req)).await?;
+    let write = PlannedWrite {
+        delete: &plan.delete_rows,
+        insert: &plan.insert_rows,
+        deltas: &plan.count_deltas,
+        changes: &plan.changes(req),
+    };
+    steps.apply_plan(portal, &write).await?;
     Ok(plan)
 }
 
@@ -693,15 +745,20 @@ pub(crate) async fn create_in_transaction(
         locked.extend(plan::primary_move_keys(ctx, &seen));
     }
     let counts = lock_sorted(steps, portal, &locked).await?;
-    let primaries = match &needs.primaries {
-        Some(lookup) => steps.load_primaries(portal, lookup).await?,
-        None => HashMap::new(),
-    };
-    require_locked(&locked, plan::primary_move_keys(ctx, &primaries), hint)?;
-    let edges = steps
-        .load_edges(portal, ctx.from, ctx.to, &needs.pairs)
+    let CreateState {
+        primaries,
+        edges,
+        user_limits,
+    } = steps
+        .load_create_state(
+            portal,
+            ctx.from,
+            ctx.to,
+            &needs.pairs,
+            needs.primaries.as_ref(),
+        )
         .await?;
-    let user_limits = steps.load_user_limits(portal, ctx.from, ctx.to).await?;
+    require_locked(&locked, plan::primary_move_keys(ctx, &primaries), hint)?;
     let snapshot = Snapshot {
         counts,
         edges,
@@ -715,22 +772,19 @@ pub(crate) async fn create_in_transaction(
         outcomes: planned,
     } = plan::plan_creates(ctx, snapshot, &live);
     require_locked(&locked, count_deltas.iter().map(|(k, _)| *k), hint)?;
-    if !delete_rows.is_empty() {
-        steps.delete_rows(portal, &delete_rows).await?;
-    }
-    if !insert_rows.is_empty() {
-        steps.insert_rows(portal, &insert_rows).await?;
-    }
-    if !count_deltas.is_empty() {
-        steps.add_to_counts(portal, &count_deltas).await?;
-    }
     let changes: Vec<(ChangeKind, DirectedRow)> = delete_rows
         .iter()
         .map(|r| (ChangeKind::Archived, *r))
         .chain(insert_rows.iter().map(|r| (ChangeKind::Created, *r)))
         .collect();
     if !changes.is_empty() {
-        steps.record_changes(portal, &changes).await?;
+        let write = PlannedWrite {
+            delete: &delete_rows,
+            insert: &insert_rows,
+            deltas: &count_deltas,
+            changes: &changes,
+        };
+        steps.apply_plan(portal, &write).await?;
     }
     let mut planned = planned.into_iter();
     Ok(outcomes
@@ -772,9 +826,13 @@ pub(crate) async fn archive_in_transaction(
     if rows.is_empty() {
         return Ok(0);
     }
-    steps.delete_rows(portal, &rows).await?;
-    steps.add_to_counts(portal, &removal_deltas(&rows)).await?;
-    steps.record_changes(portal, &archived(&rows)).await?;
+    let write = PlannedWrite {
+        delete: &rows,
+        insert: &[],
+        deltas: &removal_deltas(&rows),
+        changes: &archived(&rows),
+    };
+    steps.apply_plan(portal, &write).await?;
     Ok(rows.len() as u64)
 }
 

@@ -28,8 +28,11 @@ impl PostgresStore {
         let options: PgConnectOptions = url.parse()?;
         // One direct attempt first, so an unreachable server reports why.
         PgConnection::connect_with(&options).await?.close().await?;
+        // No ping before each acquire: a broken connection fails one call
+        // and is dropped, instead of every call paying a round trip.
         let pool = PgPoolOptions::new()
             .max_connections(store.max_connections)
+            .test_before_acquire(false)
             .acquire_timeout(std::time::Duration::from_secs(30))
             .connect_with(options)
             .await?;
@@ -129,6 +132,159 @@ struct PgTx<'c> {
 
 #[async_trait]
 impl CreateSteps for PgTx<'_> {
+    async fn load_create_state(
+        &mut self,
+        portal: i64,
+        from: ObjectType,
+        to: ObjectType,
+        pairs: &[(i64, i64)],
+        lookup: Option<&PrimaryLookup>,
+    ) -> StoreResult<CreateState> {
+        let (from_ids, to_ids): (Vec<i64>, Vec<i64>) = pairs.iter().copied().unzip();
+        let (record_type, record_ids, company_type, record_key) = match lookup {
+            Some(l) => (
+                l.record_type.to_string(),
+                l.record_ids.clone(),
+                l.company_type.to_string(),
+                l.record_key,
+            ),
+            None => (
+                String::new(),
+                Vec::new(),
+                String::new(),
+                TypeKey::hubspot(0),
+            ),
+        };
+        // Part 1: primaries; 2: existing associations of the pairs (a
+        // primary-key lookup per pair); 3: the pair's admin limits.
+        let rows = sqlx::query(
+            "SELECT 1::smallint, from_object_id, to_object_id, 0::smallint, 0, 0 FROM associations
+             WHERE portal_id = $1 AND from_object_type = $2 AND from_object_id = ANY($3)
+               AND to_object_type = $4 AND category = $5 AND type_id = $6
+             UNION ALL
+             SELECT 2::smallint, p.f, a.to_object_id, a.category, a.type_id, 0
+             FROM unnest($9::bigint[], $10::bigint[]) AS p(f, t)
+             CROSS JOIN LATERAL (
+                 SELECT to_object_id, category, type_id FROM associations
+                 WHERE portal_id = $1 AND from_object_type = $7 AND from_object_id = p.f
+                   AND to_object_type = $8 AND to_object_id = p.t
+                 OFFSET 0) a
+             UNION ALL
+             SELECT 3::smallint, 0, 0, category, type_id, max_to_object_ids FROM association_limits
+             WHERE portal_id = $1 AND ((from_object_type = $7 AND to_object_type = $8)
+                                    OR (from_object_type = $8 AND to_object_type = $7))",
+        )
+        .bind(portal)
+        .bind(record_type)
+        .bind(&record_ids)
+        .bind(company_type)
+        .bind(record_key.category.code())
+        .bind(record_key.type_id)
+        .bind(from.to_string())
+        .bind(to.to_string())
+        .bind(&from_ids)
+        .bind(&to_ids)
+        .fetch_all(&mut *self.conn)
+        .await?;
+        let mut state = CreateState {
+            primaries: HashMap::new(),
+            edges: Vec::new(),
+            user_limits: HashMap::new(),
+        };
+        for r in &rows {
+            let (a, b): (i64, i64) = (r.try_get(1)?, r.try_get(2)?);
+            match r.try_get::<i16, _>(0)? {
+                1 => {
+                    state.primaries.insert(a, b);
+                }
+                2 => state.edges.push(PairEdge {
+                    from_id: a,
+                    to_id: b,
+                    key: decode_key(r.try_get::<i16, _>(3)?.into(), r.try_get(4)?)?,
+                }),
+                _ => {
+                    let key = decode_key(r.try_get::<i16, _>(3)?.into(), r.try_get(4)?)?;
+                    state
+                        .user_limits
+                        .insert(key, r.try_get::<i32, _>(5)? as u32);
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    async fn apply_plan(&mut self, portal: i64, write: &PlannedWrite<'_>) -> StoreResult<()> {
+        let (delete, insert) = (row_columns(write.delete), row_columns(write.insert));
+        let counts = count_columns(write.deltas.iter().map(|(k, _)| k));
+        let amounts: Vec<i64> = write.deltas.iter().map(|(_, d)| *d).collect();
+        let changed: Vec<DirectedRow> = write.changes.iter().map(|(_, r)| *r).collect();
+        let kinds: Vec<i16> = write.changes.iter().map(|(k, _)| k.code()).collect();
+        let feed = row_columns(&changed);
+        // Every part touches different rows (the plan's sets are disjoint and
+        // its counter changes are net per counter), so one statement does it.
+        sqlx::query(
+            "WITH removed AS (
+                 DELETE FROM associations a
+                 USING unnest($2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::smallint[], $7::int[])
+                       AS d(ft, fi, tt, ti, c, ty)
+                 WHERE a.portal_id = $1 AND a.from_object_type = d.ft AND a.from_object_id = d.fi
+                   AND a.to_object_type = d.tt AND a.to_object_id = d.ti AND a.category = d.c AND a.type_id = d.ty),
+             added AS (
+                 INSERT INTO associations (portal_id, from_object_type, from_object_id, to_object_type, to_object_id, category, type_id)
+                 SELECT $1, d.ft, d.fi, d.tt, d.ti, d.c, d.ty
+                 FROM unnest($8::text[], $9::bigint[], $10::text[], $11::bigint[], $12::smallint[], $13::int[])
+                      AS d(ft, fi, tt, ti, c, ty)
+                 ON CONFLICT DO NOTHING),
+             raised AS (
+                 INSERT INTO association_counts (portal_id, object_type, object_id, category, type_id, count)
+                 SELECT $1, k.t, k.i, k.c, k.ty, k.d
+                 FROM unnest($14::text[], $15::bigint[], $16::smallint[], $17::int[], $18::bigint[]) AS k(t, i, c, ty, d)
+                 WHERE k.d > 0
+                 ON CONFLICT (portal_id, object_type, object_id, category, type_id)
+                 DO UPDATE SET count = association_counts.count + EXCLUDED.count),
+             lowered AS (
+                 UPDATE association_counts a SET count = a.count + k.d
+                 FROM unnest($14::text[], $15::bigint[], $16::smallint[], $17::int[], $18::bigint[]) AS k(t, i, c, ty, d)
+                 WHERE k.d < 0 AND a.portal_id = $1 AND a.object_type = k.t AND a.object_id = k.i
+                   AND a.category = k.c AND a.type_id = k.ty)
+             INSERT INTO association_changes (portal_id, kind, from_object_type, from_object_id,
+                                              to_object_type, to_object_id, category, type_id, changed_at_us)
+             SELECT $1, k.kind, k.ft, k.fi, k.tt, k.ti, k.c, k.ty, $26
+             FROM unnest($19::smallint[], $20::text[], $21::bigint[], $22::text[], $23::bigint[], $24::smallint[], $25::int[])
+                  WITH ORDINALITY AS k(kind, ft, fi, tt, ti, c, ty, n)
+             ORDER BY k.n",
+        )
+        .bind(portal)
+        .bind(&delete.from_types)
+        .bind(&delete.from_ids)
+        .bind(&delete.to_types)
+        .bind(&delete.to_ids)
+        .bind(&delete.categories)
+        .bind(&delete.type_ids)
+        .bind(&insert.from_types)
+        .bind(&insert.from_ids)
+        .bind(&insert.to_types)
+        .bind(&insert.to_ids)
+        .bind(&insert.categories)
+        .bind(&insert.type_ids)
+        .bind(&counts.types)
+        .bind(&counts.ids)
+        .bind(&counts.categories)
+        .bind(&counts.type_ids)
+        .bind(&amounts)
+        .bind(&kinds)
+        .bind(&feed.from_types)
+        .bind(&feed.from_ids)
+        .bind(&feed.to_types)
+        .bind(&feed.to_ids)
+        .bind(&feed.categories)
+        .bind(&feed.type_ids)
+        .bind(now_us())
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(())
+    }
+
     async fn lock_types(
         &mut self,
         portal: i64,
@@ -276,47 +432,33 @@ impl CreateSteps for PgTx<'_> {
     }
 
     async fn delete_rows(&mut self, portal: i64, rows: &[DirectedRow]) -> StoreResult<()> {
-        let c = row_columns(rows);
-        sqlx::query(
-            "DELETE FROM associations a
-             USING unnest($2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::smallint[], $7::int[]) AS d(ft, fi, tt, ti, c, ty)
-             WHERE a.portal_id = $1 AND a.from_object_type = d.ft AND a.from_object_id = d.fi
-               AND a.to_object_type = d.tt AND a.to_object_id = d.ti AND a.category = d.c AND a.type_id = d.ty",
-        )
-        .bind(portal)
-        .bind(&c.from_types)
-        .bind(&c.from_ids)
-        .bind(&c.to_types)
-        .bind(&c.to_ids)
-        .bind(&c.categories)
-        .bind(&c.type_ids)
-        .execute(&mut *self.conn)
-        .await?;
-        Ok(())
+        let write = PlannedWrite {
+            delete: rows,
+            insert: &[],
+            deltas: &[],
+            changes: &[],
+        };
+        self.apply_plan(portal, &write).await
     }
 
     async fn insert_rows(&mut self, portal: i64, rows: &[DirectedRow]) -> StoreResult<()> {
-        let c = row_columns(rows);
-        sqlx::query(
-            "INSERT INTO associations (portal_id, from_object_type, from_object_id, to_object_type, to_object_id, category, type_id)
-             SELECT $1, d.ft, d.fi, d.tt, d.ti, d.c, d.ty
-             FROM unnest($2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::smallint[], $7::int[]) AS d(ft, fi, tt, ti, c, ty)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(portal)
-        .bind(&c.from_types)
-        .bind(&c.from_ids)
-        .bind(&c.to_types)
-        .bind(&c.to_ids)
-        .bind(&c.categories)
-        .bind(&c.type_ids)
-        .execute(&mut *self.conn)
-        .await?;
-        Ok(())
+        let write = PlannedWrite {
+            delete: &[],
+            insert: rows,
+            deltas: &[],
+            changes: &[],
+        };
+        self.apply_plan(portal, &write).await
     }
 
     async fn add_to_counts(&mut self, portal: i64, deltas: &[(CountKey, i64)]) -> StoreResult<()> {
-        add_to_counts(&mut *self.conn, portal, deltas).await
+        let write = PlannedWrite {
+            delete: &[],
+            insert: &[],
+            deltas,
+            changes: &[],
+        };
+        self.apply_plan(portal, &write).await
     }
 
     async fn record_changes(
@@ -324,7 +466,13 @@ impl CreateSteps for PgTx<'_> {
         portal: i64,
         changes: &[(ChangeKind, DirectedRow)],
     ) -> StoreResult<()> {
-        record_changes(&mut *self.conn, portal, changes).await
+        let write = PlannedWrite {
+            delete: &[],
+            insert: &[],
+            deltas: &[],
+            changes,
+        };
+        self.apply_plan(portal, &write).await
     }
 
     async fn load_rows_from(
@@ -394,38 +542,6 @@ impl CreateSteps for PgTx<'_> {
         .await?;
         rows.iter().map(decode_limit).collect()
     }
-}
-
-/// Appends changes to the portal's feed, unnumbered, taking no lock that
-/// other writers take; `sequence_log` numbers them once committed.
-async fn record_changes(
-    conn: &mut PgConnection,
-    portal: i64,
-    changes: &[(ChangeKind, DirectedRow)],
-) -> StoreResult<()> {
-    let rows: Vec<DirectedRow> = changes.iter().map(|(_, r)| *r).collect();
-    let kinds: Vec<i16> = changes.iter().map(|(k, _)| k.code()).collect();
-    let c = row_columns(&rows);
-    sqlx::query(
-        "INSERT INTO association_changes (portal_id, kind, from_object_type, from_object_id,
-                                          to_object_type, to_object_id, category, type_id, changed_at_us)
-         SELECT $1, k.kind, k.ft, k.fi, k.tt, k.ti, k.c, k.ty, $9
-         FROM unnest($2::smallint[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::smallint[], $8::int[])
-              WITH ORDINALITY AS k(kind, ft, fi, tt, ti, c, ty, n)
-         ORDER BY k.n",
-    )
-    .bind(portal)
-    .bind(&kinds)
-    .bind(&c.from_types)
-    .bind(&c.from_ids)
-    .bind(&c.to_types)
-    .bind(&c.to_ids)
-    .bind(&c.categories)
-    .bind(&c.type_ids)
-    .bind(now_us())
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// A log numbered on read: the change feed or the admin change log.
@@ -571,51 +687,6 @@ impl DefinitionSteps for PgTx<'_> {
     async fn insert_definitions(&mut self, portal: i64, defs: &[TypeDef]) -> StoreResult<()> {
         insert_definitions(&mut *self.conn, portal, defs).await
     }
-}
-
-/// Applies counter changes: increments upsert (a counter may be new),
-/// decrements update (the CHECK on `count` sees the proposed insert row).
-async fn add_to_counts(
-    conn: &mut PgConnection,
-    portal: i64,
-    deltas: &[(CountKey, i64)],
-) -> StoreResult<()> {
-    let (increments, decrements): (Vec<_>, Vec<_>) = deltas.iter().partition(|(_, d)| *d > 0);
-    for (batch, sql) in [
-        (
-            increments,
-            "INSERT INTO association_counts (portal_id, object_type, object_id, category, type_id, count)
-             SELECT $1, k.t, k.i, k.c, k.ty, k.d
-             FROM unnest($2::text[], $3::bigint[], $4::smallint[], $5::int[], $6::bigint[])
-                  WITH ORDINALITY AS k(t, i, c, ty, d, n)
-             ORDER BY k.n
-             ON CONFLICT (portal_id, object_type, object_id, category, type_id)
-             DO UPDATE SET count = association_counts.count + EXCLUDED.count",
-        ),
-        (
-            decrements,
-            "UPDATE association_counts a SET count = a.count + k.d
-             FROM unnest($2::text[], $3::bigint[], $4::smallint[], $5::int[], $6::bigint[]) AS k(t, i, c, ty, d)
-             WHERE a.portal_id = $1 AND a.object_type = k.t AND a.object_id = k.i
-               AND a.category = k.c AND a.type_id = k.ty",
-        ),
-    ] {
-        if batch.is_empty() {
-            continue;
-        }
-        let c = count_columns(batch.iter().map(|(k, _)| k));
-        let amounts: Vec<i64> = batch.iter().map(|(_, d)| *d).collect();
-        sqlx::query(sql)
-            .bind(portal)
-            .bind(&c.types)
-            .bind(&c.ids)
-            .bind(&c.categories)
-            .bind(&c.type_ids)
-            .bind(&amounts)
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
 }
 
 async fn load_pair_limits(
@@ -927,7 +998,9 @@ impl Store for PostgresStore {
                     .await?;
             }
             if !removed.is_empty() {
-                record_changes(conn, portal, &archived(&removed)).await?;
+                PgTx { conn }
+                    .record_changes(portal, &archived(&removed))
+                    .await?;
             }
             Ok(())
         })
