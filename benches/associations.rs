@@ -4,8 +4,13 @@
 //! (multi-row INSERTs for writes, `COPY … TO STDOUT` for reads). Prints the
 //! results and writes them into docs/benchmarks.md.
 //!
+//! The headline runs PostgreSQL at production durability (fsync and
+//! synchronous_commit on); the write scenarios run again with both off as a
+//! second table. One create's statements are costed with pg_stat_statements.
+//!
 //! Run: `cargo bench --bench associations` (`BENCH_SCALE=small` for a quick
-//! pass; `DATABASE_URL` to use an existing PostgreSQL instead of a throwaway).
+//! pass; `BENCH_DATABASE_URL` / `DATABASE_URL` to use existing PostgreSQL
+//! servers for the durable / fsync-off runs instead of throwaways).
 #[path = "../tests/common/mod.rs"]
 #[allow(dead_code)]
 mod common;
@@ -72,6 +77,8 @@ const W2_PORTAL: i64 = 1_002;
 const W3_PORTAL: i64 = 1_003;
 const R1_PORTAL: i64 = 1_004;
 const R2_PORTAL: i64 = 1_005;
+/// W4's one shared portal; with one portal per client, W4_PORTAL + 1 + client.
+const W4_PORTAL: i64 = 2_000;
 
 /// One measured scenario on one backend.
 struct Row {
@@ -191,7 +198,10 @@ fn summarize(elapsed: Duration, mut latencies: Vec<Duration>) -> (f64, f64, f64)
 
 // ------------------------------------------------------------ scenarios
 
-async fn w1_service(server: &Server, scale: &Scale) -> (f64, f64, f64) {
+/// W1: 16 clients creating single associations; client `c`'s op `n` joins
+/// deal `c·10⁶ + n + 1` to contact `n + 1`, so clients meet on the same
+/// contacts at the same moment. With `distinct`, every contact is new too.
+async fn w1_service(server: &Server, scale: &Scale, distinct: bool) -> (f64, f64, f64) {
     let per_client = scale.w1_ops / W1_CLIENTS;
     let start = Instant::now();
     let mut clients = JoinSet::new();
@@ -201,10 +211,15 @@ async fn w1_service(server: &Server, scale: &Scale) -> (f64, f64, f64) {
             let mut latencies = Vec::new();
             for op in 0..per_client {
                 let began = Instant::now();
+                let contact = if distinct {
+                    50_000_000 + client * 1_000_000 + op + 1
+                } else {
+                    op + 1
+                };
                 let response = writer
                     .create_associations(request(
                         W1_PORTAL,
-                        vec![input(client * 1_000_000 + op + 1, op + 1)],
+                        vec![input(client * 1_000_000 + op + 1, contact)],
                     ))
                     .await;
                 assert!(response.expect("create").into_inner().errors.is_empty());
@@ -215,6 +230,87 @@ async fn w1_service(server: &Server, scale: &Scale) -> (f64, f64, f64) {
     }
     let latencies = clients.join_all().await.concat();
     summarize(start.elapsed(), latencies)
+}
+
+/// W1's load with every client on one portal, or each on its own (offset
+/// `round` keeps runs apart); associations per second.
+async fn w4_service(server: &Server, scale: &Scale, one_portal: bool, round: i64) -> f64 {
+    let per_client = scale.w1_ops / W1_CLIENTS;
+    let start = Instant::now();
+    let mut clients = JoinSet::new();
+    for client in 0..W1_CLIENTS {
+        let mut writer = server.writer().await;
+        let portal = if one_portal {
+            W4_PORTAL + round * 100
+        } else {
+            W4_PORTAL + round * 100 + 1 + client
+        };
+        clients.spawn(async move {
+            for op in 0..per_client {
+                let response = writer
+                    .create_associations(request(
+                        portal,
+                        vec![input(client * 1_000_000 + op + 1, op + 1)],
+                    ))
+                    .await;
+                assert!(response.expect("create").into_inner().errors.is_empty());
+            }
+        });
+    }
+    clients.join_all().await;
+    (per_client * W1_CLIENTS) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// W4 on one portal ÷ on sixteen, interleaved twice so drift in the machine
+/// weighs on both sides alike: (one-portal rate, many-portal rate).
+async fn w4_pair(server: &Server, scale: &Scale) -> (f64, f64) {
+    let (mut one, mut many) = (0.0, 0.0);
+    for round in 0..2 {
+        one += w4_service(server, scale, true, round * 2).await / 2.0;
+        many += w4_service(server, scale, false, round * 2 + 1).await / 2.0;
+    }
+    (one, many)
+}
+
+/// Starts counting statements (PostgreSQL only).
+async fn reset_statement_stats(pool: &PgPool) {
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(pool)
+        .await
+        .expect("pg_stat_statements (the durable throwaway loads it)");
+    sqlx::query("SELECT pg_stat_statements_reset()")
+        .execute(pool)
+        .await
+        .expect("reset statement stats");
+}
+
+/// The statements the service ran since the reset, per create, costliest first.
+async fn statement_costs(pool: &PgPool, creates: i64) -> String {
+    let rows: Vec<(i64, f64, f64, String)> = sqlx::query_as(
+        "SELECT s.calls, s.total_exec_time, s.mean_exec_time,
+                left(regexp_replace(s.query, '\\s+', ' ', 'g'), 110)
+         FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+         WHERE d.datname = current_database() AND s.calls >= $1
+           AND s.query NOT LIKE '%pg_stat_statements%'
+         ORDER BY s.total_exec_time DESC LIMIT 12",
+    )
+    .bind(creates / 2)
+    .fetch_all(pool)
+    .await
+    .expect("read pg_stat_statements");
+    let mut out = String::from(
+        "| statement | calls per create | mean ms | total ms |\n|---|---|---|---|\n",
+    );
+    for (calls, total, mean, query) in rows {
+        out.push_str(&format!(
+            "| `{}` | {:.2} | {:.3} | {:.0} |\n",
+            query.replace('|', "\\|"),
+            calls as f64 / creates as f64,
+            mean,
+            total
+        ));
+    }
+    out
 }
 
 async fn w2_service(server: &Server, scale: &Scale) -> f64 {
@@ -532,6 +628,12 @@ async fn read_baselines(pool: &PgPool, scale: &Scale) -> (f64, f64, f64) {
 
 struct Measured {
     w1: (f64, f64, f64),
+    /// W1 with every client on its own records.
+    w1_distinct: (f64, f64, f64),
+    /// W4: (one portal, sixteen portals) assoc/s.
+    w4: (f64, f64),
+    /// pg_stat_statements for W1, when counted.
+    statements: Option<String>,
     w2: f64,
     w3: (f64, usize, usize),
     seed: f64,
@@ -540,9 +642,19 @@ struct Measured {
     r3: f64,
 }
 
-async fn run_service(server: &Server, scale: &Scale) -> Measured {
+/// The write scenarios; with `stats`, W1's statements are costed.
+async fn run_writes(server: &Server, scale: &Scale, stats: Option<&PgPool>) -> Measured {
+    if let Some(pool) = stats {
+        reset_statement_stats(pool).await;
+    }
     eprintln!("  W1 single creates, {W1_CLIENTS} clients");
-    let w1 = w1_service(server, scale).await;
+    let w1 = w1_service(server, scale, false).await;
+    let statements = match stats {
+        Some(pool) => Some(statement_costs(pool, scale.w1_ops).await),
+        None => None,
+    };
+    eprintln!("  W1 on distinct records");
+    let w1_distinct = w1_service(server, scale, true).await;
     eprintln!("  W2 batches of 100, {W2_CLIENTS} clients");
     let w2 = w2_service(server, scale).await;
     eprintln!(
@@ -551,6 +663,24 @@ async fn run_service(server: &Server, scale: &Scale) -> Measured {
     );
     let w3 = w3_service(server, scale).await;
     assert_eq!(w3.1, scale.w3_limit as usize, "the limit held");
+    eprintln!("  W4 {W1_CLIENTS} clients on one portal, then on {W1_CLIENTS}");
+    let w4 = w4_pair(server, scale).await;
+    Measured {
+        w1,
+        w1_distinct,
+        w4,
+        statements,
+        w2,
+        w3,
+        seed: 0.0,
+        r1: (0.0, 0.0),
+        r2: 0.0,
+        r3: 0.0,
+    }
+}
+
+async fn run_service(server: &Server, scale: &Scale, stats: Option<&PgPool>) -> Measured {
+    let writes = run_writes(server, scale, stats).await;
     eprintln!(
         "  seeding {} + {} associations",
         scale.r1_rows,
@@ -563,17 +693,16 @@ async fn run_service(server: &Server, scale: &Scale) -> Measured {
     let r2 = r2_service(server, scale).await;
     let r3 = r3_service(server, scale.r1_rows).await;
     Measured {
-        w1,
-        w2,
-        w3,
         seed: seed_rate,
         r1,
         r2,
         r3,
+        ..writes
     }
 }
 
-fn rows_for(backend: &'static str, m: &Measured, raw: &Measured) -> Vec<Row> {
+/// The write rows of a run (W1–W4).
+fn write_rows(backend: &'static str, m: &Measured, raw: &Measured) -> Vec<Row> {
     vec![
         Row {
             scenario: "W1 single creates, 16 clients",
@@ -585,7 +714,19 @@ fn rows_for(backend: &'static str, m: &Measured, raw: &Measured) -> Vec<Row> {
                 "p50 {:.2} ms / p99 {:.2} ms (raw {:.2} / {:.2})",
                 m.w1.1, m.w1.2, raw.w1.1, raw.w1.2
             ),
-            target: Some(0.6),
+            target: Some(0.5),
+        },
+        Row {
+            scenario: "W1 on distinct records (no shared counter)",
+            backend,
+            service: m.w1_distinct.0,
+            baseline: raw.w1.0,
+            unit: "assoc/s",
+            detail: format!(
+                "p50 {:.2} ms / p99 {:.2} ms (raw W1 {:.2} / {:.2})",
+                m.w1_distinct.1, m.w1_distinct.2, raw.w1.1, raw.w1.2
+            ),
+            target: None,
         },
         Row {
             scenario: "W2 batches of 100, 4 clients",
@@ -603,8 +744,23 @@ fn rows_for(backend: &'static str, m: &Measured, raw: &Measured) -> Vec<Row> {
             baseline: raw.w3.0,
             unit: "assoc/s",
             detail: format!("limit held: {} created of {} attempts", m.w3.1, m.w3.2),
-            target: None,
+            target: Some(0.3),
         },
+        Row {
+            scenario: "W4 16 clients on one portal ÷ on 16 portals",
+            backend,
+            service: m.w4.0,
+            baseline: m.w4.1,
+            unit: "assoc/s",
+            detail: "service on one portal beside the service on sixteen".into(),
+            target: Some(0.9),
+        },
+    ]
+}
+
+fn rows_for(backend: &'static str, m: &Measured, raw: &Measured) -> Vec<Row> {
+    let mut rows = write_rows(backend, m, raw);
+    rows.extend([
         Row {
             scenario: "Bulk load, batches of 2,000 into one record",
             backend,
@@ -641,7 +797,8 @@ fn rows_for(backend: &'static str, m: &Measured, raw: &Measured) -> Vec<Row> {
             detail: String::new(),
             target: Some(0.7),
         },
-    ]
+    ]);
+    rows
 }
 
 fn render(rows: &[Row], scale: &Scale, pg_note: &str) -> String {
@@ -657,12 +814,11 @@ fn render(rows: &[Row], scale: &Scale, pg_note: &str) -> String {
         scale.r2_per_record
     ));
     out.push_str(&format!(
-        "Machine: {} cores; {pg_note}.\n\n",
+        "Machine: {} cores; {pg_note}.\n\n| scenario | store | service | raw PostgreSQL | ratio | target | notes |\n|---|---|---|---|---|---|---|\n",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0)
     ));
-    out.push_str("| scenario | store | service | raw PostgreSQL | ratio | target | notes |\n|---|---|---|---|---|---|---|\n");
     for row in rows {
         let ratio = row.service / row.baseline;
         let target = match row.target {
@@ -709,6 +865,31 @@ async fn pool(url: &str, size: u32) -> PgPool {
         .expect("connect to PostgreSQL")
 }
 
+/// The raw PostgreSQL write baselines (W1–W3) on `url`.
+async fn raw_writes(url: &str, scale: &Scale) -> (PgPool, Measured) {
+    let raw_pool = pool(url, 64).await;
+    sqlx::query(RAW_TABLE)
+        .execute(&raw_pool)
+        .await
+        .expect("baseline table");
+    let w1 = w1_raw(&raw_pool, scale).await;
+    let w2 = w2_raw(&raw_pool, scale).await;
+    let w3 = w3_raw(&raw_pool, scale).await;
+    let raw = Measured {
+        w1,
+        w1_distinct: w1,
+        w4: (0.0, 0.0),
+        statements: None,
+        w2,
+        w3: (w3, 0, 0),
+        seed: 0.0,
+        r1: (0.0, 0.0),
+        r2: 0.0,
+        r3: 0.0,
+    };
+    (raw_pool, raw)
+}
+
 #[tokio::main]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -718,47 +899,55 @@ async fn main() {
         Ok("small") => &SMALL,
         _ => &FULL,
     };
-    let pg_url = common::fresh_postgres_database().await;
-    let pg_note = if std::env::var("DATABASE_URL").is_ok() {
-        "PostgreSQL from DATABASE_URL".to_string()
-    } else {
-        "throwaway PostgreSQL 15 (fsync off, synchronous_commit off) shared by the service and the baseline".to_string()
-    };
 
-    eprintln!("postgres store");
-    let pg_server = Server::start(&pg_url).await;
-    let pg = run_service(&pg_server, scale).await;
-    drop(pg_server);
-
-    eprintln!("raw PostgreSQL baselines");
-    let raw_pool = pool(&pg_url, 64).await;
-    sqlx::query(RAW_TABLE)
-        .execute(&raw_pool)
+    // Headline: production durability.
+    let durable_admin = tokio::task::spawn_blocking(common::durable_postgres_admin_url)
         .await
-        .expect("baseline table");
-    let w1 = w1_raw(&raw_pool, scale).await;
-    let w2 = w2_raw(&raw_pool, scale).await;
-    let w3 = w3_raw(&raw_pool, scale).await;
+        .expect("durable PostgreSQL");
+    let pg_url = common::fresh_database_on(&durable_admin).await;
+    let stats_pool = pool(&pg_url, 2).await;
+    eprintln!("postgres store (fsync and synchronous_commit on)");
+    let pg_server = Server::start(&pg_url).await;
+    let pg = run_service(&pg_server, scale, Some(&stats_pool)).await;
+    drop(pg_server);
+    eprintln!("raw PostgreSQL baselines");
+    let (raw_pool, mut raw) = raw_writes(&pg_url, scale).await;
     let (r1, r2, r3) = read_baselines(&raw_pool, scale).await;
-    let raw = Measured {
-        w1,
-        w2,
-        w3: (w3, 0, 0),
-        seed: 0.0,
-        r1: (r1, 0.0),
-        r2,
-        r3,
-    };
+    (raw.r1, raw.r2, raw.r3) = ((r1, 0.0), r2, r3);
 
     eprintln!("sqlite store");
     let dir = tempfile::tempdir().expect("temp dir");
     let sqlite_server = Server::start(&format!("sqlite://{}/bench.db", dir.path().display())).await;
-    let lite = run_service(&sqlite_server, scale).await;
+    let lite = run_service(&sqlite_server, scale, None).await;
     drop(sqlite_server);
+
+    // Second table: the writes with fsync and synchronous_commit off.
+    let fast_url = common::fresh_postgres_database().await;
+    eprintln!("postgres store (fsync off), writes");
+    let fast_server = Server::start(&fast_url).await;
+    let fast = run_writes(&fast_server, scale, None).await;
+    drop(fast_server);
+    let (_, fast_raw) = raw_writes(&fast_url, scale).await;
 
     let mut rows = rows_for("postgres", &pg, &raw);
     rows.extend(rows_for("sqlite", &lite, &raw));
-    let results = render(&rows, scale, &pg_note);
+    let mut results = String::from("### Production durability (the headline)\n\n");
+    results.push_str(&render(
+        &rows,
+        scale,
+        "throwaway PostgreSQL 15 with fsync and synchronous_commit on (its defaults), shared by the service and the baseline; SQLite in WAL mode with synchronous=NORMAL",
+    ));
+    results.push_str("\n### Writes with fsync and synchronous_commit off\n\n");
+    results.push_str(&render(
+        &write_rows("postgres", &fast, &fast_raw),
+        scale,
+        "throwaway PostgreSQL 15 with fsync, synchronous_commit and full_page_writes off",
+    ));
+    if let Some(statements) = &pg.statements {
+        results.push_str(&format!(
+            "\n### What one create costs (W1, production durability, pg_stat_statements)\n\n{statements}"
+        ));
+    }
     println!("{results}");
     if scale.name == "full" {
         write_doc(&results);

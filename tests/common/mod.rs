@@ -175,6 +175,27 @@ struct Throwaway {
 }
 
 static POSTGRES: OnceLock<Result<String, String>> = OnceLock::new();
+static DURABLE_POSTGRES: OnceLock<Result<String, String>> = OnceLock::new();
+
+/// The admin URL of a throwaway PostgreSQL at production durability (fsync
+/// and synchronous_commit on, `pg_stat_statements` loaded), for the
+/// benchmark's headline; `BENCH_DATABASE_URL` names an existing one instead.
+pub fn durable_postgres_admin_url() -> String {
+    let result = DURABLE_POSTGRES.get_or_init(|| {
+        if let Ok(url) = std::env::var("BENCH_DATABASE_URL") {
+            return Ok(url);
+        }
+        start_throwaway(true).map(|t| {
+            let url = t.admin_url.clone();
+            Box::leak(Box::new(t));
+            url
+        })
+    });
+    match result {
+        Ok(url) => url.clone(),
+        Err(why) => panic!("cannot start a durable PostgreSQL: {why}"),
+    }
+}
 
 /// The admin URL of the PostgreSQL the tests use.
 fn postgres_admin_url() -> String {
@@ -182,7 +203,7 @@ fn postgres_admin_url() -> String {
         if let Ok(url) = std::env::var("DATABASE_URL") {
             return Ok(url);
         }
-        start_throwaway().map(|t| {
+        start_throwaway(false).map(|t| {
             let url = t.admin_url.clone();
             // Kept for the life of the process.
             Box::leak(Box::new(t));
@@ -235,7 +256,9 @@ fn pg_command(bin: &Path, args: &[&str]) -> Command {
     }
 }
 
-fn start_throwaway() -> Result<Throwaway, String> {
+/// Starts a PostgreSQL of our own: `durable` keeps fsync and
+/// synchronous_commit on (production settings), otherwise both are off.
+fn start_throwaway(durable: bool) -> Result<Throwaway, String> {
     let bin = postgres_bin_dir()?;
     let dir = tempfile::Builder::new()
         .prefix("assoc-pg")
@@ -269,9 +292,14 @@ fn start_throwaway() -> Result<Throwaway, String> {
         .map_err(|e| e.to_string())?
         .port();
     let postgres = bin.join("postgres");
+    let durability = if durable {
+        "-c shared_preload_libraries=pg_stat_statements"
+    } else {
+        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    };
     let script = format!(
         "{} -D {data_str} -p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
-         -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 & pg=$!; \
+         {durability} -c max_connections=300 & pg=$!; \
          read _; kill -INT $pg; wait $pg; rm -rf {}",
         postgres.display(),
         dir.path().display(),
@@ -321,6 +349,12 @@ pub async fn fresh_postgres_database() -> String {
     let admin_url = tokio::task::spawn_blocking(postgres_admin_url)
         .await
         .expect("postgres setup");
+    fresh_database_on(&admin_url).await
+}
+
+/// Creates a new empty database on the server `admin_url` names.
+pub async fn fresh_database_on(admin_url: &str) -> String {
+    let admin_url = admin_url.to_string();
     let name = unique_name("assoc_test");
     let mut admin = sqlx::PgConnection::connect(&admin_url)
         .await
