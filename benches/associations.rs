@@ -298,9 +298,8 @@ async fn statement_costs(pool: &PgPool, creates: i64) -> String {
     .fetch_all(pool)
     .await
     .expect("read pg_stat_statements");
-    let mut out = String::from(
-        "| statement | calls per create | mean ms | total ms |\n|---|---|---|---|\n",
-    );
+    let mut out =
+        String::from("| statement | calls per create | mean ms | total ms |\n|---|---|---|---|\n");
     for (calls, total, mean, query) in rows {
         out.push_str(&format!(
             "| `{}` | {:.2} | {:.3} | {:.0} |\n",

@@ -1,0 +1,530 @@
+//! The write flows both backends share: each backend supplies its SQL as
+//! steps (`CreateSteps`, `DefinitionSteps`), and the flow decides what to
+//! lock, read, plan and write, once for both. Locks are taken in one order:
+//! the definitions of admin labels a write uses (shared), then every
+//! counter it changes in one global key order, before any row changes. A
+//! flow reads what it will touch, locks it, reads again, and runs again
+//! (`StoreError::Relock`) with a wider lock set if a counter appeared.
+use std::collections::{BTreeSet, HashMap};
+
+use async_trait::async_trait;
+
+use super::{NewLabel, StoreError, StoreResult, TypeFilter};
+use crate::domain::feed::ChangeKind;
+use crate::domain::merge::{self, MergePlan, MergeRequest, MergeSnapshot};
+use crate::domain::plan::{
+    self, CountKey, CreateItem, DirectedRow, ItemOutcome, PairEdge, Plan, PrimaryLookup, Snapshot,
+    WriteContext,
+};
+use crate::domain::types::{
+    allocated_unlabeled, check_labels_unique, label_ids_needed, new_label_definitions,
+};
+use crate::domain::{DomainError, ObjectType, TypeDef, TypeKey, TypeRole};
+
+/// The steps of a write transaction, as each backend's SQL does them.
+#[async_trait]
+pub(crate) trait CreateSteps: Send {
+    /// Locks the definitions of these deletable types against deletion until
+    /// commit (a shared lock); returns those that still exist.
+    async fn lock_types(&mut self, portal: i64, keys: &[TypeKey])
+        -> StoreResult<BTreeSet<TypeKey>>;
+    /// Every stored row, both directions, that archiving `pairs` with
+    /// `filter` removes.
+    async fn find_rows(
+        &mut self,
+        portal: i64,
+        from: ObjectType,
+        to: ObjectType,
+        pairs: &[(i64, i64)],
+        filter: &TypeFilter,
+    ) -> StoreResult<Vec<DirectedRow>>;
+    /// Locks the counters (creating missing ones at 0) and returns them.
+    async fn lock_counts(
+        &mut self,
+        portal: i64,
+        keys: &[CountKey],
+    ) -> StoreResult<HashMap<CountKey, i64>>;
+    async fn load_primaries(
+        &mut self,
+        portal: i64,
+        lookup: &PrimaryLookup,
+    ) -> StoreResult<HashMap<i64, i64>>;
+    async fn load_edges(
+        &mut self,
+        portal: i64,
+        from: ObjectType,
+        to: ObjectType,
+        pairs: &[(i64, i64)],
+    ) -> StoreResult<Vec<PairEdge>>;
+    async fn load_user_limits(
+        &mut self,
+        portal: i64,
+        a: ObjectType,
+        b: ObjectType,
+    ) -> StoreResult<HashMap<TypeKey, u32>>;
+    async fn delete_rows(&mut self, portal: i64, rows: &[DirectedRow]) -> StoreResult<()>;
+    async fn insert_rows(&mut self, portal: i64, rows: &[DirectedRow]) -> StoreResult<()>;
+    async fn add_to_counts(&mut self, portal: i64, deltas: &[(CountKey, i64)]) -> StoreResult<()>;
+    /// Appends changes to the portal's feed.
+    async fn record_changes(
+        &mut self,
+        portal: i64,
+        changes: &[(ChangeKind, DirectedRow)],
+    ) -> StoreResult<()>;
+    /// Every row from one record.
+    async fn load_rows_from(
+        &mut self,
+        portal: i64,
+        object_type: ObjectType,
+        id: i64,
+    ) -> StoreResult<Vec<DirectedRow>>;
+    /// Every row between each (from record, to record) pair, that direction.
+    async fn load_pair_rows(
+        &mut self,
+        portal: i64,
+        pairs: &[RecordPair],
+    ) -> StoreResult<Vec<DirectedRow>>;
+    /// What a create plans against once its counters are locked: the
+    /// primaries of `lookup`, the existing associations of `pairs`, and the
+    /// pair's admin limits. One statement where the backend can.
+    async fn load_create_state(
+        &mut self,
+        portal: i64,
+        from: ObjectType,
+        to: ObjectType,
+        pairs: &[(i64, i64)],
+        lookup: Option<&PrimaryLookup>,
+    ) -> StoreResult<CreateState> {
+        let primaries = match lookup {
+            Some(lookup) => self.load_primaries(portal, lookup).await?,
+            None => HashMap::new(),
+        };
+        let edges = self.load_edges(portal, from, to, pairs).await?;
+        let user_limits = self.load_user_limits(portal, from, to).await?;
+        Ok(CreateState {
+            primaries,
+            edges,
+            user_limits,
+        })
+    }
+    /// Writes a plan: removes and adds rows, moves counters, appends the
+    /// changes to the feed. One statement where the backend can.
+    async fn apply_plan(&mut self, portal: i64, write: &PlannedWrite<'_>) -> StoreResult<()> {
+        if !write.delete.is_empty() {
+            self.delete_rows(portal, write.delete).await?;
+        }
+        if !write.insert.is_empty() {
+            self.insert_rows(portal, write.insert).await?;
+        }
+        if !write.deltas.is_empty() {
+            self.add_to_counts(portal, write.deltas).await?;
+        }
+        if !write.changes.is_empty() {
+            self.record_changes(portal, write.changes).await?;
+        }
+        Ok(())
+    }
+    /// Admin limits of these types.
+    async fn load_limits(
+        &mut self,
+        portal: i64,
+        keys: &[TypeKey],
+    ) -> StoreResult<HashMap<TypeKey, u32>>;
+}
+
+/// What a create plans against, read under its counter locks.
+pub(crate) struct CreateState {
+    pub primaries: HashMap<i64, i64>,
+    pub edges: Vec<PairEdge>,
+    pub user_limits: HashMap<TypeKey, u32>,
+}
+
+/// The rows, counters and feed entries one write changes.
+pub(crate) struct PlannedWrite<'a> {
+    pub delete: &'a [DirectedRow],
+    pub insert: &'a [DirectedRow],
+    pub deltas: &'a [(CountKey, i64)],
+    pub changes: &'a [(ChangeKind, DirectedRow)],
+}
+
+/// A directed pair of records: (from type, from id, to type, to id).
+pub(crate) type RecordPair = (ObjectType, i64, ObjectType, i64);
+
+/// Every row of a record, both directions (incoming rows are found through
+/// the record's outgoing rows: each association is stored both ways).
+async fn load_record_rows(
+    steps: &mut dyn CreateSteps,
+    req: &MergeRequest,
+) -> StoreResult<Vec<DirectedRow>> {
+    let (t, id) = (req.object_type, req.merged_id);
+    let mut rows = steps.load_rows_from(req.portal_id, t, id).await?;
+    let incoming: Vec<RecordPair> = merge::counterparts(req, &rows)
+        .into_iter()
+        .map(|(ct, cid)| (ct, cid, t, id))
+        .collect();
+    if !incoming.is_empty() {
+        rows.extend(steps.load_pair_rows(req.portal_id, &incoming).await?);
+    }
+    Ok(rows)
+}
+
+/// What a write learnt it must lock on an earlier run of its transaction.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LockHint {
+    pub counts: BTreeSet<CountKey>,
+    pub types: BTreeSet<TypeKey>,
+}
+
+/// Fails with `Relock` (remembering the counters in `hint`) unless every
+/// counter in `needed` is among the `locked` ones.
+fn require_locked(
+    locked: &BTreeSet<CountKey>,
+    needed: impl IntoIterator<Item = CountKey>,
+    hint: &mut LockHint,
+) -> StoreResult<()> {
+    let missing: Vec<CountKey> = needed.into_iter().filter(|k| !locked.contains(k)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    hint.counts.extend(missing);
+    Err(StoreError::Relock)
+}
+
+/// Locks `keys` (sorted, the global order) and returns their values.
+async fn lock_sorted(
+    steps: &mut dyn CreateSteps,
+    portal: i64,
+    keys: &BTreeSet<CountKey>,
+) -> StoreResult<HashMap<CountKey, i64>> {
+    let keys: Vec<CountKey> = keys.iter().copied().collect();
+    steps.lock_counts(portal, &keys).await
+}
+
+/// The deletable types of `rows`.
+fn deletable_types_of(rows: &[DirectedRow]) -> BTreeSet<TypeKey> {
+    rows.iter()
+        .map(|r| r.key)
+        .filter(TypeKey::is_deletable)
+        .collect()
+}
+
+/// The merge flow: read the merged record's rows, lock their label types
+/// and every counter the merge may change, read again (running again if new
+/// counters appeared), plan with the domain planner, write.
+pub(crate) async fn merge_in_transaction(
+    steps: &mut dyn CreateSteps,
+    req: &MergeRequest,
+    ceiling: u32,
+    hint: &mut LockHint,
+) -> StoreResult<MergePlan> {
+    let portal = req.portal_id;
+    let seen = load_record_rows(steps, req).await?;
+    let mut types = deletable_types_of(&seen);
+    types.extend(hint.types.iter().copied());
+    if !types.is_empty() {
+        let keys: Vec<TypeKey> = types.iter().copied().collect();
+        steps.lock_types(portal, &keys).await?;
+    }
+    let mut locked: BTreeSet<CountKey> = merge::count_keys(req, &seen).into_iter().collect();
+    locked.extend(hint.counts.iter().copied());
+    let counts = lock_sorted(steps, portal, &locked).await?;
+    let merged_rows = load_record_rows(steps, req).await?;
+    let new_types: Vec<TypeKey> = deletable_types_of(&merged_rows)
+        .into_iter()
+        .filter(|t| !types.contains(t))
+        .collect();
+    if !new_types.is_empty() {
+        hint.types.extend(new_types);
+        return Err(StoreError::Relock);
+    }
+    require_locked(&locked, merge::count_keys(req, &merged_rows), hint)?;
+    let (t, a) = (req.object_type, req.primary_id);
+    let pairs: Vec<RecordPair> = merge::counterparts(req, &merged_rows)
+        .into_iter()
+        .filter(|&(ct, cid)| !(ct == t && cid == a))
+        .flat_map(|(ct, cid)| [(t, a, ct, cid), (ct, cid, t, a)])
+        .collect();
+    let primary_rows = if pairs.is_empty() {
+        Vec::new()
+    } else {
+        steps.load_pair_rows(portal, &pairs).await?
+    };
+    // The primary's own primary company matters only when a primary row moves;
+    // its counter is then locked above.
+    let primary_company = match req.primary_company_type() {
+        Some(def)
+            if merged_rows
+                .iter()
+                .any(|r| r.key == def.key && r.from_type == t && r.from_id == req.merged_id) =>
+        {
+            let lookup = PrimaryLookup {
+                record_type: t,
+                company_type: def.to,
+                record_key: def.key,
+                record_ids: vec![a],
+            };
+            steps
+                .load_primaries(portal, &lookup)
+                .await?
+                .get(&a)
+                .copied()
+        }
+        _ => None,
+    };
+    let keys: Vec<TypeKey> = locked
+        .iter()
+        .map(|k| k.key)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let user_limits = steps.load_limits(portal, &keys).await?;
+    let snapshot = MergeSnapshot {
+        merged_rows,
+        primary_rows,
+        primary_company,
+        counts,
+        user_limits,
+    };
+    let plan = merge::plan_merge(req, &snapshot, ceiling)?;
+    require_locked(&locked, plan.count_deltas.iter().map(|(k, _)| *k), hint)?;
+    let write = PlannedWrite {
+        delete: &plan.delete_rows,
+        insert: &plan.insert_rows,
+        deltas: &plan.count_deltas,
+        changes: &plan.changes(req),
+    };
+    steps.apply_plan(portal, &write).await?;
+    Ok(plan)
+}
+
+/// The create flow: lock the label types the items use (items of a label
+/// deleted meanwhile fail), lock every counter the plan may change (the
+/// current primary companies included), plan with the domain planner, write.
+pub(crate) async fn create_in_transaction(
+    steps: &mut dyn CreateSteps,
+    ctx: &WriteContext<'_>,
+    items: &[CreateItem],
+    hint: &mut LockHint,
+) -> StoreResult<Vec<ItemOutcome>> {
+    let portal = ctx.portal_id;
+    let labels = plan::deletable_types(items);
+    let present = if labels.is_empty() {
+        BTreeSet::new()
+    } else {
+        steps.lock_types(portal, &labels).await?
+    };
+    let gone = |item: &CreateItem| {
+        item.types
+            .iter()
+            .find(|k| k.is_deletable() && !present.contains(k))
+            .copied()
+    };
+    let mut outcomes: Vec<Option<ItemOutcome>> = items
+        .iter()
+        .map(|item| {
+            gone(item).map(|key| {
+                Err(DomainError::UnknownAssociationType {
+                    key,
+                    from: ctx.from,
+                    to: ctx.to,
+                })
+            })
+        })
+        .collect();
+    let live: Vec<CreateItem> = items
+        .iter()
+        .filter(|item| gone(item).is_none())
+        .cloned()
+        .collect();
+    let needs = plan::requirements(ctx, &live);
+    let mut locked: BTreeSet<CountKey> = needs.count_keys.iter().copied().collect();
+    locked.extend(hint.counts.iter().copied());
+    if let Some(lookup) = &needs.primaries {
+        // Read before locking, so a primary move's counters join the one ordered lock.
+        let seen = steps.load_primaries(portal, lookup).await?;
+        locked.extend(plan::primary_move_keys(ctx, &seen));
+    }
+    let counts = lock_sorted(steps, portal, &locked).await?;
+    let CreateState {
+        primaries,
+        edges,
+        user_limits,
+    } = steps
+        .load_create_state(
+            portal,
+            ctx.from,
+            ctx.to,
+            &needs.pairs,
+            needs.primaries.as_ref(),
+        )
+        .await?;
+    require_locked(&locked, plan::primary_move_keys(ctx, &primaries), hint)?;
+    let snapshot = Snapshot {
+        counts,
+        edges,
+        primaries,
+        user_limits,
+    };
+    let Plan {
+        insert_rows,
+        delete_rows,
+        count_deltas,
+        outcomes: planned,
+    } = plan::plan_creates(ctx, snapshot, &live);
+    require_locked(&locked, count_deltas.iter().map(|(k, _)| *k), hint)?;
+    let changes: Vec<(ChangeKind, DirectedRow)> = delete_rows
+        .iter()
+        .map(|r| (ChangeKind::Archived, *r))
+        .chain(insert_rows.iter().map(|r| (ChangeKind::Created, *r)))
+        .collect();
+    if !changes.is_empty() {
+        let write = PlannedWrite {
+            delete: &delete_rows,
+            insert: &insert_rows,
+            deltas: &count_deltas,
+            changes: &changes,
+        };
+        steps.apply_plan(portal, &write).await?;
+    }
+    let mut planned = planned.into_iter();
+    Ok(outcomes
+        .iter_mut()
+        .map(|o| {
+            o.take()
+                .or_else(|| planned.next())
+                .expect("one planned outcome per live item")
+        })
+        .collect())
+}
+
+/// The archive flow: find the rows, lock their counters in key order, find
+/// them again (running again if new counters appeared), and remove exactly
+/// those rows.
+pub(crate) async fn archive_in_transaction(
+    steps: &mut dyn CreateSteps,
+    portal: i64,
+    from: ObjectType,
+    to: ObjectType,
+    pairs: &[(i64, i64)],
+    filter: &TypeFilter,
+    hint: &mut LockHint,
+) -> StoreResult<u64> {
+    let seen = steps.find_rows(portal, from, to, pairs, filter).await?;
+    let mut locked: BTreeSet<CountKey> = count_keys_of(&seen).into_iter().collect();
+    locked.extend(hint.counts.iter().copied());
+    if locked.is_empty() {
+        return Ok(0);
+    }
+    lock_sorted(steps, portal, &locked).await?;
+    let rows: BTreeSet<DirectedRow> = steps
+        .find_rows(portal, from, to, pairs, filter)
+        .await?
+        .into_iter()
+        .collect();
+    require_locked(&locked, rows.iter().map(DirectedRow::count_key), hint)?;
+    let rows: Vec<DirectedRow> = rows.into_iter().collect();
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let write = PlannedWrite {
+        delete: &rows,
+        insert: &[],
+        deltas: &removal_deltas(&rows),
+        changes: &archived(&rows),
+    };
+    steps.apply_plan(portal, &write).await?;
+    Ok(rows.len() as u64)
+}
+
+/// The definition steps of a transaction, as each backend's SQL does them.
+#[async_trait]
+pub(crate) trait DefinitionSteps: Send {
+    /// Reserves `count` consecutive type ids; locks the portal's allocator.
+    async fn allocate_type_ids(&mut self, portal: i64, count: i32) -> StoreResult<i32>;
+    async fn load_definitions(
+        &mut self,
+        portal: i64,
+        a: ObjectType,
+        b: ObjectType,
+    ) -> StoreResult<Vec<TypeDef>>;
+    async fn insert_definitions(&mut self, portal: i64, defs: &[TypeDef]) -> StoreResult<()>;
+}
+
+/// True when `defs` hold an unlabeled type from `a` to `b`.
+pub(crate) fn has_unlabeled(defs: &[TypeDef], a: ObjectType, b: ObjectType) -> bool {
+    defs.iter()
+        .any(|d| d.from == a && d.to == b && d.role == TypeRole::Unlabeled)
+}
+
+/// Allocates the pair's unlabeled type unless another writer did first.
+pub(crate) async fn allocate_unlabeled_in_transaction(
+    steps: &mut dyn DefinitionSteps,
+    portal: i64,
+    a: ObjectType,
+    b: ObjectType,
+) -> StoreResult<Vec<TypeDef>> {
+    let first = steps
+        .allocate_type_ids(portal, if a == b { 1 } else { 2 })
+        .await?;
+    // The allocator is locked now: re-check before inserting.
+    let defs = steps.load_definitions(portal, a, b).await?;
+    if has_unlabeled(&defs, a, b) {
+        return Ok(defs);
+    }
+    steps
+        .insert_definitions(portal, &allocated_unlabeled(a, b, first))
+        .await?;
+    steps.load_definitions(portal, a, b).await
+}
+
+/// Allocates ids for a new label, checks its text is free, stores it.
+pub(crate) async fn create_label_in_transaction(
+    steps: &mut dyn DefinitionSteps,
+    portal: i64,
+    label: &NewLabel,
+) -> StoreResult<Vec<TypeDef>> {
+    let inverse_label = label.inverse_label.as_deref();
+    let first = steps
+        .allocate_type_ids(
+            portal,
+            label_ids_needed(label.from, label.to, inverse_label),
+        )
+        .await?;
+    let defs = new_label_definitions(
+        label.from,
+        label.to,
+        &label.label,
+        &label.name,
+        inverse_label,
+        first,
+    )?;
+    let existing = steps.load_definitions(portal, label.from, label.to).await?;
+    check_labels_unique(&existing, &defs)?;
+    steps.insert_definitions(portal, &defs).await?;
+    Ok(defs)
+}
+
+/// Marks every removed row as archived, for the feed.
+pub(crate) fn archived(rows: &[DirectedRow]) -> Vec<(ChangeKind, DirectedRow)> {
+    rows.iter().map(|r| (ChangeKind::Archived, *r)).collect()
+}
+
+/// Sums removed rows into (negative) counter changes.
+pub(crate) fn removal_deltas(removed: &[DirectedRow]) -> Vec<(CountKey, i64)> {
+    let mut deltas: HashMap<CountKey, i64> = HashMap::new();
+    for row in removed {
+        *deltas.entry(row.count_key()).or_default() -= 1;
+    }
+    let mut deltas: Vec<_> = deltas.into_iter().collect();
+    deltas.sort();
+    deltas
+}
+
+/// The counters of `rows`, sorted and without repeats.
+pub(crate) fn count_keys_of(rows: &[DirectedRow]) -> Vec<CountKey> {
+    rows.iter()
+        .map(DirectedRow::count_key)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
