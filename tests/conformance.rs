@@ -265,6 +265,62 @@ mod suite {
         fx.assert_counters_exact().await;
     }
 
+    pub async fn a_pair_named_both_ways_counts_once_and_self_is_refused(fx: Fixture) {
+        // 5 -> 6 and 6 -> 5 in one request are one association.
+        let outcome = fx
+            .create(
+                PORTAL,
+                "contacts",
+                "contacts",
+                &[input(5, 6, &[]), input(6, 5, &[]), input(7, 7, &[])],
+            )
+            .await;
+        let held: Vec<(i64, i64)> = outcome
+            .results
+            .iter()
+            .map(|(_, h)| (h.from_id, h.to_id))
+            .collect();
+        assert_eq!(held, vec![(5, 6), (6, 5)]);
+        assert!(matches!(
+            outcome.errors.as_slice(),
+            [(2, DomainError::SelfAssociation { id: 7, .. })]
+        ));
+        assert_eq!(
+            fx.read(PORTAL, "contacts", 5, "contacts").await,
+            vec![(6, vec![449])]
+        );
+        assert_eq!(
+            fx.read(PORTAL, "contacts", 6, "contacts").await,
+            vec![(5, vec![449])]
+        );
+        assert!(fx.read(PORTAL, "contacts", 7, "contacts").await.is_empty());
+        fx.assert_counters_exact().await;
+        // Archiving it named both ways removes its two rows once.
+        let archived = fx
+            .svc
+            .archive(
+                PORTAL,
+                "contacts",
+                "contacts",
+                &[(5, vec![6]), (6, vec![5])],
+            )
+            .await
+            .unwrap();
+        assert_eq!(archived.removed, 2);
+        assert!(fx.read(PORTAL, "contacts", 5, "contacts").await.is_empty());
+        fx.assert_counters_exact().await;
+        // A self pair in an archive is refused like in a create.
+        let refused = fx
+            .svc
+            .archive(PORTAL, "contacts", "contacts", &[(8, vec![8])])
+            .await
+            .unwrap();
+        assert!(matches!(
+            refused.errors.as_slice(),
+            [(0, DomainError::SelfAssociation { id: 8, .. })]
+        ));
+    }
+
     pub async fn batch_commits_valid_items_and_reports_each_failure(fx: Fixture) {
         fx.set_limit("contacts", "deals", hs(4), 2).await;
         let unknown = TypeKey {
@@ -1261,6 +1317,7 @@ on_every_backend!(
     pair_is_written_and_read_from_both_sides,
     labels_imply_unlabeled_and_archiving_unlabeled_removes_labels,
     archive_removes_every_type_between_pairs,
+    a_pair_named_both_ways_counts_once_and_self_is_refused,
     batch_commits_valid_items_and_reports_each_failure,
     the_platform_ceiling_applies_to_every_type,
     limits_outside_one_to_the_ceiling_are_rejected,

@@ -489,3 +489,29 @@ pub(crate) fn decode_key(category: i64, type_id: i32) -> StoreResult<TypeKey> {
         type_id,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_initial_wait_with_jitter_and_stops_at_one_second() {
+        let policy = RetryPolicy {
+            budget: Duration::from_secs(5),
+            initial_backoff: Duration::from_millis(8),
+        };
+        for attempt in 1..=12u32 {
+            let ceiling = Duration::from_millis(8 << (attempt - 1)).min(Duration::from_secs(1));
+            for _ in 0..50 {
+                let wait = policy.backoff(attempt);
+                assert!(
+                    wait >= ceiling / 2 && wait <= ceiling,
+                    "attempt {attempt}: {wait:?} outside {:?}..={ceiling:?}",
+                    ceiling / 2
+                );
+            }
+        }
+        let waits: BTreeSet<Duration> = (0..50).map(|_| policy.backoff(4)).collect();
+        assert!(waits.len() > 1, "the wait is jittered");
+    }
+}
