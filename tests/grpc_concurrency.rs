@@ -380,6 +380,111 @@ async fn archives_race_creates_on_the_same_counters(backend: &str) {
     server.stop().await;
 }
 
+async fn limit_changes_race_a_label_delete(backend: &str) {
+    let server = TestServer::start(backend, |_| {}).await;
+    let mut admin = AdminConfigClient::connect(server.endpoint())
+        .await
+        .expect("connect admin");
+    let mut label_ids = Vec::new();
+    for round in 0..6 {
+        let label = admin
+            .create_label(CreateLabelRequest {
+                portal_id: PORTAL,
+                from_object_type: "contacts".into(),
+                to_object_type: "companies".into(),
+                label: format!("Advisor {round}"),
+                name: format!("advisor_{round}"),
+                inverse_label: None,
+            })
+            .await
+            .expect("create label")
+            .into_inner();
+        let type_id = label.definitions[0].type_id;
+        label_ids.extend(label.definitions.iter().map(|d| d.type_id));
+        // Admins set and update the label's limit while another deletes it.
+        let mut tasks = JoinSet::new();
+        for admin_no in 0..8 {
+            let endpoint = server.endpoint();
+            tasks.spawn(async move {
+                let mut client = AdminConfigClient::connect(endpoint).await.expect("connect");
+                let request = LimitsRequest {
+                    portal_id: PORTAL,
+                    from_object_type: "contacts".into(),
+                    to_object_type: "companies".into(),
+                    inputs: vec![LimitInput {
+                        category: AssociationCategory::UserDefined as i32,
+                        type_id,
+                        max_to_object_ids: 2 + admin_no,
+                    }],
+                };
+                let answer = if admin_no % 2 == 0 {
+                    client.create_limits(request).await
+                } else {
+                    client.update_limits(request).await
+                };
+                match answer {
+                    Ok(response) => {
+                        for err in response.into_inner().errors {
+                            assert!(
+                                [
+                                    "crm.associations.INVALID_ASSOCIATION_TYPE",
+                                    "crm.associations.LIMIT_ALREADY_CONFIGURED",
+                                    "crm.associations.LIMIT_NOT_CONFIGURED",
+                                ]
+                                .contains(&err.sub_category.as_str()),
+                                "{err:?}"
+                            );
+                        }
+                    }
+                    Err(status) => assert_eq!(
+                        status.code(),
+                        tonic::Code::InvalidArgument,
+                        "only the deleted type may be refused: {status:?}"
+                    ),
+                }
+            });
+        }
+        admin
+            .delete_label(DeleteLabelRequest {
+                portal_id: PORTAL,
+                from_object_type: "contacts".into(),
+                to_object_type: "companies".into(),
+                type_id,
+            })
+            .await
+            .expect("delete label");
+        while let Some(joined) = tasks.join_next().await {
+            joined.expect("admin");
+        }
+    }
+    let store = store::connect(&server.store.url, 2)
+        .await
+        .expect("open store");
+    let orphans: Vec<i32> = store
+        .user_limits(PORTAL, None)
+        .await
+        .expect("limits")
+        .iter()
+        .map(|l| l.key.type_id)
+        .filter(|id| label_ids.contains(id))
+        .collect();
+    assert!(
+        orphans.is_empty(),
+        "limits of deleted labels remain: {orphans:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_limit_changes_race_a_label_delete() {
+    limit_changes_race_a_label_delete("postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_limit_changes_race_a_label_delete() {
+    limit_changes_race_a_label_delete("sqlite").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_writers_race_a_label_delete() {
     writers_race_a_label_delete("postgres").await;

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 
 use super::{NewLabel, StoreError, StoreResult, TypeFilter};
 use crate::domain::feed::ChangeKind;
+use crate::domain::limits::{apply_limit_changes, LimitChange, LimitMode};
 use crate::domain::merge::{self, MergePlan, MergeRequest, MergeSnapshot};
 use crate::domain::plan::{
     self, CountKey, CreateItem, DirectedRow, ItemOutcome, PairEdge, Plan, PrimaryLookup, Snapshot,
@@ -19,7 +20,7 @@ use crate::domain::plan::{
 use crate::domain::types::{
     allocated_unlabeled, check_labels_unique, label_ids_needed, new_label_definitions,
 };
-use crate::domain::{DomainError, ObjectType, TypeDef, TypeKey, TypeRole};
+use crate::domain::{DomainError, ObjectType, PairCatalog, TypeDef, TypeKey, TypeRole};
 
 /// The steps of a write transaction, as each backend's SQL does them.
 #[async_trait]
@@ -527,4 +528,48 @@ pub(crate) fn count_keys_of(rows: &[DirectedRow]) -> Vec<CountKey> {
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect()
+}
+
+/// Validates limit changes inside their transaction, in order against
+/// `current` (applying those that pass): a limit of an admin label deleted
+/// since the catalog was read fails as an unknown type, and the labels that
+/// remain stay locked against deletion until commit.
+pub(crate) async fn check_limit_changes(
+    steps: &mut dyn CreateSteps,
+    portal: i64,
+    catalog: &PairCatalog,
+    current: &mut HashMap<TypeKey, u32>,
+    changes: &[LimitChange],
+    mode: LimitMode,
+    ceiling: u32,
+) -> StoreResult<Vec<Result<u32, DomainError>>> {
+    let labels: Vec<TypeKey> = changes
+        .iter()
+        .map(|c| c.key)
+        .filter(TypeKey::is_deletable)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let present = if labels.is_empty() {
+        BTreeSet::new()
+    } else {
+        steps.lock_types(portal, &labels).await?
+    };
+    let (from, to) = (catalog.a, catalog.b);
+    Ok(changes
+        .iter()
+        .map(|change| {
+            if change.key.is_deletable() && !present.contains(&change.key) {
+                return Err(DomainError::UnknownAssociationType {
+                    key: change.key,
+                    from,
+                    to,
+                });
+            }
+            let one = std::slice::from_ref(change);
+            apply_limit_changes(catalog, from, to, current, one, mode, ceiling)
+                .pop()
+                .expect("one result per change")
+        })
+        .collect())
 }

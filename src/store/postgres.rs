@@ -12,7 +12,6 @@ use sqlx::{Connection, PgConnection, PgPool, Row};
 
 use super::*;
 use crate::domain::feed::{Change, ChangeKind};
-use crate::domain::limits::apply_limit_changes;
 use crate::domain::types::{has_builtin_unlabeled, FIRST_PORTAL_TYPE_ID};
 
 /// Advisory lock namespace for admin limit changes (second key: portal).
@@ -1176,8 +1175,17 @@ impl Store for PostgresStore {
                 .await?;
             let before = load_pair_limits(conn, portal, from, to).await?;
             let mut current = before.clone();
-            let results =
-                apply_limit_changes(catalog, from, to, &mut current, changes, mode, ceiling);
+            let mut steps = PgTx { conn: &mut *conn };
+            let results = check_limit_changes(
+                &mut steps,
+                portal,
+                catalog,
+                &mut current,
+                changes,
+                mode,
+                ceiling,
+            )
+            .await?;
             if let Some(applied) = change.with_applied_limits(&before, changes, &results) {
                 record_admin_change(&mut *conn, &applied).await?;
             }
