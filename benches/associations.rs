@@ -198,27 +198,39 @@ fn summarize(elapsed: Duration, mut latencies: Vec<Duration>) -> (f64, f64, f64)
 
 // ------------------------------------------------------------ scenarios
 
+/// Where W1-style single creates go: the contacts and the portals.
+#[derive(Clone, Copy)]
+struct CreateLoad {
+    /// Every create joins a new contact (otherwise client `c`'s `n`-th
+    /// create joins contact `n + 1`, which the other clients also write).
+    distinct_contacts: bool,
+    /// Portal of client 0; with `portal_per_client`, client `c` uses `portal + c`.
+    portal: i64,
+    portal_per_client: bool,
+}
+
 /// W1: 16 clients creating single associations; client `c`'s op `n` joins
 /// deal `c·10⁶ + n + 1` to contact `n + 1`, so clients meet on the same
-/// contacts at the same moment. With `distinct`, every contact is new too.
-async fn w1_service(server: &Server, scale: &Scale, distinct: bool) -> (f64, f64, f64) {
+/// contacts at the same moment. Returns (assoc/s, p50 ms, p99 ms).
+async fn w1_service(server: &Server, scale: &Scale, load: CreateLoad) -> (f64, f64, f64) {
     let per_client = scale.w1_ops / W1_CLIENTS;
     let start = Instant::now();
     let mut clients = JoinSet::new();
     for client in 0..W1_CLIENTS {
         let mut writer = server.writer().await;
+        let portal = load.portal + if load.portal_per_client { client } else { 0 };
         clients.spawn(async move {
             let mut latencies = Vec::new();
             for op in 0..per_client {
                 let began = Instant::now();
-                let contact = if distinct {
+                let contact = if load.distinct_contacts {
                     50_000_000 + client * 1_000_000 + op + 1
                 } else {
                     op + 1
                 };
                 let response = writer
                     .create_associations(request(
-                        W1_PORTAL,
+                        portal,
                         vec![input(client * 1_000_000 + op + 1, contact)],
                     ))
                     .await;
@@ -232,33 +244,21 @@ async fn w1_service(server: &Server, scale: &Scale, distinct: bool) -> (f64, f64
     summarize(start.elapsed(), latencies)
 }
 
+const W1_LOAD: CreateLoad = CreateLoad {
+    distinct_contacts: false,
+    portal: W1_PORTAL,
+    portal_per_client: false,
+};
+
 /// W1's load with every client on one portal, or each on its own (offset
 /// `round` keeps runs apart); associations per second.
 async fn w4_service(server: &Server, scale: &Scale, one_portal: bool, round: i64) -> f64 {
-    let per_client = scale.w1_ops / W1_CLIENTS;
-    let start = Instant::now();
-    let mut clients = JoinSet::new();
-    for client in 0..W1_CLIENTS {
-        let mut writer = server.writer().await;
-        let portal = if one_portal {
-            W4_PORTAL + round * 100
-        } else {
-            W4_PORTAL + round * 100 + 1 + client
-        };
-        clients.spawn(async move {
-            for op in 0..per_client {
-                let response = writer
-                    .create_associations(request(
-                        portal,
-                        vec![input(client * 1_000_000 + op + 1, op + 1)],
-                    ))
-                    .await;
-                assert!(response.expect("create").into_inner().errors.is_empty());
-            }
-        });
-    }
-    clients.join_all().await;
-    (per_client * W1_CLIENTS) as f64 / start.elapsed().as_secs_f64()
+    let load = CreateLoad {
+        distinct_contacts: false,
+        portal: W4_PORTAL + round * 100 + if one_portal { 0 } else { 1 },
+        portal_per_client: !one_portal,
+    };
+    w1_service(server, scale, load).await.0
 }
 
 /// W4 on one portal ÷ on sixteen, interleaved twice so drift in the machine
@@ -647,13 +647,21 @@ async fn run_writes(server: &Server, scale: &Scale, stats: Option<&PgPool>) -> M
         reset_statement_stats(pool).await;
     }
     eprintln!("  W1 single creates, {W1_CLIENTS} clients");
-    let w1 = w1_service(server, scale, false).await;
+    let w1 = w1_service(server, scale, W1_LOAD).await;
     let statements = match stats {
         Some(pool) => Some(statement_costs(pool, scale.w1_ops).await),
         None => None,
     };
     eprintln!("  W1 on distinct records");
-    let w1_distinct = w1_service(server, scale, true).await;
+    let w1_distinct = w1_service(
+        server,
+        scale,
+        CreateLoad {
+            distinct_contacts: true,
+            ..W1_LOAD
+        },
+    )
+    .await;
     eprintln!("  W2 batches of 100, {W2_CLIENTS} clients");
     let w2 = w2_service(server, scale).await;
     eprintln!(

@@ -1,5 +1,5 @@
 //! The write flows both backends share: each backend supplies its SQL as
-//! steps (`CreateSteps`, `DefinitionSteps`), and the flow decides what to
+//! steps (`WriteSteps`, `DefinitionSteps`), and the flow decides what to
 //! lock, read, plan and write, once for both. Locks are taken in one order:
 //! the definitions of admin labels a write uses (shared), then every
 //! counter it changes in one global key order, before any row changes. A
@@ -10,6 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 use async_trait::async_trait;
 
 use super::{NewLabel, StoreError, StoreResult, TypeFilter};
+use crate::domain::admin::AdminChange;
 use crate::domain::feed::ChangeKind;
 use crate::domain::limits::{apply_limit_changes, LimitChange, LimitMode};
 use crate::domain::merge::{self, MergePlan, MergeRequest, MergeSnapshot};
@@ -24,7 +25,7 @@ use crate::domain::{DomainError, ObjectType, PairCatalog, TypeDef, TypeKey, Type
 
 /// The steps of a write transaction, as each backend's SQL does them.
 #[async_trait]
-pub(crate) trait CreateSteps: Send {
+pub(crate) trait WriteSteps: Send {
     /// Locks the definitions of these deletable types against deletion until
     /// commit (a shared lock); returns those that still exist.
     async fn lock_types(&mut self, portal: i64, keys: &[TypeKey])
@@ -50,28 +51,13 @@ pub(crate) trait CreateSteps: Send {
         portal: i64,
         lookup: &PrimaryLookup,
     ) -> StoreResult<HashMap<i64, i64>>;
-    async fn load_edges(
-        &mut self,
-        portal: i64,
-        from: ObjectType,
-        to: ObjectType,
-        pairs: &[(i64, i64)],
-    ) -> StoreResult<Vec<PairEdge>>;
+    /// Admin limits of the pair `a`, `b` (both directions).
     async fn load_user_limits(
         &mut self,
         portal: i64,
         a: ObjectType,
         b: ObjectType,
     ) -> StoreResult<HashMap<TypeKey, u32>>;
-    async fn delete_rows(&mut self, portal: i64, rows: &[DirectedRow]) -> StoreResult<()>;
-    async fn insert_rows(&mut self, portal: i64, rows: &[DirectedRow]) -> StoreResult<()>;
-    async fn add_to_counts(&mut self, portal: i64, deltas: &[(CountKey, i64)]) -> StoreResult<()>;
-    /// Appends changes to the portal's feed.
-    async fn record_changes(
-        &mut self,
-        portal: i64,
-        changes: &[(ChangeKind, DirectedRow)],
-    ) -> StoreResult<()>;
     /// Every row from one record.
     async fn load_rows_from(
         &mut self,
@@ -87,7 +73,7 @@ pub(crate) trait CreateSteps: Send {
     ) -> StoreResult<Vec<DirectedRow>>;
     /// What a create plans against once its counters are locked: the
     /// primaries of `lookup`, the existing associations of `pairs`, and the
-    /// pair's admin limits. One statement where the backend can.
+    /// pair's admin limits.
     async fn load_create_state(
         &mut self,
         portal: i64,
@@ -95,42 +81,28 @@ pub(crate) trait CreateSteps: Send {
         to: ObjectType,
         pairs: &[(i64, i64)],
         lookup: Option<&PrimaryLookup>,
-    ) -> StoreResult<CreateState> {
-        let primaries = match lookup {
-            Some(lookup) => self.load_primaries(portal, lookup).await?,
-            None => HashMap::new(),
-        };
-        let edges = self.load_edges(portal, from, to, pairs).await?;
-        let user_limits = self.load_user_limits(portal, from, to).await?;
-        Ok(CreateState {
-            primaries,
-            edges,
-            user_limits,
-        })
-    }
+    ) -> StoreResult<CreateState>;
     /// Writes a plan: removes and adds rows, moves counters, appends the
-    /// changes to the feed. One statement where the backend can.
-    async fn apply_plan(&mut self, portal: i64, write: &PlannedWrite<'_>) -> StoreResult<()> {
-        if !write.delete.is_empty() {
-            self.delete_rows(portal, write.delete).await?;
-        }
-        if !write.insert.is_empty() {
-            self.insert_rows(portal, write.insert).await?;
-        }
-        if !write.deltas.is_empty() {
-            self.add_to_counts(portal, write.deltas).await?;
-        }
-        if !write.changes.is_empty() {
-            self.record_changes(portal, write.changes).await?;
-        }
-        Ok(())
-    }
+    /// changes to the portal's feed.
+    async fn apply_plan(&mut self, portal: i64, write: &PlannedWrite<'_>) -> StoreResult<()>;
     /// Admin limits of these types.
     async fn load_limits(
         &mut self,
         portal: i64,
         keys: &[TypeKey],
     ) -> StoreResult<HashMap<TypeKey, u32>>;
+    /// Serialises the portal's limit changes until commit.
+    async fn lock_limits(&mut self, portal: i64) -> StoreResult<()>;
+    /// Stores admin limits of the pair `from -> to`: (type, max).
+    async fn set_limits(
+        &mut self,
+        portal: i64,
+        from: ObjectType,
+        to: ObjectType,
+        limits: &[(TypeKey, u32)],
+    ) -> StoreResult<()>;
+    /// Appends an admin change to its portal's log.
+    async fn record_admin_change(&mut self, change: &AdminChange) -> StoreResult<()>;
 }
 
 /// What a create plans against, read under its counter locks.
@@ -154,7 +126,7 @@ pub(crate) type RecordPair = (ObjectType, i64, ObjectType, i64);
 /// Every row of a record, both directions (incoming rows are found through
 /// the record's outgoing rows: each association is stored both ways).
 async fn load_record_rows(
-    steps: &mut dyn CreateSteps,
+    steps: &mut dyn WriteSteps,
     req: &MergeRequest,
 ) -> StoreResult<Vec<DirectedRow>> {
     let (t, id) = (req.object_type, req.merged_id);
@@ -193,7 +165,7 @@ fn require_locked(
 
 /// Locks `keys` (sorted, the global order) and returns their values.
 async fn lock_sorted(
-    steps: &mut dyn CreateSteps,
+    steps: &mut dyn WriteSteps,
     portal: i64,
     keys: &BTreeSet<CountKey>,
 ) -> StoreResult<HashMap<CountKey, i64>> {
@@ -213,7 +185,7 @@ fn deletable_types_of(rows: &[DirectedRow]) -> BTreeSet<TypeKey> {
 /// and every counter the merge may change, read again (running again if new
 /// counters appeared), plan with the domain planner, write.
 pub(crate) async fn merge_in_transaction(
-    steps: &mut dyn CreateSteps,
+    steps: &mut dyn WriteSteps,
     req: &MergeRequest,
     ceiling: u32,
     hint: &mut LockHint,
@@ -302,7 +274,7 @@ pub(crate) async fn merge_in_transaction(
 /// deleted meanwhile fail), lock every counter the plan may change (the
 /// current primary companies included), plan with the domain planner, write.
 pub(crate) async fn create_in_transaction(
-    steps: &mut dyn CreateSteps,
+    steps: &mut dyn WriteSteps,
     ctx: &WriteContext<'_>,
     items: &[CreateItem],
     hint: &mut LockHint,
@@ -402,7 +374,7 @@ pub(crate) async fn create_in_transaction(
 /// them again (running again if new counters appeared), and remove exactly
 /// those rows.
 pub(crate) async fn archive_in_transaction(
-    steps: &mut dyn CreateSteps,
+    steps: &mut dyn WriteSteps,
     portal: i64,
     from: ObjectType,
     to: ObjectType,
@@ -530,19 +502,21 @@ pub(crate) fn count_keys_of(rows: &[DirectedRow]) -> Vec<CountKey> {
         .collect()
 }
 
-/// Validates limit changes inside their transaction, in order against
-/// `current` (applying those that pass): a limit of an admin label deleted
-/// since the catalog was read fails as an unknown type, and the labels that
-/// remain stay locked against deletion until commit.
-pub(crate) async fn check_limit_changes(
-    steps: &mut dyn CreateSteps,
-    portal: i64,
+/// The limit-change flow: under the portal's limits lock, with the labels it
+/// names locked against deletion (a limit of a label deleted since the
+/// catalog was read fails as an unknown type), validates each change in
+/// order against the pair's limits, records the admin change and stores
+/// the limits that passed.
+pub(crate) async fn change_limits_in_transaction(
+    steps: &mut dyn WriteSteps,
     catalog: &PairCatalog,
-    current: &mut HashMap<TypeKey, u32>,
     changes: &[LimitChange],
     mode: LimitMode,
     ceiling: u32,
+    change: &AdminChange,
 ) -> StoreResult<Vec<Result<u32, DomainError>>> {
+    let (portal, from, to) = (change.portal_id, catalog.a, catalog.b);
+    steps.lock_limits(portal).await?;
     let labels: Vec<TypeKey> = changes
         .iter()
         .map(|c| c.key)
@@ -555,21 +529,37 @@ pub(crate) async fn check_limit_changes(
     } else {
         steps.lock_types(portal, &labels).await?
     };
-    let (from, to) = (catalog.a, catalog.b);
-    Ok(changes
+    let before = steps.load_user_limits(portal, from, to).await?;
+    let mut current = before.clone();
+    let results: Vec<Result<u32, DomainError>> = changes
         .iter()
-        .map(|change| {
-            if change.key.is_deletable() && !present.contains(&change.key) {
+        .map(|c| {
+            if c.key.is_deletable() && !present.contains(&c.key) {
                 return Err(DomainError::UnknownAssociationType {
-                    key: change.key,
+                    key: c.key,
                     from,
                     to,
                 });
             }
-            let one = std::slice::from_ref(change);
-            apply_limit_changes(catalog, from, to, current, one, mode, ceiling)
+            let one = std::slice::from_ref(c);
+            apply_limit_changes(catalog, from, to, &mut current, one, mode, ceiling)
                 .pop()
                 .expect("one result per change")
         })
-        .collect())
+        .collect();
+    if let Some(applied) = change.with_applied_limits(&before, changes, &results) {
+        steps.record_admin_change(&applied).await?;
+    }
+    // A type named twice keeps the value it was given last.
+    let passed: Vec<(TypeKey, u32)> = changes
+        .iter()
+        .zip(&results)
+        .filter_map(|(c, r)| r.as_ref().ok().map(|max| (c.key, *max)))
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into_iter()
+        .collect();
+    if !passed.is_empty() {
+        steps.set_limits(portal, from, to, &passed).await?;
+    }
+    Ok(results)
 }

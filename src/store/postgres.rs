@@ -130,7 +130,7 @@ struct PgTx<'c> {
 }
 
 #[async_trait]
-impl CreateSteps for PgTx<'_> {
+impl WriteSteps for PgTx<'_> {
     async fn load_create_state(
         &mut self,
         portal: i64,
@@ -384,43 +384,6 @@ impl CreateSteps for PgTx<'_> {
             .collect()
     }
 
-    async fn load_edges(
-        &mut self,
-        portal: i64,
-        from: ObjectType,
-        to: ObjectType,
-        pairs: &[(i64, i64)],
-    ) -> StoreResult<Vec<PairEdge>> {
-        let (from_ids, to_ids): (Vec<i64>, Vec<i64>) = pairs.iter().copied().unzip();
-        let rows = sqlx::query(
-            // A lateral primary-key lookup per pair: a plain join lets the
-            // planner hash-scan the whole record, which grows with it.
-            "SELECT p.f, a.to_object_id, a.category, a.type_id
-             FROM unnest($4::bigint[], $5::bigint[]) AS p(f, t)
-             CROSS JOIN LATERAL (
-                 SELECT to_object_id, category, type_id FROM associations
-                 WHERE portal_id = $1 AND from_object_type = $2 AND from_object_id = p.f
-                   AND to_object_type = $3 AND to_object_id = p.t
-                 OFFSET 0) a",
-        )
-        .bind(portal)
-        .bind(from.to_string())
-        .bind(to.to_string())
-        .bind(&from_ids)
-        .bind(&to_ids)
-        .fetch_all(&mut *self.conn)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PairEdge {
-                    from_id: r.try_get(0)?,
-                    to_id: r.try_get(1)?,
-                    key: decode_key(r.try_get::<i16, _>(2)?.into(), r.try_get(3)?)?,
-                })
-            })
-            .collect()
-    }
-
     async fn load_user_limits(
         &mut self,
         portal: i64,
@@ -428,50 +391,6 @@ impl CreateSteps for PgTx<'_> {
         b: ObjectType,
     ) -> StoreResult<HashMap<TypeKey, u32>> {
         load_pair_limits(&mut *self.conn, portal, a, b).await
-    }
-
-    async fn delete_rows(&mut self, portal: i64, rows: &[DirectedRow]) -> StoreResult<()> {
-        let write = PlannedWrite {
-            delete: rows,
-            insert: &[],
-            deltas: &[],
-            changes: &[],
-        };
-        self.apply_plan(portal, &write).await
-    }
-
-    async fn insert_rows(&mut self, portal: i64, rows: &[DirectedRow]) -> StoreResult<()> {
-        let write = PlannedWrite {
-            delete: &[],
-            insert: rows,
-            deltas: &[],
-            changes: &[],
-        };
-        self.apply_plan(portal, &write).await
-    }
-
-    async fn add_to_counts(&mut self, portal: i64, deltas: &[(CountKey, i64)]) -> StoreResult<()> {
-        let write = PlannedWrite {
-            delete: &[],
-            insert: &[],
-            deltas,
-            changes: &[],
-        };
-        self.apply_plan(portal, &write).await
-    }
-
-    async fn record_changes(
-        &mut self,
-        portal: i64,
-        changes: &[(ChangeKind, DirectedRow)],
-    ) -> StoreResult<()> {
-        let write = PlannedWrite {
-            delete: &[],
-            insert: &[],
-            deltas: &[],
-            changes,
-        };
-        self.apply_plan(portal, &write).await
     }
 
     async fn load_rows_from(
@@ -521,6 +440,46 @@ impl CreateSteps for PgTx<'_> {
         .fetch_all(&mut *self.conn)
         .await?;
         rows.iter().map(decode_row).collect()
+    }
+
+    async fn lock_limits(&mut self, portal: i64) -> StoreResult<()> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2::text))")
+            .bind(LIMITS_LOCK_NAMESPACE)
+            .bind(portal.to_string())
+            .execute(&mut *self.conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_limits(
+        &mut self,
+        portal: i64,
+        from: ObjectType,
+        to: ObjectType,
+        limits: &[(TypeKey, u32)],
+    ) -> StoreResult<()> {
+        let keys: Vec<TypeKey> = limits.iter().map(|(k, _)| *k).collect();
+        let (categories, type_ids) = key_columns(&keys);
+        let maxes: Vec<i32> = limits.iter().map(|(_, m)| *m as i32).collect();
+        sqlx::query(
+            "INSERT INTO association_limits
+               (portal_id, category, type_id, from_object_type, to_object_type, max_to_object_ids)
+             SELECT $1, l.c, l.ty, $2, $3, l.m FROM unnest($4::smallint[], $5::int[], $6::int[]) AS l(c, ty, m)
+             ON CONFLICT (portal_id, category, type_id) DO UPDATE SET max_to_object_ids = EXCLUDED.max_to_object_ids",
+        )
+        .bind(portal)
+        .bind(from.to_string())
+        .bind(to.to_string())
+        .bind(&categories)
+        .bind(&type_ids)
+        .bind(&maxes)
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn record_admin_change(&mut self, change: &AdminChange) -> StoreResult<()> {
+        record_admin_change(&mut *self.conn, change).await
     }
 
     async fn load_limits(
@@ -997,9 +956,13 @@ impl Store for PostgresStore {
                     .await?;
             }
             if !removed.is_empty() {
-                PgTx { conn }
-                    .record_changes(portal, &archived(&removed))
-                    .await?;
+                let write = PlannedWrite {
+                    delete: &[],
+                    insert: &[],
+                    deltas: &[],
+                    changes: &archived(&removed),
+                };
+                PgTx { conn }.apply_plan(portal, &write).await?;
             }
             Ok(())
         })
@@ -1166,47 +1129,16 @@ impl Store for PostgresStore {
         ceiling: u32,
         change: &AdminChange,
     ) -> StoreResult<Vec<Result<u32, DomainError>>> {
-        let (portal, from, to) = (change.portal_id, catalog.a, catalog.b);
         transaction!(self.retry, self.pool.begin(), is_retryable, |conn| {
-            sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2::text))")
-                .bind(LIMITS_LOCK_NAMESPACE)
-                .bind(portal.to_string())
-                .execute(&mut *conn)
-                .await?;
-            let before = load_pair_limits(conn, portal, from, to).await?;
-            let mut current = before.clone();
-            let mut steps = PgTx { conn: &mut *conn };
-            let results = check_limit_changes(
-                &mut steps,
-                portal,
+            change_limits_in_transaction(
+                &mut PgTx { conn },
                 catalog,
-                &mut current,
                 changes,
                 mode,
                 ceiling,
+                change,
             )
-            .await?;
-            if let Some(applied) = change.with_applied_limits(&before, changes, &results) {
-                record_admin_change(&mut *conn, &applied).await?;
-            }
-            for (change, result) in changes.iter().zip(&results) {
-                let Ok(max) = result else { continue };
-                sqlx::query(
-                        "INSERT INTO association_limits
-                           (portal_id, category, type_id, from_object_type, to_object_type, max_to_object_ids)
-                         VALUES ($1, $2, $3, $4, $5, $6)
-                         ON CONFLICT (portal_id, category, type_id) DO UPDATE SET max_to_object_ids = EXCLUDED.max_to_object_ids",
-                    )
-                    .bind(portal)
-                    .bind(change.key.category.code())
-                    .bind(change.key.type_id)
-                    .bind(from.to_string())
-                    .bind(to.to_string())
-                    .bind(*max as i32)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            Ok(results)
+            .await
         })
     }
 

@@ -111,7 +111,7 @@ struct SqliteTx<'c> {
 }
 
 #[async_trait]
-impl CreateSteps for SqliteTx<'_> {
+impl WriteSteps for SqliteTx<'_> {
     async fn lock_types(
         &mut self,
         portal: i64,
@@ -222,35 +222,6 @@ impl CreateSteps for SqliteTx<'_> {
             .collect()
     }
 
-    async fn load_edges(
-        &mut self,
-        portal: i64,
-        from: ObjectType,
-        to: ObjectType,
-        pairs: &[(i64, i64)],
-    ) -> StoreResult<Vec<PairEdge>> {
-        let rows = sqlx::query(
-            "SELECT a.from_object_id, a.to_object_id, a.category, a.type_id FROM json_each(?4) j CROSS JOIN associations a
-               ON a.portal_id = ?1 AND a.from_object_type = ?2 AND a.from_object_id = j.value ->> 0
-              AND a.to_object_type = ?3 AND a.to_object_id = j.value ->> 1",
-        )
-        .bind(portal)
-        .bind(from.to_string())
-        .bind(to.to_string())
-        .bind(json!(pairs).to_string())
-        .fetch_all(&mut *self.conn)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PairEdge {
-                    from_id: r.try_get(0)?,
-                    to_id: r.try_get(1)?,
-                    key: decode_key(r.try_get(2)?, r.try_get(3)?)?,
-                })
-            })
-            .collect()
-    }
-
     async fn load_user_limits(
         &mut self,
         portal: i64,
@@ -258,45 +229,6 @@ impl CreateSteps for SqliteTx<'_> {
         b: ObjectType,
     ) -> StoreResult<HashMap<TypeKey, u32>> {
         load_pair_limits(&mut *self.conn, portal, a, b).await
-    }
-
-    async fn delete_rows(&mut self, portal: i64, rows: &[DirectedRow]) -> StoreResult<()> {
-        sqlx::query(
-            "DELETE FROM associations WHERE portal_id = ?1 AND (from_object_type, from_object_id, to_object_type,
-               to_object_id, category, type_id) IN (SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2,
-               j.value ->> 3, j.value ->> 4, j.value ->> 5 FROM json_each(?2) j)",
-        )
-        .bind(portal)
-        .bind(rows_json(rows).to_string())
-        .execute(&mut *self.conn)
-        .await?;
-        Ok(())
-    }
-
-    async fn insert_rows(&mut self, portal: i64, rows: &[DirectedRow]) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO associations (portal_id, from_object_type, from_object_id, to_object_type, to_object_id, category, type_id)
-             SELECT ?1, j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5
-             FROM json_each(?2) j WHERE true
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(portal)
-        .bind(rows_json(rows).to_string())
-        .execute(&mut *self.conn)
-        .await?;
-        Ok(())
-    }
-
-    async fn add_to_counts(&mut self, portal: i64, deltas: &[(CountKey, i64)]) -> StoreResult<()> {
-        add_to_counts(&mut *self.conn, portal, deltas).await
-    }
-
-    async fn record_changes(
-        &mut self,
-        portal: i64,
-        changes: &[(ChangeKind, DirectedRow)],
-    ) -> StoreResult<()> {
-        record_changes(&mut *self.conn, portal, changes).await
     }
 
     async fn load_rows_from(
@@ -354,6 +286,137 @@ impl CreateSteps for SqliteTx<'_> {
         .fetch_all(&mut *self.conn)
         .await?;
         rows.iter().map(decode_limit).collect()
+    }
+
+    async fn load_create_state(
+        &mut self,
+        portal: i64,
+        from: ObjectType,
+        to: ObjectType,
+        pairs: &[(i64, i64)],
+        lookup: Option<&PrimaryLookup>,
+    ) -> StoreResult<CreateState> {
+        let primaries = match lookup {
+            Some(lookup) => self.load_primaries(portal, lookup).await?,
+            None => HashMap::new(),
+        };
+        let edges = self.load_edges(portal, from, to, pairs).await?;
+        let user_limits = self.load_user_limits(portal, from, to).await?;
+        Ok(CreateState {
+            primaries,
+            edges,
+            user_limits,
+        })
+    }
+
+    async fn apply_plan(&mut self, portal: i64, write: &PlannedWrite<'_>) -> StoreResult<()> {
+        if !write.delete.is_empty() {
+            self.delete_rows(portal, write.delete).await?;
+        }
+        if !write.insert.is_empty() {
+            self.insert_rows(portal, write.insert).await?;
+        }
+        if !write.deltas.is_empty() {
+            add_to_counts(&mut *self.conn, portal, write.deltas).await?;
+        }
+        if !write.changes.is_empty() {
+            record_changes(&mut *self.conn, portal, write.changes).await?;
+        }
+        Ok(())
+    }
+
+    async fn lock_limits(&mut self, _portal: i64) -> StoreResult<()> {
+        // BEGIN IMMEDIATE already excludes every other writer.
+        Ok(())
+    }
+
+    async fn set_limits(
+        &mut self,
+        portal: i64,
+        from: ObjectType,
+        to: ObjectType,
+        limits: &[(TypeKey, u32)],
+    ) -> StoreResult<()> {
+        for (key, max) in limits {
+            sqlx::query(
+                "INSERT INTO association_limits
+                   (portal_id, category, type_id, from_object_type, to_object_type, max_to_object_ids)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (portal_id, category, type_id) DO UPDATE SET max_to_object_ids = excluded.max_to_object_ids",
+            )
+            .bind(portal)
+            .bind(key.category.code())
+            .bind(key.type_id)
+            .bind(from.to_string())
+            .bind(to.to_string())
+            .bind(*max as i32)
+            .execute(&mut *self.conn)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn record_admin_change(&mut self, change: &AdminChange) -> StoreResult<()> {
+        record_admin_change(&mut *self.conn, change).await
+    }
+}
+
+/// The single statements `load_create_state` and `apply_plan` are made of.
+impl SqliteTx<'_> {
+    async fn load_edges(
+        &mut self,
+        portal: i64,
+        from: ObjectType,
+        to: ObjectType,
+        pairs: &[(i64, i64)],
+    ) -> StoreResult<Vec<PairEdge>> {
+        let rows = sqlx::query(
+            "SELECT a.from_object_id, a.to_object_id, a.category, a.type_id FROM json_each(?4) j CROSS JOIN associations a
+               ON a.portal_id = ?1 AND a.from_object_type = ?2 AND a.from_object_id = j.value ->> 0
+              AND a.to_object_type = ?3 AND a.to_object_id = j.value ->> 1",
+        )
+        .bind(portal)
+        .bind(from.to_string())
+        .bind(to.to_string())
+        .bind(json!(pairs).to_string())
+        .fetch_all(&mut *self.conn)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PairEdge {
+                    from_id: r.try_get(0)?,
+                    to_id: r.try_get(1)?,
+                    key: decode_key(r.try_get(2)?, r.try_get(3)?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_rows(&mut self, portal: i64, rows: &[DirectedRow]) -> StoreResult<()> {
+        sqlx::query(
+            "DELETE FROM associations WHERE portal_id = ?1 AND (from_object_type, from_object_id, to_object_type,
+               to_object_id, category, type_id) IN (SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2,
+               j.value ->> 3, j.value ->> 4, j.value ->> 5 FROM json_each(?2) j)",
+        )
+        .bind(portal)
+        .bind(rows_json(rows).to_string())
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_rows(&mut self, portal: i64, rows: &[DirectedRow]) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO associations (portal_id, from_object_type, from_object_id, to_object_type, to_object_id, category, type_id)
+             SELECT ?1, j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5
+             FROM json_each(?2) j WHERE true
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(portal)
+        .bind(rows_json(rows).to_string())
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(())
     }
 }
 
@@ -953,46 +1016,14 @@ impl Store for SqliteStore {
         ceiling: u32,
         change: &AdminChange,
     ) -> StoreResult<Vec<Result<u32, DomainError>>> {
-        let (portal, from, to) = (change.portal_id, catalog.a, catalog.b);
         transaction!(
             self.retry,
             self.pool.begin_with("BEGIN IMMEDIATE"),
             is_busy,
             |conn| {
-                let before = load_pair_limits(conn, portal, from, to).await?;
-                let mut current = before.clone();
-                let mut steps = SqliteTx { conn: &mut *conn };
-                let results = check_limit_changes(
-                    &mut steps,
-                    portal,
-                    catalog,
-                    &mut current,
-                    changes,
-                    mode,
-                    ceiling,
-                )
-                .await?;
-                if let Some(applied) = change.with_applied_limits(&before, changes, &results) {
-                    record_admin_change(&mut *conn, &applied).await?;
-                }
-                for (change, result) in changes.iter().zip(&results) {
-                    let Ok(max) = result else { continue };
-                    sqlx::query(
-                        "INSERT INTO association_limits
-                           (portal_id, category, type_id, from_object_type, to_object_type, max_to_object_ids)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                         ON CONFLICT (portal_id, category, type_id) DO UPDATE SET max_to_object_ids = excluded.max_to_object_ids",
-                    )
-                    .bind(portal)
-                    .bind(change.key.category.code())
-                    .bind(change.key.type_id)
-                    .bind(from.to_string())
-                    .bind(to.to_string())
-                    .bind(i64::from(*max))
-                    .execute(&mut *conn)
-                    .await?;
-                }
-                Ok(results)
+                let mut steps = SqliteTx { conn };
+                change_limits_in_transaction(&mut steps, catalog, changes, mode, ceiling, change)
+                    .await
             }
         )
     }
