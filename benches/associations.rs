@@ -9,7 +9,8 @@
 //! second table. One create's statements are costed with pg_stat_statements.
 //!
 //! Run: `cargo bench --bench associations` (`BENCH_SCALE=small` for a quick
-//! pass; `BENCH_DATABASE_URL` / `DATABASE_URL` to use existing PostgreSQL
+//! pass, `BENCH_ONLY=writes` for the durable writes alone; `BENCH_DATABASE_URL`
+//! / `DATABASE_URL` to use existing PostgreSQL
 //! servers for the durable / fsync-off runs instead of throwaways).
 #[path = "../tests/common/mod.rs"]
 #[allow(dead_code)]
@@ -915,6 +916,24 @@ async fn main() {
     let stats_pool = pool(&pg_url, 2).await;
     eprintln!("postgres store (fsync and synchronous_commit on)");
     let pg_server = Server::start(&pg_url).await;
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("writes") {
+        // A quick loop for the write path: durable writes beside their baselines, nothing written.
+        let pg = run_writes(&pg_server, scale, Some(&stats_pool)).await;
+        drop(pg_server);
+        let (_, raw) = raw_writes(&pg_url, scale).await;
+        println!(
+            "{}",
+            render(
+                &write_rows("postgres", &pg, &raw),
+                scale,
+                "durable PostgreSQL"
+            )
+        );
+        if let Some(statements) = &pg.statements {
+            println!("{statements}");
+        }
+        return;
+    }
     let pg = run_service(&pg_server, scale, Some(&stats_pool)).await;
     drop(pg_server);
     eprintln!("raw PostgreSQL baselines");

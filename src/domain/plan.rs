@@ -466,6 +466,43 @@ pub fn plan_creates(ctx: &WriteContext, snapshot: Snapshot, items: &[CreateItem]
     }
 }
 
+/// A create planned without reading the store: the plan `plan_creates`
+/// makes when none of the items' pairs holds an association yet. A store
+/// may apply it as it is exactly when it finds, under its locks, that
+/// - every label type in `labels` still exists,
+/// - no pair in `pairs` (request direction) holds an association, and
+/// - every counter of `plan.count_deltas` stays within its effective limit
+///   (`effective_limit` of its admin limit and the ceiling) after its delta;
+///
+/// `plan_creates` on that locked snapshot then makes this same plan: no row
+/// to replace, and every delta is an addition that fits. Otherwise the store
+/// plans against the snapshot it reads.
+#[derive(Clone, Debug)]
+pub struct PresumedPlan {
+    pub plan: Plan,
+    pub pairs: Vec<(i64, i64)>,
+    pub labels: Vec<TypeKey>,
+}
+
+/// The plan of `items` when their pairs are new, if it can be known without
+/// reading: not for pairs with a primary company (what a create does there
+/// depends on the record's current primary), nor when an item would fail.
+pub fn presume_new_pairs(ctx: &WriteContext, items: &[CreateItem]) -> Option<PresumedPlan> {
+    if PrimarySide::of(ctx).is_some() {
+        return None;
+    }
+    let plan = plan_creates(ctx, Snapshot::default(), items);
+    if plan.outcomes.iter().any(Result::is_err) {
+        return None;
+    }
+    debug_assert!(plan.delete_rows.is_empty() && plan.count_deltas.iter().all(|(_, d)| *d > 0));
+    Some(PresumedPlan {
+        plan,
+        pairs: requirements(ctx, items).pairs,
+        labels: deletable_types(items),
+    })
+}
+
 /// The types an archive of `keys` (request direction) removes: `None` means
 /// every type, because removing the unlabeled type removes the labels too;
 /// otherwise each named type with its inverse.
@@ -644,5 +681,89 @@ mod tests {
             .map(|(k, d)| (k.object_id, *d))
             .collect();
         assert_eq!(deltas, vec![(5, 1), (6, 1)]);
+    }
+
+    /// A small seeded generator (splitmix64).
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            (z ^ (z >> 31)) % n
+        }
+    }
+
+    #[test]
+    fn a_presumed_plan_is_the_plan_of_every_snapshot_that_meets_its_conditions() {
+        use crate::domain::types::new_label_definitions;
+        let pairs = [
+            (ObjectType::CONTACT, ObjectType::DEAL),
+            (ObjectType::DEAL, ObjectType::CONTACT),
+            (ObjectType::CONTACT, ObjectType::CONTACT),
+        ];
+        for seed in 0..400u64 {
+            let mut rng = Rng(seed);
+            let (a, b) = pairs[rng.below(3) as usize];
+            let labels = new_label_definitions(a, b, "Owner", "owner", Some("Owned"), 100)
+                .expect("label definitions");
+            let catalog = PairCatalog::new(a, b, labels).expect("catalog");
+            let ctx = WriteContext {
+                ceiling: 2 + rng.below(4) as u32,
+                ..ctx(&catalog)
+            };
+            let types: Vec<TypeKey> = catalog.directed(a, b).map(|d| d.key).collect();
+            let items: Vec<CreateItem> = (0..1 + rng.below(5))
+                .map(|_| CreateItem {
+                    from_id: 1 + rng.below(3) as i64,
+                    to_id: 1 + rng.below(3) as i64,
+                    types: (0..rng.below(3))
+                        .map(|_| types[rng.below(types.len() as u64) as usize])
+                        .collect(),
+                })
+                .filter(|i| a != b || i.from_id != i.to_id)
+                .collect();
+            let Some(presumed) = presume_new_pairs(&ctx, &items) else {
+                continue;
+            };
+            // A snapshot meeting the conditions: room on every counter, limits optional.
+            let mut snapshot = Snapshot::default();
+            for (key, delta) in &presumed.plan.count_deltas {
+                let user = (rng.below(2) == 0).then(|| rng.below(8) as u32);
+                let (limit, _) = effective_limit(user, ctx.ceiling);
+                if i64::from(limit) < *delta {
+                    continue;
+                }
+                if let Some(user) = user {
+                    snapshot.user_limits.insert(key.key, user);
+                }
+                let room = i64::from(limit) - delta;
+                snapshot
+                    .counts
+                    .insert(*key, rng.below(room as u64 + 1) as i64);
+            }
+            let met = presumed.plan.count_deltas.iter().all(|(key, delta)| {
+                let user = snapshot.user_limits.get(&key.key).copied();
+                snapshot.counts.get(key).copied().unwrap_or(0) + delta
+                    <= i64::from(effective_limit(user, ctx.ceiling).0)
+            });
+            if !met {
+                continue;
+            }
+            let actual = plan_creates(&ctx, snapshot, &items);
+            let show = |p: &Plan| {
+                format!(
+                    "{:?} {:?} {:?} {:?}",
+                    p.insert_rows, p.delete_rows, p.count_deltas, p.outcomes
+                )
+            };
+            assert_eq!(
+                show(&actual),
+                show(&presumed.plan),
+                "seed {seed}: {items:?}"
+            );
+        }
     }
 }

@@ -69,6 +69,53 @@ impl RetryPolicy {
     }
 }
 
+impl RetryPolicy {
+    /// After attempt `attempt` (begun at `started`) lost a race with `err`:
+    /// the wait before the next attempt, or the error that says the budget
+    /// is spent.
+    pub(crate) fn after_lost_race(
+        &self,
+        attempt: u32,
+        started: std::time::Instant,
+        err: StoreError,
+    ) -> Result<Duration, StoreError> {
+        let wait = self.backoff(attempt);
+        if started.elapsed() + wait > self.budget {
+            return Err(StoreError::RetriesExhausted {
+                attempts: attempt,
+                elapsed_ms: started.elapsed().as_millis() as u64,
+                last: err.to_string(),
+            });
+        }
+        tracing::debug!(attempt, "write lost a race, running it again: {err}");
+        Ok(wait)
+    }
+
+    /// Runs `call` (one statement, its own transaction) until it succeeds,
+    /// fails for good, or lost races (`retryable`) spend the budget.
+    pub(crate) async fn run<T, F, Fut>(
+        &self,
+        retryable: fn(&StoreError) -> bool,
+        mut call: F,
+    ) -> StoreResult<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = StoreResult<T>>,
+    {
+        let started = std::time::Instant::now();
+        let mut attempt = 1;
+        loop {
+            match call().await {
+                Err(err) if retryable(&err) => {
+                    tokio::time::sleep(self.after_lost_race(attempt, started, err)?).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
 /// What a store needs besides its URL.
 #[derive(Clone, Copy, Debug)]
 pub struct StoreOptions {
@@ -101,19 +148,14 @@ macro_rules! transaction {
                 Err($crate::store::StoreError::Relock) if relocks < $crate::store::MAX_RELOCKS => {
                     relocks += 1;
                 }
-                Err(err) if $retryable(&err) => {
-                    let wait = policy.backoff(attempt);
-                    if started.elapsed() + wait > policy.budget {
-                        break Err($crate::store::StoreError::RetriesExhausted {
-                            attempts: attempt,
-                            elapsed_ms: started.elapsed().as_millis() as u64,
-                            last: err.to_string(),
-                        });
+                Err(err) if $retryable(&err) => match policy.after_lost_race(attempt, started, err)
+                {
+                    Ok(wait) => {
+                        attempt += 1;
+                        tokio::time::sleep(wait).await;
                     }
-                    tracing::debug!(attempt, "transaction lost a race, running it again: {err}");
-                    attempt += 1;
-                    tokio::time::sleep(wait).await;
-                }
+                    Err(exhausted) => break Err(exhausted),
+                },
                 other => break other,
             }
         }

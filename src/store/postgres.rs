@@ -12,6 +12,7 @@ use sqlx::{Connection, PgConnection, PgPool, Row};
 
 use super::*;
 use crate::domain::feed::{Change, ChangeKind};
+use crate::domain::plan::{presume_new_pairs, PresumedPlan};
 use crate::domain::types::{has_builtin_unlabeled, FIRST_PORTAL_TYPE_ID};
 
 /// Advisory lock namespace for admin limit changes (second key: portal).
@@ -122,6 +123,57 @@ fn decode_row(row: &sqlx::postgres::PgRow) -> StoreResult<DirectedRow> {
         to_id: row.try_get(3)?,
         key: decode_key(row.try_get::<i16, _>(4)?.into(), row.try_get(5)?)?,
     })
+}
+
+impl PostgresStore {
+    /// Applies a create planned without reading, in one call
+    /// (`association_create_presumed`, which checks the plan's conditions
+    /// under its locks); false when they do not hold and nothing was written.
+    async fn create_presumed(
+        &self,
+        ctx: &WriteContext<'_>,
+        presumed: &PresumedPlan,
+    ) -> StoreResult<bool> {
+        let (pair_from, pair_to): (Vec<i64>, Vec<i64>) = presumed.pairs.iter().copied().unzip();
+        let (label_cats, label_ids) = key_columns(&presumed.labels);
+        let rows = row_columns(&presumed.plan.insert_rows);
+        let deltas = &presumed.plan.count_deltas;
+        let counts = count_columns(deltas.iter().map(|(k, _)| k));
+        let amounts: Vec<i64> = deltas.iter().map(|(_, d)| *d).collect();
+        let (from, to) = (ctx.from.to_string(), ctx.to.to_string());
+        self.retry
+            .run(is_retryable, || async {
+                let applied = sqlx::query(
+                    "SELECT association_create_presumed($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+                         $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
+                )
+                .bind(ctx.portal_id)
+                .bind(&from)
+                .bind(&to)
+                .bind(&pair_from)
+                .bind(&pair_to)
+                .bind(&label_cats)
+                .bind(&label_ids)
+                .bind(ctx.ceiling as i32)
+                .bind(&rows.from_types)
+                .bind(&rows.from_ids)
+                .bind(&rows.to_types)
+                .bind(&rows.to_ids)
+                .bind(&rows.categories)
+                .bind(&rows.type_ids)
+                .bind(&counts.types)
+                .bind(&counts.ids)
+                .bind(&counts.categories)
+                .bind(&counts.type_ids)
+                .bind(&amounts)
+                .bind(ChangeKind::Created.code())
+                .bind(now_us())
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(applied.try_get(0)?)
+            })
+            .await
+    }
 }
 
 /// One open transaction, with the steps of the shared flows.
@@ -315,11 +367,10 @@ impl WriteSteps for PgTx<'_> {
         filter: &TypeFilter,
     ) -> StoreResult<Vec<DirectedRow>> {
         let binds = ArchiveBinds::new(pairs, filter);
-        let select = format!(
-            "SELECT DISTINCT a.from_object_type, a.from_object_id, a.to_object_type, a.to_object_id, a.category, a.type_id {ARCHIVE_MATCH}"
-        );
+        let select = "SELECT from_object_type, from_object_id, to_object_type, to_object_id, category, type_id
+             FROM association_archive_rows($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
         let rows = binds
-            .bind(&select, portal, from, to)
+            .bind(select, portal, from, to)
             .fetch_all(&mut *self.conn)
             .await?;
         rows.iter().map(decode_row).collect()
@@ -749,17 +800,9 @@ async fn load_definitions(
         .collect()
 }
 
-/// The WHERE clause that selects the rows an archive removes ($1 portal,
-/// $2/$3 object types, $4/$5 pairs, $6 all types, $7-$10 type filters).
-const ARCHIVE_MATCH: &str = "
-    FROM unnest($4::bigint[], $5::bigint[]) AS p(f, t)
-    JOIN associations a ON a.portal_id = $1 AND (
-        (a.from_object_type = $2 AND a.from_object_id = p.f AND a.to_object_type = $3 AND a.to_object_id = p.t
-         AND ($6 OR (a.category, a.type_id) IN (SELECT * FROM unnest($7::smallint[], $8::int[]))))
-     OR (a.from_object_type = $3 AND a.from_object_id = p.t AND a.to_object_type = $2 AND a.to_object_id = p.f
-         AND ($6 OR (a.category, a.type_id) IN (SELECT * FROM unnest($9::smallint[], $10::int[])))))";
-
-/// The parameters of `ARCHIVE_MATCH`.
+/// The parameters ($1-$10) of the SQL functions `association_archive_rows`
+/// and `association_archive`: portal, object types, pairs, all types, type
+/// filters.
 struct ArchiveBinds {
     from_ids: Vec<i64>,
     to_ids: Vec<i64>,
@@ -973,6 +1016,11 @@ impl Store for PostgresStore {
         ctx: &WriteContext<'_>,
         items: &[CreateItem],
     ) -> StoreResult<Vec<ItemOutcome>> {
+        if let Some(presumed) = presume_new_pairs(ctx, items) {
+            if self.create_presumed(ctx, &presumed).await? {
+                return Ok(presumed.plan.outcomes);
+            }
+        }
         let mut hint = LockHint::default();
         transaction!(self.retry, self.pool.begin(), is_retryable, |conn| {
             create_in_transaction(&mut PgTx { conn }, ctx, items, &mut hint).await
@@ -994,6 +1042,25 @@ impl Store for PostgresStore {
         pairs: &[(i64, i64)],
         filter: &TypeFilter,
     ) -> StoreResult<u64> {
+        let binds = ArchiveBinds::new(pairs, filter);
+        let removed: i64 = self
+            .retry
+            .run(is_retryable, || async {
+                let call =
+                    "SELECT association_archive($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+                let removed = binds
+                    .bind(call, portal, from, to)
+                    .bind(ChangeKind::Archived.code())
+                    .bind(now_us())
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(removed.try_get(0)?)
+            })
+            .await?;
+        if removed >= 0 {
+            return Ok(removed as u64);
+        }
+        // A row appeared whose counter the call had not locked: the full flow.
         let mut hint = LockHint::default();
         transaction!(self.retry, self.pool.begin(), is_retryable, |conn| {
             archive_in_transaction(
