@@ -295,7 +295,7 @@ async fn statement_costs(pool: &PgPool, creates: i64) -> String {
            AND s.query NOT LIKE '%pg_stat_statements%'
          ORDER BY s.total_exec_time DESC LIMIT 12",
     )
-    .bind(creates / 2)
+    .bind(creates / 100)
     .fetch_all(pool)
     .await
     .expect("read pg_stat_statements");

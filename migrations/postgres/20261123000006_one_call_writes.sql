@@ -53,7 +53,7 @@ $$;
 -- under the locks, every label of p_label_* exists, no pair of p_pair_*
 -- holds an association from -> to, and every counter stays within its
 -- limit (the admin limit of its type, at most p_ceiling). Returns whether
--- it wrote; when it did not, it only created missing counters at 0.
+-- it wrote; when it did not, nothing changed.
 CREATE FUNCTION association_create_presumed(
     p_portal      BIGINT,
     p_from        TEXT,
@@ -79,7 +79,7 @@ CREATE FUNCTION association_create_presumed(
 ) RETURNS BOOLEAN LANGUAGE plpgsql AS $$
 DECLARE
     labels_found INTEGER;
-    full_counter BOOLEAN;
+    over_limit   BOOLEAN;
 BEGIN
     -- The label definitions, shared: a label delete waits for us, or we see it gone.
     IF cardinality(p_label_cat) > 0 THEN
@@ -96,51 +96,47 @@ BEGIN
         END IF;
     END IF;
 
-    -- Every counter, in the global order (created at 0 when missing); the
-    -- no-op update takes the row lock and returns the committed count.
-    WITH locked AS (
-        INSERT INTO association_counts (portal_id, object_type, object_id, category, type_id, count)
-        SELECT p_portal, k.t, k.i, k.c, k.ty, 0
-        FROM unnest(k_type, k_id, k_cat, k_type_id) AS k(t, i, c, ty)
-        ORDER BY k.t COLLATE "C", k.i, k.c, k.ty
-        ON CONFLICT (portal_id, object_type, object_id, category, type_id)
-        DO UPDATE SET count = association_counts.count
-        RETURNING object_type, object_id, category, type_id, count)
-    SELECT coalesce(bool_or(l.count + k.d > LEAST(COALESCE(
-               (SELECT m.max_to_object_ids FROM association_limits m
-                WHERE m.portal_id = p_portal AND m.category = l.category AND m.type_id = l.type_id),
-               p_ceiling), p_ceiling)), FALSE)
-      INTO full_counter
-    FROM locked l
-    CROSS JOIN LATERAL (
-        SELECT k.d FROM unnest(k_type, k_id, k_cat, k_type_id, k_delta) AS k(t, i, c, ty, d)
-        WHERE (k.t, k.i, k.c, k.ty) = (l.object_type, l.object_id, l.category, l.type_id)) k;
-    IF full_counter THEN
-        RETURN FALSE;
-    END IF;
+    -- A presumption that fails rolls this block back (a subtransaction).
+    BEGIN
+        -- Every counter raised in the global order (created when missing):
+        -- the update takes the row lock and returns the new count.
+        WITH raised AS (
+            INSERT INTO association_counts (portal_id, object_type, object_id, category, type_id, count)
+            SELECT p_portal, k.t, k.i, k.c, k.ty, k.d
+            FROM unnest(k_type, k_id, k_cat, k_type_id, k_delta) AS k(t, i, c, ty, d)
+            ORDER BY k.t COLLATE "C", k.i, k.c, k.ty
+            ON CONFLICT (portal_id, object_type, object_id, category, type_id)
+            DO UPDATE SET count = association_counts.count + EXCLUDED.count
+            RETURNING category, type_id, count)
+        SELECT coalesce(bool_or(r.count > LEAST(COALESCE(
+                   (SELECT m.max_to_object_ids FROM association_limits m
+                    WHERE m.portal_id = p_portal AND m.category = r.category AND m.type_id = r.type_id),
+                   p_ceiling), p_ceiling)), FALSE)
+          INTO over_limit
+        FROM raised r;
+        IF over_limit THEN
+            RAISE EXCEPTION USING ERRCODE = 'AS001';
+        END IF;
 
-    -- The pairs hold nothing yet (read after the locks: a new snapshot).
-    IF EXISTS (
-        SELECT 1 FROM unnest(p_pair_from, p_pair_to) AS p(f, t)
-        CROSS JOIN LATERAL (
-            SELECT 1 FROM associations
-            WHERE portal_id = p_portal AND from_object_type = p_from AND from_object_id = p.f
-              AND to_object_type = p_to AND to_object_id = p.t
-            LIMIT 1) a) THEN
+        -- The pairs hold nothing yet (read after the locks: a new snapshot).
+        IF EXISTS (
+            SELECT 1 FROM unnest(p_pair_from, p_pair_to) AS p(f, t)
+            CROSS JOIN LATERAL (
+                SELECT 1 FROM associations
+                WHERE portal_id = p_portal AND from_object_type = p_from AND from_object_id = p.f
+                  AND to_object_type = p_to AND to_object_id = p.t
+                LIMIT 1) a) THEN
+            RAISE EXCEPTION USING ERRCODE = 'AS001';
+        END IF;
+    EXCEPTION WHEN SQLSTATE 'AS001' THEN
         RETURN FALSE;
-    END IF;
+    END;
 
     WITH added AS (
         INSERT INTO associations (portal_id, from_object_type, from_object_id, to_object_type,
                                   to_object_id, category, type_id)
         SELECT p_portal, r.ft, r.fi, r.tt, r.ti, r.c, r.ty
-        FROM unnest(r_from_type, r_from_id, r_to_type, r_to_id, r_cat, r_type) AS r(ft, fi, tt, ti, c, ty)),
-    raised AS (
-        INSERT INTO association_counts (portal_id, object_type, object_id, category, type_id, count)
-        SELECT p_portal, k.t, k.i, k.c, k.ty, k.d
-        FROM unnest(k_type, k_id, k_cat, k_type_id, k_delta) AS k(t, i, c, ty, d)
-        ON CONFLICT (portal_id, object_type, object_id, category, type_id)
-        DO UPDATE SET count = association_counts.count + EXCLUDED.count)
+        FROM unnest(r_from_type, r_from_id, r_to_type, r_to_id, r_cat, r_type) AS r(ft, fi, tt, ti, c, ty))
     INSERT INTO association_changes (portal_id, kind, from_object_type, from_object_id,
                                      to_object_type, to_object_id, category, type_id, changed_at_us)
     SELECT p_portal, p_kind, r.ft, r.fi, r.tt, r.ti, r.c, r.ty, p_now_us

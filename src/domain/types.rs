@@ -589,7 +589,7 @@ fn snake_case(text: &str) -> String {
 }
 
 /// Every association type between two object types, both directions.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PairCatalog {
     pub a: ObjectType,
     pub b: ObjectType,

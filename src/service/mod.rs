@@ -11,13 +11,14 @@ use crate::domain::error::{check_distinct, check_id, check_portal};
 use crate::domain::feed::{Change, ChangeKind, FeedStart};
 use crate::domain::limits::{apply_limit_changes, LimitChange, LimitMode};
 use crate::domain::merge::MergeRequest;
-use crate::domain::plan::{archive_filter, CreateItem, DirectedRow, WriteContext};
+use crate::domain::plan::{archive_filter, CreateItem, DirectedRow};
 use crate::domain::types::new_label_definitions;
 use crate::domain::{Category, DomainError, ObjectType, PairCatalog, TypeDef, TypeKey, TypeRole};
 use crate::hooks::{Hooks, Pacing};
 use crate::store::{NewLabel, RecordRow, Store, StoreError, TypeFilter};
 
 pub mod catalogs;
+pub mod combiner;
 pub mod cursor;
 pub mod pages;
 
@@ -257,6 +258,8 @@ pub struct AssociationService {
     hooks: Arc<Hooks>,
     /// Pair catalogs, so writes need not read definitions each time.
     catalogs: catalogs::CatalogCache,
+    /// Joins concurrent creates of one pair into shared transactions.
+    creates: combiner::CreateCombiner,
 }
 
 fn check_batch_size(len: usize) -> Result<(), DomainError> {
@@ -284,6 +287,7 @@ impl AssociationService {
         let cursors = CursorCodec::new(settings.cursor_secret.as_bytes());
         AssociationService {
             catalogs: catalogs::CatalogCache::new(settings.catalog_ttl),
+            creates: combiner::CreateCombiner::new(Arc::clone(&store), MAX_WRITE_INPUTS),
             store,
             settings,
             cursors,
@@ -391,14 +395,11 @@ impl AssociationService {
             }
         }
         if !items.is_empty() {
-            let ctx = WriteContext {
-                portal_id: portal,
-                from,
-                to,
-                catalog: &catalog,
-                ceiling: self.settings.platform_ceiling,
-            };
-            let results = self.store.create_associations(&ctx, &items).await?;
+            let ceiling = self.settings.platform_ceiling;
+            let results = self
+                .creates
+                .create(portal, &catalog, from, to, ceiling, items.clone())
+                .await?;
             self.written.notify_waiters();
             for ((index, item), result) in positions.into_iter().zip(&items).zip(results) {
                 match result {

@@ -293,7 +293,7 @@ fn start_throwaway(durable: bool) -> Result<Throwaway, String> {
         .port();
     let postgres = bin.join("postgres");
     let durability = if durable {
-        "-c shared_preload_libraries=pg_stat_statements"
+        "-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all"
     } else {
         "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     };
