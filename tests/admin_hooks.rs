@@ -372,7 +372,10 @@ async fn a_plugin_past_its_timeout_follows_its_failure_policy() {
 async fn changes_reach_a_plugin_that_was_down_across_restarts(backend: &str) {
     let (listener, addr) = plugin_listener().await;
     let configure = move |s: &mut Settings| {
-        s.hooks.plugins = vec![plugin_config("sink", addr, &[], 300, FailurePolicy::Open)];
+        // Long enough for a loaded machine's answers (a timed-out answer is
+        // rightly sent again, at least once, which this does not test), short
+        // enough that attempts on the silent port end soon.
+        s.hooks.plugins = vec![plugin_config("sink", addr, &[], 1_000, FailurePolicy::Open)];
         s.hooks.retry_initial_ms = 50;
         s.hooks.retry_max_ms = 400;
         s.hooks.poll_interval_ms = 200;

@@ -24,10 +24,7 @@ impl Blocker {
     async fn hold(url: &str) -> Blocker {
         if url.starts_with("postgres") {
             let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
-            for sql in [
-                "BEGIN",
-                "LOCK TABLE association_counts IN EXCLUSIVE MODE",
-            ] {
+            for sql in ["BEGIN", "LOCK TABLE association_counts IN EXCLUSIVE MODE"] {
                 sqlx::query(sql).execute(&mut conn).await.expect(sql);
             }
             Blocker::Postgres(conn)
@@ -44,10 +41,16 @@ impl Blocker {
     async fn release(self) {
         match self {
             Blocker::Postgres(mut conn) => {
-                sqlx::query("ROLLBACK").execute(&mut conn).await.expect("release");
+                sqlx::query("ROLLBACK")
+                    .execute(&mut conn)
+                    .await
+                    .expect("release");
             }
             Blocker::Sqlite(mut conn) => {
-                sqlx::query("ROLLBACK").execute(&mut conn).await.expect("release");
+                sqlx::query("ROLLBACK")
+                    .execute(&mut conn)
+                    .await
+                    .expect("release");
             }
         }
     }
