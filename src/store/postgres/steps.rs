@@ -1,0 +1,506 @@
+//! The steps of the shared write flows in PostgreSQL's SQL: one open
+//! transaction (`PgTx`) doing the writes' and the definitions' steps.
+use super::*;
+
+/// One open transaction, with the steps of the shared flows.
+pub(super) struct PgTx<'c> {
+    pub(super) conn: &'c mut PgConnection,
+}
+
+#[async_trait]
+impl WriteSteps for PgTx<'_> {
+    async fn load_create_state(
+        &mut self,
+        portal: i64,
+        from: ObjectType,
+        to: ObjectType,
+        pairs: &[(i64, i64)],
+        lookup: Option<&PrimaryLookup>,
+    ) -> StoreResult<CreateState> {
+        let (from_ids, to_ids): (Vec<i64>, Vec<i64>) = pairs.iter().copied().unzip();
+        let (record_type, record_ids, company_type, record_key) = match lookup {
+            Some(l) => (
+                l.record_type.to_string(),
+                l.record_ids.clone(),
+                l.company_type.to_string(),
+                l.record_key,
+            ),
+            None => (
+                String::new(),
+                Vec::new(),
+                String::new(),
+                TypeKey::hubspot(0),
+            ),
+        };
+        // Part 1: primaries; 2: existing associations of the pairs (a
+        // primary-key lookup per pair); 3: the pair's admin limits.
+        let rows = sqlx::query(
+            "SELECT 1::smallint, from_object_id, to_object_id, 0::smallint, 0, 0 FROM associations
+             WHERE portal_id = $1 AND from_object_type = $2 AND from_object_id = ANY($3)
+               AND to_object_type = $4 AND category = $5 AND type_id = $6
+             UNION ALL
+             SELECT 2::smallint, p.f, a.to_object_id, a.category, a.type_id, 0
+             FROM unnest($9::bigint[], $10::bigint[]) AS p(f, t)
+             CROSS JOIN LATERAL (
+                 SELECT to_object_id, category, type_id FROM associations
+                 WHERE portal_id = $1 AND from_object_type = $7 AND from_object_id = p.f
+                   AND to_object_type = $8 AND to_object_id = p.t
+                 OFFSET 0) a
+             UNION ALL
+             SELECT 3::smallint, 0, 0, category, type_id, max_to_object_ids FROM association_limits
+             WHERE portal_id = $1 AND ((from_object_type = $7 AND to_object_type = $8)
+                                    OR (from_object_type = $8 AND to_object_type = $7))",
+        )
+        .bind(portal)
+        .bind(record_type)
+        .bind(&record_ids)
+        .bind(company_type)
+        .bind(record_key.category.code())
+        .bind(record_key.type_id)
+        .bind(from.to_string())
+        .bind(to.to_string())
+        .bind(&from_ids)
+        .bind(&to_ids)
+        .fetch_all(&mut *self.conn)
+        .await?;
+        let mut state = CreateState {
+            primaries: HashMap::new(),
+            edges: Vec::new(),
+            user_limits: HashMap::new(),
+        };
+        for r in &rows {
+            let (a, b): (i64, i64) = (r.try_get(1)?, r.try_get(2)?);
+            match r.try_get::<i16, _>(0)? {
+                1 => {
+                    state.primaries.insert(a, b);
+                }
+                2 => state.edges.push(PairEdge {
+                    from_id: a,
+                    to_id: b,
+                    key: decode_key(r.try_get::<i16, _>(3)?.into(), r.try_get(4)?)?,
+                }),
+                _ => {
+                    let key = decode_key(r.try_get::<i16, _>(3)?.into(), r.try_get(4)?)?;
+                    state
+                        .user_limits
+                        .insert(key, r.try_get::<i32, _>(5)? as u32);
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    async fn apply_plan(&mut self, portal: i64, write: &PlannedWrite<'_>) -> StoreResult<()> {
+        let (delete, insert) = (row_columns(write.delete), row_columns(write.insert));
+        let counts = count_columns(write.deltas.iter().map(|(k, _)| k));
+        let amounts: Vec<i64> = write.deltas.iter().map(|(_, d)| *d).collect();
+        let changed: Vec<DirectedRow> = write.changes.iter().map(|(_, r)| *r).collect();
+        let kinds: Vec<i16> = write.changes.iter().map(|(k, _)| k.code()).collect();
+        let feed = row_columns(&changed);
+        // Every part touches different rows (the plan's sets are disjoint and
+        // its counter changes are net per counter), so one statement does it.
+        sqlx::query(
+            "WITH removed AS (
+                 DELETE FROM associations a
+                 USING unnest($2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::smallint[], $7::int[])
+                       AS d(ft, fi, tt, ti, c, ty)
+                 WHERE a.portal_id = $1 AND a.from_object_type = d.ft AND a.from_object_id = d.fi
+                   AND a.to_object_type = d.tt AND a.to_object_id = d.ti AND a.category = d.c AND a.type_id = d.ty),
+             added AS (
+                 INSERT INTO associations (portal_id, from_object_type, from_object_id, to_object_type, to_object_id, category, type_id)
+                 SELECT $1, d.ft, d.fi, d.tt, d.ti, d.c, d.ty
+                 FROM unnest($8::text[], $9::bigint[], $10::text[], $11::bigint[], $12::smallint[], $13::int[])
+                      AS d(ft, fi, tt, ti, c, ty)
+                 ON CONFLICT DO NOTHING),
+             raised AS (
+                 INSERT INTO association_counts (portal_id, object_type, object_id, category, type_id, count)
+                 SELECT $1, k.t, k.i, k.c, k.ty, k.d
+                 FROM unnest($14::text[], $15::bigint[], $16::smallint[], $17::int[], $18::bigint[]) AS k(t, i, c, ty, d)
+                 WHERE k.d > 0
+                 ON CONFLICT (portal_id, object_type, object_id, category, type_id)
+                 DO UPDATE SET count = association_counts.count + EXCLUDED.count),
+             lowered AS (
+                 UPDATE association_counts a SET count = a.count + k.d
+                 FROM unnest($14::text[], $15::bigint[], $16::smallint[], $17::int[], $18::bigint[]) AS k(t, i, c, ty, d)
+                 WHERE k.d < 0 AND a.portal_id = $1 AND a.object_type = k.t AND a.object_id = k.i
+                   AND a.category = k.c AND a.type_id = k.ty)
+             INSERT INTO association_changes (portal_id, kind, from_object_type, from_object_id,
+                                              to_object_type, to_object_id, category, type_id, changed_at_us)
+             SELECT $1, k.kind, k.ft, k.fi, k.tt, k.ti, k.c, k.ty, $26
+             FROM unnest($19::smallint[], $20::text[], $21::bigint[], $22::text[], $23::bigint[], $24::smallint[], $25::int[])
+                  WITH ORDINALITY AS k(kind, ft, fi, tt, ti, c, ty, n)
+             ORDER BY k.n",
+        )
+        .bind(portal)
+        .bind(&delete.from_types)
+        .bind(&delete.from_ids)
+        .bind(&delete.to_types)
+        .bind(&delete.to_ids)
+        .bind(&delete.categories)
+        .bind(&delete.type_ids)
+        .bind(&insert.from_types)
+        .bind(&insert.from_ids)
+        .bind(&insert.to_types)
+        .bind(&insert.to_ids)
+        .bind(&insert.categories)
+        .bind(&insert.type_ids)
+        .bind(&counts.types)
+        .bind(&counts.ids)
+        .bind(&counts.categories)
+        .bind(&counts.type_ids)
+        .bind(&amounts)
+        .bind(&kinds)
+        .bind(&feed.from_types)
+        .bind(&feed.from_ids)
+        .bind(&feed.to_types)
+        .bind(&feed.to_ids)
+        .bind(&feed.categories)
+        .bind(&feed.type_ids)
+        .bind(now_us())
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn lock_types(
+        &mut self,
+        portal: i64,
+        keys: &[TypeKey],
+    ) -> StoreResult<BTreeSet<TypeKey>> {
+        let (categories, type_ids) = key_columns(keys);
+        // KEY SHARE conflicts with a label delete's DELETE, not with renames.
+        let rows = sqlx::query(
+            "SELECT category, type_id FROM association_definitions
+             WHERE portal_id = $1 AND (category, type_id) IN (SELECT * FROM unnest($2::smallint[], $3::int[]))
+             ORDER BY category, type_id FOR KEY SHARE",
+        )
+        .bind(portal)
+        .bind(&categories)
+        .bind(&type_ids)
+        .fetch_all(&mut *self.conn)
+        .await?;
+        rows.iter()
+            .map(|r| decode_key(r.try_get::<i16, _>(0)?.into(), r.try_get(1)?))
+            .collect()
+    }
+
+    async fn find_rows(
+        &mut self,
+        portal: i64,
+        from: ObjectType,
+        to: ObjectType,
+        pairs: &[(i64, i64)],
+        filter: &TypeFilter,
+    ) -> StoreResult<Vec<DirectedRow>> {
+        let binds = ArchiveBinds::new(pairs, filter);
+        let select = "SELECT from_object_type, from_object_id, to_object_type, to_object_id, category, type_id
+             FROM association_archive_rows($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+        let rows = binds
+            .bind(select, portal, from, to)
+            .fetch_all(&mut *self.conn)
+            .await?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn lock_counts(
+        &mut self,
+        portal: i64,
+        keys: &[CountKey],
+    ) -> StoreResult<HashMap<CountKey, i64>> {
+        let c = count_columns(keys.iter());
+        // Rows are locked in the global counter order; the no-op update takes
+        // the row lock and returns the committed value.
+        let rows = sqlx::query(
+            "INSERT INTO association_counts (portal_id, object_type, object_id, category, type_id, count)
+             SELECT $1, k.t, k.i, k.c, k.ty, 0
+             FROM unnest($2::text[], $3::bigint[], $4::smallint[], $5::int[]) AS k(t, i, c, ty)
+             ORDER BY k.t COLLATE \"C\", k.i, k.c, k.ty
+             ON CONFLICT (portal_id, object_type, object_id, category, type_id)
+             DO UPDATE SET count = association_counts.count
+             RETURNING object_type, object_id, category, type_id, count",
+        )
+        .bind(portal)
+        .bind(&c.types)
+        .bind(&c.ids)
+        .bind(&c.categories)
+        .bind(&c.type_ids)
+        .fetch_all(&mut *self.conn)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let key = CountKey {
+                    object_type: decode_object_type(row.try_get::<&str, _>(0)?)?,
+                    object_id: row.try_get(1)?,
+                    key: decode_key(row.try_get::<i16, _>(2)?.into(), row.try_get(3)?)?,
+                };
+                Ok((key, row.try_get::<i64, _>(4)?))
+            })
+            .collect()
+    }
+
+    async fn load_primaries(
+        &mut self,
+        portal: i64,
+        lookup: &PrimaryLookup,
+    ) -> StoreResult<HashMap<i64, i64>> {
+        let rows = sqlx::query(
+            "SELECT from_object_id, to_object_id FROM associations
+             WHERE portal_id = $1 AND from_object_type = $2 AND from_object_id = ANY($3)
+               AND to_object_type = $4 AND category = $5 AND type_id = $6",
+        )
+        .bind(portal)
+        .bind(lookup.record_type.to_string())
+        .bind(&lookup.record_ids)
+        .bind(lookup.company_type.to_string())
+        .bind(lookup.record_key.category.code())
+        .bind(lookup.record_key.type_id)
+        .fetch_all(&mut *self.conn)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    async fn load_user_limits(
+        &mut self,
+        portal: i64,
+        a: ObjectType,
+        b: ObjectType,
+    ) -> StoreResult<HashMap<TypeKey, u32>> {
+        load_pair_limits(&mut *self.conn, portal, a, b).await
+    }
+
+    async fn load_rows_from(
+        &mut self,
+        portal: i64,
+        object_type: ObjectType,
+        id: i64,
+    ) -> StoreResult<Vec<DirectedRow>> {
+        let rows = sqlx::query(
+            "SELECT from_object_type, from_object_id, to_object_type, to_object_id, category, type_id
+             FROM associations WHERE portal_id = $1 AND from_object_type = $2 AND from_object_id = $3",
+        )
+        .bind(portal)
+        .bind(object_type.to_string())
+        .bind(id)
+        .fetch_all(&mut *self.conn)
+        .await?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn load_pair_rows(
+        &mut self,
+        portal: i64,
+        pairs: &[RecordPair],
+    ) -> StoreResult<Vec<DirectedRow>> {
+        let mut c = (vec![], vec![], vec![], vec![]);
+        for (ft, fi, tt, ti) in pairs {
+            c.0.push(ft.to_string());
+            c.1.push(*fi);
+            c.2.push(tt.to_string());
+            c.3.push(*ti);
+        }
+        let rows = sqlx::query(
+            "SELECT a.from_object_type, a.from_object_id, a.to_object_type, a.to_object_id, a.category, a.type_id
+             FROM unnest($2::text[], $3::bigint[], $4::text[], $5::bigint[]) AS p(ft, fi, tt, ti)
+             CROSS JOIN LATERAL (
+                 SELECT * FROM associations
+                 WHERE portal_id = $1 AND from_object_type = p.ft AND from_object_id = p.fi
+                   AND to_object_type = p.tt AND to_object_id = p.ti
+                 OFFSET 0) a",
+        )
+        .bind(portal)
+        .bind(&c.0)
+        .bind(&c.1)
+        .bind(&c.2)
+        .bind(&c.3)
+        .fetch_all(&mut *self.conn)
+        .await?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn lock_limits(&mut self, portal: i64) -> StoreResult<()> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2::text))")
+            .bind(LIMITS_LOCK_NAMESPACE)
+            .bind(portal.to_string())
+            .execute(&mut *self.conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_limits(
+        &mut self,
+        portal: i64,
+        from: ObjectType,
+        to: ObjectType,
+        limits: &[(TypeKey, u32)],
+    ) -> StoreResult<()> {
+        let keys: Vec<TypeKey> = limits.iter().map(|(k, _)| *k).collect();
+        let (categories, type_ids) = key_columns(&keys);
+        let maxes: Vec<i32> = limits.iter().map(|(_, m)| *m as i32).collect();
+        sqlx::query(
+            "INSERT INTO association_limits
+               (portal_id, category, type_id, from_object_type, to_object_type, max_to_object_ids)
+             SELECT $1, l.c, l.ty, $2, $3, l.m FROM unnest($4::smallint[], $5::int[], $6::int[]) AS l(c, ty, m)
+             ON CONFLICT (portal_id, category, type_id) DO UPDATE SET max_to_object_ids = EXCLUDED.max_to_object_ids",
+        )
+        .bind(portal)
+        .bind(from.to_string())
+        .bind(to.to_string())
+        .bind(&categories)
+        .bind(&type_ids)
+        .bind(&maxes)
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn record_admin_change(&mut self, change: &AdminChange) -> StoreResult<()> {
+        record_admin_change(&mut *self.conn, change).await
+    }
+
+    async fn load_limits(
+        &mut self,
+        portal: i64,
+        keys: &[TypeKey],
+    ) -> StoreResult<HashMap<TypeKey, u32>> {
+        let (categories, type_ids) = key_columns(keys);
+        let rows = sqlx::query(
+            "SELECT l.category, l.type_id, l.max_to_object_ids
+             FROM unnest($2::smallint[], $3::int[]) AS k(c, ty)
+             JOIN association_limits l ON l.portal_id = $1 AND l.category = k.c AND l.type_id = k.ty",
+        )
+        .bind(portal)
+        .bind(&categories)
+        .bind(&type_ids)
+        .fetch_all(&mut *self.conn)
+        .await?;
+        rows.iter().map(decode_limit).collect()
+    }
+}
+
+#[async_trait]
+impl DefinitionSteps for PgTx<'_> {
+    async fn allocate_type_ids(&mut self, portal: i64, count: i32) -> StoreResult<i32> {
+        allocate_type_ids(&mut *self.conn, portal, count).await
+    }
+
+    async fn load_definitions(
+        &mut self,
+        portal: i64,
+        a: ObjectType,
+        b: ObjectType,
+    ) -> StoreResult<Vec<TypeDef>> {
+        load_definitions(&mut *self.conn, portal, a, b).await
+    }
+
+    async fn insert_definitions(&mut self, portal: i64, defs: &[TypeDef]) -> StoreResult<()> {
+        insert_definitions(&mut *self.conn, portal, defs).await
+    }
+}
+
+pub(super) async fn load_pair_limits(
+    conn: &mut PgConnection,
+    portal: i64,
+    a: ObjectType,
+    b: ObjectType,
+) -> StoreResult<HashMap<TypeKey, u32>> {
+    let rows = sqlx::query(
+        "SELECT category, type_id, max_to_object_ids FROM association_limits
+         WHERE portal_id = $1 AND ((from_object_type = $2 AND to_object_type = $3)
+                                OR (from_object_type = $3 AND to_object_type = $2))",
+    )
+    .bind(portal)
+    .bind(a.to_string())
+    .bind(b.to_string())
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(decode_limit).collect()
+}
+
+/// A (category, type id, max) limit row.
+pub(super) fn decode_limit(r: &sqlx::postgres::PgRow) -> StoreResult<(TypeKey, u32)> {
+    let max: i32 = r.try_get(2)?;
+    Ok((
+        decode_key(r.try_get::<i16, _>(0)?.into(), r.try_get(1)?)?,
+        max as u32,
+    ))
+}
+
+/// Reserves `count` consecutive type ids for the portal; locks its allocator row.
+pub(super) async fn allocate_type_ids(
+    conn: &mut PgConnection,
+    portal: i64,
+    count: i32,
+) -> StoreResult<i32> {
+    let first: i32 = sqlx::query_scalar(
+        "INSERT INTO portal_type_ids (portal_id, next_type_id) VALUES ($1, $2 + $3)
+         ON CONFLICT (portal_id) DO UPDATE SET next_type_id = portal_type_ids.next_type_id + $3
+         RETURNING next_type_id - $3",
+    )
+    .bind(portal)
+    .bind(FIRST_PORTAL_TYPE_ID)
+    .bind(count)
+    .fetch_one(conn)
+    .await?;
+    Ok(first)
+}
+
+pub(super) async fn insert_definitions(
+    conn: &mut PgConnection,
+    portal: i64,
+    defs: &[TypeDef],
+) -> StoreResult<()> {
+    for def in defs {
+        sqlx::query(
+            "INSERT INTO association_definitions
+               (portal_id, category, type_id, inverse_type_id, from_object_type, to_object_type, label, name)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(portal)
+        .bind(def.key.category.code())
+        .bind(def.key.type_id)
+        .bind(def.inverse.type_id)
+        .bind(def.from.to_string())
+        .bind(def.to.to_string())
+        .bind(&def.label)
+        .bind(&def.name)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn load_definitions(
+    conn: &mut PgConnection,
+    portal: i64,
+    a: ObjectType,
+    b: ObjectType,
+) -> StoreResult<Vec<TypeDef>> {
+    let rows = sqlx::query(
+        "SELECT category, type_id, inverse_type_id, from_object_type, to_object_type, label, name
+         FROM association_definitions
+         WHERE portal_id = $1 AND ((from_object_type = $2 AND to_object_type = $3)
+                                OR (from_object_type = $3 AND to_object_type = $2))
+         ORDER BY category, type_id",
+    )
+    .bind(portal)
+    .bind(a.to_string())
+    .bind(b.to_string())
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            DefinitionRow {
+                category: r.try_get::<i16, _>(0)?.into(),
+                type_id: r.try_get(1)?,
+                inverse_type_id: r.try_get(2)?,
+                from_object_type: r.try_get(3)?,
+                to_object_type: r.try_get(4)?,
+                label: r.try_get(5)?,
+                name: r.try_get(6)?,
+            }
+            .into_def()
+        })
+        .collect()
+}
