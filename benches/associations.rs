@@ -6,7 +6,8 @@
 //!
 //! The headline runs PostgreSQL at production durability (fsync and
 //! synchronous_commit on); the write scenarios run again with both off as a
-//! second table. One create's statements are costed with pg_stat_statements.
+//! second table. One create's and one batch's statements are costed with
+//! pg_stat_statements (nested statements included).
 //!
 //! Run: `cargo bench --bench associations` (`BENCH_SCALE=small` for a quick
 //! pass, `BENCH_ONLY=writes` for the durable writes alone; `BENCH_DATABASE_URL`
@@ -80,6 +81,9 @@ const R1_PORTAL: i64 = 1_004;
 const R2_PORTAL: i64 = 1_005;
 /// W4's one shared portal; with one portal per client, W4_PORTAL + 1 + client.
 const W4_PORTAL: i64 = 2_000;
+/// Where each side warms its connections up before W1.
+const WARMUP_PORTAL: i64 = 3_000;
+const WARMUP_PER_CLIENT: i64 = 10;
 
 /// One measured scenario on one backend.
 struct Row {
@@ -245,6 +249,47 @@ async fn w1_service(server: &Server, scale: &Scale, load: CreateLoad) -> (f64, f
     summarize(start.elapsed(), latencies)
 }
 
+/// Opens and warms every connection (and the server's per-connection plans)
+/// with W1-style creates on a portal of their own, unmeasured.
+async fn warm_up_service(server: &Server) {
+    let mut clients = JoinSet::new();
+    for client in 0..W1_CLIENTS {
+        let mut writer = server.writer().await;
+        clients.spawn(async move {
+            for op in 0..WARMUP_PER_CLIENT {
+                let inputs = vec![input(client * 1_000_000 + op + 1, op + 1)];
+                let response = writer.create_associations(request(WARMUP_PORTAL, inputs));
+                assert!(response
+                    .await
+                    .expect("create")
+                    .into_inner()
+                    .errors
+                    .is_empty());
+            }
+        });
+    }
+    clients.join_all().await;
+}
+
+/// The baseline's warm-up: the same inserts, raw.
+async fn warm_up_raw(pool: &PgPool) {
+    let mut clients = JoinSet::new();
+    for client in 0..W1_CLIENTS {
+        let pool = pool.clone();
+        clients.spawn(async move {
+            for op in 0..WARMUP_PER_CLIENT {
+                raw_insert(
+                    &pool,
+                    WARMUP_PORTAL,
+                    &[(client * 1_000_000 + op + 1, op + 1)],
+                )
+                .await;
+            }
+        });
+    }
+    clients.join_all().await;
+}
+
 const W1_LOAD: CreateLoad = CreateLoad {
     distinct_contacts: false,
     portal: W1_PORTAL,
@@ -285,8 +330,10 @@ async fn reset_statement_stats(pool: &PgPool) {
         .expect("reset statement stats");
 }
 
-/// The statements the service ran since the reset, per create, costliest first.
-async fn statement_costs(pool: &PgPool, creates: i64) -> String {
+/// The statements the service ran since the reset, per `unit` (`count` of
+/// them were run), costliest first; nested statements (inside the write
+/// functions) are listed beside the call that ran them.
+async fn statement_costs(pool: &PgPool, unit: &str, count: i64) -> String {
     let rows: Vec<(i64, f64, f64, String)> = sqlx::query_as(
         "SELECT s.calls, s.total_exec_time, s.mean_exec_time,
                 left(regexp_replace(s.query, '\\s+', ' ', 'g'), 110)
@@ -295,17 +342,17 @@ async fn statement_costs(pool: &PgPool, creates: i64) -> String {
            AND s.query NOT LIKE '%pg_stat_statements%'
          ORDER BY s.total_exec_time DESC LIMIT 12",
     )
-    .bind(creates / 100)
+    .bind((count / 100).max(2))
     .fetch_all(pool)
     .await
     .expect("read pg_stat_statements");
     let mut out =
-        String::from("| statement | calls per create | mean ms | total ms |\n|---|---|---|---|\n");
+        format!("| statement | calls per {unit} | mean ms | total ms |\n|---|---|---|---|\n");
     for (calls, total, mean, query) in rows {
         out.push_str(&format!(
             "| `{}` | {:.2} | {:.3} | {:.0} |\n",
             query.replace('|', "\\|"),
-            calls as f64 / creates as f64,
+            calls as f64 / count as f64,
             mean,
             total
         ));
@@ -634,6 +681,8 @@ struct Measured {
     w4: (f64, f64),
     /// pg_stat_statements for W1, when counted.
     statements: Option<String>,
+    /// pg_stat_statements for W2, when counted.
+    batch_statements: Option<String>,
     w2: f64,
     w3: (f64, usize, usize),
     seed: f64,
@@ -644,13 +693,14 @@ struct Measured {
 
 /// The write scenarios; with `stats`, W1's statements are costed.
 async fn run_writes(server: &Server, scale: &Scale, stats: Option<&PgPool>) -> Measured {
+    warm_up_service(server).await;
     if let Some(pool) = stats {
         reset_statement_stats(pool).await;
     }
     eprintln!("  W1 single creates, {W1_CLIENTS} clients");
     let w1 = w1_service(server, scale, W1_LOAD).await;
     let statements = match stats {
-        Some(pool) => Some(statement_costs(pool, scale.w1_ops).await),
+        Some(pool) => Some(statement_costs(pool, "create", scale.w1_ops).await),
         None => None,
     };
     eprintln!("  W1 on distinct records");
@@ -664,7 +714,17 @@ async fn run_writes(server: &Server, scale: &Scale, stats: Option<&PgPool>) -> M
     )
     .await;
     eprintln!("  W2 batches of 100, {W2_CLIENTS} clients");
+    if let Some(pool) = stats {
+        reset_statement_stats(pool).await;
+    }
     let w2 = w2_service(server, scale).await;
+    let batch_statements = match stats {
+        Some(pool) => {
+            let batches = W2_CLIENTS * scale.w2_batches_per_client;
+            Some(statement_costs(pool, "batch", batches).await)
+        }
+        None => None,
+    };
     eprintln!(
         "  W3 {W3_CLIENTS} clients racing to a limit of {}",
         scale.w3_limit
@@ -678,6 +738,7 @@ async fn run_writes(server: &Server, scale: &Scale, stats: Option<&PgPool>) -> M
         w1_distinct,
         w4,
         statements,
+        batch_statements,
         w2,
         w3,
         seed: 0.0,
@@ -880,6 +941,7 @@ async fn raw_writes(url: &str, scale: &Scale) -> (PgPool, Measured) {
         .execute(&raw_pool)
         .await
         .expect("baseline table");
+    warm_up_raw(&raw_pool).await;
     let w1 = w1_raw(&raw_pool, scale).await;
     let w2 = w2_raw(&raw_pool, scale).await;
     let w3 = w3_raw(&raw_pool, scale).await;
@@ -888,6 +950,7 @@ async fn raw_writes(url: &str, scale: &Scale) -> (PgPool, Measured) {
         w1_distinct: w1,
         w4: (0.0, 0.0),
         statements: None,
+        batch_statements: None,
         w2,
         w3: (w3, 0, 0),
         seed: 0.0,
@@ -929,7 +992,7 @@ async fn main() {
                 "durable PostgreSQL"
             )
         );
-        if let Some(statements) = &pg.statements {
+        for statements in [&pg.statements, &pg.batch_statements].into_iter().flatten() {
             println!("{statements}");
         }
         return;
@@ -972,6 +1035,11 @@ async fn main() {
     if let Some(statements) = &pg.statements {
         results.push_str(&format!(
             "\n### What one create costs (W1, production durability, pg_stat_statements)\n\n{statements}"
+        ));
+    }
+    if let Some(statements) = &pg.batch_statements {
+        results.push_str(&format!(
+            "\n### What one batch of 100 costs (W2, production durability, pg_stat_statements)\n\n{statements}"
         ));
     }
     println!("{results}");
