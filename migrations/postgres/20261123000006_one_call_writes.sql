@@ -51,9 +51,11 @@ $$;
 -- A create planned without reading (domain::plan::presume_new_pairs):
 -- applies its rows (r_*) and counter additions (k_*, all positive) when,
 -- under the locks, every label of p_label_* exists, no pair of p_pair_*
--- holds an association from -> to, and every counter stays within its
--- limit (the admin limit of its type, at most p_ceiling). Returns whether
--- it wrote; when it did not, nothing changed.
+-- holds an association from -> to, every record of p_records holds a
+-- primary company (a p_record_type -> p_company_type row of type
+-- p_primary_*), and every counter stays within its limit (the admin limit
+-- of its type, at most p_ceiling). Returns whether it wrote; when it did
+-- not, nothing changed.
 CREATE FUNCTION association_create_presumed(
     p_portal      BIGINT,
     p_from        TEXT,
@@ -63,6 +65,11 @@ CREATE FUNCTION association_create_presumed(
     p_label_cat   SMALLINT[],
     p_label_type  INTEGER[],
     p_ceiling     INTEGER,
+    p_records     BIGINT[],
+    p_record_type TEXT,
+    p_company_type TEXT,
+    p_primary_cat SMALLINT,
+    p_primary_type INTEGER,
     r_from_type   TEXT[],
     r_from_id     BIGINT[],
     r_to_type     TEXT[],
@@ -80,6 +87,7 @@ CREATE FUNCTION association_create_presumed(
 DECLARE
     labels_found INTEGER;
     over_limit   BOOLEAN;
+    with_primary INTEGER;
 BEGIN
     -- The label definitions, shared: a label delete waits for us, or we see it gone.
     IF cardinality(p_label_cat) > 0 THEN
@@ -127,6 +135,21 @@ BEGIN
                   AND to_object_type = p_to AND to_object_id = p.t
                 LIMIT 1) a) THEN
             RAISE EXCEPTION USING ERRCODE = 'AS001';
+        END IF;
+
+        -- Every record already holds its primary company.
+        IF cardinality(p_records) > 0 THEN
+            SELECT count(*) INTO with_primary
+            FROM unnest(p_records) AS r(id)
+            CROSS JOIN LATERAL (
+                SELECT 1 FROM associations
+                WHERE portal_id = p_portal AND from_object_type = p_record_type
+                  AND from_object_id = r.id AND to_object_type = p_company_type
+                  AND category = p_primary_cat AND type_id = p_primary_type
+                LIMIT 1) a;
+            IF with_primary < cardinality(p_records) THEN
+                RAISE EXCEPTION USING ERRCODE = 'AS001';
+            END IF;
         END IF;
     EXCEPTION WHEN SQLSTATE 'AS001' THEN
         RETURN FALSE;

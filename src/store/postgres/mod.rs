@@ -149,11 +149,26 @@ impl PostgresStore {
         let counts = count_columns(deltas.iter().map(|(k, _)| k));
         let amounts: Vec<i64> = deltas.iter().map(|(_, d)| *d).collect();
         let (from, to) = (ctx.from.to_string(), ctx.to.to_string());
+        let (records, record_type, company_type, primary) = match &presumed.primaries {
+            Some(p) => (
+                p.record_ids.clone(),
+                p.record_type.to_string(),
+                p.company_type.to_string(),
+                p.record_key,
+            ),
+            None => (
+                Vec::new(),
+                String::new(),
+                String::new(),
+                TypeKey::hubspot(0),
+            ),
+        };
         self.retry
             .run(is_retryable, || async {
                 let applied = sqlx::query(
                     "SELECT association_create_presumed($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
-                         $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
+                         $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24,
+                         $25, $26)",
                 )
                 .bind(ctx.portal_id)
                 .bind(&from)
@@ -163,6 +178,11 @@ impl PostgresStore {
                 .bind(&label_cats)
                 .bind(&label_ids)
                 .bind(ctx.ceiling as i32)
+                .bind(&records)
+                .bind(&record_type)
+                .bind(&company_type)
+                .bind(primary.category.code())
+                .bind(primary.type_id)
                 .bind(&rows.from_types)
                 .bind(&rows.from_ids)
                 .bind(&rows.to_types)
