@@ -201,6 +201,17 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Whether the next page of a record's rows (to `to`, after `after`) stays
+/// within one to-type. The last of the page's records bounds one index range
+/// scan: within one to-type, plain id bounds end the scan at that record;
+/// across types, row-value bounds only start it.
+pub(crate) fn page_within_one_type(
+    to: Option<ObjectType>,
+    after: Option<(ObjectType, i64)>,
+) -> bool {
+    to.is_some() && after.is_none_or(|(t, _)| Some(t) == to)
+}
+
 /// Which types an archive removes between each pair.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TypeFilter {

@@ -348,10 +348,7 @@ impl Store for SqliteStore {
         let (after_type, after_id) = after
             .map(|(t, id)| (t.to_string(), id))
             .unwrap_or((String::new(), 0));
-        // The last of the next `limit` records bounds one index range scan.
-        // With one to-type, plain id bounds end the index scan at the page's
-        // last record; row-value bounds only start it.
-        let sql = if to.is_some() && after.is_none_or(|(t, _)| Some(t) == to) {
+        let sql = if page_within_one_type(to, after) {
             ONE_TYPE
         } else {
             ANY_TYPE
