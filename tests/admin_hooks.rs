@@ -12,15 +12,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use association_service::config::{PluginConfig, Settings};
-use association_service::grpc::proto::admin_config_client::AdminConfigClient;
-use association_service::grpc::proto::admin_hook_server::{AdminHook, AdminHookServer};
-use association_service::grpc::proto::{
+use association_service::hooks::FailurePolicy;
+use association_service::proto::admin_config_client::AdminConfigClient;
+use association_service::proto::admin_hook_server::{AdminHook, AdminHookServer};
+use association_service::proto::{
     AdminEvent, AssociationCategory, AssociationType, AuditEvent, ChangeCommittedRequest,
     ChangeCommittedResponse, CreateLabelRequest, LimitInput, LimitsRequest, LimitsResponse,
     ListAuditEventsRequest, ListLimitsRequest, PurgeLimitsRequest, ValidateChangeRequest,
     ValidateChangeResponse,
 };
-use association_service::hooks::FailurePolicy;
 use common::{http, TestServer};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -429,13 +429,14 @@ async fn changes_reach_a_plugin_that_was_down_across_restarts(backend: &str) {
             ..Behaviour::default()
         },
     );
-    let mut deliveries = Vec::new();
-    while deliveries
-        .iter()
-        .filter(|d: &&Delivery| d.attempt >= 2)
-        .count()
-        < 4
-    {
+    // Every change answered (the plugin answers from the second attempt on);
+    // on a loaded machine a change may be tried more often, at least once
+    // is the promise.
+    let mut deliveries: Vec<Delivery> = Vec::new();
+    let answered = |deliveries: &[Delivery], seq: i64| {
+        deliveries.iter().any(|d| d.sequence == seq && d.attempt >= 2)
+    };
+    while !(1..=4).all(|seq| answered(&deliveries, seq)) {
         deliveries.push(next_delivery(&mut received).await);
     }
     for d in &deliveries {
@@ -450,11 +451,12 @@ async fn changes_reach_a_plugin_that_was_down_across_restarts(backend: &str) {
         sequences.windows(2).all(|w| w[0] <= w[1]),
         "in order, never ahead of an unacknowledged change: {sequences:?}"
     );
-    let acknowledged: Vec<(i64, i32)> = deliveries
+    let mut acknowledged: Vec<(i64, i32)> = deliveries
         .iter()
-        .filter(|d| d.attempt == 2)
+        .filter(|d| d.attempt >= 2)
         .map(|d| (d.sequence, d.event))
         .collect();
+    acknowledged.dedup();
     assert_eq!(
         acknowledged,
         vec![
