@@ -22,10 +22,10 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use association_service::grpc::proto::admin_config_client::AdminConfigClient;
-use association_service::grpc::proto::association_read_client::AssociationReadClient;
-use association_service::grpc::proto::association_write_client::AssociationWriteClient;
-use association_service::grpc::proto::{
+use association_service::proto::admin_config_client::AdminConfigClient;
+use association_service::proto::association_read_client::AssociationReadClient;
+use association_service::proto::association_write_client::AssociationWriteClient;
+use association_service::proto::{
     AssociationCategory, AssociationInput, BatchListAssociationsRequest, CreateAssociationsRequest,
     ExportAssociationsRequest, LimitInput, LimitsRequest, ListAssociationsRequest,
 };

@@ -1,11 +1,16 @@
-//! The `association-service` command: `serve` and `migrate`.
+//! The `association-service` command: `serve`, `migrate`, and the bulk
+//! `import` / `export` client (`transfer.rs`, a module of the binary only:
+//! clap and indicatif stay out of the library).
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use association_service::config::Settings;
 use association_service::server;
-use association_service::transfer::{self, Format};
 use clap::{Parser, Subcommand};
+
+mod transfer;
+
+use transfer::Format;
 
 #[derive(Parser)]
 #[command(

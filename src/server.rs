@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use crate::config::{redacted_url, FeedSettings, Settings};
 use crate::gateway;
-use crate::grpc::proto::admin_config_server::AdminConfigServer;
-use crate::grpc::proto::association_read_server::AssociationReadServer;
-use crate::grpc::proto::association_write_server::AssociationWriteServer;
-use crate::grpc::{GrpcApi, FILE_DESCRIPTOR_SET};
+use crate::grpc::GrpcApi;
 use crate::hooks::remote::RemotePlugin;
 use crate::hooks::Hooks;
+use crate::proto::admin_config_server::AdminConfigServer;
+use crate::proto::association_read_server::AssociationReadServer;
+use crate::proto::association_write_server::AssociationWriteServer;
+use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::service::{AssociationService, ServiceSettings};
 use crate::store::{self, StoreError};
 

@@ -1,6 +1,7 @@
-//! Bulk import and export over gRPC: the file formats (CSV with a header
-//! row, or JSON Lines) and the `import` / `export` commands, with a progress
-//! bar on stderr and a summary at the end.
+//! Bulk import and export over gRPC, a module of the binary (`main.rs`), not
+//! of the library: the file formats (CSV with a header row, or JSON Lines)
+//! and the `import` / `export` commands, with a progress bar on stderr and a
+//! summary at the end.
 //!
 //! Columns (CSV header names, JSON keys): `from_object_type`,
 //! `from_object_id`, `to_object_type`, `to_object_id`,
@@ -15,10 +16,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::domain::Category;
-use crate::grpc::proto::association_read_client::AssociationReadClient;
-use crate::grpc::proto::association_write_client::AssociationWriteClient;
-use crate::grpc::proto::{ExportAssociationsRequest, ImportAssociationsRequest, ImportRow};
+use association_service::domain::Category;
+use association_service::proto::association_read_client::AssociationReadClient;
+use association_service::proto::association_write_client::AssociationWriteClient;
+use association_service::proto::{ExportAssociationsRequest, ImportAssociationsRequest, ImportRow};
 
 /// A file format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -240,7 +241,7 @@ pub async fn import(
     let (sender, receiver) = mpsc::channel(4);
     let reader = {
         let bar = bar.clone();
-        let batch = batch_size.clamp(1, crate::service::MAX_WRITE_INPUTS);
+        let batch = batch_size.clamp(1, association_service::service::MAX_WRITE_INPUTS);
         tokio::task::spawn_blocking(move || read_rows(&path, format, batch, portal, sender, bar))
     };
     let response = client

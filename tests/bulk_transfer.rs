@@ -6,8 +6,8 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use association_service::grpc::proto::admin_config_client::AdminConfigClient;
-use association_service::grpc::proto::{AssociationCategory, LimitInput, LimitsRequest};
+use association_service::proto::admin_config_client::AdminConfigClient;
+use association_service::proto::{AssociationCategory, LimitInput, LimitsRequest};
 use association_service::store;
 use common::TestServer;
 

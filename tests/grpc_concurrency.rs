@@ -7,10 +7,10 @@
 //! same counters, never see a lost race and leave the counters exact.
 mod common;
 
-use association_service::grpc::proto::admin_config_client::AdminConfigClient;
-use association_service::grpc::proto::association_read_client::AssociationReadClient;
-use association_service::grpc::proto::association_write_client::AssociationWriteClient;
-use association_service::grpc::proto::{
+use association_service::proto::admin_config_client::AdminConfigClient;
+use association_service::proto::association_read_client::AssociationReadClient;
+use association_service::proto::association_write_client::AssociationWriteClient;
+use association_service::proto::{
     ArchiveAssociationsRequest, ArchiveInput, AssociationCategory, AssociationInput,
     AssociationType, CreateAssociationsRequest, CreateLabelRequest, DeleteLabelRequest,
     ExportAssociationsRequest, LimitInput, LimitsRequest, ListAssociationsRequest,

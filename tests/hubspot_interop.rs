@@ -6,8 +6,8 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use association_service::grpc::proto::association_read_client::AssociationReadClient;
-use association_service::grpc::proto::{ListAssociationsRequest, ListDefinitionsRequest};
+use association_service::proto::association_read_client::AssociationReadClient;
+use association_service::proto::{ListAssociationsRequest, ListDefinitionsRequest};
 use common::TestServer;
 use serde_json::Value;
 

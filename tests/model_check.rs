@@ -20,10 +20,10 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use association_service::grpc::proto::admin_config_client::AdminConfigClient;
-use association_service::grpc::proto::association_read_client::AssociationReadClient;
-use association_service::grpc::proto::association_write_client::AssociationWriteClient;
-use association_service::grpc::proto::{
+use association_service::proto::admin_config_client::AdminConfigClient;
+use association_service::proto::association_read_client::AssociationReadClient;
+use association_service::proto::association_write_client::AssociationWriteClient;
+use association_service::proto::{
     ArchiveAssociationsRequest, ArchiveInput, AssociationInput, AssociationType,
     CreateAssociationsRequest, CreateAssociationsResponse, CreateDefaultAssociationsRequest,
     CreateLabelRequest, DeleteLabelRequest, ExportAssociationsRequest, ItemError, LimitInput,
@@ -1016,10 +1016,7 @@ fn typed_request(
 }
 
 fn archived_answer(
-    result: Result<
-        tonic::Response<association_service::grpc::proto::ArchiveResponse>,
-        tonic::Status,
-    >,
+    result: Result<tonic::Response<association_service::proto::ArchiveResponse>, tonic::Status>,
 ) -> Answer {
     match result {
         Ok(r) => {
@@ -1414,7 +1411,7 @@ async fn current_catalog(client: &mut Client, limits_model: &Model) -> Model {
     for (i, spec) in LABELS.iter().enumerate() {
         let response = client
             .read
-            .list_definitions(association_service::grpc::proto::ListDefinitionsRequest {
+            .list_definitions(association_service::proto::ListDefinitionsRequest {
                 portal_id: PORTAL,
                 from_object_type: type_name(spec.from).into(),
                 to_object_type: type_name(spec.to).into(),

@@ -35,6 +35,12 @@ pub fn domain_status(err: &DomainError) -> Status {
     Status::with_error_details(code_for(err.kind()), err.to_string(), details)
 }
 
+impl From<DomainError> for Status {
+    fn from(err: DomainError) -> Status {
+        domain_status(&err)
+    }
+}
+
 impl From<ServiceError> for Status {
     fn from(err: ServiceError) -> Status {
         match err {

@@ -7,9 +7,9 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::{AdminPlugin, HookError, Verdict};
 use crate::domain::admin::AdminChange;
-use crate::grpc::admin_change_to_proto;
-use crate::grpc::proto::admin_hook_client::AdminHookClient;
-use crate::grpc::proto::{ChangeCommittedRequest, ValidateChangeRequest};
+use crate::proto::admin_hook_client::AdminHookClient;
+use crate::proto::convert::admin_change_to_proto;
+use crate::proto::{ChangeCommittedRequest, ValidateChangeRequest};
 
 pub struct RemotePlugin {
     client: AdminHookClient<Channel>,

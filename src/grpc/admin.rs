@@ -1,0 +1,222 @@
+//! `AdminConfig`: limits, labels and the audit trail.
+use tonic::{Request, Response, Status};
+
+use super::*;
+use crate::domain::limits::{LimitChange, LimitMode};
+use crate::domain::{DomainError, TypeKey};
+use crate::proto;
+use crate::proto::admin_config_server::AdminConfig;
+use crate::proto::convert::*;
+
+impl GrpcApi {
+    async fn set_limits(
+        &self,
+        request: Request<proto::LimitsRequest>,
+        mode: LimitMode,
+    ) -> Result<proto::LimitsResponse, Status> {
+        let actor = actor(&request);
+        let r = request.into_inner();
+        let changes = r
+            .inputs
+            .iter()
+            .map(|i| {
+                Ok(LimitChange {
+                    key: TypeKey {
+                        category: category_from_proto(i.category)?,
+                        type_id: i.type_id,
+                    },
+                    max_to_object_ids: i64::from(i.max_to_object_ids),
+                })
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        let outcome = self
+            .service
+            .set_limits(
+                r.portal_id,
+                &actor,
+                &r.from_object_type,
+                &r.to_object_type,
+                &changes,
+                mode,
+            )
+            .await?;
+        Ok(proto::LimitsResponse {
+            results: outcome
+                .results
+                .iter()
+                .map(|(_, v)| limit_config(v))
+                .collect(),
+            errors: item_errors(&outcome.errors),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl AdminConfig for GrpcApi {
+    async fn create_limits(
+        &self,
+        request: Request<proto::LimitsRequest>,
+    ) -> Result<Response<proto::LimitsResponse>, Status> {
+        Ok(Response::new(
+            self.set_limits(request, LimitMode::Create).await?,
+        ))
+    }
+
+    async fn update_limits(
+        &self,
+        request: Request<proto::LimitsRequest>,
+    ) -> Result<Response<proto::LimitsResponse>, Status> {
+        Ok(Response::new(
+            self.set_limits(request, LimitMode::Update).await?,
+        ))
+    }
+
+    async fn purge_limits(
+        &self,
+        request: Request<proto::PurgeLimitsRequest>,
+    ) -> Result<Response<proto::PurgeLimitsResponse>, Status> {
+        let actor = actor(&request);
+        let r = request.into_inner();
+        let keys = r
+            .inputs
+            .iter()
+            .map(key_from_proto)
+            .collect::<Result<Vec<_>, _>>()?;
+        let purged = self
+            .service
+            .purge_limits(
+                r.portal_id,
+                &actor,
+                &r.from_object_type,
+                &r.to_object_type,
+                &keys,
+            )
+            .await?;
+        Ok(Response::new(proto::PurgeLimitsResponse {
+            purged: purged as u32,
+        }))
+    }
+
+    async fn list_limits(
+        &self,
+        request: Request<proto::ListLimitsRequest>,
+    ) -> Result<Response<proto::ListLimitsResponse>, Status> {
+        let r = request.into_inner();
+        let pair = match (r.from_object_type.is_empty(), r.to_object_type.is_empty()) {
+            (true, true) => None,
+            (false, false) => Some((r.from_object_type.as_str(), r.to_object_type.as_str())),
+            _ => {
+                return Err(status::domain_status(&DomainError::InvalidArgument(
+                    "give both from_object_type and to_object_type, or neither".into(),
+                )))
+            }
+        };
+        let views = self.service.limits(r.portal_id, pair).await?;
+        Ok(Response::new(proto::ListLimitsResponse {
+            results: views.iter().map(limit_config).collect(),
+        }))
+    }
+
+    async fn create_label(
+        &self,
+        request: Request<proto::CreateLabelRequest>,
+    ) -> Result<Response<proto::LabelResponse>, Status> {
+        let actor = actor(&request);
+        let r = request.into_inner();
+        let defs = self
+            .service
+            .create_label(
+                r.portal_id,
+                &actor,
+                &r.from_object_type,
+                &r.to_object_type,
+                &r.label,
+                &r.name,
+                r.inverse_label.as_deref(),
+            )
+            .await?;
+        Ok(Response::new(proto::LabelResponse {
+            definitions: defs.iter().map(definition).collect(),
+        }))
+    }
+
+    async fn update_label(
+        &self,
+        request: Request<proto::UpdateLabelRequest>,
+    ) -> Result<Response<proto::LabelResponse>, Status> {
+        let actor = actor(&request);
+        let r = request.into_inner();
+        let defs = self
+            .service
+            .update_label(
+                r.portal_id,
+                &actor,
+                &r.from_object_type,
+                &r.to_object_type,
+                r.type_id,
+                &r.label,
+                r.inverse_label.as_deref(),
+            )
+            .await?;
+        Ok(Response::new(proto::LabelResponse {
+            definitions: defs.iter().map(definition).collect(),
+        }))
+    }
+
+    async fn delete_label(
+        &self,
+        request: Request<proto::DeleteLabelRequest>,
+    ) -> Result<Response<proto::DeleteLabelResponse>, Status> {
+        let actor = actor(&request);
+        let r = request.into_inner();
+        self.service
+            .delete_label(
+                r.portal_id,
+                &actor,
+                &r.from_object_type,
+                &r.to_object_type,
+                r.type_id,
+            )
+            .await?;
+        Ok(Response::new(proto::DeleteLabelResponse {}))
+    }
+
+    type ListAuditEventsStream = ResponseStream<proto::AuditEvent>;
+
+    async fn list_audit_events(
+        &self,
+        request: Request<proto::ListAuditEventsRequest>,
+    ) -> Result<Response<Self::ListAuditEventsStream>, Status> {
+        let r = request.into_inner();
+        let (portal, mut after) = (r.portal_id, r.after_sequence);
+        // Fails here, before streaming, on a bad portal.
+        let mut page = self.service.audit_events(portal, after, AUDIT_PAGE).await?;
+        let service = Arc::clone(&self.service);
+        let (sender, receiver) = mpsc::channel(AUDIT_PAGE as usize);
+        tokio::spawn(async move {
+            while !page.is_empty() {
+                for (seq, change) in &page {
+                    let event = proto::AuditEvent {
+                        sequence: *seq,
+                        change: Some(admin_change_to_proto(change)),
+                    };
+                    if sender.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                    after = *seq;
+                }
+                page = match service.audit_events(portal, after, AUDIT_PAGE).await {
+                    Ok(next) => next,
+                    Err(err) => {
+                        let _ = sender.send(Err(err.into())).await;
+                        return;
+                    }
+                };
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+}
+
+/// Audit events read per round trip.
+const AUDIT_PAGE: u32 = 500;

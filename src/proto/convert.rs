@@ -1,0 +1,193 @@
+//! Conversions between `associations.v1` messages and the domain and
+//! service types, in both directions; bad input is a `DomainError`.
+use crate::domain::admin::{AdminChange, AdminEvent, AdminState};
+use crate::domain::{Category, DomainError, TypeDef, TypeKey};
+use crate::proto;
+use crate::service::{
+    AssociatedRecord, AssociationInput, BatchOutcome, HeldAssociation, ImportRow, LimitView,
+};
+
+pub fn category_from_proto(value: i32) -> Result<Category, DomainError> {
+    Category::from_code(i64::from(value)).ok_or_else(|| {
+        DomainError::InvalidArgument(format!(
+            "association category {value} is not one of HUBSPOT_DEFINED, USER_DEFINED, INTEGRATOR_DEFINED"
+        ))
+    })
+}
+
+pub fn category_to_proto(category: Category) -> i32 {
+    i32::from(category.code())
+}
+
+pub fn key_from_proto(t: &proto::AssociationType) -> Result<TypeKey, DomainError> {
+    Ok(TypeKey {
+        category: category_from_proto(t.category)?,
+        type_id: t.type_id,
+    })
+}
+
+pub fn type_with_label(def: &TypeDef) -> proto::AssociationTypeWithLabel {
+    proto::AssociationTypeWithLabel {
+        category: category_to_proto(def.key.category),
+        type_id: def.key.type_id,
+        label: def.label.clone(),
+        from_object_type_id: def.from.to_string(),
+        to_object_type_id: def.to.to_string(),
+    }
+}
+
+pub fn definition(def: &TypeDef) -> proto::AssociationDefinition {
+    proto::AssociationDefinition {
+        category: category_to_proto(def.key.category),
+        type_id: def.key.type_id,
+        label: def.label.clone(),
+        name: def.name.clone(),
+        from_object_type_id: def.from.to_string(),
+        to_object_type_id: def.to.to_string(),
+        inverse_type_id: def.inverse.type_id,
+    }
+}
+
+/// The admin change as plugins and the audit stream see it.
+pub fn admin_change_to_proto(change: &AdminChange) -> proto::AdminChange {
+    let state = |state: &AdminState| proto::AdminState {
+        limits: state
+            .limits
+            .iter()
+            .map(|l| proto::LimitValue {
+                category: category_to_proto(l.category),
+                type_id: l.type_id,
+                max_to_object_ids: l.max_to_object_ids as i32,
+            })
+            .collect(),
+        labels: state
+            .labels
+            .iter()
+            .map(|l| proto::AssociationDefinition {
+                category: category_to_proto(l.category),
+                type_id: l.type_id,
+                label: l.label.clone(),
+                name: l.name.clone(),
+                from_object_type_id: l.from_object_type.clone(),
+                to_object_type_id: l.to_object_type.clone(),
+                inverse_type_id: l.inverse_type_id,
+            })
+            .collect(),
+    };
+    let event = match change.event {
+        AdminEvent::LimitsCreated => proto::AdminEvent::LimitsCreated,
+        AdminEvent::LimitsUpdated => proto::AdminEvent::LimitsUpdated,
+        AdminEvent::LimitsPurged => proto::AdminEvent::LimitsPurged,
+        AdminEvent::LabelCreated => proto::AdminEvent::LabelCreated,
+        AdminEvent::LabelUpdated => proto::AdminEvent::LabelUpdated,
+        AdminEvent::LabelDeleted => proto::AdminEvent::LabelDeleted,
+    };
+    proto::AdminChange {
+        event: event as i32,
+        portal_id: change.portal_id,
+        actor: change.actor.clone(),
+        from_object_type_id: change.from_object_type.clone(),
+        to_object_type_id: change.to_object_type.clone(),
+        before: Some(state(&change.before)),
+        after: Some(state(&change.after)),
+        changed_at_unix_micros: change.at_us,
+    }
+}
+
+pub fn item_error(index: usize, err: &DomainError) -> proto::ItemError {
+    proto::ItemError {
+        index: index as u32,
+        category: err.category().to_string(),
+        sub_category: err.sub_category().to_string(),
+        message: err.to_string(),
+        context: err
+            .context()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    }
+}
+
+pub fn item_errors(errors: &[(usize, DomainError)]) -> Vec<proto::ItemError> {
+    errors.iter().map(|(i, e)| item_error(*i, e)).collect()
+}
+
+pub fn created(outcome: BatchOutcome<HeldAssociation>) -> proto::CreateAssociationsResponse {
+    proto::CreateAssociationsResponse {
+        results: outcome
+            .results
+            .iter()
+            .map(|(index, held)| proto::CreatedAssociation {
+                index: *index as u32,
+                from_object_type_id: held.from_type.to_string(),
+                from_id: held.from_id,
+                to_object_type_id: held.to_type.to_string(),
+                to_id: held.to_id,
+                types: held.types.iter().map(type_with_label).collect(),
+            })
+            .collect(),
+        errors: item_errors(&outcome.errors),
+    }
+}
+
+pub fn inputs_from_proto(
+    inputs: &[proto::AssociationInput],
+) -> Result<Vec<AssociationInput>, DomainError> {
+    inputs
+        .iter()
+        .map(|i| {
+            Ok(AssociationInput {
+                from_id: i.from_id,
+                to_id: i.to_id,
+                types: i
+                    .types
+                    .iter()
+                    .map(key_from_proto)
+                    .collect::<Result<_, _>>()?,
+            })
+        })
+        .collect()
+}
+
+pub fn limit_config(view: &LimitView) -> proto::LimitConfig {
+    proto::LimitConfig {
+        from_object_type_id: view.def.from.to_string(),
+        to_object_type_id: view.def.to.to_string(),
+        category: category_to_proto(view.def.key.category),
+        type_id: view.def.key.type_id,
+        label: view.def.label.clone(),
+        user_enforced_max_to_object_ids: view.user_limit.map(|l| l as i32),
+        platform_max_to_object_ids: view.platform_limit as i32,
+    }
+}
+
+pub fn import_row(row: &proto::ImportRow) -> Result<ImportRow, DomainError> {
+    let key = match (row.category, row.type_id) {
+        (0, 0) => None,
+        (category, type_id) => Some(TypeKey {
+            category: Category::from_code(i64::from(category)).ok_or_else(|| {
+                DomainError::InvalidArgument(format!(
+                    "row {}: give an association category with type id {type_id}",
+                    row.line
+                ))
+            })?,
+            type_id,
+        }),
+    };
+    Ok(ImportRow {
+        line: row.line,
+        from_type: row.from_object_type.clone(),
+        from_id: row.from_object_id,
+        to_type: row.to_object_type.clone(),
+        to_id: row.to_object_id,
+        key,
+    })
+}
+
+pub fn associated_object(record: &AssociatedRecord) -> proto::AssociatedObject {
+    proto::AssociatedObject {
+        to_object_id: record.to_id,
+        types: record.types.iter().map(type_with_label).collect(),
+        to_object_type_id: record.to_type.to_string(),
+    }
+}
