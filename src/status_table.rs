@@ -4,7 +4,7 @@
 use tonic::Code;
 
 use crate::domain::ErrorKind;
-use crate::store::StoreError;
+use crate::store::{StoreError, StoreErrorKind};
 
 /// A transport's view of one kind of error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,21 +49,63 @@ pub const WRITE_CONFLICT: StatusPair = StatusPair {
 
 /// How a store failure is answered: status, subCategory and message.
 pub fn store_status(err: &StoreError) -> (StatusPair, &'static str, &'static str) {
-    match err {
-        StoreError::RetriesExhausted { .. } => (
+    match err.kind() {
+        StoreErrorKind::Conflict => (
             WRITE_CONFLICT,
             "crm.associations.WRITE_CONFLICT",
             "the write kept conflicting with concurrent writes to the same records and its retries ran out; try again",
         ),
-        StoreError::Database(_) => (
+        StoreErrorKind::Unavailable => (
             STORE_UNAVAILABLE,
             "crm.associations.STORE_UNAVAILABLE",
             "the association store is unavailable, try again",
         ),
-        _ => (
+        StoreErrorKind::Internal => (
             STORE_FAILED,
             "crm.associations.INTERNAL_ERROR",
-            "the association store failed",
+            "the association store failed; the log holds this error under its correlation id",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(err: StoreError) -> (u16, &'static str) {
+        let (status, sub, _) = store_status(&err);
+        (status.http, sub)
+    }
+
+    #[test]
+    fn only_connection_and_pool_failures_are_unavailable() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let unavailable = (503, "crm.associations.STORE_UNAVAILABLE");
+        let internal = (500, "crm.associations.INTERNAL_ERROR");
+        assert_eq!(
+            answer(StoreError::Database(sqlx::Error::PoolTimedOut)),
+            unavailable
+        );
+        assert_eq!(
+            answer(StoreError::Database(sqlx::Error::Io(io))),
+            unavailable
+        );
+        assert_eq!(answer(StoreError::Corrupt("bad row".into())), internal);
+        assert_eq!(
+            answer(StoreError::Database(sqlx::Error::Protocol(
+                "unexpected".into()
+            ))),
+            internal
+        );
+        assert_eq!(
+            answer(StoreError::Database(sqlx::Error::RowNotFound)),
+            internal
+        );
+        let exhausted = StoreError::RetriesExhausted {
+            attempts: 3,
+            elapsed_ms: 10,
+            last: "deadlock".into(),
+        };
+        assert_eq!(answer(exhausted), (503, "crm.associations.WRITE_CONFLICT"));
     }
 }

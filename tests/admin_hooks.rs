@@ -434,7 +434,9 @@ async fn changes_reach_a_plugin_that_was_down_across_restarts(backend: &str) {
     // is the promise.
     let mut deliveries: Vec<Delivery> = Vec::new();
     let answered = |deliveries: &[Delivery], seq: i64| {
-        deliveries.iter().any(|d| d.sequence == seq && d.attempt >= 2)
+        deliveries
+            .iter()
+            .any(|d| d.sequence == seq && d.attempt >= 2)
     };
     while !(1..=4).all(|seq| answered(&deliveries, seq)) {
         deliveries.push(next_delivery(&mut received).await);

@@ -115,12 +115,11 @@ impl GatewayError {
                 ),
             ),
             GatewayError::Service(ServiceError::Store(store)) => {
-                let (status, sub, message) = store_status(&store);
-                tracing::error!("store failure: {store}");
-                (
-                    status,
-                    body(message.into(), "INTERNAL_ERROR", Some(sub), Map::new()),
-                )
+                let (status, sub, message) = store_status(store);
+                let answer = body(message.into(), "INTERNAL_ERROR", Some(sub), Map::new());
+                let correlation_id = &answer.correlation_id;
+                tracing::error!(%correlation_id, "store failure: {store}");
+                (status, answer)
             }
             GatewayError::SingleLimit {
                 violation: v,

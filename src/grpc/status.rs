@@ -47,9 +47,12 @@ impl From<ServiceError> for Status {
             ServiceError::Domain(domain) => domain_status(&domain),
             ServiceError::Store(store) => {
                 let (status, reason, message) = store_status(&store);
-                tracing::error!("store failure: {store}");
-                let metadata =
-                    HashMap::from([("category".to_string(), "INTERNAL_ERROR".to_string())]);
+                let correlation_id = uuid::Uuid::new_v4().to_string();
+                tracing::error!(%correlation_id, "store failure: {store}");
+                let metadata = HashMap::from([
+                    ("category".to_string(), "INTERNAL_ERROR".to_string()),
+                    ("correlationId".to_string(), correlation_id),
+                ]);
                 let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
                 Status::with_error_details(status.grpc, message, details)
             }

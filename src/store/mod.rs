@@ -201,6 +201,47 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// What kind of failure a store error is, for answering it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// The database cannot be reached or is out of resources: try again later.
+    Unavailable,
+    /// A write lost races for its whole retry budget: try again.
+    Conflict,
+    /// A bug, a corrupt row or a refused statement: trying again will not help.
+    Internal,
+}
+
+/// SQLSTATEs (and SQLite result codes) that mean the database cannot serve
+/// now: PostgreSQL's connection exceptions (class 08), insufficient
+/// resources (53), shutdowns and "cannot connect now" (57P01-57P03);
+/// SQLite's busy and locked (5, 6, 517).
+fn unavailable_code(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || matches!(code, "57P01" | "57P02" | "57P03" | "5" | "6" | "517")
+}
+
+impl StoreError {
+    /// The kind of this failure: only connection, pool and resource
+    /// failures are "unavailable".
+    pub fn kind(&self) -> StoreErrorKind {
+        use sqlx::Error as Sql;
+        match self {
+            StoreError::RetriesExhausted { .. } => StoreErrorKind::Conflict,
+            StoreError::Database(
+                Sql::PoolTimedOut | Sql::PoolClosed | Sql::Io(_) | Sql::Tls(_) | Sql::WorkerCrashed,
+            ) => StoreErrorKind::Unavailable,
+            StoreError::Database(Sql::Database(db))
+                if db.code().as_deref().is_some_and(unavailable_code) =>
+            {
+                StoreErrorKind::Unavailable
+            }
+            _ => StoreErrorKind::Internal,
+        }
+    }
+}
+
 /// Whether the next page of a record's rows (to `to`, after `after`) stays
 /// within one to-type. The last of the page's records bounds one index range
 /// scan: within one to-type, plain id bounds end the scan at that record;
@@ -545,6 +586,16 @@ pub(crate) fn decode_key(category: i64, type_id: i32) -> StoreResult<TypeKey> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_connection_resource_and_shutdown_codes_mean_unavailable() {
+        for code in ["08006", "08001", "53300", "57P01", "57P03", "5", "517"] {
+            assert!(unavailable_code(code), "{code}");
+        }
+        for code in ["23505", "22P02", "42P01", "XX000", "19"] {
+            assert!(!unavailable_code(code), "{code}");
+        }
+    }
+
     use super::*;
 
     #[test]
