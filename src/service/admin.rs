@@ -1,0 +1,304 @@
+//! Admin use cases: limits and labels, each asked of and told to the
+//! admin plugins.
+use super::*;
+
+impl AssociationService {
+    /// Creates or updates admin limits, item by item.
+    pub async fn set_limits(
+        &self,
+        portal: i64,
+        actor: &str,
+        from: &str,
+        to: &str,
+        changes: &[LimitChange],
+        mode: LimitMode,
+    ) -> ServiceResult<BatchOutcome<LimitView>> {
+        check_batch_size(changes.len())?;
+        let (from, to, catalog) = self.pair(portal, from, to).await?;
+        let ceiling = self.settings.platform_ceiling;
+        let event = match mode {
+            LimitMode::Create => AdminEvent::LimitsCreated,
+            LimitMode::Update => AdminEvent::LimitsUpdated,
+        };
+        let change = Self::admin_change(portal, actor, event, from, to);
+        // Plugins see what would apply against today's limits; the store
+        // decides again under its lock.
+        let before = self.pair_limits(portal, from, to).await?;
+        let expected = apply_limit_changes(
+            &catalog,
+            from,
+            to,
+            &mut before.clone(),
+            changes,
+            mode,
+            ceiling,
+        );
+        if let Some(proposal) = change.with_applied_limits(&before, changes, &expected) {
+            self.hooks.validate(&proposal).await?;
+        }
+        let results = self
+            .store
+            .change_limits(&catalog, changes, mode, ceiling, &change)
+            .await?;
+        self.hooks.committed(portal).await;
+        let mut outcome = BatchOutcome::new();
+        for (index, (change, result)) in changes.iter().zip(results).enumerate() {
+            match result {
+                Ok(limit) => {
+                    let def = catalog.require(from, to, change.key)?.clone();
+                    outcome.results.push((
+                        index,
+                        LimitView {
+                            def,
+                            user_limit: Some(limit),
+                            platform_limit: ceiling,
+                        },
+                    ));
+                }
+                Err(err) => outcome.errors.push((index, err)),
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Removes admin limits; returns how many existed.
+    pub async fn purge_limits(
+        &self,
+        portal: i64,
+        actor: &str,
+        from: &str,
+        to: &str,
+        keys: &[TypeKey],
+    ) -> ServiceResult<u64> {
+        check_batch_size(keys.len())?;
+        let (from, to, catalog) = self.pair(portal, from, to).await?;
+        for key in keys {
+            catalog.require(from, to, *key)?;
+        }
+        let change = Self::admin_change(portal, actor, AdminEvent::LimitsPurged, from, to);
+        let before = self.pair_limits(portal, from, to).await?;
+        let existing: Vec<LimitValue> = keys
+            .iter()
+            .filter_map(|k| before.get(k).map(|max| LimitValue::new(*k, *max)))
+            .collect();
+        if !existing.is_empty() {
+            self.hooks
+                .validate(&change.clone().with_limits(existing, vec![]))
+                .await?;
+        }
+        let purged = self.store.purge_limits(portal, keys, &change).await?;
+        self.hooks.committed(portal).await;
+        Ok(purged)
+    }
+
+    /// Every type of one pair direction with its limits, or, without a
+    /// pair, every configured limit of the portal.
+    pub async fn limits(
+        &self,
+        portal: i64,
+        pair: Option<(&str, &str)>,
+    ) -> ServiceResult<Vec<LimitView>> {
+        check_portal(portal)?;
+        let ceiling = self.settings.platform_ceiling;
+        let view = |def: &TypeDef, user: Option<u32>| LimitView {
+            def: def.clone(),
+            user_limit: user,
+            platform_limit: ceiling,
+        };
+        if let Some((from, to)) = pair {
+            let (from, to, catalog) = self.pair(portal, from, to).await?;
+            let stored = self.store.user_limits(portal, Some((from, to))).await?;
+            return Ok(catalog
+                .directed(from, to)
+                .map(|def| {
+                    view(
+                        def,
+                        stored
+                            .iter()
+                            .find(|l| l.key == def.key)
+                            .map(|l| l.max_to_object_ids),
+                    )
+                })
+                .collect());
+        }
+        let stored = self.store.user_limits(portal, None).await?;
+        let mut views = Vec::new();
+        let mut catalogs: BTreeMap<(ObjectType, ObjectType), PairCatalog> = BTreeMap::new();
+        for limit in stored {
+            if !catalogs.contains_key(&(limit.from, limit.to)) {
+                catalogs.insert(
+                    (limit.from, limit.to),
+                    self.catalog(portal, limit.from, limit.to).await?,
+                );
+            }
+            if let Some(def) =
+                catalogs[&(limit.from, limit.to)].get(limit.from, limit.to, limit.key)
+            {
+                views.push(view(def, Some(limit.max_to_object_ids)));
+            }
+        }
+        Ok(views)
+    }
+
+    /// Creates an admin label; returns its definitions (one or two).
+    pub async fn create_label(
+        &self,
+        portal: i64,
+        actor: &str,
+        from: &str,
+        to: &str,
+        label: &str,
+        name: &str,
+        inverse_label: Option<&str>,
+    ) -> ServiceResult<Vec<TypeDef>> {
+        let (from, to, _) = self.pair(portal, from, to).await?;
+        let new = NewLabel {
+            from,
+            to,
+            label: label.to_string(),
+            name: name.to_string(),
+            inverse_label: inverse_label.map(str::to_string),
+        };
+        let change = Self::admin_change(portal, actor, AdminEvent::LabelCreated, from, to);
+        // The proposal names no type ids yet: they are allocated on commit.
+        let mut proposed = new_label_definitions(from, to, label, name, inverse_label, 0)?;
+        for def in &mut proposed {
+            (def.key.type_id, def.inverse.type_id) = (0, 0);
+        }
+        self.hooks
+            .validate(&change.clone().with_labels(&[], &proposed))
+            .await?;
+        let defs = self.store.create_label(portal, &new, &change).await;
+        self.catalogs.forget_portal(portal);
+        let defs = defs?;
+        self.hooks.committed(portal).await;
+        Ok(defs)
+    }
+
+    /// Finds an admin label of the pair by its type id (either direction).
+    pub(super) fn label_def(
+        catalog: &PairCatalog,
+        from: ObjectType,
+        to: ObjectType,
+        type_id: i32,
+    ) -> Result<TypeDef, DomainError> {
+        catalog
+            .all()
+            .iter()
+            .find(|d| {
+                d.key.type_id == type_id
+                    && d.key.category != Category::HubspotDefined
+                    && d.role == TypeRole::Label
+            })
+            .cloned()
+            .ok_or(DomainError::LabelNotFound { type_id, from, to })
+    }
+
+    /// A label's definitions: its direction, and its inverse if distinct.
+    pub(super) fn label_directions(catalog: &PairCatalog, def: &TypeDef) -> Vec<TypeDef> {
+        catalog
+            .all()
+            .iter()
+            .filter(|d| d.key == def.key || d.key == def.inverse)
+            .cloned()
+            .collect()
+    }
+
+    /// The admin limits of a pair (both directions), by type.
+    pub(super) async fn pair_limits(
+        &self,
+        portal: i64,
+        from: ObjectType,
+        to: ObjectType,
+    ) -> ServiceResult<HashMap<TypeKey, u32>> {
+        Ok(self
+            .store
+            .user_limits(portal, Some((from, to)))
+            .await?
+            .into_iter()
+            .map(|l| (l.key, l.max_to_object_ids))
+            .collect())
+    }
+
+    /// Renames a label (and, for paired labels, its inverse).
+    pub async fn update_label(
+        &self,
+        portal: i64,
+        actor: &str,
+        from: &str,
+        to: &str,
+        type_id: i32,
+        label: &str,
+        inverse_label: Option<&str>,
+    ) -> ServiceResult<Vec<TypeDef>> {
+        let (from, to, catalog) = self.pair(portal, from, to).await?;
+        let def = Self::label_def(&catalog, from, to, type_id)?;
+        let label = label.trim();
+        if label.is_empty() || label.len() > 100 {
+            return Err(
+                DomainError::InvalidArgument("label must be 1 to 100 characters".into()).into(),
+            );
+        }
+        let inverse_label = inverse_label.map(str::trim).filter(|l| !l.is_empty());
+        // A symmetric cross-object label keeps one text in both directions.
+        let symmetric = catalog
+            .all()
+            .iter()
+            .any(|d| d.key == def.inverse && d.key != def.key && d.label == def.label);
+        let inverse_label = inverse_label.or(if symmetric { Some(label) } else { None });
+        let before = Self::label_directions(&catalog, &def);
+        let after: Vec<TypeDef> = before
+            .iter()
+            .map(|d| {
+                let text = if d.key == def.key {
+                    Some(label)
+                } else {
+                    inverse_label
+                };
+                TypeDef {
+                    label: text.map(str::to_string).or(d.label.clone()),
+                    ..d.clone()
+                }
+            })
+            .collect();
+        let change = Self::admin_change(portal, actor, AdminEvent::LabelUpdated, from, to)
+            .with_labels(&before, &after);
+        self.hooks.validate(&change).await?;
+        let updated = self
+            .store
+            .update_label(portal, &def, label, inverse_label, &change)
+            .await;
+        self.catalogs.forget_portal(portal);
+        updated?;
+        self.hooks.committed(portal).await;
+        let catalog = self.catalog(portal, from, to).await?;
+        Ok(catalog
+            .all()
+            .iter()
+            .filter(|d| d.key == def.key || d.key == def.inverse)
+            .cloned()
+            .collect())
+    }
+
+    /// Deletes a label, both directions, with its limits and uses.
+    pub async fn delete_label(
+        &self,
+        portal: i64,
+        actor: &str,
+        from: &str,
+        to: &str,
+        type_id: i32,
+    ) -> ServiceResult<()> {
+        let (from, to, catalog) = self.pair(portal, from, to).await?;
+        let def = Self::label_def(&catalog, from, to, type_id)?;
+        let change = Self::admin_change(portal, actor, AdminEvent::LabelDeleted, from, to)
+            .with_labels(&Self::label_directions(&catalog, &def), &[]);
+        self.hooks.validate(&change).await?;
+        let deleted = self.store.delete_label(portal, &def, &change).await;
+        self.catalogs.forget_portal(portal);
+        deleted?;
+        self.hooks.committed(portal).await;
+        self.written.notify_waiters();
+        Ok(())
+    }
+}

@@ -1,0 +1,133 @@
+//! The change feed: cursors, the live watch and retention.
+use super::*;
+
+impl AssociationService {
+    /// The feed's cursor for a sequence number.
+    pub(super) fn feed_cursor(&self, portal: i64, seq: i64) -> String {
+        self.cursors.encode(portal, &fingerprint(&["feed"]), &seq)
+    }
+
+    /// Where a feed reader starts: a cursor from an earlier message, or a
+    /// start point when no cursor is given.
+    pub fn feed_start(
+        &self,
+        portal: i64,
+        cursor: Option<&str>,
+        beginning: bool,
+    ) -> ServiceResult<FeedStart> {
+        Ok(match cursor.filter(|c| !c.is_empty()) {
+            Some(c) => FeedStart::After(self.cursors.decode(c, portal, &fingerprint(&["feed"]))?),
+            None if beginning => FeedStart::Beginning,
+            None => FeedStart::Now,
+        })
+    }
+
+    /// The sequence number of the portal's latest committed change.
+    pub async fn feed_head(&self, portal: i64) -> ServiceResult<i64> {
+        check_portal(portal)?;
+        Ok(self.store.feed_bounds(portal).await?.1)
+    }
+
+    /// Removes feed changes written before `older_than_us`.
+    pub async fn prune_feed(&self, older_than_us: i64) -> ServiceResult<()> {
+        Ok(self.store.prune_changes(older_than_us).await?)
+    }
+
+    /// Streams every committed change of a portal after `start`, in commit
+    /// order, then waits for more until the receiver is dropped. Each chunk's
+    /// cursor resumes right after it.
+    pub async fn watch_changes(
+        self: &Arc<Self>,
+        portal: i64,
+        start: FeedStart,
+    ) -> ServiceResult<mpsc::Receiver<ServiceResult<ChangeChunk>>> {
+        check_portal(portal)?;
+        let (pruned, last) = self.store.feed_bounds(portal).await?;
+        let mut seq = match start {
+            FeedStart::Now => last,
+            FeedStart::Beginning => pruned,
+            FeedStart::After(seq) if seq < pruned => {
+                return Err(DomainError::CursorExpired(seq).into())
+            }
+            FeedStart::After(seq) => seq,
+        };
+        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+        let service = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut cache = HashMap::new();
+            loop {
+                let written = service.written.notified();
+                tokio::pin!(written);
+                written.as_mut().enable();
+                let page = service.feed_page(&mut cache, portal, seq).await;
+                match page {
+                    Ok(Some(changes)) => {
+                        seq = changes.last().map(|(c, _)| c.seq).unwrap_or(seq);
+                        let chunk = ChangeChunk {
+                            changes,
+                            cursor: service.feed_cursor(portal, seq),
+                        };
+                        if sender.send(Ok(chunk)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => {
+                        tokio::select! {
+                            _ = written => {}
+                            _ = tokio::time::sleep(service.settings.feed_poll_interval) => {}
+                            _ = sender.closed() => return,
+                        }
+                    }
+                    Err(err) => {
+                        let _ = sender.send(Err(err)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(receiver)
+    }
+
+    /// The next changes after `seq`, labelled; `None` when there are none.
+    /// A gap means retention removed changes the reader had not seen yet.
+    pub(super) async fn feed_page(
+        &self,
+        cache: &mut HashMap<(ObjectType, ObjectType), PairCatalog>,
+        portal: i64,
+        seq: i64,
+    ) -> ServiceResult<Option<Vec<(Change, Option<String>)>>> {
+        let changes = self
+            .store
+            .changes_after(portal, seq, self.chunk_size())
+            .await?;
+        match changes.first() {
+            None => return Ok(None),
+            Some(first) if first.seq != seq + 1 => {
+                return Err(DomainError::CursorExpired(seq).into())
+            }
+            Some(_) => {}
+        }
+        let mut labelled = Vec::with_capacity(changes.len());
+        for change in changes {
+            let row = change.row;
+            if change.kind == ChangeKind::Merged {
+                labelled.push((change, None));
+                continue;
+            }
+            let catalog = self
+                .cached(cache, portal, row.from_type, row.to_type)
+                .await?;
+            let label = catalog
+                .get(row.from_type, row.to_type, row.key)
+                .and_then(|d| d.label.clone());
+            labelled.push((change, label));
+        }
+        Ok(Some(labelled))
+    }
+
+    /// Counters that disagree with the stored associations (expected 0).
+    pub async fn counter_drift(&self, portal: i64) -> ServiceResult<u64> {
+        check_portal(portal)?;
+        Ok(self.store.counter_drift(portal).await?)
+    }
+}

@@ -1,0 +1,128 @@
+//! The service's inputs and outputs: what front ends send and receive.
+use super::*;
+
+/// One requested association: ids and types, in the request's direction.
+#[derive(Clone, Debug)]
+pub struct AssociationInput {
+    pub from_id: i64,
+    pub to_id: i64,
+    pub types: Vec<TypeKey>,
+}
+
+/// One row of a bulk import, as read from a file.
+#[derive(Clone, Debug)]
+pub struct ImportRow {
+    /// Where the row came from, echoed in errors.
+    pub line: u64,
+    pub from_type: String,
+    pub from_id: i64,
+    pub to_type: String,
+    pub to_id: i64,
+    /// `None`: the pair's unlabeled type.
+    pub key: Option<TypeKey>,
+}
+
+/// What an import batch did.
+#[derive(Debug, Default)]
+pub struct ImportOutcome {
+    pub succeeded: u64,
+    /// Failures by line.
+    pub errors: Vec<(u64, DomainError)>,
+}
+
+/// Per-item results of a batch: successes and failures by input position.
+#[derive(Debug)]
+pub struct BatchOutcome<T> {
+    pub results: Vec<(usize, T)>,
+    pub errors: Vec<(usize, DomainError)>,
+}
+
+impl<T> BatchOutcome<T> {
+    pub(super) fn new() -> BatchOutcome<T> {
+        BatchOutcome {
+            results: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+}
+
+/// The associations two records hold after a write, from -> to.
+#[derive(Clone, Debug)]
+pub struct HeldAssociation {
+    pub from_type: ObjectType,
+    pub from_id: i64,
+    pub to_type: ObjectType,
+    pub to_id: i64,
+    pub types: Vec<TypeDef>,
+}
+
+/// What a merge did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MergeSummary {
+    pub object_type: ObjectType,
+    pub primary_id: i64,
+    /// Directed rows removed.
+    pub removed: u64,
+    /// Directed rows created on the primary.
+    pub created: u64,
+}
+
+/// One associated record with all the types it holds.
+#[derive(Clone, Debug)]
+pub struct AssociatedRecord {
+    pub to_type: ObjectType,
+    pub to_id: i64,
+    pub types: Vec<TypeDef>,
+}
+
+/// A chunk of one record's streamed associations.
+#[derive(Clone, Debug)]
+pub struct AssociationChunk {
+    pub from_type: ObjectType,
+    pub from_id: i64,
+    /// The requested to-type, if one was.
+    pub to_type: Option<ObjectType>,
+    pub records: Vec<AssociatedRecord>,
+    /// Resumes the stream right after this chunk.
+    pub cursor: String,
+}
+
+/// A chunk of a batch read: associated records with their from-record ids.
+#[derive(Clone, Debug)]
+pub struct BatchChunk {
+    pub from_type: ObjectType,
+    pub rows: Vec<(i64, AssociatedRecord)>,
+    pub cursor: String,
+}
+
+/// A chunk of an export: stored rows with their labels.
+#[derive(Clone, Debug)]
+pub struct ExportChunk {
+    pub rows: Vec<(DirectedRow, Option<String>)>,
+    pub cursor: String,
+}
+
+/// A chunk of the change feed.
+#[derive(Clone, Debug)]
+pub struct ChangeChunk {
+    /// Changes in commit order, with the label of their type.
+    pub changes: Vec<(Change, Option<String>)>,
+    /// Resumes the feed right after this chunk.
+    pub cursor: String,
+}
+
+/// A type with its limits.
+#[derive(Clone, Debug)]
+pub struct LimitView {
+    pub def: TypeDef,
+    pub user_limit: Option<u32>,
+    pub platform_limit: u32,
+}
+
+/// The result of an archive call.
+#[derive(Debug, Default)]
+pub struct ArchiveOutcome {
+    /// Directed rows removed.
+    pub removed: u64,
+    pub errors: Vec<(usize, DomainError)>,
+}

@@ -1,0 +1,227 @@
+//! Writes: creates (through the group commit), imports, merges, archives.
+use super::*;
+
+impl AssociationService {
+    /// Creates associations (and their inverses) item by item.
+    pub async fn create(
+        &self,
+        portal: i64,
+        from: &str,
+        to: &str,
+        inputs: &[AssociationInput],
+    ) -> ServiceResult<BatchOutcome<HeldAssociation>> {
+        check_batch_size(inputs.len())?;
+        let (from, to, catalog) = self.pair(portal, from, to).await?;
+        let mut outcome = BatchOutcome::new();
+        let mut items = Vec::new();
+        let mut positions = Vec::new();
+        for (index, input) in inputs.iter().enumerate() {
+            match Self::validate(&catalog, from, to, input) {
+                Ok(item) => {
+                    items.push(item);
+                    positions.push(index);
+                }
+                Err(err) => outcome.errors.push((index, err)),
+            }
+        }
+        if !items.is_empty() {
+            let ceiling = self.settings.platform_ceiling;
+            let results = self
+                .creates
+                .create(portal, &catalog, from, to, ceiling, items.clone())
+                .await?;
+            self.written.notify_waiters();
+            for ((index, item), result) in positions.into_iter().zip(&items).zip(results) {
+                match result {
+                    Ok(keys) => outcome.results.push((
+                        index,
+                        HeldAssociation {
+                            from_type: from,
+                            from_id: item.from_id,
+                            to_type: to,
+                            to_id: item.to_id,
+                            types: keys
+                                .iter()
+                                .filter_map(|k| catalog.get(from, to, *k).cloned())
+                                .collect(),
+                        },
+                    )),
+                    Err(err) => outcome.errors.push((index, err)),
+                }
+            }
+        }
+        outcome.errors.sort_by_key(|(i, _)| *i);
+        Ok(outcome)
+    }
+
+    /// Creates bulk-import rows: grouped by object type pair (in order within
+    /// each pair), each group created like a `create` batch. Returns how many
+    /// rows succeeded and each failure by line.
+    pub async fn import_rows(
+        &self,
+        portal: i64,
+        rows: &[ImportRow],
+    ) -> ServiceResult<ImportOutcome> {
+        check_batch_size(rows.len())?;
+        check_portal(portal)?;
+        let mut outcome = ImportOutcome::default();
+        let mut groups: BTreeMap<(ObjectType, ObjectType), Vec<&ImportRow>> = BTreeMap::new();
+        for row in rows {
+            match (
+                ObjectType::parse(&row.from_type),
+                ObjectType::parse(&row.to_type),
+            ) {
+                (Ok(from), Ok(to)) => groups.entry((from, to)).or_default().push(row),
+                (Err(err), _) | (_, Err(err)) => outcome.errors.push((row.line, err)),
+            }
+        }
+        for ((from, to), group) in groups {
+            let inputs: Vec<AssociationInput> = group
+                .iter()
+                .map(|r| AssociationInput {
+                    from_id: r.from_id,
+                    to_id: r.to_id,
+                    types: r.key.into_iter().collect(),
+                })
+                .collect();
+            match self
+                .create(portal, &from.to_string(), &to.to_string(), &inputs)
+                .await
+            {
+                Ok(created) => {
+                    outcome.succeeded += created.results.len() as u64;
+                    outcome.errors.extend(
+                        created
+                            .errors
+                            .into_iter()
+                            .map(|(i, err)| (group[i].line, err)),
+                    );
+                }
+                Err(ServiceError::Domain(err)) => outcome
+                    .errors
+                    .extend(group.iter().map(|r| (r.line, err.clone()))),
+                Err(err) => return Err(err),
+            }
+        }
+        outcome.errors.sort_by_key(|(line, _)| *line);
+        Ok(outcome)
+    }
+
+    /// Creates the default (unlabeled) association for each pair.
+    pub async fn create_default(
+        &self,
+        portal: i64,
+        from: &str,
+        to: &str,
+        pairs: &[(i64, i64)],
+    ) -> ServiceResult<BatchOutcome<HeldAssociation>> {
+        let inputs: Vec<AssociationInput> = pairs
+            .iter()
+            .map(|&(from_id, to_id)| AssociationInput {
+                from_id,
+                to_id,
+                types: vec![],
+            })
+            .collect();
+        self.create(portal, from, to, &inputs).await
+    }
+
+    /// Merges record `merged_id` into `primary_id` (both of `object_type`):
+    /// its associations move to the primary in one transaction, or, when a
+    /// limit would break, nothing changes.
+    pub async fn merge(
+        &self,
+        portal: i64,
+        object_type: &str,
+        primary_id: i64,
+        merged_id: i64,
+    ) -> ServiceResult<MergeSummary> {
+        check_portal(portal)?;
+        let object_type = ObjectType::parse(object_type)?;
+        let req = MergeRequest::new(portal, object_type, primary_id, merged_id)?;
+        let plan = self
+            .store
+            .merge_records(&req, self.settings.platform_ceiling)
+            .await?;
+        self.written.notify_waiters();
+        Ok(MergeSummary {
+            object_type,
+            primary_id,
+            removed: plan.delete_rows.len() as u64,
+            created: plan.insert_rows.len() as u64,
+        })
+    }
+
+    /// Removes every type between `from_id` and each of its `to_ids`.
+    pub async fn archive(
+        &self,
+        portal: i64,
+        from: &str,
+        to: &str,
+        inputs: &[(i64, Vec<i64>)],
+    ) -> ServiceResult<ArchiveOutcome> {
+        check_batch_size(inputs.iter().map(|(_, to)| to.len().max(1)).sum())?;
+        let (from, to, _) = self.pair(portal, from, to).await?;
+        let mut outcome = ArchiveOutcome::default();
+        let mut pairs = Vec::new();
+        for (index, (from_id, to_ids)) in inputs.iter().enumerate() {
+            let valid = check_id("fromObjectId", *from_id).and_then(|_| {
+                to_ids.iter().try_for_each(|id| {
+                    check_id("toObjectId", *id)?;
+                    check_distinct(from, *from_id, to, *id)
+                })
+            });
+            match valid {
+                Ok(()) => pairs.extend(to_ids.iter().map(|to_id| (*from_id, *to_id))),
+                Err(err) => outcome.errors.push((index, err)),
+            }
+        }
+        if !pairs.is_empty() {
+            outcome.removed = self
+                .store
+                .archive_associations(portal, from, to, &pairs, &TypeFilter::All)
+                .await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Removes only the given types; removing the unlabeled type removes all.
+    pub async fn archive_labels(
+        &self,
+        portal: i64,
+        from: &str,
+        to: &str,
+        inputs: &[AssociationInput],
+    ) -> ServiceResult<ArchiveOutcome> {
+        check_batch_size(inputs.len())?;
+        let (from, to, catalog) = self.pair(portal, from, to).await?;
+        let mut outcome = ArchiveOutcome::default();
+        let mut by_filter: BTreeMap<Option<Vec<(TypeKey, TypeKey)>>, Vec<(i64, i64)>> =
+            BTreeMap::new();
+        for (index, input) in inputs.iter().enumerate() {
+            let filter = Self::validate(&catalog, from, to, input)
+                .and_then(|item| archive_filter(&catalog, from, to, &item.types));
+            match filter {
+                Ok(filter) => by_filter
+                    .entry(filter)
+                    .or_default()
+                    .push((input.from_id, input.to_id)),
+                Err(err) => outcome.errors.push((index, err)),
+            }
+        }
+        for (filter, pairs) in by_filter {
+            let filter = match filter {
+                None => TypeFilter::All,
+                Some(keys) => TypeFilter::Only {
+                    forward: keys.iter().map(|(f, _)| *f).collect(),
+                    inverse: keys.iter().map(|(_, i)| *i).collect(),
+                },
+            };
+            outcome.removed += self
+                .store
+                .archive_associations(portal, from, to, &pairs, &filter)
+                .await?;
+        }
+        Ok(outcome)
+    }
+}
