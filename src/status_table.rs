@@ -29,6 +29,13 @@ pub fn status_for(kind: ErrorKind) -> StatusPair {
     StatusPair { grpc, http }
 }
 
+/// How a request for a path or method the REST gateway does not serve is
+/// answered (gRPC's counterpart of an unknown method).
+pub const NO_ROUTE: StatusPair = StatusPair {
+    grpc: Code::Unimplemented,
+    http: 404,
+};
+
 /// How a store that cannot be reached is answered (retry later).
 pub const STORE_UNAVAILABLE: StatusPair = StatusPair {
     grpc: Code::Unavailable,

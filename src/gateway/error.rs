@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use crate::domain::error::{LimitSource, LimitViolation};
 use crate::domain::DomainError;
 use crate::service::ServiceError;
-use crate::status_table::{status_for, store_status, StatusPair};
+use crate::status_table::{status_for, store_status, StatusPair, NO_ROUTE};
 
 /// Why a REST call failed as a whole.
 #[derive(Debug, thiserror::Error)]
@@ -147,10 +147,7 @@ impl GatewayError {
                 )
             }
             GatewayError::NoRoute { .. } => (
-                StatusPair {
-                    grpc: tonic::Code::Unimplemented,
-                    http: 404,
-                },
+                NO_ROUTE,
                 body(self.to_string(), "OBJECT_NOT_FOUND", None, Map::new()),
             ),
         }
