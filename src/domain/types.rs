@@ -497,6 +497,17 @@ pub fn label_ids_needed(from: ObjectType, to: ObjectType, inverse_label: Option<
     }
 }
 
+/// A label's text, trimmed: 1 to 100 characters (the one home of this rule).
+pub fn label_text(label: &str) -> Result<&str, DomainError> {
+    let label = label.trim();
+    if label.is_empty() || label.len() > 100 {
+        return Err(DomainError::InvalidArgument(
+            "label must be 1 to 100 characters".into(),
+        ));
+    }
+    Ok(label)
+}
+
 /// Builds the definitions of a new admin label from its allocated ids.
 pub fn new_label_definitions(
     from: ObjectType,
@@ -506,13 +517,8 @@ pub fn new_label_definitions(
     inverse_label: Option<&str>,
     first_id: i32,
 ) -> Result<Vec<TypeDef>, DomainError> {
-    let label = label.trim();
+    let label = label_text(label)?;
     let name = name.trim();
-    if label.is_empty() || label.len() > 100 {
-        return Err(DomainError::InvalidArgument(
-            "label must be 1 to 100 characters".into(),
-        ));
-    }
     if name.is_empty()
         || name.len() > 100
         || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')

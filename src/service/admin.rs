@@ -1,6 +1,7 @@
 //! Admin use cases: limits and labels, each asked of and told to the
 //! admin plugins.
 use super::*;
+use crate::domain::types::label_text;
 
 impl AssociationService {
     /// Creates or updates admin limits, item by item.
@@ -233,12 +234,7 @@ impl AssociationService {
     ) -> ServiceResult<Vec<TypeDef>> {
         let (from, to, catalog) = self.pair(portal, from, to).await?;
         let def = Self::label_def(&catalog, from, to, type_id)?;
-        let label = label.trim();
-        if label.is_empty() || label.len() > 100 {
-            return Err(
-                DomainError::InvalidArgument("label must be 1 to 100 characters".into()).into(),
-            );
-        }
+        let label = label_text(label)?;
         let inverse_label = inverse_label.map(str::trim).filter(|l| !l.is_empty());
         // A symmetric cross-object label keeps one text in both directions.
         let symmetric = catalog
