@@ -854,6 +854,30 @@ mod suite {
             bad_label,
             Err(ServiceError::Domain(DomainError::InvalidArgument(_)))
         ));
+        // The label-text rule holds for a rename as for a new label.
+        let label = fx.billing_label().await;
+        let long = "x".repeat(101);
+        for text in ["   ", long.as_str()] {
+            let renamed = fx
+                .svc
+                .update_label(
+                    PORTAL,
+                    ACTOR,
+                    "contacts",
+                    "companies",
+                    label.type_id,
+                    text,
+                    None,
+                )
+                .await;
+            assert!(
+                matches!(
+                    renamed,
+                    Err(ServiceError::Domain(DomainError::InvalidArgument(_)))
+                ),
+                "rename to {text:?}: {renamed:?}"
+            );
+        }
         let wrong_direction = fx
             .create(PORTAL, "contacts", "companies", &[input(1, 2, &[hs(280)])])
             .await;
