@@ -4,6 +4,7 @@
 //! one lock round and one commit for all. Each call's items are planned as
 //! if the calls had run one after another. Nothing waits on a timer: a call
 //! that finds its pair idle is written at once.
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,12 +24,9 @@ struct Pending {
     reply: oneshot::Sender<StoreResult<Vec<ItemOutcome>>>,
 }
 
-/// The create calls of each pair that wait for the running transaction.
-#[derive(Default)]
-struct Queues {
-    /// A pair is present while a writer task of it runs.
-    waiting: HashMap<PairKey, Vec<Pending>>,
-}
+/// The calls of each pair that wait for its running transaction; a pair is
+/// present while a writer task of it runs.
+type Queues = HashMap<PairKey, Vec<Pending>>;
 
 /// Joins concurrent create calls of one pair into shared transactions.
 pub struct CreateCombiner {
@@ -58,7 +56,6 @@ impl CreateCombiner {
     /// How many calls of the pair wait for the running transaction to end.
     pub fn waiting(&self, portal: i64, from: ObjectType, to: ObjectType) -> usize {
         lock(&self.queues)
-            .waiting
             .get(&(portal, from, to))
             .map_or(0, Vec::len)
     }
@@ -83,13 +80,14 @@ impl CreateCombiner {
         };
         let start_writer = {
             let mut queues = lock(&self.queues);
-            match queues.waiting.get_mut(&key) {
-                Some(queue) => {
-                    queue.push(pending);
+            // Present (even empty) while a writer runs: it takes the call.
+            match queues.entry(key) {
+                Entry::Occupied(mut queue) => {
+                    queue.get_mut().push(pending);
                     false
                 }
-                None => {
-                    queues.waiting.insert(key, vec![pending]);
+                Entry::Vacant(slot) => {
+                    slot.insert(vec![pending]);
                     true
                 }
             }
@@ -140,7 +138,7 @@ impl Drop for Writer {
     /// starts a new writer.
     fn drop(&mut self) {
         if !self.done {
-            lock(&self.queues).waiting.remove(&self.key);
+            lock(&self.queues).remove(&self.key);
         }
     }
 }
@@ -158,9 +156,9 @@ impl Writer {
     /// writer (under the queue lock, so a new call starts a new one).
     fn next_batch(&self) -> Option<Vec<Pending>> {
         let mut queues = lock(&self.queues);
-        let queue = queues.waiting.get_mut(&self.key)?;
+        let queue = queues.get_mut(&self.key)?;
         if queue.is_empty() {
-            queues.waiting.remove(&self.key);
+            queues.remove(&self.key);
             return None;
         }
         let mut taken = 1;
