@@ -13,6 +13,7 @@ use association_service::domain::feed::{ChangeKind, FeedStart};
 use association_service::domain::plan::DirectedRow;
 use association_service::domain::DomainError;
 use association_service::service::{AssociationInput, AssociationService, ServiceError};
+use common::pair;
 use sqlx::Connection;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -35,7 +36,10 @@ fn link(from_id: i64, to_id: i64) -> AssociationInput {
 
 /// Every stored row of the portal, by exporting it.
 async fn stored_rows(svc: &Arc<AssociationService>) -> BTreeSet<DirectedRow> {
-    let mut receiver = svc.stream_export(PORTAL, None, None, None).await.unwrap();
+    let mut receiver = svc
+        .stream_export(common::export(PORTAL, None, None, None))
+        .await
+        .unwrap();
     let mut rows = BTreeSet::new();
     while let Some(chunk) = receiver.recv().await {
         rows.extend(chunk.unwrap().rows.into_iter().map(|(row, _)| row));
@@ -99,12 +103,18 @@ async fn concurrent_writers_are_delivered_once_in_commit_order(backend: &str) {
                 // Writers share contacts and companies, so they conflict.
                 let (contact, company) = (1 + (writer + op) % 5, 100 + op % 4);
                 if op % 3 == 2 {
-                    svc.archive(PORTAL, "contacts", "companies", &[(contact, vec![company])])
-                        .await
-                        .unwrap();
+                    svc.archive(
+                        pair(PORTAL, "contacts", "companies"),
+                        &[(contact, vec![company])],
+                    )
+                    .await
+                    .unwrap();
                 } else {
                     let outcome = svc
-                        .create(PORTAL, "contacts", "companies", &[link(contact, company)])
+                        .create(
+                            pair(PORTAL, "contacts", "companies"),
+                            &[link(contact, company)],
+                        )
                         .await
                         .unwrap();
                     assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
@@ -154,11 +164,11 @@ async fn concurrent_writers_are_delivered_once_in_commit_order(backend: &str) {
 
 async fn now_skips_history_and_cursors_resume_exactly(backend: &str) {
     let (svc, _store) = service(backend).await;
-    svc.create(PORTAL, "deals", "contacts", &[link(1, 2)])
+    svc.create(pair(PORTAL, "deals", "contacts"), &[link(1, 2)])
         .await
         .unwrap();
     let mut receiver = svc.watch_changes(PORTAL, FeedStart::Now).await.unwrap();
-    svc.create(PORTAL, "deals", "contacts", &[link(1, 3)])
+    svc.create(pair(PORTAL, "deals", "contacts"), &[link(1, 3)])
         .await
         .unwrap();
     let chunk = receiver.recv().await.unwrap().unwrap();
@@ -173,7 +183,7 @@ async fn now_skips_history_and_cursors_resume_exactly(backend: &str) {
         "only the new change, both rows, in key order"
     );
     drop(receiver);
-    svc.archive(PORTAL, "deals", "contacts", &[(1, vec![2])])
+    svc.archive(pair(PORTAL, "deals", "contacts"), &[(1, vec![2])])
         .await
         .unwrap();
     let start = svc.feed_start(PORTAL, Some(&chunk.cursor), false).unwrap();
@@ -192,7 +202,7 @@ async fn now_skips_history_and_cursors_resume_exactly(backend: &str) {
 
 async fn cursors_past_retention_are_refused(backend: &str) {
     let (svc, _store) = service(backend).await;
-    svc.create(PORTAL, "deals", "contacts", &[link(1, 2)])
+    svc.create(pair(PORTAL, "deals", "contacts"), &[link(1, 2)])
         .await
         .unwrap();
     let mut receiver = svc
@@ -201,7 +211,7 @@ async fn cursors_past_retention_are_refused(backend: &str) {
         .unwrap();
     let old = receiver.recv().await.unwrap().unwrap().cursor;
     drop(receiver);
-    svc.create(PORTAL, "deals", "contacts", &[link(1, 3)])
+    svc.create(pair(PORTAL, "deals", "contacts"), &[link(1, 3)])
         .await
         .unwrap();
     svc.prune_feed(i64::MAX).await.unwrap();
@@ -210,7 +220,7 @@ async fn cursors_past_retention_are_refused(backend: &str) {
         svc.watch_changes(PORTAL, start).await,
         Err(ServiceError::Domain(DomainError::CursorExpired(2)))
     ));
-    svc.create(PORTAL, "deals", "contacts", &[link(1, 4)])
+    svc.create(pair(PORTAL, "deals", "contacts"), &[link(1, 4)])
         .await
         .unwrap();
     let mut from_beginning = svc
@@ -315,13 +325,19 @@ async fn postgres_live_reader_sees_writers_committing_out_of_start_order_once_in
             for op in 0..OPS_PER_WRITER {
                 let (contact, company) = (1 + (writer + op) % 5, 100 + op % 4);
                 if op % 3 == 2 {
-                    svc.archive(PORTAL, "contacts", "companies", &[(contact, vec![company])])
-                        .await
-                        .unwrap();
+                    svc.archive(
+                        pair(PORTAL, "contacts", "companies"),
+                        &[(contact, vec![company])],
+                    )
+                    .await
+                    .unwrap();
                 } else {
-                    svc.create(PORTAL, "contacts", "companies", &[link(contact, company)])
-                        .await
-                        .unwrap();
+                    svc.create(
+                        pair(PORTAL, "contacts", "companies"),
+                        &[link(contact, company)],
+                    )
+                    .await
+                    .unwrap();
                 }
             }
         });
@@ -336,7 +352,7 @@ async fn postgres_live_reader_sees_writers_committing_out_of_start_order_once_in
             .await
             .expect("commit");
     }
-    svc.create(PORTAL, "deals", "contacts", &[link(1, 2)])
+    svc.create(pair(PORTAL, "deals", "contacts"), &[link(1, 2)])
         .await
         .unwrap();
     let head = svc.feed_head(PORTAL).await.unwrap();

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use association_service::domain::limits::{LimitChange, LimitMode};
 use association_service::domain::{Category, DomainError, LimitSource, TypeKey};
 use association_service::service::{
-    AssociationInput, AssociationService, BatchOutcome, HeldAssociation, ServiceError,
+    AssociationInput, AssociationService, BatchOutcome, HeldAssociation, PortalPair, ServiceError,
 };
+use common::{pair, types};
 
 /// Each test gets its own store; this is the portal most of them use.
 const PORTAL: i64 = 101;
@@ -46,15 +47,10 @@ fn input(from_id: i64, to_id: i64, types: &[TypeKey]) -> AssociationInput {
 impl Fixture {
     async fn create(
         &self,
-        portal: i64,
-        from: &str,
-        to: &str,
+        pair: PortalPair,
         inputs: &[AssociationInput],
     ) -> BatchOutcome<HeldAssociation> {
-        self.svc
-            .create(portal, from, to, inputs)
-            .await
-            .expect("create call")
+        self.svc.create(pair, inputs).await.expect("create call")
     }
 
     /// Creates one association and expects it to succeed; returns its type ids.
@@ -67,7 +63,7 @@ impl Fixture {
         types: &[TypeKey],
     ) -> Vec<i32> {
         let outcome = self
-            .create(PORTAL, from, to, &[input(from_id, to_id, types)])
+            .create(pair(PORTAL, from, to), &[input(from_id, to_id, types)])
             .await;
         assert!(
             outcome.errors.is_empty(),
@@ -92,7 +88,7 @@ impl Fixture {
         types: &[TypeKey],
     ) -> DomainError {
         let outcome = self
-            .create(PORTAL, from, to, &[input(from_id, to_id, types)])
+            .create(pair(PORTAL, from, to), &[input(from_id, to_id, types)])
             .await;
         assert!(
             outcome.results.is_empty(),
@@ -106,7 +102,7 @@ impl Fixture {
     async fn read(&self, portal: i64, from: &str, from_id: i64, to: &str) -> Vec<(i64, Vec<i32>)> {
         let mut receiver = self
             .svc
-            .stream_associations(portal, from, from_id, Some(to), None)
+            .stream_associations(common::list(portal, from, from_id, Some(to), None))
             .await
             .expect("stream");
         let mut records = Vec::new();
@@ -136,7 +132,7 @@ impl Fixture {
         };
         let mut outcome = self
             .svc
-            .set_limits(portal, ACTOR, from, to, &[change], mode)
+            .set_limits(ACTOR, pair(portal, from, to), &[change], mode)
             .await
             .expect("limits call");
         match outcome.errors.pop() {
@@ -187,10 +183,8 @@ mod suite {
         let defs = fx
             .svc
             .create_label(
-                PORTAL,
                 ACTOR,
-                "contacts",
-                "companies",
+                pair(PORTAL, "contacts", "companies"),
                 "Billing",
                 "billing",
                 None,
@@ -214,7 +208,10 @@ mod suite {
 
         let only_label = fx
             .svc
-            .archive_labels(PORTAL, "contacts", "companies", &[input(1, 10, &[billing])])
+            .archive_labels(
+                pair(PORTAL, "contacts", "companies"),
+                &[input(1, 10, &[billing])],
+            )
             .await
             .unwrap();
         assert_eq!(only_label.removed, 2);
@@ -226,7 +223,10 @@ mod suite {
         fx.link("contacts", 1, "companies", 10, &[billing]).await;
         let all = fx
             .svc
-            .archive_labels(PORTAL, "contacts", "companies", &[input(1, 10, &[hs(279)])])
+            .archive_labels(
+                pair(PORTAL, "contacts", "companies"),
+                &[input(1, 10, &[hs(279)])],
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -247,7 +247,7 @@ mod suite {
         fx.link("contacts", 1, "companies", 12, &[]).await;
         let outcome = fx
             .svc
-            .archive(PORTAL, "contacts", "companies", &[(1, vec![10, 11])])
+            .archive(pair(PORTAL, "contacts", "companies"), &[(1, vec![10, 11])])
             .await
             .unwrap();
         assert_eq!(
@@ -269,9 +269,7 @@ mod suite {
         // 5 -> 6 and 6 -> 5 in one request are one association.
         let outcome = fx
             .create(
-                PORTAL,
-                "contacts",
-                "contacts",
+                pair(PORTAL, "contacts", "contacts"),
                 &[input(5, 6, &[]), input(6, 5, &[]), input(7, 7, &[])],
             )
             .await;
@@ -299,9 +297,7 @@ mod suite {
         let archived = fx
             .svc
             .archive(
-                PORTAL,
-                "contacts",
-                "contacts",
+                pair(PORTAL, "contacts", "contacts"),
                 &[(5, vec![6]), (6, vec![5])],
             )
             .await
@@ -312,7 +308,7 @@ mod suite {
         // A self pair in an archive is refused like in a create.
         let refused = fx
             .svc
-            .archive(PORTAL, "contacts", "contacts", &[(8, vec![8])])
+            .archive(pair(PORTAL, "contacts", "contacts"), &[(8, vec![8])])
             .await
             .unwrap();
         assert!(matches!(
@@ -335,7 +331,7 @@ mod suite {
             input(5, -1, &[]),
             input(5, 6, &[unknown]),
         ];
-        let outcome = fx.create(PORTAL, "contacts", "deals", &inputs).await;
+        let outcome = fx.create(pair(PORTAL, "contacts", "deals"), &inputs).await;
         let ok: Vec<usize> = outcome.results.iter().map(|(i, _)| *i).collect();
         assert_eq!(ok, vec![0, 1]);
         let failed: Vec<(usize, &str)> = outcome
@@ -374,7 +370,7 @@ mod suite {
 
     pub async fn the_platform_ceiling_applies_to_every_type(fx: Fixture) {
         let inputs: Vec<_> = (1..=52).map(|c| input(1, c, &[])).collect();
-        let outcome = fx.create(PORTAL, "deals", "contacts", &inputs).await;
+        let outcome = fx.create(pair(PORTAL, "deals", "contacts"), &inputs).await;
         assert_eq!(outcome.results.len(), CEILING as usize);
         assert_eq!(outcome.errors.len(), 2);
         for (_, err) in &outcome.errors {
@@ -411,7 +407,7 @@ mod suite {
         }
         assert!(fx
             .svc
-            .limits(PORTAL, Some(("contacts", "companies")))
+            .limits(PORTAL, Some(types("contacts", "companies")))
             .await
             .unwrap()
             .iter()
@@ -480,7 +476,7 @@ mod suite {
         );
         let limits = fx
             .svc
-            .limits(PORTAL, Some(("contacts", "companies")))
+            .limits(PORTAL, Some(types("contacts", "companies")))
             .await
             .unwrap();
         let configured: Vec<(i32, Option<u32>)> = limits
@@ -491,7 +487,11 @@ mod suite {
         assert_eq!(configured, vec![(279, Some(5)), (label.type_id, Some(5))]);
         assert_eq!(
             fx.svc
-                .purge_limits(PORTAL, ACTOR, "contacts", "companies", &[hs(279), label])
+                .purge_limits(
+                    ACTOR,
+                    pair(PORTAL, "contacts", "companies"),
+                    &[hs(279), label]
+                )
                 .await
                 .unwrap(),
             2
@@ -512,12 +512,12 @@ mod suite {
         let err = fx.link_fails("contacts", 1, "companies", 13, &[]).await;
         assert_eq!(limit_violation(&err), (LimitSource::User, 2, 1, 279));
         fx.svc
-            .archive(PORTAL, "contacts", "companies", &[(1, vec![12])])
+            .archive(pair(PORTAL, "contacts", "companies"), &[(1, vec![12])])
             .await
             .unwrap();
         fx.link_fails("contacts", 1, "companies", 13, &[]).await;
         fx.svc
-            .archive(PORTAL, "contacts", "companies", &[(1, vec![11])])
+            .archive(pair(PORTAL, "contacts", "companies"), &[(1, vec![11])])
             .await
             .unwrap();
         fx.link("contacts", 1, "companies", 13, &[]).await;
@@ -559,7 +559,11 @@ mod suite {
         let friend = fx
             .svc
             .create_label(
-                PORTAL, ACTOR, "contacts", "contacts", "Friend", "friend", None,
+                ACTOR,
+                pair(PORTAL, "contacts", "contacts"),
+                "Friend",
+                "friend",
+                None,
             )
             .await
             .unwrap();
@@ -594,10 +598,8 @@ mod suite {
         let defs = fx
             .svc
             .create_label(
-                PORTAL,
                 ACTOR,
-                "contacts",
-                "contacts",
+                pair(PORTAL, "contacts", "contacts"),
                 "Manager",
                 "manager",
                 Some("Employee"),
@@ -678,9 +680,7 @@ mod suite {
         fx.link("contacts", 1, "companies", 10, &[]).await;
         let outcome = fx
             .create(
-                other,
-                "contacts",
-                "companies",
+                pair(other, "contacts", "companies"),
                 &[input(1, 10, &[]), input(1, 11, &[])],
             )
             .await;
@@ -694,12 +694,12 @@ mod suite {
         assert!(fx.svc.limits(other, None).await.unwrap().is_empty());
         let labels: Vec<_> = fx
             .svc
-            .definitions(other, "contacts", "companies")
+            .definitions(pair(other, "contacts", "companies"))
             .await
             .unwrap();
         assert!(labels.iter().all(|d| d.label.as_deref() != Some("Secret")));
         fx.svc
-            .archive(other, "contacts", "companies", &[(1, vec![10])])
+            .archive(pair(other, "contacts", "companies"), &[(1, vec![10])])
             .await
             .unwrap();
         assert_eq!(fx.read(PORTAL, "contacts", 1, "companies").await.len(), 1);
@@ -712,9 +712,7 @@ mod suite {
         fx.link("deals", 1, "contacts", 1, &[]).await;
         let outcome = fx
             .create(
-                PORTAL,
-                "deals",
-                "contacts",
+                pair(PORTAL, "deals", "contacts"),
                 &[input(1, 1, &[]), input(1, 1, &[])],
             )
             .await;
@@ -729,7 +727,7 @@ mod suite {
     pub async fn custom_object_pairs_get_their_own_unlabeled_type(fx: Fixture) {
         let defs = fx
             .svc
-            .definitions(PORTAL, "2-100", "contacts")
+            .definitions(pair(PORTAL, "2-100", "contacts"))
             .await
             .unwrap();
         assert_eq!(defs.len(), 1);
@@ -737,7 +735,7 @@ mod suite {
         assert!(forward.type_id >= 1000 && forward != inverse);
         let back = fx
             .svc
-            .definitions(PORTAL, "contacts", "2-100")
+            .definitions(pair(PORTAL, "contacts", "2-100"))
             .await
             .unwrap();
         assert_eq!((back[0].key, back[0].inverse), (inverse, forward));
@@ -756,10 +754,8 @@ mod suite {
         let defs = fx
             .svc
             .create_label(
-                PORTAL,
                 ACTOR,
-                "contacts",
-                "companies",
+                pair(PORTAL, "contacts", "companies"),
                 "Manager",
                 "manager",
                 Some("Employer"),
@@ -770,10 +766,8 @@ mod suite {
         let dup = fx
             .svc
             .create_label(
-                PORTAL,
                 ACTOR,
-                "contacts",
-                "companies",
+                pair(PORTAL, "contacts", "companies"),
                 "Manager",
                 "manager2",
                 None,
@@ -788,10 +782,8 @@ mod suite {
         let renamed = fx
             .svc
             .update_label(
-                PORTAL,
                 ACTOR,
-                "contacts",
-                "companies",
+                pair(PORTAL, "contacts", "companies"),
                 manager.type_id,
                 "Boss",
                 Some("Staff"),
@@ -801,7 +793,11 @@ mod suite {
         let labels: Vec<_> = renamed.iter().map(|d| d.label.clone().unwrap()).collect();
         assert_eq!(labels, vec!["Boss", "Staff"]);
         fx.svc
-            .delete_label(PORTAL, ACTOR, "contacts", "companies", employer.type_id)
+            .delete_label(
+                ACTOR,
+                pair(PORTAL, "contacts", "companies"),
+                employer.type_id,
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -811,7 +807,11 @@ mod suite {
         assert!(fx.svc.limits(PORTAL, None).await.unwrap().is_empty());
         let missing = fx
             .svc
-            .delete_label(PORTAL, ACTOR, "contacts", "companies", manager.type_id)
+            .delete_label(
+                ACTOR,
+                pair(PORTAL, "contacts", "companies"),
+                manager.type_id,
+            )
             .await;
         assert!(matches!(
             missing,
@@ -821,18 +821,15 @@ mod suite {
     }
 
     pub async fn bad_input_is_rejected_without_side_effects(fx: Fixture) {
-        let unknown = fx
-            .svc
-            .create(PORTAL, "people", "companies", &[input(1, 2, &[])])
-            .await;
-        assert!(matches!(
-            unknown,
-            Err(ServiceError::Domain(DomainError::UnknownObjectType(_)))
-        ));
-        let portal = fx
-            .svc
-            .create(0, "contacts", "companies", &[input(1, 2, &[])])
-            .await;
+        let unknown = PortalPair::parse(PORTAL, "people", "companies");
+        assert!(matches!(unknown, Err(DomainError::UnknownObjectType(_))));
+        let (contacts, companies) = types("contacts", "companies");
+        let no_portal = PortalPair {
+            portal: 0,
+            from: contacts,
+            to: companies,
+        };
+        let portal = fx.svc.create(no_portal, &[input(1, 2, &[])]).await;
         assert!(matches!(
             portal,
             Err(ServiceError::Domain(DomainError::InvalidPortal(0)))
@@ -840,7 +837,7 @@ mod suite {
         let too_many: Vec<_> = (1..=2001).map(|i| input(1, i, &[])).collect();
         let big = fx
             .svc
-            .create(PORTAL, "contacts", "companies", &too_many)
+            .create(pair(PORTAL, "contacts", "companies"), &too_many)
             .await;
         assert!(matches!(
             big,
@@ -848,7 +845,7 @@ mod suite {
         ));
         let bad_label = fx
             .svc
-            .create_label(PORTAL, ACTOR, "contacts", "companies", " ", "x", None)
+            .create_label(ACTOR, pair(PORTAL, "contacts", "companies"), " ", "x", None)
             .await;
         assert!(matches!(
             bad_label,
@@ -861,10 +858,8 @@ mod suite {
             let renamed = fx
                 .svc
                 .update_label(
-                    PORTAL,
                     ACTOR,
-                    "contacts",
-                    "companies",
+                    pair(PORTAL, "contacts", "companies"),
                     label.type_id,
                     text,
                     None,
@@ -879,7 +874,10 @@ mod suite {
             );
         }
         let wrong_direction = fx
-            .create(PORTAL, "contacts", "companies", &[input(1, 2, &[hs(280)])])
+            .create(
+                pair(PORTAL, "contacts", "companies"),
+                &[input(1, 2, &[hs(280)])],
+            )
             .await;
         assert_eq!(
             wrong_direction.errors[0].1.sub_category(),
@@ -916,10 +914,8 @@ mod suite {
         let label = fx.billing_label().await;
         fx.svc
             .update_label(
-                PORTAL,
                 ACTOR,
-                "contacts",
-                "companies",
+                pair(PORTAL, "contacts", "companies"),
                 label.type_id,
                 "Invoices",
                 None,
@@ -927,11 +923,11 @@ mod suite {
             .await
             .unwrap();
         fx.svc
-            .delete_label(PORTAL, ACTOR, "contacts", "companies", label.type_id)
+            .delete_label(ACTOR, pair(PORTAL, "contacts", "companies"), label.type_id)
             .await
             .unwrap();
         fx.svc
-            .purge_limits(PORTAL, ACTOR, "contacts", "companies", &[hs(279)])
+            .purge_limits(ACTOR, pair(PORTAL, "contacts", "companies"), &[hs(279)])
             .await
             .unwrap();
         let events = fx.svc.audit_events(PORTAL, 0, 100).await.unwrap();
@@ -986,10 +982,10 @@ mod suite {
 
     pub async fn reads_stream_every_record_in_chunks(fx: Fixture) {
         let inputs: Vec<_> = (1..=10).map(|c| input(1, c * 7, &[])).collect();
-        fx.create(PORTAL, "deals", "contacts", &inputs).await;
+        fx.create(pair(PORTAL, "deals", "contacts"), &inputs).await;
         let mut receiver = fx
             .svc
-            .stream_associations(PORTAL, "deals", 1, Some("contacts"), None)
+            .stream_associations(common::list(PORTAL, "deals", 1, Some("contacts"), None))
             .await
             .unwrap();
         let mut sizes = Vec::new();
@@ -1017,6 +1013,8 @@ mod merge_suite {
             primary: i64,
             merged: i64,
         ) -> Result<(u64, u64), ServiceError> {
+            // An unknown type fails where the front ends resolve it.
+            let object_type = association_service::domain::ObjectType::parse(object_type)?;
             self.svc
                 .merge(PORTAL, object_type, primary, merged)
                 .await
@@ -1152,7 +1150,7 @@ mod merge_suite {
 
         // Without company 12 the combined result fits: 10 and 11.
         fx.svc
-            .archive(PORTAL, "contacts", "companies", &[(2, vec![12])])
+            .archive(pair(PORTAL, "contacts", "companies"), &[(2, vec![12])])
             .await
             .unwrap();
         fx.merge("contacts", 1, 2).await.unwrap();
@@ -1239,9 +1237,7 @@ mod merge_suite {
                 tasks.spawn(async move {
                     let outcome = fx
                         .create(
-                            PORTAL,
-                            "contacts",
-                            "companies",
+                            pair(PORTAL, "contacts", "companies"),
                             &[input(contact, 5000 + company, &[])],
                         )
                         .await;
@@ -1286,10 +1282,8 @@ impl Fixture {
     async fn billing_label(&self) -> TypeKey {
         self.svc
             .create_label(
-                PORTAL,
                 ACTOR,
-                "contacts",
-                "companies",
+                pair(PORTAL, "contacts", "companies"),
                 "Billing",
                 "billing",
                 None,
@@ -1302,10 +1296,8 @@ impl Fixture {
     async fn create_label_in(&self, portal: i64, label: &str) {
         self.svc
             .create_label(
-                portal,
                 ACTOR,
-                "contacts",
-                "companies",
+                pair(portal, "contacts", "companies"),
                 label,
                 &label.to_lowercase(),
                 None,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use association_service::domain::DomainError;
 use association_service::service::{AssociationInput, AssociationService, ServiceError};
+use common::pair;
 use tokio::sync::mpsc;
 
 const PORTAL: i64 = 7;
@@ -34,19 +35,17 @@ async fn seed(svc: &AssociationService) {
         assert!(o.errors.is_empty(), "{:?}", o.errors)
     };
     ok(svc
-        .create(PORTAL, "contacts", "companies", &inputs(1, 10..17))
+        .create(pair(PORTAL, "contacts", "companies"), &inputs(1, 10..17))
         .await
         .unwrap());
     ok(svc
-        .create(PORTAL, "contacts", "deals", &inputs(1, 100..104))
+        .create(pair(PORTAL, "contacts", "deals"), &inputs(1, 100..104))
         .await
         .unwrap());
     for contact in 2..=4 {
         ok(svc
             .create(
-                PORTAL,
-                "contacts",
-                "deals",
+                pair(PORTAL, "contacts", "deals"),
                 &inputs(contact, (0..contact).map(|d| 200 + d)),
             )
             .await
@@ -71,7 +70,7 @@ async fn list_rows(
     cursor: Option<&str>,
 ) -> (Vec<Vec<(String, i64, Vec<i32>)>>, Vec<String>) {
     let chunks = drain(
-        svc.stream_associations(PORTAL, "contacts", 1, None, cursor)
+        svc.stream_associations(common::list(PORTAL, "contacts", 1, None, cursor))
             .await
             .unwrap(),
     )
@@ -128,9 +127,15 @@ async fn resuming_a_batch_stream_from_every_chunk_returns_the_rest(backend: &str
         let svc = Arc::clone(&svc);
         async move {
             let chunks = drain(
-                svc.stream_batch(PORTAL, "contacts", &ids, Some("deals"), cursor.as_deref())
-                    .await
-                    .unwrap(),
+                svc.stream_batch(common::batch_list(
+                    PORTAL,
+                    "contacts",
+                    &ids,
+                    Some("deals"),
+                    cursor.as_deref(),
+                ))
+                .await
+                .unwrap(),
             )
             .await;
             let rows: Vec<Vec<(i64, i64)>> = chunks
@@ -171,9 +176,14 @@ async fn resuming_an_export_from_every_chunk_returns_the_rest(backend: &str) {
         let svc = Arc::clone(&svc);
         async move {
             let chunks = drain(
-                svc.stream_export(PORTAL, Some("deals"), None, cursor.as_deref())
-                    .await
-                    .unwrap(),
+                svc.stream_export(common::export(
+                    PORTAL,
+                    Some("deals"),
+                    None,
+                    cursor.as_deref(),
+                ))
+                .await
+                .unwrap(),
             )
             .await;
             let rows: Vec<Vec<(i64, i64, i32)>> = chunks
@@ -218,27 +228,36 @@ async fn cursors_are_bound_to_their_portal_and_request(backend: &str) {
     }
     assert!(
         refused(
-            svc.stream_associations(PORTAL, "contacts", 2, None, Some(&cursor))
+            svc.stream_associations(common::list(PORTAL, "contacts", 2, None, Some(&cursor)))
                 .await
         ),
         "another record"
     );
     assert!(
         refused(
-            svc.stream_associations(PORTAL, "contacts", 1, Some("deals"), Some(&cursor))
-                .await
+            svc.stream_associations(common::list(
+                PORTAL,
+                "contacts",
+                1,
+                Some("deals"),
+                Some(&cursor)
+            ))
+            .await
         ),
         "another to-type"
     );
     assert!(
         refused(
-            svc.stream_associations(PORTAL + 1, "contacts", 1, None, Some(&cursor))
+            svc.stream_associations(common::list(PORTAL + 1, "contacts", 1, None, Some(&cursor)))
                 .await
         ),
         "another portal"
     );
     assert!(
-        refused(svc.stream_export(PORTAL, None, None, Some(&cursor)).await),
+        refused(
+            svc.stream_export(common::export(PORTAL, None, None, Some(&cursor)))
+                .await
+        ),
         "another kind of request"
     );
     let mut tampered = cursor.into_bytes();
@@ -246,26 +265,32 @@ async fn cursors_are_bound_to_their_portal_and_request(backend: &str) {
     let tampered = String::from_utf8(tampered).unwrap();
     assert!(
         refused(
-            svc.stream_associations(PORTAL, "contacts", 1, None, Some(&tampered))
+            svc.stream_associations(common::list(PORTAL, "contacts", 1, None, Some(&tampered)))
                 .await
         ),
         "tampered"
     );
     assert!(refused(
-        svc.stream_associations(PORTAL, "contacts", 1, None, Some("not-a-cursor"))
-            .await
+        svc.stream_associations(common::list(
+            PORTAL,
+            "contacts",
+            1,
+            None,
+            Some("not-a-cursor")
+        ))
+        .await
     ));
 }
 
 async fn a_consumer_going_away_stops_the_producer(backend: &str) {
     let (svc, _store) = service(backend).await;
     let outcome = svc
-        .create(PORTAL, "deals", "contacts", &inputs(1, 1..=120))
+        .create(pair(PORTAL, "deals", "contacts"), &inputs(1, 1..=120))
         .await
         .unwrap();
     assert!(outcome.errors.is_empty());
     let mut receiver = svc
-        .stream_associations(PORTAL, "deals", 1, None, None)
+        .stream_associations(common::list(PORTAL, "deals", 1, None, None))
         .await
         .unwrap();
     let first = receiver.recv().await.expect("a chunk").expect("ok");
@@ -286,12 +311,16 @@ async fn a_consumer_going_away_stops_the_producer(backend: &str) {
 async fn oversized_batches_are_refused(backend: &str) {
     let (svc, _store) = service(backend).await;
     let ids: Vec<i64> = (1..=10_001).collect();
-    let result = svc.stream_batch(PORTAL, "contacts", &ids, None, None).await;
+    let result = svc
+        .stream_batch(common::batch_list(PORTAL, "contacts", &ids, None, None))
+        .await;
     assert!(matches!(
         result,
         Err(ServiceError::Domain(DomainError::InvalidArgument(_)))
     ));
-    let zero = svc.stream_batch(PORTAL, "contacts", &[0], None, None).await;
+    let zero = svc
+        .stream_batch(common::batch_list(PORTAL, "contacts", &[0], None, None))
+        .await;
     assert!(matches!(
         zero,
         Err(ServiceError::Domain(DomainError::InvalidId { .. }))

@@ -21,6 +21,8 @@ pub struct LimitViolation {
     pub portal_id: i64,
     pub from_object_id: i64,
     pub key: TypeKey,
+    /// The violated type's machine name (HubSpot's single writes show it).
+    pub type_name: String,
 }
 
 /// The broad class of an error, which front ends map to status codes.

@@ -328,6 +328,14 @@ impl PlanState<'_, '_> {
                         portal_id: self.ctx.portal_id,
                         from_object_id: key.object_id,
                         key: key.key,
+                        type_name: self
+                            .ctx
+                            .catalog
+                            .all()
+                            .iter()
+                            .find(|d| d.key == key.key)
+                            .map(|d| d.name.clone())
+                            .unwrap_or_default(),
                     }));
                 }
             }

@@ -20,13 +20,22 @@ pub enum GatewayError {
     /// A single-association write ran into a limit: HubSpot answers these
     /// with its "One or more associations are invalid" body.
     #[error("One or more associations are invalid")]
-    SingleLimit {
-        violation: LimitViolation,
-        /// The type's v3 name in upper case, e.g. `CONTACT_TO_DEAL`.
-        type_name: String,
-    },
+    SingleLimit(LimitViolation),
     #[error("Unable to route {method} {path}: no such endpoint")]
     NoRoute { method: String, path: String },
+}
+
+impl GatewayError {
+    /// A single-association write's failure: limit violations get the
+    /// body that names the type, as in HubSpot's changelog.
+    pub fn single_write(err: DomainError) -> GatewayError {
+        match err {
+            DomainError::LimitExceeded(v) if !v.type_name.is_empty() => {
+                GatewayError::SingleLimit(v)
+            }
+            other => other.into(),
+        }
+    }
 }
 
 impl From<DomainError> for GatewayError {
@@ -121,10 +130,8 @@ impl GatewayError {
                 tracing::error!(%correlation_id, "store failure: {store}");
                 (status, answer)
             }
-            GatewayError::SingleLimit {
-                violation: v,
-                type_name,
-            } => {
+            GatewayError::SingleLimit(v) => {
+                let type_name = v.type_name.to_ascii_uppercase();
                 let detail = format!(
                     "Exceeded association limit of {} for portalId {}, fromObjectId {}, associationType {type_name}",
                     v.limit, v.portal_id, v.from_object_id

@@ -12,12 +12,14 @@ use axum::Router;
 
 use crate::domain::admin::ANONYMOUS;
 use crate::domain::{DomainError, ObjectType};
-use crate::service::AssociationService;
+use crate::service::{AssociationService, PortalPair};
 
+mod batch;
 pub mod error;
 mod json;
 mod v3;
 mod v4;
+mod v4_config;
 
 use error::GatewayError;
 
@@ -65,29 +67,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Actor {
 }
 
 impl Gateway {
-    /// Turns a single-association write failure into HubSpot's body: limit
-    /// violations get the "One or more associations are invalid" shape
-    /// naming the type, as in HubSpot's changelog.
-    async fn single_write_error(&self, from: &str, to: &str, err: DomainError) -> GatewayError {
-        let DomainError::LimitExceeded(violation) = &err else {
-            return err.into();
-        };
-        let mut name = None;
-        for (a, b) in [(from, to), (to, from)] {
-            if let Ok(defs) = self.service.definitions(self.portal, a, b).await {
-                if let Some(def) = defs.iter().find(|d| d.key == violation.key) {
-                    name = Some(def.name.to_ascii_uppercase());
-                    break;
-                }
-            }
-        }
-        match name {
-            Some(type_name) => GatewayError::SingleLimit {
-                violation: violation.clone(),
-                type_name,
-            },
-            None => err.into(),
-        }
+    /// The configured portal and the pair a path names.
+    fn pair(&self, from: &str, to: &str) -> Result<PortalPair, DomainError> {
+        PortalPair::parse(self.portal, from, to)
     }
 }
 
@@ -110,27 +92,33 @@ fn v4_associations() -> Router<Gateway> {
     Router::new()
         .route(
             "/{from}/{to}/labels",
-            get(v4::list_labels)
-                .post(v4::create_label)
-                .put(v4::update_label),
+            get(v4_config::list_labels)
+                .post(v4_config::create_label)
+                .put(v4_config::update_label),
         )
-        .route("/{from}/{to}/labels/{type_id}", delete(v4::delete_label))
-        .route("/definitions/configurations/all", get(v4::all_limits))
+        .route(
+            "/{from}/{to}/labels/{type_id}",
+            delete(v4_config::delete_label),
+        )
+        .route(
+            "/definitions/configurations/all",
+            get(v4_config::all_limits),
+        )
         .route(
             "/definitions/configurations/{from}/{to}",
-            get(v4::pair_limits),
+            get(v4_config::pair_limits),
         )
         .route(
             "/definitions/configurations/{from}/{to}/batch/create",
-            post(v4::create_limits),
+            post(v4_config::create_limits),
         )
         .route(
             "/definitions/configurations/{from}/{to}/batch/update",
-            post(v4::update_limits),
+            post(v4_config::update_limits),
         )
         .route(
             "/definitions/configurations/{from}/{to}/batch/purge",
-            post(v4::purge_limits),
+            post(v4_config::purge_limits),
         )
         .route("/{from}/{to}/batch/read", post(v4::batch_read))
         .route("/{from}/{to}/batch/create", post(v4::batch_create))

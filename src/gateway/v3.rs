@@ -1,7 +1,6 @@
 //! v3 endpoints: objects with `associations=`, the per-record associations
 //! page and single writes, the v3 batch read/create/archive and types.
 //! v3 lists one row per (associated record, type) and pages 100 records.
-use std::collections::HashMap;
 use std::time::SystemTime;
 
 use axum::body::Bytes;
@@ -12,16 +11,15 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::error::{invalid, GatewayResult};
+use super::batch::{batch_reply, read_pages};
+use super::error::{GatewayError, GatewayResult};
 use super::json::{
     body, parse_id, timestamp, BatchResponse, Collection, IdOut, IdText, Inputs, ObjectId, Paging,
-    Query, ReadInput,
+    Query,
 };
-use super::{type_id, BaseUrl, Gateway, MAX_READ_INPUTS};
-use crate::domain::DomainError;
-use crate::service::{
-    AssociatedRecord, AssociationInput, AssociationPage, PageInput, Record, ServiceError,
-};
+use super::{type_id, BaseUrl, Gateway};
+use crate::domain::{DomainError, ObjectType};
+use crate::service::{AssociatedRecord, NamedInput, Record, ServiceError};
 
 /// Associated records per record and to-type on a v3 page.
 const V3_PAGE: u32 = 100;
@@ -73,7 +71,7 @@ pub async fn record_page(
     let limit = query.limit(V3_PAGE, V3_MAX_PAGE)?;
     let page = gw
         .service
-        .page_associations(gw.portal, &from, id, &to, query.get("after"), limit)
+        .page_associations(gw.pair(&from, &to)?, id, query.get("after"), limit)
         .await?;
     Ok(Json(Collection {
         results: rows(&page.records),
@@ -107,7 +105,7 @@ async fn object_body(
     for to in associations {
         let page = gw
             .service
-            .page_associations(gw.portal, object_type, record.id, to, None, V3_PAGE)
+            .page_associations(gw.pair(object_type, to)?, record.id, None, V3_PAGE)
             .await?;
         if page.records.is_empty() {
             continue;
@@ -149,7 +147,10 @@ pub async fn get_object(
 ) -> GatewayResult<Response> {
     let id = parse_id("objectId", &id)?;
     let query = Query::parse(raw.as_deref());
-    let record = gw.service.record_by_id(gw.portal, &object_type, id).await?;
+    let record = gw
+        .service
+        .record_by_id(gw.portal, ObjectType::parse(&object_type)?, id)
+        .await?;
     let body = object_body(
         &gw,
         &base,
@@ -173,7 +174,12 @@ pub async fn list_objects(
     let associations = query.list("associations");
     let page = gw
         .service
-        .page_records(gw.portal, &object_type, query.get("after"), limit)
+        .page_records(
+            gw.portal,
+            ObjectType::parse(&object_type)?,
+            query.get("after"),
+            limit,
+        )
         .await?;
     let mut results = Vec::with_capacity(page.records.len());
     for record in &page.records {
@@ -210,15 +216,9 @@ pub async fn merge(
     let input: MergeInput = body(&bytes)?;
     let primary = input.primary_object_id.id("primaryObjectId")?;
     let merged = input.object_id_to_merge.id("objectIdToMerge")?;
-    let summary = gw
-        .service
-        .merge(gw.portal, &object_type, primary, merged)
-        .await?;
-    let record = match gw
-        .service
-        .record_by_id(gw.portal, &object_type, primary)
-        .await
-    {
+    let kind = ObjectType::parse(&object_type)?;
+    let summary = gw.service.merge(gw.portal, kind, primary, merged).await?;
+    let record = match gw.service.record_by_id(gw.portal, kind, primary).await {
         Err(ServiceError::Domain(DomainError::ObjectNotFound { .. })) => {
             let now = SystemTime::now();
             Record {
@@ -235,19 +235,11 @@ pub async fn merge(
 }
 
 /// The one association a per-record v3 write names in its path.
-async fn single_input(
-    gw: &Gateway,
-    from: &str,
-    id: &str,
-    to: &str,
-    to_id: &str,
-    kind: &str,
-) -> GatewayResult<AssociationInput> {
-    let def = gw.service.named_type(gw.portal, from, to, kind).await?;
-    Ok(AssociationInput {
+fn single_input(id: &str, to_id: &str, kind: &str) -> GatewayResult<NamedInput> {
+    Ok(NamedInput {
         from_id: parse_id("objectId", id)?,
         to_id: parse_id("toObjectId", to_id)?,
-        types: vec![def.key],
+        type_name: kind.to_string(),
     })
 }
 
@@ -258,13 +250,14 @@ pub async fn create_one(
     base: BaseUrl,
     Path((from, id, to, to_id, kind)): Path<(String, String, String, String, String)>,
 ) -> GatewayResult<Response> {
-    let input = single_input(&gw, &from, &id, &to, &to_id, &kind).await?;
+    let input = single_input(&id, &to_id, &kind)?;
     let id = input.from_id;
-    let outcome = gw.service.create(gw.portal, &from, &to, &[input]).await?;
+    let pair = gw.pair(&from, &to)?;
+    let outcome = gw.service.create_named(pair, &[input]).await?;
     if let Some((_, err)) = outcome.errors.into_iter().next() {
-        return Err(gw.single_write_error(&from, &to, err).await);
+        return Err(GatewayError::single_write(err));
     }
-    let record = gw.service.record_by_id(gw.portal, &from, id).await?;
+    let record = gw.service.record_by_id(gw.portal, pair.from, id).await?;
     let body = object_body(&gw, &base, &from, &record, std::slice::from_ref(&to)).await?;
     Ok(Json(body).into_response())
 }
@@ -275,10 +268,10 @@ pub async fn archive_one(
     State(gw): State<Gateway>,
     Path((from, id, to, to_id, kind)): Path<(String, String, String, String, String)>,
 ) -> GatewayResult<StatusCode> {
-    let input = single_input(&gw, &from, &id, &to, &to_id, &kind).await?;
+    let input = single_input(&id, &to_id, &kind)?;
     let outcome = gw
         .service
-        .archive_labels(gw.portal, &from, &to, &[input])
+        .archive_named(gw.pair(&from, &to)?, &[input])
         .await?;
     match outcome.errors.into_iter().next() {
         Some((_, err)) => Err(err.into()),
@@ -295,64 +288,6 @@ struct AssociationMulti {
     paging: Option<Paging>,
 }
 
-/// Reads a batch-read body: at most `MAX_READ_INPUTS` valid ids.
-fn read_inputs(bytes: &Bytes) -> GatewayResult<Vec<PageInput>> {
-    let inputs: Inputs<ReadInput> = body(bytes)?;
-    if inputs.inputs.len() > MAX_READ_INPUTS {
-        return Err(invalid(format!(
-            "A batch read may hold at most {MAX_READ_INPUTS} inputs, this one has {}",
-            inputs.inputs.len()
-        )));
-    }
-    inputs
-        .inputs
-        .into_iter()
-        .map(|i| {
-            Ok(PageInput {
-                from_id: i.id.id("id")?,
-                after: i.after,
-            })
-        })
-        .collect()
-}
-
-/// 200 when every input succeeded, 207 (`multi`) when some failed.
-pub(super) fn batch_reply<T: Serialize>(ok: StatusCode, response: BatchResponse<T>) -> Response {
-    let status = if response.has_errors() {
-        StatusCode::MULTI_STATUS
-    } else {
-        ok
-    };
-    (status, Json(response)).into_response()
-}
-
-/// Answers a batch read (v3 or v4): one page of `page_size` per input,
-/// each result built by `result` from its from-id and page.
-pub(super) async fn read_pages<T: Serialize>(
-    gw: &Gateway,
-    from: &str,
-    to: &str,
-    bytes: &Bytes,
-    page_size: u32,
-    result: impl Fn(i64, AssociationPage) -> T,
-) -> GatewayResult<Response> {
-    let started = SystemTime::now();
-    let inputs = read_inputs(bytes)?;
-    let outcome = gw
-        .service
-        .page_many(gw.portal, from, to, &inputs, page_size)
-        .await?;
-    let results = outcome
-        .results
-        .into_iter()
-        .map(|(index, page)| result(inputs[index].from_id, page))
-        .collect();
-    Ok(batch_reply(
-        StatusCode::OK,
-        BatchResponse::new(started, results, &outcome.errors),
-    ))
-}
-
 /// `POST /crm/v3/associations/{from}/{to}/batch/read`; unlike HubSpot's, each
 /// input may carry the `after` of its previous page.
 pub async fn batch_read(
@@ -361,7 +296,7 @@ pub async fn batch_read(
     Path((from, to)): Path<(String, String)>,
     bytes: Bytes,
 ) -> GatewayResult<Response> {
-    read_pages(&gw, &from, &to, &bytes, V3_PAGE, |id, page| {
+    read_pages(&gw, gw.pair(&from, &to)?, &bytes, V3_PAGE, |id, page| {
         AssociationMulti {
             from: IdOut::new(id),
             to: rows(&page.records),
@@ -389,48 +324,20 @@ struct PublicAssociationOut {
     kind: String,
 }
 
-/// Resolves each input's ids and type name; failures are per input.
-async fn v3_inputs(
-    gw: &Gateway,
-    from: &str,
-    to: &str,
-    bytes: &Bytes,
-) -> GatewayResult<(
-    Vec<(usize, AssociationInput, String)>,
-    Vec<(usize, DomainError)>,
-)> {
+/// Reads a v3 write body: ids parsed, types left named.
+fn named_inputs(bytes: &Bytes) -> GatewayResult<Vec<NamedInput>> {
     let inputs: Inputs<PublicAssociation> = body(bytes)?;
-    let mut names: HashMap<String, Result<crate::domain::TypeDef, DomainError>> = HashMap::new();
-    let (mut valid, mut errors) = (Vec::new(), Vec::new());
-    for (index, input) in inputs.inputs.iter().enumerate() {
-        let from_id = input.from.id.id("from.id")?;
-        let to_id = input.to.id.id("to.id")?;
-        if !names.contains_key(&input.kind) {
-            let resolved = match gw
-                .service
-                .named_type(gw.portal, from, to, &input.kind)
-                .await
-            {
-                Ok(def) => Ok(def),
-                Err(ServiceError::Domain(err)) => Err(err),
-                Err(err) => return Err(err.into()),
-            };
-            names.insert(input.kind.clone(), resolved);
-        }
-        match &names[&input.kind] {
-            Ok(def) => valid.push((
-                index,
-                AssociationInput {
-                    from_id,
-                    to_id,
-                    types: vec![def.key],
-                },
-                def.name.clone(),
-            )),
-            Err(err) => errors.push((index, err.clone())),
-        }
-    }
-    Ok((valid, errors))
+    inputs
+        .inputs
+        .into_iter()
+        .map(|input| {
+            Ok(NamedInput {
+                from_id: input.from.id.id("from.id")?,
+                to_id: input.to.id.id("to.id")?,
+                type_name: input.kind,
+            })
+        })
+        .collect()
 }
 
 /// `POST /crm/v3/associations/{from}/{to}/batch/create`: 201, or 207 with errors.
@@ -440,21 +347,21 @@ pub async fn batch_create(
     bytes: Bytes,
 ) -> GatewayResult<Response> {
     let started = SystemTime::now();
-    let (valid, mut errors) = v3_inputs(&gw, &from, &to, &bytes).await?;
-    let inputs: Vec<AssociationInput> = valid.iter().map(|(_, i, _)| i.clone()).collect();
-    let outcome = gw.service.create(gw.portal, &from, &to, &inputs).await?;
+    let inputs = named_inputs(&bytes)?;
+    let outcome = gw
+        .service
+        .create_named(gw.pair(&from, &to)?, &inputs)
+        .await?;
     let results = outcome
         .results
-        .iter()
-        .map(|(i, held)| PublicAssociationOut {
-            from: IdOut::new(held.from_id),
-            to: IdOut::new(held.to_id),
-            kind: valid[*i].2.clone(),
+        .into_iter()
+        .map(|(_, made)| PublicAssociationOut {
+            from: IdOut::new(made.from_id),
+            to: IdOut::new(made.to_id),
+            kind: made.def.name,
         })
         .collect();
-    errors.extend(outcome.errors.into_iter().map(|(i, e)| (valid[i].0, e)));
-    errors.sort_by_key(|(i, _)| *i);
-    let response = BatchResponse::new(started, results, &errors);
+    let response = BatchResponse::new(started, results, &outcome.errors);
     Ok(batch_reply(StatusCode::CREATED, response))
 }
 
@@ -464,14 +371,10 @@ pub async fn batch_archive(
     Path((from, to)): Path<(String, String)>,
     bytes: Bytes,
 ) -> GatewayResult<StatusCode> {
-    let (valid, errors) = v3_inputs(&gw, &from, &to, &bytes).await?;
-    if let Some((_, err)) = errors.into_iter().next() {
-        return Err(err.into());
-    }
-    let inputs: Vec<AssociationInput> = valid.into_iter().map(|(_, i, _)| i).collect();
+    let inputs = named_inputs(&bytes)?;
     let outcome = gw
         .service
-        .archive_labels(gw.portal, &from, &to, &inputs)
+        .archive_named(gw.pair(&from, &to)?, &inputs)
         .await?;
     match outcome.errors.into_iter().next() {
         Some((_, err)) => Err(err.into()),
@@ -491,7 +394,7 @@ pub async fn types(
     State(gw): State<Gateway>,
     Path((from, to)): Path<(String, String)>,
 ) -> GatewayResult<Json<Collection<TypeName>>> {
-    let defs = gw.service.definitions(gw.portal, &from, &to).await?;
+    let defs = gw.service.definitions(gw.pair(&from, &to)?).await?;
     Ok(Json(Collection {
         results: defs
             .iter()

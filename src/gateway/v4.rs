@@ -10,16 +10,15 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::error::{invalid, GatewayResult};
+use super::batch::{batch_reply, read_pages};
+use super::error::{GatewayError, GatewayResult};
 use super::json::{
-    body, parse_id, BatchResponse, CategoryText, Collection, IdOut, Inputs, ObjectId, Paging,
-    Query, SpecInput, TypeWithLabel,
+    body, parse_id, BatchResponse, Collection, IdOut, Inputs, ObjectId, Paging, Query, SpecInput,
+    TypeWithLabel,
 };
-use super::v3::{batch_reply, read_pages};
-use super::{type_id, Actor, BaseUrl, Gateway};
-use crate::domain::limits::{LimitChange, LimitMode};
-use crate::domain::{DomainError, TypeDef, TypeKey, TypeRole};
-use crate::service::{AssociatedRecord, AssociationInput, HeldAssociation, LimitView};
+use super::{type_id, BaseUrl, Gateway};
+use crate::domain::{TypeKey, TypeRole};
+use crate::service::{AssociatedRecord, AssociationInput, HeldAssociation};
 
 /// Default and largest page of associated records.
 const V4_PAGE: u32 = 500;
@@ -63,7 +62,7 @@ pub async fn record_page(
     let limit = query.limit(V4_PAGE, V4_PAGE)?;
     let page = gw
         .service
-        .page_associations(gw.portal, &from, id, &to, query.get("after"), limit)
+        .page_associations(gw.pair(&from, &to)?, id, query.get("after"), limit)
         .await?;
     Ok(Json(Collection {
         results: multi(&page.records),
@@ -116,9 +115,9 @@ pub async fn create_labelled(
         to_id,
         types,
     };
-    let mut outcome = gw.service.create(gw.portal, &from, &to, &[input]).await?;
+    let mut outcome = gw.service.create(gw.pair(&from, &to)?, &[input]).await?;
     if let Some((_, err)) = outcome.errors.pop() {
-        return Err(gw.single_write_error(&from, &to, err).await);
+        return Err(GatewayError::single_write(err));
     }
     let (_, held) = outcome.results.pop().expect("one input, no error");
     let location = format!(
@@ -143,7 +142,7 @@ pub async fn archive_pair(
     let to_id = parse_id("toObjectId", &to_id)?;
     let outcome = gw
         .service
-        .archive(gw.portal, &from, &to, &[(from_id, vec![to_id])])
+        .archive(gw.pair(&from, &to)?, &[(from_id, vec![to_id])])
         .await?;
     match outcome.errors.into_iter().next() {
         Some((_, err)) => Err(err.into()),
@@ -199,10 +198,10 @@ pub async fn create_default(
     let to_id = parse_id("toObjectId", &to_id)?;
     let mut outcome = gw
         .service
-        .create_default(gw.portal, &from, &to, &[(from_id, to_id)])
+        .create_default(gw.pair(&from, &to)?, &[(from_id, to_id)])
         .await?;
     if let Some((_, err)) = outcome.errors.pop() {
-        return Err(gw.single_write_error(&from, &to, err).await);
+        return Err(GatewayError::single_write(err));
     }
     let results = outcome
         .results
@@ -229,7 +228,7 @@ pub async fn batch_read(
     Path((from, to)): Path<(String, String)>,
     bytes: Bytes,
 ) -> GatewayResult<Response> {
-    read_pages(&gw, &from, &to, &bytes, V4_PAGE, |id, page| {
+    read_pages(&gw, gw.pair(&from, &to)?, &bytes, V4_PAGE, |id, page| {
         MultiWithLabel {
             from: IdOut::new(id),
             to: multi(&page.records),
@@ -276,7 +275,7 @@ pub async fn batch_create(
 ) -> GatewayResult<Response> {
     let started = SystemTime::now();
     let inputs = multi_post_inputs(&bytes)?;
-    let outcome = gw.service.create(gw.portal, &from, &to, &inputs).await?;
+    let outcome = gw.service.create(gw.pair(&from, &to)?, &inputs).await?;
     let results = outcome
         .results
         .iter()
@@ -309,7 +308,7 @@ pub async fn batch_create_default(
         .collect::<GatewayResult<Vec<_>>>()?;
     let outcome = gw
         .service
-        .create_default(gw.portal, &from, &to, &pairs)
+        .create_default(gw.pair(&from, &to)?, &pairs)
         .await?;
     let results = outcome
         .results
@@ -351,7 +350,7 @@ pub async fn batch_archive(
             ))
         })
         .collect::<GatewayResult<Vec<_>>>()?;
-    archived(gw.service.archive(gw.portal, &from, &to, &pairs).await?)
+    archived(gw.service.archive(gw.pair(&from, &to)?, &pairs).await?)
 }
 
 /// `POST …/batch/labels/archive`: only the given types; 204.
@@ -363,262 +362,7 @@ pub async fn batch_archive_labels(
     let inputs = multi_post_inputs(&bytes)?;
     archived(
         gw.service
-            .archive_labels(gw.portal, &from, &to, &inputs)
+            .archive_labels(gw.pair(&from, &to)?, &inputs)
             .await?,
     )
-}
-
-// ---------------------------------------------------------------- labels
-
-/// `GET …/{from}/{to}/labels`.
-pub async fn list_labels(
-    State(gw): State<Gateway>,
-    Path((from, to)): Path<(String, String)>,
-) -> GatewayResult<Json<Collection<TypeWithLabel>>> {
-    let defs = gw.service.definitions(gw.portal, &from, &to).await?;
-    Ok(Json(labels(&defs)))
-}
-
-fn labels(defs: &[TypeDef]) -> Collection<TypeWithLabel> {
-    Collection {
-        results: defs.iter().map(TypeWithLabel::new).collect(),
-        paging: None,
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct LabelCreate {
-    label: String,
-    name: String,
-    #[serde(default)]
-    inverse_label: Option<String>,
-}
-
-/// `POST …/{from}/{to}/labels`: 200 with the new type(s).
-pub async fn create_label(
-    State(gw): State<Gateway>,
-    Actor(actor): Actor,
-    Path((from, to)): Path<(String, String)>,
-    bytes: Bytes,
-) -> GatewayResult<Json<Collection<TypeWithLabel>>> {
-    let input: LabelCreate = body(&bytes)?;
-    let defs = gw
-        .service
-        .create_label(
-            gw.portal,
-            &actor,
-            &from,
-            &to,
-            &input.label,
-            &input.name,
-            input.inverse_label.as_deref(),
-        )
-        .await?;
-    Ok(Json(labels(&defs)))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct LabelUpdate {
-    association_type_id: i32,
-    label: String,
-    #[serde(default)]
-    inverse_label: Option<String>,
-}
-
-/// `PUT …/{from}/{to}/labels`: 204.
-pub async fn update_label(
-    State(gw): State<Gateway>,
-    Actor(actor): Actor,
-    Path((from, to)): Path<(String, String)>,
-    bytes: Bytes,
-) -> GatewayResult<StatusCode> {
-    let input: LabelUpdate = body(&bytes)?;
-    gw.service
-        .update_label(
-            gw.portal,
-            &actor,
-            &from,
-            &to,
-            input.association_type_id,
-            &input.label,
-            input.inverse_label.as_deref(),
-        )
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// `DELETE …/{from}/{to}/labels/{associationTypeId}`: 204.
-pub async fn delete_label(
-    State(gw): State<Gateway>,
-    Actor(actor): Actor,
-    Path((from, to, type_id)): Path<(String, String, String)>,
-) -> GatewayResult<StatusCode> {
-    let type_id: i32 = type_id
-        .parse()
-        .map_err(|_| invalid(format!("Invalid associationTypeId '{type_id}'")))?;
-    gw.service
-        .delete_label(gw.portal, &actor, &from, &to, type_id)
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-// ---------------------------------------------------------------- limits
-
-/// `PublicAssociationDefinitionUserConfiguration`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LimitOut {
-    category: &'static str,
-    type_id: i32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    label: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user_enforced_max_to_object_ids: Option<u32>,
-}
-
-fn limit_out(view: &LimitView) -> LimitOut {
-    LimitOut {
-        category: view.def.key.category.as_str(),
-        type_id: view.def.key.type_id,
-        label: view.def.label.clone(),
-        user_enforced_max_to_object_ids: view.user_limit,
-    }
-}
-
-/// `GET /crm/v4/associations/definitions/configurations/all`.
-pub async fn all_limits(State(gw): State<Gateway>) -> GatewayResult<Json<Collection<LimitOut>>> {
-    let views = gw.service.limits(gw.portal, None).await?;
-    Ok(Json(Collection {
-        results: views.iter().map(limit_out).collect(),
-        paging: None,
-    }))
-}
-
-/// `GET …/definitions/configurations/{from}/{to}`.
-pub async fn pair_limits(
-    State(gw): State<Gateway>,
-    Path((from, to)): Path<(String, String)>,
-) -> GatewayResult<Json<Collection<LimitOut>>> {
-    let views = gw.service.limits(gw.portal, Some((&from, &to))).await?;
-    Ok(Json(Collection {
-        results: views.iter().map(limit_out).collect(),
-        paging: None,
-    }))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct LimitInput {
-    category: CategoryText,
-    type_id: i32,
-    max_to_object_ids: i64,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SpecKey {
-    category: CategoryText,
-    type_id: i32,
-}
-
-async fn change_limits(
-    gw: &Gateway,
-    actor: &str,
-    from: &str,
-    to: &str,
-    bytes: &Bytes,
-    mode: LimitMode,
-) -> GatewayResult<(Vec<LimitView>, Vec<(usize, DomainError)>)> {
-    let inputs: Inputs<LimitInput> = body(bytes)?;
-    let changes: Vec<LimitChange> = inputs
-        .inputs
-        .iter()
-        .map(|i| LimitChange {
-            key: TypeKey {
-                category: i.category.0,
-                type_id: i.type_id,
-            },
-            max_to_object_ids: i.max_to_object_ids,
-        })
-        .collect();
-    let outcome = gw
-        .service
-        .set_limits(gw.portal, actor, from, to, &changes, mode)
-        .await?;
-    Ok((
-        outcome.results.into_iter().map(|(_, v)| v).collect(),
-        outcome.errors,
-    ))
-}
-
-/// `POST …/configurations/{from}/{to}/batch/create`: 201, or 207.
-pub async fn create_limits(
-    State(gw): State<Gateway>,
-    Actor(actor): Actor,
-    Path((from, to)): Path<(String, String)>,
-    bytes: Bytes,
-) -> GatewayResult<Response> {
-    let started = SystemTime::now();
-    let (views, errors) = change_limits(&gw, &actor, &from, &to, &bytes, LimitMode::Create).await?;
-    let results: Vec<LimitOut> = views.iter().map(limit_out).collect();
-    Ok(batch_reply(
-        StatusCode::CREATED,
-        BatchResponse::new(started, results, &errors),
-    ))
-}
-
-/// `PublicAssociationDefinitionConfigurationUpdateResult` (no label).
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct LimitUpdated {
-    category: &'static str,
-    type_id: i32,
-    user_enforced_max_to_object_ids: Option<u32>,
-}
-
-/// `POST …/configurations/{from}/{to}/batch/update`: 200, or 207.
-pub async fn update_limits(
-    State(gw): State<Gateway>,
-    Actor(actor): Actor,
-    Path((from, to)): Path<(String, String)>,
-    bytes: Bytes,
-) -> GatewayResult<Response> {
-    let started = SystemTime::now();
-    let (views, errors) = change_limits(&gw, &actor, &from, &to, &bytes, LimitMode::Update).await?;
-    let results: Vec<LimitUpdated> = views
-        .iter()
-        .map(|v| LimitUpdated {
-            category: v.def.key.category.as_str(),
-            type_id: v.def.key.type_id,
-            user_enforced_max_to_object_ids: v.user_limit,
-        })
-        .collect();
-    Ok(batch_reply(
-        StatusCode::OK,
-        BatchResponse::new(started, results, &errors),
-    ))
-}
-
-/// `POST …/configurations/{from}/{to}/batch/purge`: 204.
-pub async fn purge_limits(
-    State(gw): State<Gateway>,
-    Actor(actor): Actor,
-    Path((from, to)): Path<(String, String)>,
-    bytes: Bytes,
-) -> GatewayResult<StatusCode> {
-    let inputs: Inputs<SpecKey> = body(&bytes)?;
-    let keys: Vec<TypeKey> = inputs
-        .inputs
-        .iter()
-        .map(|i| TypeKey {
-            category: i.category.0,
-            type_id: i.type_id,
-        })
-        .collect();
-    gw.service
-        .purge_limits(gw.portal, &actor, &from, &to, &keys)
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
 }

@@ -3,10 +3,12 @@ use tonic::{Request, Response, Status};
 
 use super::*;
 use crate::domain::limits::{LimitChange, LimitMode};
+use crate::domain::ObjectType;
 use crate::domain::{DomainError, TypeKey};
 use crate::proto;
 use crate::proto::admin_config_server::AdminConfig;
 use crate::proto::convert::*;
+use crate::service::PortalPair;
 
 impl GrpcApi {
     async fn set_limits(
@@ -32,10 +34,8 @@ impl GrpcApi {
         let outcome = self
             .service
             .set_limits(
-                r.portal_id,
                 &actor,
-                &r.from_object_type,
-                &r.to_object_type,
+                PortalPair::parse(r.portal_id, &r.from_object_type, &r.to_object_type)?,
                 &changes,
                 mode,
             )
@@ -85,10 +85,8 @@ impl AdminConfig for GrpcApi {
         let purged = self
             .service
             .purge_limits(
-                r.portal_id,
                 &actor,
-                &r.from_object_type,
-                &r.to_object_type,
+                PortalPair::parse(r.portal_id, &r.from_object_type, &r.to_object_type)?,
                 &keys,
             )
             .await?;
@@ -104,7 +102,10 @@ impl AdminConfig for GrpcApi {
         let r = request.into_inner();
         let pair = match (r.from_object_type.is_empty(), r.to_object_type.is_empty()) {
             (true, true) => None,
-            (false, false) => Some((r.from_object_type.as_str(), r.to_object_type.as_str())),
+            (false, false) => Some((
+                ObjectType::parse(&r.from_object_type)?,
+                ObjectType::parse(&r.to_object_type)?,
+            )),
             _ => {
                 return Err(status::domain_status(&DomainError::InvalidArgument(
                     "give both from_object_type and to_object_type, or neither".into(),
@@ -126,10 +127,8 @@ impl AdminConfig for GrpcApi {
         let defs = self
             .service
             .create_label(
-                r.portal_id,
                 &actor,
-                &r.from_object_type,
-                &r.to_object_type,
+                PortalPair::parse(r.portal_id, &r.from_object_type, &r.to_object_type)?,
                 &r.label,
                 &r.name,
                 r.inverse_label.as_deref(),
@@ -149,10 +148,8 @@ impl AdminConfig for GrpcApi {
         let defs = self
             .service
             .update_label(
-                r.portal_id,
                 &actor,
-                &r.from_object_type,
-                &r.to_object_type,
+                PortalPair::parse(r.portal_id, &r.from_object_type, &r.to_object_type)?,
                 r.type_id,
                 &r.label,
                 r.inverse_label.as_deref(),
@@ -171,10 +168,8 @@ impl AdminConfig for GrpcApi {
         let r = request.into_inner();
         self.service
             .delete_label(
-                r.portal_id,
                 &actor,
-                &r.from_object_type,
-                &r.to_object_type,
+                PortalPair::parse(r.portal_id, &r.from_object_type, &r.to_object_type)?,
                 r.type_id,
             )
             .await?;
@@ -188,35 +183,13 @@ impl AdminConfig for GrpcApi {
         request: Request<proto::ListAuditEventsRequest>,
     ) -> Result<Response<Self::ListAuditEventsStream>, Status> {
         let r = request.into_inner();
-        let (portal, mut after) = (r.portal_id, r.after_sequence);
-        // Fails here, before streaming, on a bad portal.
-        let mut page = self.service.audit_events(portal, after, AUDIT_PAGE).await?;
-        let service = Arc::clone(&self.service);
-        let (sender, receiver) = mpsc::channel(AUDIT_PAGE as usize);
-        tokio::spawn(async move {
-            while !page.is_empty() {
-                for (seq, change) in &page {
-                    let event = proto::AuditEvent {
-                        sequence: *seq,
-                        change: Some(admin_change_to_proto(change)),
-                    };
-                    if sender.send(Ok(event)).await.is_err() {
-                        return;
-                    }
-                    after = *seq;
-                }
-                page = match service.audit_events(portal, after, AUDIT_PAGE).await {
-                    Ok(next) => next,
-                    Err(err) => {
-                        let _ = sender.send(Err(err.into())).await;
-                        return;
-                    }
-                };
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        let receiver = self
+            .service
+            .stream_audit_events(r.portal_id, r.after_sequence)
+            .await?;
+        Ok(respond(receiver, |(sequence, change)| proto::AuditEvent {
+            sequence,
+            change: Some(admin_change_to_proto(&change)),
+        }))
     }
 }
-
-/// Audit events read per round trip.
-const AUDIT_PAGE: u32 = 500;

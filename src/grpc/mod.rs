@@ -54,7 +54,3 @@ where
     let stream = ReceiverStream::new(receiver).map(move |chunk| Ok(convert(chunk?)));
     Response::new(Box::pin(stream))
 }
-
-fn optional(text: &str) -> Option<&str> {
-    Some(text).filter(|t| !t.is_empty())
-}

@@ -3,9 +3,11 @@ use tonic::{Request, Response, Status};
 
 use super::*;
 use crate::domain::DomainError;
+use crate::domain::ObjectType;
 use crate::proto;
 use crate::proto::association_write_server::AssociationWrite;
 use crate::proto::convert::*;
+use crate::service::PortalPair;
 
 /// Most import failures listed in a response (all are counted).
 const MAX_LISTED_IMPORT_ERRORS: usize = 1_000;
@@ -59,7 +61,10 @@ impl AssociationWrite for GrpcApi {
         let inputs = inputs_from_proto(&r.inputs)?;
         let outcome = self
             .service
-            .create(r.portal_id, &r.from_object_type, &r.to_object_type, &inputs)
+            .create(
+                PortalPair::parse(r.portal_id, &r.from_object_type, &r.to_object_type)?,
+                &inputs,
+            )
             .await?;
         Ok(Response::new(created(outcome)))
     }
@@ -72,7 +77,10 @@ impl AssociationWrite for GrpcApi {
         let pairs: Vec<(i64, i64)> = r.inputs.iter().map(|p| (p.from_id, p.to_id)).collect();
         let outcome = self
             .service
-            .create_default(r.portal_id, &r.from_object_type, &r.to_object_type, &pairs)
+            .create_default(
+                PortalPair::parse(r.portal_id, &r.from_object_type, &r.to_object_type)?,
+                &pairs,
+            )
             .await?;
         Ok(Response::new(created(outcome)))
     }
@@ -89,7 +97,10 @@ impl AssociationWrite for GrpcApi {
             .collect();
         let outcome = self
             .service
-            .archive(r.portal_id, &r.from_object_type, &r.to_object_type, &inputs)
+            .archive(
+                PortalPair::parse(r.portal_id, &r.from_object_type, &r.to_object_type)?,
+                &inputs,
+            )
             .await?;
         Ok(Response::new(proto::ArchiveResponse {
             removed: outcome.removed,
@@ -106,7 +117,7 @@ impl AssociationWrite for GrpcApi {
             .service
             .merge(
                 r.portal_id,
-                &r.object_type,
+                ObjectType::parse(&r.object_type)?,
                 r.primary_object_id,
                 r.object_id_to_merge,
             )
@@ -127,7 +138,10 @@ impl AssociationWrite for GrpcApi {
         let inputs = inputs_from_proto(&r.inputs)?;
         let outcome = self
             .service
-            .archive_labels(r.portal_id, &r.from_object_type, &r.to_object_type, &inputs)
+            .archive_labels(
+                PortalPair::parse(r.portal_id, &r.from_object_type, &r.to_object_type)?,
+                &inputs,
+            )
             .await?;
         Ok(Response::new(proto::ArchiveResponse {
             removed: outcome.removed,

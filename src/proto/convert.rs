@@ -1,10 +1,14 @@
 //! Conversions between `associations.v1` messages and the domain and
 //! service types, in both directions; bad input is a `DomainError`.
 use crate::domain::admin::{AdminChange, AdminEvent, AdminState};
+use crate::domain::feed::ChangeKind;
+use crate::domain::ObjectType;
 use crate::domain::{Category, DomainError, TypeDef, TypeKey};
 use crate::proto;
 use crate::service::{
-    AssociatedRecord, AssociationInput, BatchOutcome, HeldAssociation, ImportRow, LimitView,
+    optional_type, AssociatedRecord, AssociationChunk, AssociationInput, BatchChunk,
+    BatchListRequest, BatchOutcome, ChangeChunk, ExportChunk, ExportRequest, HeldAssociation,
+    ImportRow, LimitView, ListRequest,
 };
 
 pub fn category_from_proto(value: i32) -> Result<Category, DomainError> {
@@ -189,5 +193,120 @@ pub fn associated_object(record: &AssociatedRecord) -> proto::AssociatedObject {
         to_object_id: record.to_id,
         types: record.types.iter().map(type_with_label).collect(),
         to_object_type_id: record.to_type.to_string(),
+    }
+}
+
+/// Empty text, proto3's "unset", as `None`.
+pub fn optional(text: &str) -> Option<&str> {
+    Some(text).filter(|t| !t.is_empty())
+}
+
+fn cursor(text: &str) -> Option<String> {
+    optional(text).map(str::to_string)
+}
+
+pub fn list_request(r: &proto::ListAssociationsRequest) -> Result<ListRequest, DomainError> {
+    Ok(ListRequest {
+        portal: r.portal_id,
+        from: ObjectType::parse(&r.object_type)?,
+        from_id: r.object_id,
+        to: optional_type(optional(&r.to_object_type))?,
+        cursor: cursor(&r.cursor),
+    })
+}
+
+pub fn batch_list_request(
+    r: &proto::BatchListAssociationsRequest,
+) -> Result<BatchListRequest, DomainError> {
+    Ok(BatchListRequest {
+        portal: r.portal_id,
+        from: ObjectType::parse(&r.object_type)?,
+        from_ids: r.object_ids.clone(),
+        to: optional_type(optional(&r.to_object_type))?,
+        cursor: cursor(&r.cursor),
+    })
+}
+
+pub fn export_request(r: &proto::ExportAssociationsRequest) -> Result<ExportRequest, DomainError> {
+    Ok(ExportRequest {
+        portal: r.portal_id,
+        from: optional_type(optional(&r.from_object_type))?,
+        to: optional_type(optional(&r.to_object_type))?,
+        cursor: cursor(&r.cursor),
+    })
+}
+
+pub fn list_chunk(chunk: AssociationChunk) -> proto::ListAssociationsChunk {
+    proto::ListAssociationsChunk {
+        from_object_type_id: chunk.from_type.to_string(),
+        from_object_id: chunk.from_id,
+        to_object_type_id: chunk.to_type.map(|t| t.to_string()).unwrap_or_default(),
+        results: chunk.records.iter().map(associated_object).collect(),
+        cursor: chunk.cursor,
+    }
+}
+
+pub fn batch_chunk(chunk: BatchChunk) -> proto::BatchListAssociationsChunk {
+    proto::BatchListAssociationsChunk {
+        from_object_type_id: chunk.from_type.to_string(),
+        rows: chunk
+            .rows
+            .iter()
+            .map(|(from_id, record)| proto::AssociationRow {
+                from_object_id: *from_id,
+                to_object_type_id: record.to_type.to_string(),
+                to_object_id: record.to_id,
+                types: record.types.iter().map(type_with_label).collect(),
+            })
+            .collect(),
+        cursor: chunk.cursor,
+    }
+}
+
+pub fn export_chunk(chunk: ExportChunk) -> proto::ExportAssociationsChunk {
+    proto::ExportAssociationsChunk {
+        rows: chunk
+            .rows
+            .into_iter()
+            .map(|(row, label)| proto::ExportedAssociation {
+                from_object_type_id: row.from_type.to_string(),
+                from_object_id: row.from_id,
+                to_object_type_id: row.to_type.to_string(),
+                to_object_id: row.to_id,
+                category: category_to_proto(row.key.category),
+                type_id: row.key.type_id,
+                label,
+            })
+            .collect(),
+        cursor: chunk.cursor,
+    }
+}
+
+pub fn change_chunk(chunk: ChangeChunk) -> proto::WatchChangesResponse {
+    proto::WatchChangesResponse {
+        changes: chunk
+            .changes
+            .into_iter()
+            .map(|(change, label)| proto::AssociationChange {
+                sequence: change.seq,
+                kind: match change.kind {
+                    ChangeKind::Created => proto::ChangeKind::AssociationCreated as i32,
+                    ChangeKind::Archived => proto::ChangeKind::AssociationArchived as i32,
+                    ChangeKind::Merged => proto::ChangeKind::RecordsMerged as i32,
+                },
+                from_object_type_id: change.row.from_type.to_string(),
+                from_object_id: change.row.from_id,
+                to_object_type_id: change.row.to_type.to_string(),
+                to_object_id: change.row.to_id,
+                category: match change.kind {
+                    ChangeKind::Merged => 0,
+                    _ => category_to_proto(change.row.key.category),
+                },
+                type_id: change.row.key.type_id,
+                label,
+                changed_at_unix_micros: change.changed_at_us,
+            })
+            .collect(),
+        cursor: chunk.cursor,
     }
 }

@@ -7,15 +7,14 @@ impl AssociationService {
     /// Creates or updates admin limits, item by item.
     pub async fn set_limits(
         &self,
-        portal: i64,
         actor: &str,
-        from: &str,
-        to: &str,
+        pair: PortalPair,
         changes: &[LimitChange],
         mode: LimitMode,
     ) -> ServiceResult<BatchOutcome<LimitView>> {
         check_batch_size(changes.len())?;
-        let (from, to, catalog) = self.pair(portal, from, to).await?;
+        let PortalPair { portal, from, to } = pair;
+        let catalog = self.pair_catalog(pair).await?;
         let ceiling = self.settings.platform_ceiling;
         let event = match mode {
             LimitMode::Create => AdminEvent::LimitsCreated,
@@ -65,14 +64,13 @@ impl AssociationService {
     /// Removes admin limits; returns how many existed.
     pub async fn purge_limits(
         &self,
-        portal: i64,
         actor: &str,
-        from: &str,
-        to: &str,
+        pair: PortalPair,
         keys: &[TypeKey],
     ) -> ServiceResult<u64> {
         check_batch_size(keys.len())?;
-        let (from, to, catalog) = self.pair(portal, from, to).await?;
+        let PortalPair { portal, from, to } = pair;
+        let catalog = self.pair_catalog(pair).await?;
         for key in keys {
             catalog.require(from, to, *key)?;
         }
@@ -97,7 +95,7 @@ impl AssociationService {
     pub async fn limits(
         &self,
         portal: i64,
-        pair: Option<(&str, &str)>,
+        pair: Option<(ObjectType, ObjectType)>,
     ) -> ServiceResult<Vec<LimitView>> {
         check_portal(portal)?;
         let ceiling = self.settings.platform_ceiling;
@@ -107,7 +105,7 @@ impl AssociationService {
             platform_limit: ceiling,
         };
         if let Some((from, to)) = pair {
-            let (from, to, catalog) = self.pair(portal, from, to).await?;
+            let catalog = self.catalog(portal, from, to).await?;
             let stored = self.store.user_limits(portal, Some((from, to))).await?;
             return Ok(catalog
                 .directed(from, to)
@@ -144,15 +142,14 @@ impl AssociationService {
     /// Creates an admin label; returns its definitions (one or two).
     pub async fn create_label(
         &self,
-        portal: i64,
         actor: &str,
-        from: &str,
-        to: &str,
+        pair: PortalPair,
         label: &str,
         name: &str,
         inverse_label: Option<&str>,
     ) -> ServiceResult<Vec<TypeDef>> {
-        let (from, to, _) = self.pair(portal, from, to).await?;
+        let PortalPair { portal, from, to } = pair;
+        let _ = self.pair_catalog(pair).await?;
         let new = NewLabel {
             from,
             to,
@@ -224,15 +221,14 @@ impl AssociationService {
     /// Renames a label (and, for paired labels, its inverse).
     pub async fn update_label(
         &self,
-        portal: i64,
         actor: &str,
-        from: &str,
-        to: &str,
+        pair: PortalPair,
         type_id: i32,
         label: &str,
         inverse_label: Option<&str>,
     ) -> ServiceResult<Vec<TypeDef>> {
-        let (from, to, catalog) = self.pair(portal, from, to).await?;
+        let PortalPair { portal, from, to } = pair;
+        let catalog = self.pair_catalog(pair).await?;
         let def = Self::label_def(&catalog, from, to, type_id)?;
         let label = label_text(label)?;
         let inverse_label = inverse_label.map(str::trim).filter(|l| !l.is_empty());
@@ -279,13 +275,12 @@ impl AssociationService {
     /// Deletes a label, both directions, with its limits and uses.
     pub async fn delete_label(
         &self,
-        portal: i64,
         actor: &str,
-        from: &str,
-        to: &str,
+        pair: PortalPair,
         type_id: i32,
     ) -> ServiceResult<()> {
-        let (from, to, catalog) = self.pair(portal, from, to).await?;
+        let PortalPair { portal, from, to } = pair;
+        let catalog = self.pair_catalog(pair).await?;
         let def = Self::label_def(&catalog, from, to, type_id)?;
         let change = Self::admin_change(portal, actor, AdminEvent::LabelDeleted, from, to)
             .with_labels(&Self::label_directions(&catalog, &def), &[]);

@@ -1,4 +1,5 @@
 //! The change feed: cursors, the live watch and retention.
+use super::stream::{Scan, Step};
 use super::*;
 
 impl AssociationService {
@@ -43,7 +44,7 @@ impl AssociationService {
     ) -> ServiceResult<mpsc::Receiver<ServiceResult<ChangeChunk>>> {
         check_portal(portal)?;
         let (pruned, last) = self.store.feed_bounds(portal).await?;
-        let mut seq = match start {
+        let seq = match start {
             FeedStart::Now => last,
             FeedStart::Beginning => pruned,
             FeedStart::After(seq) if seq < pruned => {
@@ -51,41 +52,13 @@ impl AssociationService {
             }
             FeedStart::After(seq) => seq,
         };
-        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
-        let service = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut cache = HashMap::new();
-            loop {
-                let written = service.written.notified();
-                tokio::pin!(written);
-                written.as_mut().enable();
-                let page = service.feed_page(&mut cache, portal, seq).await;
-                match page {
-                    Ok(Some(changes)) => {
-                        seq = changes.last().map(|(c, _)| c.seq).unwrap_or(seq);
-                        let chunk = ChangeChunk {
-                            changes,
-                            cursor: service.feed_cursor(portal, seq),
-                        };
-                        if sender.send(Ok(chunk)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => {
-                        tokio::select! {
-                            _ = written => {}
-                            _ = tokio::time::sleep(service.settings.feed_poll_interval) => {}
-                            _ = sender.closed() => return,
-                        }
-                    }
-                    Err(err) => {
-                        let _ = sender.send(Err(err)).await;
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(receiver)
+        Ok(stream::produce(FeedScan {
+            written: Arc::clone(&self.written),
+            service: Arc::clone(self),
+            cache: HashMap::new(),
+            portal,
+            seq,
+        }))
     }
 
     /// The next changes after `seq`, labelled; `None` when there are none.
@@ -129,5 +102,46 @@ impl AssociationService {
     pub async fn counter_drift(&self, portal: i64) -> ServiceResult<u64> {
         check_portal(portal)?;
         Ok(self.store.counter_drift(portal).await?)
+    }
+}
+
+/// A portal's changes after `seq`, following new ones as they commit.
+struct FeedScan {
+    service: Arc<AssociationService>,
+    /// Woken by this process's writes.
+    written: Arc<Notify>,
+    cache: HashMap<(ObjectType, ObjectType), PairCatalog>,
+    portal: i64,
+    seq: i64,
+}
+
+impl Scan for FeedScan {
+    type Chunk = ChangeChunk;
+
+    async fn step(mut self) -> ServiceResult<Step<ChangeChunk, FeedScan>> {
+        let notify = Arc::clone(&self.written);
+        loop {
+            // Listening before reading, so a write in between is not missed.
+            let written = notify.notified();
+            tokio::pin!(written);
+            written.as_mut().enable();
+            let page = self
+                .service
+                .feed_page(&mut self.cache, self.portal, self.seq)
+                .await?;
+            match page {
+                Some(changes) => {
+                    self.seq = changes.last().map(|(c, _)| c.seq).unwrap_or(self.seq);
+                    let cursor = self.service.feed_cursor(self.portal, self.seq);
+                    return Ok(Step::More(ChangeChunk { changes, cursor }, self));
+                }
+                None => {
+                    tokio::select! {
+                        _ = written => {}
+                        _ = tokio::time::sleep(self.service.settings.feed_poll_interval) => {}
+                    }
+                }
+            }
+        }
     }
 }

@@ -29,6 +29,7 @@ mod admin;
 mod feed;
 mod model;
 mod reads;
+mod stream;
 mod writes;
 
 pub use model::*;
@@ -153,16 +154,10 @@ impl AssociationService {
         &self.settings
     }
 
-    /// Parses both object types and loads every association type between them.
-    pub(super) async fn pair(
-        &self,
-        portal: i64,
-        from: &str,
-        to: &str,
-    ) -> ServiceResult<(ObjectType, ObjectType, PairCatalog)> {
-        check_portal(portal)?;
-        let (from, to) = (ObjectType::parse(from)?, ObjectType::parse(to)?);
-        Ok((from, to, self.catalog(portal, from, to).await?))
+    /// Checks the portal and loads every association type of the pair.
+    pub(super) async fn pair_catalog(&self, pair: PortalPair) -> ServiceResult<PairCatalog> {
+        check_portal(pair.portal)?;
+        self.catalog(pair.portal, pair.from, pair.to).await
     }
 
     /// Every association type between two object types, for a portal.

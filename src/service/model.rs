@@ -9,6 +9,23 @@ pub struct AssociationInput {
     pub types: Vec<TypeKey>,
 }
 
+/// One requested association whose type is named as HubSpot's v3 names
+/// it: by machine name (`contact_to_company`) or type id.
+#[derive(Clone, Debug)]
+pub struct NamedInput {
+    pub from_id: i64,
+    pub to_id: i64,
+    pub type_name: String,
+}
+
+/// An association a named write made, with the type its input named.
+#[derive(Clone, Debug)]
+pub struct NamedAssociation {
+    pub from_id: i64,
+    pub to_id: i64,
+    pub def: TypeDef,
+}
+
 /// One row of a bulk import, as read from a file.
 #[derive(Clone, Debug)]
 pub struct ImportRow {
@@ -125,4 +142,62 @@ pub struct ArchiveOutcome {
     /// Directed rows removed.
     pub removed: u64,
     pub errors: Vec<(usize, DomainError)>,
+}
+
+/// A portal and an ordered pair of object types: the scope of a write, a
+/// type lookup or a paged read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortalPair {
+    pub portal: i64,
+    pub from: ObjectType,
+    pub to: ObjectType,
+}
+
+impl PortalPair {
+    /// Checks the portal and resolves both object types (ids or names).
+    pub fn parse(portal: i64, from: &str, to: &str) -> Result<PortalPair, DomainError> {
+        check_portal(portal)?;
+        Ok(PortalPair {
+            portal,
+            from: ObjectType::parse(from)?,
+            to: ObjectType::parse(to)?,
+        })
+    }
+}
+
+/// An object type given as text where empty text means "any".
+pub fn optional_type(text: Option<&str>) -> Result<Option<ObjectType>, DomainError> {
+    text.filter(|t| !t.is_empty())
+        .map(ObjectType::parse)
+        .transpose()
+}
+
+/// A stream of one record's associations, to one object type or all.
+#[derive(Clone, Debug)]
+pub struct ListRequest {
+    pub portal: i64,
+    pub from: ObjectType,
+    pub from_id: i64,
+    pub to: Option<ObjectType>,
+    /// Resumes after the chunk that carried it.
+    pub cursor: Option<String>,
+}
+
+/// A stream of the associations of several records of one object type.
+#[derive(Clone, Debug)]
+pub struct BatchListRequest {
+    pub portal: i64,
+    pub from: ObjectType,
+    pub from_ids: Vec<i64>,
+    pub to: Option<ObjectType>,
+    pub cursor: Option<String>,
+}
+
+/// A stream of a portal's stored rows, optionally of some object types only.
+#[derive(Clone, Debug)]
+pub struct ExportRequest {
+    pub portal: i64,
+    pub from: Option<ObjectType>,
+    pub to: Option<ObjectType>,
+    pub cursor: Option<String>,
 }

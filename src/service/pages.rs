@@ -73,16 +73,14 @@ impl AssociationService {
     /// the cursor `after`.
     pub async fn page_associations(
         &self,
-        portal: i64,
-        from: &str,
+        pair: PortalPair,
         from_id: i64,
-        to: &str,
         after: Option<&str>,
         limit: u32,
     ) -> ServiceResult<AssociationPage> {
+        let PortalPair { portal, from, to } = pair;
         check_portal(portal)?;
         check_page_size(limit)?;
-        let (from, to) = (ObjectType::parse(from)?, ObjectType::parse(to)?);
         let mut cache = HashMap::new();
         self.page_of(&mut cache, portal, from, from_id, to, after, limit)
             .await
@@ -131,12 +129,11 @@ impl AssociationService {
     /// first page), as HubSpot's batch read does.
     pub async fn page_many(
         &self,
-        portal: i64,
-        from: &str,
-        to: &str,
+        pair: PortalPair,
         inputs: &[PageInput],
         limit: u32,
     ) -> ServiceResult<BatchOutcome<AssociationPage>> {
+        let PortalPair { portal, from, to } = pair;
         check_portal(portal)?;
         check_page_size(limit)?;
         if inputs.len() > MAX_BATCH_READ {
@@ -146,7 +143,6 @@ impl AssociationService {
             ))
             .into());
         }
-        let (from, to) = (ObjectType::parse(from)?, ObjectType::parse(to)?);
         let mut cache = HashMap::new();
         let mut outcome = BatchOutcome::new();
         for (index, input) in inputs.iter().enumerate() {
@@ -186,12 +182,11 @@ impl AssociationService {
     pub async fn record_by_id(
         &self,
         portal: i64,
-        object_type: &str,
+        object_type: ObjectType,
         id: i64,
     ) -> ServiceResult<Record> {
         check_portal(portal)?;
         check_id("objectId", id)?;
-        let object_type = ObjectType::parse(object_type)?;
         let found = self
             .store
             .records(portal, object_type, RecordSelect::Ids(&[id]))
@@ -207,13 +202,12 @@ impl AssociationService {
     pub async fn page_records(
         &self,
         portal: i64,
-        object_type: &str,
+        object_type: ObjectType,
         after: Option<&str>,
         limit: u32,
     ) -> ServiceResult<RecordPage> {
         check_portal(portal)?;
         check_page_size(limit)?;
-        let object_type = ObjectType::parse(object_type)?;
         let request = fingerprint(&["records", &object_type.to_string()]);
         let after_id: i64 = match after.filter(|c| !c.is_empty()) {
             Some(c) => self.cursors.decode(c, portal, &request)?,

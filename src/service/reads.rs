@@ -1,9 +1,7 @@
 //! Reads: one record's associations, batch reads and exports, streamed in
 //! chunks from a producer task, and the type catalog.
+use super::stream::{Scan, Step};
 use super::*;
-
-/// Chunks a stream's producer may run ahead of its consumer.
-pub(super) const STREAM_BUFFER: usize = 2;
 
 /// Most records one batch read may name.
 pub const MAX_BATCH_READ: usize = 10_000;
@@ -104,100 +102,56 @@ impl AssociationService {
         Ok(records)
     }
 
-    pub(super) fn parse_optional(
-        object_type: Option<&str>,
-    ) -> Result<Option<ObjectType>, DomainError> {
-        object_type
-            .filter(|t| !t.is_empty())
-            .map(ObjectType::parse)
-            .transpose()
-    }
-
     pub(super) fn chunk_size(&self) -> u32 {
         self.settings.read_chunk_size
     }
 
     /// Streams every associated record of one record (to one object type or
-    /// all), chunk by chunk, from a producer task through a bounded channel;
-    /// the producer stops as soon as the receiver is dropped. `cursor`
-    /// resumes after the chunk that carried it.
+    /// all), chunk by chunk; a cursor resumes after the chunk that carried it.
     pub async fn stream_associations(
         self: &Arc<Self>,
-        portal: i64,
-        from: &str,
-        from_id: i64,
-        to: Option<&str>,
-        cursor: Option<&str>,
+        request: ListRequest,
     ) -> ServiceResult<mpsc::Receiver<ServiceResult<AssociationChunk>>> {
+        let ListRequest {
+            portal,
+            from,
+            from_id,
+            to,
+            cursor,
+        } = request;
         check_portal(portal)?;
         check_id("objectId", from_id)?;
-        let from = ObjectType::parse(from)?;
-        let to = Self::parse_optional(to)?;
-        let request = pages::list_request(from, from_id, to);
-        let mut after = match cursor.filter(|c| !c.is_empty()) {
-            Some(c) => decode_record_position(self.cursors.decode(c, portal, &request)?)?,
+        let fingerprint = pages::list_request(from, from_id, to);
+        let after = match cursor.as_deref().filter(|c| !c.is_empty()) {
+            Some(c) => decode_record_position(self.cursors.decode(c, portal, &fingerprint)?)?,
             None => None,
         };
-        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
-        let service = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut cache = HashMap::new();
-            let limit = service.chunk_size();
-            let mut first = true;
-            loop {
-                let page = async {
-                    let rows = service
-                        .store
-                        .list_records(portal, from, from_id, to, after, limit)
-                        .await?;
-                    let fetched = distinct_records(&rows);
-                    let records = service
-                        .group_records(&mut cache, portal, from, rows)
-                        .await?;
-                    Ok::<_, ServiceError>((fetched, records))
-                }
-                .await;
-                let (fetched, records) = match page {
-                    Ok(page) => page,
-                    Err(err) => {
-                        let _ = sender.send(Err(err)).await;
-                        return;
-                    }
-                };
-                if fetched == 0 && !first {
-                    return;
-                }
-                if let Some(last) = records.last() {
-                    after = Some((last.to_type, last.to_id));
-                }
-                let position = after.map(|(t, id)| (t.to_string(), id));
-                let cursor = service.cursors.encode(portal, &request, &position);
-                let chunk = AssociationChunk {
-                    from_type: from,
-                    from_id,
-                    to_type: to,
-                    records,
-                    cursor,
-                };
-                if sender.send(Ok(chunk)).await.is_err() || fetched < limit as usize {
-                    return;
-                }
-                first = false;
-            }
-        });
-        Ok(receiver)
+        Ok(stream::produce(ListScan {
+            service: Arc::clone(self),
+            cache: HashMap::new(),
+            fingerprint,
+            portal,
+            from,
+            from_id,
+            to,
+            after,
+            first: true,
+        }))
     }
 
     /// Streams every associated record of up to `MAX_BATCH_READ` records of
     /// one object type, in ascending id order; rows name their from-record.
     pub async fn stream_batch(
         self: &Arc<Self>,
-        portal: i64,
-        from: &str,
-        ids: &[i64],
-        to: Option<&str>,
-        cursor: Option<&str>,
+        request: BatchListRequest,
     ) -> ServiceResult<mpsc::Receiver<ServiceResult<BatchChunk>>> {
+        let BatchListRequest {
+            portal,
+            from,
+            from_ids: mut ids,
+            to,
+            cursor,
+        } = request;
         check_portal(portal)?;
         if ids.len() > MAX_BATCH_READ {
             return Err(DomainError::InvalidArgument(format!(
@@ -206,182 +160,320 @@ impl AssociationService {
             ))
             .into());
         }
-        for id in ids {
+        for id in &ids {
             check_id("objectId", *id)?;
         }
-        let mut ids = ids.to_vec();
         ids.sort_unstable();
         ids.dedup();
-        let from = ObjectType::parse(from)?;
-        let to = Self::parse_optional(to)?;
         let id_list: Vec<String> = ids.iter().map(i64::to_string).collect();
-        let request = fingerprint(&[
+        let fingerprint = fingerprint(&[
             "batch",
             &from.to_string(),
             &to.map(|t| t.to_string()).unwrap_or_default(),
             &id_list.join(","),
         ]);
-        let (mut index, mut after) = match cursor.filter(|c| !c.is_empty()) {
+        let (index, after) = match cursor.as_deref().filter(|c| !c.is_empty()) {
             Some(c) => {
                 let (index, position): (usize, Option<(String, i64)>) =
-                    self.cursors.decode(c, portal, &request)?;
+                    self.cursors.decode(c, portal, &fingerprint)?;
                 (index, decode_record_position(position)?)
             }
             None => (0, None),
         };
-        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
-        let service = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut cache = HashMap::new();
-            let limit = service.chunk_size() as usize;
-            let mut first = true;
-            while first || index < ids.len() {
-                let mut rows: Vec<(i64, AssociatedRecord)> = Vec::new();
-                while rows.len() < limit && index < ids.len() {
-                    let want = limit - rows.len();
-                    let page = async {
-                        let fetched = service
-                            .store
-                            .list_records(portal, from, ids[index], to, after, want as u32)
-                            .await?;
-                        let count = distinct_records(&fetched);
-                        Ok::<_, ServiceError>((
-                            count,
-                            service
-                                .group_records(&mut cache, portal, from, fetched)
-                                .await?,
-                        ))
-                    }
-                    .await;
-                    let (count, records) = match page {
-                        Ok(page) => page,
-                        Err(err) => {
-                            let _ = sender.send(Err(err)).await;
-                            return;
-                        }
-                    };
-                    let from_id = ids[index];
-                    if count < want {
-                        index += 1;
-                        after = None;
-                    } else if let Some(last) = records.last() {
-                        after = Some((last.to_type, last.to_id));
-                    }
-                    rows.extend(records.into_iter().map(|r| (from_id, r)));
-                }
-                if rows.is_empty() && !first {
-                    return;
-                }
-                first = false;
-                let position = (index, after.map(|(t, id)| (t.to_string(), id)));
-                let cursor = service.cursors.encode(portal, &request, &position);
-                if sender
-                    .send(Ok(BatchChunk {
-                        from_type: from,
-                        rows,
-                        cursor,
-                    }))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        });
-        Ok(receiver)
+        Ok(stream::produce(BatchScan {
+            service: Arc::clone(self),
+            cache: HashMap::new(),
+            fingerprint,
+            portal,
+            from,
+            ids,
+            to,
+            index,
+            after,
+            first: true,
+        }))
     }
 
     /// Streams every stored association row of a portal in key order,
     /// optionally filtered by object types.
     pub async fn stream_export(
         self: &Arc<Self>,
-        portal: i64,
-        from: Option<&str>,
-        to: Option<&str>,
-        cursor: Option<&str>,
+        request: ExportRequest,
     ) -> ServiceResult<mpsc::Receiver<ServiceResult<ExportChunk>>> {
+        let ExportRequest {
+            portal,
+            from,
+            to,
+            cursor,
+        } = request;
         check_portal(portal)?;
-        let from = Self::parse_optional(from)?;
-        let to = Self::parse_optional(to)?;
         let name = |t: Option<ObjectType>| t.map(|t| t.to_string()).unwrap_or_default();
-        let request = fingerprint(&["export", &name(from), &name(to)]);
-        let mut after: Option<DirectedRow> = match cursor.filter(|c| !c.is_empty()) {
-            Some(c) => Some(decode_row_position(
-                self.cursors.decode(c, portal, &request)?,
-            )?),
+        let fingerprint = fingerprint(&["export", &name(from), &name(to)]);
+        let after = match cursor.as_deref().filter(|c| !c.is_empty()) {
+            Some(c) => Some(decode_row_position(self.cursors.decode(
+                c,
+                portal,
+                &fingerprint,
+            )?)?),
             None => None,
         };
-        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
-        let service = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut cache = HashMap::new();
-            let limit = service.chunk_size();
-            let mut first = true;
-            loop {
-                let page = async {
-                    let rows = service
-                        .store
-                        .export_page(portal, from, to, after, limit)
-                        .await?;
-                    let mut labelled = Vec::with_capacity(rows.len());
-                    for row in rows {
-                        let catalog = service
-                            .cached(&mut cache, portal, row.from_type, row.to_type)
-                            .await?;
-                        let label = catalog
-                            .get(row.from_type, row.to_type, row.key)
-                            .and_then(|d| d.label.clone());
-                        labelled.push((row, label));
-                    }
-                    Ok::<_, ServiceError>(labelled)
-                }
-                .await;
-                let rows = match page {
-                    Ok(rows) => rows,
-                    Err(err) => {
-                        let _ = sender.send(Err(err)).await;
-                        return;
-                    }
-                };
-                if rows.is_empty() && !first {
-                    return;
-                }
-                first = false;
-                let full = rows.len() == limit as usize;
-                if let Some((last, _)) = rows.last() {
-                    after = Some(*last);
-                }
-                let cursor = service
-                    .cursors
-                    .encode(portal, &request, &encode_row_position(after));
-                if sender.send(Ok(ExportChunk { rows, cursor })).await.is_err() || !full {
-                    return;
-                }
-            }
-        });
-        Ok(receiver)
+        Ok(stream::produce(ExportScan {
+            service: Arc::clone(self),
+            cache: HashMap::new(),
+            fingerprint,
+            portal,
+            from,
+            to,
+            after,
+            first: true,
+        }))
+    }
+
+    /// Streams a portal's audit trail after sequence number `after`, oldest
+    /// first, up to the newest event.
+    pub async fn stream_audit_events(
+        self: &Arc<Self>,
+        portal: i64,
+        after: i64,
+    ) -> ServiceResult<mpsc::Receiver<ServiceResult<(i64, AdminChange)>>> {
+        check_portal(portal)?;
+        Ok(stream::produce(AuditScan {
+            service: Arc::clone(self),
+            portal,
+            after: after.max(0),
+            pending: Default::default(),
+            exhausted: false,
+        }))
     }
 
     /// The association types from `from` to `to`.
-    pub async fn definitions(
-        &self,
-        portal: i64,
-        from: &str,
-        to: &str,
-    ) -> ServiceResult<Vec<TypeDef>> {
-        let (from, to, catalog) = self.pair(portal, from, to).await?;
+    pub async fn definitions(&self, pair: PortalPair) -> ServiceResult<Vec<TypeDef>> {
+        let PortalPair { from, to, .. } = pair;
+        let catalog = self.pair_catalog(pair).await?;
         Ok(catalog.directed(from, to).cloned().collect())
     }
 
     /// The type of `from -> to` a v3 type string names (machine name or id).
-    pub async fn named_type(
-        &self,
-        portal: i64,
-        from: &str,
-        to: &str,
-        text: &str,
-    ) -> ServiceResult<TypeDef> {
-        let (from, to, catalog) = self.pair(portal, from, to).await?;
+    pub async fn named_type(&self, pair: PortalPair, text: &str) -> ServiceResult<TypeDef> {
+        let PortalPair { from, to, .. } = pair;
+        let catalog = self.pair_catalog(pair).await?;
         Ok(catalog.named(from, to, text)?.clone())
+    }
+}
+
+/// Catalogs a stream has loaded, by pair.
+type CatalogMap = HashMap<(ObjectType, ObjectType), PairCatalog>;
+
+/// One record's associated records, after `after`.
+struct ListScan {
+    service: Arc<AssociationService>,
+    cache: CatalogMap,
+    fingerprint: String,
+    portal: i64,
+    from: ObjectType,
+    from_id: i64,
+    to: Option<ObjectType>,
+    after: Option<(ObjectType, i64)>,
+    first: bool,
+}
+
+impl Scan for ListScan {
+    type Chunk = AssociationChunk;
+
+    async fn step(mut self) -> ServiceResult<Step<AssociationChunk, ListScan>> {
+        let limit = self.service.chunk_size();
+        let (portal, from, from_id) = (self.portal, self.from, self.from_id);
+        let rows = self
+            .service
+            .store
+            .list_records(portal, from, from_id, self.to, self.after, limit)
+            .await?;
+        let fetched = distinct_records(&rows);
+        if fetched == 0 && !self.first {
+            return Ok(Step::End);
+        }
+        let records = self
+            .service
+            .group_records(&mut self.cache, portal, from, rows)
+            .await?;
+        if let Some(last) = records.last() {
+            self.after = Some((last.to_type, last.to_id));
+        }
+        let position = self.after.map(|(t, id)| (t.to_string(), id));
+        let chunk = AssociationChunk {
+            from_type: from,
+            from_id,
+            to_type: self.to,
+            records,
+            cursor: self
+                .service
+                .cursors
+                .encode(portal, &self.fingerprint, &position),
+        };
+        self.first = false;
+        Ok(if fetched < limit as usize {
+            Step::Last(chunk)
+        } else {
+            Step::More(chunk, self)
+        })
+    }
+}
+
+/// Several records' associated records: record `ids[index]` after `after`.
+struct BatchScan {
+    service: Arc<AssociationService>,
+    cache: CatalogMap,
+    fingerprint: String,
+    portal: i64,
+    from: ObjectType,
+    ids: Vec<i64>,
+    to: Option<ObjectType>,
+    index: usize,
+    after: Option<(ObjectType, i64)>,
+    first: bool,
+}
+
+impl Scan for BatchScan {
+    type Chunk = BatchChunk;
+
+    async fn step(mut self) -> ServiceResult<Step<BatchChunk, BatchScan>> {
+        let limit = self.service.chunk_size() as usize;
+        let (portal, from) = (self.portal, self.from);
+        let mut rows: Vec<(i64, AssociatedRecord)> = Vec::new();
+        while rows.len() < limit && self.index < self.ids.len() {
+            let want = limit - rows.len();
+            let from_id = self.ids[self.index];
+            let fetched = self
+                .service
+                .store
+                .list_records(portal, from, from_id, self.to, self.after, want as u32)
+                .await?;
+            let count = distinct_records(&fetched);
+            let records = self
+                .service
+                .group_records(&mut self.cache, portal, from, fetched)
+                .await?;
+            if count < want {
+                self.index += 1;
+                self.after = None;
+            } else if let Some(last) = records.last() {
+                self.after = Some((last.to_type, last.to_id));
+            }
+            rows.extend(records.into_iter().map(|r| (from_id, r)));
+        }
+        if rows.is_empty() && !self.first {
+            return Ok(Step::End);
+        }
+        self.first = false;
+        let position = (self.index, self.after.map(|(t, id)| (t.to_string(), id)));
+        let chunk = BatchChunk {
+            from_type: from,
+            rows,
+            cursor: self
+                .service
+                .cursors
+                .encode(portal, &self.fingerprint, &position),
+        };
+        Ok(if self.index < self.ids.len() {
+            Step::More(chunk, self)
+        } else {
+            Step::Last(chunk)
+        })
+    }
+}
+
+/// A portal's stored rows in key order, after `after`.
+struct ExportScan {
+    service: Arc<AssociationService>,
+    cache: CatalogMap,
+    fingerprint: String,
+    portal: i64,
+    from: Option<ObjectType>,
+    to: Option<ObjectType>,
+    after: Option<DirectedRow>,
+    first: bool,
+}
+
+impl Scan for ExportScan {
+    type Chunk = ExportChunk;
+
+    async fn step(mut self) -> ServiceResult<Step<ExportChunk, ExportScan>> {
+        let limit = self.service.chunk_size();
+        let portal = self.portal;
+        let rows = self
+            .service
+            .store
+            .export_page(portal, self.from, self.to, self.after, limit)
+            .await?;
+        if rows.is_empty() && !self.first {
+            return Ok(Step::End);
+        }
+        self.first = false;
+        let full = rows.len() == limit as usize;
+        let mut labelled = Vec::with_capacity(rows.len());
+        for row in rows {
+            let catalog = self
+                .service
+                .cached(&mut self.cache, portal, row.from_type, row.to_type)
+                .await?;
+            let label = catalog
+                .get(row.from_type, row.to_type, row.key)
+                .and_then(|d| d.label.clone());
+            labelled.push((row, label));
+        }
+        if let Some((last, _)) = labelled.last() {
+            self.after = Some(*last);
+        }
+        let position = encode_row_position(self.after);
+        let chunk = ExportChunk {
+            rows: labelled,
+            cursor: self
+                .service
+                .cursors
+                .encode(portal, &self.fingerprint, &position),
+        };
+        Ok(if full {
+            Step::More(chunk, self)
+        } else {
+            Step::Last(chunk)
+        })
+    }
+}
+
+/// Audit events read per round trip.
+const AUDIT_PAGE: u32 = 500;
+
+/// A portal's audit trail after sequence number `after`, one event a step.
+struct AuditScan {
+    service: Arc<AssociationService>,
+    portal: i64,
+    after: i64,
+    /// Events read but not yet yielded.
+    pending: std::collections::VecDeque<(i64, AdminChange)>,
+    /// Whether the last read reached the newest event.
+    exhausted: bool,
+}
+
+impl Scan for AuditScan {
+    type Chunk = (i64, AdminChange);
+
+    async fn step(mut self) -> ServiceResult<Step<(i64, AdminChange), AuditScan>> {
+        if self.pending.is_empty() && !self.exhausted {
+            let events = self
+                .service
+                .store
+                .audit_events(self.portal, self.after, AUDIT_PAGE)
+                .await?;
+            self.exhausted = events.len() < AUDIT_PAGE as usize;
+            if let Some((seq, _)) = events.last() {
+                self.after = *seq;
+            }
+            self.pending.extend(events);
+        }
+        Ok(match self.pending.pop_front() {
+            None => Step::End,
+            Some(event) if self.pending.is_empty() && self.exhausted => Step::Last(event),
+            Some(event) => Step::More(event, self),
+        })
     }
 }

@@ -5,13 +5,12 @@ impl AssociationService {
     /// Creates associations (and their inverses) item by item.
     pub async fn create(
         &self,
-        portal: i64,
-        from: &str,
-        to: &str,
+        pair: PortalPair,
         inputs: &[AssociationInput],
     ) -> ServiceResult<BatchOutcome<HeldAssociation>> {
         check_batch_size(inputs.len())?;
-        let (from, to, catalog) = self.pair(portal, from, to).await?;
+        let PortalPair { portal, from, to } = pair;
+        let catalog = self.pair_catalog(pair).await?;
         let mut outcome = BatchOutcome::new();
         let mut items = Vec::new();
         let mut positions = Vec::new();
@@ -84,10 +83,7 @@ impl AssociationService {
                     types: r.key.into_iter().collect(),
                 })
                 .collect();
-            match self
-                .create(portal, &from.to_string(), &to.to_string(), &inputs)
-                .await
-            {
+            match self.create(PortalPair { portal, from, to }, &inputs).await {
                 Ok(created) => {
                     outcome.succeeded += created.results.len() as u64;
                     outcome.errors.extend(
@@ -110,9 +106,7 @@ impl AssociationService {
     /// Creates the default (unlabeled) association for each pair.
     pub async fn create_default(
         &self,
-        portal: i64,
-        from: &str,
-        to: &str,
+        pair: PortalPair,
         pairs: &[(i64, i64)],
     ) -> ServiceResult<BatchOutcome<HeldAssociation>> {
         let inputs: Vec<AssociationInput> = pairs
@@ -123,7 +117,7 @@ impl AssociationService {
                 types: vec![],
             })
             .collect();
-        self.create(portal, from, to, &inputs).await
+        self.create(pair, &inputs).await
     }
 
     /// Merges record `merged_id` into `primary_id` (both of `object_type`):
@@ -132,12 +126,11 @@ impl AssociationService {
     pub async fn merge(
         &self,
         portal: i64,
-        object_type: &str,
+        object_type: ObjectType,
         primary_id: i64,
         merged_id: i64,
     ) -> ServiceResult<MergeSummary> {
         check_portal(portal)?;
-        let object_type = ObjectType::parse(object_type)?;
         let req = MergeRequest::new(portal, object_type, primary_id, merged_id)?;
         let plan = self
             .store
@@ -155,13 +148,12 @@ impl AssociationService {
     /// Removes every type between `from_id` and each of its `to_ids`.
     pub async fn archive(
         &self,
-        portal: i64,
-        from: &str,
-        to: &str,
+        pair: PortalPair,
         inputs: &[(i64, Vec<i64>)],
     ) -> ServiceResult<ArchiveOutcome> {
         check_batch_size(inputs.iter().map(|(_, to)| to.len().max(1)).sum())?;
-        let (from, to, _) = self.pair(portal, from, to).await?;
+        let PortalPair { portal, from, to } = pair;
+        let _ = self.pair_catalog(pair).await?;
         let mut outcome = ArchiveOutcome::default();
         let mut pairs = Vec::new();
         for (index, (from_id, to_ids)) in inputs.iter().enumerate() {
@@ -188,13 +180,12 @@ impl AssociationService {
     /// Removes only the given types; removing the unlabeled type removes all.
     pub async fn archive_labels(
         &self,
-        portal: i64,
-        from: &str,
-        to: &str,
+        pair: PortalPair,
         inputs: &[AssociationInput],
     ) -> ServiceResult<ArchiveOutcome> {
         check_batch_size(inputs.len())?;
-        let (from, to, catalog) = self.pair(portal, from, to).await?;
+        let PortalPair { portal, from, to } = pair;
+        let catalog = self.pair_catalog(pair).await?;
         let mut outcome = ArchiveOutcome::default();
         let mut by_filter: BTreeMap<Option<Vec<(TypeKey, TypeKey)>>, Vec<(i64, i64)>> =
             BTreeMap::new();
@@ -223,5 +214,79 @@ impl AssociationService {
                 .await?;
         }
         Ok(outcome)
+    }
+
+    /// Creates associations whose types are named (v3): each input names
+    /// one type; an unknown name fails that input only.
+    pub async fn create_named(
+        &self,
+        pair: PortalPair,
+        inputs: &[NamedInput],
+    ) -> ServiceResult<BatchOutcome<NamedAssociation>> {
+        let (resolved, mut errors) = self.resolve_named(pair, inputs).await?;
+        let typed: Vec<AssociationInput> = resolved.iter().map(|(_, i, _)| i.clone()).collect();
+        let created = self.create(pair, &typed).await?;
+        let mut outcome = BatchOutcome::new();
+        for (i, held) in created.results {
+            let (index, _, def) = &resolved[i];
+            outcome.results.push((
+                *index,
+                NamedAssociation {
+                    from_id: held.from_id,
+                    to_id: held.to_id,
+                    def: def.clone(),
+                },
+            ));
+        }
+        errors.extend(created.errors.into_iter().map(|(i, e)| (resolved[i].0, e)));
+        errors.sort_by_key(|(i, _)| *i);
+        outcome.errors = errors;
+        Ok(outcome)
+    }
+
+    /// Removes the named type of each input (the unlabeled type removes all);
+    /// an unknown name fails that input only.
+    pub async fn archive_named(
+        &self,
+        pair: PortalPair,
+        inputs: &[NamedInput],
+    ) -> ServiceResult<ArchiveOutcome> {
+        let (resolved, mut errors) = self.resolve_named(pair, inputs).await?;
+        let typed: Vec<AssociationInput> = resolved.iter().map(|(_, i, _)| i.clone()).collect();
+        let mut outcome = self.archive_labels(pair, &typed).await?;
+        errors.extend(outcome.errors.drain(..).map(|(i, e)| (resolved[i].0, e)));
+        errors.sort_by_key(|(i, _)| *i);
+        outcome.errors = errors;
+        Ok(outcome)
+    }
+
+    /// Resolves each input's type name: the typed inputs with their input
+    /// positions and definitions, and the failures by position.
+    async fn resolve_named(
+        &self,
+        pair: PortalPair,
+        inputs: &[NamedInput],
+    ) -> ServiceResult<(
+        Vec<(usize, AssociationInput, TypeDef)>,
+        Vec<(usize, DomainError)>,
+    )> {
+        check_batch_size(inputs.len())?;
+        let catalog = self.pair_catalog(pair).await?;
+        let (mut resolved, mut errors) = (Vec::new(), Vec::new());
+        for (index, input) in inputs.iter().enumerate() {
+            match catalog.named(pair.from, pair.to, &input.type_name) {
+                Ok(def) => resolved.push((
+                    index,
+                    AssociationInput {
+                        from_id: input.from_id,
+                        to_id: input.to_id,
+                        types: vec![def.key],
+                    },
+                    def.clone(),
+                )),
+                Err(err) => errors.push((index, err)),
+            }
+        }
+        Ok((resolved, errors))
     }
 }

@@ -15,8 +15,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use association_service::config::Settings;
+use association_service::domain::ObjectType;
 use association_service::server;
-use association_service::service::{AssociationService, ServiceSettings};
+use association_service::service::{
+    AssociationService, BatchListRequest, ExportRequest, ListRequest, PortalPair, ServiceSettings,
+};
 use association_service::store::{self, Store};
 use sqlx::Connection;
 use tokio::net::TcpListener;
@@ -430,4 +433,70 @@ fn dechunk(mut rest: &str) -> String {
         rest = &tail[size + 2..];
     }
     out
+}
+
+/// A portal's object type pair named by text (ids or names), for tests.
+pub fn pair(portal: i64, from: &str, to: &str) -> PortalPair {
+    PortalPair::parse(portal, from, to).expect("a valid portal and object types")
+}
+
+/// Two object types named by text.
+pub fn types(from: &str, to: &str) -> (ObjectType, ObjectType) {
+    (
+        ObjectType::parse(from).expect("an object type"),
+        ObjectType::parse(to).expect("an object type"),
+    )
+}
+
+fn optional_type(text: Option<&str>) -> Option<ObjectType> {
+    text.map(|t| ObjectType::parse(t).expect("an object type"))
+}
+
+/// A stream of one record's associations, named by text.
+pub fn list(
+    portal: i64,
+    from: &str,
+    from_id: i64,
+    to: Option<&str>,
+    cursor: Option<&str>,
+) -> ListRequest {
+    ListRequest {
+        portal,
+        from: ObjectType::parse(from).expect("an object type"),
+        from_id,
+        to: optional_type(to),
+        cursor: cursor.map(str::to_string),
+    }
+}
+
+/// A stream of several records' associations, named by text.
+pub fn batch_list(
+    portal: i64,
+    from: &str,
+    from_ids: &[i64],
+    to: Option<&str>,
+    cursor: Option<&str>,
+) -> BatchListRequest {
+    BatchListRequest {
+        portal,
+        from: ObjectType::parse(from).expect("an object type"),
+        from_ids: from_ids.to_vec(),
+        to: optional_type(to),
+        cursor: cursor.map(str::to_string),
+    }
+}
+
+/// An export stream, named by text.
+pub fn export(
+    portal: i64,
+    from: Option<&str>,
+    to: Option<&str>,
+    cursor: Option<&str>,
+) -> ExportRequest {
+    ExportRequest {
+        portal,
+        from: optional_type(from),
+        to: optional_type(to),
+        cursor: cursor.map(str::to_string),
+    }
 }
