@@ -96,7 +96,7 @@ fn validate_change(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::types::new_label_definitions;
+    use crate::domain::labels::new_label_definitions;
 
     fn catalog() -> PairCatalog {
         let labels = new_label_definitions(

@@ -4,12 +4,13 @@
 //! inside one transaction over a locked snapshot.
 use std::collections::{BTreeSet, HashMap};
 
+use super::builtin::builtin_definitions;
 use super::error::{check_id, DomainError};
 use super::feed::ChangeKind;
 use super::limits::effective_limit;
 use super::object_type::ObjectType;
 use super::plan::{CountKey, DirectedRow};
-use super::types::{builtin_definitions, TypeDef, TypeKey, TypeRole};
+use super::types::{TypeDef, TypeKey, TypeRole};
 
 /// A validated merge of `merged_id` into `primary_id`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,8 +1,10 @@
 //! Pure domain types and rules: object types, association type definitions,
 //! limits, the write planner and errors. No I/O.
 pub mod admin;
+pub mod builtin;
 pub mod error;
 pub mod feed;
+pub mod labels;
 pub mod limits;
 pub mod merge;
 pub mod object_type;

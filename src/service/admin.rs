@@ -1,7 +1,7 @@
 //! Admin use cases: limits and labels, each asked of and told to the
 //! admin plugins.
 use super::*;
-use crate::domain::types::label_text;
+use crate::domain::labels::{find_label, label_directions, new_label_definitions, rename_label};
 
 impl AssociationService {
     /// Creates or updates admin limits, item by item.
@@ -122,17 +122,12 @@ impl AssociationService {
         }
         let stored = self.store.user_limits(portal, None).await?;
         let mut views = Vec::new();
-        let mut catalogs: BTreeMap<(ObjectType, ObjectType), PairCatalog> = BTreeMap::new();
+        let mut catalogs = HashMap::new();
         for limit in stored {
-            if !catalogs.contains_key(&(limit.from, limit.to)) {
-                catalogs.insert(
-                    (limit.from, limit.to),
-                    self.catalog(portal, limit.from, limit.to).await?,
-                );
-            }
-            if let Some(def) =
-                catalogs[&(limit.from, limit.to)].get(limit.from, limit.to, limit.key)
-            {
+            let catalog = self
+                .cached(&mut catalogs, portal, limit.from, limit.to)
+                .await?;
+            if let Some(def) = catalog.get(limit.from, limit.to, limit.key) {
                 views.push(view(def, Some(limit.max_to_object_ids)));
             }
         }
@@ -173,35 +168,6 @@ impl AssociationService {
         Ok(defs)
     }
 
-    /// Finds an admin label of the pair by its type id (either direction).
-    pub(super) fn label_def(
-        catalog: &PairCatalog,
-        from: ObjectType,
-        to: ObjectType,
-        type_id: i32,
-    ) -> Result<TypeDef, DomainError> {
-        catalog
-            .all()
-            .iter()
-            .find(|d| {
-                d.key.type_id == type_id
-                    && d.key.category != Category::HubspotDefined
-                    && d.role == TypeRole::Label
-            })
-            .cloned()
-            .ok_or(DomainError::LabelNotFound { type_id, from, to })
-    }
-
-    /// A label's definitions: its direction, and its inverse if distinct.
-    pub(super) fn label_directions(catalog: &PairCatalog, def: &TypeDef) -> Vec<TypeDef> {
-        catalog
-            .all()
-            .iter()
-            .filter(|d| d.key == def.key || d.key == def.inverse)
-            .cloned()
-            .collect()
-    }
-
     /// The admin limits of a pair (both directions), by type.
     pub(super) async fn pair_limits(
         &self,
@@ -229,47 +195,26 @@ impl AssociationService {
     ) -> ServiceResult<Vec<TypeDef>> {
         let PortalPair { portal, from, to } = pair;
         let catalog = self.pair_catalog(pair).await?;
-        let def = Self::label_def(&catalog, from, to, type_id)?;
-        let label = label_text(label)?;
-        let inverse_label = inverse_label.map(str::trim).filter(|l| !l.is_empty());
-        // A symmetric cross-object label keeps one text in both directions.
-        let symmetric = catalog
-            .all()
-            .iter()
-            .any(|d| d.key == def.inverse && d.key != def.key && d.label == def.label);
-        let inverse_label = inverse_label.or(if symmetric { Some(label) } else { None });
-        let before = Self::label_directions(&catalog, &def);
-        let after: Vec<TypeDef> = before
-            .iter()
-            .map(|d| {
-                let text = if d.key == def.key {
-                    Some(label)
-                } else {
-                    inverse_label
-                };
-                TypeDef {
-                    label: text.map(str::to_string).or(d.label.clone()),
-                    ..d.clone()
-                }
-            })
-            .collect();
+        let def = find_label(&catalog, from, to, type_id)?;
+        let rename = rename_label(&catalog, &def, label, inverse_label)?;
         let change = Self::admin_change(portal, actor, AdminEvent::LabelUpdated, from, to)
-            .with_labels(&before, &after);
+            .with_labels(&rename.before, &rename.after);
         self.hooks.validate(&change).await?;
         let updated = self
             .store
-            .update_label(portal, &def, label, inverse_label, &change)
+            .update_label(
+                portal,
+                &def,
+                &rename.label,
+                rename.inverse_label.as_deref(),
+                &change,
+            )
             .await;
         self.catalogs.forget_portal(portal);
         updated?;
         self.hooks.committed(portal).await;
         let catalog = self.catalog(portal, from, to).await?;
-        Ok(catalog
-            .all()
-            .iter()
-            .filter(|d| d.key == def.key || d.key == def.inverse)
-            .cloned()
-            .collect())
+        Ok(label_directions(&catalog, &def))
     }
 
     /// Deletes a label, both directions, with its limits and uses.
@@ -281,9 +226,9 @@ impl AssociationService {
     ) -> ServiceResult<()> {
         let PortalPair { portal, from, to } = pair;
         let catalog = self.pair_catalog(pair).await?;
-        let def = Self::label_def(&catalog, from, to, type_id)?;
+        let def = find_label(&catalog, from, to, type_id)?;
         let change = Self::admin_change(portal, actor, AdminEvent::LabelDeleted, from, to)
-            .with_labels(&Self::label_directions(&catalog, &def), &[]);
+            .with_labels(&label_directions(&catalog, &def), &[]);
         self.hooks.validate(&change).await?;
         let deleted = self.store.delete_label(portal, &def, &change).await;
         self.catalogs.forget_portal(portal);

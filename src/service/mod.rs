@@ -15,8 +15,7 @@ use crate::domain::feed::{Change, ChangeKind, FeedStart};
 use crate::domain::limits::{apply_limit_changes, LimitChange, LimitMode};
 use crate::domain::merge::MergeRequest;
 use crate::domain::plan::{archive_filter, CreateItem, DirectedRow};
-use crate::domain::types::new_label_definitions;
-use crate::domain::{Category, DomainError, ObjectType, PairCatalog, TypeDef, TypeKey, TypeRole};
+use crate::domain::{Category, DomainError, ObjectType, PairCatalog, TypeDef, TypeKey};
 use crate::hooks::{Hooks, Pacing};
 use crate::store::{NewLabel, RecordRow, Store, StoreError, TypeFilter};
 

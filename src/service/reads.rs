@@ -2,6 +2,7 @@
 //! chunks from a producer task, and the type catalog.
 use super::stream::{Scan, Step};
 use super::*;
+use std::collections::hash_map::Entry;
 
 /// Most records one batch read may name.
 pub const MAX_BATCH_READ: usize = 10_000;
@@ -66,11 +67,10 @@ impl AssociationService {
         from: ObjectType,
         to: ObjectType,
     ) -> ServiceResult<&'c PairCatalog> {
-        if !cache.contains_key(&(from, to)) {
-            let catalog = self.catalog(portal, from, to).await?;
-            cache.insert((from, to), catalog);
-        }
-        Ok(&cache[&(from, to)])
+        Ok(match cache.entry((from, to)) {
+            Entry::Occupied(known) => known.into_mut(),
+            Entry::Vacant(new) => new.insert(self.catalog(portal, from, to).await?),
+        })
     }
 
     /// Groups a record's rows into associated records with their definitions.

@@ -187,8 +187,9 @@ impl AssociationService {
         let PortalPair { portal, from, to } = pair;
         let catalog = self.pair_catalog(pair).await?;
         let mut outcome = ArchiveOutcome::default();
-        let mut by_filter: BTreeMap<Option<Vec<(TypeKey, TypeKey)>>, Vec<(i64, i64)>> =
-            BTreeMap::new();
+        // Pairs grouped by what they remove: all types, or these (forward, inverse) keys.
+        type KeyPairs = Option<Vec<(TypeKey, TypeKey)>>;
+        let mut by_filter: BTreeMap<KeyPairs, Vec<(i64, i64)>> = BTreeMap::new();
         for (index, input) in inputs.iter().enumerate() {
             let filter = Self::validate(&catalog, from, to, input)
                 .and_then(|item| archive_filter(&catalog, from, to, &item.types));

@@ -11,15 +11,14 @@ use async_trait::async_trait;
 
 use super::{NewLabel, StoreError, StoreResult, TypeFilter};
 use crate::domain::admin::AdminChange;
+use crate::domain::builtin::allocated_unlabeled;
 use crate::domain::feed::ChangeKind;
+use crate::domain::labels::{check_labels_unique, label_ids_needed, new_label_definitions};
 use crate::domain::limits::{apply_limit_changes, LimitChange, LimitMode};
 use crate::domain::merge::{self, MergePlan, MergeRequest, MergeSnapshot};
 use crate::domain::plan::{
     self, CountKey, CreateItem, DirectedRow, ItemOutcome, PairEdge, Plan, PrimaryLookup, Snapshot,
     WriteContext,
-};
-use crate::domain::types::{
-    allocated_unlabeled, check_labels_unique, label_ids_needed, new_label_definitions,
 };
 use crate::domain::{DomainError, ObjectType, PairCatalog, TypeDef, TypeKey, TypeRole};
 

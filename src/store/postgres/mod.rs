@@ -13,9 +13,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Row};
 
 use super::*;
+use crate::domain::builtin::has_builtin_unlabeled;
 use crate::domain::feed::{Change, ChangeKind};
 use crate::domain::plan::{presume_new_pairs, PresumedPlan};
-use crate::domain::types::{has_builtin_unlabeled, FIRST_PORTAL_TYPE_ID};
+use crate::domain::types::FIRST_PORTAL_TYPE_ID;
 
 mod logs;
 mod steps;

@@ -17,8 +17,9 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
 use super::*;
+use crate::domain::builtin::has_builtin_unlabeled;
 use crate::domain::feed::{Change, ChangeKind};
-use crate::domain::types::{has_builtin_unlabeled, FIRST_PORTAL_TYPE_ID};
+use crate::domain::types::FIRST_PORTAL_TYPE_ID;
 
 mod logs;
 mod steps;

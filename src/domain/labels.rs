@@ -1,0 +1,270 @@
+//! Association labels: the rules for their text and names, the definitions a
+//! new label gets, finding a label of a pair, and what a rename changes.
+use super::error::DomainError;
+use super::object_type::ObjectType;
+use super::types::{Category, PairCatalog, TypeDef, TypeKey, TypeRole};
+
+/// How many type ids a new label needs: a symmetric label on a same-object
+/// pair is its own inverse; everything else has one id per direction.
+pub fn label_ids_needed(from: ObjectType, to: ObjectType, inverse_label: Option<&str>) -> i32 {
+    if from == to && inverse_label.is_none() {
+        1
+    } else {
+        2
+    }
+}
+
+/// A label's text, trimmed: 1 to 100 characters (the one home of this rule).
+pub fn label_text(label: &str) -> Result<&str, DomainError> {
+    let label = label.trim();
+    if label.is_empty() || label.len() > 100 {
+        return Err(DomainError::InvalidArgument(
+            "label must be 1 to 100 characters".into(),
+        ));
+    }
+    Ok(label)
+}
+
+/// Builds the definitions of a new admin label from its allocated ids.
+pub fn new_label_definitions(
+    from: ObjectType,
+    to: ObjectType,
+    label: &str,
+    name: &str,
+    inverse_label: Option<&str>,
+    first_id: i32,
+) -> Result<Vec<TypeDef>, DomainError> {
+    let label = label_text(label)?;
+    let name = name.trim();
+    if name.is_empty()
+        || name.len() > 100
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(DomainError::InvalidArgument(
+            "name must be 1 to 100 characters of letters, digits and '_'".into(),
+        ));
+    }
+    let inverse_label = match inverse_label.map(str::trim) {
+        Some("") => {
+            return Err(DomainError::InvalidArgument(
+                "inverseLabel must not be empty".into(),
+            ))
+        }
+        other => other,
+    };
+    let needed = label_ids_needed(from, to, inverse_label);
+    let inverse_id = first_id + needed - 1;
+    let key = |id| TypeKey {
+        category: Category::UserDefined,
+        type_id: id,
+    };
+    let mut defs = vec![TypeDef {
+        key: key(first_id),
+        inverse: key(inverse_id),
+        from,
+        to,
+        label: Some(label.to_string()),
+        name: name.to_string(),
+        role: TypeRole::Label,
+    }];
+    if needed == 2 {
+        let (inverse_label, inverse_name) = match inverse_label {
+            Some(inv) => (inv.to_string(), snake_case(inv)),
+            None => (label.to_string(), name.to_string()),
+        };
+        defs.push(TypeDef {
+            key: key(inverse_id),
+            inverse: key(first_id),
+            from: to,
+            to: from,
+            label: Some(inverse_label),
+            name: inverse_name,
+            role: TypeRole::Label,
+        });
+    }
+    Ok(defs)
+}
+
+/// A label's text is unique per pair direction within a portal.
+pub fn check_labels_unique(existing: &[TypeDef], new: &[TypeDef]) -> Result<(), DomainError> {
+    let clash = existing.iter().find(|e| {
+        new.iter()
+            .any(|d| (d.from, d.to) == (e.from, e.to) && d.label.is_some() && d.label == e.label)
+    });
+    match clash {
+        Some(e) => Err(DomainError::LabelExists(
+            e.label.clone().unwrap_or_default(),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn snake_case(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    out.trim_matches('_').to_string()
+}
+
+/// An admin label of the pair by its type id (either direction).
+pub fn find_label(
+    catalog: &PairCatalog,
+    from: ObjectType,
+    to: ObjectType,
+    type_id: i32,
+) -> Result<TypeDef, DomainError> {
+    catalog
+        .all()
+        .iter()
+        .find(|d| {
+            d.key.type_id == type_id
+                && d.key.category != Category::HubspotDefined
+                && d.role == TypeRole::Label
+        })
+        .cloned()
+        .ok_or(DomainError::LabelNotFound { type_id, from, to })
+}
+
+/// A label's definitions: its direction, and its inverse if distinct.
+pub fn label_directions(catalog: &PairCatalog, def: &TypeDef) -> Vec<TypeDef> {
+    catalog
+        .all()
+        .iter()
+        .filter(|d| d.key == def.key || d.key == def.inverse)
+        .cloned()
+        .collect()
+}
+
+/// What renaming label `def` to `label` (and its inverse to `inverse_label`)
+/// changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rename {
+    /// The label's text, checked and trimmed.
+    pub label: String,
+    /// The inverse direction's new text, if it changes.
+    pub inverse_label: Option<String>,
+    /// The label's definitions before and after.
+    pub before: Vec<TypeDef>,
+    pub after: Vec<TypeDef>,
+}
+
+/// Plans a rename: a symmetric cross-object label keeps one text in both
+/// directions; a blank inverse text leaves the inverse as it is.
+pub fn rename_label(
+    catalog: &PairCatalog,
+    def: &TypeDef,
+    label: &str,
+    inverse_label: Option<&str>,
+) -> Result<Rename, DomainError> {
+    let label = label_text(label)?;
+    let inverse_label = inverse_label.map(str::trim).filter(|l| !l.is_empty());
+    let symmetric = catalog
+        .all()
+        .iter()
+        .any(|d| d.key == def.inverse && d.key != def.key && d.label == def.label);
+    let inverse_label = inverse_label.or(if symmetric { Some(label) } else { None });
+    let before = label_directions(catalog, def);
+    let after = before
+        .iter()
+        .map(|d| {
+            let text = if d.key == def.key {
+                Some(label)
+            } else {
+                inverse_label
+            };
+            TypeDef {
+                label: text.map(str::to_string).or(d.label.clone()),
+                ..d.clone()
+            }
+        })
+        .collect();
+    Ok(Rename {
+        label: label.to_string(),
+        inverse_label: inverse_label.map(str::to_string),
+        before,
+        after,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_get_one_id_when_symmetric_on_one_object_type() {
+        let sym = new_label_definitions(
+            ObjectType::CONTACT,
+            ObjectType::CONTACT,
+            "Friend",
+            "friend",
+            None,
+            1000,
+        )
+        .unwrap();
+        assert_eq!(sym.len(), 1);
+        assert_eq!(sym[0].key, sym[0].inverse);
+        let paired = new_label_definitions(
+            ObjectType::CONTACT,
+            ObjectType::CONTACT,
+            "Manager",
+            "manager",
+            Some("Employee"),
+            1000,
+        )
+        .unwrap();
+        assert_eq!(paired.len(), 2);
+        assert_eq!(paired[1].label.as_deref(), Some("Employee"));
+        assert_eq!(paired[1].name, "employee");
+        let cross = new_label_definitions(
+            ObjectType::CONTACT,
+            ObjectType::COMPANY,
+            "Billing",
+            "billing",
+            None,
+            1000,
+        )
+        .unwrap();
+        assert_eq!(cross.len(), 2);
+        assert_eq!(cross[1].label.as_deref(), Some("Billing"));
+        assert!(
+            new_label_definitions(ObjectType::CONTACT, ObjectType::COMPANY, "", "x", None, 1)
+                .is_err()
+        );
+        assert!(new_label_definitions(
+            ObjectType::CONTACT,
+            ObjectType::COMPANY,
+            "X",
+            "bad name",
+            None,
+            1
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn renaming_a_symmetric_cross_object_label_renames_both_directions() {
+        let (contact, company) = (ObjectType::CONTACT, ObjectType::COMPANY);
+        let stored =
+            new_label_definitions(contact, company, "Billing", "billing", None, 1000).unwrap();
+        let catalog = PairCatalog::new(contact, company, stored).unwrap();
+        let def = find_label(&catalog, contact, company, 1000).unwrap();
+        let rename = rename_label(&catalog, &def, "  Invoices ", None).unwrap();
+        assert_eq!(rename.label, "Invoices");
+        assert_eq!(rename.inverse_label.as_deref(), Some("Invoices"));
+        assert!(rename
+            .after
+            .iter()
+            .all(|d| d.label.as_deref() == Some("Invoices")));
+        assert_eq!(rename.before.len(), 2);
+        assert!(rename_label(&catalog, &def, " ", None).is_err());
+        assert!(matches!(
+            find_label(&catalog, contact, company, 279),
+            Err(DomainError::LabelNotFound { .. })
+        ));
+    }
+}
