@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::domain::admin::AdminEvent;
+use crate::domain::ErrorKind;
 use crate::hooks::audit::AUDIT_PLUGIN;
 use crate::hooks::{FailurePolicy, Pacing, PluginSettings};
 
@@ -171,6 +172,13 @@ pub enum ConfigError {
     Load(#[from] config::ConfigError),
     #[error("invalid configuration: {0}")]
     Invalid(String),
+}
+
+impl ConfigError {
+    /// A configuration that cannot be used is the caller's input error.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidArgument
+    }
 }
 
 const DEFAULTS: &[(&str, &str)] = &[

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod transfer;
 
+use association_service::domain::ErrorKind;
 use transfer::Format;
 
 #[derive(Parser)]
@@ -74,8 +75,27 @@ enum Failure {
     Server(#[from] server::ServerError),
     #[error(transparent)]
     Transfer(#[from] transfer::TransferError),
-    #[error("{0} rows failed")]
-    RowsFailed(u64),
+    #[error("{count} {rows} failed", rows = if *.count == 1 { "row" } else { "rows" })]
+    RowsFailed { count: u64 },
+}
+
+impl Failure {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Failure::Server(err) => err.kind(),
+            Failure::Transfer(err) => err.kind(),
+            Failure::RowsFailed { .. } => ErrorKind::InvalidArgument,
+        }
+    }
+}
+
+/// The exit status of a failed command: 69 (sysexits' EX_UNAVAILABLE) when
+/// something it needs cannot be reached, so scripts can retry; 1 otherwise.
+fn exit_code(err: &Failure) -> ExitCode {
+    match err.kind() {
+        ErrorKind::Unavailable => ExitCode::from(69),
+        _ => ExitCode::FAILURE,
+    }
 }
 
 fn main() -> ExitCode {
@@ -129,7 +149,9 @@ fn main() -> ExitCode {
                     summary.rows, summary.succeeded, summary.failed
                 );
                 if summary.failed > 0 {
-                    return Err(Failure::RowsFailed(summary.failed));
+                    return Err(Failure::RowsFailed {
+                        count: summary.failed,
+                    });
                 }
             }
             Command::Export {
@@ -163,7 +185,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("association-service: {err}");
-            ExitCode::FAILURE
+            exit_code(&err)
         }
     }
 }

@@ -11,6 +11,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use std::time::Duration;
 
 use crate::config::{redacted_url, FeedSettings, Settings};
+use crate::domain::ErrorKind;
 use crate::gateway;
 use crate::grpc::GrpcApi;
 use crate::hooks::remote::RemotePlugin;
@@ -41,6 +42,20 @@ pub enum ServerError {
     Config(#[from] crate::config::ConfigError),
     #[error("admin plugin: {0}")]
     Plugin(String),
+}
+
+impl ServerError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ServerError::Store { source, .. } => source.kind(),
+            ServerError::Config(err) => err.kind(),
+            ServerError::Plugin(_) => ErrorKind::InvalidArgument,
+            ServerError::Bind { .. } | ServerError::Transport(_) | ServerError::Gateway(_) => {
+                ErrorKind::Unavailable
+            }
+            ServerError::Reflection(_) => ErrorKind::Internal,
+        }
+    }
 }
 
 /// The admin hooks: the built-in audit plugin and the configured remote ones.

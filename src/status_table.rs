@@ -1,78 +1,69 @@
-//! The one table from error kinds to transport statuses: the gRPC code and
-//! the HTTP status each front end answers with. Bodies (ErrorInfo details,
-//! HubSpot JSON) are built by each front end from the same domain error.
+//! The one table from error kinds to answers: the gRPC code, the HTTP
+//! status and HubSpot's error category of each kind, and the subCategory and
+//! message of failures that are not the caller's. Every error type reports
+//! its kind; both front ends answer through this table.
 use tonic::Code;
 
 use crate::domain::ErrorKind;
-use crate::store::{StoreError, StoreErrorKind};
+use crate::store::StoreError;
 
-/// A transport's view of one kind of error.
+/// How one kind of error is answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StatusPair {
     pub grpc: Code,
     pub http: u16,
+    /// HubSpot's error `category`.
+    pub category: &'static str,
 }
 
-/// How each kind of domain error is answered.
+/// How each kind of error is answered.
 pub fn status_for(kind: ErrorKind) -> StatusPair {
-    let (grpc, http) = match kind {
-        ErrorKind::InvalidArgument => (Code::InvalidArgument, 400),
-        ErrorKind::NotFound => (Code::NotFound, 404),
-        ErrorKind::Conflict => (Code::AlreadyExists, 409),
+    let (grpc, http, category) = match kind {
+        ErrorKind::InvalidArgument => (Code::InvalidArgument, 400, "VALIDATION_ERROR"),
+        ErrorKind::NotFound => (Code::NotFound, 404, "OBJECT_NOT_FOUND"),
+        ErrorKind::Conflict => (Code::AlreadyExists, 409, "CONFLICT"),
         // HubSpot answers limit violations with 400 VALIDATION_ERROR.
-        ErrorKind::LimitExceeded => (Code::FailedPrecondition, 400),
-        ErrorKind::Expired => (Code::OutOfRange, 400),
-        ErrorKind::Denied => (Code::PermissionDenied, 403),
-        ErrorKind::Unavailable => (Code::Unavailable, 503),
-        ErrorKind::Internal => (Code::Internal, 500),
+        ErrorKind::LimitExceeded => (Code::FailedPrecondition, 400, "VALIDATION_ERROR"),
+        ErrorKind::Expired => (Code::OutOfRange, 400, "VALIDATION_ERROR"),
+        ErrorKind::Denied => (Code::PermissionDenied, 403, "VALIDATION_ERROR"),
+        ErrorKind::Unavailable => (Code::Unavailable, 503, "INTERNAL_ERROR"),
+        // Safe to try again, so 503 rather than 409.
+        ErrorKind::Aborted => (Code::Aborted, 503, "INTERNAL_ERROR"),
+        // gRPC's counterpart of an unknown path is an unknown method.
+        ErrorKind::NoRoute => (Code::Unimplemented, 404, "OBJECT_NOT_FOUND"),
+        ErrorKind::Internal => (Code::Internal, 500, "INTERNAL_ERROR"),
     };
-    StatusPair { grpc, http }
+    StatusPair {
+        grpc,
+        http,
+        category,
+    }
 }
 
-/// How a request for a path or method the REST gateway does not serve is
-/// answered (gRPC's counterpart of an unknown method).
-pub const NO_ROUTE: StatusPair = StatusPair {
-    grpc: Code::Unimplemented,
-    http: 404,
-};
-
-/// How a store that cannot be reached is answered (retry later).
-pub const STORE_UNAVAILABLE: StatusPair = StatusPair {
-    grpc: Code::Unavailable,
-    http: 503,
-};
-
-/// How any other store failure is answered.
-pub const STORE_FAILED: StatusPair = StatusPair {
-    grpc: Code::Internal,
-    http: 500,
-};
-
-/// How a write whose retries ran out is answered (safe to try again).
-pub const WRITE_CONFLICT: StatusPair = StatusPair {
-    grpc: Code::Aborted,
-    http: 503,
-};
-
-/// How a store failure is answered: status, subCategory and message.
-pub fn store_status(err: &StoreError) -> (StatusPair, &'static str, &'static str) {
-    match err.kind() {
-        StoreErrorKind::Conflict => (
-            WRITE_CONFLICT,
+/// The subCategory and message of a store failure of `kind` (the store's
+/// own text stays in the log, under the answer's correlation id).
+fn store_failure_text(kind: ErrorKind) -> (&'static str, &'static str) {
+    match kind {
+        ErrorKind::Aborted => (
             "crm.associations.WRITE_CONFLICT",
             "the write kept conflicting with concurrent writes to the same records and its retries ran out; try again",
         ),
-        StoreErrorKind::Unavailable => (
-            STORE_UNAVAILABLE,
+        ErrorKind::Unavailable => (
             "crm.associations.STORE_UNAVAILABLE",
             "the association store is unavailable, try again",
         ),
-        StoreErrorKind::Internal => (
-            STORE_FAILED,
+        _ => (
             "crm.associations.INTERNAL_ERROR",
             "the association store failed; the log holds this error under its correlation id",
         ),
     }
+}
+
+/// How a store failure is answered: status, subCategory and message.
+pub fn store_status(err: &StoreError) -> (StatusPair, &'static str, &'static str) {
+    let kind = err.kind();
+    let (sub_category, message) = store_failure_text(kind);
+    (status_for(kind), sub_category, message)
 }
 
 #[cfg(test)]
@@ -114,5 +105,46 @@ mod tests {
             last: "deadlock".into(),
         };
         assert_eq!(answer(exhausted), (503, "crm.associations.WRITE_CONFLICT"));
+    }
+
+    #[test]
+    fn every_kind_has_one_answer() {
+        let rows = [
+            (ErrorKind::InvalidArgument, Code::InvalidArgument, 400),
+            (ErrorKind::NotFound, Code::NotFound, 404),
+            (ErrorKind::Conflict, Code::AlreadyExists, 409),
+            (ErrorKind::LimitExceeded, Code::FailedPrecondition, 400),
+            (ErrorKind::Expired, Code::OutOfRange, 400),
+            (ErrorKind::Denied, Code::PermissionDenied, 403),
+            (ErrorKind::Unavailable, Code::Unavailable, 503),
+            (ErrorKind::Aborted, Code::Aborted, 503),
+            (ErrorKind::NoRoute, Code::Unimplemented, 404),
+            (ErrorKind::Internal, Code::Internal, 500),
+        ];
+        for (kind, grpc, http) in rows {
+            let status = status_for(kind);
+            assert_eq!((status.grpc, status.http), (grpc, http), "{kind:?}");
+            assert!(!status.category.is_empty());
+        }
+    }
+
+    #[test]
+    fn errors_of_every_layer_report_their_kind() {
+        use crate::domain::DomainError;
+        use crate::service::ServiceError;
+        let refused = StoreError::Rejected(DomainError::InvalidCursor);
+        assert_eq!(refused.kind(), ErrorKind::InvalidArgument);
+        assert_eq!(
+            ServiceError::from(StoreError::Corrupt("bad row".into())).kind(),
+            ErrorKind::Internal
+        );
+        assert_eq!(
+            ServiceError::from(StoreError::Database(sqlx::Error::PoolTimedOut)).kind(),
+            ErrorKind::Unavailable
+        );
+        let timeout = crate::hooks::HookError::Timeout(std::time::Duration::from_secs(1));
+        assert_eq!(timeout.kind(), ErrorKind::Unavailable);
+        let config = crate::config::ConfigError::Invalid("bad".into());
+        assert_eq!(config.kind(), ErrorKind::InvalidArgument);
     }
 }

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use association_service::domain::Category;
+use association_service::domain::ErrorKind;
 use association_service::proto::association_read_client::AssociationReadClient;
 use association_service::proto::association_write_client::AssociationWriteClient;
 use association_service::proto::{ExportAssociationsRequest, ImportAssociationsRequest, ImportRow};
@@ -66,6 +67,20 @@ pub enum TransferError {
     },
     #[error("the service refused: {0}")]
     Rpc(#[from] tonic::Status),
+}
+
+impl TransferError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            TransferError::File { .. } | TransferError::Write(_) => ErrorKind::InvalidArgument,
+            TransferError::Connect { .. } => ErrorKind::Unavailable,
+            TransferError::Rpc(status) => match status.code() {
+                tonic::Code::Unavailable => ErrorKind::Unavailable,
+                tonic::Code::Internal | tonic::Code::Unknown => ErrorKind::Internal,
+                _ => ErrorKind::InvalidArgument,
+            },
+        }
+    }
 }
 
 /// What an import did.

@@ -180,3 +180,25 @@ async fn sqlite_import_reports_bad_rows_and_reimport_changes_nothing() {
 async fn postgres_import_reports_bad_rows_and_reimport_changes_nothing() {
     import_reports_bad_rows_and_reimport_changes_nothing("postgres").await;
 }
+
+/// A command that cannot reach the server exits 69 (EX_UNAVAILABLE), so
+/// scripts can retry; other failures exit 1.
+#[tokio::test]
+async fn unreachable_server_exits_69() {
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address")
+    };
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_association-service"))
+        .args(["export", "--portal", "1", "--server"])
+        .arg(format!("http://{closed}"))
+        .output()
+        .await
+        .expect("run the CLI");
+    assert_eq!(
+        output.status.code(),
+        Some(69),
+        "stderr: {}",
+        stderr(&output)
+    );
+}

@@ -360,7 +360,10 @@ mod suite {
             "associationCategory HUBSPOT_DEFINED, associationTypeId 4".into()
         )));
         assert!(context.contains(&("portalId", PORTAL.to_string())));
-        assert_eq!(err.category(), "VALIDATION_ERROR");
+        assert_eq!(
+            association_service::status_table::status_for(err.kind()).category,
+            "VALIDATION_ERROR"
+        );
         assert_eq!(
             fx.read(PORTAL, "contacts", 5, "deals").await,
             vec![(1, vec![4]), (2, vec![4])]
@@ -1128,7 +1131,10 @@ mod merge_suite {
             format!("Association configuration limits are exceeded in portal {PORTAL} when merging 2 into 1 of object type 0-1")
         );
         assert_eq!(
-            (err.category(), err.kind()),
+            (
+                association_service::status_table::status_for(err.kind()).category,
+                err.kind()
+            ),
             (
                 "VALIDATION_ERROR",
                 association_service::domain::ErrorKind::LimitExceeded

@@ -25,7 +25,9 @@ pub struct LimitViolation {
     pub type_name: String,
 }
 
-/// The broad class of an error, which front ends map to status codes.
+/// The broad class of an error. Every error type of every layer reports
+/// one; `status_table` maps each to its gRPC code, HTTP status and HubSpot
+/// category.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorKind {
     InvalidArgument,
@@ -36,8 +38,15 @@ pub enum ErrorKind {
     Expired,
     /// An admin plugin refused the change.
     Denied,
-    /// Something the change depends on (an admin plugin) did not answer.
+    /// Something the call depends on (the database, an admin plugin) cannot
+    /// be reached or is out of resources: try again later.
     Unavailable,
+    /// A write lost races to concurrent writes for its whole retry budget:
+    /// safe to try again.
+    Aborted,
+    /// A path or method that is not served.
+    NoRoute,
+    /// A bug or corrupt data: trying again will not help.
     Internal,
 }
 
@@ -127,18 +136,6 @@ impl DomainError {
             DomainError::ChangeDenied { .. } => ErrorKind::Denied,
             DomainError::PluginUnavailable { .. } => ErrorKind::Unavailable,
             DomainError::Internal(_) => ErrorKind::Internal,
-        }
-    }
-
-    /// HubSpot's error category.
-    pub fn category(&self) -> &'static str {
-        match self.kind() {
-            ErrorKind::InvalidArgument | ErrorKind::LimitExceeded => "VALIDATION_ERROR",
-            ErrorKind::NotFound => "OBJECT_NOT_FOUND",
-            ErrorKind::Conflict => "CONFLICT",
-            ErrorKind::Expired | ErrorKind::Denied => "VALIDATION_ERROR",
-            ErrorKind::Unavailable => "INTERNAL_ERROR",
-            ErrorKind::Internal => "INTERNAL_ERROR",
         }
     }
 

@@ -9,8 +9,9 @@ use serde_json::{Map, Value};
 
 use crate::domain::error::{LimitSource, LimitViolation};
 use crate::domain::DomainError;
+use crate::domain::ErrorKind;
 use crate::service::ServiceError;
-use crate::status_table::{status_for, store_status, StatusPair, NO_ROUTE};
+use crate::status_table::{status_for, store_status, StatusPair};
 
 /// Why a REST call failed as a whole.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,15 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
+    /// The kind of this failure, which the status table answers.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            GatewayError::Service(err) => err.kind(),
+            GatewayError::SingleLimit(_) => ErrorKind::LimitExceeded,
+            GatewayError::NoRoute { .. } => ErrorKind::NoRoute,
+        }
+    }
+
     /// A single-association write's failure: limit violations get the
     /// body that names the type, as in HubSpot's changelog.
     pub fn single_write(err: DomainError) -> GatewayError {
@@ -88,7 +98,7 @@ impl ItemError {
     pub fn new(err: &DomainError) -> ItemError {
         ItemError {
             status: "error",
-            category: err.category(),
+            category: status_for(err.kind()).category,
             sub_category: err.sub_category(),
             message: err.to_string(),
             context: context(err.context()),
@@ -105,27 +115,27 @@ fn limit_key(source: LimitSource) -> &'static str {
 
 impl GatewayError {
     fn status_and_body(&self) -> (StatusPair, ErrorBody) {
-        let body = |message: String, category: &str, sub: Option<&str>, ctx| ErrorBody {
+        let status = status_for(self.kind());
+        let body = |message: String, sub: Option<&str>, ctx| ErrorBody {
             status: "error",
             message,
             correlation_id: uuid::Uuid::new_v4().to_string(),
             context: ctx,
-            category: category.to_string(),
+            category: status.category.to_string(),
             sub_category: sub.map(str::to_string),
         };
         match self {
             GatewayError::Service(ServiceError::Domain(err)) => (
-                status_for(err.kind()),
+                status,
                 body(
                     err.to_string(),
-                    err.category(),
                     Some(err.sub_category()),
                     context(err.context()),
                 ),
             ),
             GatewayError::Service(ServiceError::Store(store)) => {
                 let (status, sub, message) = store_status(store);
-                let answer = body(message.into(), "INTERNAL_ERROR", Some(sub), Map::new());
+                let answer = body(message.into(), Some(sub), Map::new());
                 let correlation_id = &answer.correlation_id;
                 tracing::error!(%correlation_id, "store failure: {store}");
                 (status, answer)
@@ -148,15 +158,9 @@ impl GatewayError {
                         v.key.category.to_string(),
                     ),
                 ]);
-                (
-                    status_for(crate::domain::ErrorKind::LimitExceeded),
-                    body(self.to_string(), "VALIDATION_ERROR", None, ctx),
-                )
+                (status, body(self.to_string(), None, ctx))
             }
-            GatewayError::NoRoute { .. } => (
-                NO_ROUTE,
-                body(self.to_string(), "OBJECT_NOT_FOUND", None, Map::new()),
-            ),
+            GatewayError::NoRoute { .. } => (status, body(self.to_string(), None, Map::new())),
         }
     }
 }

@@ -25,7 +25,7 @@ pub fn error_metadata(err: &DomainError) -> HashMap<String, String> {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-    metadata.insert("category".into(), err.category().to_string());
+    metadata.insert("category".into(), status_for(err.kind()).category.into());
     metadata
 }
 
@@ -50,7 +50,7 @@ impl From<ServiceError> for Status {
                 let correlation_id = uuid::Uuid::new_v4().to_string();
                 tracing::error!(%correlation_id, "store failure: {store}");
                 let metadata = HashMap::from([
-                    ("category".to_string(), "INTERNAL_ERROR".to_string()),
+                    ("category".to_string(), status.category.to_string()),
                     ("correlationId".to_string(), correlation_id),
                 ]);
                 let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);

@@ -11,6 +11,7 @@ use tokio::sync::{Mutex, Notify};
 
 use crate::domain::admin::{idempotency_key, AdminChange, AdminEvent};
 use crate::domain::DomainError;
+use crate::domain::ErrorKind;
 use crate::store::{Store, StoreError};
 
 pub mod audit;
@@ -33,6 +34,13 @@ pub enum HookError {
     Timeout(Duration),
 }
 
+impl HookError {
+    /// A plugin that gave no answer is unavailable.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::Unavailable
+    }
+}
+
 /// Why a delivery round stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
@@ -44,6 +52,15 @@ pub enum DeliveryError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl DeliveryError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            DeliveryError::Plugin { source, .. } => source.kind(),
+            DeliveryError::Store(err) => err.kind(),
+        }
+    }
 }
 
 /// What an admin plugin implements (in-process, or remotely as the

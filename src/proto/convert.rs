@@ -101,7 +101,9 @@ pub fn admin_change_to_proto(change: &AdminChange) -> proto::AdminChange {
 pub fn item_error(index: usize, err: &DomainError) -> proto::ItemError {
     proto::ItemError {
         index: index as u32,
-        category: err.category().to_string(),
+        category: crate::status_table::status_for(err.kind())
+            .category
+            .to_string(),
         sub_category: err.sub_category().to_string(),
         message: err.to_string(),
         context: err

@@ -51,6 +51,16 @@ pub enum ServiceError {
     Store(StoreError),
 }
 
+impl ServiceError {
+    /// The kind of this failure, which the status table answers.
+    pub fn kind(&self) -> crate::domain::ErrorKind {
+        match self {
+            ServiceError::Domain(err) => err.kind(),
+            ServiceError::Store(err) => err.kind(),
+        }
+    }
+}
+
 impl From<StoreError> for ServiceError {
     fn from(err: StoreError) -> ServiceError {
         match err {

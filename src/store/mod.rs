@@ -28,7 +28,9 @@ use crate::domain::merge::{MergePlan, MergeRequest};
 use crate::domain::plan::{
     CountKey, CreateItem, DirectedRow, ItemOutcome, PairEdge, PrimaryLookup, WriteContext,
 };
-use crate::domain::{Category, DomainError, ObjectType, PairCatalog, TypeDef, TypeKey, TypeRole};
+use crate::domain::{
+    Category, DomainError, ErrorKind, ObjectType, PairCatalog, TypeDef, TypeKey, TypeRole,
+};
 
 /// How often one write may run again because it found a counter it had not
 /// locked (each run locks more, so this is never reached in practice).
@@ -201,17 +203,6 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// What kind of failure a store error is, for answering it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StoreErrorKind {
-    /// The database cannot be reached or is out of resources: try again later.
-    Unavailable,
-    /// A write lost races for its whole retry budget: try again.
-    Conflict,
-    /// A bug, a corrupt row or a refused statement: trying again will not help.
-    Internal,
-}
-
 /// SQLSTATEs (and SQLite result codes) that mean the database cannot serve
 /// now: PostgreSQL's connection exceptions (class 08), insufficient
 /// resources (53), shutdowns and "cannot connect now" (57P01-57P03);
@@ -224,20 +215,23 @@ fn unavailable_code(code: &str) -> bool {
 
 impl StoreError {
     /// The kind of this failure: only connection, pool and resource
-    /// failures are "unavailable".
-    pub fn kind(&self) -> StoreErrorKind {
+    /// failures are "unavailable"; a corrupt row, a refused statement or a
+    /// bug is internal.
+    pub fn kind(&self) -> ErrorKind {
         use sqlx::Error as Sql;
         match self {
-            StoreError::RetriesExhausted { .. } => StoreErrorKind::Conflict,
+            StoreError::Rejected(domain) => domain.kind(),
+            StoreError::UnsupportedUrl(_) => ErrorKind::InvalidArgument,
+            StoreError::RetriesExhausted { .. } => ErrorKind::Aborted,
             StoreError::Database(
                 Sql::PoolTimedOut | Sql::PoolClosed | Sql::Io(_) | Sql::Tls(_) | Sql::WorkerCrashed,
-            ) => StoreErrorKind::Unavailable,
+            ) => ErrorKind::Unavailable,
             StoreError::Database(Sql::Database(db))
                 if db.code().as_deref().is_some_and(unavailable_code) =>
             {
-                StoreErrorKind::Unavailable
+                ErrorKind::Unavailable
             }
-            _ => StoreErrorKind::Internal,
+            _ => ErrorKind::Internal,
         }
     }
 }
