@@ -9,6 +9,7 @@ use crate::domain::admin::AdminEvent;
 use crate::domain::ErrorKind;
 use crate::hooks::audit::AUDIT_PLUGIN;
 use crate::hooks::{FailurePolicy, Pacing, PluginSettings};
+use crate::service::ServiceSettings;
 
 /// Everything the service can be configured with.
 #[derive(Clone, Debug, Deserialize)]
@@ -290,6 +291,19 @@ impl Settings {
             return invalid("store.url must start with sqlite:, postgres:// or postgresql://");
         }
         Ok(())
+    }
+}
+
+impl Settings {
+    /// The service layer's tunables.
+    pub fn service(&self) -> ServiceSettings {
+        ServiceSettings {
+            platform_ceiling: self.limits.platform_ceiling,
+            read_chunk_size: self.read.chunk_size,
+            cursor_secret: self.read.cursor_secret.clone(),
+            feed_poll_interval: std::time::Duration::from_millis(self.feed.poll_interval_ms),
+            catalog_ttl: std::time::Duration::from_millis(self.read.catalog_ttl_ms),
+        }
     }
 }
 

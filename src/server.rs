@@ -20,7 +20,7 @@ use crate::proto::admin_config_server::AdminConfigServer;
 use crate::proto::association_read_server::AssociationReadServer;
 use crate::proto::association_write_server::AssociationWriteServer;
 use crate::proto::FILE_DESCRIPTOR_SET;
-use crate::service::{AssociationService, ServiceSettings};
+use crate::service::AssociationService;
 use crate::store::{self, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -119,13 +119,7 @@ pub async fn serve(
     let dispatchers = hooks.spawn_dispatchers();
     let service = Arc::new(AssociationService::with_hooks(
         store,
-        ServiceSettings {
-            platform_ceiling: settings.limits.platform_ceiling,
-            read_chunk_size: settings.read.chunk_size,
-            cursor_secret: settings.read.cursor_secret.clone(),
-            feed_poll_interval: Duration::from_millis(settings.feed.poll_interval_ms),
-            catalog_ttl: Duration::from_millis(settings.read.catalog_ttl_ms),
-        },
+        settings.service(),
         hooks,
     ));
     let pruner = tokio::spawn(prune_feed_forever(

@@ -107,6 +107,13 @@ pub enum DomainError {
     PluginUnavailable { plugin: String, reason: String },
     #[error("Cannot associate {} {id} with itself: an association joins two different records", .object_type.singular_name())]
     SelfAssociation { object_type: ObjectType, id: i64 },
+    /// A type named (v3) by a machine name or id the pair does not have.
+    #[error("Unknown association type '{name}' from {from} to {to}")]
+    UnknownTypeName {
+        name: String,
+        from: ObjectType,
+        to: ObjectType,
+    },
     #[error("{0}")]
     InvalidArgument(String),
     #[error("internal error: {0}")]
@@ -123,6 +130,7 @@ impl DomainError {
             | DomainError::InvalidLimit(_)
             | DomainError::InvalidCursor
             | DomainError::SelfAssociation { .. }
+            | DomainError::UnknownTypeName { .. }
             | DomainError::InvalidArgument(_) => ErrorKind::InvalidArgument,
             DomainError::LimitExceeded(_) | DomainError::MergeLimitExceeded { .. } => {
                 ErrorKind::LimitExceeded
@@ -167,7 +175,9 @@ impl DomainError {
             DomainError::ChangeDenied { .. } => "crm.associations.CHANGE_DENIED_BY_PLUGIN",
             DomainError::PluginUnavailable { .. } => "crm.associations.PLUGIN_UNAVAILABLE",
             DomainError::SelfAssociation { .. } => "crm.associations.SELF_ASSOCIATION",
-            DomainError::InvalidArgument(_) => "crm.associations.INVALID_INPUT",
+            DomainError::UnknownTypeName { .. } | DomainError::InvalidArgument(_) => {
+                "crm.associations.INVALID_INPUT"
+            }
             DomainError::Internal(_) => "crm.associations.INTERNAL_ERROR",
         }
     }

@@ -197,10 +197,10 @@ impl PairCatalog {
         let by_id = text.parse::<i32>().ok();
         self.directed(from, to)
             .find(|d| Some(d.key.type_id) == by_id || d.name.eq_ignore_ascii_case(text))
-            .ok_or_else(|| {
-                DomainError::InvalidArgument(format!(
-                    "Unknown association type '{text}' from {from} to {to}: use a name or id from GET /crm/v3/associations/{from}/{to}/types"
-                ))
+            .ok_or_else(|| DomainError::UnknownTypeName {
+                name: text.to_string(),
+                from,
+                to,
             })
     }
 }

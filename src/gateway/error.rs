@@ -61,6 +61,17 @@ pub fn invalid(message: impl Into<String>) -> GatewayError {
     DomainError::InvalidArgument(message.into()).into()
 }
 
+/// A domain error's message as REST shows it: an unknown type name also
+/// says where the pair's names are listed.
+pub fn rest_message(err: &DomainError) -> String {
+    match err {
+        DomainError::UnknownTypeName { from, to, .. } => {
+            format!("{err}: use a name or id from GET /crm/v3/associations/{from}/{to}/types")
+        }
+        other => other.to_string(),
+    }
+}
+
 /// HubSpot's `context`: every value is a list of strings.
 pub fn context(pairs: Vec<(&str, String)>) -> Map<String, Value> {
     pairs
@@ -100,7 +111,7 @@ impl ItemError {
             status: "error",
             category: status_for(err.kind()).category,
             sub_category: err.sub_category(),
-            message: err.to_string(),
+            message: rest_message(err),
             context: context(err.context()),
         }
     }
@@ -128,7 +139,7 @@ impl GatewayError {
             GatewayError::Service(ServiceError::Domain(err)) => (
                 status,
                 body(
-                    err.to_string(),
+                    rest_message(err),
                     Some(err.sub_category()),
                     context(err.context()),
                 ),
