@@ -14,7 +14,6 @@
 //! / `DATABASE_URL` to use existing PostgreSQL
 //! servers for the durable / fsync-off runs instead of throwaways).
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::process::Stdio;

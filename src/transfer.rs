@@ -338,14 +338,14 @@ pub async fn export(
 
 /// Writes rows in one format.
 enum RowWriter<W: Write> {
-    Csv(csv::Writer<W>),
+    Csv(Box<csv::Writer<W>>),
     Jsonl(W),
 }
 
 impl<W: Write> RowWriter<W> {
     fn new(format: Format, sink: W) -> RowWriter<W> {
         match format {
-            Format::Csv => RowWriter::Csv(csv::Writer::from_writer(sink)),
+            Format::Csv => RowWriter::Csv(Box::new(csv::Writer::from_writer(sink))),
             Format::Jsonl => RowWriter::Jsonl(sink),
         }
     }

@@ -590,7 +590,8 @@ impl Model {
                 let (from, to) = (*from, *to);
                 let mut failed = Vec::new();
                 // (a, b, None = every type, or Some(forward and inverse types))
-                let mut targets: Vec<(i64, i64, Option<Vec<(Key, Key)>>)> = Vec::new();
+                type Target = (i64, i64, Option<Vec<(Key, Key)>>);
+                let mut targets: Vec<Target> = Vec::new();
                 for (i, (a, b, types)) in items.iter().enumerate() {
                     let failure = if from == to && a == b {
                         Some("SELF_ASSOCIATION")

@@ -5,7 +5,12 @@
 //! serialization failures are retried here, never reaching a caller. The
 //! change feed takes no lock at write time: readers number committed
 //! changes (`logs.rs`), and the admin change log likewise. `steps.rs` holds
-//! the steps of the shared flows.
+//! the steps of the shared flows, `one_call.rs` the one-round-trip writes,
+//! `columns.rs` the array batches.
+//!
+//! Just above 600 lines because it is the `Store` trait's one impl block for
+//! PostgreSQL (Rust keeps a trait impl in one file); everything that is not
+//! a trait method lives in the files named above.
 use std::collections::HashMap;
 
 use async_trait::async_trait;
@@ -15,13 +20,17 @@ use sqlx::{Connection, PgConnection, PgPool, Row};
 use super::*;
 use crate::domain::builtin::has_builtin_unlabeled;
 use crate::domain::feed::{Change, ChangeKind};
-use crate::domain::plan::{presume_new_pairs, PresumedPlan};
+use crate::domain::plan::presume_new_pairs;
 use crate::domain::types::FIRST_PORTAL_TYPE_ID;
 
+mod columns;
 mod logs;
+mod one_call;
 mod steps;
 
+use columns::*;
 use logs::*;
+use one_call::*;
 use steps::*;
 
 /// Advisory lock namespace for admin limit changes (second key: portal).
@@ -60,198 +69,6 @@ fn is_retryable(err: &StoreError) -> bool {
             matches!(db.code().as_deref(), Some("40P01") | Some("40001"))
         }
         _ => false,
-    }
-}
-
-/// The global lock order of counters, spelled in SQL (byte order of the
-/// object type, then id, category, type id); every statement that locks
-/// several counters sorts by it.
-const COUNTER_ORDER: &str = "object_type COLLATE \"C\", object_id, category, type_id";
-
-struct CountColumns {
-    types: Vec<String>,
-    ids: Vec<i64>,
-    categories: Vec<i16>,
-    type_ids: Vec<i32>,
-}
-
-fn count_columns<'a>(keys: impl Iterator<Item = &'a CountKey>) -> CountColumns {
-    let mut c = CountColumns {
-        types: vec![],
-        ids: vec![],
-        categories: vec![],
-        type_ids: vec![],
-    };
-    for k in keys {
-        c.types.push(k.object_type.to_string());
-        c.ids.push(k.object_id);
-        c.categories.push(k.key.category.code());
-        c.type_ids.push(k.key.type_id);
-    }
-    c
-}
-
-struct RowColumns {
-    from_types: Vec<String>,
-    from_ids: Vec<i64>,
-    to_types: Vec<String>,
-    to_ids: Vec<i64>,
-    categories: Vec<i16>,
-    type_ids: Vec<i32>,
-}
-
-fn row_columns(rows: &[DirectedRow]) -> RowColumns {
-    let mut c = RowColumns {
-        from_types: vec![],
-        from_ids: vec![],
-        to_types: vec![],
-        to_ids: vec![],
-        categories: vec![],
-        type_ids: vec![],
-    };
-    for r in rows {
-        c.from_types.push(r.from_type.to_string());
-        c.from_ids.push(r.from_id);
-        c.to_types.push(r.to_type.to_string());
-        c.to_ids.push(r.to_id);
-        c.categories.push(r.key.category.code());
-        c.type_ids.push(r.key.type_id);
-    }
-    c
-}
-
-fn key_columns(keys: &[TypeKey]) -> (Vec<i16>, Vec<i32>) {
-    keys.iter().map(|k| (k.category.code(), k.type_id)).unzip()
-}
-
-fn decode_row(row: &sqlx::postgres::PgRow) -> StoreResult<DirectedRow> {
-    Ok(DirectedRow {
-        from_type: decode_object_type(row.try_get::<&str, _>(0)?)?,
-        from_id: row.try_get(1)?,
-        to_type: decode_object_type(row.try_get::<&str, _>(2)?)?,
-        to_id: row.try_get(3)?,
-        key: decode_key(row.try_get::<i16, _>(4)?.into(), row.try_get(5)?)?,
-    })
-}
-
-impl PostgresStore {
-    /// Applies a create planned without reading, in one call
-    /// (`association_create_presumed`, which checks the plan's conditions
-    /// under its locks); false when they do not hold and nothing was written.
-    async fn create_presumed(
-        &self,
-        ctx: &WriteContext<'_>,
-        presumed: &PresumedPlan,
-    ) -> StoreResult<bool> {
-        let (pair_from, pair_to): (Vec<i64>, Vec<i64>) = presumed.pairs.iter().copied().unzip();
-        let (label_cats, label_ids) = key_columns(&presumed.labels);
-        let rows = row_columns(&presumed.plan.insert_rows);
-        let deltas = &presumed.plan.count_deltas;
-        let counts = count_columns(deltas.iter().map(|(k, _)| k));
-        let amounts: Vec<i64> = deltas.iter().map(|(_, d)| *d).collect();
-        let (from, to) = (ctx.from.to_string(), ctx.to.to_string());
-        let (records, record_type, company_type, primary) = match &presumed.primaries {
-            Some(p) => (
-                p.record_ids.clone(),
-                p.record_type.to_string(),
-                p.company_type.to_string(),
-                p.record_key,
-            ),
-            None => (
-                Vec::new(),
-                String::new(),
-                String::new(),
-                TypeKey::hubspot(0),
-            ),
-        };
-        self.retry
-            .run(is_retryable, || async {
-                let applied = sqlx::query(
-                    "SELECT association_create_presumed($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
-                         $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24,
-                         $25, $26)",
-                )
-                .bind(ctx.portal_id)
-                .bind(&from)
-                .bind(&to)
-                .bind(&pair_from)
-                .bind(&pair_to)
-                .bind(&label_cats)
-                .bind(&label_ids)
-                .bind(ctx.ceiling as i32)
-                .bind(&records)
-                .bind(&record_type)
-                .bind(&company_type)
-                .bind(primary.category.code())
-                .bind(primary.type_id)
-                .bind(&rows.from_types)
-                .bind(&rows.from_ids)
-                .bind(&rows.to_types)
-                .bind(&rows.to_ids)
-                .bind(&rows.categories)
-                .bind(&rows.type_ids)
-                .bind(&counts.types)
-                .bind(&counts.ids)
-                .bind(&counts.categories)
-                .bind(&counts.type_ids)
-                .bind(&amounts)
-                .bind(ChangeKind::Created.code())
-                .bind(now_us())
-                .fetch_one(&self.pool)
-                .await?;
-                Ok(applied.try_get(0)?)
-            })
-            .await
-    }
-}
-
-/// The parameters ($1-$10) of the SQL functions `association_archive_rows`
-/// and `association_archive`: portal, object types, pairs, all types, type
-/// filters.
-struct ArchiveBinds {
-    from_ids: Vec<i64>,
-    to_ids: Vec<i64>,
-    all: bool,
-    forward: (Vec<i16>, Vec<i32>),
-    inverse: (Vec<i16>, Vec<i32>),
-}
-
-impl ArchiveBinds {
-    fn new(pairs: &[(i64, i64)], filter: &TypeFilter) -> ArchiveBinds {
-        let (from_ids, to_ids) = pairs.iter().copied().unzip();
-        let (all, forward, inverse) = match filter {
-            TypeFilter::All => (true, key_columns(&[]), key_columns(&[])),
-            TypeFilter::Only { forward, inverse } => {
-                (false, key_columns(forward), key_columns(inverse))
-            }
-        };
-        ArchiveBinds {
-            from_ids,
-            to_ids,
-            all,
-            forward,
-            inverse,
-        }
-    }
-
-    fn bind<'q>(
-        &'q self,
-        sql: &'q str,
-        portal: i64,
-        from: ObjectType,
-        to: ObjectType,
-    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-        sqlx::query(sql)
-            .bind(portal)
-            .bind(from.to_string())
-            .bind(to.to_string())
-            .bind(&self.from_ids)
-            .bind(&self.to_ids)
-            .bind(self.all)
-            .bind(&self.forward.0)
-            .bind(&self.forward.1)
-            .bind(&self.inverse.0)
-            .bind(&self.inverse.1)
     }
 }
 
