@@ -26,7 +26,7 @@ use association_service::proto::association_read_client::AssociationReadClient;
 use association_service::proto::association_write_client::AssociationWriteClient;
 use association_service::proto::{
     AssociationCategory, AssociationInput, BatchListAssociationsRequest, CreateAssociationsRequest,
-    ExportAssociationsRequest, LimitInput, LimitsRequest, ListAssociationsRequest,
+    CreateLimitsRequest, ExportAssociationsRequest, LimitInput, ListAssociationsRequest,
 };
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
@@ -393,7 +393,7 @@ async fn w3_service(server: &Server, scale: &Scale) -> (f64, usize, usize) {
         max_to_object_ids: scale.w3_limit,
     };
     let response = admin
-        .create_limits(LimitsRequest {
+        .create_limits(CreateLimitsRequest {
             portal_id: W3_PORTAL,
             from_object_type: DEAL.into(),
             to_object_type: CONTACT.into(),

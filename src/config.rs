@@ -36,7 +36,7 @@ pub struct HookSettings {
     pub plugins: Vec<PluginConfig>,
 }
 
-/// One remote admin plugin, serving `associations.v1.AdminHook`.
+/// One remote admin plugin, serving `associations.v1.AdminHookService`.
 #[derive(Clone, Debug, Deserialize)]
 pub struct PluginConfig {
     /// Unique; its delivery position is kept under this name.

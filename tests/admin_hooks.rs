@@ -1,4 +1,4 @@
-//! Admin plugin hooks against a real plugin: a gRPC `AdminHook` server the
+//! Admin plugin hooks against a real plugin: a gRPC `AdminHookService` server the
 //! test starts on its own port. A refused change returns the plugin's message
 //! and changes nothing; a plugin past its timeout follows its failure policy;
 //! changes committed while the plugin is down reach it once it is back, in
@@ -14,12 +14,14 @@ use std::time::Duration;
 use association_service::config::{PluginConfig, Settings};
 use association_service::hooks::FailurePolicy;
 use association_service::proto::admin_config_client::AdminConfigClient;
-use association_service::proto::admin_hook_server::{AdminHook, AdminHookServer};
+use association_service::proto::admin_hook_service_server::{
+    AdminHookService, AdminHookServiceServer,
+};
 use association_service::proto::{
-    AdminEvent, AssociationCategory, AssociationType, AuditEvent, ChangeCommittedRequest,
-    ChangeCommittedResponse, CreateLabelRequest, LimitInput, LimitsRequest, LimitsResponse,
-    ListAuditEventsRequest, ListLimitsRequest, PurgeLimitsRequest, ValidateChangeRequest,
-    ValidateChangeResponse,
+    AdminEvent, AssociationCategory, AssociationType, ChangeCommittedRequest,
+    ChangeCommittedResponse, CreateLabelRequest, CreateLimitsRequest, CreateLimitsResponse,
+    LimitInput, ListAuditEventsRequest, ListAuditEventsResponse, ListLimitsRequest,
+    PurgeLimitsRequest, UpdateLimitsRequest, ValidateChangeRequest, ValidateChangeResponse,
 };
 use common::{http, TestServer};
 use tokio::net::TcpListener;
@@ -61,7 +63,7 @@ struct Shared {
 struct TestPlugin(Arc<Shared>);
 
 #[tonic::async_trait]
-impl AdminHook for TestPlugin {
+impl AdminHookService for TestPlugin {
     async fn validate_change(
         &self,
         request: Request<ValidateChangeRequest>,
@@ -126,7 +128,7 @@ fn serve_plugin(
     }));
     let task = tokio::spawn(async move {
         tonic::transport::Server::builder()
-            .add_service(AdminHookServer::new(plugin))
+            .add_service(AdminHookServiceServer::new(plugin))
             .serve_with_incoming(TcpListenerStream::new(listener))
             .await
             .expect("plugin server");
@@ -164,8 +166,8 @@ fn with_actor<T>(message: T, actor: &str) -> Request<T> {
     request
 }
 
-fn limits_request(max: i32) -> LimitsRequest {
-    LimitsRequest {
+fn limits_request(max: i32) -> CreateLimitsRequest {
+    CreateLimitsRequest {
         portal_id: PORTAL,
         from_object_type: "contacts".into(),
         to_object_type: "companies".into(),
@@ -174,6 +176,16 @@ fn limits_request(max: i32) -> LimitsRequest {
             type_id: 279,
             max_to_object_ids: max,
         }],
+    }
+}
+
+fn update_request(max: i32) -> UpdateLimitsRequest {
+    let create = limits_request(max);
+    UpdateLimitsRequest {
+        portal_id: create.portal_id,
+        from_object_type: create.from_object_type,
+        to_object_type: create.to_object_type,
+        inputs: create.inputs,
     }
 }
 
@@ -187,7 +199,7 @@ async fn create_limit(
     server: &TestServer,
     max: i32,
     actor: &str,
-) -> Result<LimitsResponse, Status> {
+) -> Result<CreateLimitsResponse, Status> {
     let response = admin(server)
         .await
         .create_limits(with_actor(limits_request(max), actor))
@@ -214,7 +226,7 @@ async fn user_limit(server: &TestServer) -> Option<i32> {
         .and_then(|l| l.user_enforced_max_to_object_ids)
 }
 
-async fn audit_events(server: &TestServer) -> Vec<AuditEvent> {
+async fn audit_events(server: &TestServer) -> Vec<ListAuditEventsResponse> {
     let mut stream = admin(server)
         .await
         .list_audit_events(ListAuditEventsRequest {
@@ -384,7 +396,7 @@ async fn changes_reach_a_plugin_that_was_down_across_restarts(backend: &str) {
     create_limit(&server, 4, "ops").await.expect("create");
     admin(&server)
         .await
-        .update_limits(with_actor(limits_request(3), "ops"))
+        .update_limits(with_actor(update_request(3), "ops"))
         .await
         .expect("update");
     admin(&server)

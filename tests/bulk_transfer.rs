@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Output;
 
 use association_service::proto::admin_config_client::AdminConfigClient;
-use association_service::proto::{AssociationCategory, LimitInput, LimitsRequest};
+use association_service::proto::{AssociationCategory, CreateLimitsRequest, LimitInput};
 use association_service::store;
 use common::TestServer;
 
@@ -75,7 +75,7 @@ async fn import_reports_bad_rows_and_reimport_changes_nothing(backend: &str) {
     std::fs::write(&file, CSV).unwrap();
     let mut admin = AdminConfigClient::connect(server.endpoint()).await.unwrap();
     admin
-        .create_limits(LimitsRequest {
+        .create_limits(CreateLimitsRequest {
             portal_id: PORTAL,
             from_object_type: "deals".into(),
             to_object_type: "contacts".into(),

@@ -76,7 +76,7 @@ async fn read_until(
         }
         // Drop the stream and resume from the last cursor, as a client would.
         start = svc
-            .feed_start(PORTAL, Some(&cursor), false)
+            .feed_start(PORTAL, Some(&cursor), None)
             .expect("our own cursor");
     }
 }
@@ -186,7 +186,7 @@ async fn now_skips_history_and_cursors_resume_exactly(backend: &str) {
     svc.archive(pair(PORTAL, "deals", "contacts"), &[(1, vec![2])])
         .await
         .unwrap();
-    let start = svc.feed_start(PORTAL, Some(&chunk.cursor), false).unwrap();
+    let start = svc.feed_start(PORTAL, Some(&chunk.cursor), None).unwrap();
     let mut resumed = svc.watch_changes(PORTAL, start).await.unwrap();
     let next = resumed.recv().await.unwrap().unwrap();
     let kinds: Vec<(i64, ChangeKind)> = next.changes.iter().map(|(c, _)| (c.seq, c.kind)).collect();
@@ -195,7 +195,7 @@ async fn now_skips_history_and_cursors_resume_exactly(backend: &str) {
         vec![(5, ChangeKind::Archived), (6, ChangeKind::Archived)]
     );
     assert!(matches!(
-        svc.feed_start(PORTAL + 1, Some(&chunk.cursor), false),
+        svc.feed_start(PORTAL + 1, Some(&chunk.cursor), None),
         Err(ServiceError::Domain(DomainError::InvalidCursor))
     ));
 }
@@ -215,7 +215,7 @@ async fn cursors_past_retention_are_refused(backend: &str) {
         .await
         .unwrap();
     svc.prune_feed(i64::MAX).await.unwrap();
-    let start = svc.feed_start(PORTAL, Some(&old), false).unwrap();
+    let start = svc.feed_start(PORTAL, Some(&old), None).unwrap();
     assert!(matches!(
         svc.watch_changes(PORTAL, start).await,
         Err(ServiceError::Domain(DomainError::CursorExpired(2)))
@@ -261,7 +261,7 @@ async fn follow(svc: Arc<AssociationService>, mut head: watch::Receiver<Option<i
             }
         }
         start = svc
-            .feed_start(PORTAL, Some(&cursor), false)
+            .feed_start(PORTAL, Some(&cursor), None)
             .expect("our own cursor");
     }
 }
@@ -405,3 +405,36 @@ on_every_backend!(
     now_skips_history_and_cursors_resume_exactly,
     cursors_past_retention_are_refused,
 );
+
+/// Over gRPC a reader without a cursor must say where to start: an
+/// unspecified or unknown start point is refused, never taken as "now".
+#[tokio::test]
+async fn watch_without_cursor_needs_a_start_point() {
+    use association_service::proto::association_read_client::AssociationReadClient;
+    use association_service::proto::{FeedStartPoint, WatchChangesRequest};
+    let server = common::TestServer::start("sqlite", |_| {}).await;
+    let mut client = AssociationReadClient::connect(server.endpoint())
+        .await
+        .expect("connect");
+    for start in [FeedStartPoint::Unspecified as i32, 7] {
+        let status = client
+            .watch_changes(WatchChangesRequest {
+                portal_id: PORTAL,
+                cursor: String::new(),
+                start,
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "start {start}");
+    }
+    for start in [FeedStartPoint::Now, FeedStartPoint::Beginning] {
+        client
+            .watch_changes(WatchChangesRequest {
+                portal_id: PORTAL,
+                cursor: String::new(),
+                start: start as i32,
+            })
+            .await
+            .expect("a start point is enough");
+    }
+}

@@ -12,8 +12,9 @@ use association_service::proto::association_read_client::AssociationReadClient;
 use association_service::proto::association_write_client::AssociationWriteClient;
 use association_service::proto::{
     ArchiveAssociationsRequest, ArchiveInput, AssociationCategory, AssociationInput,
-    AssociationType, CreateAssociationsRequest, CreateLabelRequest, DeleteLabelRequest,
-    ExportAssociationsRequest, LimitInput, LimitsRequest, ListAssociationsRequest,
+    AssociationType, CreateAssociationsRequest, CreateLabelRequest, CreateLimitsRequest,
+    DeleteLabelRequest, ExportAssociationsRequest, LimitInput, ListAssociationsRequest,
+    UpdateLimitsRequest,
 };
 use association_service::store;
 use common::TestServer;
@@ -31,7 +32,7 @@ async fn set_limit(server: &TestServer, from: &str, to: &str, type_id: i32) {
         .await
         .expect("connect admin");
     let response = admin
-        .create_limits(LimitsRequest {
+        .create_limits(CreateLimitsRequest {
             portal_id: PORTAL,
             from_object_type: from.into(),
             to_object_type: to.into(),
@@ -407,24 +408,38 @@ async fn limit_changes_race_a_label_delete(backend: &str) {
             let endpoint = server.endpoint();
             tasks.spawn(async move {
                 let mut client = AdminConfigClient::connect(endpoint).await.expect("connect");
-                let request = LimitsRequest {
-                    portal_id: PORTAL,
-                    from_object_type: "contacts".into(),
-                    to_object_type: "companies".into(),
-                    inputs: vec![LimitInput {
-                        category: AssociationCategory::UserDefined as i32,
-                        type_id,
-                        max_to_object_ids: 2 + admin_no,
-                    }],
-                };
+                let inputs = vec![LimitInput {
+                    category: AssociationCategory::UserDefined as i32,
+                    type_id,
+                    max_to_object_ids: 2 + admin_no,
+                }];
+                let (from_object_type, to_object_type) = ("contacts".into(), "companies".into());
                 let answer = if admin_no % 2 == 0 {
-                    client.create_limits(request).await
+                    let request = CreateLimitsRequest {
+                        portal_id: PORTAL,
+                        from_object_type,
+                        to_object_type,
+                        inputs,
+                    };
+                    client
+                        .create_limits(request)
+                        .await
+                        .map(|r| r.into_inner().errors)
                 } else {
-                    client.update_limits(request).await
+                    let request = UpdateLimitsRequest {
+                        portal_id: PORTAL,
+                        from_object_type,
+                        to_object_type,
+                        inputs,
+                    };
+                    client
+                        .update_limits(request)
+                        .await
+                        .map(|r| r.into_inner().errors)
                 };
                 match answer {
-                    Ok(response) => {
-                        for err in response.into_inner().errors {
+                    Ok(errors) => {
+                        for err in errors {
                             assert!(
                                 [
                                     "crm.associations.INVALID_ASSOCIATION_TYPE",

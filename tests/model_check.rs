@@ -24,11 +24,18 @@ use association_service::proto::admin_config_client::AdminConfigClient;
 use association_service::proto::association_read_client::AssociationReadClient;
 use association_service::proto::association_write_client::AssociationWriteClient;
 use association_service::proto::{
-    ArchiveAssociationsRequest, ArchiveInput, AssociationInput, AssociationType,
-    CreateAssociationsRequest, CreateAssociationsResponse, CreateDefaultAssociationsRequest,
-    CreateLabelRequest, DeleteLabelRequest, ExportAssociationsRequest, ItemError, LimitInput,
-    LimitsRequest, MergeObjectsRequest, PurgeLimitsRequest, RecordPair, WatchChangesRequest,
+    ArchiveAssociationsRequest, ArchiveInput, ArchiveLabelsRequest, AssociationInput,
+    AssociationType, CreateAssociationsRequest, CreateDefaultAssociationsRequest,
+    CreateLabelRequest, CreateLimitsRequest, CreatedAssociation, DeleteLabelRequest,
+    ExportAssociationsRequest, FeedStartPoint, ItemError, LimitConfig, LimitInput,
+    MergeObjectsRequest, PurgeLimitsRequest, RecordPair, UpdateLimitsRequest, WatchChangesRequest,
 };
+
+/// A limits call's answer, whichever of CreateLimits and UpdateLimits made it.
+struct LimitAnswer {
+    results: Vec<LimitConfig>,
+    errors: Vec<ItemError>,
+}
 use association_service::store;
 use common::TestServer;
 use tokio::sync::Mutex;
@@ -976,10 +983,9 @@ fn refused(status: tonic::Status) -> Answer {
     })
 }
 
-fn items_answer(response: CreateAssociationsResponse) -> Answer {
+fn items_answer(results: &[CreatedAssociation], errors: &[ItemError]) -> Answer {
     Answer::Items {
-        ok: response
-            .results
+        ok: results
             .iter()
             .map(|r| {
                 let mut keys: Vec<Key> =
@@ -988,11 +994,7 @@ fn items_answer(response: CreateAssociationsResponse) -> Answer {
                 (r.index, keys)
             })
             .collect(),
-        failed: response
-            .errors
-            .iter()
-            .map(|e| (e.index, failure_of(e)))
-            .collect(),
+        failed: errors.iter().map(|e| (e.index, failure_of(e))).collect(),
     }
 }
 
@@ -1016,17 +1018,13 @@ fn typed_request(
     }
 }
 
-fn archived_answer(
-    result: Result<tonic::Response<association_service::proto::ArchiveResponse>, tonic::Status>,
-) -> Answer {
+/// An archive call's answer: rows removed and failed inputs, or a refusal.
+fn archived_answer(result: Result<(u64, Vec<ItemError>), tonic::Status>) -> Answer {
     match result {
-        Ok(r) => {
-            let r = r.into_inner();
-            Answer::Archived {
-                removed: r.removed,
-                failed: r.errors.iter().map(|e| (e.index, failure_of(e))).collect(),
-            }
-        }
+        Ok((removed, errors)) => Answer::Archived {
+            removed,
+            failed: errors.iter().map(|e| (e.index, failure_of(e))).collect(),
+        },
         Err(status) => refused(status),
     }
 }
@@ -1057,14 +1055,22 @@ async fn execute(client: &mut Client, op: &Op) -> Answer {
                             .collect(),
                     })
                     .await
+                    .map(|r| {
+                        let r = r.into_inner();
+                        (r.results, r.errors)
+                    })
             } else {
                 client
                     .write
                     .create_associations(typed_request(from_object_type, to_object_type, items))
                     .await
+                    .map(|r| {
+                        let r = r.into_inner();
+                        (r.results, r.errors)
+                    })
             };
             match result {
-                Ok(r) => items_answer(r.into_inner()),
+                Ok((results, errors)) => items_answer(&results, &errors),
                 Err(status) => refused(status),
             }
         }
@@ -1084,15 +1090,29 @@ async fn execute(client: &mut Client, op: &Op) -> Answer {
                         })
                         .collect(),
                 })
-                .await;
+                .await
+                .map(|r| {
+                    let r = r.into_inner();
+                    (r.removed, r.errors)
+                });
             archived_answer(result)
         }
         Op::ArchiveLabels { from, to, items } => {
             let (from_object_type, to_object_type) = names(from, to);
+            let typed = typed_request(from_object_type, to_object_type, items);
             let result = client
                 .write
-                .archive_labels(typed_request(from_object_type, to_object_type, items))
-                .await;
+                .archive_labels(ArchiveLabelsRequest {
+                    portal_id: typed.portal_id,
+                    from_object_type: typed.from_object_type,
+                    to_object_type: typed.to_object_type,
+                    inputs: typed.inputs,
+                })
+                .await
+                .map(|r| {
+                    let r = r.into_inner();
+                    (r.removed, r.errors)
+                });
             archived_answer(result)
         }
         Op::CreateLabel(spec) => {
@@ -1147,27 +1167,40 @@ async fn execute(client: &mut Client, op: &Op) -> Answer {
             inputs,
         } => {
             let (from_object_type, to_object_type) = names(from, to);
-            let request = LimitsRequest {
-                portal_id: PORTAL,
-                from_object_type,
-                to_object_type,
-                inputs: inputs
-                    .iter()
-                    .map(|(key, max)| LimitInput {
-                        category: key.0,
-                        type_id: key.1,
-                        max_to_object_ids: *max,
-                    })
-                    .collect(),
-            };
+            let inputs: Vec<LimitInput> = inputs
+                .iter()
+                .map(|(key, max)| LimitInput {
+                    category: key.0,
+                    type_id: key.1,
+                    max_to_object_ids: *max,
+                })
+                .collect();
             let result = if *update {
-                client.admin.update_limits(request).await
+                let request = UpdateLimitsRequest {
+                    portal_id: PORTAL,
+                    from_object_type,
+                    to_object_type,
+                    inputs: inputs.clone(),
+                };
+                client.admin.update_limits(request).await.map(|r| {
+                    let r = r.into_inner();
+                    (r.results, r.errors)
+                })
             } else {
-                client.admin.create_limits(request).await
+                let request = CreateLimitsRequest {
+                    portal_id: PORTAL,
+                    from_object_type,
+                    to_object_type,
+                    inputs: inputs.clone(),
+                };
+                client.admin.create_limits(request).await.map(|r| {
+                    let r = r.into_inner();
+                    (r.results, r.errors)
+                })
             };
             match result {
-                Ok(r) => {
-                    let r = r.into_inner();
+                Ok((results, errors)) => {
+                    let r = LimitAnswer { results, errors };
                     // Results carry no index: they are the inputs that passed, in order.
                     let failed: Vec<(u32, Failure)> =
                         r.errors.iter().map(|e| (e.index, failure_of(e))).collect();
@@ -1264,7 +1297,7 @@ async fn replay_feed(client: &mut Client, head: i64) -> (BTreeSet<Row>, BTreeSet
         .watch_changes(WatchChangesRequest {
             portal_id: PORTAL,
             cursor: String::new(),
-            start: 1,
+            start: FeedStartPoint::Beginning as i32,
         })
         .await
         .expect("watch")

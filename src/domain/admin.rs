@@ -44,11 +44,17 @@ impl AdminEvent {
         }
     }
 
-    /// Parses a name as `name()` writes it (any case).
+    /// Parses a name as `name()` writes it, or as the contract's enum value
+    /// names it (`ADMIN_EVENT_LIMITS_CREATED`), in any case.
     pub fn parse(text: &str) -> Option<AdminEvent> {
+        let text = text.trim();
+        let name = match text.get(..12) {
+            Some(prefix) if prefix.eq_ignore_ascii_case("ADMIN_EVENT_") => &text[12..],
+            _ => text,
+        };
         AdminEvent::ALL
             .into_iter()
-            .find(|e| e.name().eq_ignore_ascii_case(text.trim()))
+            .find(|e| e.name().eq_ignore_ascii_case(name))
     }
 }
 
@@ -207,4 +213,21 @@ pub const ANONYMOUS: &str = "anonymous";
 /// restarts.
 pub fn idempotency_key(portal_id: i64, seq: i64) -> String {
     format!("{portal_id}:{seq}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_parse_by_name_or_contract_value_name() {
+        for event in AdminEvent::ALL {
+            assert_eq!(AdminEvent::parse(event.name()), Some(event));
+            let wire = format!("ADMIN_EVENT_{}", event.name());
+            assert_eq!(AdminEvent::parse(&wire), Some(event));
+            assert_eq!(AdminEvent::parse(&wire.to_lowercase()), Some(event));
+        }
+        assert_eq!(AdminEvent::parse("ADMIN_EVENT_"), None);
+        assert_eq!(AdminEvent::parse("LIMITS"), None);
+    }
 }

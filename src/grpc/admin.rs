@@ -11,15 +11,15 @@ use crate::proto::convert::*;
 use crate::service::PortalPair;
 
 impl GrpcApi {
+    /// Sets limits (create or update); returns (results, errors).
     async fn set_limits(
         &self,
-        request: Request<proto::LimitsRequest>,
+        actor: &str,
+        pair: PortalPair,
+        inputs: &[proto::LimitInput],
         mode: LimitMode,
-    ) -> Result<proto::LimitsResponse, Status> {
-        let actor = actor(&request);
-        let r = request.into_inner();
-        let changes = r
-            .inputs
+    ) -> Result<(Vec<proto::LimitConfig>, Vec<proto::ItemError>), Status> {
+        let changes = inputs
             .iter()
             .map(|i| {
                 Ok(LimitChange {
@@ -31,23 +31,15 @@ impl GrpcApi {
                 })
             })
             .collect::<Result<Vec<_>, Status>>()?;
-        let outcome = self
-            .service
-            .set_limits(
-                &actor,
-                PortalPair::parse(r.portal_id, &r.from_object_type, &r.to_object_type)?,
-                &changes,
-                mode,
-            )
-            .await?;
-        Ok(proto::LimitsResponse {
-            results: outcome
+        let outcome = self.service.set_limits(actor, pair, &changes, mode).await?;
+        Ok((
+            outcome
                 .results
                 .iter()
                 .map(|(_, v)| limit_config(v))
                 .collect(),
-            errors: item_errors(&outcome.errors),
-        })
+            item_errors(&outcome.errors),
+        ))
     }
 }
 
@@ -55,20 +47,34 @@ impl GrpcApi {
 impl AdminConfig for GrpcApi {
     async fn create_limits(
         &self,
-        request: Request<proto::LimitsRequest>,
-    ) -> Result<Response<proto::LimitsResponse>, Status> {
-        Ok(Response::new(
-            self.set_limits(request, LimitMode::Create).await?,
-        ))
+        request: Request<proto::CreateLimitsRequest>,
+    ) -> Result<Response<proto::CreateLimitsResponse>, Status> {
+        let actor = actor(&request);
+        let r = request.into_inner();
+        let pair = PortalPair::parse(r.portal_id, &r.from_object_type, &r.to_object_type)?;
+        let (results, errors) = self
+            .set_limits(&actor, pair, &r.inputs, LimitMode::Create)
+            .await?;
+        Ok(Response::new(proto::CreateLimitsResponse {
+            results,
+            errors,
+        }))
     }
 
     async fn update_limits(
         &self,
-        request: Request<proto::LimitsRequest>,
-    ) -> Result<Response<proto::LimitsResponse>, Status> {
-        Ok(Response::new(
-            self.set_limits(request, LimitMode::Update).await?,
-        ))
+        request: Request<proto::UpdateLimitsRequest>,
+    ) -> Result<Response<proto::UpdateLimitsResponse>, Status> {
+        let actor = actor(&request);
+        let r = request.into_inner();
+        let pair = PortalPair::parse(r.portal_id, &r.from_object_type, &r.to_object_type)?;
+        let (results, errors) = self
+            .set_limits(&actor, pair, &r.inputs, LimitMode::Update)
+            .await?;
+        Ok(Response::new(proto::UpdateLimitsResponse {
+            results,
+            errors,
+        }))
     }
 
     async fn purge_limits(
@@ -121,7 +127,7 @@ impl AdminConfig for GrpcApi {
     async fn create_label(
         &self,
         request: Request<proto::CreateLabelRequest>,
-    ) -> Result<Response<proto::LabelResponse>, Status> {
+    ) -> Result<Response<proto::CreateLabelResponse>, Status> {
         let actor = actor(&request);
         let r = request.into_inner();
         let defs = self
@@ -134,7 +140,7 @@ impl AdminConfig for GrpcApi {
                 r.inverse_label.as_deref(),
             )
             .await?;
-        Ok(Response::new(proto::LabelResponse {
+        Ok(Response::new(proto::CreateLabelResponse {
             definitions: defs.iter().map(definition).collect(),
         }))
     }
@@ -142,7 +148,7 @@ impl AdminConfig for GrpcApi {
     async fn update_label(
         &self,
         request: Request<proto::UpdateLabelRequest>,
-    ) -> Result<Response<proto::LabelResponse>, Status> {
+    ) -> Result<Response<proto::UpdateLabelResponse>, Status> {
         let actor = actor(&request);
         let r = request.into_inner();
         let defs = self
@@ -155,7 +161,7 @@ impl AdminConfig for GrpcApi {
                 r.inverse_label.as_deref(),
             )
             .await?;
-        Ok(Response::new(proto::LabelResponse {
+        Ok(Response::new(proto::UpdateLabelResponse {
             definitions: defs.iter().map(definition).collect(),
         }))
     }
@@ -176,7 +182,7 @@ impl AdminConfig for GrpcApi {
         Ok(Response::new(proto::DeleteLabelResponse {}))
     }
 
-    type ListAuditEventsStream = ResponseStream<proto::AuditEvent>;
+    type ListAuditEventsStream = ResponseStream<proto::ListAuditEventsResponse>;
 
     async fn list_audit_events(
         &self,
@@ -187,9 +193,11 @@ impl AdminConfig for GrpcApi {
             .service
             .stream_audit_events(r.portal_id, r.after_sequence)
             .await?;
-        Ok(respond(receiver, |(sequence, change)| proto::AuditEvent {
-            sequence,
-            change: Some(admin_change_to_proto(&change)),
+        Ok(respond(receiver, |(sequence, change)| {
+            proto::ListAuditEventsResponse {
+                sequence,
+                change: Some(admin_change_to_proto(&change)),
+            }
         }))
     }
 }

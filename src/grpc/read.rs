@@ -9,9 +9,9 @@ use crate::service::PortalPair;
 
 #[tonic::async_trait]
 impl AssociationRead for GrpcApi {
-    type ListAssociationsStream = ResponseStream<proto::ListAssociationsChunk>;
-    type BatchListAssociationsStream = ResponseStream<proto::BatchListAssociationsChunk>;
-    type ExportAssociationsStream = ResponseStream<proto::ExportAssociationsChunk>;
+    type ListAssociationsStream = ResponseStream<proto::ListAssociationsResponse>;
+    type BatchListAssociationsStream = ResponseStream<proto::BatchListAssociationsResponse>;
+    type ExportAssociationsStream = ResponseStream<proto::ExportAssociationsResponse>;
     type WatchChangesStream = ResponseStream<proto::WatchChangesResponse>;
 
     async fn watch_changes(
@@ -19,10 +19,11 @@ impl AssociationRead for GrpcApi {
         request: Request<proto::WatchChangesRequest>,
     ) -> Result<Response<Self::WatchChangesStream>, Status> {
         let r = request.into_inner();
-        let beginning = r.start == proto::FeedStartPoint::Beginning as i32;
-        let start = self
-            .service
-            .feed_start(r.portal_id, optional(&r.cursor), beginning)?;
+        let start = self.service.feed_start(
+            r.portal_id,
+            optional(&r.cursor),
+            feed_start_point(r.start)?,
+        )?;
         let receiver = self.service.watch_changes(r.portal_id, start).await?;
         Ok(respond(receiver, change_chunk))
     }

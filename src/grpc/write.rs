@@ -66,13 +66,17 @@ impl AssociationWrite for GrpcApi {
                 &inputs,
             )
             .await?;
-        Ok(Response::new(created(outcome)))
+        let (results, errors) = created(outcome);
+        Ok(Response::new(proto::CreateAssociationsResponse {
+            results,
+            errors,
+        }))
     }
 
     async fn create_default_associations(
         &self,
         request: Request<proto::CreateDefaultAssociationsRequest>,
-    ) -> Result<Response<proto::CreateAssociationsResponse>, Status> {
+    ) -> Result<Response<proto::CreateDefaultAssociationsResponse>, Status> {
         let r = request.into_inner();
         let pairs: Vec<(i64, i64)> = r.inputs.iter().map(|p| (p.from_id, p.to_id)).collect();
         let outcome = self
@@ -82,13 +86,17 @@ impl AssociationWrite for GrpcApi {
                 &pairs,
             )
             .await?;
-        Ok(Response::new(created(outcome)))
+        let (results, errors) = created(outcome);
+        Ok(Response::new(proto::CreateDefaultAssociationsResponse {
+            results,
+            errors,
+        }))
     }
 
     async fn archive_associations(
         &self,
         request: Request<proto::ArchiveAssociationsRequest>,
-    ) -> Result<Response<proto::ArchiveResponse>, Status> {
+    ) -> Result<Response<proto::ArchiveAssociationsResponse>, Status> {
         let r = request.into_inner();
         let inputs: Vec<(i64, Vec<i64>)> = r
             .inputs
@@ -102,7 +110,7 @@ impl AssociationWrite for GrpcApi {
                 &inputs,
             )
             .await?;
-        Ok(Response::new(proto::ArchiveResponse {
+        Ok(Response::new(proto::ArchiveAssociationsResponse {
             removed: outcome.removed,
             errors: item_errors(&outcome.errors),
         }))
@@ -132,8 +140,8 @@ impl AssociationWrite for GrpcApi {
 
     async fn archive_labels(
         &self,
-        request: Request<proto::CreateAssociationsRequest>,
-    ) -> Result<Response<proto::ArchiveResponse>, Status> {
+        request: Request<proto::ArchiveLabelsRequest>,
+    ) -> Result<Response<proto::ArchiveLabelsResponse>, Status> {
         let r = request.into_inner();
         let inputs = inputs_from_proto(&r.inputs)?;
         let outcome = self
@@ -143,7 +151,7 @@ impl AssociationWrite for GrpcApi {
                 &inputs,
             )
             .await?;
-        Ok(Response::new(proto::ArchiveResponse {
+        Ok(Response::new(proto::ArchiveLabelsResponse {
             removed: outcome.removed,
             errors: item_errors(&outcome.errors),
         }))

@@ -1,5 +1,5 @@
 //! Admin plugin hooks: the `AdminPlugin` trait (in-process or remote over
-//! the `associations.v1.AdminHook` gRPC service), the registry that asks
+//! the `associations.v1.AdminHookService` gRPC service), the registry that asks
 //! plugins before an admin change commits, and the dispatchers that feed
 //! them committed changes from the durable outbox (the admin change log),
 //! at least once and in order per portal.
@@ -64,7 +64,7 @@ impl DeliveryError {
 }
 
 /// What an admin plugin implements (in-process, or remotely as the
-/// `AdminHook` gRPC service).
+/// `AdminHookService` gRPC service).
 #[async_trait]
 pub trait AdminPlugin: Send + Sync {
     /// Called before a change commits; may refuse it.

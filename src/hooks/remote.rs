@@ -1,5 +1,5 @@
 //! Remote plugins: the `AdminPlugin` trait over a gRPC client of the
-//! plugin's `associations.v1.AdminHook` service.
+//! plugin's `associations.v1.AdminHookService` service.
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -7,12 +7,12 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::{AdminPlugin, HookError, Verdict};
 use crate::domain::admin::AdminChange;
-use crate::proto::admin_hook_client::AdminHookClient;
+use crate::proto::admin_hook_service_client::AdminHookServiceClient;
 use crate::proto::convert::admin_change_to_proto;
 use crate::proto::{ChangeCommittedRequest, ValidateChangeRequest};
 
 pub struct RemotePlugin {
-    client: AdminHookClient<Channel>,
+    client: AdminHookServiceClient<Channel>,
     timeout: Duration,
 }
 
@@ -25,7 +25,7 @@ impl RemotePlugin {
             .connect_timeout(timeout)
             .connect_lazy();
         Ok(RemotePlugin {
-            client: AdminHookClient::new(channel),
+            client: AdminHookServiceClient::new(channel),
             timeout,
         })
     }

@@ -1,7 +1,7 @@
 //! Conversions between `associations.v1` messages and the domain and
 //! service types, in both directions; bad input is a `DomainError`.
 use crate::domain::admin::{AdminChange, AdminEvent, AdminState};
-use crate::domain::feed::ChangeKind;
+use crate::domain::feed::{ChangeKind, FeedStart};
 use crate::domain::ObjectType;
 use crate::domain::{Category, DomainError, TypeDef, TypeKey};
 use crate::proto;
@@ -118,9 +118,12 @@ pub fn item_errors(errors: &[(usize, DomainError)]) -> Vec<proto::ItemError> {
     errors.iter().map(|(i, e)| item_error(*i, e)).collect()
 }
 
-pub fn created(outcome: BatchOutcome<HeldAssociation>) -> proto::CreateAssociationsResponse {
-    proto::CreateAssociationsResponse {
-        results: outcome
+/// The results and errors of a create call.
+pub fn created(
+    outcome: BatchOutcome<HeldAssociation>,
+) -> (Vec<proto::CreatedAssociation>, Vec<proto::ItemError>) {
+    (
+        outcome
             .results
             .iter()
             .map(|(index, held)| proto::CreatedAssociation {
@@ -132,8 +135,8 @@ pub fn created(outcome: BatchOutcome<HeldAssociation>) -> proto::CreateAssociati
                 types: held.types.iter().map(type_with_label).collect(),
             })
             .collect(),
-        errors: item_errors(&outcome.errors),
-    }
+        item_errors(&outcome.errors),
+    )
 }
 
 pub fn inputs_from_proto(
@@ -198,6 +201,18 @@ pub fn associated_object(record: &AssociatedRecord) -> proto::AssociatedObject {
     }
 }
 
+/// A feed start point; unspecified is `None` (a cursor must then be given).
+pub fn feed_start_point(value: i32) -> Result<Option<FeedStart>, DomainError> {
+    match proto::FeedStartPoint::try_from(value) {
+        Ok(proto::FeedStartPoint::Unspecified) => Ok(None),
+        Ok(proto::FeedStartPoint::Now) => Ok(Some(FeedStart::Now)),
+        Ok(proto::FeedStartPoint::Beginning) => Ok(Some(FeedStart::Beginning)),
+        Err(_) => Err(DomainError::InvalidArgument(format!(
+            "start {value} is not one of FEED_START_POINT_NOW, FEED_START_POINT_BEGINNING"
+        ))),
+    }
+}
+
 /// Empty text, proto3's "unset", as `None`.
 pub fn optional(text: &str) -> Option<&str> {
     Some(text).filter(|t| !t.is_empty())
@@ -238,8 +253,8 @@ pub fn export_request(r: &proto::ExportAssociationsRequest) -> Result<ExportRequ
     })
 }
 
-pub fn list_chunk(chunk: AssociationChunk) -> proto::ListAssociationsChunk {
-    proto::ListAssociationsChunk {
+pub fn list_chunk(chunk: AssociationChunk) -> proto::ListAssociationsResponse {
+    proto::ListAssociationsResponse {
         from_object_type_id: chunk.from_type.to_string(),
         from_object_id: chunk.from_id,
         to_object_type_id: chunk.to_type.map(|t| t.to_string()).unwrap_or_default(),
@@ -248,8 +263,8 @@ pub fn list_chunk(chunk: AssociationChunk) -> proto::ListAssociationsChunk {
     }
 }
 
-pub fn batch_chunk(chunk: BatchChunk) -> proto::BatchListAssociationsChunk {
-    proto::BatchListAssociationsChunk {
+pub fn batch_chunk(chunk: BatchChunk) -> proto::BatchListAssociationsResponse {
+    proto::BatchListAssociationsResponse {
         from_object_type_id: chunk.from_type.to_string(),
         rows: chunk
             .rows
@@ -265,8 +280,8 @@ pub fn batch_chunk(chunk: BatchChunk) -> proto::BatchListAssociationsChunk {
     }
 }
 
-pub fn export_chunk(chunk: ExportChunk) -> proto::ExportAssociationsChunk {
-    proto::ExportAssociationsChunk {
+pub fn export_chunk(chunk: ExportChunk) -> proto::ExportAssociationsResponse {
+    proto::ExportAssociationsResponse {
         rows: chunk
             .rows
             .into_iter()

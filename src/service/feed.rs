@@ -8,19 +8,26 @@ impl AssociationService {
         self.cursors.encode(portal, &fingerprint(&["feed"]), &seq)
     }
 
-    /// Where a feed reader starts: a cursor from an earlier message, or a
-    /// start point when no cursor is given.
+    /// Where a feed reader starts: right after a cursor from an earlier
+    /// message, or, without one, at `start` (which must then be given).
     pub fn feed_start(
         &self,
         portal: i64,
         cursor: Option<&str>,
-        beginning: bool,
+        start: Option<FeedStart>,
     ) -> ServiceResult<FeedStart> {
-        Ok(match cursor.filter(|c| !c.is_empty()) {
-            Some(c) => FeedStart::After(self.cursors.decode(c, portal, &fingerprint(&["feed"]))?),
-            None if beginning => FeedStart::Beginning,
-            None => FeedStart::Now,
-        })
+        match (cursor.filter(|c| !c.is_empty()), start) {
+            (Some(c), _) => Ok(FeedStart::After(self.cursors.decode(
+                c,
+                portal,
+                &fingerprint(&["feed"]),
+            )?)),
+            (None, Some(start)) => Ok(start),
+            (None, None) => Err(DomainError::InvalidArgument(
+                "give a cursor, or a start point: now or the beginning of retention".into(),
+            )
+            .into()),
+        }
     }
 
     /// The sequence number of the portal's latest committed change.
