@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use axum::serve::ListenerExt;
+use tonic::transport::server::TcpIncoming;
 
 use std::time::Duration;
 
@@ -166,6 +167,13 @@ pub async fn serve(
     // One shutdown signal stops both front ends.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut rest_stopped = stopped.clone();
+    // No Nagle delay: small answers (and stream chunks) leave at once
+    // instead of waiting for the peer's delayed ACK.
+    let http_listener = http_listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY on a REST connection: {err}");
+        }
+    });
     let rest = axum::serve(http_listener, rest).with_graceful_shutdown(async move {
         let _ = rest_stopped.wait_for(|s| *s).await;
     });
@@ -178,9 +186,12 @@ pub async fn serve(
         .add_service(AssociationWriteServer::new(api.clone()))
         .add_service(AssociationReadServer::new(api.clone()))
         .add_service(AdminConfigServer::new(api))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            let _ = grpc_stopped.wait_for(|s| *s).await;
-        });
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async move {
+                let _ = grpc_stopped.wait_for(|s| *s).await;
+            },
+        );
     let grpc = tokio::spawn(grpc);
     shutdown.await;
     let _ = stop.send(true);

@@ -2,6 +2,7 @@
 //! chunks from a producer task, and the type catalog.
 use super::stream::{Scan, Step};
 use super::*;
+use crate::store::{self, RecordScan, RowBatches};
 use std::collections::hash_map::Entry;
 
 /// Most records one batch read may name.
@@ -126,6 +127,14 @@ impl AssociationService {
             Some(c) => decode_record_position(self.cursors.decode(c, portal, &fingerprint)?)?,
             None => None,
         };
+        let rows = self.store.scan_records(RecordScan {
+            portal,
+            from,
+            from_id,
+            to,
+            after,
+            batch: self.chunk_size() as usize,
+        });
         Ok(stream::produce(ListScan {
             service: Arc::clone(self),
             cache: HashMap::new(),
@@ -134,6 +143,9 @@ impl AssociationService {
             from,
             from_id,
             to,
+            rows,
+            pending: Vec::new(),
+            ended: false,
             after,
             first: true,
         }))
@@ -217,13 +229,19 @@ impl AssociationService {
             )?)?),
             None => None,
         };
+        let rows = self.store.scan_export(store::ExportScan {
+            portal,
+            from,
+            to,
+            after,
+            batch: self.chunk_size() as usize,
+        });
         Ok(stream::produce(ExportScan {
             service: Arc::clone(self),
             cache: HashMap::new(),
             fingerprint,
             portal,
-            from,
-            to,
+            rows,
             after,
             first: true,
         }))
@@ -264,7 +282,7 @@ impl AssociationService {
 /// Catalogs a stream has loaded, by pair.
 type CatalogMap = HashMap<(ObjectType, ObjectType), PairCatalog>;
 
-/// One record's associated records, after `after`.
+/// One record's associated records, from one statement's rows.
 struct ListScan {
     service: Arc<AssociationService>,
     cache: CatalogMap,
@@ -273,6 +291,12 @@ struct ListScan {
     from: ObjectType,
     from_id: i64,
     to: Option<ObjectType>,
+    rows: RowBatches<RecordRow>,
+    /// Rows received but not sent yet (the last record may be incomplete).
+    pending: Vec<RecordRow>,
+    /// Whether the statement has no more rows.
+    ended: bool,
+    /// The last record sent (where the chunk's cursor resumes).
     after: Option<(ObjectType, i64)>,
     first: bool,
 }
@@ -281,24 +305,29 @@ impl Scan for ListScan {
     type Chunk = AssociationChunk;
 
     async fn step(mut self) -> ServiceResult<Step<AssociationChunk, ListScan>> {
-        let limit = self.service.chunk_size();
-        let (portal, from, from_id) = (self.portal, self.from, self.from_id);
-        let rows = self
-            .service
-            .store
-            .list_records(portal, from, from_id, self.to, self.after, limit)
-            .await?;
-        let fetched = distinct_records(&rows);
-        if fetched == 0 && !self.first {
+        let limit = self.service.chunk_size() as usize;
+        // Enough rows for a chunk of whole records: more records than the
+        // chunk holds, or every row there is.
+        while !self.ended && distinct_records(&self.pending) <= limit {
+            match self.rows.recv().await {
+                Some(batch) => self.pending.extend(batch?),
+                None => self.ended = true,
+            }
+        }
+        if self.pending.is_empty() && !self.first {
             return Ok(Step::End);
         }
+        let take = rows_of_first_records(&self.pending, limit);
+        let rest = self.pending.split_off(take);
+        let rows = std::mem::replace(&mut self.pending, rest);
+        if let Some((t, id, _)) = rows.last() {
+            self.after = Some((*t, *id));
+        }
+        let (portal, from, from_id) = (self.portal, self.from, self.from_id);
         let records = self
             .service
             .group_records(&mut self.cache, portal, from, rows)
             .await?;
-        if let Some(last) = records.last() {
-            self.after = Some((last.to_type, last.to_id));
-        }
         let position = self.after.map(|(t, id)| (t.to_string(), id));
         let chunk = AssociationChunk {
             from_type: from,
@@ -311,12 +340,28 @@ impl Scan for ListScan {
                 .encode(portal, &self.fingerprint, &position),
         };
         self.first = false;
-        Ok(if fetched < limit as usize {
+        Ok(if self.ended && self.pending.is_empty() {
             Step::Last(chunk)
         } else {
             Step::More(chunk, self)
         })
     }
+}
+
+/// How many of `rows` (ordered by record) belong to their first `records`
+/// records.
+fn rows_of_first_records(rows: &[RecordRow], records: usize) -> usize {
+    let mut seen = 0;
+    for (i, row) in rows.iter().enumerate() {
+        let new_record = i == 0 || (rows[i - 1].0, rows[i - 1].1) != (row.0, row.1);
+        if new_record {
+            if seen == records {
+                return i;
+            }
+            seen += 1;
+        }
+    }
+    rows.len()
 }
 
 /// Several records' associated records: record `ids[index]` after `after`.
@@ -382,14 +427,14 @@ impl Scan for BatchScan {
     }
 }
 
-/// A portal's stored rows in key order, after `after`.
+/// A portal's stored rows in key order, from one statement.
 struct ExportScan {
     service: Arc<AssociationService>,
     cache: CatalogMap,
     fingerprint: String,
     portal: i64,
-    from: Option<ObjectType>,
-    to: Option<ObjectType>,
+    rows: RowBatches<DirectedRow>,
+    /// The last row sent (where the chunk's cursor resumes).
     after: Option<DirectedRow>,
     first: bool,
 }
@@ -398,18 +443,17 @@ impl Scan for ExportScan {
     type Chunk = ExportChunk;
 
     async fn step(mut self) -> ServiceResult<Step<ExportChunk, ExportScan>> {
-        let limit = self.service.chunk_size();
+        let limit = self.service.chunk_size() as usize;
         let portal = self.portal;
-        let rows = self
-            .service
-            .store
-            .export_page(portal, self.from, self.to, self.after, limit)
-            .await?;
+        let rows = match self.rows.recv().await {
+            Some(batch) => batch?,
+            None => Vec::new(),
+        };
         if rows.is_empty() && !self.first {
             return Ok(Step::End);
         }
         self.first = false;
-        let full = rows.len() == limit as usize;
+        let full = rows.len() == limit;
         let mut labelled = Vec::with_capacity(rows.len());
         for row in rows {
             let catalog = self

@@ -152,6 +152,35 @@ pub struct NewLabel {
 /// One row of a record's associations: (to type, to id, type).
 pub type RecordRow = (ObjectType, i64, TypeKey);
 
+/// Rows of one statement, in batches; at most one error, then the end.
+pub type RowBatches<T> = tokio::sync::mpsc::Receiver<StoreResult<Vec<T>>>;
+
+/// Batches a scan may read ahead of its receiver.
+pub(crate) const SCAN_AHEAD: usize = 2;
+
+/// What `scan_records` reads.
+#[derive(Clone, Copy, Debug)]
+pub struct RecordScan {
+    pub portal: i64,
+    pub from: ObjectType,
+    pub from_id: i64,
+    pub to: Option<ObjectType>,
+    /// Rows of records after this one (type, id); `None`: from the start.
+    pub after: Option<(ObjectType, i64)>,
+    pub batch: usize,
+}
+
+/// What `scan_export` reads.
+#[derive(Clone, Copy, Debug)]
+pub struct ExportScan {
+    pub portal: i64,
+    pub from: Option<ObjectType>,
+    pub to: Option<ObjectType>,
+    /// Rows after this one; `None`: from the start.
+    pub after: Option<DirectedRow>,
+    pub batch: usize,
+}
+
 /// A record that holds associations, with the times (µs since the epoch) of
 /// its oldest and newest association.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -267,6 +296,16 @@ pub trait Store: Send + Sync {
         limit: u32,
     ) -> StoreResult<Vec<RecordRow>>;
 
+    /// Every row of one record after the record `after` (to one object type
+    /// or all), ordered by (to type, to id, category, type id): one statement
+    /// whose rows arrive in batches of up to `batch`, read only as fast as
+    /// the receiver takes them. Dropping the receiver ends the statement.
+    fn scan_records(&self, scan: RecordScan) -> RowBatches<RecordRow>;
+
+    /// Every stored row after `after`, in key order, optionally filtered by
+    /// object types: one statement, batched and paced like `scan_records`.
+    fn scan_export(&self, scan: ExportScan) -> RowBatches<DirectedRow>;
+
     /// Records of `object_type` that hold associations, in id order.
     async fn records(
         &self,
@@ -274,17 +313,6 @@ pub trait Store: Send + Sync {
         object_type: ObjectType,
         select: RecordSelect<'_>,
     ) -> StoreResult<Vec<RecordSummary>>;
-
-    /// Up to `limit` stored rows after `after`, in key order, optionally
-    /// filtered by object types.
-    async fn export_page(
-        &self,
-        portal: i64,
-        from: Option<ObjectType>,
-        to: Option<ObjectType>,
-        after: Option<DirectedRow>,
-        limit: u32,
-    ) -> StoreResult<Vec<DirectedRow>>;
 
     /// Validates and applies limit changes under a per-portal lock.
     async fn change_limits(

@@ -26,6 +26,7 @@ use crate::domain::types::FIRST_PORTAL_TYPE_ID;
 mod columns;
 mod logs;
 mod one_call;
+mod scans;
 mod steps;
 
 use columns::*;
@@ -38,6 +39,9 @@ const LIMITS_LOCK_NAMESPACE: i32 = 0x4153_4c4d;
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// Streams' own connections (each open stream holds one), so readers
+    /// that stall can never take connections from writes and unary reads.
+    scan_pool: PgPool,
     retry: RetryPolicy,
 }
 
@@ -48,14 +52,17 @@ impl PostgresStore {
         PgConnection::connect_with(&options).await?.close().await?;
         // No ping before each acquire: a broken connection fails one call
         // and is dropped, instead of every call paying a round trip.
-        let pool = PgPoolOptions::new()
-            .max_connections(store.max_connections)
-            .test_before_acquire(false)
-            .acquire_timeout(std::time::Duration::from_secs(30))
-            .connect_with(options)
-            .await?;
+        let pool_options = || {
+            PgPoolOptions::new()
+                .max_connections(store.max_connections)
+                .test_before_acquire(false)
+                .acquire_timeout(std::time::Duration::from_secs(30))
+        };
+        let pool = pool_options().connect_with(options.clone()).await?;
+        let scan_pool = pool_options().min_connections(0).connect_lazy_with(options);
         Ok(PostgresStore {
             pool,
+            scan_pool,
             retry: store.retry,
         })
     }
@@ -298,6 +305,14 @@ impl Store for PostgresStore {
         })
     }
 
+    fn scan_records(&self, scan: RecordScan) -> RowBatches<RecordRow> {
+        scans::records(self.scan_pool.clone(), scan)
+    }
+
+    fn scan_export(&self, scan: ExportScan) -> RowBatches<DirectedRow> {
+        scans::export(self.scan_pool.clone(), scan)
+    }
+
     async fn list_records(
         &self,
         portal: i64,
@@ -371,40 +386,6 @@ impl Store for PostgresStore {
                 })
             })
             .collect()
-    }
-
-    async fn export_page(
-        &self,
-        portal: i64,
-        from: Option<ObjectType>,
-        to: Option<ObjectType>,
-        after: Option<DirectedRow>,
-        limit: u32,
-    ) -> StoreResult<Vec<DirectedRow>> {
-        let start = export_start(after);
-        let rows = sqlx::query(
-            "SELECT from_object_type, from_object_id, to_object_type, to_object_id, category, type_id
-             FROM associations
-             WHERE portal_id = $1 AND ($2::text IS NULL OR from_object_type = $2)
-               AND ($3::text IS NULL OR to_object_type = $3)
-               AND (from_object_type, from_object_id, to_object_type, to_object_id, category, type_id)
-                 > ($4, $5, $6, $7, $8::smallint, $9)
-             ORDER BY from_object_type, from_object_id, to_object_type, to_object_id, category, type_id
-             LIMIT $10",
-        )
-        .bind(portal)
-        .bind(from.map(|t| t.to_string()))
-        .bind(to.map(|t| t.to_string()))
-        .bind(start.0)
-        .bind(start.1)
-        .bind(start.2)
-        .bind(start.3)
-        .bind(start.4)
-        .bind(start.5)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(decode_row).collect()
     }
 
     async fn change_limits(

@@ -28,6 +28,7 @@ use crate::domain::types::FIRST_PORTAL_TYPE_ID;
 
 mod columns;
 mod logs;
+mod scans;
 mod steps;
 
 use columns::*;
@@ -46,6 +47,9 @@ fn is_busy(err: &StoreError) -> bool {
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Streams' own read connections (each open stream holds one), so
+    /// readers that stall can never take connections from writes.
+    scan_pool: SqlitePool,
     retry: RetryPolicy,
 }
 
@@ -65,13 +69,18 @@ impl SqliteStore {
             std::fs::create_dir_all(parent)
                 .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
         }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(store.max_connections.max(1))
-            .acquire_timeout(Duration::from_secs(60))
-            .connect_with(options)
-            .await?;
+        let pool_options = || {
+            SqlitePoolOptions::new()
+                .max_connections(store.max_connections.max(1))
+                .acquire_timeout(Duration::from_secs(60))
+        };
+        let pool = pool_options().connect_with(options.clone()).await?;
+        let scan_pool = pool_options()
+            .min_connections(0)
+            .connect_lazy_with(options.read_only(true));
         Ok(SqliteStore {
             pool,
+            scan_pool,
             retry: store.retry,
         })
     }
@@ -301,6 +310,14 @@ impl Store for SqliteStore {
         )
     }
 
+    fn scan_records(&self, scan: RecordScan) -> RowBatches<RecordRow> {
+        scans::records(self.scan_pool.clone(), scan)
+    }
+
+    fn scan_export(&self, scan: ExportScan) -> RowBatches<DirectedRow> {
+        scans::export(self.scan_pool.clone(), scan)
+    }
+
     async fn list_records(
         &self,
         portal: i64,
@@ -379,40 +396,6 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
-    }
-
-    async fn export_page(
-        &self,
-        portal: i64,
-        from: Option<ObjectType>,
-        to: Option<ObjectType>,
-        after: Option<DirectedRow>,
-        limit: u32,
-    ) -> StoreResult<Vec<DirectedRow>> {
-        let start = export_start(after);
-        let rows = sqlx::query(
-            "SELECT from_object_type, from_object_id, to_object_type, to_object_id, category, type_id
-             FROM associations
-             WHERE portal_id = ?1 AND (?2 IS NULL OR from_object_type = ?2)
-               AND (?3 IS NULL OR to_object_type = ?3)
-               AND (from_object_type, from_object_id, to_object_type, to_object_id, category, type_id)
-                 > (?4, ?5, ?6, ?7, ?8, ?9)
-             ORDER BY from_object_type, from_object_id, to_object_type, to_object_id, category, type_id
-             LIMIT ?10",
-        )
-        .bind(portal)
-        .bind(from.map(|t| t.to_string()))
-        .bind(to.map(|t| t.to_string()))
-        .bind(start.0)
-        .bind(start.1)
-        .bind(start.2)
-        .bind(start.3)
-        .bind(start.4)
-        .bind(start.5)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(decode_row).collect()
     }
 
     async fn change_limits(

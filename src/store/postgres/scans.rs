@@ -1,0 +1,165 @@
+//! Streamed reads: one statement per stream, as a cursor in a read-only
+//! transaction (one snapshot for the whole stream). A task fetches batch
+//! after batch while the previous ones wait in a small channel, so the
+//! receiver's pace is the only brake; when the receiver goes away the task
+//! closes the transaction and the database stops.
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::{PgPool, Postgres, Row};
+use tokio::sync::mpsc;
+
+use super::*;
+
+type Statement = sqlx::query::Query<'static, Postgres, PgArguments>;
+
+/// A record's rows to one object type: a range of the primary key.
+const RECORDS_ONE_TYPE: &str = "DECLARE scan NO SCROLL CURSOR FOR
+    SELECT to_object_type, to_object_id, category, type_id FROM associations
+    WHERE portal_id = $1 AND from_object_type = $2 AND from_object_id = $3
+      AND to_object_type = $4 AND to_object_id > $5
+    ORDER BY to_object_type, to_object_id, category, type_id";
+
+/// A record's rows to every object type, after (type, id): a range of the
+/// primary key that starts at a row value.
+const RECORDS_ANY_TYPE: &str = "DECLARE scan NO SCROLL CURSOR FOR
+    SELECT to_object_type, to_object_id, category, type_id FROM associations
+    WHERE portal_id = $1 AND from_object_type = $2 AND from_object_id = $3
+      AND (to_object_type, to_object_id) > ($4, $5)
+    ORDER BY to_object_type, to_object_id, category, type_id";
+
+/// The export, one statement per filter shape, each a range of the primary
+/// key with plain column bounds: $1 portal, then the start row (the last row
+/// sent, or the empty string and zeros, which sort before every row), then
+/// the to-type where it is filtered.
+macro_rules! export_statement {
+    ($range:literal, $to:literal) => {
+        concat!(
+            "DECLARE scan NO SCROLL CURSOR FOR
+             SELECT from_object_type, from_object_id, to_object_type, to_object_id, category, type_id
+             FROM associations WHERE portal_id = $1 AND ",
+            $range,
+            $to,
+            " ORDER BY from_object_type, from_object_id, to_object_type, to_object_id, category, type_id"
+        )
+    };
+}
+
+/// Every row of the portal.
+pub(super) const EXPORT_ALL: &str = export_statement!(
+    "(from_object_type, from_object_id, to_object_type, to_object_id, category, type_id)
+     > ($2, $3, $4, $5, $6::smallint, $7)",
+    ""
+);
+/// Rows to one object type (a range over the portal, filtered by to-type).
+pub(super) const EXPORT_TO: &str = export_statement!(
+    "(from_object_type, from_object_id, to_object_type, to_object_id, category, type_id)
+     > ($2, $3, $4, $5, $6::smallint, $7)",
+    " AND to_object_type = $8"
+);
+/// Rows from one object type: a range within it.
+pub(super) const EXPORT_FROM: &str = export_statement!(
+    "from_object_type = $2
+     AND (from_object_id, to_object_type, to_object_id, category, type_id)
+     > ($3, $4, $5, $6::smallint, $7)",
+    ""
+);
+/// Rows from one object type to another (a range within the from-type,
+/// filtered by to-type).
+pub(super) const EXPORT_FROM_TO: &str = export_statement!(
+    "from_object_type = $2
+     AND (from_object_id, to_object_type, to_object_id, category, type_id)
+     > ($3, $4, $5, $6::smallint, $7)",
+    " AND to_object_type = $8"
+);
+
+pub(super) fn records(pool: PgPool, scan: RecordScan) -> RowBatches<RecordRow> {
+    let statement = match scan.to {
+        // A cursor of a one-type read always names a record of that type.
+        Some(to) => sqlx::query(RECORDS_ONE_TYPE)
+            .bind(scan.portal)
+            .bind(scan.from.to_string())
+            .bind(scan.from_id)
+            .bind(to.to_string())
+            .bind(scan.after.map(|(_, id)| id).unwrap_or(0)),
+        None => {
+            let (after_type, after_id) = scan
+                .after
+                .map(|(t, id)| (t.to_string(), id))
+                .unwrap_or((String::new(), 0));
+            sqlx::query(RECORDS_ANY_TYPE)
+                .bind(scan.portal)
+                .bind(scan.from.to_string())
+                .bind(scan.from_id)
+                .bind(after_type)
+                .bind(after_id)
+        }
+    };
+    run(pool, scan.batch, statement, |r| {
+        Ok((
+            decode_object_type(r.try_get::<&str, _>(0)?)?,
+            r.try_get(1)?,
+            decode_key(r.try_get::<i16, _>(2)?.into(), r.try_get(3)?)?,
+        ))
+    })
+}
+
+pub(super) fn export(pool: PgPool, scan: ExportScan) -> RowBatches<DirectedRow> {
+    let (from_type, from_id, to_type, to_id, category, type_id) = export_start(scan.after);
+    let sql = match (scan.from.is_some(), scan.to.is_some()) {
+        (false, false) => EXPORT_ALL,
+        (false, true) => EXPORT_TO,
+        (true, false) => EXPORT_FROM,
+        (true, true) => EXPORT_FROM_TO,
+    };
+    let mut statement = sqlx::query(sql).bind(scan.portal);
+    statement = match scan.from {
+        // A cursor of a filtered export always names a row of that type.
+        Some(from) => statement.bind(from.to_string()),
+        None => statement.bind(from_type),
+    };
+    statement = statement
+        .bind(from_id)
+        .bind(to_type)
+        .bind(to_id)
+        .bind(category)
+        .bind(type_id);
+    if let Some(to) = scan.to {
+        statement = statement.bind(to.to_string());
+    }
+    run(pool, scan.batch, statement, decode_row)
+}
+
+/// Opens `declare` (a `DECLARE scan … CURSOR`) in a read-only transaction
+/// and sends its rows in batches until they end or the receiver goes away.
+fn run<T: Send + 'static>(
+    pool: PgPool,
+    batch: usize,
+    declare: Statement,
+    decode: fn(&PgRow) -> StoreResult<T>,
+) -> RowBatches<T> {
+    let (sender, receiver) = mpsc::channel(SCAN_AHEAD);
+    tokio::spawn(async move {
+        let scanned = async {
+            let mut tx = pool.begin().await?;
+            sqlx::query("SET TRANSACTION READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+            declare.execute(&mut *tx).await?;
+            let fetch = format!("FETCH {} FROM scan", batch.max(1));
+            loop {
+                let rows = sqlx::query(&fetch).fetch_all(&mut *tx).await?;
+                let last = rows.len() < batch.max(1);
+                let decoded = rows.iter().map(decode).collect::<StoreResult<Vec<T>>>()?;
+                if sender.send(Ok(decoded)).await.is_err() || last {
+                    break;
+                }
+            }
+            tx.rollback().await?;
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        if let Err(err) = scanned {
+            let _ = sender.send(Err(err)).await;
+        }
+    });
+    receiver
+}

@@ -1,0 +1,118 @@
+//! Streamed reads: one statement per stream. SQLite steps the statement only
+//! as rows are taken (sqlx's worker hands them over a small channel), so a
+//! task that batches the rows ahead of a small channel is paced by the
+//! receiver; when the receiver goes away the task drops the statement.
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::{Row, Sqlite, SqlitePool};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+
+use super::*;
+
+type Statement = sqlx::query::Query<'static, Sqlite, SqliteArguments<'static>>;
+
+/// A record's rows to one object type: a range of the primary key.
+const RECORDS_ONE_TYPE: &str =
+    "SELECT to_object_type, to_object_id, category, type_id FROM associations
+     WHERE portal_id = ?1 AND from_object_type = ?2 AND from_object_id = ?3
+       AND to_object_type = ?4 AND to_object_id > ?5
+     ORDER BY to_object_type, to_object_id, category, type_id";
+
+/// A record's rows to every object type, after (type, id).
+const RECORDS_ANY_TYPE: &str =
+    "SELECT to_object_type, to_object_id, category, type_id FROM associations
+     WHERE portal_id = ?1 AND from_object_type = ?2 AND from_object_id = ?3
+       AND (to_object_type, to_object_id) > (?4, ?5)
+     ORDER BY to_object_type, to_object_id, category, type_id";
+
+/// The export: a range of the primary key from the start row (the last row
+/// sent, or the empty string and zeros), optionally filtered by types.
+const EXPORT: &str =
+    "SELECT from_object_type, from_object_id, to_object_type, to_object_id, category, type_id
+     FROM associations
+     WHERE portal_id = ?1 AND (?2 IS NULL OR from_object_type = ?2)
+       AND (?3 IS NULL OR to_object_type = ?3)
+       AND (from_object_type, from_object_id, to_object_type, to_object_id, category, type_id)
+         > (?4, ?5, ?6, ?7, ?8, ?9)
+     ORDER BY from_object_type, from_object_id, to_object_type, to_object_id, category, type_id";
+
+pub(super) fn records(pool: SqlitePool, scan: RecordScan) -> RowBatches<RecordRow> {
+    let statement = match scan.to {
+        // A cursor of a one-type read always names a record of that type.
+        Some(to) => sqlx::query(RECORDS_ONE_TYPE)
+            .bind(scan.portal)
+            .bind(scan.from.to_string())
+            .bind(scan.from_id)
+            .bind(to.to_string())
+            .bind(scan.after.map(|(_, id)| id).unwrap_or(0)),
+        None => {
+            let (after_type, after_id) = scan
+                .after
+                .map(|(t, id)| (t.to_string(), id))
+                .unwrap_or((String::new(), 0));
+            sqlx::query(RECORDS_ANY_TYPE)
+                .bind(scan.portal)
+                .bind(scan.from.to_string())
+                .bind(scan.from_id)
+                .bind(after_type)
+                .bind(after_id)
+        }
+    };
+    run(pool, scan.batch, statement, |r| {
+        Ok((
+            decode_object_type(r.try_get::<&str, _>(0)?)?,
+            r.try_get(1)?,
+            decode_key(r.try_get(2)?, r.try_get(3)?)?,
+        ))
+    })
+}
+
+pub(super) fn export(pool: SqlitePool, scan: ExportScan) -> RowBatches<DirectedRow> {
+    let start = export_start(scan.after);
+    let statement = sqlx::query(EXPORT)
+        .bind(scan.portal)
+        .bind(scan.from.map(|t| t.to_string()))
+        .bind(scan.to.map(|t| t.to_string()))
+        .bind(start.0)
+        .bind(start.1)
+        .bind(start.2)
+        .bind(start.3)
+        .bind(start.4)
+        .bind(start.5);
+    run(pool, scan.batch, statement, decode_row)
+}
+
+/// Runs `statement` and sends its rows in batches of `batch` until they end
+/// or the receiver goes away.
+fn run<T: Send + 'static>(
+    pool: SqlitePool,
+    batch: usize,
+    statement: Statement,
+    decode: fn(&SqliteRow) -> StoreResult<T>,
+) -> RowBatches<T> {
+    let batch = batch.max(1);
+    let (sender, receiver) = mpsc::channel(SCAN_AHEAD);
+    tokio::spawn(async move {
+        let mut rows = statement.fetch(&pool);
+        let mut pending = Vec::with_capacity(batch);
+        loop {
+            let next = rows.next().await;
+            let end = next.is_none();
+            match next.map(|row| decode(&row?)) {
+                Some(Ok(row)) => pending.push(row),
+                Some(Err(err)) => {
+                    let _ = sender.send(Err(err)).await;
+                    return;
+                }
+                None => {}
+            }
+            if pending.len() == batch || end {
+                let full = std::mem::replace(&mut pending, Vec::with_capacity(batch));
+                if sender.send(Ok(full)).await.is_err() || end {
+                    return;
+                }
+            }
+        }
+    });
+    receiver
+}
