@@ -5,8 +5,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
 use std::time::Duration;

@@ -27,6 +27,9 @@ mod columns;
 mod logs;
 mod one_call;
 mod scans;
+
+/// The streamed statements, for tests of their plans.
+pub use scans::statements as scan_statements;
 mod steps;
 
 use columns::*;

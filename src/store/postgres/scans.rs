@@ -71,6 +71,20 @@ pub(super) const EXPORT_FROM_TO: &str = export_statement!(
     " AND to_object_type = $8"
 );
 
+/// Every streamed statement (a `DECLARE`, which PostgreSQL plans for a
+/// fast start), by name, with the number of parameters it takes: for the
+/// plan test.
+pub fn statements() -> Vec<(&'static str, &'static str, usize)> {
+    vec![
+        ("records of one type", RECORDS_ONE_TYPE, 5),
+        ("records of every type", RECORDS_ANY_TYPE, 5),
+        ("export", EXPORT_ALL, 7),
+        ("export to one type", EXPORT_TO, 8),
+        ("export from one type", EXPORT_FROM, 7),
+        ("export between two types", EXPORT_FROM_TO, 8),
+    ]
+}
+
 pub(super) fn records(pool: PgPool, scan: RecordScan) -> RowBatches<RecordRow> {
     let statement = match scan.to {
         // A cursor of a one-type read always names a record of that type.

@@ -1,0 +1,75 @@
+//! Every streamed statement reads an index range on PostgreSQL: `EXPLAIN`
+//! of each (its `DECLARE … CURSOR`, planned as the stream runs it) shows an
+//! index condition that bounds the scan (the record, or the start row within
+//! the portal or object type), never a sequential scan or a sort.
+mod common;
+
+use association_service::store::postgres::scan_statements;
+use sqlx::Connection;
+
+#[tokio::test]
+async fn streamed_statements_are_index_range_scans() {
+    let url = common::fresh_postgres_database().await;
+    let store = association_service::store::connect(&url, 4)
+        .await
+        .expect("open");
+    store.migrate().await.expect("migrate");
+    drop(store);
+    let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+    // 3 portals × 2 object types × 2,000 records × 5 rows, then statistics.
+    sqlx::query(
+        "INSERT INTO associations (portal_id, from_object_type, from_object_id, to_object_type,
+                                   to_object_id, category, type_id)
+         SELECT p, t, r, CASE WHEN k % 2 = 0 THEN '0-2' ELSE '0-3' END, r * 10 + k, 1, 279
+         FROM generate_series(1, 3) p, unnest(ARRAY['0-1', '0-3']) t,
+              generate_series(1, 2000) r, generate_series(1, 5) k",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("rows");
+    sqlx::query("ANALYZE associations")
+        .execute(&mut conn)
+        .await
+        .expect("analyze");
+    for (name, sql, params) in scan_statements() {
+        let text = format!("EXPLAIN {sql}");
+        // Portal 2, object type 0-1, record 1000 (or the rows after it).
+        let explain = sqlx::query_scalar::<_, String>(&text)
+            .bind(2i64)
+            .bind("0-1")
+            .bind(1000i64)
+            .bind("0-2");
+        let explain = if name.starts_with("records") {
+            explain.bind(5000i64)
+        } else {
+            let explain = explain.bind(0i64).bind(0i16).bind(0i32);
+            if params == 8 {
+                explain.bind("0-2")
+            } else {
+                explain
+            }
+        };
+        let plan = explain
+            .fetch_all(&mut conn)
+            .await
+            .expect("explain")
+            .join("\n");
+        assert!(
+            !plan.contains("Seq Scan"),
+            "{name}: sequential scan\n{plan}"
+        );
+        assert!(
+            !plan.contains("Sort"),
+            "{name}: rows sorted, not read in order\n{plan}"
+        );
+        let condition = plan
+            .lines()
+            .find(|l| l.contains("Index Cond"))
+            .unwrap_or_else(|| panic!("{name}: no index condition\n{plan}"));
+        assert!(
+            condition.contains('>') && condition.contains("portal_id"),
+            "{name}: the index condition does not bound the range\n{plan}"
+        );
+    }
+    let _ = conn.close().await;
+}
