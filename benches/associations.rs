@@ -10,7 +10,8 @@
 //! pg_stat_statements (nested statements included).
 //!
 //! Run: `cargo bench --bench associations` (`BENCH_SCALE=small` for a quick
-//! pass, `BENCH_ONLY=writes` for the durable writes alone; `BENCH_DATABASE_URL`
+//! pass, `BENCH_ONLY=writes` for the durable writes alone, `BENCH_ONLY=reads`
+//! for the reads alone; `BENCH_DATABASE_URL`
 //! / `DATABASE_URL` to use existing PostgreSQL
 //! servers for the durable / fsync-off runs instead of throwaways).
 #[path = "../tests/common/mod.rs"]
@@ -78,6 +79,10 @@ const W2_PORTAL: i64 = 1_002;
 const W3_PORTAL: i64 = 1_003;
 const R1_PORTAL: i64 = 1_004;
 const R2_PORTAL: i64 = 1_005;
+/// R0: one record with `R0_ROWS` associations, read whole by small calls.
+const R0_PORTAL: i64 = 1_006;
+const R0_ROWS: i64 = 500;
+const R0_CALLS: usize = 300;
 /// W4's one shared portal; with one portal per client, W4_PORTAL + 1 + client.
 const W4_PORTAL: i64 = 2_000;
 /// Where each side warms its connections up before W1.
@@ -462,6 +467,49 @@ async fn seed(
     all.len() as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Calls per second, p50 and p99 (ms) of one latency sample set.
+fn latency(mut times: Vec<Duration>) -> (f64, f64, f64) {
+    times.sort();
+    let total: f64 = times.iter().map(Duration::as_secs_f64).sum();
+    (
+        times.len() as f64 / total,
+        percentile(&times, 0.50),
+        percentile(&times, 0.99),
+    )
+}
+
+/// R0: `ListAssociations` of a record with 500 associations, one call at a
+/// time on one connection.
+async fn r0_service(server: &Server) -> (f64, f64, f64) {
+    let mut reader = server.reader().await;
+    let request = ListAssociationsRequest {
+        portal_id: R0_PORTAL,
+        object_type: DEAL.into(),
+        object_id: 1,
+        to_object_type: CONTACT.into(),
+        cursor: String::new(),
+    };
+    let mut times = Vec::with_capacity(R0_CALLS);
+    for call in 0..R0_CALLS + 20 {
+        let start = Instant::now();
+        let mut stream = reader
+            .list_associations(request.clone())
+            .await
+            .expect("list")
+            .into_inner();
+        let mut count = 0i64;
+        while let Some(chunk) = stream.message().await.expect("chunk") {
+            count += chunk.results.len() as i64;
+        }
+        assert_eq!(count, R0_ROWS, "R0 read every association");
+        // The first 20 calls warm the connection up.
+        if call >= 20 {
+            times.push(start.elapsed());
+        }
+    }
+    latency(times)
+}
+
 async fn r1_service(server: &Server, rows: i64) -> (f64, f64) {
     let mut reader = server.reader().await;
     server.reset_peak_rss();
@@ -633,6 +681,31 @@ async fn copy_rate(pool: &PgPool, query: &str) -> (f64, i64) {
     (rows as f64 / start.elapsed().as_secs_f64(), rows)
 }
 
+/// R0's baseline: the same 500 rows by one prepared query at a time.
+async fn r0_raw(pool: &PgPool) -> (f64, f64, f64) {
+    let mut conn = pool.acquire().await.expect("connection");
+    let mut times = Vec::with_capacity(R0_CALLS);
+    for call in 0..R0_CALLS + 20 {
+        let start = Instant::now();
+        let rows = sqlx::query(
+            "SELECT to_object_type, to_object_id, category, type_id FROM associations
+             WHERE portal_id = $1 AND from_object_type = $2 AND from_object_id = 1
+               AND to_object_type = $3 ORDER BY to_object_type, to_object_id, category, type_id",
+        )
+        .bind(R0_PORTAL)
+        .bind(DEAL)
+        .bind(CONTACT)
+        .fetch_all(&mut *conn)
+        .await
+        .expect("R0 rows");
+        assert_eq!(rows.len() as i64, R0_ROWS);
+        if call >= 20 {
+            times.push(start.elapsed());
+        }
+    }
+    latency(times)
+}
+
 /// Read baselines over the PostgreSQL store's own rows.
 async fn read_baselines(pool: &PgPool, scale: &Scale) -> (f64, f64, f64) {
     let (r1, n1) = copy_rate(
@@ -685,9 +758,29 @@ struct Measured {
     w2: f64,
     w3: (f64, usize, usize),
     seed: f64,
+    /// R0: calls/s, p50 ms, p99 ms.
+    r0: (f64, f64, f64),
     r1: (f64, f64),
     r2: f64,
     r3: f64,
+}
+
+/// Measurements with no write scenario run (for `BENCH_ONLY=reads`).
+fn run_writes_skipped() -> Measured {
+    Measured {
+        w1: (0.0, 0.0, 0.0),
+        w1_distinct: (0.0, 0.0, 0.0),
+        w4: (0.0, 0.0),
+        statements: None,
+        batch_statements: None,
+        w2: 0.0,
+        w3: (0.0, 0, 0),
+        seed: 0.0,
+        r0: (0.0, 0.0, 0.0),
+        r1: (0.0, 0.0),
+        r2: 0.0,
+        r3: 0.0,
+    }
 }
 
 /// The write scenarios; with `stats`, W1's statements are costed.
@@ -741,6 +834,7 @@ async fn run_writes(server: &Server, scale: &Scale, stats: Option<&PgPool>) -> M
         w2,
         w3,
         seed: 0.0,
+        r0: (0.0, 0.0, 0.0),
         r1: (0.0, 0.0),
         r2: 0.0,
         r3: 0.0,
@@ -749,6 +843,11 @@ async fn run_writes(server: &Server, scale: &Scale, stats: Option<&PgPool>) -> M
 
 async fn run_service(server: &Server, scale: &Scale, stats: Option<&PgPool>) -> Measured {
     let writes = run_writes(server, scale, stats).await;
+    run_reads(server, scale, writes).await
+}
+
+/// The read scenarios (R0–R3) after seeding their rows.
+async fn run_reads(server: &Server, scale: &Scale, writes: Measured) -> Measured {
     eprintln!(
         "  seeding {} + {} associations",
         scale.r1_rows,
@@ -756,12 +855,15 @@ async fn run_service(server: &Server, scale: &Scale, stats: Option<&PgPool>) -> 
     );
     let seed_rate = seed(server, R1_PORTAL, 1..=1, scale.r1_rows).await;
     seed(server, R2_PORTAL, 1..=scale.r2_records, scale.r2_per_record).await;
-    eprintln!("  R1/R2/R3 reads");
+    seed(server, R0_PORTAL, 1..=1, R0_ROWS).await;
+    eprintln!("  R0/R1/R2/R3 reads");
+    let r0 = r0_service(server).await;
     let r1 = r1_service(server, scale.r1_rows).await;
     let r2 = r2_service(server, scale).await;
     let r3 = r3_service(server, scale.r1_rows).await;
     Measured {
         seed: seed_rate,
+        r0,
         r1,
         r2,
         r3,
@@ -839,13 +941,25 @@ fn rows_for(backend: &'static str, m: &Measured, raw: &Measured) -> Vec<Row> {
             target: None,
         },
         Row {
+            scenario: "R0 ListAssociations of 500, one call at a time",
+            backend,
+            service: m.r0.0,
+            baseline: raw.r0.0,
+            unit: "calls/s",
+            detail: format!(
+                "p50 {:.2} ms / p99 {:.2} ms (raw query {:.2} / {:.2}; target p50 ≤ 3 ms)",
+                m.r0.1, m.r0.2, raw.r0.1, raw.r0.2
+            ),
+            target: None,
+        },
+        Row {
             scenario: "R1 stream one record's associations",
             backend,
             service: m.r1.0,
             baseline: raw.r1.0,
             unit: "rows/s",
-            detail: format!("server peak RSS {:.0} MiB (target ≤ 100)", m.r1.1),
-            target: Some(0.7),
+            detail: format!("server peak RSS {:.0} MiB (target ≤ 64)", m.r1.1),
+            target: Some(0.8),
         },
         Row {
             scenario: "R2 batch-stream records",
@@ -863,7 +977,7 @@ fn rows_for(backend: &'static str, m: &Measured, raw: &Measured) -> Vec<Row> {
             baseline: raw.r3,
             unit: "rows/s",
             detail: String::new(),
-            target: Some(0.7),
+            target: Some(0.8),
         },
     ]);
     rows
@@ -953,6 +1067,7 @@ async fn raw_writes(url: &str, scale: &Scale) -> (PgPool, Measured) {
         w2,
         w3: (w3, 0, 0),
         seed: 0.0,
+        r0: (0.0, 0.0, 0.0),
         r1: (0.0, 0.0),
         r2: 0.0,
         r3: 0.0,
@@ -996,12 +1111,35 @@ async fn main() {
         }
         return;
     }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("reads") {
+        // A quick loop for the read path: R0–R3 on both stores beside their
+        // baselines, nothing written.
+        let empty = run_writes_skipped();
+        let pg = run_reads(&pg_server, scale, empty).await;
+        drop(pg_server);
+        let raw_pool = pool(&pg_url, 4).await;
+        let (r1, r2, r3) = read_baselines(&raw_pool, scale).await;
+        let mut raw = run_writes_skipped();
+        (raw.r1, raw.r2, raw.r3) = ((r1, 0.0), r2, r3);
+        raw.r0 = r0_raw(&raw_pool).await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sqlite_server =
+            Server::start(&format!("sqlite://{}/bench.db", dir.path().display())).await;
+        let lite = run_reads(&sqlite_server, scale, run_writes_skipped()).await;
+        drop(sqlite_server);
+        let mut rows = rows_for("postgres", &pg, &raw);
+        rows.extend(rows_for("sqlite", &lite, &raw));
+        rows.retain(|r| r.scenario.starts_with('R'));
+        println!("{}", render(&rows, scale, "durable PostgreSQL"));
+        return;
+    }
     let pg = run_service(&pg_server, scale, Some(&stats_pool)).await;
     drop(pg_server);
     eprintln!("raw PostgreSQL baselines");
     let (raw_pool, mut raw) = raw_writes(&pg_url, scale).await;
     let (r1, r2, r3) = read_baselines(&raw_pool, scale).await;
     (raw.r1, raw.r2, raw.r3) = ((r1, 0.0), r2, r3);
+    raw.r0 = r0_raw(&raw_pool).await;
 
     eprintln!("sqlite store");
     let dir = tempfile::tempdir().expect("temp dir");
