@@ -8,6 +8,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use association_service::domain::feed::{ChangeKind, FeedStart};
 use association_service::domain::plan::DirectedRow;
@@ -437,4 +438,64 @@ async fn watch_without_cursor_needs_a_start_point() {
             .await
             .expect("a start point is enough");
     }
+}
+
+/// Database transactions of the test database so far (other backends'
+/// counts reach the view within about a second).
+async fn transactions(conn: &mut sqlx::PgConnection, database: &str) -> i64 {
+    sqlx::query("SELECT pg_stat_clear_snapshot()")
+        .execute(&mut *conn)
+        .await
+        .expect("clear snapshot");
+    sqlx::query_scalar(
+        "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = $1",
+    )
+    .bind(database)
+    .fetch_one(&mut *conn)
+    .await
+    .expect("pg_stat_database")
+}
+
+/// Transactions the database ran while `readers` idle feed readers of one
+/// portal were open for `window`.
+async fn idle_cost(readers: usize, window: Duration) -> i64 {
+    let mut settings = common::settings(10_000, 100);
+    settings.feed_poll_interval = Duration::from_millis(50);
+    let (svc, store) = common::service("postgres", settings).await;
+    let database = store.url.rsplit('/').next().expect("name").to_string();
+    let mut conn = sqlx::PgConnection::connect(&store.url)
+        .await
+        .expect("connect");
+    // Everything opening the service did has reached the view.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let before = transactions(&mut conn, &database).await;
+    let mut streams = Vec::new();
+    for _ in 0..readers {
+        streams.push(
+            svc.watch_changes(PORTAL, FeedStart::Now)
+                .await
+                .expect("watch"),
+        );
+    }
+    tokio::time::sleep(window).await;
+    drop(streams);
+    // Let the last counts reach the view.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    transactions(&mut conn, &database).await - before
+}
+
+/// 200 idle `WatchChanges` readers of a portal cost PostgreSQL about what one
+/// does: they share one poller, instead of each polling on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_feed_readers_share_one_poller() {
+    let window = Duration::from_secs(3);
+    let one = idle_cost(1, window).await;
+    let many = idle_cost(200, window).await;
+    eprintln!("transactions in {window:?}: one idle reader {one}, 200 idle readers {many}");
+    // Each reader reads once when it opens (a few transactions); polling
+    // alone, 200 readers would run about 200 × 60 in the window.
+    assert!(
+        many <= 3 * one + 4 * 200,
+        "200 idle readers ran {many} transactions, one reader {one}"
+    );
 }

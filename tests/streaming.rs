@@ -402,6 +402,55 @@ async fn resuming_while_rows_change_yields_the_stable_rows_once(backend: &str) {
     }
 }
 
+/// Streams of every kind, one after another on the same single database
+/// connection, each decode their own rows.
+async fn streams_of_every_kind_share_one_connection(backend: &str) {
+    let test_store = common::fresh_store(backend).await;
+    let store = association_service::store::connect(&test_store.url, 1)
+        .await
+        .expect("open");
+    store.migrate().await.expect("migrate");
+    let svc = Arc::new(AssociationService::new(store, common::settings(10_000, 3)));
+    seed(&svc).await;
+    for _ in 0..3 {
+        let list = drain(
+            svc.stream_associations(common::list(PORTAL, "contacts", 1, None, None))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(list.iter().map(|c| c.records.len()).sum::<usize>(), 11);
+        let export = drain(
+            svc.stream_export(common::export(PORTAL, None, None, None))
+                .await
+                .unwrap(),
+        )
+        .await;
+        // 20 associations, each stored in both directions, and contact 1's
+        // primary company (its own row each way).
+        assert_eq!(
+            export.iter().map(|c| c.rows.len()).sum::<usize>(),
+            2 * 20 + 2
+        );
+        let batch = drain(
+            svc.stream_batch(common::batch_list(
+                PORTAL,
+                "contacts",
+                &[1, 2, 3, 4],
+                None,
+                None,
+            ))
+            .await
+            .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            batch.iter().map(|c| c.rows.len()).sum::<usize>(),
+            11 + 2 + 3 + 4
+        );
+    }
+}
+
 macro_rules! on_every_backend {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -416,6 +465,7 @@ macro_rules! on_every_backend {
 }
 
 on_every_backend!(
+    streams_of_every_kind_share_one_connection,
     resuming_while_rows_change_yields_the_stable_rows_once,
     resuming_a_record_stream_from_every_chunk_returns_the_rest,
     resuming_a_batch_stream_from_every_chunk_returns_the_rest,

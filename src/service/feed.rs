@@ -127,11 +127,16 @@ impl Scan for FeedScan {
 
     async fn step(mut self) -> ServiceResult<Step<ChangeChunk, FeedScan>> {
         let notify = Arc::clone(&self.written);
+        // Other replicas' commits: the portal's one shared poller wakes us.
+        let poll = self.service.feed_polls.join(&self.service, self.portal);
         loop {
             // Listening before reading, so a write in between is not missed.
             let written = notify.notified();
             tokio::pin!(written);
             written.as_mut().enable();
+            let moved = poll.moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
             let page = self
                 .service
                 .feed_page(&mut self.cache, self.portal, self.seq)
@@ -145,10 +150,64 @@ impl Scan for FeedScan {
                 None => {
                     tokio::select! {
                         _ = written => {}
-                        _ = tokio::time::sleep(self.service.settings.feed_poll_interval) => {}
+                        _ = moved => {}
                     }
                 }
             }
         }
+    }
+}
+
+/// The portals' shared feed pollers. A reader that has caught up waits for
+/// this process's writes and for its portal's one poller, which looks for
+/// other replicas' commits every poll interval: idle readers of a portal
+/// cost the database one query per interval together, however many.
+#[derive(Default)]
+pub(super) struct FeedPolls {
+    portals: std::sync::Mutex<HashMap<i64, std::sync::Weak<PortalPoll>>>,
+}
+
+/// One portal's poller, alive while a reader holds it.
+pub(super) struct PortalPoll {
+    /// Woken when the portal's feed head moved.
+    pub(super) moved: Notify,
+}
+
+impl FeedPolls {
+    /// The portal's poller, started if no reader holds one.
+    pub(super) fn join(&self, service: &Arc<AssociationService>, portal: i64) -> Arc<PortalPoll> {
+        let mut portals = self.portals.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(poll) = portals.get(&portal).and_then(std::sync::Weak::upgrade) {
+            return poll;
+        }
+        let poll = Arc::new(PortalPoll {
+            moved: Notify::new(),
+        });
+        portals.insert(portal, Arc::downgrade(&poll));
+        portals.retain(|_, p| p.strong_count() > 0);
+        let (store, weak) = (Arc::clone(&service.store), Arc::downgrade(&poll));
+        let interval = service.settings.feed_poll_interval;
+        tokio::spawn(async move {
+            let mut head = None;
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(poll) = weak.upgrade() else {
+                    return;
+                };
+                match store.feed_bounds(portal).await {
+                    // The first look wakes every reader too: a commit may
+                    // have come between a reader's last read and it.
+                    Ok((_, last)) => {
+                        if head != Some(last) {
+                            poll.moved.notify_waiters();
+                        }
+                        head = Some(last);
+                    }
+                    // The readers find the failure on their next read.
+                    Err(_) => poll.moved.notify_waiters(),
+                }
+            }
+        });
+        poll
     }
 }

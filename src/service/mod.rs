@@ -100,6 +100,8 @@ pub struct AssociationService {
     catalogs: catalogs::CatalogCache,
     /// Joins concurrent creates of one pair into shared transactions.
     creates: combiner::CreateCombiner,
+    /// One poller per portal for idle change-feed readers.
+    feed_polls: feed::FeedPolls,
 }
 
 fn check_batch_size(len: usize) -> Result<(), DomainError> {
@@ -132,6 +134,7 @@ impl AssociationService {
             settings,
             cursors,
             written: Arc::new(Notify::new()),
+            feed_polls: feed::FeedPolls::default(),
             hooks,
         }
     }

@@ -192,6 +192,14 @@ impl AssociationService {
             }
             None => (0, None),
         };
+        let rows = self.store.scan_batch(store::BatchScan {
+            portal,
+            from,
+            from_ids: ids.get(index..).unwrap_or_default().to_vec(),
+            to,
+            after,
+            batch: self.chunk_size() as usize,
+        });
         Ok(stream::produce(BatchScan {
             service: Arc::clone(self),
             cache: HashMap::new(),
@@ -199,7 +207,9 @@ impl AssociationService {
             portal,
             from,
             ids,
-            to,
+            rows,
+            pending: Vec::new(),
+            ended: false,
             index,
             after,
             first: true,
@@ -364,18 +374,44 @@ fn rows_of_first_records(rows: &[RecordRow], records: usize) -> usize {
     rows.len()
 }
 
-/// Several records' associated records: record `ids[index]` after `after`.
+/// Several records' associated records, from one statement's rows.
 struct BatchScan {
     service: Arc<AssociationService>,
     cache: CatalogMap,
     fingerprint: String,
     portal: i64,
     from: ObjectType,
+    /// Every requested id, ascending (the cursor's index points into it).
     ids: Vec<i64>,
-    to: Option<ObjectType>,
+    rows: RowBatches<(i64, RecordRow)>,
+    /// Rows received but not sent yet (the last record may be incomplete).
+    pending: Vec<(i64, RecordRow)>,
+    ended: bool,
+    /// Where the last chunk ended: an index into `ids` and the last record.
     index: usize,
     after: Option<(ObjectType, i64)>,
     first: bool,
+}
+
+/// How many distinct (from-record, associated record) pairs `rows` hold.
+fn distinct_batch_records(rows: &[(i64, RecordRow)]) -> usize {
+    rows_of_first_batch_records(rows, usize::MAX).1
+}
+
+/// How many of `rows` belong to their first `records` records, and how
+/// many records those are.
+fn rows_of_first_batch_records(rows: &[(i64, RecordRow)], records: usize) -> (usize, usize) {
+    let key = |r: &(i64, RecordRow)| (r.0, r.1 .0, r.1 .1);
+    let mut seen = 0;
+    for (i, row) in rows.iter().enumerate() {
+        if i == 0 || key(&rows[i - 1]) != key(row) {
+            if seen == records {
+                return (i, seen);
+            }
+            seen += 1;
+        }
+    }
+    (rows.len(), seen)
 }
 
 impl Scan for BatchScan {
@@ -383,31 +419,38 @@ impl Scan for BatchScan {
 
     async fn step(mut self) -> ServiceResult<Step<BatchChunk, BatchScan>> {
         let limit = self.service.chunk_size() as usize;
+        while !self.ended && distinct_batch_records(&self.pending) <= limit {
+            match self.rows.recv().await {
+                Some(batch) => self.pending.extend(batch?),
+                None => self.ended = true,
+            }
+        }
+        if self.pending.is_empty() && !self.first {
+            return Ok(Step::End);
+        }
+        let (take, _) = rows_of_first_batch_records(&self.pending, limit);
+        let rest = self.pending.split_off(take);
+        let taken = std::mem::replace(&mut self.pending, rest);
+        if let Some((from_id, (t, id, _))) = taken.last() {
+            self.index = self.ids.binary_search(from_id).unwrap_or(self.index);
+            self.after = Some((*t, *id));
+        }
         let (portal, from) = (self.portal, self.from);
         let mut rows: Vec<(i64, AssociatedRecord)> = Vec::new();
-        while rows.len() < limit && self.index < self.ids.len() {
-            let want = limit - rows.len();
-            let from_id = self.ids[self.index];
-            let fetched = self
-                .service
-                .store
-                .list_records(portal, from, from_id, self.to, self.after, want as u32)
-                .await?;
-            let count = distinct_records(&fetched);
+        let mut start = 0;
+        while start < taken.len() {
+            let from_id = taken[start].0;
+            let end = taken[start..]
+                .iter()
+                .position(|r| r.0 != from_id)
+                .map_or(taken.len(), |n| start + n);
+            let own: Vec<RecordRow> = taken[start..end].iter().map(|r| r.1).collect();
             let records = self
                 .service
-                .group_records(&mut self.cache, portal, from, fetched)
+                .group_records(&mut self.cache, portal, from, own)
                 .await?;
-            if count < want {
-                self.index += 1;
-                self.after = None;
-            } else if let Some(last) = records.last() {
-                self.after = Some((last.to_type, last.to_id));
-            }
             rows.extend(records.into_iter().map(|r| (from_id, r)));
-        }
-        if rows.is_empty() && !self.first {
-            return Ok(Step::End);
+            start = end;
         }
         self.first = false;
         let position = (self.index, self.after.map(|(t, id)| (t.to_string(), id)));
@@ -419,10 +462,10 @@ impl Scan for BatchScan {
                 .cursors
                 .encode(portal, &self.fingerprint, &position),
         };
-        Ok(if self.index < self.ids.len() {
-            Step::More(chunk, self)
-        } else {
+        Ok(if self.ended && self.pending.is_empty() {
             Step::Last(chunk)
+        } else {
+            Step::More(chunk, self)
         })
     }
 }

@@ -170,6 +170,19 @@ pub struct RecordScan {
     pub batch: usize,
 }
 
+/// What `scan_batch` reads.
+#[derive(Clone, Debug)]
+pub struct BatchScan {
+    pub portal: i64,
+    pub from: ObjectType,
+    /// The records, in the order their rows come.
+    pub from_ids: Vec<i64>,
+    pub to: Option<ObjectType>,
+    /// Rows of the first record after this one (type, id).
+    pub after: Option<(ObjectType, i64)>,
+    pub batch: usize,
+}
+
 /// What `scan_export` reads.
 #[derive(Clone, Copy, Debug)]
 pub struct ExportScan {
@@ -305,6 +318,12 @@ pub trait Store: Send + Sync {
     /// Every stored row after `after`, in key order, optionally filtered by
     /// object types: one statement, batched and paced like `scan_records`.
     fn scan_export(&self, scan: ExportScan) -> RowBatches<DirectedRow>;
+
+    /// The rows of several records of one object type, record by record in
+    /// the order given (each like `scan_records`), the first record's after
+    /// `after`: one statement, batched and paced like `scan_records`. Each
+    /// row names its from-record.
+    fn scan_batch(&self, scan: BatchScan) -> RowBatches<(i64, RecordRow)>;
 
     /// Records of `object_type` that hold associations, in id order.
     async fn records(

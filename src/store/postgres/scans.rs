@@ -26,6 +26,29 @@ const RECORDS_ANY_TYPE: &str = "DECLARE scan NO SCROLL CURSOR FOR
       AND (to_object_type, to_object_id) > ($4, $5)
     ORDER BY to_object_type, to_object_id, category, type_id";
 
+/// Several records' rows, record by record in the order of the id array
+/// ($3): the array's rows drive a nested loop whose inner side is each
+/// record's index range (the plan test holds this shape); the first record
+/// resumes after ($5, $6).
+const BATCH_ANY_TYPE: &str = "DECLARE scan NO SCROLL CURSOR FOR
+    SELECT u.id, a.to_object_type, a.to_object_id, a.category, a.type_id
+    FROM unnest($3::bigint[]) WITH ORDINALITY AS u(id, n)
+    CROSS JOIN LATERAL (
+        SELECT to_object_type, to_object_id, category, type_id FROM associations
+        WHERE portal_id = $1 AND from_object_type = $2 AND from_object_id = u.id
+          AND $4::text IS NULL AND (u.n > 1 OR (to_object_type, to_object_id) > ($5, $6))
+        ORDER BY to_object_type, to_object_id, category, type_id) a";
+
+/// Several records' rows to one object type ($4).
+const BATCH_ONE_TYPE: &str = "DECLARE scan NO SCROLL CURSOR FOR
+    SELECT u.id, a.to_object_type, a.to_object_id, a.category, a.type_id
+    FROM unnest($3::bigint[]) WITH ORDINALITY AS u(id, n)
+    CROSS JOIN LATERAL (
+        SELECT to_object_type, to_object_id, category, type_id FROM associations
+        WHERE portal_id = $1 AND from_object_type = $2 AND from_object_id = u.id
+          AND to_object_type = $4 AND (u.n > 1 OR ($5 = $4 AND to_object_id > $6) OR $5 = '')
+        ORDER BY to_object_type, to_object_id, category, type_id) a";
+
 /// The export, one statement per filter shape, each a range of the primary
 /// key with plain column bounds: $1 portal, then the start row (the last row
 /// sent, or the empty string and zeros, which sort before every row), then
@@ -78,6 +101,8 @@ pub fn statements() -> Vec<(&'static str, &'static str, usize)> {
     vec![
         ("records of one type", RECORDS_ONE_TYPE, 5),
         ("records of every type", RECORDS_ANY_TYPE, 5),
+        ("batch of records, every type", BATCH_ANY_TYPE, 6),
+        ("batch of records, one type", BATCH_ONE_TYPE, 6),
         ("export", EXPORT_ALL, 7),
         ("export to one type", EXPORT_TO, 8),
         ("export from one type", EXPORT_FROM, 7),
@@ -112,6 +137,34 @@ pub(super) fn records(pool: PgPool, scan: RecordScan) -> RowBatches<RecordRow> {
             decode_object_type(r.try_get::<&str, _>(0)?)?,
             r.try_get(1)?,
             decode_key(r.try_get::<i16, _>(2)?.into(), r.try_get(3)?)?,
+        ))
+    })
+}
+
+pub(super) fn batch(pool: PgPool, scan: BatchScan) -> RowBatches<(i64, RecordRow)> {
+    let (after_type, after_id) = scan
+        .after
+        .map(|(t, id)| (t.to_string(), id))
+        .unwrap_or((String::new(), 0));
+    let sql = match scan.to {
+        Some(_) => BATCH_ONE_TYPE,
+        None => BATCH_ANY_TYPE,
+    };
+    let statement = sqlx::query(sql)
+        .bind(scan.portal)
+        .bind(scan.from.to_string())
+        .bind(scan.from_ids)
+        .bind(scan.to.map(|t| t.to_string()))
+        .bind(after_type)
+        .bind(after_id);
+    run(pool, scan.batch, statement, |r| {
+        Ok((
+            r.try_get(0)?,
+            (
+                decode_object_type(r.try_get::<&str, _>(1)?)?,
+                r.try_get(2)?,
+                decode_key(r.try_get::<i16, _>(3)?.into(), r.try_get(4)?)?,
+            ),
         ))
     })
 }
@@ -160,7 +213,12 @@ fn run<T: Send + 'static>(
             declare.execute(&mut *tx).await?;
             let fetch = format!("FETCH {} FROM scan", batch.max(1));
             loop {
-                let rows = sqlx::query(&fetch).fetch_all(&mut *tx).await?;
+                // Not cached: the statement's columns are those of this
+                // transaction's cursor, which differ between scans.
+                let rows = sqlx::query(&fetch)
+                    .persistent(false)
+                    .fetch_all(&mut *tx)
+                    .await?;
                 let last = rows.len() < batch.max(1);
                 let decoded = rows.iter().map(decode).collect::<StoreResult<Vec<T>>>()?;
                 if sender.send(Ok(decoded)).await.is_err() || last {

@@ -314,6 +314,10 @@ impl Store for SqliteStore {
         scans::records(self.scan_pool.clone(), scan)
     }
 
+    fn scan_batch(&self, scan: BatchScan) -> RowBatches<(i64, RecordRow)> {
+        scans::batch(self.scan_pool.clone(), scan)
+    }
+
     fn scan_export(&self, scan: ExportScan) -> RowBatches<DirectedRow> {
         scans::export(self.scan_pool.clone(), scan)
     }

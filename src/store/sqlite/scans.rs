@@ -25,6 +25,16 @@ const RECORDS_ANY_TYPE: &str =
        AND (to_object_type, to_object_id) > (?4, ?5)
      ORDER BY to_object_type, to_object_id, category, type_id";
 
+/// Several records' rows, record by record in the order of the id array
+/// (?3, JSON): the array drives the loop and each record is a range of the
+/// primary key; the first record resumes after (?5, ?6).
+const BATCH: &str = "SELECT j.value, a.to_object_type, a.to_object_id, a.category, a.type_id
+     FROM json_each(?3) j CROSS JOIN associations a
+       ON a.portal_id = ?1 AND a.from_object_type = ?2 AND a.from_object_id = j.value
+     WHERE (?4 IS NULL OR a.to_object_type = ?4)
+       AND (j.key > 0 OR (a.to_object_type, a.to_object_id) > (?5, ?6))
+     ORDER BY j.key, a.to_object_type, a.to_object_id, a.category, a.type_id";
+
 /// The export: a range of the primary key from the start row (the last row
 /// sent, or the empty string and zeros), optionally filtered by types.
 const EXPORT: &str =
@@ -63,6 +73,30 @@ pub(super) fn records(pool: SqlitePool, scan: RecordScan) -> RowBatches<RecordRo
             decode_object_type(r.try_get::<&str, _>(0)?)?,
             r.try_get(1)?,
             decode_key(r.try_get(2)?, r.try_get(3)?)?,
+        ))
+    })
+}
+
+pub(super) fn batch(pool: SqlitePool, scan: BatchScan) -> RowBatches<(i64, RecordRow)> {
+    let (after_type, after_id) = scan
+        .after
+        .map(|(t, id)| (t.to_string(), id))
+        .unwrap_or((String::new(), 0));
+    let statement = sqlx::query(BATCH)
+        .bind(scan.portal)
+        .bind(scan.from.to_string())
+        .bind(serde_json::Value::from(scan.from_ids).to_string())
+        .bind(scan.to.map(|t| t.to_string()))
+        .bind(after_type)
+        .bind(after_id);
+    run(pool, scan.batch, statement, |r| {
+        Ok((
+            r.try_get(0)?,
+            (
+                decode_object_type(r.try_get::<&str, _>(1)?)?,
+                r.try_get(2)?,
+                decode_key(r.try_get(3)?, r.try_get(4)?)?,
+            ),
         ))
     })
 }
