@@ -26,14 +26,16 @@ const RECORDS_ANY_TYPE: &str =
      ORDER BY to_object_type, to_object_id, category, type_id";
 
 /// Several records' rows, record by record in the order of the id array
-/// (?3, JSON): the array drives the loop and each record is a range of the
-/// primary key; the first record resumes after (?5, ?6).
+/// (?3, JSON), the first record resuming after (?5, ?6). The CROSS JOIN
+/// makes the array the outer loop (SQLite keeps that order) and each record
+/// a search of the primary key, whose rows come in key order: so the rows
+/// come in the order wanted without an ORDER BY, which would sort the whole
+/// result in a temporary B-tree before the first row.
 const BATCH: &str = "SELECT j.value, a.to_object_type, a.to_object_id, a.category, a.type_id
      FROM json_each(?3) j CROSS JOIN associations a
        ON a.portal_id = ?1 AND a.from_object_type = ?2 AND a.from_object_id = j.value
      WHERE (?4 IS NULL OR a.to_object_type = ?4)
-       AND (j.key > 0 OR (a.to_object_type, a.to_object_id) > (?5, ?6))
-     ORDER BY j.key, a.to_object_type, a.to_object_id, a.category, a.type_id";
+       AND (j.key > 0 OR (a.to_object_type, a.to_object_id) > (?5, ?6))";
 
 /// The export: a range of the primary key from the start row (the last row
 /// sent, or the empty string and zeros), optionally filtered by types.
