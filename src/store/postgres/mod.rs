@@ -12,10 +12,11 @@
 //! PostgreSQL (Rust keeps a trait impl in one file); everything that is not
 //! a trait method lives in the files named above.
 use std::collections::HashMap;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgConnection, PgPool, Row};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Row};
 
 use super::*;
 use crate::domain::builtin::has_builtin_unlabeled;
@@ -62,7 +63,11 @@ impl PostgresStore {
                 .acquire_timeout(std::time::Duration::from_secs(30))
         };
         let pool = pool_options().connect_with(options.clone()).await?;
-        let scan_pool = pool_options().min_connections(0).connect_lazy_with(options);
+        // A stream's statement runs as long as its client reads: not slow.
+        let scan_options = options.log_slow_statements(log::LevelFilter::Off, Duration::MAX);
+        let scan_pool = pool_options()
+            .min_connections(0)
+            .connect_lazy_with(scan_options);
         Ok(PostgresStore {
             pool,
             scan_pool,

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{ConnectOptions, Row, SqliteConnection, SqlitePool};
 
 use super::*;
 use crate::domain::builtin::has_builtin_unlabeled;
@@ -77,7 +77,12 @@ impl SqliteStore {
         let pool = pool_options().connect_with(options.clone()).await?;
         let scan_pool = pool_options()
             .min_connections(0)
-            .connect_lazy_with(options.read_only(true));
+            // A stream's statement runs as long as its client reads: not slow.
+            .connect_lazy_with(
+                options
+                    .read_only(true)
+                    .log_slow_statements(log::LevelFilter::Off, Duration::MAX),
+            );
         Ok(SqliteStore {
             pool,
             scan_pool,
