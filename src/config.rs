@@ -158,6 +158,8 @@ pub struct ReadSettings {
     /// How long a cached pair catalog serves before it is read again; bounds
     /// how late a label made on another replica is seen here.
     pub catalog_ttl_ms: u64,
+    /// Most streams one portal may have open in one process at once.
+    pub max_streams_per_portal: u32,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -195,6 +197,7 @@ const DEFAULTS: &[(&str, &str)] = &[
         "association-service-default-cursor-secret",
     ),
     ("read.catalog_ttl_ms", "1000"),
+    ("read.max_streams_per_portal", "256"),
     ("feed.retention_hours", "168"),
     ("feed.poll_interval_ms", "500"),
     ("feed.prune_interval_secs", "300"),
@@ -237,6 +240,9 @@ impl Settings {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_string()));
         if self.limits.platform_ceiling == 0 || self.limits.platform_ceiling > i32::MAX as u32 {
             return invalid("limits.platform_ceiling must be between 1 and 2147483647");
+        }
+        if self.read.max_streams_per_portal == 0 {
+            return invalid("read.max_streams_per_portal must be at least 1");
         }
         if self.read.chunk_size == 0 || self.read.chunk_size > 10_000 {
             return invalid("read.chunk_size must be between 1 and 10000");
@@ -303,6 +309,7 @@ impl Settings {
             cursor_secret: self.read.cursor_secret.clone(),
             feed_poll_interval: std::time::Duration::from_millis(self.feed.poll_interval_ms),
             catalog_ttl: std::time::Duration::from_millis(self.read.catalog_ttl_ms),
+            max_streams_per_portal: self.read.max_streams_per_portal,
         }
     }
 }

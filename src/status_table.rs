@@ -29,6 +29,8 @@ pub fn status_for(kind: ErrorKind) -> StatusPair {
         ErrorKind::Unavailable => (Code::Unavailable, 503, "INTERNAL_ERROR"),
         // Safe to try again, so 503 rather than 409.
         ErrorKind::Aborted => (Code::Aborted, 503, "INTERNAL_ERROR"),
+        // HubSpot answers used-up allowances with 429 RATE_LIMITS.
+        ErrorKind::ResourceExhausted => (Code::ResourceExhausted, 429, "RATE_LIMITS"),
         // gRPC's counterpart of an unknown path is an unknown method.
         ErrorKind::NoRoute => (Code::Unimplemented, 404, "OBJECT_NOT_FOUND"),
         ErrorKind::Internal => (Code::Internal, 500, "INTERNAL_ERROR"),
@@ -118,6 +120,7 @@ mod tests {
             (ErrorKind::Denied, Code::PermissionDenied, 403),
             (ErrorKind::Unavailable, Code::Unavailable, 503),
             (ErrorKind::Aborted, Code::Aborted, 503),
+            (ErrorKind::ResourceExhausted, Code::ResourceExhausted, 429),
             (ErrorKind::NoRoute, Code::Unimplemented, 404),
             (ErrorKind::Internal, Code::Internal, 500),
         ];

@@ -451,6 +451,50 @@ async fn streams_of_every_kind_share_one_connection(backend: &str) {
     }
 }
 
+/// A portal may have at most `read.max_streams_per_portal` streams open; one
+/// more is refused (RESOURCE_EXHAUSTED), other portals are not affected, and
+/// a closed stream frees its place.
+async fn open_streams_per_portal_are_capped(backend: &str) {
+    use association_service::domain::feed::FeedStart;
+    use association_service::domain::ErrorKind;
+    let mut settings = common::settings(10_000, 3);
+    settings.max_streams_per_portal = 2;
+    let (svc, _store) = common::service(backend, settings).await;
+    seed(&svc).await;
+    let first = svc
+        .watch_changes(PORTAL, FeedStart::Now)
+        .await
+        .expect("1st");
+    let second = svc
+        .stream_associations(common::list(PORTAL, "contacts", 1, None, None))
+        .await
+        .expect("2nd");
+    let refused = svc
+        .stream_export(common::export(PORTAL, None, None, None))
+        .await
+        .expect_err("a third stream of the portal");
+    assert_eq!(refused.kind(), ErrorKind::ResourceExhausted, "{refused}");
+    let other = svc
+        .watch_changes(PORTAL + 1, FeedStart::Now)
+        .await
+        .expect("another portal's stream");
+    drop(first);
+    drop(second);
+    // The closed streams' tasks end and free their places.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match svc.watch_changes(PORTAL, FeedStart::Now).await {
+                Ok(stream) => break stream,
+                Err(err) => assert_eq!(err.kind(), ErrorKind::ResourceExhausted),
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("a place frees once a stream closes");
+    drop(other);
+}
+
 macro_rules! on_every_backend {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -465,6 +509,7 @@ macro_rules! on_every_backend {
 }
 
 on_every_backend!(
+    open_streams_per_portal_are_capped,
     streams_of_every_kind_share_one_connection,
     resuming_while_rows_change_yields_the_stable_rows_once,
     resuming_a_record_stream_from_every_chunk_returns_the_rest,

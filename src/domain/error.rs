@@ -44,6 +44,8 @@ pub enum ErrorKind {
     /// A write lost races to concurrent writes for its whole retry budget:
     /// safe to try again.
     Aborted,
+    /// A per-caller or per-portal allowance is used up: try again later.
+    ResourceExhausted,
     /// A path or method that is not served.
     NoRoute,
     /// A bug or corrupt data: trying again will not help.
@@ -93,6 +95,8 @@ pub enum DomainError {
     InvalidCursor,
     #[error("The change feed no longer holds changes after {0}: they are past retention; restart from the beginning")]
     CursorExpired(i64),
+    #[error("portal {portal} has {limit} streams open, the most read.max_streams_per_portal allows; close one or try again later")]
+    TooManyStreams { portal: i64, limit: u32 },
     #[error("No {} is associated with {} {from_id}.", .to.singular_name(), .from.singular_name())]
     NoAssociations {
         from: ObjectType,
@@ -140,6 +144,7 @@ impl DomainError {
             | DomainError::NoAssociations { .. }
             | DomainError::ObjectNotFound { .. } => ErrorKind::NotFound,
             DomainError::CursorExpired(_) => ErrorKind::Expired,
+            DomainError::TooManyStreams { .. } => ErrorKind::ResourceExhausted,
             DomainError::LimitAlreadySet(_) | DomainError::LabelExists(_) => ErrorKind::Conflict,
             DomainError::ChangeDenied { .. } => ErrorKind::Denied,
             DomainError::PluginUnavailable { .. } => ErrorKind::Unavailable,
@@ -170,6 +175,7 @@ impl DomainError {
             DomainError::LabelExists(_) => "crm.associations.LABEL_ALREADY_EXISTS",
             DomainError::InvalidCursor => "crm.associations.INVALID_CURSOR",
             DomainError::CursorExpired(_) => "crm.associations.CURSOR_EXPIRED",
+            DomainError::TooManyStreams { .. } => "crm.associations.TOO_MANY_STREAMS",
             DomainError::NoAssociations { .. } => "crm.associations.NO_ASSOCIATIONS_FOUND",
             DomainError::ObjectNotFound { .. } => "crm.objects.OBJECT_NOT_FOUND",
             DomainError::ChangeDenied { .. } => "crm.associations.CHANGE_DENIED_BY_PLUGIN",

@@ -59,13 +59,17 @@ impl AssociationService {
             }
             FeedStart::After(seq) => seq,
         };
-        Ok(stream::produce(FeedScan {
-            written: Arc::clone(&self.written),
-            service: Arc::clone(self),
-            cache: HashMap::new(),
-            portal,
-            seq,
-        }))
+        let slot = self.stream_slot(portal)?;
+        Ok(stream::produce(
+            slot,
+            FeedScan {
+                written: Arc::clone(&self.written),
+                service: Arc::clone(self),
+                cache: HashMap::new(),
+                portal,
+                seq,
+            },
+        ))
     }
 
     /// The next changes after `seq`, labelled; `None` when there are none.

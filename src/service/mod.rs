@@ -86,6 +86,8 @@ pub struct ServiceSettings {
     /// How long a cached pair catalog serves before it is read again (label
     /// changes made through this process drop it at once).
     pub catalog_ttl: std::time::Duration,
+    /// Most streams one portal may have open in this process at once.
+    pub max_streams_per_portal: u32,
 }
 
 pub struct AssociationService {
@@ -102,6 +104,8 @@ pub struct AssociationService {
     creates: combiner::CreateCombiner,
     /// One poller per portal for idle change-feed readers.
     feed_polls: feed::FeedPolls,
+    /// Each portal's open streams, at most `max_streams_per_portal`.
+    stream_slots: stream::StreamSlots,
 }
 
 fn check_batch_size(len: usize) -> Result<(), DomainError> {
@@ -135,6 +139,7 @@ impl AssociationService {
             cursors,
             written: Arc::new(Notify::new()),
             feed_polls: feed::FeedPolls::default(),
+            stream_slots: stream::StreamSlots::default(),
             hooks,
         }
     }

@@ -107,6 +107,12 @@ impl AssociationService {
         self.settings.read_chunk_size
     }
 
+    /// A place for one more open stream of `portal`.
+    pub(super) fn stream_slot(&self, portal: i64) -> Result<stream::StreamSlot, DomainError> {
+        self.stream_slots
+            .take(portal, self.settings.max_streams_per_portal)
+    }
+
     /// Streams every associated record of one record (to one object type or
     /// all), chunk by chunk; a cursor resumes after the chunk that carried it.
     pub async fn stream_associations(
@@ -127,6 +133,7 @@ impl AssociationService {
             Some(c) => decode_record_position(self.cursors.decode(c, portal, &fingerprint)?)?,
             None => None,
         };
+        let slot = self.stream_slot(portal)?;
         let rows = self.store.scan_records(RecordScan {
             portal,
             from,
@@ -135,20 +142,23 @@ impl AssociationService {
             after,
             batch: self.chunk_size() as usize,
         });
-        Ok(stream::produce(ListScan {
-            service: Arc::clone(self),
-            cache: HashMap::new(),
-            fingerprint,
-            portal,
-            from,
-            from_id,
-            to,
-            rows,
-            pending: Vec::new(),
-            ended: false,
-            after,
-            first: true,
-        }))
+        Ok(stream::produce(
+            slot,
+            ListScan {
+                service: Arc::clone(self),
+                cache: HashMap::new(),
+                fingerprint,
+                portal,
+                from,
+                from_id,
+                to,
+                rows,
+                pending: Vec::new(),
+                ended: false,
+                after,
+                first: true,
+            },
+        ))
     }
 
     /// Streams every associated record of up to `MAX_BATCH_READ` records of
@@ -192,6 +202,7 @@ impl AssociationService {
             }
             None => (0, None),
         };
+        let slot = self.stream_slot(portal)?;
         let rows = self.store.scan_batch(store::BatchScan {
             portal,
             from,
@@ -200,20 +211,23 @@ impl AssociationService {
             after,
             batch: self.chunk_size() as usize,
         });
-        Ok(stream::produce(BatchScan {
-            service: Arc::clone(self),
-            cache: HashMap::new(),
-            fingerprint,
-            portal,
-            from,
-            ids,
-            rows,
-            pending: Vec::new(),
-            ended: false,
-            index,
-            after,
-            first: true,
-        }))
+        Ok(stream::produce(
+            slot,
+            BatchScan {
+                service: Arc::clone(self),
+                cache: HashMap::new(),
+                fingerprint,
+                portal,
+                from,
+                ids,
+                rows,
+                pending: Vec::new(),
+                ended: false,
+                index,
+                after,
+                first: true,
+            },
+        ))
     }
 
     /// Streams every stored association row of a portal in key order,
@@ -239,6 +253,7 @@ impl AssociationService {
             )?)?),
             None => None,
         };
+        let slot = self.stream_slot(portal)?;
         let rows = self.store.scan_export(store::ExportScan {
             portal,
             from,
@@ -246,15 +261,18 @@ impl AssociationService {
             after,
             batch: self.chunk_size() as usize,
         });
-        Ok(stream::produce(ExportScan {
-            service: Arc::clone(self),
-            cache: HashMap::new(),
-            fingerprint,
-            portal,
-            rows,
-            after,
-            first: true,
-        }))
+        Ok(stream::produce(
+            slot,
+            ExportScan {
+                service: Arc::clone(self),
+                cache: HashMap::new(),
+                fingerprint,
+                portal,
+                rows,
+                after,
+                first: true,
+            },
+        ))
     }
 
     /// Streams a portal's audit trail after sequence number `after`, oldest
@@ -265,13 +283,17 @@ impl AssociationService {
         after: i64,
     ) -> ServiceResult<mpsc::Receiver<ServiceResult<(i64, AdminChange)>>> {
         check_portal(portal)?;
-        Ok(stream::produce(AuditScan {
-            service: Arc::clone(self),
-            portal,
-            after: after.max(0),
-            pending: Default::default(),
-            exhausted: false,
-        }))
+        let slot = self.stream_slot(portal)?;
+        Ok(stream::produce(
+            slot,
+            AuditScan {
+                service: Arc::clone(self),
+                portal,
+                after: after.max(0),
+                pending: Default::default(),
+                exhausted: false,
+            },
+        ))
     }
 
     /// The association types from `from` to `to`.
