@@ -10,10 +10,26 @@ pub const MAX_BATCH_READ: usize = 10_000;
 
 /// How many distinct associated records `rows` hold.
 pub(super) fn distinct_records(rows: &[RecordRow]) -> usize {
-    rows.windows(2)
-        .filter(|w| (w[0].0, w[0].1) != (w[1].0, w[1].1))
-        .count()
-        + usize::from(!rows.is_empty())
+    first_records(rows, usize::MAX, |r| (r.0, r.1)).1
+}
+
+/// For rows ordered by record (`key`): how many of them belong to their
+/// first `records` records, and how many records those are.
+fn first_records<T, K: PartialEq>(
+    rows: &[T],
+    records: usize,
+    key: impl Fn(&T) -> K,
+) -> (usize, usize) {
+    let mut seen = 0;
+    for (i, row) in rows.iter().enumerate() {
+        if i == 0 || key(&rows[i - 1]) != key(row) {
+            if seen == records {
+                return (i, seen);
+            }
+            seen += 1;
+        }
+    }
+    (rows.len(), seen)
 }
 
 pub(super) fn decode_record_position(
@@ -349,7 +365,7 @@ impl Scan for ListScan {
         if self.pending.is_empty() && !self.first {
             return Ok(Step::End);
         }
-        let take = rows_of_first_records(&self.pending, limit);
+        let (take, _) = first_records(&self.pending, limit, |r| (r.0, r.1));
         let rest = self.pending.split_off(take);
         let rows = std::mem::replace(&mut self.pending, rest);
         if let Some((t, id, _)) = rows.last() {
@@ -380,22 +396,6 @@ impl Scan for ListScan {
     }
 }
 
-/// How many of `rows` (ordered by record) belong to their first `records`
-/// records.
-fn rows_of_first_records(rows: &[RecordRow], records: usize) -> usize {
-    let mut seen = 0;
-    for (i, row) in rows.iter().enumerate() {
-        let new_record = i == 0 || (rows[i - 1].0, rows[i - 1].1) != (row.0, row.1);
-        if new_record {
-            if seen == records {
-                return i;
-            }
-            seen += 1;
-        }
-    }
-    rows.len()
-}
-
 /// Several records' associated records, from one statement's rows.
 struct BatchScan {
     service: Arc<AssociationService>,
@@ -415,25 +415,9 @@ struct BatchScan {
     first: bool,
 }
 
-/// How many distinct (from-record, associated record) pairs `rows` hold.
-fn distinct_batch_records(rows: &[(i64, RecordRow)]) -> usize {
-    rows_of_first_batch_records(rows, usize::MAX).1
-}
-
-/// How many of `rows` belong to their first `records` records, and how
-/// many records those are.
-fn rows_of_first_batch_records(rows: &[(i64, RecordRow)], records: usize) -> (usize, usize) {
-    let key = |r: &(i64, RecordRow)| (r.0, r.1 .0, r.1 .1);
-    let mut seen = 0;
-    for (i, row) in rows.iter().enumerate() {
-        if i == 0 || key(&rows[i - 1]) != key(row) {
-            if seen == records {
-                return (i, seen);
-            }
-            seen += 1;
-        }
-    }
-    (rows.len(), seen)
+/// The (from-record, associated record) a batch row belongs to.
+fn batch_record(row: &(i64, RecordRow)) -> (i64, ObjectType, i64) {
+    (row.0, row.1 .0, row.1 .1)
 }
 
 impl Scan for BatchScan {
@@ -441,7 +425,7 @@ impl Scan for BatchScan {
 
     async fn step(mut self) -> ServiceResult<Step<BatchChunk, BatchScan>> {
         let limit = self.service.chunk_size() as usize;
-        while !self.ended && distinct_batch_records(&self.pending) <= limit {
+        while !self.ended && first_records(&self.pending, usize::MAX, batch_record).1 <= limit {
             match self.rows.recv().await {
                 Some(batch) => self.pending.extend(batch?),
                 None => self.ended = true,
@@ -450,7 +434,7 @@ impl Scan for BatchScan {
         if self.pending.is_empty() && !self.first {
             return Ok(Step::End);
         }
-        let (take, _) = rows_of_first_batch_records(&self.pending, limit);
+        let (take, _) = first_records(&self.pending, limit, batch_record);
         let rest = self.pending.split_off(take);
         let taken = std::mem::replace(&mut self.pending, rest);
         if let Some((from_id, (t, id, _))) = taken.last() {

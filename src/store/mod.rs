@@ -212,6 +212,14 @@ pub enum RecordSelect<'a> {
     After { after: i64, limit: u32 },
 }
 
+/// Where a read of a record's rows starts: after (type, id) of the record
+/// `after`, or before every record (the empty string and 0).
+pub(crate) fn record_start(after: Option<(ObjectType, i64)>) -> (String, i64) {
+    after
+        .map(|(t, id)| (t.to_string(), id))
+        .unwrap_or((String::new(), 0))
+}
+
 /// The keyset start of an export: before every row.
 pub(crate) fn export_start(after: Option<DirectedRow>) -> (String, i64, String, i64, i16, i32) {
     match after {

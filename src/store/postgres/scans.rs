@@ -120,10 +120,7 @@ pub(super) fn records(pool: PgPool, scan: RecordScan) -> RowBatches<RecordRow> {
             .bind(to.to_string())
             .bind(scan.after.map(|(_, id)| id).unwrap_or(0)),
         None => {
-            let (after_type, after_id) = scan
-                .after
-                .map(|(t, id)| (t.to_string(), id))
-                .unwrap_or((String::new(), 0));
+            let (after_type, after_id) = record_start(scan.after);
             sqlx::query(RECORDS_ANY_TYPE)
                 .bind(scan.portal)
                 .bind(scan.from.to_string())
@@ -142,10 +139,7 @@ pub(super) fn records(pool: PgPool, scan: RecordScan) -> RowBatches<RecordRow> {
 }
 
 pub(super) fn batch(pool: PgPool, scan: BatchScan) -> RowBatches<(i64, RecordRow)> {
-    let (after_type, after_id) = scan
-        .after
-        .map(|(t, id)| (t.to_string(), id))
-        .unwrap_or((String::new(), 0));
+    let (after_type, after_id) = record_start(scan.after);
     let sql = match scan.to {
         Some(_) => BATCH_ONE_TYPE,
         None => BATCH_ANY_TYPE,

@@ -336,9 +336,7 @@ impl Store for SqliteStore {
         after: Option<(ObjectType, i64)>,
         limit: u32,
     ) -> StoreResult<Vec<RecordRow>> {
-        let (after_type, after_id) = after
-            .map(|(t, id)| (t.to_string(), id))
-            .unwrap_or((String::new(), 0));
+        let (after_type, after_id) = record_start(after);
         let sql = if page_within_one_type(to, after) {
             ONE_TYPE
         } else {

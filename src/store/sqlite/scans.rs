@@ -58,10 +58,7 @@ pub(super) fn records(pool: SqlitePool, scan: RecordScan) -> RowBatches<RecordRo
             .bind(to.to_string())
             .bind(scan.after.map(|(_, id)| id).unwrap_or(0)),
         None => {
-            let (after_type, after_id) = scan
-                .after
-                .map(|(t, id)| (t.to_string(), id))
-                .unwrap_or((String::new(), 0));
+            let (after_type, after_id) = record_start(scan.after);
             sqlx::query(RECORDS_ANY_TYPE)
                 .bind(scan.portal)
                 .bind(scan.from.to_string())
@@ -80,10 +77,7 @@ pub(super) fn records(pool: SqlitePool, scan: RecordScan) -> RowBatches<RecordRo
 }
 
 pub(super) fn batch(pool: SqlitePool, scan: BatchScan) -> RowBatches<(i64, RecordRow)> {
-    let (after_type, after_id) = scan
-        .after
-        .map(|(t, id)| (t.to_string(), id))
-        .unwrap_or((String::new(), 0));
+    let (after_type, after_id) = record_start(scan.after);
     let statement = sqlx::query(BATCH)
         .bind(scan.portal)
         .bind(scan.from.to_string())
