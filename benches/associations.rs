@@ -26,8 +26,9 @@ use association_service::proto::admin_config_client::AdminConfigClient;
 use association_service::proto::association_read_client::AssociationReadClient;
 use association_service::proto::association_write_client::AssociationWriteClient;
 use association_service::proto::{
-    AssociationCategory, AssociationInput, BatchListAssociationsRequest, CreateAssociationsRequest,
-    CreateLimitsRequest, ExportAssociationsRequest, LimitInput, ListAssociationsRequest,
+    AssociationCategory, AssociationColumns, AssociationInput, BatchListAssociationsRequest,
+    ChunkLayout, CreateAssociationsRequest, CreateLimitsRequest, ExportAssociationsRequest,
+    LimitInput, ListAssociationsRequest,
 };
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
@@ -478,9 +479,14 @@ fn latency(mut times: Vec<Duration>) -> (f64, f64, f64) {
     )
 }
 
+/// Rows a column chunk holds.
+fn column_rows(columns: Option<AssociationColumns>) -> i64 {
+    columns.map_or(0, |c| c.type_indexes.len() as i64)
+}
+
 /// R0: `ListAssociations` of a record with 500 associations, one call at a
-/// time on one connection.
-async fn r0_service(server: &Server) -> (f64, f64, f64) {
+/// time on one connection, in `layout`.
+async fn r0_service(server: &Server, layout: ChunkLayout) -> (f64, f64, f64) {
     let mut reader = server.reader().await;
     let request = ListAssociationsRequest {
         portal_id: R0_PORTAL,
@@ -488,6 +494,7 @@ async fn r0_service(server: &Server) -> (f64, f64, f64) {
         object_id: 1,
         to_object_type: CONTACT.into(),
         cursor: String::new(),
+        layout: layout as i32,
     };
     let mut times = Vec::with_capacity(R0_CALLS);
     for call in 0..R0_CALLS + 20 {
@@ -499,7 +506,7 @@ async fn r0_service(server: &Server) -> (f64, f64, f64) {
             .into_inner();
         let mut count = 0i64;
         while let Some(chunk) = stream.message().await.expect("chunk") {
-            count += chunk.results.len() as i64;
+            count += chunk.results.len() as i64 + column_rows(chunk.columns);
         }
         assert_eq!(count, R0_ROWS, "R0 read every association");
         // The first 20 calls warm the connection up.
@@ -520,6 +527,7 @@ async fn r1_service(server: &Server, rows: i64) -> (f64, f64) {
         object_id: 1,
         to_object_type: CONTACT.into(),
         cursor: String::new(),
+        layout: ChunkLayout::Columns as i32,
     };
     let mut stream = reader
         .list_associations(request)
@@ -528,7 +536,7 @@ async fn r1_service(server: &Server, rows: i64) -> (f64, f64) {
         .into_inner();
     let mut count = 0i64;
     while let Some(chunk) = stream.message().await.expect("chunk") {
-        count += chunk.results.len() as i64;
+        count += column_rows(chunk.columns);
     }
     let elapsed = start.elapsed();
     assert_eq!(count, rows, "R1 streamed every association");
@@ -545,6 +553,7 @@ async fn r2_service(server: &Server, scale: &Scale) -> f64 {
         object_ids: ids,
         to_object_type: CONTACT.into(),
         cursor: String::new(),
+        layout: ChunkLayout::Columns as i32,
     };
     let mut stream = reader
         .batch_list_associations(request)
@@ -553,7 +562,7 @@ async fn r2_service(server: &Server, scale: &Scale) -> f64 {
         .into_inner();
     let mut count = 0i64;
     while let Some(chunk) = stream.message().await.expect("chunk") {
-        count += chunk.rows.len() as i64;
+        count += column_rows(chunk.columns);
     }
     assert_eq!(count, scale.r2_records * scale.r2_per_record);
     count as f64 / start.elapsed().as_secs_f64()
@@ -567,6 +576,7 @@ async fn r3_service(server: &Server, rows: i64) -> f64 {
         from_object_type: DEAL.into(),
         to_object_type: String::new(),
         cursor: String::new(),
+        layout: ChunkLayout::Columns as i32,
     };
     let mut stream = reader
         .export_associations(request)
@@ -575,7 +585,7 @@ async fn r3_service(server: &Server, rows: i64) -> f64 {
         .into_inner();
     let mut count = 0i64;
     while let Some(chunk) = stream.message().await.expect("chunk") {
-        count += chunk.rows.len() as i64;
+        count += column_rows(chunk.columns);
     }
     assert_eq!(count, rows);
     count as f64 / start.elapsed().as_secs_f64()
@@ -758,8 +768,10 @@ struct Measured {
     w2: f64,
     w3: (f64, usize, usize),
     seed: f64,
-    /// R0: calls/s, p50 ms, p99 ms.
+    /// R0 in columns: calls/s, p50 ms, p99 ms.
     r0: (f64, f64, f64),
+    /// R0 in the row layout.
+    r0_rows: (f64, f64, f64),
     r1: (f64, f64),
     r2: f64,
     r3: f64,
@@ -777,6 +789,7 @@ fn run_writes_skipped() -> Measured {
         w3: (0.0, 0, 0),
         seed: 0.0,
         r0: (0.0, 0.0, 0.0),
+        r0_rows: (0.0, 0.0, 0.0),
         r1: (0.0, 0.0),
         r2: 0.0,
         r3: 0.0,
@@ -835,6 +848,7 @@ async fn run_writes(server: &Server, scale: &Scale, stats: Option<&PgPool>) -> M
         w3,
         seed: 0.0,
         r0: (0.0, 0.0, 0.0),
+        r0_rows: (0.0, 0.0, 0.0),
         r1: (0.0, 0.0),
         r2: 0.0,
         r3: 0.0,
@@ -857,13 +871,15 @@ async fn run_reads(server: &Server, scale: &Scale, writes: Measured) -> Measured
     seed(server, R2_PORTAL, 1..=scale.r2_records, scale.r2_per_record).await;
     seed(server, R0_PORTAL, 1..=1, R0_ROWS).await;
     eprintln!("  R0/R1/R2/R3 reads");
-    let r0 = r0_service(server).await;
+    let r0 = r0_service(server, ChunkLayout::Columns).await;
+    let r0_rows = r0_service(server, ChunkLayout::Rows).await;
     let r1 = r1_service(server, scale.r1_rows).await;
     let r2 = r2_service(server, scale).await;
     let r3 = r3_service(server, scale.r1_rows).await;
     Measured {
         seed: seed_rate,
         r0,
+        r0_rows,
         r1,
         r2,
         r3,
@@ -947,8 +963,8 @@ fn rows_for(backend: &'static str, m: &Measured, raw: &Measured) -> Vec<Row> {
             baseline: raw.r0.0,
             unit: "calls/s",
             detail: format!(
-                "p50 {:.2} ms / p99 {:.2} ms (raw query {:.2} / {:.2}; target p50 ≤ 3 ms)",
-                m.r0.1, m.r0.2, raw.r0.1, raw.r0.2
+                "p50 {:.2} ms / p99 {:.2} ms (raw query {:.2} / {:.2}; target p50 ≤ 3 ms); row layout p50 {:.2} / p99 {:.2}",
+                m.r0.1, m.r0.2, raw.r0.1, raw.r0.2, m.r0_rows.1, m.r0_rows.2
             ),
             target: None,
         },
@@ -1068,6 +1084,7 @@ async fn raw_writes(url: &str, scale: &Scale) -> (PgPool, Measured) {
         w3: (w3, 0, 0),
         seed: 0.0,
         r0: (0.0, 0.0, 0.0),
+        r0_rows: (0.0, 0.0, 0.0),
         r1: (0.0, 0.0),
         r2: 0.0,
         r3: 0.0,

@@ -20,7 +20,10 @@ use association_service::domain::Category;
 use association_service::domain::ErrorKind;
 use association_service::proto::association_read_client::AssociationReadClient;
 use association_service::proto::association_write_client::AssociationWriteClient;
-use association_service::proto::{ExportAssociationsRequest, ImportAssociationsRequest, ImportRow};
+use association_service::proto::{
+    AssociationColumns, ChunkLayout, ExportAssociationsRequest, ExportedAssociation,
+    ImportAssociationsRequest, ImportRow,
+};
 
 /// A file format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -67,6 +70,8 @@ pub enum TransferError {
     },
     #[error("the service refused: {0}")]
     Rpc(#[from] tonic::Status),
+    #[error("the service's answer is malformed: {0}")]
+    Malformed(String),
 }
 
 impl TransferError {
@@ -74,6 +79,7 @@ impl TransferError {
         match self {
             TransferError::File { .. } | TransferError::Write(_) => ErrorKind::InvalidArgument,
             TransferError::Connect { .. } => ErrorKind::Unavailable,
+            TransferError::Malformed(_) => ErrorKind::Internal,
             TransferError::Rpc(status) => match status.code() {
                 tonic::Code::Unavailable => ErrorKind::Unavailable,
                 tonic::Code::Internal | tonic::Code::Unknown => ErrorKind::Internal,
@@ -302,6 +308,7 @@ pub async fn export(
         from_object_type: from.unwrap_or_default(),
         to_object_type: to.unwrap_or_default(),
         cursor: String::new(),
+        layout: ChunkLayout::Columns as i32,
     };
     let mut stream = client.export_associations(request).await?.into_inner();
     let sink: Box<dyn Write> = match &output {
@@ -315,25 +322,73 @@ pub async fn export(
     let bar = progress(None, "exporting");
     let mut count = 0;
     while let Some(chunk) = stream.message().await? {
-        for row in chunk.rows {
-            let category =
-                Category::from_code(i64::from(row.category)).map(|c| c.as_str().to_string());
-            writer.write(&FileRow {
-                from_object_type: row.from_object_type_id,
-                from_object_id: row.from_object_id,
-                to_object_type: row.to_object_type_id,
-                to_object_id: row.to_object_id,
-                association_category: category,
-                association_type_id: Some(row.type_id),
-                label: row.label,
-            })?;
-            count += 1;
+        // A server that predates layouts answers in rows.
+        let rows: Vec<FileRow> = match chunk.columns {
+            Some(columns) => column_rows(columns)?,
+            None => chunk.rows.into_iter().map(exported_row).collect(),
+        };
+        for row in &rows {
+            writer.write(row)?;
         }
+        count += rows.len() as u64;
         bar.set_position(count);
     }
     writer.finish()?;
     bar.finish_and_clear();
     Ok(count)
+}
+
+/// A file row of a row-layout export chunk.
+fn exported_row(row: ExportedAssociation) -> FileRow {
+    FileRow {
+        from_object_type: row.from_object_type_id,
+        from_object_id: row.from_object_id,
+        to_object_type: row.to_object_type_id,
+        to_object_id: row.to_object_id,
+        association_category: category_name(row.category),
+        association_type_id: Some(row.type_id),
+        label: row.label,
+    }
+}
+
+fn category_name(code: i32) -> Option<String> {
+    Category::from_code(i64::from(code)).map(|c| c.as_str().to_string())
+}
+
+/// The file rows of a column-layout export chunk.
+fn column_rows(columns: AssociationColumns) -> Result<Vec<FileRow>, TransferError> {
+    let AssociationColumns {
+        types,
+        type_indexes,
+        from_object_ids,
+        to_object_ids,
+    } = columns;
+    if from_object_ids.len() != type_indexes.len() || to_object_ids.len() != type_indexes.len() {
+        return Err(TransferError::Malformed(
+            "an export chunk's columns differ in length".to_string(),
+        ));
+    }
+    type_indexes
+        .iter()
+        .zip(from_object_ids)
+        .zip(to_object_ids)
+        .map(|((index, from_id), to_id)| {
+            let kind = types.get(*index as usize).ok_or_else(|| {
+                TransferError::Malformed(format!(
+                    "an export row names type index {index}, beyond the chunk's types"
+                ))
+            })?;
+            Ok(FileRow {
+                from_object_type: kind.from_object_type_id.clone(),
+                from_object_id: from_id,
+                to_object_type: kind.to_object_type_id.clone(),
+                to_object_id: to_id,
+                association_category: category_name(kind.category),
+                association_type_id: Some(kind.type_id),
+                label: kind.label.clone(),
+            })
+        })
+        .collect()
 }
 
 /// Writes rows in one format.

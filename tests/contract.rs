@@ -100,8 +100,8 @@ fn a_breaking_change_is_reported() {
             "  // The record's id.\n  string object_id = 3;",
         )
         .replace(
-            "  // Resumes the stream right after this message.\n  string cursor = 2;\n}\n\n// Which types to list.",
-            "}\n\n// Which types to list.",
+            "  // Resumes the stream right after this message.\n  string cursor = 2;\n  // The same rows as columns",
+            "  // The same rows as columns",
         );
     assert_ne!(
         broken, proto,

@@ -109,7 +109,7 @@ async fn associated_count(
             object_type: object_type.into(),
             object_id,
             to_object_type: to.into(),
-            cursor: String::new(),
+            ..Default::default()
         })
         .await
         .expect("list")

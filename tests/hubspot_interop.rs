@@ -24,7 +24,7 @@ async fn grpc_rows(server: &TestServer, from: &str, id: i64, to: &str) -> Vec<(i
         object_type: from.into(),
         object_id: id,
         to_object_type: to.into(),
-        cursor: String::new(),
+        ..Default::default()
     };
     let mut stream = reader
         .list_associations(request)

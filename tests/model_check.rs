@@ -5,7 +5,8 @@
 //! delete, limit create, update and purge, merges — and:
 //! - one client applies them in order and every answer is compared with a
 //!   sequential model of the rules written here (same results, same errors,
-//!   same final rows, exact counters);
+//!   same final rows, exact counters); the rows are read by every stream
+//!   (export, list, batch list) in both chunk layouts, which must agree;
 //! - 32 concurrent clients apply them in rounds (limits change between
 //!   rounds), then every invariant is checked: counters equal real counts,
 //!   every row has its inverse and a live type, at most one primary per
@@ -24,10 +25,11 @@ use association_service::proto::admin_config_client::AdminConfigClient;
 use association_service::proto::association_read_client::AssociationReadClient;
 use association_service::proto::association_write_client::AssociationWriteClient;
 use association_service::proto::{
-    ArchiveAssociationsRequest, ArchiveInput, ArchiveLabelsRequest, AssociationInput,
-    AssociationType, CreateAssociationsRequest, CreateDefaultAssociationsRequest,
-    CreateLabelRequest, CreateLimitsRequest, CreatedAssociation, DeleteLabelRequest,
-    ExportAssociationsRequest, FeedStartPoint, ItemError, LimitConfig, LimitInput,
+    ArchiveAssociationsRequest, ArchiveInput, ArchiveLabelsRequest, AssociationColumns,
+    AssociationInput, AssociationType, BatchListAssociationsRequest, ChunkLayout,
+    CreateAssociationsRequest, CreateDefaultAssociationsRequest, CreateLabelRequest,
+    CreateLimitsRequest, CreatedAssociation, DeleteLabelRequest, ExportAssociationsRequest,
+    FeedStartPoint, ItemError, LimitConfig, LimitInput, ListAssociationsRequest,
     MergeObjectsRequest, PurgeLimitsRequest, RecordPair, UpdateLimitsRequest, WatchChangesRequest,
 };
 
@@ -1261,28 +1263,195 @@ async fn execute(client: &mut Client, op: &Op) -> Answer {
 
 /// Every stored row of the portal.
 async fn export(client: &mut Client) -> BTreeSet<Row> {
+    shown_rows(export_shown(client, ChunkLayout::Rows).await)
+}
+
+/// Rows as a read stream shows them, with their types' labels.
+type Shown = BTreeSet<(Row, Option<String>)>;
+
+fn shown_rows(shown: Shown) -> BTreeSet<Row> {
+    shown.into_iter().map(|(row, _)| row).collect()
+}
+
+/// The rows of a column chunk; `from` is a list chunk's record (its
+/// columns carry no from-ids).
+fn column_rows(columns: Option<AssociationColumns>, from: Option<(u8, i64)>) -> Shown {
+    let columns = columns.expect("a column-layout chunk carries columns");
+    let rows = columns.type_indexes.len();
+    assert_eq!(columns.to_object_ids.len(), rows, "one to-id per row");
+    match from {
+        Some(_) => assert!(columns.from_object_ids.is_empty(), "a list has no from-ids"),
+        None => assert_eq!(columns.from_object_ids.len(), rows, "one from-id per row"),
+    }
+    (0..rows)
+        .map(|i| {
+            let t = &columns.types[columns.type_indexes[i] as usize];
+            let ft = obj_of(&t.from_object_type_id);
+            let fi = from.map_or_else(|| columns.from_object_ids[i], |(_, id)| id);
+            if let Some((obj, _)) = from {
+                assert_eq!(ft, obj, "a list row starts at the chunk's record");
+            }
+            let row = Row {
+                ft,
+                fi,
+                tt: obj_of(&t.to_object_type_id),
+                ti: columns.to_object_ids[i],
+                key: Key(t.category, t.type_id),
+            };
+            (row, t.label.clone())
+        })
+        .collect()
+}
+
+async fn export_shown(client: &mut Client, layout: ChunkLayout) -> Shown {
     let mut stream = client
         .read
         .export_associations(ExportAssociationsRequest {
             portal_id: PORTAL,
+            layout: layout as i32,
             ..Default::default()
         })
         .await
         .expect("export")
         .into_inner();
-    let mut rows = BTreeSet::new();
+    let mut rows = Shown::new();
     while let Some(chunk) = stream.message().await.expect("export chunk") {
+        if layout == ChunkLayout::Columns {
+            assert!(
+                chunk.rows.is_empty(),
+                "a column chunk carries no row messages"
+            );
+            rows.extend(column_rows(chunk.columns, None));
+            continue;
+        }
+        assert!(chunk.columns.is_none(), "a row chunk carries no columns");
         for r in chunk.rows {
-            rows.insert(Row {
+            let row = Row {
                 ft: obj_of(&r.from_object_type_id),
                 fi: r.from_object_id,
                 tt: obj_of(&r.to_object_type_id),
                 ti: r.to_object_id,
                 key: Key(r.category, r.type_id),
-            });
+            };
+            rows.insert((row, r.label));
         }
     }
     rows
+}
+
+/// One record's rows by ListAssociations (to every object type).
+async fn list_shown(client: &mut Client, obj: u8, id: i64, layout: ChunkLayout) -> Shown {
+    let mut stream = client
+        .read
+        .list_associations(ListAssociationsRequest {
+            portal_id: PORTAL,
+            object_type: type_name(obj).into(),
+            object_id: id,
+            layout: layout as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    let mut rows = Shown::new();
+    while let Some(chunk) = stream.message().await.expect("list chunk") {
+        assert_eq!(
+            (obj_of(&chunk.from_object_type_id), chunk.from_object_id),
+            (obj, id)
+        );
+        if layout == ChunkLayout::Columns {
+            assert!(
+                chunk.results.is_empty(),
+                "a column chunk carries no row messages"
+            );
+            rows.extend(column_rows(chunk.columns, Some((obj, id))));
+            continue;
+        }
+        for record in chunk.results {
+            for t in record.types {
+                assert_eq!(t.to_object_type_id, record.to_object_type_id);
+                let row = Row {
+                    ft: obj,
+                    fi: id,
+                    tt: obj_of(&record.to_object_type_id),
+                    ti: record.to_object_id,
+                    key: Key(t.category, t.type_id),
+                };
+                rows.insert((row, t.label));
+            }
+        }
+    }
+    rows
+}
+
+/// Every record's rows of one object type by BatchListAssociations.
+async fn batch_shown(client: &mut Client, obj: u8, layout: ChunkLayout) -> Shown {
+    let count = if obj == CONTACT { CONTACTS } else { COMPANIES };
+    let mut stream = client
+        .read
+        .batch_list_associations(BatchListAssociationsRequest {
+            portal_id: PORTAL,
+            object_type: type_name(obj).into(),
+            object_ids: (1..=count).collect(),
+            layout: layout as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("batch list")
+        .into_inner();
+    let mut rows = Shown::new();
+    while let Some(chunk) = stream.message().await.expect("batch chunk") {
+        if layout == ChunkLayout::Columns {
+            rows.extend(column_rows(chunk.columns, None));
+            continue;
+        }
+        for r in chunk.rows {
+            for t in r.types {
+                let row = Row {
+                    ft: obj,
+                    fi: r.from_object_id,
+                    tt: obj_of(&r.to_object_type_id),
+                    ti: r.to_object_id,
+                    key: Key(t.category, t.type_id),
+                };
+                rows.insert((row, t.label));
+            }
+        }
+    }
+    rows
+}
+
+/// Every stored row read by every stream (export, each record's list, batch
+/// lists) in both layouts: each reading must show the same rows with the
+/// same labels, the export in row layout being the reference.
+async fn every_reading(client: &mut Client, context: &str) -> BTreeSet<Row> {
+    let reference = export_shown(client, ChunkLayout::Rows).await;
+    for layout in [ChunkLayout::Rows, ChunkLayout::Columns] {
+        let mut listed = Shown::new();
+        let mut batched = Shown::new();
+        for (obj, count) in [(CONTACT, CONTACTS), (COMPANY, COMPANIES)] {
+            for id in 1..=count {
+                listed.extend(list_shown(client, obj, id, layout).await);
+            }
+            batched.extend(batch_shown(client, obj, layout).await);
+        }
+        if layout == ChunkLayout::Columns {
+            let exported = export_shown(client, layout).await;
+            assert_eq!(
+                exported, reference,
+                "{context}: the export in columns differs from rows"
+            );
+        }
+        assert_eq!(
+            listed, reference,
+            "{context}: ListAssociations in {layout:?} differs from the export"
+        );
+        assert_eq!(
+            batched, reference,
+            "{context}: BatchListAssociations in {layout:?} differs from the export"
+        );
+    }
+    shown_rows(reference)
 }
 
 /// The change feed from the beginning up to the current head, replayed:
@@ -1367,7 +1536,8 @@ async fn sequential(backend: &str) {
             "MODEL_CHECK_SEED={seed} ({backend}): operation {n} {op:?} answered differently from the model"
         );
         if n % 25 == 24 || n + 1 == ops {
-            let stored = export(&mut client).await;
+            let context = format!("MODEL_CHECK_SEED={seed} ({backend}) after operation {n}");
+            let stored = every_reading(&mut client, &context).await;
             assert_eq!(
                 stored, model.rows,
                 "MODEL_CHECK_SEED={seed} ({backend}): stored rows differ from the model after operation {n} {op:?}"
@@ -1613,4 +1783,27 @@ async fn concurrent_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_postgres() {
     concurrent("postgres").await;
+}
+
+/// A layout the proto does not define is refused before any row is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_chunk_layout_is_invalid_argument() {
+    let (server, _) = start("sqlite").await;
+    let mut client = Client::connect(&server).await;
+    let refused = client
+        .read
+        .export_associations(ExportAssociationsRequest {
+            portal_id: PORTAL,
+            layout: 7,
+            ..Default::default()
+        })
+        .await
+        .expect_err("layout 7 is refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().contains("CHUNK_LAYOUT_COLUMNS"),
+        "the message names the layouts: {}",
+        refused.message()
+    );
+    server.stop().await;
 }

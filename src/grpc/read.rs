@@ -32,27 +32,30 @@ impl AssociationRead for GrpcApi {
         &self,
         request: Request<proto::ListAssociationsRequest>,
     ) -> Result<Response<Self::ListAssociationsStream>, Status> {
+        let layout = chunk_layout(request.get_ref().layout)?;
         let request = list_request(request.get_ref())?;
         let receiver = self.service.stream_associations(request).await?;
-        Ok(respond(receiver, list_chunk))
+        Ok(respond(receiver, move |chunk| list_chunk(chunk, layout)))
     }
 
     async fn batch_list_associations(
         &self,
         request: Request<proto::BatchListAssociationsRequest>,
     ) -> Result<Response<Self::BatchListAssociationsStream>, Status> {
+        let layout = chunk_layout(request.get_ref().layout)?;
         let request = batch_list_request(request.get_ref())?;
         let receiver = self.service.stream_batch(request).await?;
-        Ok(respond(receiver, batch_chunk))
+        Ok(respond(receiver, move |chunk| batch_chunk(chunk, layout)))
     }
 
     async fn export_associations(
         &self,
         request: Request<proto::ExportAssociationsRequest>,
     ) -> Result<Response<Self::ExportAssociationsStream>, Status> {
+        let layout = chunk_layout(request.get_ref().layout)?;
         let request = export_request(request.get_ref())?;
         let receiver = self.service.stream_export(request).await?;
-        Ok(respond(receiver, export_chunk))
+        Ok(respond(receiver, move |chunk| export_chunk(chunk, layout)))
     }
 
     async fn list_definitions(

@@ -1,5 +1,7 @@
 //! Conversions between `associations.v1` messages and the domain and
 //! service types, in both directions; bad input is a `DomainError`.
+use std::collections::HashMap;
+
 use crate::domain::admin::{AdminChange, AdminEvent, AdminState};
 use crate::domain::feed::{ChangeKind, FeedStart};
 use crate::domain::ObjectType;
@@ -253,49 +255,162 @@ pub fn export_request(r: &proto::ExportAssociationsRequest) -> Result<ExportRequ
     })
 }
 
-pub fn list_chunk(chunk: AssociationChunk) -> proto::ListAssociationsResponse {
+/// How a stream's chunks carry their rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    Rows,
+    Columns,
+}
+
+/// A request's chunk layout; unspecified is the row layout.
+pub fn chunk_layout(value: i32) -> Result<Layout, DomainError> {
+    match proto::ChunkLayout::try_from(value) {
+        Ok(proto::ChunkLayout::Unspecified | proto::ChunkLayout::Rows) => Ok(Layout::Rows),
+        Ok(proto::ChunkLayout::Columns) => Ok(Layout::Columns),
+        Err(_) => Err(DomainError::InvalidArgument(format!(
+            "layout {value} is not one of CHUNK_LAYOUT_ROWS, CHUNK_LAYOUT_COLUMNS"
+        ))),
+    }
+}
+
+/// A chunk's columns as they fill, each association type listed once.
+#[derive(Default)]
+struct ColumnsBuilder {
+    columns: proto::AssociationColumns,
+    indexes: HashMap<(ObjectType, ObjectType, TypeKey), u32>,
+}
+
+impl ColumnsBuilder {
+    fn with_rows(rows: usize, from_ids: bool) -> ColumnsBuilder {
+        let mut builder = ColumnsBuilder::default();
+        let columns = &mut builder.columns;
+        columns.type_indexes.reserve(rows);
+        columns.to_object_ids.reserve(rows);
+        if from_ids {
+            columns.from_object_ids.reserve(rows);
+        }
+        builder
+    }
+
+    /// Appends one row; `from_id` only where the stream names from-records.
+    fn push(
+        &mut self,
+        (from, to, key): (ObjectType, ObjectType, TypeKey),
+        label: Option<&str>,
+        from_id: Option<i64>,
+        to_id: i64,
+    ) {
+        let types = &mut self.columns.types;
+        let index = *self.indexes.entry((from, to, key)).or_insert_with(|| {
+            types.push(proto::AssociationTypeWithLabel {
+                category: category_to_proto(key.category),
+                type_id: key.type_id,
+                label: label.map(str::to_string),
+                from_object_type_id: from.to_string(),
+                to_object_type_id: to.to_string(),
+            });
+            // A chunk holds far fewer than u32::MAX rows.
+            (types.len() - 1) as u32
+        });
+        self.columns.type_indexes.push(index);
+        self.columns.to_object_ids.extend([to_id]);
+        self.columns.from_object_ids.extend(from_id);
+    }
+
+    /// Appends one row per type of an associated record.
+    fn push_record(&mut self, from_id: Option<i64>, record: &AssociatedRecord) {
+        for def in &record.types {
+            let label = def.label.as_deref();
+            self.push((def.from, def.to, def.key), label, from_id, record.to_id);
+        }
+    }
+}
+
+pub fn list_chunk(chunk: AssociationChunk, layout: Layout) -> proto::ListAssociationsResponse {
+    let (results, columns) = match layout {
+        Layout::Rows => (chunk.records.iter().map(associated_object).collect(), None),
+        Layout::Columns => {
+            let rows = chunk.records.iter().map(|r| r.types.len()).sum();
+            let mut builder = ColumnsBuilder::with_rows(rows, false);
+            for record in &chunk.records {
+                builder.push_record(None, record);
+            }
+            (Vec::new(), Some(builder.columns))
+        }
+    };
     proto::ListAssociationsResponse {
         from_object_type_id: chunk.from_type.to_string(),
         from_object_id: chunk.from_id,
         to_object_type_id: chunk.to_type.map(|t| t.to_string()).unwrap_or_default(),
-        results: chunk.records.iter().map(associated_object).collect(),
+        results,
         cursor: chunk.cursor,
+        columns,
     }
 }
 
-pub fn batch_chunk(chunk: BatchChunk) -> proto::BatchListAssociationsResponse {
+pub fn batch_chunk(chunk: BatchChunk, layout: Layout) -> proto::BatchListAssociationsResponse {
+    let (rows, columns) = match layout {
+        Layout::Rows => (
+            chunk
+                .rows
+                .iter()
+                .map(|(from_id, record)| proto::AssociationRow {
+                    from_object_id: *from_id,
+                    to_object_type_id: record.to_type.to_string(),
+                    to_object_id: record.to_id,
+                    types: record.types.iter().map(type_with_label).collect(),
+                })
+                .collect(),
+            None,
+        ),
+        Layout::Columns => {
+            let rows = chunk.rows.iter().map(|(_, r)| r.types.len()).sum();
+            let mut builder = ColumnsBuilder::with_rows(rows, true);
+            for (from_id, record) in &chunk.rows {
+                builder.push_record(Some(*from_id), record);
+            }
+            (Vec::new(), Some(builder.columns))
+        }
+    };
     proto::BatchListAssociationsResponse {
         from_object_type_id: chunk.from_type.to_string(),
-        rows: chunk
-            .rows
-            .iter()
-            .map(|(from_id, record)| proto::AssociationRow {
-                from_object_id: *from_id,
-                to_object_type_id: record.to_type.to_string(),
-                to_object_id: record.to_id,
-                types: record.types.iter().map(type_with_label).collect(),
-            })
-            .collect(),
+        rows,
         cursor: chunk.cursor,
+        columns,
     }
 }
 
-pub fn export_chunk(chunk: ExportChunk) -> proto::ExportAssociationsResponse {
+pub fn export_chunk(chunk: ExportChunk, layout: Layout) -> proto::ExportAssociationsResponse {
+    let (rows, columns) = match layout {
+        Layout::Rows => (
+            chunk
+                .rows
+                .into_iter()
+                .map(|(row, label)| proto::ExportedAssociation {
+                    from_object_type_id: row.from_type.to_string(),
+                    from_object_id: row.from_id,
+                    to_object_type_id: row.to_type.to_string(),
+                    to_object_id: row.to_id,
+                    category: category_to_proto(row.key.category),
+                    type_id: row.key.type_id,
+                    label,
+                })
+                .collect(),
+            None,
+        ),
+        Layout::Columns => {
+            let mut builder = ColumnsBuilder::with_rows(chunk.rows.len(), true);
+            for (row, label) in &chunk.rows {
+                let key = (row.from_type, row.to_type, row.key);
+                builder.push(key, label.as_deref(), Some(row.from_id), row.to_id);
+            }
+            (Vec::new(), Some(builder.columns))
+        }
+    };
     proto::ExportAssociationsResponse {
-        rows: chunk
-            .rows
-            .into_iter()
-            .map(|(row, label)| proto::ExportedAssociation {
-                from_object_type_id: row.from_type.to_string(),
-                from_object_id: row.from_id,
-                to_object_type_id: row.to_type.to_string(),
-                to_object_id: row.to_id,
-                category: category_to_proto(row.key.category),
-                type_id: row.key.type_id,
-                label,
-            })
-            .collect(),
+        rows,
         cursor: chunk.cursor,
+        columns,
     }
 }
 
