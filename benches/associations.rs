@@ -84,6 +84,11 @@ const R2_PORTAL: i64 = 1_005;
 const R0_PORTAL: i64 = 1_006;
 const R0_ROWS: i64 = 500;
 const R0_CALLS: usize = 300;
+/// R4: REST v4 batch reads of `Scale::r2_records` records × `R4_PER_RECORD`
+/// (the gateway serves this portal).
+const R4_PORTAL: i64 = 1_007;
+const R4_PER_RECORD: i64 = 100;
+const R4_CALLS: usize = 10;
 /// W4's one shared portal; with one portal per client, W4_PORTAL + 1 + client.
 const W4_PORTAL: i64 = 2_000;
 /// Where each side warms its connections up before W1.
@@ -105,20 +110,29 @@ struct Row {
 struct Server {
     child: tokio::process::Child,
     endpoint: String,
+    /// The REST gateway.
+    http: std::net::SocketAddr,
 }
 
 impl Server {
     async fn start(store_url: &str) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let free_port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (port, http_port) = (free_port(), free_port());
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_association-service"))
             .arg("serve")
             .env("ASSOC__STORE__URL", store_url)
             .env("ASSOC__SERVER__GRPC_ADDR", format!("127.0.0.1:{port}"))
-            .env("ASSOC__GATEWAY__HTTP_ADDR", "127.0.0.1:0")
+            .env(
+                "ASSOC__GATEWAY__HTTP_ADDR",
+                format!("127.0.0.1:{http_port}"),
+            )
+            .env("ASSOC__GATEWAY__DEFAULT_PORTAL", R4_PORTAL.to_string())
             .env("ASSOC__LIMITS__PLATFORM_CEILING", "2000000")
             .env("ASSOC__STORE__MAX_CONNECTIONS", "32")
             .env("ASSOC__LOG__FILTER", "warn")
@@ -137,7 +151,12 @@ impl Server {
             assert!(Instant::now() < deadline, "the server did not start");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Server { child, endpoint }
+        let http = ([127, 0, 0, 1], http_port).into();
+        Server {
+            child,
+            endpoint,
+            http,
+        }
     }
 
     fn pid(&self) -> u32 {
@@ -591,6 +610,41 @@ async fn r3_service(server: &Server, rows: i64) -> f64 {
     count as f64 / start.elapsed().as_secs_f64()
 }
 
+/// R4: REST v4 batch reads of every R4 record, one call at a time; rows/s
+/// over the calls, p50 and p99 (ms).
+async fn r4_service(server: &Server, scale: &Scale) -> (f64, f64, f64) {
+    let inputs: Vec<String> = (1..=scale.r2_records)
+        .map(|id| format!(r#"{{"id":"{id}"}}"#))
+        .collect();
+    let body = format!(r#"{{"inputs":[{}]}}"#, inputs.join(","));
+    let path = "/crm/v4/associations/deals/contacts/batch/read";
+    let mut times = Vec::with_capacity(R4_CALLS);
+    for call in 0..R4_CALLS + 2 {
+        let start = Instant::now();
+        let answer = common::http(server.http, "POST", path, Some(&body)).await;
+        assert_eq!(answer.status, 200, "R4 batch read: {}", answer.body);
+        let parsed: serde_json::Value = serde_json::from_str(&answer.body).expect("R4 JSON");
+        let rows: usize = parsed["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|r| r["to"].as_array().map_or(0, Vec::len))
+            .sum();
+        assert_eq!(
+            rows as i64,
+            scale.r2_records * R4_PER_RECORD,
+            "R4 read every row"
+        );
+        // The first two calls warm the connection pool up.
+        if call >= 2 {
+            times.push(start.elapsed());
+        }
+    }
+    let (calls_per_s, p50, p99) = latency(times);
+    let rows_per_call = (scale.r2_records * R4_PER_RECORD) as f64;
+    (calls_per_s * rows_per_call, p50, p99)
+}
+
 // ------------------------------------------------------------ raw PostgreSQL
 
 const RAW_TABLE: &str = "CREATE TABLE IF NOT EXISTS bench_raw (LIKE associations INCLUDING ALL)";
@@ -717,7 +771,7 @@ async fn r0_raw(pool: &PgPool) -> (f64, f64, f64) {
 }
 
 /// Read baselines over the PostgreSQL store's own rows.
-async fn read_baselines(pool: &PgPool, scale: &Scale) -> (f64, f64, f64) {
+async fn read_baselines(pool: &PgPool, scale: &Scale) -> (f64, f64, f64, f64) {
     let (r1, n1) = copy_rate(
         pool,
         &format!(
@@ -750,7 +804,19 @@ async fn read_baselines(pool: &PgPool, scale: &Scale) -> (f64, f64, f64) {
     )
     .await;
     assert_eq!(n3, scale.r1_rows);
-    (r1, r2, r3)
+    let (r4, n4) = copy_rate(
+        pool,
+        &format!(
+            "SELECT from_object_id, to_object_id, category, type_id FROM associations
+             WHERE portal_id = {R4_PORTAL} AND from_object_type = '{DEAL}' AND from_object_id BETWEEN 1 AND {}
+               AND to_object_type = '{CONTACT}'
+             ORDER BY from_object_id, to_object_type, to_object_id, category, type_id",
+            scale.r2_records
+        ),
+    )
+    .await;
+    assert_eq!(n4, scale.r2_records * R4_PER_RECORD);
+    (r1, r2, r3, r4)
 }
 
 // ------------------------------------------------------------ the run
@@ -775,6 +841,8 @@ struct Measured {
     r1: (f64, f64),
     r2: f64,
     r3: f64,
+    /// R4: rows/s, p50 ms, p99 ms.
+    r4: (f64, f64, f64),
 }
 
 /// Measurements with no write scenario run (for `BENCH_ONLY=reads`).
@@ -793,6 +861,7 @@ fn run_writes_skipped() -> Measured {
         r1: (0.0, 0.0),
         r2: 0.0,
         r3: 0.0,
+        r4: (0.0, 0.0, 0.0),
     }
 }
 
@@ -852,6 +921,7 @@ async fn run_writes(server: &Server, scale: &Scale, stats: Option<&PgPool>) -> M
         r1: (0.0, 0.0),
         r2: 0.0,
         r3: 0.0,
+        r4: (0.0, 0.0, 0.0),
     }
 }
 
@@ -870,12 +940,14 @@ async fn run_reads(server: &Server, scale: &Scale, writes: Measured) -> Measured
     let seed_rate = seed(server, R1_PORTAL, 1..=1, scale.r1_rows).await;
     seed(server, R2_PORTAL, 1..=scale.r2_records, scale.r2_per_record).await;
     seed(server, R0_PORTAL, 1..=1, R0_ROWS).await;
-    eprintln!("  R0/R1/R2/R3 reads");
+    seed(server, R4_PORTAL, 1..=scale.r2_records, R4_PER_RECORD).await;
+    eprintln!("  R0/R1/R2/R3/R4 reads");
     let r0 = r0_service(server, ChunkLayout::Columns).await;
     let r0_rows = r0_service(server, ChunkLayout::Rows).await;
     let r1 = r1_service(server, scale.r1_rows).await;
     let r2 = r2_service(server, scale).await;
     let r3 = r3_service(server, scale.r1_rows).await;
+    let r4 = r4_service(server, scale).await;
     Measured {
         seed: seed_rate,
         r0,
@@ -883,6 +955,7 @@ async fn run_reads(server: &Server, scale: &Scale, writes: Measured) -> Measured
         r1,
         r2,
         r3,
+        r4,
         ..writes
     }
 }
@@ -995,6 +1068,15 @@ fn rows_for(backend: &'static str, m: &Measured, raw: &Measured) -> Vec<Row> {
             detail: String::new(),
             target: Some(0.8),
         },
+        Row {
+            scenario: "R4 REST v4 batch read, one call",
+            backend,
+            service: m.r4.0,
+            baseline: raw.r4.0,
+            unit: "rows/s",
+            detail: format!("p50 {:.1} ms / p99 {:.1} ms per call", m.r4.1, m.r4.2),
+            target: Some(0.5),
+        },
     ]);
     rows
 }
@@ -1088,6 +1170,7 @@ async fn raw_writes(url: &str, scale: &Scale) -> (PgPool, Measured) {
         r1: (0.0, 0.0),
         r2: 0.0,
         r3: 0.0,
+        r4: (0.0, 0.0, 0.0),
     };
     (raw_pool, raw)
 }
@@ -1135,9 +1218,9 @@ async fn main() {
         let pg = run_reads(&pg_server, scale, empty).await;
         drop(pg_server);
         let raw_pool = pool(&pg_url, 4).await;
-        let (r1, r2, r3) = read_baselines(&raw_pool, scale).await;
+        let (r1, r2, r3, r4) = read_baselines(&raw_pool, scale).await;
         let mut raw = run_writes_skipped();
-        (raw.r1, raw.r2, raw.r3) = ((r1, 0.0), r2, r3);
+        (raw.r1, raw.r2, raw.r3, raw.r4) = ((r1, 0.0), r2, r3, (r4, 0.0, 0.0));
         raw.r0 = r0_raw(&raw_pool).await;
         let dir = tempfile::tempdir().expect("temp dir");
         let sqlite_server =
@@ -1154,8 +1237,8 @@ async fn main() {
     drop(pg_server);
     eprintln!("raw PostgreSQL baselines");
     let (raw_pool, mut raw) = raw_writes(&pg_url, scale).await;
-    let (r1, r2, r3) = read_baselines(&raw_pool, scale).await;
-    (raw.r1, raw.r2, raw.r3) = ((r1, 0.0), r2, r3);
+    let (r1, r2, r3, r4) = read_baselines(&raw_pool, scale).await;
+    (raw.r1, raw.r2, raw.r3, raw.r4) = ((r1, 0.0), r2, r3, (r4, 0.0, 0.0));
     raw.r0 = r0_raw(&raw_pool).await;
 
     eprintln!("sqlite store");

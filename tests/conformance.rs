@@ -1001,6 +1001,90 @@ mod suite {
         assert_eq!(sizes, vec![3, 3, 3, 1]);
         assert_eq!(ids, (1..=10).map(|c| c * 7).collect::<Vec<_>>());
     }
+
+    /// Paged batch reads (the REST gateway's) come from one store read: each
+    /// input gets its own page of whole records after its own cursor; a bad
+    /// cursor or a record without associations fails only its input.
+    pub async fn batch_pages_follow_each_record_from_its_cursor(fx: Fixture) {
+        use association_service::service::PageInput;
+        let billing = fx.billing_label().await;
+        let companies = pair(PORTAL, "contacts", "companies");
+        let mut inputs: Vec<_> = (1..=7).map(|c| input(1, c, &[])).collect();
+        inputs.extend([
+            input(1, 2, &[billing]),
+            input(1, 5, &[billing]),
+            input(2, 3, &[]),
+        ]);
+        assert!(fx.create(companies, &inputs).await.errors.is_empty());
+        fx.link("contacts", 4, "deals", 9, &[]).await;
+        let first = |id| PageInput {
+            from_id: id,
+            after: None,
+        };
+        let pages = |inputs: Vec<PageInput>| {
+            let svc = Arc::clone(&fx.svc);
+            async move {
+                svc.page_many(companies, &inputs, 3)
+                    .await
+                    .expect("page_many")
+            }
+        };
+        let records =
+            |page: &association_service::service::AssociationPage| -> Vec<(i64, Vec<i32>)> {
+                page.records
+                    .iter()
+                    .map(|r| (r.to_id, r.types.iter().map(|d| d.key.type_id).collect()))
+                    .collect()
+            };
+        let bad = PageInput {
+            from_id: 1,
+            after: Some("not-a-cursor".into()),
+        };
+        let outcome = pages(vec![first(1), first(2), first(3), first(1), bad, first(4)]).await;
+        let ok: Vec<usize> = outcome.results.iter().map(|(i, _)| *i).collect();
+        assert_eq!(ok, vec![0, 1, 3]);
+        let failed: Vec<usize> = outcome.errors.iter().map(|(i, _)| *i).collect();
+        assert_eq!(failed, vec![2, 4, 5]);
+        assert!(matches!(
+            outcome.errors[0].1,
+            DomainError::NoAssociations { .. }
+        ));
+        assert!(matches!(outcome.errors[1].1, DomainError::InvalidCursor));
+        let (unlabeled, labelled) = (hs(279).type_id, billing.type_id);
+        // The contact's first company became its primary (type 1).
+        assert_eq!(
+            records(&outcome.results[0].1),
+            vec![
+                (1, vec![1, unlabeled]),
+                (2, vec![unlabeled, labelled]),
+                (3, vec![unlabeled])
+            ]
+        );
+        assert_eq!(
+            records(&outcome.results[1].1),
+            vec![(3, vec![1, unlabeled])]
+        );
+        assert!(outcome.results[1].1.next.is_none());
+        assert_eq!(
+            records(&outcome.results[2].1),
+            records(&outcome.results[0].1)
+        );
+        // Following the cursor pages through the rest in whole records.
+        let mut all = records(&outcome.results[0].1);
+        let mut next = outcome.results[0].1.next.clone();
+        while let Some(after) = next {
+            let mut outcome = pages(vec![PageInput {
+                from_id: 1,
+                after: Some(after),
+            }])
+            .await;
+            let (_, page) = outcome.results.pop().expect("a page");
+            all.extend(records(&page));
+            next = page.next;
+        }
+        assert_eq!(all, fx.read(PORTAL, "contacts", 1, "companies").await);
+        assert_eq!(all.len(), 7);
+    }
 }
 
 /// Merging records: associations move to the primary, de-duplicated, or
@@ -1355,6 +1439,7 @@ on_every_backend!(
     labels_can_be_renamed_and_deleted_with_their_uses,
     bad_input_is_rejected_without_side_effects,
     reads_stream_every_record_in_chunks,
+    batch_pages_follow_each_record_from_its_cursor,
     admin_changes_are_audited_with_before_and_after,
     merge_moves_associations_to_the_primary_without_duplicates,
     merge_fails_whole_when_the_primary_would_pass_its_limit,

@@ -6,11 +6,12 @@
 //! rows (which PostgreSQL may sort, a record at a time).
 mod common;
 
-use association_service::store::postgres::scan_statements;
+use association_service::store::postgres::{page_statement, scan_statements};
 use sqlx::Connection;
 
-#[tokio::test]
-async fn streamed_statements_are_index_range_scans() {
+/// A fresh database with 3 portals × 2 object types × 2,000 records × 5
+/// rows, analyzed; a connection to it.
+async fn seeded() -> sqlx::PgConnection {
     let url = common::fresh_postgres_database().await;
     let store = association_service::store::connect(&url, 4)
         .await
@@ -33,6 +34,12 @@ async fn streamed_statements_are_index_range_scans() {
         .execute(&mut conn)
         .await
         .expect("analyze");
+    conn
+}
+
+#[tokio::test]
+async fn streamed_statements_are_index_range_scans() {
+    let mut conn = seeded().await;
     for (name, sql, params) in scan_statements() {
         let text = format!("EXPLAIN {sql}");
         // Portal 2, object type 0-1, record 1000 (or the rows after it).
@@ -100,5 +107,41 @@ async fn streamed_statements_are_index_range_scans() {
             );
         }
     }
+    let _ = conn.close().await;
+}
+
+/// The REST batch read's pages: a loop over the inputs (the unnest of the
+/// id and start arrays, `u`), each one record's index range, no sequential
+/// scan and no sort of the result.
+#[tokio::test]
+async fn paged_batch_reads_loop_over_index_ranges() {
+    let mut conn = seeded().await;
+    let plan = sqlx::query_scalar::<_, String>(&format!("EXPLAIN {}", page_statement()))
+        .bind(2i64)
+        .bind("0-1")
+        .bind("0-2")
+        .bind((1000i64..2000).collect::<Vec<_>>())
+        .bind(vec![0i64; 1000])
+        .bind(101i64)
+        .fetch_all(&mut conn)
+        .await
+        .expect("explain")
+        .join("\n");
+    assert!(!plan.contains("Seq Scan"), "sequential scan\n{plan}");
+    let top = plan.lines().next().unwrap_or_default();
+    assert!(
+        top.starts_with("Nested Loop") && plan.contains("Function Scan on u "),
+        "not a loop over the inputs\n{plan}"
+    );
+    assert!(!top.contains("Sort"), "the result is sorted\n{plan}");
+    let conditions: Vec<&str> = plan.lines().filter(|l| l.contains("Index Cond")).collect();
+    // The page's end is found per input too (its id as a parameter, $n).
+    assert!(
+        !conditions.is_empty()
+            && conditions
+                .iter()
+                .all(|c| c.contains("from_object_id = u.id") || c.contains("from_object_id = $")),
+        "an index range that is not one record's\n{plan}"
+    );
     let _ = conn.close().await;
 }

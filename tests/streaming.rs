@@ -1,6 +1,7 @@
 //! Streamed reads on both stores: resuming from any chunk's cursor returns
-//! exactly the rest, cursors are bound to their portal and request, and a
-//! consumer that goes away stops the producer.
+//! exactly the rest, cursors are bound to their portal and request, a
+//! consumer that goes away stops the producer, and one that stalls keeps the
+//! server's memory flat.
 mod common;
 
 use std::sync::Arc;
@@ -508,7 +509,131 @@ macro_rules! on_every_backend {
     };
 }
 
+/// The server binary as a child process, so its memory can be read alone.
+struct ChildServer {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl ChildServer {
+    async fn start(store_url: &str) -> ChildServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_association-service"))
+            .arg("serve")
+            .env("ASSOC__STORE__URL", store_url)
+            .env("ASSOC__SERVER__GRPC_ADDR", format!("127.0.0.1:{port}"))
+            .env("ASSOC__GATEWAY__HTTP_ADDR", "127.0.0.1:0")
+            .env("ASSOC__READ__CHUNK_SIZE", "1000")
+            .env("ASSOC__LOG__FILTER", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start the server binary");
+        let server = ChildServer {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while tonic::transport::Channel::from_shared(server.endpoint.clone())
+            .expect("endpoint")
+            .connect()
+            .await
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server
+    }
+
+    /// The server's resident memory, in KiB.
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the server's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client that reads one chunk of a large stream and stalls: the server
+/// keeps only a few chunks in hand (its memory, sampled while the client
+/// stalls, grows by far less than the stream's rows would take), and the
+/// stream still delivers every row once the client reads on.
+async fn a_stalled_client_keeps_server_memory_flat(backend: &str) {
+    use association_service::proto::association_read_client::AssociationReadClient;
+    use association_service::proto::ListAssociationsRequest;
+    const ROWS: i64 = 150_000;
+    const GROWTH_LIMIT_KIB: u64 = 8 * 1024;
+    let (svc, store) = common::service(backend, common::settings(ROWS as u32, 1000)).await;
+    let to_ids: Vec<i64> = (1..=ROWS).collect();
+    for batch in to_ids.chunks(2_000) {
+        let outcome = svc
+            .create(
+                pair(PORTAL, "deals", "contacts"),
+                &inputs(1, batch.iter().copied()),
+            )
+            .await
+            .unwrap();
+        assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    }
+    drop(svc);
+    let server = ChildServer::start(&store.url).await;
+    let mut client = AssociationReadClient::connect(server.endpoint.clone())
+        .await
+        .expect("connect");
+    let mut stream = client
+        .list_associations(ListAssociationsRequest {
+            portal_id: PORTAL,
+            object_type: "deals".into(),
+            object_id: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    let first = stream
+        .message()
+        .await
+        .expect("a chunk")
+        .expect("not the end");
+    let mut rows = first.results.len() as i64;
+    let before = server.rss_kib();
+    // Sampled while the client stalls: long enough for a server that
+    // buffered the whole stream to have read it all.
+    let mut peak = before;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        peak = peak.max(server.rss_kib());
+    }
+    let grown = peak.saturating_sub(before);
+    assert!(
+        grown < GROWTH_LIMIT_KIB,
+        "{backend}: the server grew by {grown} KiB while its client stalled after one chunk of {ROWS} rows"
+    );
+    while let Some(chunk) = stream.message().await.expect("chunk") {
+        rows += chunk.results.len() as i64;
+    }
+    assert_eq!(rows, ROWS, "every row arrives once the client reads on");
+    eprintln!("{backend}: server memory grew by {grown} KiB while the client stalled");
+}
+
 on_every_backend!(
+    a_stalled_client_keeps_server_memory_flat,
     open_streams_per_portal_are_capped,
     streams_of_every_kind_share_one_connection,
     resuming_while_rows_change_yields_the_stable_rows_once,

@@ -19,7 +19,7 @@ use super::json::{
 };
 use super::{type_id, BaseUrl, Gateway};
 use crate::domain::{DomainError, ObjectType};
-use crate::service::{AssociatedRecord, NamedInput, Record, ServiceError};
+use crate::service::{AssociatedRecord, AssociationPage, NamedInput, Record, ServiceError};
 
 /// Associated records per record and to-type on a v3 page.
 const V3_PAGE: u32 = 100;
@@ -92,8 +92,29 @@ struct ObjectBody {
     associations: Map<String, Value>,
 }
 
-/// Builds a record's body with the first page of each requested to-type
-/// (keyed by the name as requested; types it has none of are left out).
+/// The first page of each requested to-type (by the name as requested) for
+/// each record: one store read per to-type, whatever the number of records.
+async fn first_pages<'t>(
+    gw: &Gateway,
+    object_type: &str,
+    ids: &[i64],
+    associations: &'t [String],
+) -> GatewayResult<Vec<Vec<(&'t str, AssociationPage)>>> {
+    let mut per_record: Vec<Vec<(&str, AssociationPage)>> =
+        ids.iter().map(|_| Vec::new()).collect();
+    for to in associations {
+        let pages = gw
+            .service
+            .first_pages(gw.pair(object_type, to)?, ids, V3_PAGE)
+            .await?;
+        for (record, page) in per_record.iter_mut().zip(pages) {
+            record.push((to.as_str(), page));
+        }
+    }
+    Ok(per_record)
+}
+
+/// A record's body with the first page of each requested to-type.
 async fn object_body(
     gw: &Gateway,
     base: &BaseUrl,
@@ -101,12 +122,21 @@ async fn object_body(
     record: &Record,
     associations: &[String],
 ) -> GatewayResult<ObjectBody> {
+    let mut pages = first_pages(gw, object_type, &[record.id], associations).await?;
+    let pages = pages.pop().unwrap_or_default();
+    Ok(body_of(base, object_type, record, pages))
+}
+
+/// Builds a record's body with its first pages (to-types it has none of
+/// are left out).
+fn body_of(
+    base: &BaseUrl,
+    object_type: &str,
+    record: &Record,
+    pages: Vec<(&str, AssociationPage)>,
+) -> ObjectBody {
     let mut map = Map::new();
-    for to in associations {
-        let page = gw
-            .service
-            .page_associations(gw.pair(object_type, to)?, record.id, None, V3_PAGE)
-            .await?;
+    for (to, page) in pages {
         if page.records.is_empty() {
             continue;
         }
@@ -117,7 +147,7 @@ async fn object_body(
             }),
         };
         map.insert(
-            to.clone(),
+            to.to_string(),
             serde_json::to_value(collection).unwrap_or_default(),
         );
     }
@@ -128,14 +158,14 @@ async fn object_body(
         "hs_lastmodifieddate".into(),
         timestamp(record.updated_at).into(),
     );
-    Ok(ObjectBody {
+    ObjectBody {
         id: record.id.to_string(),
         properties,
         created_at: timestamp(record.created_at),
         updated_at: timestamp(record.updated_at),
         archived: false,
         associations: map,
-    })
+    }
 }
 
 /// `GET /crm/v3/objects/{objectType}/{objectId}?associations=…`.
@@ -151,14 +181,8 @@ pub async fn get_object(
         .service
         .record_by_id(gw.portal, ObjectType::parse(&object_type)?, id)
         .await?;
-    let body = object_body(
-        &gw,
-        &base,
-        &object_type,
-        &record,
-        &query.list("associations"),
-    )
-    .await?;
+    let associations = query.list("associations");
+    let body = object_body(&gw, &base, &object_type, &record, &associations).await?;
     Ok(Json(body).into_response())
 }
 
@@ -181,10 +205,14 @@ pub async fn list_objects(
             limit,
         )
         .await?;
-    let mut results = Vec::with_capacity(page.records.len());
-    for record in &page.records {
-        results.push(object_body(&gw, &base, &object_type, record, &associations).await?);
-    }
+    let ids: Vec<i64> = page.records.iter().map(|r| r.id).collect();
+    let pages = first_pages(&gw, &object_type, &ids, &associations).await?;
+    let results: Vec<ObjectBody> = page
+        .records
+        .iter()
+        .zip(pages)
+        .map(|(record, pages)| body_of(&base, &object_type, record, pages))
+        .collect();
     let paging = Paging::new(page.next, |after| {
         let mut link = format!(
             "{}/crm/v3/objects/{object_type}?limit={limit}&after={after}",

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::*;
-use crate::store::{RecordSelect, RecordSummary};
+use crate::store::{PageScan, RecordSelect, RecordSummary};
 
 /// Most associated records (or records) one page may hold.
 pub const MAX_PAGE_SIZE: u32 = 1_000;
@@ -78,36 +78,114 @@ impl AssociationService {
         after: Option<&str>,
         limit: u32,
     ) -> ServiceResult<AssociationPage> {
-        let PortalPair { portal, from, to } = pair;
-        check_portal(portal)?;
+        check_portal(pair.portal)?;
         check_page_size(limit)?;
-        let mut cache = HashMap::new();
-        self.page_of(&mut cache, portal, from, from_id, to, after, limit)
-            .await
+        let input = PageInput {
+            from_id,
+            after: after.map(str::to_string),
+        };
+        let mut pages = self.pages(pair, &[input], limit).await?;
+        Ok(pages.pop().expect("one page per input")?)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn page_of(
+    /// The first page of each record (all valid ids), from one store read.
+    pub async fn first_pages(
         &self,
-        cache: &mut HashMap<(ObjectType, ObjectType), PairCatalog>,
-        portal: i64,
-        from: ObjectType,
-        from_id: i64,
-        to: ObjectType,
-        after: Option<&str>,
+        pair: PortalPair,
+        from_ids: &[i64],
         limit: u32,
-    ) -> ServiceResult<AssociationPage> {
-        check_id("objectId", from_id)?;
-        let request = list_request(from, from_id, Some(to));
-        let position = match after.filter(|c| !c.is_empty()) {
+    ) -> ServiceResult<Vec<AssociationPage>> {
+        check_portal(pair.portal)?;
+        check_page_size(limit)?;
+        let inputs: Vec<PageInput> = from_ids
+            .iter()
+            .map(|&from_id| PageInput {
+                from_id,
+                after: None,
+            })
+            .collect();
+        let pages = self.pages(pair, &inputs, limit).await?;
+        Ok(pages.into_iter().collect::<Result<_, _>>()?)
+    }
+
+    /// One page per input, from one store read: up to `limit` associated
+    /// records of `to` type after the input's cursor. A bad id or cursor
+    /// fails only its input.
+    async fn pages(
+        &self,
+        pair: PortalPair,
+        inputs: &[PageInput],
+        limit: u32,
+    ) -> ServiceResult<Vec<Result<AssociationPage, DomainError>>> {
+        let PortalPair { portal, from, to } = pair;
+        let starts: Vec<Result<(i64, i64), DomainError>> = inputs
+            .iter()
+            .map(|input| self.page_start(pair, input))
+            .collect();
+        let scanned: Vec<(i64, i64)> = starts.iter().filter_map(|s| s.clone().ok()).collect();
+        let mut rows = match scanned.is_empty() {
+            true => Vec::new(),
+            // One record more than the page tells whether another follows.
+            false => {
+                self.store
+                    .page_rows(PageScan {
+                        portal,
+                        from,
+                        to,
+                        inputs: &scanned,
+                        records: limit + 1,
+                    })
+                    .await?
+            }
+        };
+        rows.sort_unstable_by_key(|(n, (_, to_id, key))| {
+            (*n, *to_id, key.category.code(), key.type_id)
+        });
+        let mut by_input: Vec<Vec<RecordRow>> = vec![Vec::new(); scanned.len()];
+        for (n, row) in rows {
+            by_input[n].push(row);
+        }
+        let mut cache = HashMap::new();
+        let mut rows_of = by_input.into_iter();
+        let mut pages = Vec::with_capacity(inputs.len());
+        for (input, start) in inputs.iter().zip(starts) {
+            let page = match start {
+                Ok(_) => {
+                    let rows = rows_of.next().expect("rows for every scanned input");
+                    let page = self
+                        .page_of(&mut cache, pair, input.from_id, rows, limit)
+                        .await?;
+                    Ok(page)
+                }
+                Err(err) => Err(err),
+            };
+            pages.push(page);
+        }
+        Ok(pages)
+    }
+
+    /// Where an input's page starts: (from id, the to-id it follows).
+    fn page_start(&self, pair: PortalPair, input: &PageInput) -> Result<(i64, i64), DomainError> {
+        let PortalPair { portal, from, to } = pair;
+        check_id("objectId", input.from_id)?;
+        let request = list_request(from, input.from_id, Some(to));
+        let position = match input.after.as_deref().filter(|c| !c.is_empty()) {
             Some(c) => decode_record_position(self.cursors.decode(c, portal, &request)?)?,
             None => None,
         };
-        // One record more than the page tells whether another page follows.
-        let mut rows = self
-            .store
-            .list_records(portal, from, from_id, Some(to), position, limit + 1)
-            .await?;
+        Ok((input.from_id, position.map_or(0, |(_, id)| id)))
+    }
+
+    /// A page from a record's rows of up to `limit` + 1 associated records.
+    async fn page_of(
+        &self,
+        cache: &mut HashMap<(ObjectType, ObjectType), PairCatalog>,
+        pair: PortalPair,
+        from_id: i64,
+        mut rows: Vec<RecordRow>,
+        limit: u32,
+    ) -> ServiceResult<AssociationPage> {
+        let PortalPair { portal, from, to } = pair;
         let more = distinct_records(&rows) > limit as usize;
         if more {
             let (last_type, last_id, _) = *rows.last().expect("more than limit rows");
@@ -115,6 +193,7 @@ impl AssociationService {
         }
         let next = match rows.last() {
             Some((t, id, _)) if more => {
+                let request = list_request(from, from_id, Some(to));
                 let position = Some((t.to_string(), *id));
                 Some(self.cursors.encode(portal, &request, &position))
             }
@@ -124,9 +203,9 @@ impl AssociationService {
         Ok(AssociationPage { records, next })
     }
 
-    /// One page for each input record; an input whose record holds no
-    /// association of `to` type fails with `NoAssociations` (only on its
-    /// first page), as HubSpot's batch read does.
+    /// One page for each input record, from one store read; an input whose
+    /// record holds no association of `to` type fails with `NoAssociations`
+    /// (only on its first page), as HubSpot's batch read does.
     pub async fn page_many(
         &self,
         pair: PortalPair,
@@ -143,15 +222,12 @@ impl AssociationService {
             ))
             .into());
         }
-        let mut cache = HashMap::new();
         let mut outcome = BatchOutcome::new();
-        for (index, input) in inputs.iter().enumerate() {
-            let after = input.after.as_deref().filter(|a| !a.is_empty());
-            let page = self
-                .page_of(&mut cache, portal, from, input.from_id, to, after, limit)
-                .await;
+        let pages = self.pages(pair, inputs, limit).await?;
+        for (index, (input, page)) in inputs.iter().zip(pages).enumerate() {
+            let first = input.after.as_deref().is_none_or(str::is_empty);
             match page {
-                Ok(page) if page.records.is_empty() && after.is_none() => {
+                Ok(page) if page.records.is_empty() && first => {
                     outcome.errors.push((
                         index,
                         DomainError::NoAssociations {
@@ -162,8 +238,7 @@ impl AssociationService {
                     ));
                 }
                 Ok(page) => outcome.results.push((index, page)),
-                Err(ServiceError::Domain(err)) => outcome.errors.push((index, err)),
-                Err(err) => return Err(err),
+                Err(err) => outcome.errors.push((index, err)),
             }
         }
         Ok(outcome)

@@ -107,17 +107,6 @@ impl StoreError {
     }
 }
 
-/// Whether the next page of a record's rows (to `to`, after `after`) stays
-/// within one to-type. The last of the page's records bounds one index range
-/// scan: within one to-type, plain id bounds end the scan at that record;
-/// across types, row-value bounds only start it.
-pub(crate) fn page_within_one_type(
-    to: Option<ObjectType>,
-    after: Option<(ObjectType, i64)>,
-) -> bool {
-    to.is_some() && after.is_none_or(|(t, _)| Some(t) == to)
-}
-
 /// Which types an archive removes between each pair.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TypeFilter {
@@ -181,6 +170,19 @@ pub struct BatchScan {
     /// Rows of the first record after this one (type, id).
     pub after: Option<(ObjectType, i64)>,
     pub batch: usize,
+}
+
+/// What `page_rows` reads.
+#[derive(Clone, Copy, Debug)]
+pub struct PageScan<'a> {
+    pub portal: i64,
+    pub from: ObjectType,
+    pub to: ObjectType,
+    /// Each input: (from id, the to-id its page starts after; 0 for the
+    /// first page).
+    pub inputs: &'a [(i64, i64)],
+    /// Most associated records per page.
+    pub records: u32,
 }
 
 /// What `scan_export` reads.
@@ -304,18 +306,11 @@ pub trait Store: Send + Sync {
         filter: &TypeFilter,
     ) -> StoreResult<u64>;
 
-    /// Every row of up to `limit` associated records of one record, after
-    /// the record `after`, ordered by (to type, to id, category, type id);
-    /// `to` keeps one object type.
-    async fn list_records(
-        &self,
-        portal: i64,
-        from: ObjectType,
-        from_id: i64,
-        to: Option<ObjectType>,
-        after: Option<(ObjectType, i64)>,
-        limit: u32,
-    ) -> StoreResult<Vec<RecordRow>>;
+    /// Pages of several records' rows to one object type, in one
+    /// statement: for each input, every row of its first `records`
+    /// associated records after its start; each row names its input's
+    /// index. Rows come in no particular order.
+    async fn page_rows(&self, scan: PageScan<'_>) -> StoreResult<Vec<(usize, RecordRow)>>;
 
     /// Every row of one record after the record `after` (to one object type
     /// or all), ordered by (to type, to id, category, type id): one statement

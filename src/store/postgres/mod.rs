@@ -87,32 +87,28 @@ fn is_retryable(err: &StoreError) -> bool {
     }
 }
 
-/// One page of a record's rows, to one object type.
-const ONE_TYPE: &str = "SELECT to_object_type, to_object_id, category, type_id FROM associations
-             WHERE portal_id = $1 AND from_object_type = $2 AND from_object_id = $3
-               AND to_object_type = $4 AND to_object_id > $6 AND $5::text IS NOT NULL
-               AND to_object_id <= (
-                   SELECT max(r.to_object_id) FROM (
-                       SELECT DISTINCT to_object_id FROM associations
-                       WHERE portal_id = $1 AND from_object_type = $2 AND from_object_id = $3
-                         AND to_object_type = $4 AND to_object_id > $6
-                       ORDER BY to_object_id LIMIT $7) r)
-             ORDER BY to_object_type, to_object_id, category, type_id";
+/// Pages of several records' rows to one object type ($3): for input n,
+/// record $4[n] after to-id $5[n], the rows of its first $6 associated
+/// records. The inputs drive a nested loop whose inner side is one index
+/// range per record, ended at the last of its first $6 to-ids.
+const PAGES: &str = "SELECT u.n, a.to_object_id, a.category, a.type_id
+    FROM unnest($4::bigint[], $5::bigint[]) WITH ORDINALITY AS u(id, after_id, n)
+    CROSS JOIN LATERAL (
+        SELECT to_object_id, category, type_id FROM associations
+        WHERE portal_id = $1 AND from_object_type = $2 AND from_object_id = u.id
+          AND to_object_type = $3 AND to_object_id > u.after_id
+          AND to_object_id <= (
+              SELECT max(r.to_object_id) FROM (
+                  SELECT DISTINCT to_object_id FROM associations
+                  WHERE portal_id = $1 AND from_object_type = $2 AND from_object_id = u.id
+                    AND to_object_type = $3 AND to_object_id > u.after_id
+                  ORDER BY to_object_id LIMIT $6) r)
+        ORDER BY to_object_id, category, type_id) a";
 
-/// One page of a record's rows, over every to-type.
-const ANY_TYPE: &str = "SELECT to_object_type, to_object_id, category, type_id FROM associations
-             WHERE portal_id = $1 AND from_object_type = $2 AND from_object_id = $3
-               AND ($4::text IS NULL OR to_object_type = $4)
-               AND (to_object_type, to_object_id) > ($5, $6)
-               AND (to_object_type, to_object_id) <= (
-                   SELECT r.to_object_type, r.to_object_id FROM (
-                       SELECT DISTINCT to_object_type, to_object_id FROM associations
-                       WHERE portal_id = $1 AND from_object_type = $2 AND from_object_id = $3
-                         AND ($4::text IS NULL OR to_object_type = $4)
-                         AND (to_object_type, to_object_id) > ($5, $6)
-                       ORDER BY to_object_type, to_object_id LIMIT $7) r
-                   ORDER BY r.to_object_type DESC, r.to_object_id DESC LIMIT 1)
-             ORDER BY to_object_type, to_object_id, category, type_id";
+/// The paged batch read's statement (for the plan test).
+pub fn page_statement() -> &'static str {
+    PAGES
+}
 
 #[async_trait]
 impl Store for PostgresStore {
@@ -325,38 +321,22 @@ impl Store for PostgresStore {
         scans::export(self.scan_pool.clone(), scan)
     }
 
-    async fn list_records(
-        &self,
-        portal: i64,
-        from: ObjectType,
-        from_id: i64,
-        to: Option<ObjectType>,
-        after: Option<(ObjectType, i64)>,
-        limit: u32,
-    ) -> StoreResult<Vec<RecordRow>> {
-        let (after_type, after_id) = record_start(after);
-        let sql = if page_within_one_type(to, after) {
-            ONE_TYPE
-        } else {
-            ANY_TYPE
-        };
-        let rows = sqlx::query(sql)
-            .bind(portal)
-            .bind(from.to_string())
-            .bind(from_id)
-            .bind(to.map(|t| t.to_string()))
-            .bind(after_type)
-            .bind(after_id)
-            .bind(i64::from(limit))
+    async fn page_rows(&self, scan: PageScan<'_>) -> StoreResult<Vec<(usize, RecordRow)>> {
+        let (ids, starts): (Vec<i64>, Vec<i64>) = scan.inputs.iter().copied().unzip();
+        let rows = sqlx::query(PAGES)
+            .bind(scan.portal)
+            .bind(scan.from.to_string())
+            .bind(scan.to.to_string())
+            .bind(ids)
+            .bind(starts)
+            .bind(i64::from(scan.records))
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
             .map(|r| {
-                Ok((
-                    decode_object_type(r.try_get::<&str, _>(0)?)?,
-                    r.try_get(1)?,
-                    decode_key(r.try_get::<i16, _>(2)?.into(), r.try_get(3)?)?,
-                ))
+                let n: i64 = r.try_get(0)?;
+                let key = decode_key(r.try_get::<i16, _>(2)?.into(), r.try_get(3)?)?;
+                Ok(((n - 1) as usize, (scan.to, r.try_get(1)?, key)))
             })
             .collect()
     }

@@ -45,6 +45,10 @@ fn is_busy(err: &StoreError) -> bool {
     }
 }
 
+/// The page cache of each stream's read connection, in KiB: a stream reads
+/// its range once, so a bigger cache would only hold pages it has passed.
+const SCAN_CACHE_KIB: u32 = 1024;
+
 pub struct SqliteStore {
     pool: SqlitePool,
     /// Streams' own read connections (each open stream holds one), so
@@ -81,6 +85,9 @@ impl SqliteStore {
             .connect_lazy_with(
                 options
                     .read_only(true)
+                    // Bounded memory per stream: a small page cache, no map.
+                    .pragma("cache_size", format!("-{SCAN_CACHE_KIB}"))
+                    .pragma("mmap_size", "0")
                     .log_slow_statements(log::LevelFilter::Off, Duration::MAX),
             );
         Ok(SqliteStore {
@@ -102,32 +109,23 @@ const ARCHIVE_MATCH: &str = "
          AND a.to_object_id = p.value ->> 0
          AND (?5 OR (a.category, a.type_id) IN (SELECT k.value ->> 0, k.value ->> 1 FROM json_each(?7) k))))";
 
-/// One page of a record's rows, to one object type.
-const ONE_TYPE: &str = "SELECT to_object_type, to_object_id, category, type_id FROM associations
-             WHERE portal_id = ?1 AND from_object_type = ?2 AND from_object_id = ?3
-               AND to_object_type = ?4 AND to_object_id > ?6
-               AND to_object_id <= (
-                   SELECT max(r.to_object_id) FROM (
-                       SELECT DISTINCT to_object_id FROM associations
-                       WHERE portal_id = ?1 AND from_object_type = ?2 AND from_object_id = ?3
-                         AND to_object_type = ?4 AND to_object_id > ?6
-                       ORDER BY to_object_id LIMIT ?7) r)
-             ORDER BY to_object_type, to_object_id, category, type_id";
-
-/// One page of a record's rows, over every to-type.
-const ANY_TYPE: &str = "SELECT to_object_type, to_object_id, category, type_id FROM associations
-             WHERE portal_id = ?1 AND from_object_type = ?2 AND from_object_id = ?3
-               AND (?4 IS NULL OR to_object_type = ?4)
-               AND (to_object_type, to_object_id) > (?5, ?6)
-               AND (to_object_type, to_object_id) <= (
-                   SELECT r.to_object_type, r.to_object_id FROM (
-                       SELECT DISTINCT to_object_type, to_object_id FROM associations
-                       WHERE portal_id = ?1 AND from_object_type = ?2 AND from_object_id = ?3
-                         AND (?4 IS NULL OR to_object_type = ?4)
-                         AND (to_object_type, to_object_id) > (?5, ?6)
-                       ORDER BY to_object_type, to_object_id LIMIT ?7) r
-                   ORDER BY r.to_object_type DESC, r.to_object_id DESC LIMIT 1)
-             ORDER BY to_object_type, to_object_id, category, type_id";
+/// Pages of several records' rows to one object type (?3): for input n of
+/// the JSON array ?4 ([from id, to-id it starts after]), the rows of its
+/// first ?5 associated records. The CROSS JOIN makes the inputs the outer
+/// loop, each a search of the primary key ended at the last of its first ?5
+/// to-ids.
+const PAGES: &str = "SELECT j.key, a.to_object_id, a.category, a.type_id
+     FROM json_each(?4) j CROSS JOIN associations a
+       ON a.portal_id = ?1 AND a.from_object_type = ?2
+      AND a.from_object_id = j.value ->> 0
+      AND a.to_object_type = ?3 AND a.to_object_id > j.value ->> 1
+      AND a.to_object_id <= (
+          SELECT max(r.to_object_id) FROM (
+              SELECT DISTINCT to_object_id FROM associations
+              WHERE portal_id = ?1 AND from_object_type = ?2
+                AND from_object_id = j.value ->> 0
+                AND to_object_type = ?3 AND to_object_id > j.value ->> 1
+              ORDER BY to_object_id LIMIT ?5) r)";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -327,38 +325,20 @@ impl Store for SqliteStore {
         scans::export(self.scan_pool.clone(), scan)
     }
 
-    async fn list_records(
-        &self,
-        portal: i64,
-        from: ObjectType,
-        from_id: i64,
-        to: Option<ObjectType>,
-        after: Option<(ObjectType, i64)>,
-        limit: u32,
-    ) -> StoreResult<Vec<RecordRow>> {
-        let (after_type, after_id) = record_start(after);
-        let sql = if page_within_one_type(to, after) {
-            ONE_TYPE
-        } else {
-            ANY_TYPE
-        };
-        let rows = sqlx::query(sql)
-            .bind(portal)
-            .bind(from.to_string())
-            .bind(from_id)
-            .bind(to.map(|t| t.to_string()))
-            .bind(after_type)
-            .bind(after_id)
-            .bind(i64::from(limit))
+    async fn page_rows(&self, scan: PageScan<'_>) -> StoreResult<Vec<(usize, RecordRow)>> {
+        let rows = sqlx::query(PAGES)
+            .bind(scan.portal)
+            .bind(scan.from.to_string())
+            .bind(scan.to.to_string())
+            .bind(serde_json::json!(scan.inputs).to_string())
+            .bind(i64::from(scan.records))
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
             .map(|r| {
-                Ok((
-                    decode_object_type(r.try_get::<&str, _>(0)?)?,
-                    r.try_get(1)?,
-                    decode_key(r.try_get(2)?, r.try_get(3)?)?,
-                ))
+                let n: i64 = r.try_get(0)?;
+                let key = decode_key(r.try_get(2)?, r.try_get(3)?)?;
+                Ok((n as usize, (scan.to, r.try_get(1)?, key)))
             })
             .collect()
     }
