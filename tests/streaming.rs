@@ -630,6 +630,52 @@ async fn a_stalled_client_keeps_server_memory_flat(backend: &str) {
     }
     assert_eq!(rows, ROWS, "every row arrives once the client reads on");
     eprintln!("{backend}: server memory grew by {grown} KiB while the client stalled");
+    if backend == "postgres" {
+        // A client that leaves mid-stream: its statement stops.
+        let mut stream = client
+            .list_associations(ListAssociationsRequest {
+                portal_id: PORTAL,
+                object_type: "deals".into(),
+                object_id: 1,
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+            .into_inner();
+        stream
+            .message()
+            .await
+            .expect("a chunk")
+            .expect("not the end");
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&store.url)
+            .await
+            .expect("connect");
+        let scan: i32 = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity
+             WHERE datname = current_database() AND query LIKE 'FETCH ALL FROM scan%'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .expect("the stream's statement runs while its client reads");
+        drop(stream);
+        // Its connection closes: the database does not even finish the rows.
+        let alive = "SELECT count(*) FROM pg_stat_activity WHERE pid = $1";
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let count: i64 = sqlx::query_scalar(alive)
+                    .bind(scan)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+                if count == 0 {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the statement stops once its client is gone");
+    }
 }
 
 on_every_backend!(

@@ -1,11 +1,15 @@
 //! Streamed reads: one statement per stream, as a cursor in a read-only
-//! transaction (one snapshot for the whole stream). A task fetches batch
-//! after batch while the previous ones wait in a small channel, so the
-//! receiver's pace is the only brake; when the receiver goes away the task
-//! closes the transaction and the database stops.
+//! transaction (one snapshot, planned for a fast start), whose rows are
+//! read with one `FETCH ALL` as PostgreSQL sends them: the database produces
+//! the next rows while the service encodes the previous ones. A task
+//! batches the rows into a small channel, so the receiver's pace is the
+//! only brake (a full channel stops the reads, a full socket stops the
+//! database). When the receiver goes away before the end, the task closes
+//! the connection, which stops the statement.
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::{PgPool, Postgres, Row};
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
 
 use super::*;
 
@@ -190,41 +194,68 @@ pub(super) fn export(pool: PgPool, scan: ExportScan) -> RowBatches<DirectedRow> 
 }
 
 /// Opens `declare` (a `DECLARE scan … CURSOR`) in a read-only transaction
-/// and sends its rows in batches until they end or the receiver goes away.
+/// on a connection of its own and sends its rows in batches until they end
+/// or the receiver goes away.
 fn run<T: Send + 'static>(
     pool: PgPool,
     batch: usize,
     declare: Statement,
     decode: fn(&PgRow) -> StoreResult<T>,
 ) -> RowBatches<T> {
+    let batch = batch.max(1);
     let (sender, receiver) = mpsc::channel(SCAN_AHEAD);
     tokio::spawn(async move {
+        let mut conn = match pool.acquire().await {
+            Ok(conn) => conn,
+            Err(err) => {
+                let _ = sender.send(Err(err.into())).await;
+                return;
+            }
+        };
         let scanned = async {
-            let mut tx = pool.begin().await?;
+            // Dropped unfinished, the transaction rolls back on the next use.
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
             sqlx::query("SET TRANSACTION READ ONLY")
                 .execute(&mut *tx)
                 .await?;
             declare.execute(&mut *tx).await?;
-            let fetch = format!("FETCH {} FROM scan", batch.max(1));
+            // Not cached: the statement's columns are those of this
+            // transaction's cursor, which differ between scans.
+            let mut rows = sqlx::query("FETCH ALL FROM scan")
+                .persistent(false)
+                .fetch(&mut *tx);
+            let mut pending = Vec::with_capacity(batch);
             loop {
-                // Not cached: the statement's columns are those of this
-                // transaction's cursor, which differ between scans.
-                let rows = sqlx::query(&fetch)
-                    .persistent(false)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                let last = rows.len() < batch.max(1);
-                let decoded = rows.iter().map(decode).collect::<StoreResult<Vec<T>>>()?;
-                if sender.send(Ok(decoded)).await.is_err() || last {
-                    break;
+                let next = rows.next().await;
+                let end = next.is_none();
+                if let Some(row) = next {
+                    pending.push(decode(&row?)?);
+                }
+                if pending.len() == batch || end {
+                    let full = std::mem::replace(&mut pending, Vec::with_capacity(batch));
+                    if sender.send(Ok(full)).await.is_err() {
+                        return Ok(false);
+                    }
+                    if end {
+                        break;
+                    }
                 }
             }
+            drop(rows);
             tx.rollback().await?;
-            Ok::<_, StoreError>(())
-        }
-        .await;
-        if let Err(err) = scanned {
-            let _ = sender.send(Err(err)).await;
+            Ok::<_, StoreError>(true)
+        };
+        let finished = match scanned.await {
+            Ok(finished) => finished,
+            Err(err) => {
+                let _ = sender.send(Err(err)).await;
+                false
+            }
+        };
+        if !finished {
+            // Rows may still be on their way: closing the connection stops
+            // the statement (the pool would otherwise read every one).
+            let _ = conn.detach().close_hard().await;
         }
     });
     receiver
