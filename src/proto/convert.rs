@@ -278,6 +278,8 @@ pub fn chunk_layout(value: i32) -> Result<Layout, DomainError> {
 struct ColumnsBuilder {
     columns: proto::AssociationColumns,
     indexes: HashMap<(ObjectType, ObjectType, TypeKey), u32>,
+    /// The last row's type and index (rows often share their neighbour's).
+    last: Option<((ObjectType, ObjectType, TypeKey), u32)>,
 }
 
 impl ColumnsBuilder {
@@ -301,17 +303,21 @@ impl ColumnsBuilder {
         to_id: i64,
     ) {
         let types = &mut self.columns.types;
-        let index = *self.indexes.entry((from, to, key)).or_insert_with(|| {
-            types.push(proto::AssociationTypeWithLabel {
-                category: category_to_proto(key.category),
-                type_id: key.type_id,
-                label: label.map(str::to_string),
-                from_object_type_id: from.to_string(),
-                to_object_type_id: to.to_string(),
-            });
-            // A chunk holds far fewer than u32::MAX rows.
-            (types.len() - 1) as u32
-        });
+        let index = match self.last {
+            Some((last, index)) if last == (from, to, key) => index,
+            _ => *self.indexes.entry((from, to, key)).or_insert_with(|| {
+                types.push(proto::AssociationTypeWithLabel {
+                    category: category_to_proto(key.category),
+                    type_id: key.type_id,
+                    label: label.map(str::to_string),
+                    from_object_type_id: from.to_string(),
+                    to_object_type_id: to.to_string(),
+                });
+                // A chunk holds far fewer than u32::MAX rows.
+                (types.len() - 1) as u32
+            }),
+        };
+        self.last = Some(((from, to, key), index));
         self.columns.type_indexes.push(index);
         self.columns.to_object_ids.extend([to_id]);
         self.columns.from_object_ids.extend(from_id);

@@ -98,21 +98,37 @@ impl AssociationService {
         from: ObjectType,
         rows: Vec<RecordRow>,
     ) -> ServiceResult<Vec<AssociatedRecord>> {
+        // Load each to-type's catalog once, then look rows up without hashing.
+        let mut to_types: Vec<ObjectType> = Vec::new();
+        for (to_type, _, _) in &rows {
+            if to_types.last() != Some(to_type) && !to_types.contains(to_type) {
+                to_types.push(*to_type);
+            }
+        }
+        for to_type in &to_types {
+            self.cached(cache, portal, from, *to_type).await?;
+        }
+        let catalogs: Vec<(ObjectType, &PairCatalog)> = to_types
+            .iter()
+            .filter_map(|t| cache.get(&(from, *t)).map(|c| (*t, c)))
+            .collect();
         let mut records: Vec<AssociatedRecord> = Vec::new();
         for (to_type, to_id, key) in rows {
-            let catalog = self.cached(cache, portal, from, to_type).await?;
+            let Some((_, catalog)) = catalogs.iter().find(|(t, _)| *t == to_type) else {
+                continue;
+            };
             // A label deleted since the rows were read is skipped.
-            let Some(def) = catalog.get(from, to_type, key).cloned() else {
+            let Some(def) = catalog.get(from, to_type, key) else {
                 continue;
             };
             match records.last_mut() {
                 Some(last) if (last.to_type, last.to_id) == (to_type, to_id) => {
-                    last.types.push(def)
+                    last.types.push(def.clone())
                 }
                 _ => records.push(AssociatedRecord {
                     to_type,
                     to_id,
-                    types: vec![def],
+                    types: vec![def.clone()],
                 }),
             }
         }
