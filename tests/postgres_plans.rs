@@ -1,12 +1,12 @@
 //! Every streamed statement reads an index range on PostgreSQL: `EXPLAIN`
-//! of each (its `DECLARE … CURSOR`, planned as the stream runs it) shows an
+//! of each, on a connection with the stream connections' settings, shows an
 //! index condition that bounds the scan (the record, or the start row within
 //! the portal or object type), never a sequential scan or a sort of the
 //! result; a batch is a loop over its ids whose inner side is one record's
 //! rows (which PostgreSQL may sort, a record at a time).
 mod common;
 
-use association_service::store::postgres::{page_statement, scan_statements};
+use association_service::store::postgres::{page_statement, scan_statements, SCAN_SESSION};
 use sqlx::Connection;
 
 /// A fresh database with 3 portals × 2 object types × 2,000 records × 5
@@ -40,6 +40,12 @@ async fn seeded() -> sqlx::PgConnection {
 #[tokio::test]
 async fn streamed_statements_are_index_range_scans() {
     let mut conn = seeded().await;
+    for (name, value) in SCAN_SESSION {
+        sqlx::query(&format!("SET {name} = {value}"))
+            .execute(&mut conn)
+            .await
+            .expect("a stream connection's setting");
+    }
     for (name, sql, params) in scan_statements() {
         let text = format!("EXPLAIN {sql}");
         // Portal 2, object type 0-1, record 1000 (or the rows after it).

@@ -652,7 +652,8 @@ async fn a_stalled_client_keeps_server_memory_flat(backend: &str) {
             .expect("connect");
         let scan: i32 = sqlx::query_scalar(
             "SELECT pid FROM pg_stat_activity
-             WHERE datname = current_database() AND query LIKE 'FETCH ALL FROM scan%'",
+             WHERE datname = current_database() AND state = 'active'
+               AND query LIKE 'SELECT to_object_type, to_object_id%'",
         )
         .fetch_one(&mut conn)
         .await

@@ -30,7 +30,7 @@ mod one_call;
 mod scans;
 
 /// The streamed statements, for tests of their plans.
-pub use scans::statements as scan_statements;
+pub use scans::{statements as scan_statements, SESSION as SCAN_SESSION};
 mod steps;
 
 use columns::*;
@@ -64,7 +64,9 @@ impl PostgresStore {
         };
         let pool = pool_options().connect_with(options.clone()).await?;
         // A stream's statement runs as long as its client reads: not slow.
-        let scan_options = options.log_slow_statements(log::LevelFilter::Off, Duration::MAX);
+        let scan_options = options
+            .log_slow_statements(log::LevelFilter::Off, Duration::MAX)
+            .options(scans::SESSION.iter().copied());
         let scan_pool = pool_options()
             .min_connections(0)
             .connect_lazy_with(scan_options);

@@ -1,11 +1,15 @@
-//! Streamed reads: one statement per stream, as a cursor in a read-only
-//! transaction (one snapshot, planned for a fast start), whose rows are
-//! read with one `FETCH ALL` as PostgreSQL sends them: the database produces
-//! the next rows while the service encodes the previous ones. A task
-//! batches the rows into a small channel, so the receiver's pace is the
-//! only brake (a full channel stops the reads, a full socket stops the
+//! Streamed reads: one statement per stream (one snapshot for the whole
+//! stream), its rows read as PostgreSQL sends them, so the database
+//! produces the next rows while the service encodes the previous ones. A
+//! task batches the rows into a small channel, so the receiver's pace is
+//! the only brake (a full channel stops the reads, a full socket stops the
 //! database). When the receiver goes away before the end, the task closes
 //! the connection, which stops the statement.
+//!
+//! Streams run on connections of their own, read-only and planned to read
+//! in index order (`SESSION`): a plain statement is planned for its whole
+//! result, and a portal-wide export would otherwise be planned as a
+//! sequential scan and a sort, with no row out before the sort ends.
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::{PgPool, Postgres, Row};
 use tokio::sync::mpsc;
@@ -15,17 +19,26 @@ use super::*;
 
 type Statement = sqlx::query::Query<'static, Postgres, PgArguments>;
 
+/// The settings of every stream connection: read-only, and no sort or
+/// sequential scan where the index gives the order (every streamed
+/// statement has such an index; the plan test holds it).
+pub const SESSION: &[(&str, &str)] = &[
+    ("default_transaction_read_only", "on"),
+    ("enable_sort", "off"),
+    ("enable_seqscan", "off"),
+];
+
 /// A record's rows to one object type: a range of the primary key.
-const RECORDS_ONE_TYPE: &str = "DECLARE scan NO SCROLL CURSOR FOR
-    SELECT to_object_type, to_object_id, category, type_id FROM associations
+const RECORDS_ONE_TYPE: &str =
+    "SELECT to_object_type, to_object_id, category, type_id FROM associations
     WHERE portal_id = $1 AND from_object_type = $2 AND from_object_id = $3
       AND to_object_type = $4 AND to_object_id > $5
     ORDER BY to_object_type, to_object_id, category, type_id";
 
 /// A record's rows to every object type, after (type, id): a range of the
 /// primary key that starts at a row value.
-const RECORDS_ANY_TYPE: &str = "DECLARE scan NO SCROLL CURSOR FOR
-    SELECT to_object_type, to_object_id, category, type_id FROM associations
+const RECORDS_ANY_TYPE: &str =
+    "SELECT to_object_type, to_object_id, category, type_id FROM associations
     WHERE portal_id = $1 AND from_object_type = $2 AND from_object_id = $3
       AND (to_object_type, to_object_id) > ($4, $5)
     ORDER BY to_object_type, to_object_id, category, type_id";
@@ -34,8 +47,7 @@ const RECORDS_ANY_TYPE: &str = "DECLARE scan NO SCROLL CURSOR FOR
 /// ($3): the array's rows drive a nested loop whose inner side is each
 /// record's index range (the plan test holds this shape); the first record
 /// resumes after ($5, $6).
-const BATCH_ANY_TYPE: &str = "DECLARE scan NO SCROLL CURSOR FOR
-    SELECT u.id, a.to_object_type, a.to_object_id, a.category, a.type_id
+const BATCH_ANY_TYPE: &str = "SELECT u.id, a.to_object_type, a.to_object_id, a.category, a.type_id
     FROM unnest($3::bigint[]) WITH ORDINALITY AS u(id, n)
     CROSS JOIN LATERAL (
         SELECT to_object_type, to_object_id, category, type_id FROM associations
@@ -44,8 +56,7 @@ const BATCH_ANY_TYPE: &str = "DECLARE scan NO SCROLL CURSOR FOR
         ORDER BY to_object_type, to_object_id, category, type_id) a";
 
 /// Several records' rows to one object type ($4).
-const BATCH_ONE_TYPE: &str = "DECLARE scan NO SCROLL CURSOR FOR
-    SELECT u.id, a.to_object_type, a.to_object_id, a.category, a.type_id
+const BATCH_ONE_TYPE: &str = "SELECT u.id, a.to_object_type, a.to_object_id, a.category, a.type_id
     FROM unnest($3::bigint[]) WITH ORDINALITY AS u(id, n)
     CROSS JOIN LATERAL (
         SELECT to_object_type, to_object_id, category, type_id FROM associations
@@ -60,8 +71,7 @@ const BATCH_ONE_TYPE: &str = "DECLARE scan NO SCROLL CURSOR FOR
 macro_rules! export_statement {
     ($range:literal, $to:literal) => {
         concat!(
-            "DECLARE scan NO SCROLL CURSOR FOR
-             SELECT from_object_type, from_object_id, to_object_type, to_object_id, category, type_id
+            "SELECT from_object_type, from_object_id, to_object_type, to_object_id, category, type_id
              FROM associations WHERE portal_id = $1 AND ",
             $range,
             $to,
@@ -98,9 +108,8 @@ pub(super) const EXPORT_FROM_TO: &str = export_statement!(
     " AND to_object_type = $8"
 );
 
-/// Every streamed statement (a `DECLARE`, which PostgreSQL plans for a
-/// fast start), by name, with the number of parameters it takes: for the
-/// plan test.
+/// Every streamed statement, by name, with the number of parameters it
+/// takes: for the plan test.
 pub fn statements() -> Vec<(&'static str, &'static str, usize)> {
     vec![
         ("records of one type", RECORDS_ONE_TYPE, 5),
@@ -193,13 +202,12 @@ pub(super) fn export(pool: PgPool, scan: ExportScan) -> RowBatches<DirectedRow> 
     run(pool, scan.batch, statement, decode_row)
 }
 
-/// Opens `declare` (a `DECLARE scan … CURSOR`) in a read-only transaction
-/// on a connection of its own and sends its rows in batches until they end
-/// or the receiver goes away.
+/// Runs `statement` on a stream connection and sends its rows in batches
+/// until they end or the receiver goes away.
 fn run<T: Send + 'static>(
     pool: PgPool,
     batch: usize,
-    declare: Statement,
+    statement: Statement,
     decode: fn(&PgRow) -> StoreResult<T>,
 ) -> RowBatches<T> {
     let batch = batch.max(1);
@@ -213,17 +221,7 @@ fn run<T: Send + 'static>(
             }
         };
         let scanned = async {
-            // Dropped unfinished, the transaction rolls back on the next use.
-            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            sqlx::query("SET TRANSACTION READ ONLY")
-                .execute(&mut *tx)
-                .await?;
-            declare.execute(&mut *tx).await?;
-            // Not cached: the statement's columns are those of this
-            // transaction's cursor, which differ between scans.
-            let mut rows = sqlx::query("FETCH ALL FROM scan")
-                .persistent(false)
-                .fetch(&mut *tx);
+            let mut rows = statement.fetch(&mut *conn);
             let mut pending = Vec::with_capacity(batch);
             loop {
                 let next = rows.next().await;
@@ -237,13 +235,10 @@ fn run<T: Send + 'static>(
                         return Ok(false);
                     }
                     if end {
-                        break;
+                        return Ok::<_, StoreError>(true);
                     }
                 }
             }
-            drop(rows);
-            tx.rollback().await?;
-            Ok::<_, StoreError>(true)
         };
         let finished = match scanned.await {
             Ok(finished) => finished,
