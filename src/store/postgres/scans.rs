@@ -29,8 +29,7 @@ pub const SESSION: &[(&str, &str)] = &[
 ];
 
 /// A record's rows to one object type: a range of the primary key.
-const RECORDS_ONE_TYPE: &str =
-    "SELECT to_object_type, to_object_id, category, type_id FROM associations
+const RECORDS_ONE_TYPE: &str = "SELECT to_object_id, category, type_id FROM associations
     WHERE portal_id = $1 AND from_object_type = $2 AND from_object_id = $3
       AND to_object_type = $4 AND to_object_id > $5
     ORDER BY to_object_type, to_object_id, category, type_id";
@@ -56,7 +55,7 @@ const BATCH_ANY_TYPE: &str = "SELECT u.id, a.to_object_type, a.to_object_id, a.c
         ORDER BY to_object_type, to_object_id, category, type_id) a";
 
 /// Several records' rows to one object type ($4).
-const BATCH_ONE_TYPE: &str = "SELECT u.id, a.to_object_type, a.to_object_id, a.category, a.type_id
+const BATCH_ONE_TYPE: &str = "SELECT u.id, a.to_object_id, a.category, a.type_id
     FROM unnest($3::bigint[]) WITH ORDINALITY AS u(id, n)
     CROSS JOIN LATERAL (
         SELECT to_object_type, to_object_id, category, type_id FROM associations
@@ -142,13 +141,30 @@ pub(super) fn records(pool: PgPool, scan: RecordScan) -> RowBatches<RecordRow> {
                 .bind(after_id)
         }
     };
-    run(pool, scan.batch, statement, |r| {
-        Ok((
-            decode_object_type(r.try_get::<&str, _>(0)?)?,
-            r.try_get(1)?,
-            decode_key(r.try_get::<i16, _>(2)?.into(), r.try_get(3)?)?,
-        ))
+    run(pool, scan.batch, statement, move |r| {
+        record_row(r, scan.to, 0)
     })
+}
+
+/// A record's row from column `at` on: its to-type (unless the statement
+/// reads one to-type, `to`), to-id, category and type id. Unchecked: the
+/// statements here fix the columns' types.
+fn record_row(r: &PgRow, to: Option<ObjectType>, at: usize) -> StoreResult<RecordRow> {
+    let (to_type, at) = match to {
+        Some(to) => (to, at),
+        None => (
+            decode_object_type(r.try_get_unchecked::<&str, _>(at)?)?,
+            at + 1,
+        ),
+    };
+    Ok((
+        to_type,
+        r.try_get_unchecked(at)?,
+        decode_key(
+            r.try_get_unchecked::<i16, _>(at + 1)?.into(),
+            r.try_get_unchecked(at + 2)?,
+        )?,
+    ))
 }
 
 pub(super) fn batch(pool: PgPool, scan: BatchScan) -> RowBatches<(i64, RecordRow)> {
@@ -164,15 +180,9 @@ pub(super) fn batch(pool: PgPool, scan: BatchScan) -> RowBatches<(i64, RecordRow
         .bind(scan.to.map(|t| t.to_string()))
         .bind(after_type)
         .bind(after_id);
-    run(pool, scan.batch, statement, |r| {
-        Ok((
-            r.try_get(0)?,
-            (
-                decode_object_type(r.try_get::<&str, _>(1)?)?,
-                r.try_get(2)?,
-                decode_key(r.try_get::<i16, _>(3)?.into(), r.try_get(4)?)?,
-            ),
-        ))
+    let to = scan.to;
+    run(pool, scan.batch, statement, move |r| {
+        Ok((r.try_get_unchecked(0)?, record_row(r, to, 1)?))
     })
 }
 
@@ -208,7 +218,7 @@ fn run<T: Send + 'static>(
     pool: PgPool,
     batch: usize,
     statement: Statement,
-    decode: fn(&PgRow) -> StoreResult<T>,
+    decode: impl Fn(&PgRow) -> StoreResult<T> + Send + Sync + 'static,
 ) -> RowBatches<T> {
     let batch = batch.max(1);
     let (sender, receiver) = mpsc::channel(SCAN_AHEAD);

@@ -49,6 +49,10 @@ fn is_busy(err: &StoreError) -> bool {
 /// its range once, so a bigger cache would only hold pages it has passed.
 const SCAN_CACHE_KIB: u32 = 1024;
 
+/// Rows a stream's statement may run ahead of the stream (SQLite steps on
+/// a worker thread of its own, so each handover is a thread wake-up).
+const SCAN_CACHE_ROWS: usize = 1024;
+
 pub struct SqliteStore {
     pool: SqlitePool,
     /// Streams' own read connections (each open stream holds one), so
@@ -88,6 +92,8 @@ impl SqliteStore {
                     // Bounded memory per stream: a small page cache, no map.
                     .pragma("cache_size", format!("-{SCAN_CACHE_KIB}"))
                     .pragma("mmap_size", "0")
+                    // The statement's worker runs this many rows ahead.
+                    .row_buffer_size(SCAN_CACHE_ROWS)
                     .log_slow_statements(log::LevelFilter::Off, Duration::MAX),
             );
         Ok(SqliteStore {

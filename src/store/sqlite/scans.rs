@@ -67,13 +67,24 @@ pub(super) fn records(pool: SqlitePool, scan: RecordScan) -> RowBatches<RecordRo
                 .bind(after_id)
         }
     };
-    run(pool, scan.batch, statement, |r| {
-        Ok((
-            decode_object_type(r.try_get::<&str, _>(0)?)?,
-            r.try_get(1)?,
-            decode_key(r.try_get(2)?, r.try_get(3)?)?,
-        ))
+    run(pool, scan.batch, statement, move |r| {
+        record_row(r, scan.to, 0)
     })
+}
+
+/// A record's row from column `at` on (to-type, to-id, category, type id);
+/// a to-type the statement reads only one of (`to`) is not decoded.
+/// Unchecked: the statements here fix the columns' types.
+fn record_row(r: &SqliteRow, to: Option<ObjectType>, at: usize) -> StoreResult<RecordRow> {
+    let to_type = match to {
+        Some(to) => to,
+        None => decode_object_type(r.try_get_unchecked::<&str, _>(at)?)?,
+    };
+    Ok((
+        to_type,
+        r.try_get_unchecked(at + 1)?,
+        decode_key(r.try_get_unchecked(at + 2)?, r.try_get_unchecked(at + 3)?)?,
+    ))
 }
 
 pub(super) fn batch(pool: SqlitePool, scan: BatchScan) -> RowBatches<(i64, RecordRow)> {
@@ -85,15 +96,9 @@ pub(super) fn batch(pool: SqlitePool, scan: BatchScan) -> RowBatches<(i64, Recor
         .bind(scan.to.map(|t| t.to_string()))
         .bind(after_type)
         .bind(after_id);
-    run(pool, scan.batch, statement, |r| {
-        Ok((
-            r.try_get(0)?,
-            (
-                decode_object_type(r.try_get::<&str, _>(1)?)?,
-                r.try_get(2)?,
-                decode_key(r.try_get(3)?, r.try_get(4)?)?,
-            ),
-        ))
+    let to = scan.to;
+    run(pool, scan.batch, statement, move |r| {
+        Ok((r.try_get_unchecked(0)?, record_row(r, to, 1)?))
     })
 }
 
@@ -118,7 +123,7 @@ fn run<T: Send + 'static>(
     pool: SqlitePool,
     batch: usize,
     statement: Statement,
-    decode: fn(&SqliteRow) -> StoreResult<T>,
+    decode: impl Fn(&SqliteRow) -> StoreResult<T> + Send + Sync + 'static,
 ) -> RowBatches<T> {
     let batch = batch.max(1);
     let (sender, receiver) = mpsc::channel(SCAN_AHEAD);
