@@ -210,13 +210,14 @@ impl<T> BatchResponse<T> {
     }
 }
 
-/// A v4 association type as HubSpot writes it (`label` null when unlabeled).
+/// A v4 association type as HubSpot writes it (`label` null when unlabeled);
+/// `TypeWithLabel<&str>` borrows the label from its definition.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct TypeWithLabel {
+pub struct TypeWithLabel<L = String> {
     pub category: &'static str,
     pub type_id: i32,
-    pub label: Option<String>,
+    pub label: Option<L>,
 }
 
 impl TypeWithLabel {
@@ -226,6 +227,26 @@ impl TypeWithLabel {
             type_id: def.key.type_id,
             label: def.label.clone(),
         }
+    }
+}
+
+impl<'a> TypeWithLabel<&'a str> {
+    pub fn of(def: &'a TypeDef) -> TypeWithLabel<&'a str> {
+        TypeWithLabel {
+            category: def.key.category.as_str(),
+            type_id: def.key.type_id,
+            label: def.label.as_deref(),
+        }
+    }
+}
+
+/// An id written as a JSON string, as HubSpot writes ids.
+#[derive(Clone, Copy, Debug)]
+pub struct IdString(pub i64);
+
+impl Serialize for IdString {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
     }
 }
 

@@ -13,32 +13,43 @@ use serde::{Deserialize, Serialize};
 use super::batch::{batch_reply, read_pages};
 use super::error::{GatewayError, GatewayResult};
 use super::json::{
-    body, parse_id, BatchResponse, Collection, IdOut, Inputs, ObjectId, Paging, Query, SpecInput,
-    TypeWithLabel,
+    body, parse_id, BatchResponse, Collection, IdOut, IdString, Inputs, ObjectId, Paging, Query,
+    SpecInput, TypeWithLabel,
 };
 use super::{type_id, BaseUrl, Gateway};
-use crate::domain::{TypeKey, TypeRole};
+use crate::domain::{TypeDef, TypeKey, TypeRole};
 use crate::service::{AssociatedRecord, AssociationInput, HeldAssociation};
 
 /// Default and largest page of associated records.
 const V4_PAGE: u32 = 500;
 
-/// One associated record with all its types.
+/// One associated record with all its types, written straight from the
+/// record (no copy of its types).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct MultiAssociated {
-    to_object_id: String,
-    association_types: Vec<TypeWithLabel>,
+struct MultiAssociated<'a> {
+    to_object_id: IdString,
+    #[serde(serialize_with = "labelled_types")]
+    association_types: &'a [TypeDef],
 }
 
-fn multi(records: &[AssociatedRecord]) -> Vec<MultiAssociated> {
-    records
-        .iter()
-        .map(|r| MultiAssociated {
-            to_object_id: r.to_id.to_string(),
-            association_types: r.types.iter().map(TypeWithLabel::new).collect(),
-        })
-        .collect()
+fn labelled_types<S: serde::Serializer>(defs: &&[TypeDef], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(defs.iter().map(TypeWithLabel::of))
+}
+
+fn multi(records: &[AssociatedRecord]) -> impl Iterator<Item = MultiAssociated<'_>> {
+    records.iter().map(|r| MultiAssociated {
+        to_object_id: IdString(r.to_id),
+        association_types: &r.types,
+    })
+}
+
+/// Associated records, serialized as `MultiAssociated` each.
+fn multi_records<S: serde::Serializer>(
+    records: &[AssociatedRecord],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(multi(records))
 }
 
 fn record_link(base: &BaseUrl, from: &str, id: i64, to: &str, after: &str, limit: u32) -> String {
@@ -65,7 +76,7 @@ pub async fn record_page(
         .page_associations(gw.pair(&from, &to)?, id, query.get("after"), limit)
         .await?;
     Ok(Json(Collection {
-        results: multi(&page.records),
+        results: multi(&page.records).collect::<Vec<_>>(),
         paging: Paging::new(page.next, |after| {
             record_link(&base, &from, id, &to, after, limit)
         }),
@@ -215,7 +226,8 @@ pub async fn create_default(
 #[derive(Debug, Serialize)]
 struct MultiWithLabel {
     from: IdOut,
-    to: Vec<MultiAssociated>,
+    #[serde(serialize_with = "multi_records")]
+    to: Vec<AssociatedRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
     paging: Option<Paging>,
 }
@@ -231,7 +243,7 @@ pub async fn batch_read(
     read_pages(&gw, gw.pair(&from, &to)?, &bytes, V4_PAGE, |id, page| {
         MultiWithLabel {
             from: IdOut::new(id),
-            to: multi(&page.records),
+            to: page.records,
             paging: Paging::new(page.next, |after| {
                 record_link(&base, &from, id, &to, after, V4_PAGE)
             }),

@@ -123,9 +123,18 @@ impl AssociationService {
             .map(|input| self.page_start(pair, input))
             .collect();
         let scanned: Vec<(i64, i64)> = starts.iter().filter_map(|s| s.clone().ok()).collect();
+        let mut cache = HashMap::new();
+        // Rows enough for one record more than the page (which tells whether
+        // another page follows) when each holds every type of the pair, and
+        // one type more (a label made since the catalog was read).
+        let types = self
+            .cached(&mut cache, portal, from, to)
+            .await?
+            .directed(from, to)
+            .count() as u32;
+        let cap = (limit + 1).saturating_mul(types.max(1) + 1);
         let mut rows = match scanned.is_empty() {
             true => Vec::new(),
-            // One record more than the page tells whether another follows.
             false => {
                 self.store
                     .page_rows(PageScan {
@@ -133,7 +142,7 @@ impl AssociationService {
                         from,
                         to,
                         inputs: &scanned,
-                        records: limit + 1,
+                        rows: cap,
                     })
                     .await?
             }
@@ -145,7 +154,6 @@ impl AssociationService {
         for (n, row) in rows {
             by_input[n].push(row);
         }
-        let mut cache = HashMap::new();
         let mut rows_of = by_input.into_iter();
         let mut pages = Vec::with_capacity(inputs.len());
         for (input, start) in inputs.iter().zip(starts) {
@@ -153,7 +161,7 @@ impl AssociationService {
                 Ok(_) => {
                     let rows = rows_of.next().expect("rows for every scanned input");
                     let page = self
-                        .page_of(&mut cache, pair, input.from_id, rows, limit)
+                        .page_of(&mut cache, pair, input.from_id, rows, limit, cap)
                         .await?;
                     Ok(page)
                 }
@@ -176,7 +184,9 @@ impl AssociationService {
         Ok((input.from_id, position.map_or(0, |(_, id)| id)))
     }
 
-    /// A page from a record's rows of up to `limit` + 1 associated records.
+    /// A page of up to `limit` associated records from a record's first
+    /// rows (at least `cap` of them, unless it has no more).
+    #[allow(clippy::too_many_arguments)]
     async fn page_of(
         &self,
         cache: &mut HashMap<(ObjectType, ObjectType), PairCatalog>,
@@ -184,13 +194,23 @@ impl AssociationService {
         from_id: i64,
         mut rows: Vec<RecordRow>,
         limit: u32,
+        cap: u32,
     ) -> ServiceResult<AssociationPage> {
         let PortalPair { portal, from, to } = pair;
-        let more = distinct_records(&rows) > limit as usize;
-        if more {
-            let (last_type, last_id, _) = *rows.last().expect("more than limit rows");
-            rows.retain(|r| (r.0, r.1) != (last_type, last_id));
-        }
+        let records = distinct_records(&rows);
+        // A record followed by another is complete; the last one read is
+        // complete only if the rows ran out before the cap.
+        let capped = rows.len() >= cap as usize;
+        let more = records > limit as usize || capped;
+        let keep = if records > limit as usize {
+            limit as usize
+        } else if capped && records > 1 {
+            records - 1
+        } else {
+            records
+        };
+        let (take, _) = first_records(&rows, keep, |r| (r.0, r.1));
+        rows.truncate(take);
         let next = match rows.last() {
             Some((t, id, _)) if more => {
                 let request = list_request(from, from_id, Some(to));

@@ -15,7 +15,7 @@ pub(super) fn distinct_records(rows: &[RecordRow]) -> usize {
 
 /// For rows ordered by record (`key`): how many of them belong to their
 /// first `records` records, and how many records those are.
-fn first_records<T, K: PartialEq>(
+pub(super) fn first_records<T, K: PartialEq>(
     rows: &[T],
     records: usize,
     key: impl Fn(&T) -> K,

@@ -181,8 +181,8 @@ pub struct PageScan<'a> {
     /// Each input: (from id, the to-id its page starts after; 0 for the
     /// first page).
     pub inputs: &'a [(i64, i64)],
-    /// Most associated records per page.
-    pub records: u32,
+    /// Most rows per input (each input's first rows in key order).
+    pub rows: u32,
 }
 
 /// What `scan_export` reads.
@@ -307,9 +307,10 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<u64>;
 
     /// Pages of several records' rows to one object type, in one
-    /// statement: for each input, every row of its first `records`
-    /// associated records after its start; each row names its input's
-    /// index. Rows come in no particular order.
+    /// statement: for each input, its first `rows` rows after its start in
+    /// key order (to id, category, type id), and possibly the rest of the
+    /// last one's associated record; each row names its input's index. Rows
+    /// come in no particular order.
     async fn page_rows(&self, scan: PageScan<'_>) -> StoreResult<Vec<(usize, RecordRow)>>;
 
     /// Every row of one record after the record `after` (to one object type

@@ -116,22 +116,19 @@ const ARCHIVE_MATCH: &str = "
          AND (?5 OR (a.category, a.type_id) IN (SELECT k.value ->> 0, k.value ->> 1 FROM json_each(?7) k))))";
 
 /// Pages of several records' rows to one object type (?3): for input n of
-/// the JSON array ?4 ([from id, to-id it starts after]), the rows of its
-/// first ?5 associated records. The CROSS JOIN makes the inputs the outer
-/// loop, each a search of the primary key ended at the last of its first ?5
-/// to-ids.
+/// the JSON array ?4 ([from id, to-id it starts after]), its rows up to the
+/// to-id of its ?5-th row. The inputs are the outer loop, each a search of
+/// the primary key.
 const PAGES: &str = "SELECT j.key, a.to_object_id, a.category, a.type_id
      FROM json_each(?4) j CROSS JOIN associations a
        ON a.portal_id = ?1 AND a.from_object_type = ?2
       AND a.from_object_id = j.value ->> 0
       AND a.to_object_type = ?3 AND a.to_object_id > j.value ->> 1
-      AND a.to_object_id <= (
-          SELECT max(r.to_object_id) FROM (
-              SELECT DISTINCT to_object_id FROM associations
-              WHERE portal_id = ?1 AND from_object_type = ?2
-                AND from_object_id = j.value ->> 0
-                AND to_object_type = ?3 AND to_object_id > j.value ->> 1
-              ORDER BY to_object_id LIMIT ?5) r)";
+      AND a.to_object_id <= coalesce((
+          SELECT to_object_id FROM associations
+          WHERE portal_id = ?1 AND from_object_type = ?2 AND from_object_id = j.value ->> 0
+            AND to_object_type = ?3 AND to_object_id > j.value ->> 1
+          ORDER BY to_object_id, category, type_id LIMIT 1 OFFSET ?5 - 1), 9223372036854775807)";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -337,14 +334,15 @@ impl Store for SqliteStore {
             .bind(scan.from.to_string())
             .bind(scan.to.to_string())
             .bind(serde_json::json!(scan.inputs).to_string())
-            .bind(i64::from(scan.records))
+            .bind(i64::from(scan.rows))
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
             .map(|r| {
-                let n: i64 = r.try_get(0)?;
-                let key = decode_key(r.try_get(2)?, r.try_get(3)?)?;
-                Ok((n as usize, (scan.to, r.try_get(1)?, key)))
+                // Unchecked: the statement fixes the columns' types.
+                let n: i64 = r.try_get_unchecked(0)?;
+                let key = decode_key(r.try_get_unchecked(2)?, r.try_get_unchecked(3)?)?;
+                Ok((n as usize, (scan.to, r.try_get_unchecked(1)?, key)))
             })
             .collect()
     }
