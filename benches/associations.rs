@@ -733,7 +733,28 @@ async fn w3_raw(pool: &PgPool, scale: &Scale) -> f64 {
 }
 
 /// Rows per second of `COPY (query) TO STDOUT`, and the rows it produced.
+/// Times each read stream runs (and each baseline); the median counts.
+const READ_RUNS: usize = 3;
+
+fn median(mut rates: Vec<f64>) -> f64 {
+    rates.sort_by(f64::total_cmp);
+    rates[rates.len() / 2]
+}
+
+/// The median rate of `READ_RUNS` runs of `COPY (query) TO STDOUT`, and its
+/// row count.
 async fn copy_rate(pool: &PgPool, query: &str) -> (f64, i64) {
+    let mut rates = Vec::with_capacity(READ_RUNS);
+    let mut rows = 0;
+    for _ in 0..READ_RUNS {
+        let (rate, n) = copy_once(pool, query).await;
+        rates.push(rate);
+        rows = n;
+    }
+    (median(rates), rows)
+}
+
+async fn copy_once(pool: &PgPool, query: &str) -> (f64, i64) {
     let mut conn = pool.acquire().await.expect("connection");
     let start = Instant::now();
     let mut stream = conn
@@ -950,9 +971,19 @@ async fn run_reads(server: &Server, scale: &Scale, writes: Measured) -> Measured
     eprintln!("  R0/R1/R2/R3/R4 reads");
     let r0 = r0_service(server, ChunkLayout::Columns).await;
     let r0_rows = r0_service(server, ChunkLayout::Rows).await;
-    let r1 = r1_service(server, scale.r1_rows).await;
-    let r2 = r2_service(server, scale).await;
-    let r3 = r3_service(server, scale.r1_rows).await;
+    // Each stream runs READ_RUNS times; the median rate counts (the peak
+    // RSS is the largest seen).
+    let mut r1_runs = Vec::new();
+    let (mut r2_runs, mut r3_runs) = (Vec::new(), Vec::new());
+    for _ in 0..READ_RUNS {
+        r1_runs.push(r1_service(server, scale.r1_rows).await);
+        r2_runs.push(r2_service(server, scale).await);
+        r3_runs.push(r3_service(server, scale.r1_rows).await);
+    }
+    let peak_rss = r1_runs.iter().map(|r| r.1).fold(0.0, f64::max);
+    let r1 = (median(r1_runs.iter().map(|r| r.0).collect()), peak_rss);
+    let r2 = median(r2_runs);
+    let r3 = median(r3_runs);
     eprintln!("  R4 REST batch reads");
     let r4 = r4_service(server, scale).await;
     Measured {
