@@ -170,11 +170,20 @@ impl Server {
 
     /// The server's peak resident memory since the last reset, in MiB.
     fn peak_rss_mib(&self) -> f64 {
+        self.status_mib("VmHWM:")
+    }
+
+    /// The server's resident memory now, in MiB.
+    fn rss_mib(&self) -> f64 {
+        self.status_mib("VmRSS:")
+    }
+
+    fn status_mib(&self, field: &str) -> f64 {
         let status =
             std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         let kib: f64 = status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0.0);
         kib / 1024.0
@@ -536,9 +545,12 @@ async fn r0_service(server: &Server, layout: ChunkLayout) -> (f64, f64, f64) {
     latency(times)
 }
 
-async fn r1_service(server: &Server, rows: i64) -> (f64, f64) {
+/// R1: rows/s, the server's peak RSS during the run and its RSS as the run
+/// began (MiB).
+async fn r1_service(server: &Server, rows: i64) -> (f64, f64, f64) {
     let mut reader = server.reader().await;
     server.reset_peak_rss();
+    let resident = server.rss_mib();
     let start = Instant::now();
     let request = ListAssociationsRequest {
         portal_id: R1_PORTAL,
@@ -559,7 +571,11 @@ async fn r1_service(server: &Server, rows: i64) -> (f64, f64) {
     }
     let elapsed = start.elapsed();
     assert_eq!(count, rows, "R1 streamed every association");
-    (count as f64 / elapsed.as_secs_f64(), server.peak_rss_mib())
+    (
+        count as f64 / elapsed.as_secs_f64(),
+        server.peak_rss_mib(),
+        resident,
+    )
 }
 
 async fn r2_service(server: &Server, scale: &Scale) -> f64 {
@@ -865,7 +881,8 @@ struct Measured {
     r0: (f64, f64, f64),
     /// R0 in the row layout.
     r0_rows: (f64, f64, f64),
-    r1: (f64, f64),
+    /// R1: rows/s, peak RSS, RSS as it began (MiB).
+    r1: (f64, f64, f64),
     r2: f64,
     r3: f64,
     /// R4: rows/s, p50 ms, p99 ms.
@@ -885,7 +902,7 @@ fn run_writes_skipped() -> Measured {
         seed: 0.0,
         r0: (0.0, 0.0, 0.0),
         r0_rows: (0.0, 0.0, 0.0),
-        r1: (0.0, 0.0),
+        r1: (0.0, 0.0, 0.0),
         r2: 0.0,
         r3: 0.0,
         r4: (0.0, 0.0, 0.0),
@@ -945,7 +962,7 @@ async fn run_writes(server: &Server, scale: &Scale, stats: Option<&PgPool>) -> M
         seed: 0.0,
         r0: (0.0, 0.0, 0.0),
         r0_rows: (0.0, 0.0, 0.0),
-        r1: (0.0, 0.0),
+        r1: (0.0, 0.0, 0.0),
         r2: 0.0,
         r3: 0.0,
         r4: (0.0, 0.0, 0.0),
@@ -981,7 +998,12 @@ async fn run_reads(server: &Server, scale: &Scale, writes: Measured) -> Measured
         r3_runs.push(r3_service(server, scale.r1_rows).await);
     }
     let peak_rss = r1_runs.iter().map(|r| r.1).fold(0.0, f64::max);
-    let r1 = (median(r1_runs.iter().map(|r| r.0).collect()), peak_rss);
+    let resident = r1_runs.iter().map(|r| r.2).fold(f64::MAX, f64::min);
+    let r1 = (
+        median(r1_runs.iter().map(|r| r.0).collect()),
+        peak_rss,
+        resident,
+    );
     let r2 = median(r2_runs);
     let r3 = median(r3_runs);
     eprintln!("  R4 REST batch reads");
@@ -1085,7 +1107,10 @@ fn rows_for(backend: &'static str, m: &Measured, raw: &Measured) -> Vec<Row> {
             service: m.r1.0,
             baseline: raw.r1.0,
             unit: "rows/s",
-            detail: format!("server peak RSS {:.0} MiB (target ≤ 64)", m.r1.1),
+            detail: format!(
+                "server peak RSS {:.0} MiB (target ≤ 64), {:.0} MiB resident as R1 began",
+                m.r1.1, m.r1.2
+            ),
             target: Some(0.8),
         },
         Row {
@@ -1205,7 +1230,7 @@ async fn raw_writes(url: &str, scale: &Scale) -> (PgPool, Measured) {
         seed: 0.0,
         r0: (0.0, 0.0, 0.0),
         r0_rows: (0.0, 0.0, 0.0),
-        r1: (0.0, 0.0),
+        r1: (0.0, 0.0, 0.0),
         r2: 0.0,
         r3: 0.0,
         r4: (0.0, 0.0, 0.0),
@@ -1258,7 +1283,7 @@ async fn main() {
         let raw_pool = pool(&pg_url, 4).await;
         let (r1, r2, r3, r4) = read_baselines(&raw_pool, scale).await;
         let mut raw = run_writes_skipped();
-        (raw.r1, raw.r2, raw.r3, raw.r4) = ((r1, 0.0), r2, r3, (r4, 0.0, 0.0));
+        (raw.r1, raw.r2, raw.r3, raw.r4) = ((r1, 0.0, 0.0), r2, r3, (r4, 0.0, 0.0));
         raw.r0 = r0_raw(&raw_pool).await;
         let dir = tempfile::tempdir().expect("temp dir");
         let sqlite_server =
@@ -1276,7 +1301,7 @@ async fn main() {
     eprintln!("raw PostgreSQL baselines");
     let (raw_pool, mut raw) = raw_writes(&pg_url, scale).await;
     let (r1, r2, r3, r4) = read_baselines(&raw_pool, scale).await;
-    (raw.r1, raw.r2, raw.r3, raw.r4) = ((r1, 0.0), r2, r3, (r4, 0.0, 0.0));
+    (raw.r1, raw.r2, raw.r3, raw.r4) = ((r1, 0.0, 0.0), r2, r3, (r4, 0.0, 0.0));
     raw.r0 = r0_raw(&raw_pool).await;
 
     eprintln!("sqlite store");
