@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::auth::{Authenticator, TokenConfig};
 use crate::domain::admin::AdminEvent;
 use crate::domain::ErrorKind;
 use crate::hooks::audit::AUDIT_PLUGIN;
@@ -22,6 +23,16 @@ pub struct Settings {
     pub gateway: GatewaySettings,
     pub hooks: HookSettings,
     pub log: LogSettings,
+    #[serde(default)]
+    pub auth: AuthSettings,
+}
+
+/// Who may call (TOML `[[auth.tokens]]`); none: the service runs open,
+/// which `serve` allows on loopback addresses only.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct AuthSettings {
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -280,6 +291,8 @@ impl Settings {
                 ));
             }
         }
+        Authenticator::from_config(&self.auth.tokens)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if self.store.max_connections == 0 {
             return invalid("store.max_connections must be at least 1");
         }

@@ -11,10 +11,11 @@ use tonic::transport::server::TcpIncoming;
 
 use std::time::Duration;
 
-use crate::config::{redacted_url, FeedSettings, Settings};
+use crate::auth::Authenticator;
+use crate::config::{redacted_url, ConfigError, FeedSettings, Settings};
 use crate::domain::ErrorKind;
 use crate::gateway;
-use crate::grpc::GrpcApi;
+use crate::grpc::{self, GrpcApi};
 use crate::hooks::remote::RemotePlugin;
 use crate::hooks::Hooks;
 use crate::proto::admin_config_server::AdminConfigServer;
@@ -43,6 +44,8 @@ pub enum ServerError {
     Config(#[from] crate::config::ConfigError),
     #[error("admin plugin: {0}")]
     Plugin(String),
+    #[error("refusing to serve {addr} without authentication: listen on a loopback address, or configure [[auth.tokens]] (docs/security.md)")]
+    Insecure { addr: SocketAddr },
 }
 
 impl ServerError {
@@ -50,7 +53,7 @@ impl ServerError {
         match self {
             ServerError::Store { source, .. } => source.kind(),
             ServerError::Config(err) => err.kind(),
-            ServerError::Plugin(_) => ErrorKind::InvalidArgument,
+            ServerError::Plugin(_) | ServerError::Insecure { .. } => ErrorKind::InvalidArgument,
             ServerError::Bind { .. } | ServerError::Transport(_) | ServerError::Gateway(_) => {
                 ErrorKind::Unavailable
             }
@@ -127,7 +130,15 @@ pub async fn serve(
         Arc::clone(&service),
         settings.feed.clone(),
     ));
-    let rest = gateway::router(Arc::clone(&service), settings.gateway.default_portal);
+    let authenticator = Arc::new(
+        Authenticator::from_config(&settings.auth.tokens)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?,
+    );
+    let rest = gateway::router(
+        Arc::clone(&service),
+        settings.gateway.default_portal,
+        Arc::clone(&authenticator),
+    );
     let api = GrpcApi::new(service);
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -160,6 +171,17 @@ pub async fn serve(
             addr: settings.gateway.http_addr,
             source,
         })?;
+    if authenticator.is_open() {
+        if let Some(exposed) = [addr, http_addr]
+            .into_iter()
+            .find(|a| !a.ip().is_loopback())
+        {
+            return Err(ServerError::Insecure { addr: exposed });
+        }
+        tracing::warn!(
+            "NO AUTHENTICATION: every caller on this machine can read and change every portal; configure [[auth.tokens]] before exposing the service (docs/security.md)"
+        );
+    }
     tracing::info!(
         "association-service ready: grpc={addr} rest=http://{http_addr} store={backend} ({})",
         redacted_url(&settings.store.url)
@@ -180,6 +202,7 @@ pub async fn serve(
     let rest = tokio::spawn(async move { rest.await });
     let mut grpc_stopped = stopped;
     let grpc = tonic::transport::Server::builder()
+        .layer(grpc::auth::AuthLayer::new(authenticator))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -26,6 +26,9 @@ pub fn status_for(kind: ErrorKind) -> StatusPair {
         ErrorKind::LimitExceeded => (Code::FailedPrecondition, 400, "VALIDATION_ERROR"),
         ErrorKind::Expired => (Code::OutOfRange, 400, "VALIDATION_ERROR"),
         ErrorKind::Denied => (Code::PermissionDenied, 403, "VALIDATION_ERROR"),
+        // HubSpot's answers to a missing or bad token and to missing scopes.
+        ErrorKind::Unauthenticated => (Code::Unauthenticated, 401, "INVALID_AUTHENTICATION"),
+        ErrorKind::PermissionDenied => (Code::PermissionDenied, 403, "MISSING_SCOPES"),
         ErrorKind::Unavailable => (Code::Unavailable, 503, "INTERNAL_ERROR"),
         // Safe to try again, so 503 rather than 409.
         ErrorKind::Aborted => (Code::Aborted, 503, "INTERNAL_ERROR"),

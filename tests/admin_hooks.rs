@@ -23,7 +23,7 @@ use association_service::proto::{
     LimitInput, ListAuditEventsRequest, ListAuditEventsResponse, ListLimitsRequest,
     PurgeLimitsRequest, UpdateLimitsRequest, ValidateChangeRequest, ValidateChangeResponse,
 };
-use common::{http, TestServer};
+use common::TestServer;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -158,11 +158,17 @@ fn plugin_config(
     }
 }
 
+/// A call made with `actor`'s token (tests that name actors grant them
+/// with `common::grant`); its `x-actor` claims someone else, and is ignored.
 fn with_actor<T>(message: T, actor: &str) -> Request<T> {
     let mut request = Request::new(message);
+    let bearer = format!("Bearer {}", common::token_for(actor));
     request
         .metadata_mut()
-        .insert("x-actor", actor.parse().unwrap());
+        .insert("authorization", bearer.parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("x-actor", "mallory".parse().unwrap());
     request
 }
 
@@ -211,11 +217,14 @@ async fn create_limit(
 async fn user_limit(server: &TestServer) -> Option<i32> {
     let limits = admin(server)
         .await
-        .list_limits(ListLimitsRequest {
-            portal_id: PORTAL,
-            from_object_type: "contacts".into(),
-            to_object_type: "companies".into(),
-        })
+        .list_limits(with_actor(
+            ListLimitsRequest {
+                portal_id: PORTAL,
+                from_object_type: "contacts".into(),
+                to_object_type: "companies".into(),
+            },
+            "ops",
+        ))
         .await
         .expect("list limits")
         .into_inner();
@@ -229,10 +238,13 @@ async fn user_limit(server: &TestServer) -> Option<i32> {
 async fn audit_events(server: &TestServer) -> Vec<ListAuditEventsResponse> {
     let mut stream = admin(server)
         .await
-        .list_audit_events(ListAuditEventsRequest {
-            portal_id: PORTAL,
-            after_sequence: 0,
-        })
+        .list_audit_events(with_actor(
+            ListAuditEventsRequest {
+                portal_id: PORTAL,
+                after_sequence: 0,
+            },
+            "ops",
+        ))
         .await
         .expect("list audit events")
         .into_inner();
@@ -262,6 +274,7 @@ async fn a_refused_change_returns_the_plugins_message_and_changes_nothing() {
         },
     );
     let server = TestServer::start("sqlite", |s| {
+        common::grant(s, &["alice", "ops"], &[PORTAL]);
         s.hooks.plugins = vec![plugin_config(
             "policy",
             addr,
@@ -283,11 +296,12 @@ async fn a_refused_change_returns_the_plugins_message_and_changes_nothing() {
     assert!(audit_events(&server).await.is_empty(), "nothing to audit");
 
     // Over REST (the gateway's portal), the same refusal is a 403 with the message.
-    let answer = http(
+    let answer = common::http_as(
         server.http_addr,
         "POST",
         "/crm/v4/associations/definitions/configurations/contacts/companies/batch/create",
         Some(r#"{"inputs":[{"category":"HUBSPOT_DEFINED","typeId":279,"maxToObjectIds":9}]}"#),
+        Some(&common::token_for("alice")),
     )
     .await;
     assert_eq!(answer.status, 403, "{}", answer.body);
@@ -387,6 +401,7 @@ async fn changes_reach_a_plugin_that_was_down_across_restarts(backend: &str) {
         // Long enough for a loaded machine's answers (a timed-out answer is
         // rightly sent again, at least once, which this does not test), short
         // enough that attempts on the silent port end soon.
+        common::grant(s, &["ops"], &[]);
         s.hooks.plugins = vec![plugin_config("sink", addr, &[], 1_000, FailurePolicy::Open)];
         s.hooks.retry_initial_ms = 50;
         s.hooks.retry_max_ms = 400;

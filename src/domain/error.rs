@@ -38,6 +38,10 @@ pub enum ErrorKind {
     Expired,
     /// An admin plugin refused the change.
     Denied,
+    /// No credentials, or credentials that prove nothing.
+    Unauthenticated,
+    /// The caller is known but may not make this call on this portal.
+    PermissionDenied,
     /// Something the call depends on (the database, an admin plugin) cannot
     /// be reached or is out of resources: try again later.
     Unavailable,
@@ -120,6 +124,10 @@ pub enum DomainError {
     },
     #[error("{0}")]
     InvalidArgument(String),
+    #[error("Authentication failed: {0}")]
+    Unauthenticated(String),
+    #[error("Permission denied: {0}")]
+    PermissionDenied(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -147,6 +155,8 @@ impl DomainError {
             DomainError::TooManyStreams { .. } => ErrorKind::ResourceExhausted,
             DomainError::LimitAlreadySet(_) | DomainError::LabelExists(_) => ErrorKind::Conflict,
             DomainError::ChangeDenied { .. } => ErrorKind::Denied,
+            DomainError::Unauthenticated(_) => ErrorKind::Unauthenticated,
+            DomainError::PermissionDenied(_) => ErrorKind::PermissionDenied,
             DomainError::PluginUnavailable { .. } => ErrorKind::Unavailable,
             DomainError::Internal(_) => ErrorKind::Internal,
         }
@@ -179,6 +189,8 @@ impl DomainError {
             DomainError::NoAssociations { .. } => "crm.associations.NO_ASSOCIATIONS_FOUND",
             DomainError::ObjectNotFound { .. } => "crm.objects.OBJECT_NOT_FOUND",
             DomainError::ChangeDenied { .. } => "crm.associations.CHANGE_DENIED_BY_PLUGIN",
+            DomainError::Unauthenticated(_) => "crm.associations.INVALID_AUTHENTICATION",
+            DomainError::PermissionDenied(_) => "crm.associations.MISSING_SCOPES",
             DomainError::PluginUnavailable { .. } => "crm.associations.PLUGIN_UNAVAILABLE",
             DomainError::SelfAssociation { .. } => "crm.associations.SELF_ASSOCIATION",
             DomainError::UnknownTypeName { .. } | DomainError::InvalidArgument(_) => {

@@ -1,5 +1,6 @@
 //! Pure domain types and rules: object types, association type definitions,
 //! limits, the write planner and errors. No I/O.
+pub mod access;
 pub mod admin;
 pub mod builtin;
 pub mod error;

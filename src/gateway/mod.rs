@@ -1,16 +1,18 @@
 //! The REST gateway: HubSpot's v3 and v4 associations JSON (paths, bodies,
 //! status codes, paging, error bodies) over the same service layer as gRPC.
-//! HubSpot paths carry no portal, so every call acts on the configured
-//! default portal.
+//! Every endpoint is listed once, with the role it needs (`rest_routes!`);
+//! HubSpot paths carry no portal, so a call acts on its token's one portal
+//! (or, when the service runs open, on the configured default portal).
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
 use axum::http::{Method, Uri};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{on, MethodFilter};
 use axum::Router;
 
-use crate::domain::admin::ANONYMOUS;
+use crate::auth::Authenticator;
+use crate::domain::access::{Principal, Role};
 use crate::domain::{DomainError, ObjectType};
 use crate::service::{AssociationService, PortalPair};
 
@@ -26,11 +28,61 @@ use error::GatewayError;
 /// Most inputs of a REST batch read (HubSpot's documented cap).
 pub const MAX_READ_INPUTS: usize = 1_000;
 
-/// What every handler needs: the service and the portal REST acts on.
+/// What the router shares with every call.
+#[derive(Clone)]
+pub struct GatewayState {
+    service: Arc<AssociationService>,
+    /// The portal of an open service.
+    default_portal: i64,
+    authenticator: Arc<Authenticator>,
+}
+
+/// What every handler needs: the service, the caller and the portal the
+/// call acts on; extracting it authenticates and authorizes the call.
 #[derive(Clone)]
 pub struct Gateway {
     service: Arc<AssociationService>,
     portal: i64,
+    principal: Principal,
+}
+
+impl FromRequestParts<GatewayState> for Gateway {
+    type Rejection = GatewayError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &GatewayState,
+    ) -> Result<Gateway, GatewayError> {
+        let path = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map(|p| p.as_str())
+            .unwrap_or_default();
+        let role = rest_role(&parts.method, path).ok_or_else(|| {
+            DomainError::PermissionDenied(format!("{} {path} has no access rule", parts.method))
+        })?;
+        let authorization = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .map(|v| v.to_str().unwrap_or("(not text)"));
+        let principal = state.authenticator.authenticate(authorization)?;
+        let portal = if state.authenticator.is_open() {
+            state.default_portal
+        } else {
+            principal.scope.single().ok_or_else(|| {
+                DomainError::PermissionDenied(format!(
+                    "REST calls act on their token's portal, and '{}' reaches more than one: use a token scoped to one portal",
+                    principal.name
+                ))
+            })?
+        };
+        principal.authorize(role, portal)?;
+        Ok(Gateway {
+            service: Arc::clone(&state.service),
+            portal,
+            principal,
+        })
+    }
 }
 
 /// The scheme and host the client called, for `paging.next.link`.
@@ -50,24 +102,13 @@ impl<S: Send + Sync> FromRequestParts<S> for BaseUrl {
     }
 }
 
-/// Who makes an admin call: the `x-actor` header, or "anonymous".
-pub struct Actor(pub String);
-
-impl<S: Send + Sync> FromRequestParts<S> for Actor {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let actor = parts
-            .headers
-            .get("x-actor")
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or(ANONYMOUS);
-        Ok(Actor(actor.to_string()))
-    }
-}
-
 impl Gateway {
-    /// The configured portal and the pair a path names.
+    /// Who makes the call, as the audit trail and plugins see it.
+    fn actor(&self) -> &str {
+        &self.principal.name
+    }
+
+    /// The call's portal and the pair a path names.
     fn pair(&self, from: &str, to: &str) -> Result<PortalPair, DomainError> {
         PortalPair::parse(self.portal, from, to)
     }
@@ -87,94 +128,100 @@ async fn no_route(method: Method, uri: Uri) -> GatewayError {
     }
 }
 
-/// Association and schema paths, served under both v4 prefixes.
-fn v4_associations() -> Router<Gateway> {
-    Router::new()
-        .route(
-            "/{from}/{to}/labels",
-            get(v4_config::list_labels)
-                .post(v4_config::create_label)
-                .put(v4_config::update_label),
-        )
-        .route(
-            "/{from}/{to}/labels/{type_id}",
-            delete(v4_config::delete_label),
-        )
-        .route(
-            "/definitions/configurations/all",
-            get(v4_config::all_limits),
-        )
-        .route(
-            "/definitions/configurations/{from}/{to}",
-            get(v4_config::pair_limits),
-        )
-        .route(
-            "/definitions/configurations/{from}/{to}/batch/create",
-            post(v4_config::create_limits),
-        )
-        .route(
-            "/definitions/configurations/{from}/{to}/batch/update",
-            post(v4_config::update_limits),
-        )
-        .route(
-            "/definitions/configurations/{from}/{to}/batch/purge",
-            post(v4_config::purge_limits),
-        )
-        .route("/{from}/{to}/batch/read", post(v4::batch_read))
-        .route("/{from}/{to}/batch/create", post(v4::batch_create))
-        .route(
-            "/{from}/{to}/batch/associate/default",
-            post(v4::batch_create_default),
-        )
-        .route("/{from}/{to}/batch/archive", post(v4::batch_archive))
-        .route(
-            "/{from}/{to}/batch/labels/archive",
-            post(v4::batch_archive_labels),
-        )
+/// The role each method and route pattern needs.
+pub fn rest_role(method: &Method, path: &str) -> Option<Role> {
+    REST_ROUTES
+        .iter()
+        .find(|(m, p, _)| *m == method.as_str() && *p == path)
+        .map(|(_, _, role)| *role)
 }
 
-/// Every REST endpoint, acting on `portal`.
-pub fn router(service: Arc<AssociationService>, portal: i64) -> Router {
-    Router::new()
-        .nest("/crm/v4/associations", v4_associations())
-        .nest("/crm/associations/v4", v4_associations())
-        .route(
-            "/crm/v4/objects/{object_type}/{id}/associations/{to}",
-            get(v4::record_page),
-        )
-        .route(
-            "/crm/v4/objects/{object_type}/{id}/associations/{to}/{to_id}",
-            put(v4::create_labelled).delete(v4::archive_pair),
-        )
-        .route(
-            "/crm/v4/objects/{object_type}/{id}/associations/default/{to}/{to_id}",
-            put(v4::create_default),
-        )
-        .route("/crm/v3/objects/{object_type}", get(v3::list_objects))
-        .route("/crm/v3/objects/{object_type}/{id}", get(v3::get_object))
-        .route("/crm/v3/objects/{object_type}/merge", post(v3::merge))
-        .route(
-            "/crm/v3/objects/{object_type}/{id}/associations/{to}",
-            get(v3::record_page),
-        )
-        .route(
-            "/crm/v3/objects/{object_type}/{id}/associations/{to}/{to_id}/{association_type}",
-            put(v3::create_one).delete(v3::archive_one),
-        )
-        .route(
-            "/crm/v3/associations/{from}/{to}/batch/read",
-            post(v3::batch_read),
-        )
-        .route(
-            "/crm/v3/associations/{from}/{to}/batch/create",
-            post(v3::batch_create),
-        )
-        .route(
-            "/crm/v3/associations/{from}/{to}/batch/archive",
-            post(v3::batch_archive),
-        )
-        .route("/crm/v3/associations/{from}/{to}/types", get(v3::types))
+fn filter(method: &str) -> MethodFilter {
+    match method {
+        "GET" => MethodFilter::GET,
+        "POST" => MethodFilter::POST,
+        "PUT" => MethodFilter::PUT,
+        "DELETE" => MethodFilter::DELETE,
+        other => unreachable!("no REST route uses {other}"),
+    }
+}
+
+/// Declares every endpoint once: its method, path, handler and role. The
+/// router and `REST_ROUTES` both come from this list, so no endpoint exists
+/// without an access rule. `v4` paths are served under both v4 prefixes.
+macro_rules! rest_routes {
+    (
+        v4 { $($v4m:ident $v4p:literal => $v4h:path, $v4r:ident;)* }
+        rest { $($m:ident $p:literal => $h:path, $r:ident;)* }
+    ) => {
+        /// (method, route pattern, role) of every REST endpoint.
+        pub const REST_ROUTES: &[(&str, &str, Role)] = &[
+            $(
+                (stringify!($v4m), concat!("/crm/v4/associations", $v4p), Role::$v4r),
+                (stringify!($v4m), concat!("/crm/associations/v4", $v4p), Role::$v4r),
+            )*
+            $((stringify!($m), $p, Role::$r),)*
+        ];
+
+        fn endpoints() -> Router<GatewayState> {
+            Router::new()
+                $(
+                    .route(concat!("/crm/v4/associations", $v4p), on(filter(stringify!($v4m)), $v4h))
+                    .route(concat!("/crm/associations/v4", $v4p), on(filter(stringify!($v4m)), $v4h))
+                )*
+                $(.route($p, on(filter(stringify!($m)), $h)))*
+        }
+    };
+}
+
+rest_routes! {
+    v4 {
+        // Reading the labels is a read, like gRPC's ListDefinitions.
+        GET "/{from}/{to}/labels" => v4_config::list_labels, Read;
+        POST "/{from}/{to}/labels" => v4_config::create_label, Admin;
+        PUT "/{from}/{to}/labels" => v4_config::update_label, Admin;
+        DELETE "/{from}/{to}/labels/{type_id}" => v4_config::delete_label, Admin;
+        GET "/definitions/configurations/all" => v4_config::all_limits, Admin;
+        GET "/definitions/configurations/{from}/{to}" => v4_config::pair_limits, Admin;
+        POST "/definitions/configurations/{from}/{to}/batch/create" => v4_config::create_limits, Admin;
+        POST "/definitions/configurations/{from}/{to}/batch/update" => v4_config::update_limits, Admin;
+        POST "/definitions/configurations/{from}/{to}/batch/purge" => v4_config::purge_limits, Admin;
+        POST "/{from}/{to}/batch/read" => v4::batch_read, Read;
+        POST "/{from}/{to}/batch/create" => v4::batch_create, Write;
+        POST "/{from}/{to}/batch/associate/default" => v4::batch_create_default, Write;
+        POST "/{from}/{to}/batch/archive" => v4::batch_archive, Write;
+        POST "/{from}/{to}/batch/labels/archive" => v4::batch_archive_labels, Write;
+    }
+    rest {
+        GET "/crm/v4/objects/{object_type}/{id}/associations/{to}" => v4::record_page, Read;
+        PUT "/crm/v4/objects/{object_type}/{id}/associations/{to}/{to_id}" => v4::create_labelled, Write;
+        DELETE "/crm/v4/objects/{object_type}/{id}/associations/{to}/{to_id}" => v4::archive_pair, Write;
+        PUT "/crm/v4/objects/{object_type}/{id}/associations/default/{to}/{to_id}" => v4::create_default, Write;
+        GET "/crm/v3/objects/{object_type}" => v3::list_objects, Read;
+        GET "/crm/v3/objects/{object_type}/{id}" => v3::get_object, Read;
+        POST "/crm/v3/objects/{object_type}/merge" => v3::merge, Write;
+        GET "/crm/v3/objects/{object_type}/{id}/associations/{to}" => v3::record_page, Read;
+        PUT "/crm/v3/objects/{object_type}/{id}/associations/{to}/{to_id}/{association_type}" => v3::create_one, Write;
+        DELETE "/crm/v3/objects/{object_type}/{id}/associations/{to}/{to_id}/{association_type}" => v3::archive_one, Write;
+        POST "/crm/v3/associations/{from}/{to}/batch/read" => v3::batch_read, Read;
+        POST "/crm/v3/associations/{from}/{to}/batch/create" => v3::batch_create, Write;
+        POST "/crm/v3/associations/{from}/{to}/batch/archive" => v3::batch_archive, Write;
+        GET "/crm/v3/associations/{from}/{to}/types" => v3::types, Read;
+    }
+}
+
+/// Every REST endpoint; without tokens, calls act on `default_portal`.
+pub fn router(
+    service: Arc<AssociationService>,
+    default_portal: i64,
+    authenticator: Arc<Authenticator>,
+) -> Router {
+    endpoints()
         .fallback(no_route)
         .method_not_allowed_fallback(no_route)
-        .with_state(Gateway { service, portal })
+        .with_state(GatewayState {
+            service,
+            default_portal,
+            authenticator,
+        })
 }

@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -61,7 +61,7 @@ fn record_link(base: &BaseUrl, from: &str, id: i64, to: &str, after: &str) -> St
 
 /// `GET /crm/v3/objects/{objectType}/{objectId}/associations/{toObjectType}`.
 pub async fn record_page(
-    State(gw): State<Gateway>,
+    gw: Gateway,
     base: BaseUrl,
     Path((from, id, to)): Path<(String, String, String)>,
     RawQuery(raw): RawQuery,
@@ -170,7 +170,7 @@ fn body_of(
 
 /// `GET /crm/v3/objects/{objectType}/{objectId}?associations=…`.
 pub async fn get_object(
-    State(gw): State<Gateway>,
+    gw: Gateway,
     base: BaseUrl,
     Path((object_type, id)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
@@ -188,7 +188,7 @@ pub async fn get_object(
 
 /// `GET /crm/v3/objects/{objectType}`: the records that hold associations.
 pub async fn list_objects(
-    State(gw): State<Gateway>,
+    gw: Gateway,
     base: BaseUrl,
     Path(object_type): Path<String>,
     RawQuery(raw): RawQuery,
@@ -237,7 +237,7 @@ struct MergeInput {
 /// `POST /crm/v3/objects/{objectType}/merge`: moves the merged record's
 /// associations to the primary; 200 with the primary record.
 pub async fn merge(
-    State(gw): State<Gateway>,
+    gw: Gateway,
     Path(object_type): Path<String>,
     bytes: Bytes,
 ) -> GatewayResult<Response> {
@@ -274,7 +274,7 @@ fn single_input(id: &str, to_id: &str, kind: &str) -> GatewayResult<NamedInput> 
 /// `PUT …/associations/{toObjectType}/{toObjectId}/{associationType}`: 200
 /// with the from-record and its associations of that to-type.
 pub async fn create_one(
-    State(gw): State<Gateway>,
+    gw: Gateway,
     base: BaseUrl,
     Path((from, id, to, to_id, kind)): Path<(String, String, String, String, String)>,
 ) -> GatewayResult<Response> {
@@ -293,7 +293,7 @@ pub async fn create_one(
 /// `DELETE …/associations/{toObjectType}/{toObjectId}/{associationType}`:
 /// removes that type (the unlabeled type takes every label with it).
 pub async fn archive_one(
-    State(gw): State<Gateway>,
+    gw: Gateway,
     Path((from, id, to, to_id, kind)): Path<(String, String, String, String, String)>,
 ) -> GatewayResult<StatusCode> {
     let input = single_input(&id, &to_id, &kind)?;
@@ -319,7 +319,7 @@ struct AssociationMulti {
 /// `POST /crm/v3/associations/{from}/{to}/batch/read`; unlike HubSpot's, each
 /// input may carry the `after` of its previous page.
 pub async fn batch_read(
-    State(gw): State<Gateway>,
+    gw: Gateway,
     base: BaseUrl,
     Path((from, to)): Path<(String, String)>,
     bytes: Bytes,
@@ -370,7 +370,7 @@ fn named_inputs(bytes: &Bytes) -> GatewayResult<Vec<NamedInput>> {
 
 /// `POST /crm/v3/associations/{from}/{to}/batch/create`: 201, or 207 with errors.
 pub async fn batch_create(
-    State(gw): State<Gateway>,
+    gw: Gateway,
     Path((from, to)): Path<(String, String)>,
     bytes: Bytes,
 ) -> GatewayResult<Response> {
@@ -395,7 +395,7 @@ pub async fn batch_create(
 
 /// `POST /crm/v3/associations/{from}/{to}/batch/archive`: 204.
 pub async fn batch_archive(
-    State(gw): State<Gateway>,
+    gw: Gateway,
     Path((from, to)): Path<(String, String)>,
     bytes: Bytes,
 ) -> GatewayResult<StatusCode> {
@@ -419,7 +419,7 @@ pub struct TypeName {
 
 /// `GET /crm/v3/associations/{from}/{to}/types`.
 pub async fn types(
-    State(gw): State<Gateway>,
+    gw: Gateway,
     Path((from, to)): Path<(String, String)>,
 ) -> GatewayResult<Json<Collection<TypeName>>> {
     let defs = gw.service.definitions(gw.pair(&from, &to)?).await?;

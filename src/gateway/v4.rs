@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -63,7 +63,7 @@ fn record_link(base: &BaseUrl, from: &str, id: i64, to: &str, after: &str, limit
 
 /// `GET /crm/v4/objects/{objectType}/{objectId}/associations/{toObjectType}`.
 pub async fn record_page(
-    State(gw): State<Gateway>,
+    gw: Gateway,
     base: BaseUrl,
     Path((from, id, to)): Path<(String, String, String)>,
     RawQuery(raw): RawQuery,
@@ -110,7 +110,7 @@ impl LabelsBetween {
 /// `PUT /crm/v4/objects/{t}/{id}/associations/{toT}/{toId}` with a list of
 /// specs: 201 with the labels the pair now holds.
 pub async fn create_labelled(
-    State(gw): State<Gateway>,
+    gw: Gateway,
     Path((from, id, to, to_id)): Path<(String, String, String, String)>,
     bytes: Bytes,
 ) -> GatewayResult<Response> {
@@ -146,7 +146,7 @@ pub async fn create_labelled(
 /// `DELETE /crm/v4/objects/{t}/{id}/associations/{toT}/{toId}`: every type
 /// between the two records; 204.
 pub async fn archive_pair(
-    State(gw): State<Gateway>,
+    gw: Gateway,
     Path((from, id, to, to_id)): Path<(String, String, String, String)>,
 ) -> GatewayResult<StatusCode> {
     let from_id = parse_id("objectId", &id)?;
@@ -201,7 +201,7 @@ fn default_results(held: &HeldAssociation) -> Vec<DefaultAssociation> {
 
 /// `PUT /crm/v4/objects/{t}/{id}/associations/default/{toT}/{toId}`: 200.
 pub async fn create_default(
-    State(gw): State<Gateway>,
+    gw: Gateway,
     Path((from, id, to, to_id)): Path<(String, String, String, String)>,
 ) -> GatewayResult<Response> {
     let started = SystemTime::now();
@@ -235,7 +235,7 @@ struct MultiWithLabel {
 /// `POST /crm/v4/associations/{from}/{to}/batch/read`: one page per input,
 /// resumed by each input's `after`.
 pub async fn batch_read(
-    State(gw): State<Gateway>,
+    gw: Gateway,
     base: BaseUrl,
     Path((from, to)): Path<(String, String)>,
     bytes: Bytes,
@@ -281,7 +281,7 @@ fn multi_post_inputs(bytes: &Bytes) -> GatewayResult<Vec<AssociationInput>> {
 
 /// `POST …/batch/create`: 201, or 207 with the failed inputs.
 pub async fn batch_create(
-    State(gw): State<Gateway>,
+    gw: Gateway,
     Path((from, to)): Path<(String, String)>,
     bytes: Bytes,
 ) -> GatewayResult<Response> {
@@ -307,7 +307,7 @@ struct PairInput {
 
 /// `POST …/batch/associate/default`: always 200 (HubSpot's spec has no 207).
 pub async fn batch_create_default(
-    State(gw): State<Gateway>,
+    gw: Gateway,
     Path((from, to)): Path<(String, String)>,
     bytes: Bytes,
 ) -> GatewayResult<Response> {
@@ -345,7 +345,7 @@ fn archived(outcome: crate::service::ArchiveOutcome) -> GatewayResult<StatusCode
 
 /// `POST …/batch/archive`: every type between each pair; 204.
 pub async fn batch_archive(
-    State(gw): State<Gateway>,
+    gw: Gateway,
     Path((from, to)): Path<(String, String)>,
     bytes: Bytes,
 ) -> GatewayResult<StatusCode> {
@@ -367,7 +367,7 @@ pub async fn batch_archive(
 
 /// `POST …/batch/labels/archive`: only the given types; 204.
 pub async fn batch_archive_labels(
-    State(gw): State<Gateway>,
+    gw: Gateway,
     Path((from, to)): Path<(String, String)>,
     bytes: Bytes,
 ) -> GatewayResult<StatusCode> {

@@ -3,7 +3,7 @@
 use std::time::SystemTime;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
@@ -12,14 +12,14 @@ use serde::{Deserialize, Serialize};
 use super::batch::batch_reply;
 use super::error::{invalid, GatewayResult};
 use super::json::{body, BatchResponse, CategoryText, Collection, Inputs, TypeWithLabel};
-use super::{Actor, Gateway};
+use super::Gateway;
 use crate::domain::limits::{LimitChange, LimitMode};
 use crate::domain::{DomainError, TypeDef, TypeKey};
 use crate::service::{LimitView, PortalPair};
 
 /// `GET …/{from}/{to}/labels`.
 pub async fn list_labels(
-    State(gw): State<Gateway>,
+    gw: Gateway,
     Path((from, to)): Path<(String, String)>,
 ) -> GatewayResult<Json<Collection<TypeWithLabel>>> {
     let defs = gw.service.definitions(gw.pair(&from, &to)?).await?;
@@ -44,8 +44,7 @@ struct LabelCreate {
 
 /// `POST …/{from}/{to}/labels`: 200 with the new type(s).
 pub async fn create_label(
-    State(gw): State<Gateway>,
-    Actor(actor): Actor,
+    gw: Gateway,
     Path((from, to)): Path<(String, String)>,
     bytes: Bytes,
 ) -> GatewayResult<Json<Collection<TypeWithLabel>>> {
@@ -53,7 +52,7 @@ pub async fn create_label(
     let defs = gw
         .service
         .create_label(
-            &actor,
+            gw.actor(),
             gw.pair(&from, &to)?,
             &input.label,
             &input.name,
@@ -74,15 +73,14 @@ struct LabelUpdate {
 
 /// `PUT …/{from}/{to}/labels`: 204.
 pub async fn update_label(
-    State(gw): State<Gateway>,
-    Actor(actor): Actor,
+    gw: Gateway,
     Path((from, to)): Path<(String, String)>,
     bytes: Bytes,
 ) -> GatewayResult<StatusCode> {
     let input: LabelUpdate = body(&bytes)?;
     gw.service
         .update_label(
-            &actor,
+            gw.actor(),
             gw.pair(&from, &to)?,
             input.association_type_id,
             &input.label,
@@ -94,15 +92,14 @@ pub async fn update_label(
 
 /// `DELETE …/{from}/{to}/labels/{associationTypeId}`: 204.
 pub async fn delete_label(
-    State(gw): State<Gateway>,
-    Actor(actor): Actor,
+    gw: Gateway,
     Path((from, to, type_id)): Path<(String, String, String)>,
 ) -> GatewayResult<StatusCode> {
     let type_id: i32 = type_id
         .parse()
         .map_err(|_| invalid(format!("Invalid associationTypeId '{type_id}'")))?;
     gw.service
-        .delete_label(&actor, gw.pair(&from, &to)?, type_id)
+        .delete_label(gw.actor(), gw.pair(&from, &to)?, type_id)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -131,7 +128,7 @@ fn limit_out(view: &LimitView) -> LimitOut {
 }
 
 /// `GET /crm/v4/associations/definitions/configurations/all`.
-pub async fn all_limits(State(gw): State<Gateway>) -> GatewayResult<Json<Collection<LimitOut>>> {
+pub async fn all_limits(gw: Gateway) -> GatewayResult<Json<Collection<LimitOut>>> {
     let views = gw.service.limits(gw.portal, None).await?;
     Ok(Json(Collection {
         results: views.iter().map(limit_out).collect(),
@@ -141,7 +138,7 @@ pub async fn all_limits(State(gw): State<Gateway>) -> GatewayResult<Json<Collect
 
 /// `GET …/definitions/configurations/{from}/{to}`.
 pub async fn pair_limits(
-    State(gw): State<Gateway>,
+    gw: Gateway,
     Path((from, to)): Path<(String, String)>,
 ) -> GatewayResult<Json<Collection<LimitOut>>> {
     let pair = gw.pair(&from, &to)?;
@@ -198,14 +195,19 @@ async fn change_limits(
 
 /// `POST …/configurations/{from}/{to}/batch/create`: 201, or 207.
 pub async fn create_limits(
-    State(gw): State<Gateway>,
-    Actor(actor): Actor,
+    gw: Gateway,
     Path((from, to)): Path<(String, String)>,
     bytes: Bytes,
 ) -> GatewayResult<Response> {
     let started = SystemTime::now();
-    let (views, errors) =
-        change_limits(&gw, &actor, gw.pair(&from, &to)?, &bytes, LimitMode::Create).await?;
+    let (views, errors) = change_limits(
+        &gw,
+        gw.actor(),
+        gw.pair(&from, &to)?,
+        &bytes,
+        LimitMode::Create,
+    )
+    .await?;
     let results: Vec<LimitOut> = views.iter().map(limit_out).collect();
     Ok(batch_reply(
         StatusCode::CREATED,
@@ -224,14 +226,19 @@ struct LimitUpdated {
 
 /// `POST …/configurations/{from}/{to}/batch/update`: 200, or 207.
 pub async fn update_limits(
-    State(gw): State<Gateway>,
-    Actor(actor): Actor,
+    gw: Gateway,
     Path((from, to)): Path<(String, String)>,
     bytes: Bytes,
 ) -> GatewayResult<Response> {
     let started = SystemTime::now();
-    let (views, errors) =
-        change_limits(&gw, &actor, gw.pair(&from, &to)?, &bytes, LimitMode::Update).await?;
+    let (views, errors) = change_limits(
+        &gw,
+        gw.actor(),
+        gw.pair(&from, &to)?,
+        &bytes,
+        LimitMode::Update,
+    )
+    .await?;
     let results: Vec<LimitUpdated> = views
         .iter()
         .map(|v| LimitUpdated {
@@ -248,8 +255,7 @@ pub async fn update_limits(
 
 /// `POST …/configurations/{from}/{to}/batch/purge`: 204.
 pub async fn purge_limits(
-    State(gw): State<Gateway>,
-    Actor(actor): Actor,
+    gw: Gateway,
     Path((from, to)): Path<(String, String)>,
     bytes: Bytes,
 ) -> GatewayResult<StatusCode> {
@@ -263,7 +269,7 @@ pub async fn purge_limits(
         })
         .collect();
     gw.service
-        .purge_limits(&actor, gw.pair(&from, &to)?, &keys)
+        .purge_limits(gw.actor(), gw.pair(&from, &to)?, &keys)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,7 +1,9 @@
 //! `AdminConfig`: limits, labels and the audit trail.
 use tonic::{Request, Response, Status};
 
+use super::auth::{authorize, caller};
 use super::*;
+use crate::domain::access::Role;
 use crate::domain::limits::{LimitChange, LimitMode};
 use crate::domain::ObjectType;
 use crate::domain::{DomainError, TypeKey};
@@ -49,7 +51,8 @@ impl AdminConfig for GrpcApi {
         &self,
         request: Request<proto::CreateLimitsRequest>,
     ) -> Result<Response<proto::CreateLimitsResponse>, Status> {
-        let actor = actor(&request);
+        authorize(&request, Role::Admin, request.get_ref().portal_id)?;
+        let actor = caller(&request)?.name.clone();
         let r = request.into_inner();
         let pair = PortalPair::parse(r.portal_id, &r.from_object_type, &r.to_object_type)?;
         let (results, errors) = self
@@ -65,7 +68,8 @@ impl AdminConfig for GrpcApi {
         &self,
         request: Request<proto::UpdateLimitsRequest>,
     ) -> Result<Response<proto::UpdateLimitsResponse>, Status> {
-        let actor = actor(&request);
+        authorize(&request, Role::Admin, request.get_ref().portal_id)?;
+        let actor = caller(&request)?.name.clone();
         let r = request.into_inner();
         let pair = PortalPair::parse(r.portal_id, &r.from_object_type, &r.to_object_type)?;
         let (results, errors) = self
@@ -81,7 +85,8 @@ impl AdminConfig for GrpcApi {
         &self,
         request: Request<proto::PurgeLimitsRequest>,
     ) -> Result<Response<proto::PurgeLimitsResponse>, Status> {
-        let actor = actor(&request);
+        authorize(&request, Role::Admin, request.get_ref().portal_id)?;
+        let actor = caller(&request)?.name.clone();
         let r = request.into_inner();
         let keys = r
             .inputs
@@ -105,6 +110,7 @@ impl AdminConfig for GrpcApi {
         &self,
         request: Request<proto::ListLimitsRequest>,
     ) -> Result<Response<proto::ListLimitsResponse>, Status> {
+        authorize(&request, Role::Admin, request.get_ref().portal_id)?;
         let r = request.into_inner();
         let pair = match (r.from_object_type.is_empty(), r.to_object_type.is_empty()) {
             (true, true) => None,
@@ -128,7 +134,8 @@ impl AdminConfig for GrpcApi {
         &self,
         request: Request<proto::CreateLabelRequest>,
     ) -> Result<Response<proto::CreateLabelResponse>, Status> {
-        let actor = actor(&request);
+        authorize(&request, Role::Admin, request.get_ref().portal_id)?;
+        let actor = caller(&request)?.name.clone();
         let r = request.into_inner();
         let defs = self
             .service
@@ -149,7 +156,8 @@ impl AdminConfig for GrpcApi {
         &self,
         request: Request<proto::UpdateLabelRequest>,
     ) -> Result<Response<proto::UpdateLabelResponse>, Status> {
-        let actor = actor(&request);
+        authorize(&request, Role::Admin, request.get_ref().portal_id)?;
+        let actor = caller(&request)?.name.clone();
         let r = request.into_inner();
         let defs = self
             .service
@@ -170,7 +178,8 @@ impl AdminConfig for GrpcApi {
         &self,
         request: Request<proto::DeleteLabelRequest>,
     ) -> Result<Response<proto::DeleteLabelResponse>, Status> {
-        let actor = actor(&request);
+        authorize(&request, Role::Admin, request.get_ref().portal_id)?;
+        let actor = caller(&request)?.name.clone();
         let r = request.into_inner();
         self.service
             .delete_label(
@@ -188,6 +197,7 @@ impl AdminConfig for GrpcApi {
         &self,
         request: Request<proto::ListAuditEventsRequest>,
     ) -> Result<Response<Self::ListAuditEventsStream>, Status> {
+        authorize(&request, Role::Admin, request.get_ref().portal_id)?;
         let r = request.into_inner();
         let receiver = self
             .service

@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
-use tonic::{Request, Response, Status};
+use tonic::{Response, Status};
 
-use crate::domain::admin::ANONYMOUS;
 use crate::service::{AssociationService, ServiceResult};
 
 mod admin;
+pub mod auth;
 mod read;
 pub mod status;
 mod write;
@@ -27,16 +27,6 @@ impl GrpcApi {
     pub fn new(service: Arc<AssociationService>) -> GrpcApi {
         GrpcApi { service }
     }
-}
-
-/// Who makes an admin call: its `x-actor` metadata, or "anonymous".
-fn actor<T>(request: &Request<T>) -> String {
-    request
-        .metadata()
-        .get("x-actor")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or(ANONYMOUS)
-        .to_string()
 }
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;

@@ -1,7 +1,9 @@
 //! `AssociationRead`: the streamed reads and the change feed.
 use tonic::{Request, Response, Status};
 
+use super::auth::authorize;
 use super::*;
+use crate::domain::access::Role;
 use crate::proto;
 use crate::proto::association_read_server::AssociationRead;
 use crate::proto::convert::*;
@@ -18,6 +20,7 @@ impl AssociationRead for GrpcApi {
         &self,
         request: Request<proto::WatchChangesRequest>,
     ) -> Result<Response<Self::WatchChangesStream>, Status> {
+        authorize(&request, Role::Read, request.get_ref().portal_id)?;
         let r = request.into_inner();
         let start = self.service.feed_start(
             r.portal_id,
@@ -32,6 +35,7 @@ impl AssociationRead for GrpcApi {
         &self,
         request: Request<proto::ListAssociationsRequest>,
     ) -> Result<Response<Self::ListAssociationsStream>, Status> {
+        authorize(&request, Role::Read, request.get_ref().portal_id)?;
         let layout = chunk_layout(request.get_ref().layout)?;
         let request = list_request(request.get_ref())?;
         let receiver = self.service.stream_associations(request).await?;
@@ -42,6 +46,7 @@ impl AssociationRead for GrpcApi {
         &self,
         request: Request<proto::BatchListAssociationsRequest>,
     ) -> Result<Response<Self::BatchListAssociationsStream>, Status> {
+        authorize(&request, Role::Read, request.get_ref().portal_id)?;
         let layout = chunk_layout(request.get_ref().layout)?;
         let request = batch_list_request(request.get_ref())?;
         let receiver = self.service.stream_batch(request).await?;
@@ -52,6 +57,7 @@ impl AssociationRead for GrpcApi {
         &self,
         request: Request<proto::ExportAssociationsRequest>,
     ) -> Result<Response<Self::ExportAssociationsStream>, Status> {
+        authorize(&request, Role::Read, request.get_ref().portal_id)?;
         let layout = chunk_layout(request.get_ref().layout)?;
         let request = export_request(request.get_ref())?;
         let receiver = self.service.stream_export(request).await?;
@@ -62,6 +68,7 @@ impl AssociationRead for GrpcApi {
         &self,
         request: Request<proto::ListDefinitionsRequest>,
     ) -> Result<Response<proto::ListDefinitionsResponse>, Status> {
+        authorize(&request, Role::Read, request.get_ref().portal_id)?;
         let r = request.into_inner();
         let defs = self
             .service

@@ -1,7 +1,9 @@
 //! `AssociationWrite`: creates, archives, merges and imports.
 use tonic::{Request, Response, Status};
 
+use super::auth::{authorize, caller};
 use super::*;
+use crate::domain::access::Role;
 use crate::domain::DomainError;
 use crate::domain::ObjectType;
 use crate::proto;
@@ -18,10 +20,12 @@ impl AssociationWrite for GrpcApi {
         &self,
         request: Request<tonic::Streaming<proto::ImportAssociationsRequest>>,
     ) -> Result<Response<proto::ImportAssociationsResponse>, Status> {
+        let principal = caller(&request)?.clone();
         let mut messages = request.into_inner();
         let mut portal = None;
         let mut summary = proto::ImportAssociationsResponse::default();
         while let Some(message) = messages.message().await? {
+            principal.authorize(Role::Write, message.portal_id)?;
             if *portal.get_or_insert(message.portal_id) != message.portal_id {
                 return Err(status::domain_status(&DomainError::InvalidArgument(
                     "every message of an import must name the same portal_id".into(),
@@ -57,6 +61,7 @@ impl AssociationWrite for GrpcApi {
         &self,
         request: Request<proto::CreateAssociationsRequest>,
     ) -> Result<Response<proto::CreateAssociationsResponse>, Status> {
+        authorize(&request, Role::Write, request.get_ref().portal_id)?;
         let r = request.into_inner();
         let inputs = inputs_from_proto(&r.inputs)?;
         let outcome = self
@@ -77,6 +82,7 @@ impl AssociationWrite for GrpcApi {
         &self,
         request: Request<proto::CreateDefaultAssociationsRequest>,
     ) -> Result<Response<proto::CreateDefaultAssociationsResponse>, Status> {
+        authorize(&request, Role::Write, request.get_ref().portal_id)?;
         let r = request.into_inner();
         let pairs: Vec<(i64, i64)> = r.inputs.iter().map(|p| (p.from_id, p.to_id)).collect();
         let outcome = self
@@ -97,6 +103,7 @@ impl AssociationWrite for GrpcApi {
         &self,
         request: Request<proto::ArchiveAssociationsRequest>,
     ) -> Result<Response<proto::ArchiveAssociationsResponse>, Status> {
+        authorize(&request, Role::Write, request.get_ref().portal_id)?;
         let r = request.into_inner();
         let inputs: Vec<(i64, Vec<i64>)> = r
             .inputs
@@ -120,6 +127,7 @@ impl AssociationWrite for GrpcApi {
         &self,
         request: Request<proto::MergeObjectsRequest>,
     ) -> Result<Response<proto::MergeObjectsResponse>, Status> {
+        authorize(&request, Role::Write, request.get_ref().portal_id)?;
         let r = request.into_inner();
         let merged = self
             .service
@@ -142,6 +150,7 @@ impl AssociationWrite for GrpcApi {
         &self,
         request: Request<proto::ArchiveLabelsRequest>,
     ) -> Result<Response<proto::ArchiveLabelsResponse>, Status> {
+        authorize(&request, Role::Write, request.get_ref().portal_id)?;
         let r = request.into_inner();
         let inputs = inputs_from_proto(&r.inputs)?;
         let outcome = self

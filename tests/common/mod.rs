@@ -372,6 +372,30 @@ pub async fn fresh_database_on(admin_url: &str) -> String {
     format!("{base}/{name}")
 }
 
+// ------------------------------------------------------------- tokens
+
+/// The token text of a test principal.
+pub fn token_for(name: &str) -> String {
+    format!("{name}-test-token")
+}
+
+/// Gives each name a token (`token_for`) with every role; on `portals`, or
+/// on every portal when empty.
+pub fn grant(settings: &mut Settings, names: &[&str], portals: &[i64]) {
+    for name in names {
+        settings
+            .auth
+            .tokens
+            .push(association_service::auth::TokenConfig {
+                name: name.to_string(),
+                sha256: association_service::auth::token_hash(&token_for(name)),
+                portals: portals.to_vec(),
+                all_portals: portals.is_empty(),
+                roles: vec!["read".into(), "write".into(), "admin".into()],
+            });
+    }
+}
+
 // ------------------------------------------------------------- HTTP client
 
 /// A REST answer: status, headers (lower-case names) and body text.
@@ -384,13 +408,27 @@ pub struct HttpAnswer {
 /// Sends one HTTP/1.1 request to the gateway and reads the whole answer
 /// (the connection is closed by the request, so the body ends at EOF).
 pub async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> HttpAnswer {
+    http_as(addr, method, path, body, None).await
+}
+
+/// `http` with `Authorization: Bearer <token>` when a token is given.
+pub async fn http_as(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> HttpAnswer {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .expect("connect to the gateway");
     let body = body.unwrap_or("");
+    let authorization = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{authorization}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await.expect("send");

@@ -1,0 +1,158 @@
+//! Authentication and authorization of gRPC calls: a tower layer before
+//! every service authenticates the `authorization` metadata, checks the role
+//! its service needs (`rpc_role`, deny by default) and hands the principal
+//! to the handler, which checks the request's portal (`authorize`).
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tonic::codegen::http;
+use tonic::{Request, Status};
+use tower::{Layer, Service};
+
+use crate::auth::Authenticator;
+use crate::domain::access::{Principal, Role};
+use crate::domain::DomainError;
+
+/// What a gRPC path needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RpcAccess {
+    /// Served to anyone: health checks (for probes) and reflection.
+    Open,
+    /// An authenticated principal with this role.
+    Role(Role),
+}
+
+/// What each gRPC service needs; a service not named here is refused.
+pub const SERVICE_ACCESS: &[(&str, RpcAccess)] = &[
+    (
+        "associations.v1.AssociationWrite",
+        RpcAccess::Role(Role::Write),
+    ),
+    (
+        "associations.v1.AssociationRead",
+        RpcAccess::Role(Role::Read),
+    ),
+    ("associations.v1.AdminConfig", RpcAccess::Role(Role::Admin)),
+    ("grpc.health.v1.Health", RpcAccess::Open),
+    ("grpc.reflection.v1.ServerReflection", RpcAccess::Open),
+    ("grpc.reflection.v1alpha.ServerReflection", RpcAccess::Open),
+];
+
+/// What the call on `path` (`/package.Service/Method`) needs, if it is served.
+pub fn rpc_access(path: &str) -> Option<RpcAccess> {
+    let service = path.strip_prefix('/')?.split('/').next()?;
+    SERVICE_ACCESS
+        .iter()
+        .find(|(name, _)| *name == service)
+        .map(|(_, access)| *access)
+}
+
+/// The layer that guards every gRPC service.
+#[derive(Clone)]
+pub struct AuthLayer {
+    authenticator: Arc<Authenticator>,
+}
+
+impl AuthLayer {
+    pub fn new(authenticator: Arc<Authenticator>) -> AuthLayer {
+        AuthLayer { authenticator }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Guarded<S>;
+
+    fn layer(&self, inner: S) -> Guarded<S> {
+        Guarded {
+            inner,
+            authenticator: Arc::clone(&self.authenticator),
+        }
+    }
+}
+
+/// A gRPC service behind `AuthLayer`.
+#[derive(Clone)]
+pub struct Guarded<S> {
+    inner: S,
+    authenticator: Arc<Authenticator>,
+}
+
+impl Guarded<()> {
+    /// The principal a call on `path` with these headers acts as.
+    fn admit(
+        authenticator: &Authenticator,
+        path: &str,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<Principal>, DomainError> {
+        let role = match rpc_access(path) {
+            Some(RpcAccess::Open) => return Ok(None),
+            Some(RpcAccess::Role(role)) => role,
+            None => {
+                return Err(DomainError::PermissionDenied(format!(
+                    "{path} has no access rule"
+                )))
+            }
+        };
+        let authorization = headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.to_str().unwrap_or("(not text)"));
+        let principal = authenticator.authenticate(authorization)?;
+        if !principal.roles.contains(&role) {
+            return Err(DomainError::PermissionDenied(format!(
+                "'{}' lacks the {} role this call needs",
+                principal.name,
+                role.name()
+            )));
+        }
+        Ok(Some(principal))
+    }
+}
+
+impl<S, B> Service<http::Request<B>> for Guarded<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let admitted = Guarded::admit(&self.authenticator, request.uri().path(), request.headers());
+        match admitted {
+            Ok(principal) => {
+                if let Some(principal) = principal {
+                    request.extensions_mut().insert(principal);
+                }
+                Box::pin(self.inner.call(request))
+            }
+            Err(err) => {
+                let status = Status::from(err);
+                Box::pin(std::future::ready(Ok(status.into_http())))
+            }
+        }
+    }
+}
+
+/// Checks that the call's principal may act on `portal` (its role was
+/// checked before the call reached the handler).
+pub fn authorize<T>(request: &Request<T>, role: Role, portal: i64) -> Result<(), Status> {
+    let principal = caller(request)?;
+    principal.authorize(role, portal).map_err(Status::from)
+}
+
+/// The principal the layer admitted.
+pub fn caller<T>(request: &Request<T>) -> Result<&Principal, Status> {
+    request.extensions().get::<Principal>().ok_or_else(|| {
+        Status::from(DomainError::Unauthenticated(
+            "the call reached its handler without a principal".into(),
+        ))
+    })
+}
