@@ -1,0 +1,352 @@
+//! Who may call what, through the real server with tokens configured: every
+//! RPC of the proto's services and every REST endpoint, each tried with no
+//! credentials, an unknown token, a token without the role it needs, a
+//! token for another portal, and the token it needs. The RPCs come from the
+//! proto's file descriptor and the endpoints from the gateway's route list,
+//! so a new one without an access rule fails here.
+mod common;
+
+use association_service::auth::{token_hash, TokenConfig};
+use association_service::domain::access::Role;
+use association_service::gateway::REST_ROUTES;
+use association_service::grpc::auth::{rpc_access, RpcAccess};
+use association_service::proto::FILE_DESCRIPTOR_SET;
+use common::TestServer;
+use prost::Message;
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::{Code, Request};
+
+const PORTAL: i64 = 7;
+const OTHER_PORTAL: i64 = 8;
+
+/// (name, portals, roles) of the tokens the server knows; a token's text is
+/// `common::token_for(name)`.
+const TOKENS: &[(&str, &[i64], &[Role])] = &[
+    ("reader", &[PORTAL], &[Role::Read]),
+    ("writer", &[PORTAL], &[Role::Write]),
+    ("admin", &[PORTAL], &[Role::Admin]),
+    (
+        "everything",
+        &[PORTAL],
+        &[Role::Read, Role::Write, Role::Admin],
+    ),
+    (
+        "two-portals",
+        &[PORTAL, OTHER_PORTAL],
+        &[Role::Read, Role::Write, Role::Admin],
+    ),
+];
+
+async fn server() -> TestServer {
+    TestServer::start("sqlite", |s| {
+        for (name, portals, roles) in TOKENS {
+            s.auth.tokens.push(TokenConfig {
+                name: name.to_string(),
+                sha256: token_hash(&common::token_for(name)),
+                portals: portals.to_vec(),
+                all_portals: false,
+                roles: roles.iter().map(|r| r.name().to_string()).collect(),
+            });
+        }
+    })
+    .await
+}
+
+/// The token holding only `role`.
+fn only(role: Role) -> &'static str {
+    match role {
+        Role::Read => "reader",
+        Role::Write => "writer",
+        Role::Admin => "admin",
+    }
+}
+
+/// A token that lacks `role`.
+fn without(role: Role) -> &'static str {
+    match role {
+        Role::Read => "writer",
+        _ => "reader",
+    }
+}
+
+/// Any request of this service, as far as access goes: every request names
+/// its portal in field 1 (checked against the descriptor below).
+#[derive(Clone, PartialEq, Message)]
+struct PortalOnly {
+    #[prost(int64, tag = "1")]
+    portal_id: i64,
+}
+
+/// Any answer (its fields are not read).
+#[derive(Clone, PartialEq, Message)]
+struct Anything {}
+
+struct Rpc {
+    path: String,
+    client_streaming: bool,
+    server_streaming: bool,
+}
+
+/// Every RPC of the service's own proto package.
+fn rpcs() -> Vec<Rpc> {
+    let set = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).expect("descriptor");
+    let mut rpcs = Vec::new();
+    for file in &set.file {
+        let package = file.package();
+        for service in &file.service {
+            for method in &service.method {
+                let input = method.input_type().trim_start_matches('.');
+                let message = file
+                    .message_type
+                    .iter()
+                    .find(|m| format!("{package}.{}", m.name()) == input)
+                    .unwrap_or_else(|| panic!("{input} is defined in its file"));
+                let portal = message.field.iter().find(|f| f.name() == "portal_id");
+                // Plugin callbacks (AdminHookService) are served by plugins.
+                if service.name() == "AdminHookService" {
+                    continue;
+                }
+                assert_eq!(
+                    portal.map(|f| f.number()),
+                    Some(1),
+                    "{input} names its portal in field 1"
+                );
+                rpcs.push(Rpc {
+                    path: format!("/{package}.{}/{}", service.name(), method.name()),
+                    client_streaming: method.client_streaming(),
+                    server_streaming: method.server_streaming(),
+                });
+            }
+        }
+    }
+    assert!(rpcs.len() >= 18, "every RPC found: {}", rpcs.len());
+    rpcs
+}
+
+/// Calls `rpc` on `portal` with `token` (if any): the call's code.
+async fn call(server: &TestServer, rpc: &Rpc, portal: i64, token: Option<&str>) -> Code {
+    let channel = tonic::transport::Channel::from_shared(server.endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let path = PathAndQuery::try_from(rpc.path.as_str()).unwrap();
+    let codec = tonic_prost::ProstCodec::<PortalOnly, Anything>::default();
+    let message = PortalOnly { portal_id: portal };
+    let authorize = |metadata: &mut tonic::metadata::MetadataMap| {
+        if let Some(token) = token {
+            metadata.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+    };
+    let result = if rpc.client_streaming {
+        let mut request = Request::new(tokio_stream::iter(vec![message]));
+        authorize(request.metadata_mut());
+        grpc.client_streaming(request, path, codec)
+            .await
+            .map(|_| ())
+    } else if rpc.server_streaming {
+        let mut request = Request::new(message);
+        authorize(request.metadata_mut());
+        match grpc.server_streaming(request, path, codec).await {
+            Ok(response) => response.into_inner().message().await.map(|_| ()),
+            Err(status) => Err(status),
+        }
+    } else {
+        let mut request = Request::new(message);
+        authorize(request.metadata_mut());
+        grpc.unary(request, path, codec).await.map(|_| ())
+    };
+    match result {
+        Ok(()) => Code::Ok,
+        Err(status) => status.code(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_needs_its_role_and_its_portal() {
+    let server = server().await;
+    let refused = [Code::Unauthenticated, Code::PermissionDenied];
+    for rpc in rpcs() {
+        let role = match rpc_access(&rpc.path) {
+            Some(RpcAccess::Role(role)) => role,
+            other => panic!("{} has no role rule: {other:?}", rpc.path),
+        };
+        let token = |name: &str| common::token_for(name);
+        let cases: [(&str, i64, Option<String>, Option<Code>); 6] = [
+            ("no credentials", PORTAL, None, Some(Code::Unauthenticated)),
+            (
+                "an unknown token",
+                PORTAL,
+                Some("nope".into()),
+                Some(Code::Unauthenticated),
+            ),
+            (
+                "a token without the role",
+                PORTAL,
+                Some(token(without(role))),
+                Some(Code::PermissionDenied),
+            ),
+            (
+                "another portal",
+                OTHER_PORTAL,
+                Some(token("everything")),
+                Some(Code::PermissionDenied),
+            ),
+            ("the role's token", PORTAL, Some(token(only(role))), None),
+            ("every role", PORTAL, Some(token("everything")), None),
+        ];
+        for (case, portal, token, expected) in cases {
+            let code = call(&server, &rpc, portal, token.as_deref()).await;
+            match expected {
+                Some(expected) => assert_eq!(code, expected, "{} with {case}", rpc.path),
+                None => assert!(
+                    !refused.contains(&code),
+                    "{} with {case} was refused: {code:?}",
+                    rpc.path
+                ),
+            }
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_stays_open_for_probes() {
+    let server = server().await;
+    let channel = tonic::transport::Channel::from_shared(server.endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let answer = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("health without credentials");
+    assert_eq!(
+        answer.into_inner().status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    server.stop().await;
+}
+
+/// The policy, stated apart from the route list: the label and limit
+/// configuration need admin (reading labels is a read, like gRPC's
+/// ListDefinitions), reads need read, everything else writes.
+fn policy(method: &str, pattern: &str) -> Role {
+    let reading = method == "GET" || pattern.ends_with("/batch/read");
+    if pattern.contains("/definitions/configurations") {
+        Role::Admin
+    } else if pattern.contains("/labels") && !pattern.contains("/batch/labels/") && !reading {
+        Role::Admin
+    } else if reading {
+        Role::Read
+    } else {
+        Role::Write
+    }
+}
+
+#[test]
+fn the_route_list_follows_the_policy() {
+    for (method, pattern, role) in REST_ROUTES {
+        assert_eq!(*role, policy(method, pattern), "{method} {pattern}");
+    }
+    for (service, role) in [
+        ("AssociationRead", Role::Read),
+        ("AssociationWrite", Role::Write),
+        ("AdminConfig", Role::Admin),
+    ] {
+        let path = format!("/associations.v1.{service}/AnyMethod");
+        assert_eq!(rpc_access(&path), Some(RpcAccess::Role(role)), "{service}");
+    }
+}
+
+/// A concrete path for a route pattern.
+fn concrete(pattern: &str) -> String {
+    pattern
+        .replace("{object_type}", "contacts")
+        .replace("{from}", "contacts")
+        .replace("{to}", "companies")
+        .replace("{id}", "1")
+        .replace("{to_id}", "2")
+        .replace("{type_id}", "1000")
+        .replace("{association_type}", "contact_to_company")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rest_endpoint_needs_its_role_and_one_portal() {
+    let server = server().await;
+    for (method, pattern, role) in REST_ROUTES {
+        let path = concrete(pattern);
+        let body = matches!(*method, "POST" | "PUT").then_some("{}");
+        let token = |name: &str| common::token_for(name);
+        let cases: [(&str, Option<String>, Option<(u16, &str)>); 6] = [
+            (
+                "no credentials",
+                None,
+                Some((401, "INVALID_AUTHENTICATION")),
+            ),
+            (
+                "an unknown token",
+                Some("nope".into()),
+                Some((401, "INVALID_AUTHENTICATION")),
+            ),
+            (
+                "a token without the role",
+                Some(token(without(*role))),
+                Some((403, "MISSING_SCOPES")),
+            ),
+            (
+                "a token of two portals",
+                Some(token("two-portals")),
+                Some((403, "MISSING_SCOPES")),
+            ),
+            ("the role's token", Some(token(only(*role))), None),
+            ("every role", Some(token("everything")), None),
+        ];
+        for (case, token, expected) in cases {
+            let answer =
+                common::http_as(server.http_addr, method, &path, body, token.as_deref()).await;
+            match expected {
+                Some((status, category)) => {
+                    assert_eq!(
+                        answer.status, status,
+                        "{method} {path} with {case}: {}",
+                        answer.body
+                    );
+                    let json: serde_json::Value =
+                        serde_json::from_str(&answer.body).expect("a JSON error body");
+                    assert_eq!(json["category"], category, "{method} {path} with {case}");
+                    assert!(json["correlationId"].is_string(), "{method} {path}: {json}");
+                }
+                None => assert!(
+                    ![401, 403].contains(&answer.status),
+                    "{method} {path} with {case} was refused: {} {}",
+                    answer.status,
+                    answer.body
+                ),
+            }
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_trail_names_the_token_not_a_header() {
+    let server = server().await;
+    let answer = common::http_as(
+        server.http_addr,
+        "POST",
+        "/crm/v4/associations/definitions/configurations/contacts/companies/batch/create",
+        Some(r#"{"inputs":[{"category":"HUBSPOT_DEFINED","typeId":279,"maxToObjectIds":9}]}"#),
+        Some(&common::token_for("admin")),
+    )
+    .await;
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    let store = common::open(&server.store).await;
+    let events = store.audit_events(PORTAL, 0, 10).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].1.actor, "admin");
+    server.stop().await;
+}
