@@ -846,14 +846,37 @@ mod suite {
             big,
             Err(ServiceError::Domain(DomainError::InvalidArgument(_)))
         ));
-        let bad_label = fx
+        // Blank, NUL (PostgreSQL cannot store it) and line breaks, in the
+        // label or its inverse: refused the same on both stores.
+        for (label, inverse) in [
+            (" ", None),
+            ("Bill\0ing", None),
+            ("Billing", Some("Paid\nby")),
+        ] {
+            let bad_label = fx
+                .svc
+                .create_label(
+                    ACTOR,
+                    pair(PORTAL, "contacts", "deals"),
+                    label,
+                    "x",
+                    inverse,
+                )
+                .await;
+            assert!(
+                matches!(
+                    bad_label,
+                    Err(ServiceError::Domain(DomainError::InvalidArgument(_)))
+                ),
+                "{label:?} / {inverse:?}: {bad_label:?}"
+            );
+        }
+        let stored = fx
             .svc
-            .create_label(ACTOR, pair(PORTAL, "contacts", "companies"), " ", "x", None)
-            .await;
-        assert!(matches!(
-            bad_label,
-            Err(ServiceError::Domain(DomainError::InvalidArgument(_)))
-        ));
+            .definitions(pair(PORTAL, "contacts", "deals"))
+            .await
+            .unwrap();
+        assert!(stored.iter().all(|d| d.label.is_none()), "{stored:?}");
         // The label-text rule holds for a rename as for a new label.
         let label = fx.billing_label().await;
         let long = "x".repeat(101);

@@ -14,12 +14,19 @@ pub fn label_ids_needed(from: ObjectType, to: ObjectType, inverse_label: Option<
     }
 }
 
-/// A label's text, trimmed: 1 to 100 characters (the one home of this rule).
+/// A label's text, trimmed: 1 to 100 characters, none of them control
+/// characters (a NUL cannot be stored in PostgreSQL text, and line breaks
+/// would forge log lines) — the one home of this rule.
 pub fn label_text(label: &str) -> Result<&str, DomainError> {
     let label = label.trim();
     if label.is_empty() || label.len() > 100 {
         return Err(DomainError::InvalidArgument(
             "label must be 1 to 100 characters".into(),
+        ));
+    }
+    if label.chars().any(char::is_control) {
+        return Err(DomainError::InvalidArgument(
+            "label must not contain control characters".into(),
         ));
     }
     Ok(label)
@@ -50,7 +57,8 @@ pub fn new_label_definitions(
                 "inverseLabel must not be empty".into(),
             ))
         }
-        other => other,
+        Some(inverse) => Some(label_text(inverse)?),
+        None => None,
     };
     let needed = label_ids_needed(from, to, inverse_label);
     let inverse_id = first_id + needed - 1;

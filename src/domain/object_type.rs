@@ -53,7 +53,7 @@ impl ObjectType {
     /// Parses an object type id (`0-1`, `2-123`) or a standard name
     /// (`contacts`, `Contact`, …), case-insensitively.
     pub fn parse(input: &str) -> Result<ObjectType, DomainError> {
-        let unknown = || DomainError::UnknownObjectType(input.to_string());
+        let unknown = || DomainError::UnknownObjectType(shown(input));
         let trimmed = input.trim();
         if let Some((prefix, number)) = trimmed.split_once('-') {
             let number: u64 = number.parse().map_err(|_| unknown())?;
@@ -99,6 +99,22 @@ impl fmt::Display for ObjectType {
     }
 }
 
+/// Caller text as an error shows it: at most 64 characters, control
+/// characters escaped, so an error message (and the log line and gRPC
+/// trailer it goes to) stays short and one line.
+pub fn shown(input: &str) -> String {
+    const MOST: usize = 64;
+    let mut text: String = input
+        .chars()
+        .take(MOST)
+        .flat_map(char::escape_debug)
+        .collect();
+    if input.chars().nth(MOST).is_some() {
+        text.push('…');
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +128,17 @@ mod tests {
         for bad in ["", "0-4", "2-0", "2-x", "3-1", "people", "0-1-2"] {
             assert!(ObjectType::parse(bad).is_err(), "{bad} should be rejected");
         }
+    }
+
+    #[test]
+    fn an_unknown_type_is_shown_short_and_on_one_line() {
+        let long = "x".repeat(3_000);
+        let message = ObjectType::parse(&long).unwrap_err().to_string();
+        assert!(message.len() < 300, "{} characters", message.len());
+        let forged = ObjectType::parse("deals\nINFO forged line")
+            .unwrap_err()
+            .to_string();
+        assert!(!forged.contains('\n'), "{forged}");
+        assert!(forged.contains("deals\\nINFO"), "{forged}");
     }
 }
