@@ -81,6 +81,12 @@ struct PortalOnly {
 #[derive(Clone, PartialEq, Message)]
 struct Anything {}
 
+/// (case, portal, token, the refusal expected or none).
+type RpcCase = (&'static str, i64, Option<String>, Option<Code>);
+
+/// (case, token, the refusal's status and category expected, or none).
+type RestCase = (&'static str, Option<String>, Option<(u16, &'static str)>);
+
 struct Rpc {
     path: String,
     client_streaming: bool,
@@ -174,7 +180,7 @@ async fn every_rpc_needs_its_role_and_its_portal() {
             other => panic!("{} has no role rule: {other:?}", rpc.path),
         };
         let token = |name: &str| common::token_for(name);
-        let cases: [(&str, i64, Option<String>, Option<Code>); 6] = [
+        let cases: [RpcCase; 6] = [
             ("no credentials", PORTAL, None, Some(Code::Unauthenticated)),
             (
                 "an unknown token",
@@ -236,9 +242,8 @@ async fn health_stays_open_for_probes() {
 /// ListDefinitions), reads need read, everything else writes.
 fn policy(method: &str, pattern: &str) -> Role {
     let reading = method == "GET" || pattern.ends_with("/batch/read");
-    if pattern.contains("/definitions/configurations") {
-        Role::Admin
-    } else if pattern.contains("/labels") && !pattern.contains("/batch/labels/") && !reading {
+    let label_change = pattern.contains("/labels") && !pattern.contains("/batch/labels/");
+    if pattern.contains("/definitions/configurations") || (label_change && !reading) {
         Role::Admin
     } else if reading {
         Role::Read
@@ -281,7 +286,7 @@ async fn every_rest_endpoint_needs_its_role_and_one_portal() {
         let path = concrete(pattern);
         let body = matches!(*method, "POST" | "PUT").then_some("{}");
         let token = |name: &str| common::token_for(name);
-        let cases: [(&str, Option<String>, Option<(u16, &str)>); 6] = [
+        let cases: [RestCase; 6] = [
             (
                 "no credentials",
                 None,
