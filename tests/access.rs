@@ -355,3 +355,45 @@ async fn the_audit_trail_names_the_token_not_a_header() {
     assert_eq!(events[0].1.actor, "admin");
     server.stop().await;
 }
+
+/// Refusals made before any handler answers in HubSpot's JSON error body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_at_the_edge_are_json() {
+    let server = server().await;
+    let token = common::token_for("everything");
+    let big = format!(r#"{{"inputs":[{}]}}"#, r#"{"id":"1"},"#.repeat(300_000));
+    let cases = [
+        (
+            "POST",
+            "/crm/v4/associations/contacts/companies/batch/read".to_string(),
+            Some(big),
+            413,
+        ),
+        (
+            "GET",
+            "/crm/v3/objects/contacts/%FF%FE".to_string(),
+            None,
+            400,
+        ),
+    ];
+    for (method, path, body, status) in cases {
+        let answer = common::http_as(
+            server.http_addr,
+            method,
+            &path,
+            body.as_deref(),
+            Some(&token),
+        )
+        .await;
+        assert_eq!(answer.status, status, "{method} {path}: {}", answer.body);
+        let json: serde_json::Value = serde_json::from_str(&answer.body)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {}", answer.body));
+        assert_eq!(json["status"], "error", "{json}");
+        assert!(json["correlationId"].is_string(), "{json}");
+        assert!(
+            !json["message"].as_str().unwrap_or_default().is_empty(),
+            "{json}"
+        );
+    }
+    server.stop().await;
+}

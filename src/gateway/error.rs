@@ -24,6 +24,10 @@ pub enum GatewayError {
     SingleLimit(LimitViolation),
     #[error("Unable to route {method} {path}: no such endpoint")]
     NoRoute { method: String, path: String },
+    /// A request the HTTP layer refused before any handler (a body over the
+    /// size cap, a path that is not UTF-8): its status, HubSpot's body.
+    #[error("{message}")]
+    Refused { status: StatusCode, message: String },
 }
 
 impl GatewayError {
@@ -33,6 +37,7 @@ impl GatewayError {
             GatewayError::Service(err) => err.kind(),
             GatewayError::SingleLimit(_) => ErrorKind::LimitExceeded,
             GatewayError::NoRoute { .. } => ErrorKind::NoRoute,
+            GatewayError::Refused { .. } => ErrorKind::InvalidArgument,
         }
     }
 
@@ -172,6 +177,13 @@ impl GatewayError {
                 (status, body(self.to_string(), None, ctx))
             }
             GatewayError::NoRoute { .. } => (status, body(self.to_string(), None, Map::new())),
+            GatewayError::Refused { status: code, .. } => {
+                let status = StatusPair {
+                    http: code.as_u16(),
+                    ..status
+                };
+                (status, body(self.to_string(), None, Map::new()))
+            }
         }
     }
 }

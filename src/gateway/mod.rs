@@ -121,6 +121,34 @@ fn type_id(name: &str) -> String {
         .unwrap_or_else(|_| name.to_string())
 }
 
+/// Answers the HTTP layer's own refusals (a body over the size cap, a path
+/// that is not UTF-8, …), which come as plain text, with HubSpot's JSON
+/// error body like every other error.
+async fn json_errors(response: axum::response::Response) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
+    let status = response.status();
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    // The refusal's own text, bounded; it names what was wrong.
+    let text = axum::body::to_bytes(response.into_body(), 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = match text.is_empty() {
+        true => status
+            .canonical_reason()
+            .unwrap_or("the request was refused")
+            .to_string(),
+        false => text,
+    };
+    GatewayError::Refused { status, message }.into_response()
+}
+
 async fn no_route(method: Method, uri: Uri) -> GatewayError {
     GatewayError::NoRoute {
         method: method.to_string(),
@@ -219,6 +247,7 @@ pub fn router(
     endpoints()
         .fallback(no_route)
         .method_not_allowed_fallback(no_route)
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(GatewayState {
             service,
             default_portal,
