@@ -397,3 +397,41 @@ async fn refusals_at_the_edge_are_json() {
     }
     server.stop().await;
 }
+
+/// A request whose field 1 has the wrong wire type for an int64.
+#[derive(Clone, PartialEq, Message)]
+struct WrongWireType {
+    #[prost(string, tag = "1")]
+    portal_id: String,
+}
+
+/// A request that is not valid protobuf is the caller's error, with
+/// ErrorInfo, not an internal one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_request_is_invalid_argument() {
+    use tonic_types::StatusExt;
+    let server = server().await;
+    let channel = tonic::transport::Channel::from_shared(server.endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let mut request = Request::new(WrongWireType {
+        portal_id: "seven".into(),
+    });
+    let bearer = format!("Bearer {}", common::token_for("everything"));
+    request
+        .metadata_mut()
+        .insert("authorization", bearer.parse().unwrap());
+    let path = PathAndQuery::from_static("/associations.v1.AssociationRead/ListDefinitions");
+    let codec = tonic_prost::ProstCodec::<WrongWireType, Anything>::default();
+    let status = grpc.unary(request, path, codec).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.get_details_error_info().is_some(),
+        "ErrorInfo: {status:?}"
+    );
+    server.stop().await;
+}

@@ -1,7 +1,9 @@
 //! Authentication and authorization of gRPC calls: a tower layer before
 //! every service authenticates the `authorization` metadata, checks the role
-//! its service needs (`rpc_role`, deny by default) and hands the principal
-//! to the handler, which checks the request's portal (`authorize`).
+//! its service needs (`rpc_access`, deny by default) and hands the principal
+//! to the handler, which checks the request's portal (`authorize`). The
+//! layer also answers a request that is not valid protobuf as the caller's
+//! error (`INVALID_ARGUMENT` with `ErrorInfo`), where tonic says `INTERNAL`.
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -131,7 +133,18 @@ where
                 if let Some(principal) = principal {
                     request.extensions_mut().insert(principal);
                 }
-                Box::pin(self.inner.call(request))
+                let path = request.uri().path().to_string();
+                let answer = self.inner.call(request);
+                Box::pin(async move {
+                    let response = answer.await?;
+                    Ok(match undecodable(&response) {
+                        Some(detail) => Status::from(DomainError::InvalidArgument(format!(
+                            "the request to {path} is not a valid protobuf message: {detail}"
+                        )))
+                        .into_http(),
+                        None => response,
+                    })
+                })
             }
             Err(err) => {
                 let status = Status::from(err);
@@ -139,6 +152,16 @@ where
             }
         }
     }
+}
+
+/// The decoder's complaint, when an answer is tonic's refusal of a request
+/// that is not valid protobuf.
+fn undecodable(response: &http::Response<tonic::body::Body>) -> Option<String> {
+    let status = Status::from_header_map(response.headers())?;
+    let detail = status
+        .message()
+        .strip_prefix("failed to decode Protobuf message: ")?;
+    (status.code() == tonic::Code::Internal).then(|| detail.to_string())
 }
 
 /// Checks that the call's principal may act on `portal` (its role was
