@@ -129,13 +129,17 @@ fn rpcs() -> Vec<Rpc> {
     rpcs
 }
 
-/// Calls `rpc` on `portal` with `token` (if any): the call's code.
-async fn call(server: &TestServer, rpc: &Rpc, portal: i64, token: Option<&str>) -> Code {
-    let channel = tonic::transport::Channel::from_shared(server.endpoint())
+async fn channel(server: &TestServer) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(server.endpoint())
         .unwrap()
         .connect()
         .await
-        .expect("connect");
+        .expect("connect")
+}
+
+/// Calls `rpc` on `portal` with `token` (if any): the call's code.
+async fn call(server: &TestServer, rpc: &Rpc, portal: i64, token: Option<&str>) -> Code {
+    let channel = channel(server).await;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.expect("ready");
     let path = PathAndQuery::try_from(rpc.path.as_str()).unwrap();
@@ -221,11 +225,7 @@ async fn every_rpc_needs_its_role_and_its_portal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_stays_open_for_probes() {
     let server = server().await;
-    let channel = tonic::transport::Channel::from_shared(server.endpoint())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = channel(&server).await;
     let answer = tonic_health::pb::health_client::HealthClient::new(channel)
         .check(tonic_health::pb::HealthCheckRequest::default())
         .await
@@ -411,11 +411,7 @@ struct WrongWireType {
 async fn an_undecodable_request_is_invalid_argument() {
     use tonic_types::StatusExt;
     let server = server().await;
-    let channel = tonic::transport::Channel::from_shared(server.endpoint())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = channel(&server).await;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     let mut request = Request::new(WrongWireType {
