@@ -27,12 +27,47 @@ pub struct Settings {
     pub auth: AuthSettings,
 }
 
-/// Who may call (TOML `[[auth.tokens]]`); none: the service runs open,
-/// which `serve` allows on loopback addresses only.
+/// Who may call (TOML `[[auth.tokens]]`, and the `[[tokens]]` of
+/// `auth.tokens_file`, e.g. a mounted Kubernetes Secret); none: the service
+/// runs open, which `serve` allows on loopback addresses only.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct AuthSettings {
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    #[serde(default)]
+    pub tokens_file: Option<std::path::PathBuf>,
+}
+
+/// The `[[tokens]]` of a tokens file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokensFile {
+    #[serde(default)]
+    tokens: Vec<TokenConfig>,
+}
+
+impl AuthSettings {
+    /// The configured tokens and those of `tokens_file`.
+    pub fn all_tokens(&self) -> Result<Vec<TokenConfig>, ConfigError> {
+        let mut tokens = self.tokens.clone();
+        if let Some(path) = &self.tokens_file {
+            let file: TokensFile = config::Config::builder()
+                .add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml))
+                .build()
+                .and_then(|c| c.try_deserialize())
+                .map_err(|e| {
+                    ConfigError::Invalid(format!("auth.tokens_file {}: {e}", path.display()))
+                })?;
+            tokens.extend(file.tokens);
+        }
+        Ok(tokens)
+    }
+
+    /// Who may call, checked.
+    pub fn authenticator(&self) -> Result<Authenticator, ConfigError> {
+        Authenticator::from_config(&self.all_tokens()?)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -291,8 +326,7 @@ impl Settings {
                 ));
             }
         }
-        Authenticator::from_config(&self.auth.tokens)
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.auth.authenticator()?;
         if self.store.max_connections == 0 {
             return invalid("store.max_connections must be at least 1");
         }

@@ -11,8 +11,7 @@ use tonic::transport::server::TcpIncoming;
 
 use std::time::Duration;
 
-use crate::auth::Authenticator;
-use crate::config::{redacted_url, ConfigError, FeedSettings, Settings};
+use crate::config::{redacted_url, FeedSettings, Settings};
 use crate::domain::ErrorKind;
 use crate::gateway;
 use crate::grpc::{self, GrpcApi};
@@ -130,10 +129,7 @@ pub async fn serve(
         Arc::clone(&service),
         settings.feed.clone(),
     ));
-    let authenticator = Arc::new(
-        Authenticator::from_config(&settings.auth.tokens)
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?,
-    );
+    let authenticator = Arc::new(settings.auth.authenticator()?);
     let rest = gateway::router(
         Arc::clone(&service),
         settings.gateway.default_portal,

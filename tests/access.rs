@@ -431,3 +431,43 @@ async fn an_undecodable_request_is_invalid_argument() {
     );
     server.stop().await;
 }
+
+/// Tokens from a file of their own (a mounted Secret) work like configured
+/// ones; a file that cannot be read or parsed is named in the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_come_from_a_mounted_file_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.toml");
+    let hash = token_hash(&common::token_for("from-file"));
+    std::fs::write(
+        &path,
+        format!("[[tokens]]\nname = \"from-file\"\nsha256 = \"{hash}\"\nportals = [{PORTAL}]\nroles = [\"read\"]\n"),
+    )
+    .unwrap();
+    let file = path.clone();
+    let server = TestServer::start("sqlite", move |s| s.auth.tokens_file = Some(file)).await;
+    let types = "/crm/v3/associations/contacts/companies/types";
+    let token = common::token_for("from-file");
+    let answer = common::http_as(server.http_addr, "GET", types, None, Some(&token)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let answer = common::http_as(server.http_addr, "GET", types, None, None).await;
+    assert_eq!(
+        answer.status, 401,
+        "the file's tokens turn authentication on"
+    );
+    server.stop().await;
+
+    let mut settings = association_service::config::Settings::load(None).unwrap();
+    for (content, what) in [
+        (None, "missing"),
+        (Some("[[tokens]]\nname = 3\n"), "malformed"),
+    ] {
+        let broken = dir.path().join(format!("{what}.toml"));
+        if let Some(content) = content {
+            std::fs::write(&broken, content).unwrap();
+        }
+        settings.auth.tokens_file = Some(broken.clone());
+        let err = settings.auth.authenticator().unwrap_err().to_string();
+        assert!(err.contains(&broken.display().to_string()), "{what}: {err}");
+    }
+}
