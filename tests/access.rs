@@ -471,3 +471,239 @@ async fn tokens_come_from_a_mounted_file_too() {
         assert!(err.contains(&broken.display().to_string()), "{what}: {err}");
     }
 }
+
+// ------------------------------------------------------------ isolation
+
+/// SplitMix64, seedable: picks the isolation test's operations.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % n
+    }
+}
+
+/// Each tenant's principal and portal.
+const TENANTS: [(&str, i64); 3] = [("tenant-a", 21), ("tenant-b", 22), ("tenant-c", 23)];
+
+fn as_tenant<T>(message: T, tenant: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    let bearer = format!("Bearer {}", common::token_for(tenant));
+    request
+        .metadata_mut()
+        .insert("authorization", bearer.parse().unwrap());
+    request
+}
+
+/// Several tenants issue random operations, a fifth of them on another
+/// tenant's portal. Every cross-portal attempt is refused, and afterwards
+/// each portal's export, lists, change feed, audit trail and counters hold
+/// only what its own tenant did. `ISOLATION_SEED=n` replays a run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_only_ever_see_their_own_portal() {
+    use association_service::proto::admin_config_client::AdminConfigClient;
+    use association_service::proto::association_read_client::AssociationReadClient;
+    use association_service::proto::association_write_client::AssociationWriteClient;
+    use association_service::proto::*;
+    use std::collections::BTreeSet;
+
+    let seed: u64 = std::env::var("ISOLATION_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+    eprintln!("isolation: ISOLATION_SEED={seed}");
+    let server = TestServer::start("sqlite", |s| {
+        for (tenant, portal) in TENANTS {
+            s.auth.tokens.push(TokenConfig {
+                name: tenant.into(),
+                sha256: token_hash(&common::token_for(tenant)),
+                portals: vec![portal],
+                all_portals: false,
+                roles: vec!["read".into(), "write".into(), "admin".into()],
+            });
+        }
+    })
+    .await;
+    let channel = channel(&server).await;
+    let mut write = AssociationWriteClient::new(channel.clone());
+    let mut read = AssociationReadClient::new(channel.clone());
+    let mut admin = AdminConfigClient::new(channel);
+    let mut rng = Rng(seed);
+    // What each tenant holds: (contact, company) pairs, and every pair it
+    // ever created.
+    let mut held: Vec<BTreeSet<(i64, i64)>> = vec![BTreeSet::new(); TENANTS.len()];
+    let mut ever: Vec<BTreeSet<(i64, i64)>> = vec![BTreeSet::new(); TENANTS.len()];
+    let context = |n: usize| format!("ISOLATION_SEED={seed}, operation {n}");
+    for n in 0..150 {
+        let actor = rng.below(TENANTS.len() as u64) as usize;
+        let target = if rng.below(5) == 0 {
+            (actor + 1 + rng.below(TENANTS.len() as u64 - 1) as usize) % TENANTS.len()
+        } else {
+            actor
+        };
+        let (tenant, _) = TENANTS[actor];
+        let portal = TENANTS[target].1;
+        let (from_id, to_id) = (1 + rng.below(4) as i64, 100 + rng.below(4) as i64);
+        let code = match rng.below(5) {
+            0 | 1 => write
+                .create_associations(as_tenant(
+                    CreateAssociationsRequest {
+                        portal_id: portal,
+                        from_object_type: "contacts".into(),
+                        to_object_type: "companies".into(),
+                        inputs: vec![AssociationInput {
+                            from_id,
+                            to_id,
+                            types: vec![],
+                        }],
+                    },
+                    tenant,
+                ))
+                .await
+                .map(|r| {
+                    if r.into_inner().errors.is_empty() && target == actor {
+                        held[actor].insert((from_id, to_id));
+                        ever[actor].insert((from_id, to_id));
+                    }
+                })
+                .err(),
+            2 => write
+                .archive_associations(as_tenant(
+                    ArchiveAssociationsRequest {
+                        portal_id: portal,
+                        from_object_type: "contacts".into(),
+                        to_object_type: "companies".into(),
+                        inputs: vec![ArchiveInput {
+                            from_id,
+                            to_ids: vec![to_id],
+                        }],
+                    },
+                    tenant,
+                ))
+                .await
+                .map(|_| {
+                    if target == actor {
+                        held[actor].remove(&(from_id, to_id));
+                    }
+                })
+                .err(),
+            3 => admin
+                .create_limits(as_tenant(
+                    CreateLimitsRequest {
+                        portal_id: portal,
+                        from_object_type: "contacts".into(),
+                        to_object_type: "companies".into(),
+                        inputs: vec![LimitInput {
+                            category: AssociationCategory::HubspotDefined as i32,
+                            type_id: 279,
+                            max_to_object_ids: 50,
+                        }],
+                    },
+                    tenant,
+                ))
+                .await
+                .map(|_| ())
+                .err(),
+            _ => read
+                .export_associations(as_tenant(
+                    ExportAssociationsRequest {
+                        portal_id: portal,
+                        ..Default::default()
+                    },
+                    tenant,
+                ))
+                .await
+                .map(|_| ())
+                .err(),
+        };
+        if target != actor {
+            assert_eq!(
+                code.map(|s| s.code()),
+                Some(Code::PermissionDenied),
+                "{}: {tenant} reached portal {portal}",
+                context(n)
+            );
+        } else if let Some(status) = code {
+            assert!(
+                ![Code::PermissionDenied, Code::Unauthenticated].contains(&status.code()),
+                "{}: {tenant} was refused its own portal: {status:?}",
+                context(n)
+            );
+        }
+    }
+    let store = common::open(&server.store).await;
+    for (i, (tenant, portal)) in TENANTS.into_iter().enumerate() {
+        let context = format!("ISOLATION_SEED={seed}, {tenant}");
+        let mut exported = BTreeSet::new();
+        let mut stream = read
+            .export_associations(as_tenant(
+                ExportAssociationsRequest {
+                    portal_id: portal,
+                    ..Default::default()
+                },
+                tenant,
+            ))
+            .await
+            .expect("export")
+            .into_inner();
+        while let Some(chunk) = stream.message().await.expect("chunk") {
+            for row in chunk.rows {
+                if row.from_object_type_id == "0-1" {
+                    exported.insert((row.from_object_id, row.to_object_id));
+                }
+            }
+        }
+        assert_eq!(exported, held[i], "{context}: the export");
+        for contact in 1..=4 {
+            let mut listed = BTreeSet::new();
+            let mut stream = read
+                .list_associations(as_tenant(
+                    ListAssociationsRequest {
+                        portal_id: portal,
+                        object_type: "contacts".into(),
+                        object_id: contact,
+                        ..Default::default()
+                    },
+                    tenant,
+                ))
+                .await
+                .expect("list")
+                .into_inner();
+            while let Some(chunk) = stream.message().await.expect("chunk") {
+                listed.extend(chunk.results.iter().map(|r| (contact, r.to_object_id)));
+            }
+            let own: BTreeSet<_> = held[i].iter().filter(|p| p.0 == contact).copied().collect();
+            assert_eq!(listed, own, "{context}: contact {contact}'s list");
+        }
+        for change in store.changes_after(portal, 0, 10_000).await.unwrap() {
+            let row = change.row;
+            let pair = if row.from_type.to_string() == "0-1" {
+                (row.from_id, row.to_id)
+            } else {
+                (row.to_id, row.from_id)
+            };
+            assert!(
+                ever[i].contains(&pair),
+                "{context}: a foreign change {change:?}"
+            );
+        }
+        for (_, event) in store.audit_events(portal, 0, 10_000).await.unwrap() {
+            assert_eq!(event.actor, tenant, "{context}: the audit trail");
+        }
+        assert_eq!(
+            store.counter_drift(portal).await.unwrap(),
+            0,
+            "{context}: counters"
+        );
+    }
+    server.stop().await;
+}

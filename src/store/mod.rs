@@ -214,6 +214,27 @@ pub enum RecordSelect<'a> {
     After { after: i64, limit: u32 },
 }
 
+/// Begins a transaction (with `statement`, or a plain `BEGIN`) in a task of
+/// its own. sqlx counts a transaction only once BEGIN is answered, so a
+/// caller dropped in between (a client that went away, a stream that
+/// stopped) would hand the connection back to the pool inside a
+/// transaction, where every later statement on it would hold its locks
+/// forever. Run in a task, BEGIN always completes, and a transaction nobody
+/// takes rolls back as it is dropped.
+pub(crate) async fn begin<DB: sqlx::Database>(
+    pool: &sqlx::Pool<DB>,
+    statement: Option<&'static str>,
+) -> Result<sqlx::Transaction<'static, DB>, sqlx::Error> {
+    let pool = pool.clone();
+    let begun = tokio::spawn(async move {
+        match statement {
+            Some(statement) => pool.begin_with(statement).await,
+            None => pool.begin().await,
+        }
+    });
+    begun.await.unwrap_or(Err(sqlx::Error::WorkerCrashed))
+}
+
 /// Where a read of a record's rows starts: after (type, id) of the record
 /// `after`, or before every record (the empty string and 0).
 pub(crate) fn record_start(after: Option<(ObjectType, i64)>) -> (String, i64) {

@@ -41,39 +41,44 @@ pub(super) async fn sequence_log(
     if !pending {
         return Ok(());
     }
-    transaction!(retry, pool.begin(), is_retryable, |conn| {
-        let last: i64 = sqlx::query_scalar(&format!(
-            "INSERT INTO {heads} (portal_id, last_seq) VALUES ($1, 0)
+    transaction!(
+        retry,
+        crate::store::begin(pool, None),
+        is_retryable,
+        |conn| {
+            let last: i64 = sqlx::query_scalar(&format!(
+                "INSERT INTO {heads} (portal_id, last_seq) VALUES ($1, 0)
              ON CONFLICT (portal_id) DO UPDATE SET last_seq = {heads}.last_seq
              RETURNING last_seq"
-        ))
-        .bind(portal)
-        .fetch_one(&mut *conn)
-        .await?;
-        // A new statement: its snapshot sees what the previous holder of the
-        // head row numbered.
-        let numbered: Option<i64> = sqlx::query_scalar(&format!(
-            "WITH pending AS (SELECT id {unnumbered} ORDER BY id LIMIT 100000),
+            ))
+            .bind(portal)
+            .fetch_one(&mut *conn)
+            .await?;
+            // A new statement: its snapshot sees what the previous holder of the
+            // head row numbered.
+            let numbered: Option<i64> = sqlx::query_scalar(&format!(
+                "WITH pending AS (SELECT id {unnumbered} ORDER BY id LIMIT 100000),
                   numbered AS (SELECT id, $2 + row_number() OVER (ORDER BY id) AS seq FROM pending),
                   done AS (UPDATE {table} c SET seq = n.seq FROM numbered n
                            WHERE c.id = n.id RETURNING c.seq)
              SELECT max(seq) FROM done"
-        ))
-        .bind(portal)
-        .bind(last)
-        .fetch_one(&mut *conn)
-        .await?;
-        if let Some(numbered) = numbered {
-            sqlx::query(&format!(
-                "UPDATE {heads} SET last_seq = $2 WHERE portal_id = $1"
             ))
             .bind(portal)
-            .bind(numbered)
-            .execute(&mut *conn)
+            .bind(last)
+            .fetch_one(&mut *conn)
             .await?;
+            if let Some(numbered) = numbered {
+                sqlx::query(&format!(
+                    "UPDATE {heads} SET last_seq = $2 WHERE portal_id = $1"
+                ))
+                .bind(portal)
+                .bind(numbered)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Ok(())
         }
-        Ok(())
-    })
+    )
 }
 
 /// Numbers the committed entries of every portal (or only `portal`) that has some.

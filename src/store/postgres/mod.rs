@@ -130,9 +130,12 @@ impl Store for PostgresStore {
         if has_builtin_unlabeled(a, b) || has_unlabeled(&defs, a, b) {
             return Ok(defs);
         }
-        transaction!(self.retry, self.pool.begin(), is_retryable, |conn| {
-            allocate_unlabeled_in_transaction(&mut PgTx { conn }, portal, a, b).await
-        })
+        transaction!(
+            self.retry,
+            crate::store::begin(&self.pool, None),
+            is_retryable,
+            |conn| { allocate_unlabeled_in_transaction(&mut PgTx { conn }, portal, a, b).await }
+        )
     }
 
     async fn create_label(
@@ -141,12 +144,18 @@ impl Store for PostgresStore {
         label: &NewLabel,
         change: &AdminChange,
     ) -> StoreResult<Vec<TypeDef>> {
-        transaction!(self.retry, self.pool.begin(), is_retryable, |conn| {
-            let defs =
-                create_label_in_transaction(&mut PgTx { conn: &mut *conn }, portal, label).await?;
-            record_admin_change(conn, &change.clone().with_labels(&[], &defs)).await?;
-            Ok(defs)
-        })
+        transaction!(
+            self.retry,
+            crate::store::begin(&self.pool, None),
+            is_retryable,
+            |conn| {
+                let defs =
+                    create_label_in_transaction(&mut PgTx { conn: &mut *conn }, portal, label)
+                        .await?;
+                record_admin_change(conn, &change.clone().with_labels(&[], &defs)).await?;
+                Ok(defs)
+            }
+        )
     }
 
     async fn update_label(
@@ -157,28 +166,33 @@ impl Store for PostgresStore {
         inverse_label: Option<&str>,
         change: &AdminChange,
     ) -> StoreResult<()> {
-        transaction!(self.retry, self.pool.begin(), is_retryable, |conn| {
-            record_admin_change(&mut *conn, change).await?;
-            let mut renames = vec![(def.key, label.to_string())];
-            if def.inverse != def.key {
-                if let Some(inverse) = inverse_label {
-                    renames.push((def.inverse, inverse.to_string()));
+        transaction!(
+            self.retry,
+            crate::store::begin(&self.pool, None),
+            is_retryable,
+            |conn| {
+                record_admin_change(&mut *conn, change).await?;
+                let mut renames = vec![(def.key, label.to_string())];
+                if def.inverse != def.key {
+                    if let Some(inverse) = inverse_label {
+                        renames.push((def.inverse, inverse.to_string()));
+                    }
                 }
-            }
-            for (key, text) in renames {
-                sqlx::query(
-                    "UPDATE association_definitions SET label = $4
+                for (key, text) in renames {
+                    sqlx::query(
+                        "UPDATE association_definitions SET label = $4
                          WHERE portal_id = $1 AND category = $2 AND type_id = $3",
-                )
-                .bind(portal)
-                .bind(key.category.code())
-                .bind(key.type_id)
-                .bind(text)
-                .execute(&mut *conn)
-                .await?;
+                    )
+                    .bind(portal)
+                    .bind(key.category.code())
+                    .bind(key.type_id)
+                    .bind(text)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                Ok(())
             }
-            Ok(())
-        })
+        )
     }
 
     async fn delete_label(
@@ -189,25 +203,29 @@ impl Store for PostgresStore {
     ) -> StoreResult<()> {
         let (categories, type_ids) = key_columns(&[def.key, def.inverse]);
         let filter = "portal_id = $1 AND (category, type_id) IN (SELECT * FROM unnest($2::smallint[], $3::int[]))";
-        transaction!(self.retry, self.pool.begin(), is_retryable, |conn| {
-            record_admin_change(&mut *conn, change).await?;
-            // Deleting the definitions first waits for every writer holding
-            // the type (`lock_types`) and keeps new ones out; then the
-            // type's counters are locked in the global order, as writers
-            // lock them, before any row changes.
-            let statements = [
+        transaction!(
+            self.retry,
+            crate::store::begin(&self.pool, None),
+            is_retryable,
+            |conn| {
+                record_admin_change(&mut *conn, change).await?;
+                // Deleting the definitions first waits for every writer holding
+                // the type (`lock_types`) and keeps new ones out; then the
+                // type's counters are locked in the global order, as writers
+                // lock them, before any row changes.
+                let statements = [
                 format!("DELETE FROM association_definitions WHERE {filter}"),
                 format!("SELECT 1 FROM association_counts WHERE {filter} ORDER BY {COUNTER_ORDER} FOR UPDATE"),
             ];
-            for sql in &statements {
-                sqlx::query(sql)
-                    .bind(portal)
-                    .bind(&categories)
-                    .bind(&type_ids)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            let removed = sqlx::query(&format!(
+                for sql in &statements {
+                    sqlx::query(sql)
+                        .bind(portal)
+                        .bind(&categories)
+                        .bind(&type_ids)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                let removed = sqlx::query(&format!(
                 "DELETE FROM associations WHERE {filter}
                  RETURNING from_object_type, from_object_id, to_object_type, to_object_id, category, type_id"
             ))
@@ -216,27 +234,28 @@ impl Store for PostgresStore {
             .bind(&type_ids)
             .fetch_all(&mut *conn)
             .await?;
-            let removed: Vec<DirectedRow> =
-                removed.iter().map(decode_row).collect::<StoreResult<_>>()?;
-            for table in ["association_counts", "association_limits"] {
-                sqlx::query(&format!("DELETE FROM {table} WHERE {filter}"))
-                    .bind(portal)
-                    .bind(&categories)
-                    .bind(&type_ids)
-                    .execute(&mut *conn)
-                    .await?;
+                let removed: Vec<DirectedRow> =
+                    removed.iter().map(decode_row).collect::<StoreResult<_>>()?;
+                for table in ["association_counts", "association_limits"] {
+                    sqlx::query(&format!("DELETE FROM {table} WHERE {filter}"))
+                        .bind(portal)
+                        .bind(&categories)
+                        .bind(&type_ids)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                if !removed.is_empty() {
+                    let write = PlannedWrite {
+                        delete: &[],
+                        insert: &[],
+                        deltas: &[],
+                        changes: &archived(&removed),
+                    };
+                    PgTx { conn }.apply_plan(portal, &write).await?;
+                }
+                Ok(())
             }
-            if !removed.is_empty() {
-                let write = PlannedWrite {
-                    delete: &[],
-                    insert: &[],
-                    deltas: &[],
-                    changes: &archived(&removed),
-                };
-                PgTx { conn }.apply_plan(portal, &write).await?;
-            }
-            Ok(())
-        })
+        )
     }
 
     async fn create_associations(
@@ -250,16 +269,22 @@ impl Store for PostgresStore {
             }
         }
         let mut hint = LockHint::default();
-        transaction!(self.retry, self.pool.begin(), is_retryable, |conn| {
-            create_in_transaction(&mut PgTx { conn }, ctx, items, &mut hint).await
-        })
+        transaction!(
+            self.retry,
+            crate::store::begin(&self.pool, None),
+            is_retryable,
+            |conn| { create_in_transaction(&mut PgTx { conn }, ctx, items, &mut hint).await }
+        )
     }
 
     async fn merge_records(&self, req: &MergeRequest, ceiling: u32) -> StoreResult<MergePlan> {
         let mut hint = LockHint::default();
-        transaction!(self.retry, self.pool.begin(), is_retryable, |conn| {
-            merge_in_transaction(&mut PgTx { conn }, req, ceiling, &mut hint).await
-        })
+        transaction!(
+            self.retry,
+            crate::store::begin(&self.pool, None),
+            is_retryable,
+            |conn| { merge_in_transaction(&mut PgTx { conn }, req, ceiling, &mut hint).await }
+        )
     }
 
     async fn archive_associations(
@@ -290,18 +315,23 @@ impl Store for PostgresStore {
         }
         // A row appeared whose counter the call had not locked: the full flow.
         let mut hint = LockHint::default();
-        transaction!(self.retry, self.pool.begin(), is_retryable, |conn| {
-            archive_in_transaction(
-                &mut PgTx { conn },
-                portal,
-                from,
-                to,
-                pairs,
-                filter,
-                &mut hint,
-            )
-            .await
-        })
+        transaction!(
+            self.retry,
+            crate::store::begin(&self.pool, None),
+            is_retryable,
+            |conn| {
+                archive_in_transaction(
+                    &mut PgTx { conn },
+                    portal,
+                    from,
+                    to,
+                    pairs,
+                    filter,
+                    &mut hint,
+                )
+                .await
+            }
+        )
     }
 
     fn scan_records(&self, scan: RecordScan) -> RowBatches<RecordRow> {
@@ -385,17 +415,22 @@ impl Store for PostgresStore {
         ceiling: u32,
         change: &AdminChange,
     ) -> StoreResult<Vec<Result<u32, DomainError>>> {
-        transaction!(self.retry, self.pool.begin(), is_retryable, |conn| {
-            change_limits_in_transaction(
-                &mut PgTx { conn },
-                catalog,
-                changes,
-                mode,
-                ceiling,
-                change,
-            )
-            .await
-        })
+        transaction!(
+            self.retry,
+            crate::store::begin(&self.pool, None),
+            is_retryable,
+            |conn| {
+                change_limits_in_transaction(
+                    &mut PgTx { conn },
+                    catalog,
+                    changes,
+                    mode,
+                    ceiling,
+                    change,
+                )
+                .await
+            }
+        )
     }
 
     async fn purge_limits(
@@ -405,27 +440,32 @@ impl Store for PostgresStore {
         change: &AdminChange,
     ) -> StoreResult<u64> {
         let (categories, type_ids) = key_columns(keys);
-        transaction!(self.retry, self.pool.begin(), is_retryable, |conn| {
-            let purged = sqlx::query(
-                "DELETE FROM association_limits WHERE portal_id = $1
+        transaction!(
+            self.retry,
+            crate::store::begin(&self.pool, None),
+            is_retryable,
+            |conn| {
+                let purged = sqlx::query(
+                    "DELETE FROM association_limits WHERE portal_id = $1
                  AND (category, type_id) IN (SELECT * FROM unnest($2::smallint[], $3::int[]))
                  RETURNING category, type_id, max_to_object_ids",
-            )
-            .bind(portal)
-            .bind(&categories)
-            .bind(&type_ids)
-            .fetch_all(&mut *conn)
-            .await?;
-            let before: Vec<LimitValue> = purged
-                .iter()
-                .map(|r| decode_limit(r).map(|(key, max)| LimitValue::new(key, max)))
-                .collect::<StoreResult<_>>()?;
-            let count = before.len() as u64;
-            if count > 0 {
-                record_admin_change(conn, &change.clone().with_limits(before, vec![])).await?;
+                )
+                .bind(portal)
+                .bind(&categories)
+                .bind(&type_ids)
+                .fetch_all(&mut *conn)
+                .await?;
+                let before: Vec<LimitValue> = purged
+                    .iter()
+                    .map(|r| decode_limit(r).map(|(key, max)| LimitValue::new(key, max)))
+                    .collect::<StoreResult<_>>()?;
+                let count = before.len() as u64;
+                if count > 0 {
+                    record_admin_change(conn, &change.clone().with_limits(before, vec![])).await?;
+                }
+                Ok(count)
             }
-            Ok(count)
-        })
+        )
     }
 
     async fn admin_outbox(

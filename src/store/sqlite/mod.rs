@@ -155,7 +155,7 @@ impl Store for SqliteStore {
         }
         transaction!(
             self.retry,
-            self.pool.begin_with("BEGIN IMMEDIATE"),
+            crate::store::begin(&self.pool, Some("BEGIN IMMEDIATE")),
             is_busy,
             |conn| {
                 allocate_unlabeled_in_transaction(&mut SqliteTx { conn }, portal, a, b).await
@@ -171,7 +171,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<TypeDef>> {
         transaction!(
             self.retry,
-            self.pool.begin_with("BEGIN IMMEDIATE"),
+            crate::store::begin(&self.pool, Some("BEGIN IMMEDIATE")),
             is_busy,
             |conn| {
                 let defs =
@@ -193,7 +193,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         transaction!(
             self.retry,
-            self.pool.begin_with("BEGIN IMMEDIATE"),
+            crate::store::begin(&self.pool, Some("BEGIN IMMEDIATE")),
             is_busy,
             |conn| {
                 record_admin_change(&mut *conn, change).await?;
@@ -231,7 +231,7 @@ impl Store for SqliteStore {
             "portal_id = ?1 AND (category, type_id) IN (SELECT k.value ->> 0, k.value ->> 1 FROM json_each(?2) k)";
         transaction!(
             self.retry,
-            self.pool.begin_with("BEGIN IMMEDIATE"),
+            crate::store::begin(&self.pool, Some("BEGIN IMMEDIATE")),
             is_busy,
             |conn| {
                 record_admin_change(&mut *conn, change).await?;
@@ -272,7 +272,7 @@ impl Store for SqliteStore {
         let mut hint = LockHint::default();
         transaction!(
             self.retry,
-            self.pool.begin_with("BEGIN IMMEDIATE"),
+            crate::store::begin(&self.pool, Some("BEGIN IMMEDIATE")),
             is_busy,
             |conn| { create_in_transaction(&mut SqliteTx { conn }, ctx, items, &mut hint).await }
         )
@@ -282,7 +282,7 @@ impl Store for SqliteStore {
         let mut hint = LockHint::default();
         transaction!(
             self.retry,
-            self.pool.begin_with("BEGIN IMMEDIATE"),
+            crate::store::begin(&self.pool, Some("BEGIN IMMEDIATE")),
             is_busy,
             |conn| { merge_in_transaction(&mut SqliteTx { conn }, req, ceiling, &mut hint).await }
         )
@@ -299,7 +299,7 @@ impl Store for SqliteStore {
         let mut hint = LockHint::default();
         transaction!(
             self.retry,
-            self.pool.begin_with("BEGIN IMMEDIATE"),
+            crate::store::begin(&self.pool, Some("BEGIN IMMEDIATE")),
             is_busy,
             |conn| {
                 archive_in_transaction(
@@ -399,7 +399,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<Result<u32, DomainError>>> {
         transaction!(
             self.retry,
-            self.pool.begin_with("BEGIN IMMEDIATE"),
+            crate::store::begin(&self.pool, Some("BEGIN IMMEDIATE")),
             is_busy,
             |conn| {
                 let mut steps = SqliteTx { conn };
@@ -418,7 +418,7 @@ impl Store for SqliteStore {
         let keys = keys_json(keys).to_string();
         transaction!(
             self.retry,
-            self.pool.begin_with("BEGIN IMMEDIATE"),
+            crate::store::begin(&self.pool, Some("BEGIN IMMEDIATE")),
             is_busy,
             |conn| {
                 let purged = sqlx::query(
@@ -579,7 +579,7 @@ impl Store for SqliteStore {
     async fn prune_changes(&self, older_than_us: i64) -> StoreResult<()> {
         transaction!(
             self.retry,
-            self.pool.begin_with("BEGIN IMMEDIATE"),
+            crate::store::begin(&self.pool, Some("BEGIN IMMEDIATE")),
             is_busy,
             |conn| {
                 sqlx::query(
