@@ -474,30 +474,8 @@ async fn tokens_come_from_a_mounted_file_too() {
 
 // ------------------------------------------------------------ isolation
 
-/// SplitMix64, seedable: picks the isolation test's operations.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % n
-    }
-}
-
 /// Each tenant's principal and portal.
 const TENANTS: [(&str, i64); 3] = [("tenant-a", 21), ("tenant-b", 22), ("tenant-c", 23)];
-
-fn as_tenant<T>(message: T, tenant: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    let bearer = format!("Bearer {}", common::token_for(tenant));
-    request
-        .metadata_mut()
-        .insert("authorization", bearer.parse().unwrap());
-    request
-}
 
 /// Several tenants issue random operations, a fifth of them on another
 /// tenant's portal. Every cross-portal attempt is refused, and afterwards
@@ -511,15 +489,7 @@ async fn tenants_only_ever_see_their_own_portal() {
     use association_service::proto::*;
     use std::collections::BTreeSet;
 
-    let seed: u64 = std::env::var("ISOLATION_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
+    let (mut rng, seed) = common::Rng::from_env("ISOLATION_SEED");
     eprintln!("isolation: ISOLATION_SEED={seed}");
     let server = TestServer::start("sqlite", |s| {
         for (tenant, portal) in TENANTS {
@@ -537,7 +507,6 @@ async fn tenants_only_ever_see_their_own_portal() {
     let mut write = AssociationWriteClient::new(channel.clone());
     let mut read = AssociationReadClient::new(channel.clone());
     let mut admin = AdminConfigClient::new(channel);
-    let mut rng = Rng(seed);
     // What each tenant holds: (contact, company) pairs, and every pair it
     // ever created.
     let mut held: Vec<BTreeSet<(i64, i64)>> = vec![BTreeSet::new(); TENANTS.len()];
@@ -555,7 +524,7 @@ async fn tenants_only_ever_see_their_own_portal() {
         let (from_id, to_id) = (1 + rng.below(4) as i64, 100 + rng.below(4) as i64);
         let code = match rng.below(5) {
             0 | 1 => write
-                .create_associations(as_tenant(
+                .create_associations(common::with_token(
                     CreateAssociationsRequest {
                         portal_id: portal,
                         from_object_type: "contacts".into(),
@@ -577,7 +546,7 @@ async fn tenants_only_ever_see_their_own_portal() {
                 })
                 .err(),
             2 => write
-                .archive_associations(as_tenant(
+                .archive_associations(common::with_token(
                     ArchiveAssociationsRequest {
                         portal_id: portal,
                         from_object_type: "contacts".into(),
@@ -597,7 +566,7 @@ async fn tenants_only_ever_see_their_own_portal() {
                 })
                 .err(),
             3 => admin
-                .create_limits(as_tenant(
+                .create_limits(common::with_token(
                     CreateLimitsRequest {
                         portal_id: portal,
                         from_object_type: "contacts".into(),
@@ -614,7 +583,7 @@ async fn tenants_only_ever_see_their_own_portal() {
                 .map(|_| ())
                 .err(),
             _ => read
-                .export_associations(as_tenant(
+                .export_associations(common::with_token(
                     ExportAssociationsRequest {
                         portal_id: portal,
                         ..Default::default()
@@ -645,7 +614,7 @@ async fn tenants_only_ever_see_their_own_portal() {
         let context = format!("ISOLATION_SEED={seed}, {tenant}");
         let mut exported = BTreeSet::new();
         let mut stream = read
-            .export_associations(as_tenant(
+            .export_associations(common::with_token(
                 ExportAssociationsRequest {
                     portal_id: portal,
                     ..Default::default()
@@ -666,7 +635,7 @@ async fn tenants_only_ever_see_their_own_portal() {
         for contact in 1..=4 {
             let mut listed = BTreeSet::new();
             let mut stream = read
-                .list_associations(as_tenant(
+                .list_associations(common::with_token(
                     ListAssociationsRequest {
                         portal_id: portal,
                         object_type: "contacts".into(),

@@ -161,11 +161,7 @@ fn plugin_config(
 /// A call made with `actor`'s token (tests that name actors grant them
 /// with `common::grant`); its `x-actor` claims someone else, and is ignored.
 fn with_actor<T>(message: T, actor: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    let bearer = format!("Bearer {}", common::token_for(actor));
-    request
-        .metadata_mut()
-        .insert("authorization", bearer.parse().unwrap());
+    let mut request = common::with_token(message, actor);
     request
         .metadata_mut()
         .insert("x-actor", "mallory".parse().unwrap());

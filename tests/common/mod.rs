@@ -379,6 +379,44 @@ pub fn token_for(name: &str) -> String {
     format!("{name}-test-token")
 }
 
+/// `message` as a call made with `name`'s token (`token_for`).
+pub fn with_token<T>(message: T, name: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let bearer = format!("Bearer {}", token_for(name));
+    request
+        .metadata_mut()
+        .insert("authorization", bearer.parse().expect("a header value"));
+    request
+}
+
+/// SplitMix64: a small seedable generator for randomized tests.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// Seeded from `variable` when set (to replay a run), else from the clock.
+    pub fn from_env(variable: &str) -> (Rng, u64) {
+        let seed = std::env::var(variable)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
+            });
+        (Rng(seed), seed)
+    }
+
+    /// A number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % n
+    }
+}
+
 /// Gives each name a token (`token_for`) with every role; on `portals`, or
 /// on every portal when empty.
 pub fn grant(settings: &mut Settings, names: &[&str], portals: &[i64]) {
