@@ -593,16 +593,17 @@ async fn a_stalled_client_keeps_server_memory_flat(backend: &str) {
     }
     drop(svc);
     let server = ChildServer::start(&store.url).await;
+    let deal_one = ListAssociationsRequest {
+        portal_id: PORTAL,
+        object_type: "deals".into(),
+        object_id: 1,
+        ..Default::default()
+    };
     let mut client = AssociationReadClient::connect(server.endpoint.clone())
         .await
         .expect("connect");
     let mut stream = client
-        .list_associations(ListAssociationsRequest {
-            portal_id: PORTAL,
-            object_type: "deals".into(),
-            object_id: 1,
-            ..Default::default()
-        })
+        .list_associations(deal_one.clone())
         .await
         .expect("list")
         .into_inner();
@@ -633,12 +634,7 @@ async fn a_stalled_client_keeps_server_memory_flat(backend: &str) {
     if backend == "postgres" {
         // A client that leaves mid-stream: its statement stops.
         let mut stream = client
-            .list_associations(ListAssociationsRequest {
-                portal_id: PORTAL,
-                object_type: "deals".into(),
-                object_id: 1,
-                ..Default::default()
-            })
+            .list_associations(deal_one)
             .await
             .expect("list")
             .into_inner();

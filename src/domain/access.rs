@@ -67,15 +67,21 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// Allowed when the principal holds `role` (whatever the portal).
+    pub fn require_role(&self, role: Role) -> Result<(), DomainError> {
+        if self.roles.contains(&role) {
+            return Ok(());
+        }
+        Err(DomainError::PermissionDenied(format!(
+            "'{}' lacks the {} role this call needs",
+            self.name,
+            role.name()
+        )))
+    }
+
     /// Allowed when the principal holds `role` and reaches `portal`.
     pub fn authorize(&self, role: Role, portal: i64) -> Result<(), DomainError> {
-        if !self.roles.contains(&role) {
-            return Err(DomainError::PermissionDenied(format!(
-                "'{}' lacks the {} role this call needs",
-                self.name,
-                role.name()
-            )));
-        }
+        self.require_role(role)?;
         if !self.scope.reaches(portal) {
             return Err(DomainError::PermissionDenied(format!(
                 "'{}' has no access to portal {portal}",

@@ -81,35 +81,28 @@ pub struct Guarded<S> {
     authenticator: Arc<Authenticator>,
 }
 
-impl Guarded<()> {
-    /// The principal a call on `path` with these headers acts as.
-    fn admit(
-        authenticator: &Authenticator,
-        path: &str,
-        headers: &http::HeaderMap,
-    ) -> Result<Option<Principal>, DomainError> {
-        let role = match rpc_access(path) {
-            Some(RpcAccess::Open) => return Ok(None),
-            Some(RpcAccess::Role(role)) => role,
-            None => {
-                return Err(DomainError::PermissionDenied(format!(
-                    "{path} has no access rule"
-                )))
-            }
-        };
-        let authorization = headers
-            .get(http::header::AUTHORIZATION)
-            .map(|v| v.to_str().unwrap_or("(not text)"));
-        let principal = authenticator.authenticate(authorization)?;
-        if !principal.roles.contains(&role) {
+/// The principal a call on `path` with these headers acts as (none for an
+/// open service such as health).
+fn admit(
+    authenticator: &Authenticator,
+    path: &str,
+    headers: &http::HeaderMap,
+) -> Result<Option<Principal>, DomainError> {
+    let role = match rpc_access(path) {
+        Some(RpcAccess::Open) => return Ok(None),
+        Some(RpcAccess::Role(role)) => role,
+        None => {
             return Err(DomainError::PermissionDenied(format!(
-                "'{}' lacks the {} role this call needs",
-                principal.name,
-                role.name()
-            )));
+                "{path} has no access rule"
+            )))
         }
-        Ok(Some(principal))
-    }
+    };
+    let authorization = headers
+        .get(http::header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or("(not text)"));
+    let principal = authenticator.authenticate(authorization)?;
+    principal.require_role(role)?;
+    Ok(Some(principal))
 }
 
 impl<S, B> Service<http::Request<B>> for Guarded<S>
@@ -127,7 +120,7 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let admitted = Guarded::admit(&self.authenticator, request.uri().path(), request.headers());
+        let admitted = admit(&self.authenticator, request.uri().path(), request.headers());
         match admitted {
             Ok(principal) => {
                 if let Some(principal) = principal {
