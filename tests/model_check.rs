@@ -487,13 +487,13 @@ impl Model {
         }
     }
 
-    /// One create item, as the rules say.
+    /// One create item, as the rules say: the pair it was planned as, or why it failed.
     fn create_item(
         &mut self,
         from: u8,
         to: u8,
         (a, b, types): (i64, i64, &[Key]),
-    ) -> Result<Vec<Key>, Failure> {
+    ) -> Result<(i64, i64, bool), Failure> {
         if from == to && a == b {
             return Err(Failure::plain("SELF_ASSOCIATION"));
         }
@@ -546,6 +546,12 @@ impl Model {
                 }
             }
         }
+        Ok((a, b, turned))
+    }
+
+    /// What pair `a -> b` (as planned: smaller id first on a same-object
+    /// pair) holds, in the item's direction.
+    fn held_as_named(&self, from: u8, to: u8, (a, b, turned): (i64, i64, bool)) -> Vec<Key> {
         let held = self.held(from, a, to, b);
         let mut held: Vec<Key> = if turned {
             held.iter().map(|k| self.inverse(from, to, *k)).collect()
@@ -553,7 +559,7 @@ impl Model {
             held.into_iter().collect()
         };
         held.sort();
-        Ok(held)
+        held
     }
 
     fn remove_matching(&mut self, matches: impl Fn(&Row) -> bool) -> u64 {
@@ -567,13 +573,18 @@ impl Model {
             Op::Create {
                 from, to, items, ..
             } => {
-                let (mut ok, mut failed) = (Vec::new(), Vec::new());
+                let (mut planned, mut failed) = (Vec::new(), Vec::new());
                 for (i, (a, b, types)) in items.iter().enumerate() {
                     match self.create_item(*from, *to, (*a, *b, types)) {
-                        Ok(held) => ok.push((i as u32, held)),
+                        Ok(pair) => planned.push((i as u32, pair)),
                         Err(f) => failed.push((i as u32, f)),
                     }
                 }
+                // Each item reports its pair as the whole request left it.
+                let ok = planned
+                    .into_iter()
+                    .map(|(i, pair)| (i, self.held_as_named(*from, *to, pair)))
+                    .collect();
                 Answer::Items { ok, failed }
             }
             Op::Archive { from, to, inputs } => {

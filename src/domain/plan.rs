@@ -147,7 +147,8 @@ pub struct Snapshot {
     pub user_limits: HashMap<TypeKey, u32>,
 }
 
-/// The result of one item: every type now held from -> to, or why it failed.
+/// The result of one item: every type its pair holds from -> to once the
+/// request is applied, or why the item failed.
 pub type ItemOutcome = Result<Vec<TypeKey>, DomainError>;
 
 /// What the store must write, and each item's outcome.
@@ -380,7 +381,11 @@ impl PlanState<'_, '_> {
         }
     }
 
-    fn plan_item(&mut self, item: &CreateItem, primary: Option<PrimarySide>) -> ItemOutcome {
+    fn plan_item(
+        &mut self,
+        item: &CreateItem,
+        primary: Option<PrimarySide>,
+    ) -> Result<(), DomainError> {
         let pair = (item.from_id, item.to_id);
         let existing = self.pairs.get(&pair).cloned().unwrap_or_default();
         let unlabeled = self.ctx.catalog.unlabeled(self.ctx.from, self.ctx.to).key;
@@ -419,11 +424,15 @@ impl PlanState<'_, '_> {
                 }
             }
         }
-        Ok(self
-            .pairs
+        Ok(())
+    }
+
+    /// The types `pair` holds (planning orientation).
+    fn held(&self, pair: (i64, i64)) -> Vec<TypeKey> {
+        self.pairs
             .get(&pair)
             .map(|t| t.iter().copied().collect())
-            .unwrap_or_default())
+            .unwrap_or_default()
     }
 }
 
@@ -445,15 +454,26 @@ pub fn plan_creates(ctx: &WriteContext, snapshot: Snapshot, items: &[CreateItem]
         deltas: HashMap::new(),
     };
     let primary = PrimarySide::of(ctx);
-    let outcomes = items
+    let planned: Vec<_> = items
         .iter()
         .map(|item| {
             let (item, turned) = oriented(ctx, item);
-            let outcome = state.plan_item(&item, primary)?;
+            state
+                .plan_item(&item, primary)
+                .map(|()| ((item.from_id, item.to_id), turned))
+        })
+        .collect();
+    // Each item reports what its pair holds once the whole request is
+    // planned: a later item may have moved a primary an earlier one set.
+    let outcomes = planned
+        .into_iter()
+        .map(|planned| {
+            let (pair, turned) = planned?;
+            let held = state.held(pair);
             if !turned {
-                return Ok(outcome);
+                return Ok(held);
             }
-            let mut held: Vec<TypeKey> = outcome.iter().map(|k| inverse(ctx, *k)).collect();
+            let mut held: Vec<TypeKey> = held.iter().map(|k| inverse(ctx, *k)).collect();
             held.sort();
             Ok(held)
         })

@@ -41,10 +41,10 @@ fn first_company_becomes_primary_and_moving_keeps_the_old_one_unlabeled() {
     );
     assert_eq!(
         ids(&plan.outcomes[0]),
-        vec![1, 279],
-        "first company is primary"
+        vec![279],
+        "company 10 was primary until a later item moved it: each item reports the end state"
     );
-    assert_eq!(ids(&plan.outcomes[1]), vec![279]);
+    assert_eq!(ids(&plan.outcomes[1]), vec![1, 279]);
     assert_eq!(ids(&plan.outcomes[2]), vec![1, 279]);
     let primaries: Vec<_> = plan
         .insert_rows
