@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::auth::{Authenticator, TokenConfig};
+use crate::auth::{Authenticator, CredentialSources, JwtSettings, TokenConfig};
 use crate::domain::admin::AdminEvent;
 use crate::domain::ErrorKind;
 use crate::hooks::audit::AUDIT_PLUGIN;
@@ -27,46 +27,48 @@ pub struct Settings {
     pub auth: AuthSettings,
 }
 
-/// Who may call (TOML `[[auth.tokens]]`, and the `[[tokens]]` of
-/// `auth.tokens_file`, e.g. a mounted Kubernetes Secret); none: the service
-/// runs open, which `serve` allows on loopback addresses only.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// Who may call (TOML `[[auth.tokens]]`, the `[[tokens]]` of
+/// `auth.tokens_file`, e.g. a mounted Kubernetes Secret, and `[auth.jwt]`);
+/// none: the service runs open, which `serve` allows on loopback addresses
+/// only.
+#[derive(Clone, Debug, Deserialize)]
 pub struct AuthSettings {
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
     #[serde(default)]
     pub tokens_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub jwt: Option<JwtSettings>,
+    /// How often the tokens file and JWT key files are looked at for changes.
+    #[serde(default = "default_reload_interval_ms")]
+    pub reload_interval_ms: u64,
 }
 
-/// The `[[tokens]]` of a tokens file.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TokensFile {
-    #[serde(default)]
-    tokens: Vec<TokenConfig>,
+fn default_reload_interval_ms() -> u64 {
+    5_000
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            tokens: Vec::new(),
+            tokens_file: None,
+            jwt: None,
+            reload_interval_ms: default_reload_interval_ms(),
+        }
+    }
 }
 
 impl AuthSettings {
-    /// The configured tokens and those of `tokens_file`.
-    pub fn all_tokens(&self) -> Result<Vec<TokenConfig>, ConfigError> {
-        let mut tokens = self.tokens.clone();
-        if let Some(path) = &self.tokens_file {
-            let file: TokensFile = config::Config::builder()
-                .add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml))
-                .build()
-                .and_then(|c| c.try_deserialize())
-                .map_err(|e| {
-                    ConfigError::Invalid(format!("auth.tokens_file {}: {e}", path.display()))
-                })?;
-            tokens.extend(file.tokens);
-        }
-        Ok(tokens)
-    }
-
     /// Who may call, checked.
     pub fn authenticator(&self) -> Result<Authenticator, ConfigError> {
-        Authenticator::from_config(&self.all_tokens()?)
-            .map_err(|e| ConfigError::Invalid(e.to_string()))
+        Authenticator::from_sources(&CredentialSources {
+            tokens: self.tokens.clone(),
+            tokens_file: self.tokens_file.clone(),
+            jwt: self.jwt.clone(),
+            reload_interval: std::time::Duration::from_millis(self.reload_interval_ms),
+        })
+        .map_err(ConfigError::Invalid)
     }
 }
 

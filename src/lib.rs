@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod grpc;
 pub mod hooks;
 pub mod proto;
+pub mod reload;
 pub mod server;
 pub mod service;
 pub mod status_table;

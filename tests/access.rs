@@ -1,7 +1,9 @@
 //! Who may call what, through the real server with tokens configured: every
 //! RPC of the proto's services and every REST endpoint, each tried with no
 //! credentials, an unknown token, a token without the role it needs, a
-//! token for another portal, and the token it needs. The RPCs come from the
+//! token for another portal, the token it needs, and JWTs that are expired,
+//! of another issuer or audience, badly signed, of another portal, without
+//! the role, or right. The RPCs come from the
 //! proto's file descriptor and the endpoints from the gateway's route list,
 //! so a new one without an access rule fails here.
 mod common;
@@ -39,6 +41,7 @@ const TOKENS: &[(&str, &[i64], &[Role])] = &[
 
 async fn server() -> TestServer {
     TestServer::start("sqlite", |s| {
+        common::accept_jwt(s);
         for (name, portals, roles) in TOKENS {
             s.auth.tokens.push(TokenConfig {
                 name: name.to_string(),
@@ -61,12 +64,38 @@ fn only(role: Role) -> &'static str {
     }
 }
 
+/// A role that is not `role`.
+fn without_role(role: Role) -> Role {
+    match role {
+        Role::Read => Role::Write,
+        _ => Role::Read,
+    }
+}
+
 /// A token that lacks `role`.
 fn without(role: Role) -> &'static str {
-    match role {
-        Role::Read => "writer",
-        _ => "reader",
-    }
+    only(without_role(role))
+}
+
+/// JWTs for the matrix: (case, token, whether a token of the right role
+/// and portal would pass, the refusal otherwise).
+fn jwt_cases(role: Role, portals: &[i64]) -> Vec<(&'static str, String, bool)> {
+    let claims = || common::jwt_claims("jwt-caller", portals, &[role.name()]);
+    let mut expired = claims();
+    expired["exp"] = serde_json::json!(expired["iat"].as_u64().unwrap() - 60);
+    let mut issuer = claims();
+    issuer["iss"] = "https://someone-else.test".into();
+    let mut audience = claims();
+    audience["aud"] = "another-service".into();
+    let mut tampered = common::jwt(&claims());
+    tampered.insert(tampered.rfind('.').unwrap() + 1, 'A');
+    vec![
+        ("an expired JWT", common::jwt(&expired), false),
+        ("a JWT of another issuer", common::jwt(&issuer), false),
+        ("a JWT for another audience", common::jwt(&audience), false),
+        ("a JWT with a bad signature", tampered, false),
+        ("a JWT with the role", common::jwt(&claims()), true),
+    ]
 }
 
 /// Any request of this service, as far as access goes: every request names
@@ -207,6 +236,37 @@ async fn every_rpc_needs_its_role_and_its_portal() {
             ("the role's token", PORTAL, Some(token(only(role))), None),
             ("every role", PORTAL, Some(token("everything")), None),
         ];
+        let mut cases = cases.to_vec();
+        for (case, jwt, passes) in jwt_cases(role, &[PORTAL]) {
+            cases.push((
+                case,
+                PORTAL,
+                Some(jwt),
+                (!passes).then_some(Code::Unauthenticated),
+            ));
+        }
+        let other_portal = common::jwt(&common::jwt_claims(
+            "jwt-elsewhere",
+            &[OTHER_PORTAL],
+            &[role.name()],
+        ));
+        cases.push((
+            "a JWT of another portal",
+            PORTAL,
+            Some(other_portal),
+            Some(Code::PermissionDenied),
+        ));
+        let wrong_role = common::jwt(&common::jwt_claims(
+            "jwt-wrong-role",
+            &[PORTAL],
+            &[without_role(role).name()],
+        ));
+        cases.push((
+            "a JWT without the role",
+            PORTAL,
+            Some(wrong_role),
+            Some(Code::PermissionDenied),
+        ));
         for (case, portal, token, expected) in cases {
             let code = call(&server, &rpc, portal, token.as_deref()).await;
             match expected {
@@ -310,6 +370,14 @@ async fn every_rest_endpoint_needs_its_role_and_one_portal() {
             ("the role's token", Some(token(only(*role))), None),
             ("every role", Some(token("everything")), None),
         ];
+        let mut cases = cases.to_vec();
+        for (case, jwt, passes) in jwt_cases(*role, &[PORTAL]) {
+            cases.push((
+                case,
+                Some(jwt),
+                (!passes).then_some((401, "INVALID_AUTHENTICATION")),
+            ));
+        }
         for (case, token, expected) in cases {
             let answer =
                 common::http_as(server.http_addr, method, &path, body, token.as_deref()).await;
@@ -674,5 +742,109 @@ async fn tenants_only_ever_see_their_own_portal() {
             "{context}: counters"
         );
     }
+    server.stop().await;
+}
+
+/// An ES256 key pair made for the test: (private key PEM, public key PEM,
+/// the public key as a JWK with `kid`).
+fn ec_key(kid: &str) -> (String, String, serde_json::Value) {
+    use base64::Engine;
+    let pair = rcgen::KeyPair::generate().expect("an EC P-256 key");
+    let raw = pair.public_key_raw();
+    assert_eq!((raw.len(), raw[0]), (65, 4), "an uncompressed P-256 point");
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let jwk = serde_json::json!({
+        "kty": "EC", "crv": "P-256", "kid": kid, "use": "sig", "alg": "ES256",
+        "x": b64(&raw[1..33]), "y": b64(&raw[33..]),
+    });
+    (pair.serialize_pem(), pair.public_key_pem(), jwk)
+}
+
+fn signed(algorithm: jsonwebtoken::Algorithm, kid: Option<&str>, key: &[u8]) -> String {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let mut header = Header::new(algorithm);
+    header.kid = kid.map(str::to_string);
+    let key = match algorithm {
+        Algorithm::RS256 => EncodingKey::from_rsa_pem(key),
+        _ => EncodingKey::from_ec_pem(key),
+    }
+    .expect("a signing key");
+    let claims = common::jwt_claims("rotating", &[PORTAL], &["read"]);
+    jsonwebtoken::encode(&header, &claims, &key).expect("sign")
+}
+
+/// Keys and tokens change without a restart: RS256 and ES256 keys from PEM
+/// and JWKS files, rotated by rewriting the file; a static token revoked by
+/// removing it from the tokens file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_and_tokens_are_revoked_without_a_restart() {
+    use jsonwebtoken::Algorithm::{ES256, RS256};
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let tokens = dir.path().join("tokens.toml");
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let rsa_private = std::fs::read(fixtures.join("jwt-rsa-private.pem")).unwrap();
+    let rsa_jwks: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures.join("jwt-rsa-public.jwks.json")).unwrap())
+            .unwrap();
+    let (old_private, old_public, _) = ec_key("old");
+    let (new_private, _, new_jwk) = ec_key("new");
+    std::fs::write(&keys, &old_public).unwrap();
+    let token_line = |name: &str| {
+        format!(
+            "[[tokens]]\nname = \"{name}\"\nsha256 = \"{}\"\nportals = [{PORTAL}]\nroles = [\"read\"]\n",
+            token_hash(&common::token_for(name))
+        )
+    };
+    std::fs::write(&tokens, token_line("kept") + &token_line("revoked")).unwrap();
+    let (key_file, tokens_file) = (keys.clone(), tokens.clone());
+    let server = TestServer::start("sqlite", move |s| {
+        s.auth.reload_interval_ms = 0;
+        s.auth.tokens_file = Some(tokens_file);
+        s.auth.jwt = Some(association_service::auth::JwtSettings {
+            issuer: common::JWT_ISSUER.into(),
+            audience: common::JWT_AUDIENCE.into(),
+            keys_file: Some(key_file),
+            secret_file: None,
+            leeway_seconds: 0,
+        });
+    })
+    .await;
+    let labels = "/crm/v4/associations/contacts/companies/labels";
+    let status = |token: String| {
+        let addr = server.http_addr;
+        async move {
+            common::http_as(addr, "GET", labels, None, Some(&token))
+                .await
+                .status
+        }
+    };
+    let old_es = signed(ES256, None, old_private.as_bytes());
+    let new_es = signed(ES256, Some("new"), new_private.as_bytes());
+    let rs = signed(RS256, Some("rsa-1"), &rsa_private);
+    assert_eq!(status(old_es.clone()).await, 200, "the PEM key signs");
+    assert_eq!(status(new_es.clone()).await, 401, "not configured yet");
+    assert_eq!(status(rs.clone()).await, 401, "not configured yet");
+    assert_eq!(status(common::token_for("revoked")).await, 200);
+
+    // Rotate: a JWKS of the RSA key and the new EC key replaces the PEM key.
+    let mut jwks = rsa_jwks.clone();
+    jwks["keys"].as_array_mut().unwrap().push(new_jwk);
+    std::fs::write(&keys, serde_json::to_vec(&jwks).unwrap()).unwrap();
+    std::fs::write(&tokens, token_line("kept")).unwrap();
+    assert_eq!(status(new_es.clone()).await, 200, "the new EC key signs");
+    assert_eq!(status(rs.clone()).await, 200, "the RSA key signs");
+    assert_eq!(status(old_es).await, 401, "the old key is rotated out");
+    assert_eq!(status(common::token_for("kept")).await, 200);
+    assert_eq!(
+        status(common::token_for("revoked")).await,
+        401,
+        "removed from the file: revoked"
+    );
+
+    // A broken key file keeps the keys in force.
+    std::fs::write(&keys, "{ not json").unwrap();
+    assert_eq!(status(new_es).await, 200, "the last good keys stay");
+    assert_eq!(status(rs).await, 200);
     server.stop().await;
 }

@@ -379,6 +379,55 @@ pub fn token_for(name: &str) -> String {
     format!("{name}-test-token")
 }
 
+/// The issuer and audience the test servers accept JWTs from and for.
+pub const JWT_ISSUER: &str = "https://issuer.test";
+pub const JWT_AUDIENCE: &str = "association-service";
+const JWT_SECRET: &str = "a test-only HS256 secret, 32+ bytes long";
+
+/// Accepts HS256 JWTs signed with the test secret (`jwt`).
+#[allow(dead_code)]
+pub fn accept_jwt(settings: &mut Settings) {
+    let secret = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("jwt-test-secret");
+    std::fs::write(&secret, JWT_SECRET).expect("write the JWT secret");
+    settings.auth.jwt = Some(association_service::auth::JwtSettings {
+        issuer: JWT_ISSUER.into(),
+        audience: JWT_AUDIENCE.into(),
+        keys_file: None,
+        secret_file: Some(secret),
+        leeway_seconds: 0,
+    });
+}
+
+/// The claims of a test JWT for `sub` on `portals` with `roles`, valid for
+/// the next hour.
+#[allow(dead_code)]
+pub fn jwt_claims(sub: &str, portals: &[i64], roles: &[&str]) -> serde_json::Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    serde_json::json!({
+        "sub": sub,
+        "iss": JWT_ISSUER,
+        "aud": JWT_AUDIENCE,
+        "iat": now,
+        "exp": now + 3600,
+        "portals": portals,
+        "roles": roles,
+    })
+}
+
+/// `claims` signed with the test secret (HS256).
+#[allow(dead_code)]
+pub fn jwt(claims: &serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .expect("sign a JWT")
+}
+
 /// `message` as a call made with `name`'s token (`token_for`).
 pub fn with_token<T>(message: T, name: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
