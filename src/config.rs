@@ -10,6 +10,7 @@ use crate::domain::admin::AdminEvent;
 use crate::domain::ErrorKind;
 use crate::hooks::audit::AUDIT_PLUGIN;
 use crate::hooks::{FailurePolicy, Pacing, PluginSettings};
+use crate::listen::TlsSettings;
 use crate::service::ServiceSettings;
 
 /// Everything the service can be configured with.
@@ -25,6 +26,9 @@ pub struct Settings {
     pub log: LogSettings,
     #[serde(default)]
     pub auth: AuthSettings,
+    /// TLS on both ports; none: plain TCP.
+    #[serde(default)]
+    pub tls: Option<TlsSettings>,
 }
 
 /// Who may call (TOML `[[auth.tokens]]`, the `[[tokens]]` of
@@ -148,6 +152,19 @@ pub struct GatewaySettings {
     pub http_addr: SocketAddr,
     /// The portal REST calls act on (HubSpot paths carry none).
     pub default_portal: i64,
+    /// Time for a request's line and headers to arrive.
+    pub header_read_timeout_ms: u64,
+    /// Longest request line; a longer one is 414.
+    pub max_request_line: usize,
+}
+
+impl GatewaySettings {
+    pub fn limits(&self) -> crate::gateway::serve::HttpLimits {
+        crate::gateway::serve::HttpLimits {
+            header_read_timeout: std::time::Duration::from_millis(self.header_read_timeout_ms),
+            max_request_line: self.max_request_line,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -251,6 +268,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("feed.prune_interval_secs", "300"),
     ("gateway.http_addr", "127.0.0.1:8080"),
     ("gateway.default_portal", "1"),
+    ("gateway.header_read_timeout_ms", "10000"),
+    ("gateway.max_request_line", "16384"),
     ("hooks.retry_initial_ms", "200"),
     ("hooks.retry_max_ms", "30000"),
     ("hooks.poll_interval_ms", "5000"),

@@ -8,6 +8,7 @@ pub mod domain;
 pub mod gateway;
 pub mod grpc;
 pub mod hooks;
+pub mod listen;
 pub mod proto;
 pub mod reload;
 pub mod server;

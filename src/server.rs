@@ -5,18 +5,17 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 
 use std::time::Duration;
 
-use crate::config::{redacted_url, FeedSettings, Settings};
+use crate::config::{redacted_url, ConfigError, FeedSettings, Settings};
 use crate::domain::ErrorKind;
 use crate::gateway;
 use crate::grpc::{self, GrpcApi};
 use crate::hooks::remote::RemotePlugin;
 use crate::hooks::Hooks;
+use crate::listen::{Acceptor, Protocol};
 use crate::proto::admin_config_server::AdminConfigServer;
 use crate::proto::association_read_server::AssociationReadServer;
 use crate::proto::association_write_server::AssociationWriteServer;
@@ -179,23 +178,41 @@ pub async fn serve(
         );
     }
     tracing::info!(
-        "association-service ready: grpc={addr} rest=http://{http_addr} store={backend} ({})",
+        "association-service ready: grpc={addr} rest={}://{http_addr} store={backend} ({})",
+        if settings.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         redacted_url(&settings.store.url)
     );
+    let tls = |protocol| match &settings.tls {
+        Some(tls) => Acceptor::tls(tls, protocol).map_err(|e| ConfigError::Invalid(e).into()),
+        None => Ok::<_, ServerError>(Acceptor::plain()),
+    };
+    let (grpc_acceptor, rest_acceptor) = (tls(Protocol::Grpc)?, tls(Protocol::Http1)?);
+    if !grpc_acceptor.is_tls() && !authenticator.is_open() {
+        if let Some(exposed) = [addr, http_addr]
+            .into_iter()
+            .find(|a| !a.ip().is_loopback())
+        {
+            tracing::warn!(
+                "bearer tokens travel in clear text on {exposed}: configure [tls] unless a proxy or mesh encrypts the traffic"
+            );
+        }
+    }
     // One shutdown signal stops both front ends.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut rest_stopped = stopped.clone();
-    // No Nagle delay: small answers (and stream chunks) leave at once
-    // instead of waiting for the peer's delayed ACK.
-    let http_listener = http_listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY on a REST connection: {err}");
-        }
-    });
-    let rest = axum::serve(http_listener, rest).with_graceful_shutdown(async move {
-        let _ = rest_stopped.wait_for(|s| *s).await;
-    });
-    let rest = tokio::spawn(async move { rest.await });
+    let rest = gateway::serve::serve(
+        rest_acceptor.incoming(http_listener),
+        rest,
+        settings.gateway.limits(),
+        async move {
+            let _ = rest_stopped.wait_for(|s| *s).await;
+        },
+    );
+    let rest = tokio::spawn(rest);
     let mut grpc_stopped = stopped;
     let grpc = tonic::transport::Server::builder()
         .layer(grpc::auth::AuthLayer::new(authenticator))
@@ -205,12 +222,9 @@ pub async fn serve(
         .add_service(AssociationWriteServer::new(api.clone()))
         .add_service(AssociationReadServer::new(api.clone()))
         .add_service(AdminConfigServer::new(api))
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            async move {
-                let _ = grpc_stopped.wait_for(|s| *s).await;
-            },
-        );
+        .serve_with_incoming_shutdown(grpc_acceptor.incoming(listener), async move {
+            let _ = grpc_stopped.wait_for(|s| *s).await;
+        });
     let grpc = tokio::spawn(grpc);
     shutdown.await;
     let _ = stop.send(true);
@@ -219,9 +233,7 @@ pub async fn serve(
     pruner.abort();
     dispatchers.iter().for_each(|d| d.abort());
     grpc_result.map_err(|e| ServerError::Gateway(std::io::Error::other(e)))??;
-    rest_result
-        .map_err(|e| ServerError::Gateway(std::io::Error::other(e)))?
-        .map_err(ServerError::Gateway)?;
+    rest_result.map_err(|e| ServerError::Gateway(std::io::Error::other(e)))?;
     Ok(())
 }
 

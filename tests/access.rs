@@ -443,6 +443,22 @@ async fn refusals_at_the_edge_are_json() {
             None,
             400,
         ),
+        (
+            "GET",
+            format!(
+                "/crm/v3/objects/contacts?associations={}",
+                "a".repeat(100_000)
+            ),
+            None,
+            414,
+        ),
+        (
+            "GET",
+            "/crm/v3/objects/contacts extra".to_string(),
+            None,
+            400,
+        ),
+        ("G\u{1}T", "/crm/v3/objects/contacts".to_string(), None, 400),
     ];
     for (method, path, body, status) in cases {
         let answer = common::http_as(
@@ -453,6 +469,7 @@ async fn refusals_at_the_edge_are_json() {
             Some(&token),
         )
         .await;
+        let path = &path[..path.len().min(80)];
         assert_eq!(answer.status, status, "{method} {path}: {}", answer.body);
         let json: serde_json::Value = serde_json::from_str(&answer.body)
             .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {}", answer.body));
@@ -463,6 +480,49 @@ async fn refusals_at_the_edge_are_json() {
             "{json}"
         );
     }
+    server.stop().await;
+}
+
+/// A client that sends its request slowly is cut off: a request line that
+/// does not arrive in time is answered `408` in the JSON error body, and
+/// headers that do not arrive in time close the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_requests_are_cut_off() {
+    let server = TestServer::start("sqlite", |s| s.gateway.header_read_timeout_ms = 300).await;
+    let started = std::time::Instant::now();
+    let stream = tokio::net::TcpStream::connect(server.http_addr)
+        .await
+        .unwrap();
+    let answer = common::http_over(stream, b"GET /crm/v3/objects/con")
+        .await
+        .expect("an answer to the partial request line");
+    assert_eq!(answer.status, 408, "{}", answer.body);
+    let json: serde_json::Value = serde_json::from_str(&answer.body).expect("JSON");
+    assert!(json["correlationId"].is_string(), "{json}");
+
+    let stream = tokio::net::TcpStream::connect(server.http_addr)
+        .await
+        .unwrap();
+    let partial =
+        b"GET /crm/v3/associations/contacts/companies/types HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    // hyper closes the connection (with or without a 408 of its own).
+    if let Some(answer) = common::http_over(stream, partial).await {
+        assert_eq!(answer.status, 408, "{}", answer.body);
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "both connections were closed by the header timeout, not held: {:?}",
+        started.elapsed()
+    );
+    // A whole request on a fresh connection is still served.
+    let answer = common::http(
+        server.http_addr,
+        "GET",
+        "/crm/v3/associations/contacts/companies/types",
+        None,
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
     server.stop().await;
 }
 

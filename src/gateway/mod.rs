@@ -19,6 +19,7 @@ use crate::service::{AssociationService, PortalPair};
 mod batch;
 pub mod error;
 mod json;
+pub mod serve;
 mod v3;
 mod v4;
 mod v4_config;
