@@ -135,6 +135,8 @@ impl Server {
             .env("ASSOC__GATEWAY__DEFAULT_PORTAL", R4_PORTAL.to_string())
             .env("ASSOC__LIMITS__PLATFORM_CEILING", "2000000")
             .env("ASSOC__STORE__MAX_CONNECTIONS", "32")
+            // Throughput is measured, not the per-portal call-rate policy.
+            .env("ASSOC__SERVER__CALLS_PER_SECOND_PER_PORTAL", "0")
             .env("ASSOC__LOG__FILTER", "warn")
             .stdout(Stdio::null())
             .kill_on_drop(true)

@@ -156,6 +156,8 @@ pub struct GatewaySettings {
     pub header_read_timeout_ms: u64,
     /// Longest request line; a longer one is 414.
     pub max_request_line: usize,
+    /// Longest wait for the next part of a request body.
+    pub body_read_timeout_ms: u64,
 }
 
 impl GatewaySettings {
@@ -181,6 +183,14 @@ pub struct FeedSettings {
 pub struct ServerSettings {
     /// Where gRPC listens (port 0 picks a free port).
     pub grpc_addr: SocketAddr,
+    /// Calls a second each portal may make on one replica (both ports); 0: no limit.
+    pub calls_per_second_per_portal: u32,
+    /// Calls a portal may make at once above its rate before it must wait.
+    pub call_burst_per_portal: u32,
+    /// Calls each port serves at once; more are refused at once (load shedding).
+    pub max_concurrent_calls: usize,
+    /// Longest time a call (a stream: until its first answer) may take.
+    pub request_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -251,6 +261,10 @@ impl ConfigError {
 
 const DEFAULTS: &[(&str, &str)] = &[
     ("server.grpc_addr", "127.0.0.1:50051"),
+    ("server.calls_per_second_per_portal", "5000"),
+    ("server.call_burst_per_portal", "10000"),
+    ("server.max_concurrent_calls", "1024"),
+    ("server.request_timeout_ms", "30000"),
     ("store.url", "sqlite://data/associations.db"),
     ("store.max_connections", "16"),
     ("store.retry_budget_ms", "5000"),
@@ -270,6 +284,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("gateway.default_portal", "1"),
     ("gateway.header_read_timeout_ms", "10000"),
     ("gateway.max_request_line", "16384"),
+    ("gateway.body_read_timeout_ms", "10000"),
     ("hooks.retry_initial_ms", "200"),
     ("hooks.retry_max_ms", "30000"),
     ("hooks.poll_interval_ms", "5000"),
@@ -307,6 +322,12 @@ impl Settings {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_string()));
         if self.limits.platform_ceiling == 0 || self.limits.platform_ceiling > i32::MAX as u32 {
             return invalid("limits.platform_ceiling must be between 1 and 2147483647");
+        }
+        if self.server.max_concurrent_calls == 0 {
+            return invalid("server.max_concurrent_calls must be at least 1");
+        }
+        if self.server.request_timeout_ms == 0 {
+            return invalid("server.request_timeout_ms must be at least 1");
         }
         if self.read.max_streams_per_portal == 0 {
             return invalid("read.max_streams_per_portal must be at least 1");

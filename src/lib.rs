@@ -2,6 +2,7 @@
 //! portal, enforces per-record association limits transactionally, and serves
 //! them over gRPC. Layers: front ends (`grpc`, `gateway`) -> `service` -> `store`;
 //! `domain` is pure.
+pub mod admission;
 pub mod auth;
 pub mod config;
 pub mod domain;

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 
 use std::time::Duration;
 
+use crate::admission::Admission;
 use crate::config::{redacted_url, ConfigError, FeedSettings, Settings};
 use crate::domain::ErrorKind;
 use crate::gateway;
@@ -129,10 +130,21 @@ pub async fn serve(
         settings.feed.clone(),
     ));
     let authenticator = Arc::new(settings.auth.authenticator()?);
+    let admission = Arc::new(Admission::new(
+        settings.server.calls_per_second_per_portal,
+        settings.server.call_burst_per_portal,
+    ));
+    let request_timeout = Duration::from_millis(settings.server.request_timeout_ms);
     let rest = gateway::router(
         Arc::clone(&service),
         settings.gateway.default_portal,
         Arc::clone(&authenticator),
+        gateway::Guards {
+            admission: Arc::clone(&admission),
+            max_concurrent_calls: settings.server.max_concurrent_calls,
+            request_timeout,
+            body_read_timeout: Duration::from_millis(settings.gateway.body_read_timeout_ms),
+        },
     );
     let api = GrpcApi::new(service);
 
@@ -214,8 +226,25 @@ pub async fn serve(
     );
     let rest = tokio::spawn(rest);
     let mut grpc_stopped = stopped;
+    let guards = tower::ServiceBuilder::new()
+        .layer(grpc::auth::AuthLayer::new(
+            authenticator,
+            Arc::clone(&admission),
+        ))
+        .load_shed()
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            settings.server.max_concurrent_calls,
+        ));
+    let forgetting = tokio::spawn(async move {
+        let mut every_minute = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            every_minute.tick().await;
+            admission.forget_idle();
+        }
+    });
     let grpc = tonic::transport::Server::builder()
-        .layer(grpc::auth::AuthLayer::new(authenticator))
+        .timeout(request_timeout)
+        .layer(guards)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -231,6 +260,7 @@ pub async fn serve(
     let grpc_result = grpc.await;
     let rest_result = rest.await;
     pruner.abort();
+    forgetting.abort();
     dispatchers.iter().for_each(|d| d.abort());
     grpc_result.map_err(|e| ServerError::Gateway(std::io::Error::other(e)))??;
     rest_result.map_err(|e| ServerError::Gateway(std::io::Error::other(e)))?;

@@ -101,6 +101,14 @@ pub enum DomainError {
     CursorExpired(i64),
     #[error("portal {portal} has {limit} streams open, the most read.max_streams_per_portal allows; close one or try again later")]
     TooManyStreams { portal: i64, limit: u32 },
+    #[error("You have reached your secondly limit: portal {portal} may make {per_second} calls per second; try again in {retry_after_ms} ms")]
+    RateLimited {
+        portal: i64,
+        per_second: u32,
+        retry_after_ms: u64,
+    },
+    #[error("The service is at its limit of concurrent calls; try again shortly")]
+    Overloaded,
     #[error("No {} is associated with {} {from_id}.", .to.singular_name(), .from.singular_name())]
     NoAssociations {
         from: ObjectType,
@@ -152,7 +160,10 @@ impl DomainError {
             | DomainError::NoAssociations { .. }
             | DomainError::ObjectNotFound { .. } => ErrorKind::NotFound,
             DomainError::CursorExpired(_) => ErrorKind::Expired,
-            DomainError::TooManyStreams { .. } => ErrorKind::ResourceExhausted,
+            DomainError::TooManyStreams { .. } | DomainError::RateLimited { .. } => {
+                ErrorKind::ResourceExhausted
+            }
+            DomainError::Overloaded => ErrorKind::Unavailable,
             DomainError::LimitAlreadySet(_) | DomainError::LabelExists(_) => ErrorKind::Conflict,
             DomainError::ChangeDenied { .. } => ErrorKind::Denied,
             DomainError::Unauthenticated(_) => ErrorKind::Unauthenticated,
@@ -186,6 +197,8 @@ impl DomainError {
             DomainError::InvalidCursor => "crm.associations.INVALID_CURSOR",
             DomainError::CursorExpired(_) => "crm.associations.CURSOR_EXPIRED",
             DomainError::TooManyStreams { .. } => "crm.associations.TOO_MANY_STREAMS",
+            DomainError::RateLimited { .. } => "crm.associations.RATE_LIMITED",
+            DomainError::Overloaded => "crm.associations.OVERLOADED",
             DomainError::NoAssociations { .. } => "crm.associations.NO_ASSOCIATIONS_FOUND",
             DomainError::ObjectNotFound { .. } => "crm.objects.OBJECT_NOT_FOUND",
             DomainError::ChangeDenied { .. } => "crm.associations.CHANGE_DENIED_BY_PLUGIN",
@@ -246,6 +259,14 @@ impl DomainError {
             ],
             DomainError::ChangeDenied { plugin, .. }
             | DomainError::PluginUnavailable { plugin, .. } => vec![("plugin", plugin.clone())],
+            DomainError::RateLimited {
+                portal,
+                retry_after_ms,
+                ..
+            } => vec![
+                ("portalId", portal.to_string()),
+                ("retryAfterMs", retry_after_ms.to_string()),
+            ],
             _ => vec![],
         }
     }
@@ -283,5 +304,19 @@ pub fn check_portal(portal_id: i64) -> Result<i64, DomainError> {
         Ok(portal_id)
     } else {
         Err(DomainError::InvalidPortal(portal_id))
+    }
+}
+
+impl DomainError {
+    /// How long a caller should wait before trying again, when the error
+    /// says (rate limits, load shedding).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            DomainError::RateLimited { retry_after_ms, .. } => {
+                Some(std::time::Duration::from_millis(*retry_after_ms))
+            }
+            DomainError::Overloaded => Some(std::time::Duration::from_secs(1)),
+            _ => None,
+        }
     }
 }

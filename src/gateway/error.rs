@@ -199,6 +199,19 @@ impl IntoResponse for GatewayError {
             body.message
         );
         let code = StatusCode::from_u16(status.http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (code, axum::Json(body)).into_response()
+        let retry_after = match &self {
+            GatewayError::Service(ServiceError::Domain(err)) => err.retry_after(),
+            _ => None,
+        };
+        let mut response = (code, axum::Json(body)).into_response();
+        if let Some(wait) = retry_after {
+            // Whole seconds, rounded up: a client never retries too early.
+            let seconds = wait.as_millis().div_ceil(1000).max(1);
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds as u64),
+            );
+        }
+        response
     }
 }

@@ -4,13 +4,15 @@
 //! HubSpot paths carry no portal, so a call acts on its token's one portal
 //! (or, when the service runs open, on the configured default portal).
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
-use axum::http::{Method, Uri};
+use axum::http::{Method, StatusCode, Uri};
 use axum::routing::{on, MethodFilter};
 use axum::Router;
 
+use crate::admission::Admission;
 use crate::auth::Authenticator;
 use crate::domain::access::{Principal, Role};
 use crate::domain::{DomainError, ObjectType};
@@ -36,6 +38,7 @@ pub struct GatewayState {
     /// The portal of an open service.
     default_portal: i64,
     authenticator: Arc<Authenticator>,
+    admission: Arc<Admission>,
 }
 
 /// What every handler needs: the service, the caller and the portal the
@@ -78,6 +81,7 @@ impl FromRequestParts<GatewayState> for Gateway {
             })?
         };
         principal.authorize(role, portal)?;
+        state.admission.admit(portal)?;
         Ok(Gateway {
             service: Arc::clone(&state.service),
             portal,
@@ -239,19 +243,54 @@ rest_routes! {
     }
 }
 
+/// How the gateway guards itself: the call rates of each portal, the calls
+/// served at once, and how long a call and its body may take.
+#[derive(Clone)]
+pub struct Guards {
+    pub admission: Arc<Admission>,
+    pub max_concurrent_calls: usize,
+    pub request_timeout: Duration,
+    pub body_read_timeout: Duration,
+}
+
 /// Every REST endpoint; without tokens, calls act on `default_portal`.
 pub fn router(
     service: Arc<AssociationService>,
     default_portal: i64,
     authenticator: Arc<Authenticator>,
+    guards: Guards,
 ) -> Router {
+    let shedding = tower::ServiceBuilder::new()
+        .layer(axum::error_handling::HandleErrorLayer::new(overloaded))
+        .load_shed()
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            guards.max_concurrent_calls,
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            guards.request_timeout,
+        ))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            guards.body_read_timeout,
+        ));
     endpoints()
         .fallback(no_route)
         .method_not_allowed_fallback(no_route)
+        .layer(shedding)
         .layer(axum::middleware::map_response(json_errors))
         .with_state(GatewayState {
             service,
             default_portal,
             authenticator,
+            admission: guards.admission,
         })
+}
+
+/// The answer to a call refused because the gateway is at its concurrency
+/// limit (the only error the shedding layers raise).
+async fn overloaded(err: tower::BoxError) -> GatewayError {
+    if !err.is::<tower::load_shed::error::Overloaded>() {
+        tracing::error!("REST guard layer failed: {err}");
+    }
+    GatewayError::from(DomainError::Overloaded)
 }

@@ -13,6 +13,7 @@ use tonic::codegen::http;
 use tonic::{Request, Status};
 use tower::{Layer, Service};
 
+use crate::admission::Admission;
 use crate::auth::Authenticator;
 use crate::domain::access::{Principal, Role};
 use crate::domain::DomainError;
@@ -55,11 +56,15 @@ pub fn rpc_access(path: &str) -> Option<RpcAccess> {
 #[derive(Clone)]
 pub struct AuthLayer {
     authenticator: Arc<Authenticator>,
+    admission: Arc<Admission>,
 }
 
 impl AuthLayer {
-    pub fn new(authenticator: Arc<Authenticator>) -> AuthLayer {
-        AuthLayer { authenticator }
+    pub fn new(authenticator: Arc<Authenticator>, admission: Arc<Admission>) -> AuthLayer {
+        AuthLayer {
+            authenticator,
+            admission,
+        }
     }
 }
 
@@ -70,6 +75,7 @@ impl<S> Layer<S> for AuthLayer {
         Guarded {
             inner,
             authenticator: Arc::clone(&self.authenticator),
+            admission: Arc::clone(&self.admission),
         }
     }
 }
@@ -79,6 +85,7 @@ impl<S> Layer<S> for AuthLayer {
 pub struct Guarded<S> {
     inner: S,
     authenticator: Arc<Authenticator>,
+    admission: Arc<Admission>,
 }
 
 /// The principal a call on `path` with these headers acts as (none for an
@@ -109,14 +116,14 @@ impl<S, B> Service<http::Request<B>> for Guarded<S>
 where
     S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
     S::Future: Send + 'static,
-    S::Error: Send + 'static,
+    S::Error: Into<tower::BoxError> + Send + 'static,
 {
     type Response = http::Response<tonic::body::Body>;
-    type Error = S::Error;
+    type Error = tower::BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
@@ -125,11 +132,19 @@ where
             Ok(principal) => {
                 if let Some(principal) = principal {
                     request.extensions_mut().insert(principal);
+                    request.extensions_mut().insert(Arc::clone(&self.admission));
                 }
                 let path = request.uri().path().to_string();
                 let answer = self.inner.call(request);
                 Box::pin(async move {
-                    let response = answer.await?;
+                    let response = match answer.await.map_err(Into::into) {
+                        Ok(response) => response,
+                        // Shed by the concurrency limit below this layer.
+                        Err(err) if err.is::<tower::load_shed::error::Overloaded>() => {
+                            return Ok(Status::from(DomainError::Overloaded).into_http());
+                        }
+                        Err(err) => return Err(err),
+                    };
                     Ok(match undecodable(&response) {
                         Some(detail) => Status::from(DomainError::InvalidArgument(format!(
                             "the request to {path} is not a valid protobuf message: {detail}"
@@ -161,7 +176,11 @@ fn undecodable(response: &http::Response<tonic::body::Body>) -> Option<String> {
 /// checked before the call reached the handler).
 pub fn authorize<T>(request: &Request<T>, role: Role, portal: i64) -> Result<(), Status> {
     let principal = caller(request)?;
-    principal.authorize(role, portal).map_err(Status::from)
+    principal.authorize(role, portal)?;
+    match request.extensions().get::<Arc<Admission>>() {
+        Some(admission) => admission.admit(portal).map_err(Status::from),
+        None => Ok(()),
+    }
 }
 
 /// The principal the layer admitted.

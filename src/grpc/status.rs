@@ -30,8 +30,11 @@ pub fn error_metadata(err: &DomainError) -> HashMap<String, String> {
 }
 
 pub fn domain_status(err: &DomainError) -> Status {
-    let details =
+    let mut details =
         ErrorDetails::with_error_info(err.sub_category(), ERROR_DOMAIN, error_metadata(err));
+    if let Some(wait) = err.retry_after() {
+        details.set_retry_info(Some(wait));
+    }
     Status::with_error_details(code_for(err.kind()), err.to_string(), details)
 }
 

@@ -1,0 +1,237 @@
+//! The guards against callers that ask too much, through the real server:
+//! per-portal call rates (REST `429` with `Retry-After` and HubSpot's
+//! `RATE_LIMITS` body, gRPC `RESOURCE_EXHAUSTED` with `RetryInfo`), load
+//! shedding at the concurrency limit (REST `503`, gRPC `UNAVAILABLE`), and
+//! the REST request and body read timeouts.
+mod common;
+
+use association_service::proto::association_read_client::AssociationReadClient;
+use association_service::proto::association_write_client::AssociationWriteClient;
+use association_service::proto::{ImportAssociationsRequest, ListDefinitionsRequest};
+use common::TestServer;
+use tokio::io::AsyncWriteExt;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+const TYPES: &str = "/crm/v3/associations/contacts/companies/types";
+
+fn definitions(portal: i64, token: &str) -> tonic::Request<ListDefinitionsRequest> {
+    common::with_token(
+        ListDefinitionsRequest {
+            portal_id: portal,
+            from_object_type: "contacts".into(),
+            to_object_type: "companies".into(),
+        },
+        token,
+    )
+}
+
+fn header<'a>(answer: &'a common::HttpAnswer, name: &str) -> Option<&'a str> {
+    answer
+        .headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn json(answer: &common::HttpAnswer) -> serde_json::Value {
+    serde_json::from_str(&answer.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", answer.body))
+}
+
+/// A portal past its burst waits, on both ports, and other portals do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_past_its_call_rate_is_told_to_wait() {
+    let server = TestServer::start("sqlite", |s| {
+        s.server.calls_per_second_per_portal = 1;
+        s.server.call_burst_per_portal = 2;
+        common::grant(s, &["seven"], &[7]);
+        common::grant(s, &["eight"], &[8]);
+    })
+    .await;
+    let seven = common::token_for("seven");
+    for _ in 0..2 {
+        let answer = common::http_as(server.http_addr, "GET", TYPES, None, Some(&seven)).await;
+        assert_eq!(answer.status, 200, "within the burst: {}", answer.body);
+    }
+    let refused = common::http_as(server.http_addr, "GET", TYPES, None, Some(&seven)).await;
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    let body = json(&refused);
+    assert_eq!(body["category"], "RATE_LIMITS", "{body}");
+    assert_eq!(
+        body["subCategory"], "crm.associations.RATE_LIMITED",
+        "{body}"
+    );
+    assert!(body["correlationId"].is_string(), "{body}");
+    let wait: u64 = header(&refused, "retry-after")
+        .expect("a Retry-After header")
+        .parse()
+        .expect("whole seconds");
+    assert!((1..=2).contains(&wait), "Retry-After {wait}");
+
+    // The same portal over gRPC shares the allowance.
+    let channel = tonic::transport::Channel::from_shared(server.endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut read = AssociationReadClient::new(channel);
+    let status = read
+        .list_definitions(definitions(7, "seven"))
+        .await
+        .expect_err("portal 7 is past its rate");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let details = status.get_error_details();
+    assert_eq!(
+        details.error_info().map(|i| i.reason.as_str()),
+        Some("crm.associations.RATE_LIMITED")
+    );
+    assert!(
+        details.retry_info().and_then(|r| r.retry_delay).is_some(),
+        "RetryInfo says how long to wait: {details:?}"
+    );
+
+    // Another portal has its own allowance.
+    let eight = common::token_for("eight");
+    let answer = common::http_as(server.http_addr, "GET", TYPES, None, Some(&eight)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    read.list_definitions(definitions(8, "eight"))
+        .await
+        .expect("portal 8 is within its rate");
+    server.stop().await;
+}
+
+/// A REST request whose body stops arriving: the headers and part of a
+/// declared body, then silence. The connection is returned so the request
+/// stays in flight.
+async fn stalled_request(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = "POST /crm/v4/associations/contacts/companies/batch/read HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"inputs\"";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
+/// At the concurrency limit further calls are refused at once, on both
+/// ports, and served again once the call in flight ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_past_the_concurrency_limit_are_shed() {
+    let server = TestServer::start("sqlite", |s| {
+        s.server.max_concurrent_calls = 1;
+        s.gateway.body_read_timeout_ms = 60_000;
+    })
+    .await;
+    // REST: a request whose body never completes holds the one place. A
+    // probe may take the place first and shed the stalled request instead:
+    // then it has its answer, and another one is tried.
+    let mut attempts = 0..100;
+    let (shed, stalled) = 'held: loop {
+        assert!(attempts.next().is_some(), "no call was shed");
+        let stalled = stalled_request(server.http_addr).await;
+        for _ in 0..1000 {
+            let answer = common::http(server.http_addr, "GET", TYPES, None).await;
+            if answer.status != 200 {
+                break 'held (answer, stalled);
+            }
+            match stalled.try_read(&mut [0u8; 1]) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                _ => continue 'held,
+            }
+        }
+        panic!("the stalled request neither held the place nor was shed");
+    };
+    assert_eq!(shed.status, 503, "{}", shed.body);
+    assert_eq!(json(&shed)["subCategory"], "crm.associations.OVERLOADED");
+    assert!(
+        header(&shed, "retry-after").is_some(),
+        "a Retry-After header"
+    );
+    drop(stalled);
+    // The server notices the closed connection on its own time.
+    let mut tries = 0..1000;
+    let served = loop {
+        assert!(tries.next().is_some(), "the place was never freed");
+        let answer = common::http(server.http_addr, "GET", TYPES, None).await;
+        if answer.status != 503 {
+            break answer;
+        }
+    };
+    assert_eq!(
+        served.status, 200,
+        "served once the place is free: {}",
+        served.body
+    );
+
+    // gRPC: an import whose request stream stays open holds the one place.
+    let channel = tonic::transport::Channel::from_shared(server.endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut read = AssociationReadClient::new(channel.clone());
+    let mut attempts = 0..100;
+    let (status, rows, import) = 'held: loop {
+        assert!(attempts.next().is_some(), "no call was shed");
+        let (rows, pending) = tokio::sync::mpsc::channel::<ImportAssociationsRequest>(1);
+        let mut write = AssociationWriteClient::new(channel.clone());
+        let import = tokio::spawn(async move {
+            write
+                .import_associations(tokio_stream::wrappers::ReceiverStream::new(pending))
+                .await
+        });
+        for _ in 0..1000 {
+            match read.list_definitions(definitions(1, "anyone")).await {
+                Err(status) => break 'held (status, rows, import),
+                // The import was shed instead: try another.
+                Ok(_) if import.is_finished() => continue 'held,
+                Ok(_) => {}
+            }
+        }
+        panic!("the import neither held the place nor was shed");
+    };
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(
+        status
+            .get_error_details()
+            .error_info()
+            .map(|i| i.reason.as_str()),
+        Some("crm.associations.OVERLOADED")
+    );
+    drop(rows);
+    let ended = import.await.unwrap();
+    assert!(
+        ended
+            .as_ref()
+            .map_or_else(|s| s.code() != Code::Unavailable, |_| true),
+        "the import ends once its stream ends: {ended:?}"
+    );
+    read.list_definitions(definitions(1, "anyone"))
+        .await
+        .expect("served once the place is free");
+    server.stop().await;
+}
+
+/// A body that stops arriving is cut off by the body read timeout, a call
+/// that takes too long by the request timeout; both answer in HubSpot's
+/// JSON error body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_and_slow_calls_are_cut_off() {
+    for (body_ms, request_ms, expected) in [(200, 60_000, 400), (60_000, 200, 504)] {
+        let server = TestServer::start("sqlite", move |s| {
+            s.gateway.body_read_timeout_ms = body_ms;
+            s.server.request_timeout_ms = request_ms;
+        })
+        .await;
+        let stalled = stalled_request(server.http_addr).await;
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            common::http_over(stalled, b""),
+        )
+        .await
+        .expect("the stalled request is answered and closed")
+        .expect("an answer to the stalled request");
+        assert_eq!(answer.status, expected, "{}", answer.body);
+        let body = json(&answer);
+        assert!(body["correlationId"].is_string(), "{body}");
+        assert_eq!(body["status"], "error", "{body}");
+        server.stop().await;
+    }
+}
