@@ -327,23 +327,11 @@ fn the_route_list_follows_the_policy() {
     }
 }
 
-/// A concrete path for a route pattern.
-fn concrete(pattern: &str) -> String {
-    pattern
-        .replace("{object_type}", "contacts")
-        .replace("{from}", "contacts")
-        .replace("{to}", "companies")
-        .replace("{id}", "1")
-        .replace("{to_id}", "2")
-        .replace("{type_id}", "1000")
-        .replace("{association_type}", "contact_to_company")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rest_endpoint_needs_its_role_and_one_portal() {
     let server = server().await;
     for (method, pattern, role) in REST_ROUTES {
-        let path = concrete(pattern);
+        let path = common::concrete_path(pattern);
         let body = matches!(*method, "POST" | "PUT").then_some("{}");
         let token = |name: &str| common::token_for(name);
         let cases: [RestCase; 6] = [

@@ -154,7 +154,7 @@ async fn first_line(
 }
 
 /// `METHOD SP request-target SP HTTP/1.x`, the method a token and the target
-/// free of spaces and control characters.
+/// a URI hyper accepts.
 fn well_formed(line: &[u8]) -> bool {
     let mut parts = line.split(|&b| b == b' ');
     let (Some(method), Some(target), Some(version), None) =
@@ -166,8 +166,8 @@ fn well_formed(line: &[u8]) -> bool {
     !method.is_empty()
         && method.len() <= 32
         && method.iter().all(token)
-        && !target.is_empty()
-        && target.iter().all(|&b| b > b' ' && b != 0x7f)
+        // The URI parser hyper itself uses.
+        && axum::http::Uri::try_from(target).is_ok()
         && matches!(version, b"HTTP/1.1" | b"HTTP/1.0")
 }
 
@@ -268,6 +268,7 @@ mod tests {
             b"G\x00T /x HTTP/1.1",
             b"GET /\x01 HTTP/1.1",
             b"\xff\xfe /x HTTP/1.1",
+            b"GET /crm/`x HTTP/1.1",
         ] {
             assert!(!well_formed(bad), "{}", String::from_utf8_lossy(bad));
         }

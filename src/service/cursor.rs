@@ -13,6 +13,9 @@ use crate::domain::DomainError;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// The length of a cursor's tag: the first 16 bytes of its HMAC-SHA256.
+const SIGNATURE_BYTES: usize = 16;
+
 /// Signs and checks cursors with one secret.
 #[derive(Clone)]
 pub struct CursorCodec {
@@ -54,7 +57,7 @@ impl CursorCodec {
     fn mac(&self, payload: &[u8]) -> Vec<u8> {
         let mut mac = HmacSha256::new_from_slice(&self.secret).expect("HMAC takes any key length");
         mac.update(payload);
-        mac.finalize().into_bytes()[..16].to_vec()
+        mac.finalize().into_bytes()[..SIGNATURE_BYTES].to_vec()
     }
 
     /// Encodes `position` as a cursor for `portal` and `request`.
@@ -83,6 +86,11 @@ impl CursorCodec {
         let (payload, signature) = cursor.split_once('.').ok_or_else(invalid)?;
         let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| invalid())?;
         let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| invalid())?;
+        // The whole tag: a shorter one would match a prefix of the MAC, and
+        // a one-byte tag is guessed in 256 tries.
+        if signature.len() != SIGNATURE_BYTES {
+            return Err(invalid());
+        }
         let mut mac = HmacSha256::new_from_slice(&self.secret).expect("HMAC takes any key length");
         mac.update(&payload);
         mac.verify_truncated_left(&signature)
@@ -98,6 +106,23 @@ impl CursorCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by `tests/hostile_input.rs`: a signature cut to its first bytes
+    /// was accepted, so a one-byte tag could be guessed in 256 tries.
+    #[test]
+    fn a_signature_cut_short_is_refused() {
+        let codec = CursorCodec::new(b"secret");
+        let cursor = codec.encode(3, "r", &1_i64);
+        let (payload, signature) = cursor.split_once('.').unwrap();
+        for keep in 0..signature.len() {
+            let cut = format!("{payload}.{}", &signature[..keep]);
+            assert!(
+                codec.decode::<i64>(&cut, 3, "r").is_err(),
+                "{keep} characters"
+            );
+        }
+        assert_eq!(codec.decode::<i64>(&cursor, 3, "r").unwrap(), 1);
+    }
 
     #[test]
     fn cursors_round_trip_and_refuse_tampering_and_other_requests() {

@@ -374,6 +374,19 @@ pub async fn fresh_database_on(admin_url: &str) -> String {
 
 // ------------------------------------------------------------- tokens
 
+/// A concrete path for a REST route pattern (`REST_ROUTES`).
+#[allow(dead_code)]
+pub fn concrete_path(pattern: &str) -> String {
+    pattern
+        .replace("{object_type}", "contacts")
+        .replace("{from}", "contacts")
+        .replace("{to}", "companies")
+        .replace("{id}", "1")
+        .replace("{to_id}", "2")
+        .replace("{type_id}", "1000")
+        .replace("{association_type}", "contact_to_company")
+}
+
 /// The token text of a test principal.
 pub fn token_for(name: &str) -> String {
     format!("{name}-test-token")
