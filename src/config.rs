@@ -191,6 +191,8 @@ pub struct ServerSettings {
     pub max_concurrent_calls: usize,
     /// Longest time a call (a stream: until its first answer) may take.
     pub request_timeout_ms: u64,
+    /// Serve gRPC reflection (open to every caller: it describes the API).
+    pub reflection: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -265,6 +267,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("server.call_burst_per_portal", "10000"),
     ("server.max_concurrent_calls", "1024"),
     ("server.request_timeout_ms", "30000"),
+    ("server.reflection", "true"),
     ("store.url", "sqlite://data/associations.db"),
     ("store.max_connections", "16"),
     ("store.retry_budget_ms", "5000"),

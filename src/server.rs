@@ -165,8 +165,13 @@ pub async fn serve(
                 tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
             )
     };
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
+    let (reflection_v1, reflection_v1alpha) = match settings.server.reflection {
+        true => (
+            Some(reflection().build_v1()?),
+            Some(reflection().build_v1alpha()?),
+        ),
+        false => (None, None),
+    };
 
     let addr = listener.local_addr().map_err(|source| ServerError::Bind {
         addr: settings.server.grpc_addr,
@@ -246,8 +251,8 @@ pub async fn serve(
         .timeout(request_timeout)
         .layer(guards)
         .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .add_optional_service(reflection_v1)
+        .add_optional_service(reflection_v1alpha)
         .add_service(AssociationWriteServer::new(api.clone()))
         .add_service(AssociationReadServer::new(api.clone()))
         .add_service(AdminConfigServer::new(api))

@@ -896,3 +896,28 @@ async fn keys_rotate_and_tokens_are_revoked_without_a_restart() {
     assert_eq!(status(rs).await, 200);
     server.stop().await;
 }
+
+/// Reflection answers every caller while on, and is not served when off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_follows_its_setting() {
+    let rpc = Rpc {
+        path: "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo".into(),
+        client_streaming: true,
+        server_streaming: true,
+    };
+    for on in [true, false] {
+        let server = TestServer::start("sqlite", |s| {
+            s.server.reflection = on;
+            common::grant(s, &["someone"], &[PORTAL]);
+        })
+        .await;
+        let code = call(&server, &rpc, PORTAL, None).await;
+        assert_eq!(
+            code == Code::Unimplemented,
+            !on,
+            "reflection {on}: {code:?}"
+        );
+        assert_ne!(code, Code::Unauthenticated, "reflection needs no token");
+        server.stop().await;
+    }
+}

@@ -1,7 +1,8 @@
 //! HubSpot's official Python client (`hubspot-api-client`) against the real
 //! server's REST gateway on PostgreSQL: the script in tests/interop/ drives
-//! labels, limits, 207s, v4 and v3 paging and objects, and reports what it
-//! read; every read is checked here against gRPC reads of the same records.
+//! labels, limits, 207s, v4 and v3 paging and objects with a bearer token
+//! (authentication on), and reports what it read; every read is checked here
+//! against gRPC reads of the same records.
 mod common;
 
 use std::collections::BTreeMap;
@@ -11,21 +12,27 @@ use association_service::proto::{ListAssociationsRequest, ListDefinitionsRequest
 use common::TestServer;
 use serde_json::Value;
 
-/// The configured default portal REST acts on.
+/// The portal of the token REST calls carry.
 const PORTAL: i64 = 1;
+
+/// The name of the test's token (`common::token_for`).
+const TOKEN: &str = "interop";
 
 /// Every (to id, type id) of one record over gRPC, in stream order.
 async fn grpc_rows(server: &TestServer, from: &str, id: i64, to: &str) -> Vec<(i64, i32)> {
     let mut reader = AssociationReadClient::connect(server.endpoint())
         .await
         .unwrap();
-    let request = ListAssociationsRequest {
-        portal_id: PORTAL,
-        object_type: from.into(),
-        object_id: id,
-        to_object_type: to.into(),
-        ..Default::default()
-    };
+    let request = common::with_token(
+        ListAssociationsRequest {
+            portal_id: PORTAL,
+            object_type: from.into(),
+            object_id: id,
+            to_object_type: to.into(),
+            ..Default::default()
+        },
+        TOKEN,
+    );
     let mut stream = reader
         .list_associations(request)
         .await
@@ -50,11 +57,14 @@ async fn type_names(server: &TestServer, from: &str, to: &str) -> BTreeMap<i32, 
     let mut reader = AssociationReadClient::connect(server.endpoint())
         .await
         .unwrap();
-    let request = ListDefinitionsRequest {
-        portal_id: PORTAL,
-        from_object_type: from.into(),
-        to_object_type: to.into(),
-    };
+    let request = common::with_token(
+        ListDefinitionsRequest {
+            portal_id: PORTAL,
+            from_object_type: from.into(),
+            to_object_type: to.into(),
+        },
+        TOKEN,
+    );
     let response = reader.list_definitions(request).await.unwrap().into_inner();
     response
         .definitions
@@ -69,7 +79,7 @@ fn python() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_python_client_works_against_the_gateway() {
-    let server = TestServer::start("postgres", |s| s.gateway.default_portal = PORTAL).await;
+    let server = TestServer::start("postgres", |s| common::grant(s, &[TOKEN], &[PORTAL])).await;
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/interop/hubspot_client.py"
@@ -77,6 +87,7 @@ async fn the_official_python_client_works_against_the_gateway() {
     let output = tokio::process::Command::new(python())
         .arg(script)
         .arg(server.rest_url())
+        .arg(common::token_for(TOKEN))
         .output()
         .await
         .expect("run python3");
@@ -86,6 +97,11 @@ async fn the_official_python_client_works_against_the_gateway() {
         "the interop script failed (hubspot-api-client is installed by ./scripts/test into .venv):\n{stderr}"
     );
     let report: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+
+    assert_eq!(
+        report["unknown_token"],
+        serde_json::json!([401, "INVALID_AUTHENTICATION"])
+    );
 
     // Labels and limits.
     assert_eq!(

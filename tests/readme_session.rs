@@ -1,6 +1,6 @@
 //! Runs the grpcurl session in README.md against the real server (embedded
-//! store, ephemeral port) and checks that every command prints what the
-//! README says it prints.
+//! store, ephemeral port, authentication on with the README's token) and
+//! checks that every command prints what the README says it prints.
 mod common;
 
 use std::path::PathBuf;
@@ -91,7 +91,8 @@ async fn the_readme_grpcurl_session_is_true() {
         steps.len() >= 4,
         "the session lists services, sets a limit, creates and reads"
     );
-    let server = TestServer::start("sqlite", |_| {}).await;
+    // The README's tokens file: one token, every portal, every role.
+    let server = TestServer::start("sqlite", |s| common::grant(s, &["readme-admin"], &[])).await;
     let grpcurl = grpcurl();
     for step in &steps {
         let command = step.command.replace(README_ADDR, &server.addr.to_string());
@@ -102,6 +103,7 @@ async fn the_readme_grpcurl_session_is_true() {
         let script = format!("grpcurl() {{ '{}' \"$@\"; }}\n{command}", grpcurl.display());
         let output = tokio::process::Command::new("sh")
             .args(["-c", &script])
+            .env("TOKEN", common::token_for("readme-admin"))
             .output()
             .await
             .expect("run sh");

@@ -1,6 +1,7 @@
 """Drives the REST gateway with HubSpot's official Python client.
 
-Run by tests/hubspot_interop.rs with the gateway's URL as the only argument.
+Run by tests/hubspot_interop.rs with the gateway's URL and a bearer token
+(the server runs with authentication on) as its arguments.
 Asserts what the client itself can check (status-specific models, error
 bodies) and prints a JSON report of everything it read, which the Rust test
 compares with gRPC reads of the same records.
@@ -11,9 +12,10 @@ import urllib.request
 
 from hubspot import HubSpot
 from hubspot.crm.associations.v4.exceptions import ApiException as V4ApiException
+from hubspot.crm.associations.v4.schema.exceptions import UnauthorizedException
 
-BASE = sys.argv[1]
-client = HubSpot(access_token="interop-test", host=BASE, base_url=BASE)
+BASE, TOKEN = sys.argv[1], sys.argv[2]
+client = HubSpot(access_token=TOKEN, host=BASE, base_url=BASE)
 v4 = client.crm.associations.v4
 report = {}
 
@@ -24,10 +26,20 @@ def check(condition, message):
 
 
 def get_json(url):
-    with urllib.request.urlopen(url) as response:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(request) as response:
         check(response.status == 200, f"GET {url} answered {response.status}")
         return json.loads(response.read())
 
+
+# A token the server does not know: the client sees HubSpot's 401 body.
+stranger = HubSpot(access_token="not-a-known-token", host=BASE, base_url=BASE)
+try:
+    stranger.crm.associations.v4.schema.definitions_api.get_all("contacts", "companies")
+    raise AssertionError("an unknown token was let in")
+except UnauthorizedException as err:
+    body = json.loads(err.body)
+    report["unknown_token"] = [err.status, body["category"]]
 
 # Labels: one symmetric (one text both ways), one paired.
 partner = v4.schema.definitions_api.create(
