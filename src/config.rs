@@ -237,6 +237,8 @@ pub struct ReadSettings {
     pub catalog_ttl_ms: u64,
     /// Most streams one portal may have open in one process at once.
     pub max_streams_per_portal: u32,
+    /// Most streams one caller (token or JWT subject) may have open on one replica.
+    pub max_streams_per_caller: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -280,6 +282,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ),
     ("read.catalog_ttl_ms", "1000"),
     ("read.max_streams_per_portal", "256"),
+    ("read.max_streams_per_caller", "64"),
     ("feed.retention_hours", "168"),
     ("feed.poll_interval_ms", "500"),
     ("feed.prune_interval_secs", "300"),
@@ -331,6 +334,9 @@ impl Settings {
         }
         if self.server.request_timeout_ms == 0 {
             return invalid("server.request_timeout_ms must be at least 1");
+        }
+        if self.read.max_streams_per_caller == 0 {
+            return invalid("read.max_streams_per_caller must be at least 1");
         }
         if self.read.max_streams_per_portal == 0 {
             return invalid("read.max_streams_per_portal must be at least 1");

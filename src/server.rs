@@ -13,6 +13,7 @@ use crate::admission::Admission;
 use crate::config::{redacted_url, ConfigError, FeedSettings, Settings};
 use crate::domain::ErrorKind;
 use crate::gateway;
+use crate::grpc::streams::StreamCaps;
 use crate::grpc::{self, GrpcApi};
 use crate::hooks::remote::RemotePlugin;
 use crate::hooks::Hooks;
@@ -235,6 +236,7 @@ pub async fn serve(
         .layer(grpc::auth::AuthLayer::new(
             authenticator,
             Arc::clone(&admission),
+            Arc::new(StreamCaps::new(settings.read.max_streams_per_caller)),
         ))
         .load_shed()
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(

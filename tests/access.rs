@@ -155,20 +155,21 @@ fn rpcs() -> Vec<Rpc> {
         }
     }
     assert!(rpcs.len() >= 18, "every RPC found: {}", rpcs.len());
+    let mut streaming: Vec<&str> = rpcs
+        .iter()
+        .filter(|r| r.server_streaming)
+        .map(|r| r.path.as_str())
+        .collect();
+    streaming.sort();
+    let mut capped = association_service::grpc::streams::STREAM_RPCS.to_vec();
+    capped.sort();
+    assert_eq!(streaming, capped, "every stream RPC is capped per caller");
     rpcs
-}
-
-async fn channel(server: &TestServer) -> tonic::transport::Channel {
-    tonic::transport::Channel::from_shared(server.endpoint())
-        .unwrap()
-        .connect()
-        .await
-        .expect("connect")
 }
 
 /// Calls `rpc` on `portal` with `token` (if any): the call's code.
 async fn call(server: &TestServer, rpc: &Rpc, portal: i64, token: Option<&str>) -> Code {
-    let channel = channel(server).await;
+    let channel = server.channel().await;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.expect("ready");
     let path = PathAndQuery::try_from(rpc.path.as_str()).unwrap();
@@ -285,7 +286,7 @@ async fn every_rpc_needs_its_role_and_its_portal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_stays_open_for_probes() {
     let server = server().await;
-    let channel = channel(&server).await;
+    let channel = server.channel().await;
     let answer = tonic_health::pb::health_client::HealthClient::new(channel)
         .check(tonic_health::pb::HealthCheckRequest::default())
         .await
@@ -527,7 +528,7 @@ struct WrongWireType {
 async fn an_undecodable_request_is_invalid_argument() {
     use tonic_types::StatusExt;
     let server = server().await;
-    let channel = channel(&server).await;
+    let channel = server.channel().await;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     let mut request = Request::new(WrongWireType {
@@ -619,7 +620,7 @@ async fn tenants_only_ever_see_their_own_portal() {
         }
     })
     .await;
-    let channel = channel(&server).await;
+    let channel = server.channel().await;
     let mut write = AssociationWriteClient::new(channel.clone());
     let mut read = AssociationReadClient::new(channel.clone());
     let mut admin = AdminConfigClient::new(channel);

@@ -1,13 +1,16 @@
 //! The guards against callers that ask too much, through the real server:
 //! per-portal call rates (REST `429` with `Retry-After` and HubSpot's
 //! `RATE_LIMITS` body, gRPC `RESOURCE_EXHAUSTED` with `RetryInfo`), load
-//! shedding at the concurrency limit (REST `503`, gRPC `UNAVAILABLE`), and
-//! the REST request and body read timeouts.
+//! shedding at the concurrency limit (REST `503`, gRPC `UNAVAILABLE`), the
+//! cap on each caller's open streams, and the REST request and body read
+//! timeouts.
 mod common;
 
 use association_service::proto::association_read_client::AssociationReadClient;
 use association_service::proto::association_write_client::AssociationWriteClient;
-use association_service::proto::{ImportAssociationsRequest, ListDefinitionsRequest};
+use association_service::proto::{
+    FeedStartPoint, ImportAssociationsRequest, ListDefinitionsRequest, WatchChangesRequest,
+};
 use common::TestServer;
 use tokio::io::AsyncWriteExt;
 use tonic::Code;
@@ -69,11 +72,7 @@ async fn a_portal_past_its_call_rate_is_told_to_wait() {
     assert!((1..=2).contains(&wait), "Retry-After {wait}");
 
     // The same portal over gRPC shares the allowance.
-    let channel = tonic::transport::Channel::from_shared(server.endpoint())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = server.channel().await;
     let mut read = AssociationReadClient::new(channel);
     let status = read
         .list_definitions(definitions(7, "seven"))
@@ -161,11 +160,7 @@ async fn calls_past_the_concurrency_limit_are_shed() {
     );
 
     // gRPC: an import whose request stream stays open holds the one place.
-    let channel = tonic::transport::Channel::from_shared(server.endpoint())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = server.channel().await;
     let mut read = AssociationReadClient::new(channel.clone());
     let mut attempts = 0..100;
     let (status, rows, import) = 'held: loop {
@@ -234,4 +229,64 @@ async fn slow_bodies_and_slow_calls_are_cut_off() {
         assert_eq!(body["status"], "error", "{body}");
         server.stop().await;
     }
+}
+
+/// A change-feed stream of portal 7 for `token`'s caller, or its refusal.
+async fn watch(
+    read: &mut AssociationReadClient<tonic::transport::Channel>,
+    token: &str,
+) -> Result<tonic::Streaming<association_service::proto::WatchChangesResponse>, tonic::Status> {
+    let request = common::with_token(
+        WatchChangesRequest {
+            portal_id: 7,
+            cursor: String::new(),
+            start: FeedStartPoint::Now as i32,
+        },
+        token,
+    );
+    read.watch_changes(request).await.map(|r| r.into_inner())
+}
+
+/// A caller holds at most its cap of open streams; another caller is not
+/// affected, and a closed stream gives its place back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_past_its_stream_cap_waits_for_one_to_close() {
+    let server = TestServer::start("sqlite", |s| {
+        s.read.max_streams_per_caller = 2;
+        common::grant(s, &["watcher", "other"], &[7]);
+    })
+    .await;
+    let channel = server.channel().await;
+    let mut read = AssociationReadClient::new(channel);
+    let first = watch(&mut read, "watcher").await.expect("first stream");
+    let second = watch(&mut read, "watcher").await.expect("second stream");
+    let refused = watch(&mut read, "watcher")
+        .await
+        .expect_err("a third is refused");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert_eq!(
+        refused
+            .get_error_details()
+            .error_info()
+            .map(|i| i.reason.as_str()),
+        Some("crm.associations.TOO_MANY_STREAMS")
+    );
+    let others = watch(&mut read, "other")
+        .await
+        .expect("another caller has its own places");
+    drop(first);
+    // The server sees the stream cancelled on its own time.
+    let mut tries = 0..10_000;
+    let again = loop {
+        assert!(
+            tries.next().is_some(),
+            "the closed stream's place never came back"
+        );
+        match watch(&mut read, "watcher").await {
+            Ok(stream) => break stream,
+            Err(status) => assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}"),
+        }
+    };
+    drop((second, others, again));
+    server.stop().await;
 }

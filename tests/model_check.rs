@@ -947,11 +947,7 @@ struct Client {
 
 impl Client {
     async fn connect(server: &TestServer) -> Client {
-        let channel = Channel::from_shared(server.endpoint())
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect");
+        let channel = server.channel().await;
         Client {
             write: AssociationWriteClient::new(channel.clone()),
             admin: AdminConfigClient::new(channel.clone()),

@@ -101,6 +101,8 @@ pub enum DomainError {
     CursorExpired(i64),
     #[error("portal {portal} has {limit} streams open, the most read.max_streams_per_portal allows; close one or try again later")]
     TooManyStreams { portal: i64, limit: u32 },
+    #[error("'{name}' has {limit} streams open, the most read.max_streams_per_caller allows; close one or try again later")]
+    TooManyStreamsForCaller { name: String, limit: u32 },
     #[error("You have reached your secondly limit: portal {portal} may make {per_second} calls per second; try again in {retry_after_ms} ms")]
     RateLimited {
         portal: i64,
@@ -160,9 +162,9 @@ impl DomainError {
             | DomainError::NoAssociations { .. }
             | DomainError::ObjectNotFound { .. } => ErrorKind::NotFound,
             DomainError::CursorExpired(_) => ErrorKind::Expired,
-            DomainError::TooManyStreams { .. } | DomainError::RateLimited { .. } => {
-                ErrorKind::ResourceExhausted
-            }
+            DomainError::TooManyStreams { .. }
+            | DomainError::TooManyStreamsForCaller { .. }
+            | DomainError::RateLimited { .. } => ErrorKind::ResourceExhausted,
             DomainError::Overloaded => ErrorKind::Unavailable,
             DomainError::LimitAlreadySet(_) | DomainError::LabelExists(_) => ErrorKind::Conflict,
             DomainError::ChangeDenied { .. } => ErrorKind::Denied,
@@ -196,7 +198,9 @@ impl DomainError {
             DomainError::LabelExists(_) => "crm.associations.LABEL_ALREADY_EXISTS",
             DomainError::InvalidCursor => "crm.associations.INVALID_CURSOR",
             DomainError::CursorExpired(_) => "crm.associations.CURSOR_EXPIRED",
-            DomainError::TooManyStreams { .. } => "crm.associations.TOO_MANY_STREAMS",
+            DomainError::TooManyStreams { .. } | DomainError::TooManyStreamsForCaller { .. } => {
+                "crm.associations.TOO_MANY_STREAMS"
+            }
             DomainError::RateLimited { .. } => "crm.associations.RATE_LIMITED",
             DomainError::Overloaded => "crm.associations.OVERLOADED",
             DomainError::NoAssociations { .. } => "crm.associations.NO_ASSOCIATIONS_FOUND",

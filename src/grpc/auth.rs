@@ -17,6 +17,7 @@ use crate::admission::Admission;
 use crate::auth::Authenticator;
 use crate::domain::access::{Principal, Role};
 use crate::domain::DomainError;
+use crate::grpc::streams::{HeldBody, StreamCaps};
 
 /// What a gRPC path needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,13 +58,19 @@ pub fn rpc_access(path: &str) -> Option<RpcAccess> {
 pub struct AuthLayer {
     authenticator: Arc<Authenticator>,
     admission: Arc<Admission>,
+    streams: Arc<StreamCaps>,
 }
 
 impl AuthLayer {
-    pub fn new(authenticator: Arc<Authenticator>, admission: Arc<Admission>) -> AuthLayer {
+    pub fn new(
+        authenticator: Arc<Authenticator>,
+        admission: Arc<Admission>,
+        streams: Arc<StreamCaps>,
+    ) -> AuthLayer {
         AuthLayer {
             authenticator,
             admission,
+            streams,
         }
     }
 }
@@ -76,6 +83,7 @@ impl<S> Layer<S> for AuthLayer {
             inner,
             authenticator: Arc::clone(&self.authenticator),
             admission: Arc::clone(&self.admission),
+            streams: Arc::clone(&self.streams),
         }
     }
 }
@@ -86,6 +94,7 @@ pub struct Guarded<S> {
     inner: S,
     authenticator: Arc<Authenticator>,
     admission: Arc<Admission>,
+    streams: Arc<StreamCaps>,
 }
 
 /// The principal a call on `path` with these headers acts as (none for an
@@ -127,14 +136,21 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let admitted = admit(&self.authenticator, request.uri().path(), request.headers());
+        let path = request.uri().path().to_string();
+        let admitted = admit(&self.authenticator, &path, request.headers()).and_then(|principal| {
+            // Streams are capped per principal once callers have names.
+            let place = match (&principal, self.authenticator.is_open()) {
+                (Some(principal), false) => self.streams.take(&principal.name, &path)?,
+                _ => None,
+            };
+            Ok((principal, place))
+        });
         match admitted {
-            Ok(principal) => {
+            Ok((principal, place)) => {
                 if let Some(principal) = principal {
                     request.extensions_mut().insert(principal);
                     request.extensions_mut().insert(Arc::clone(&self.admission));
                 }
-                let path = request.uri().path().to_string();
                 let answer = self.inner.call(request);
                 Box::pin(async move {
                     let response = match answer.await.map_err(Into::into) {
@@ -145,12 +161,15 @@ where
                         }
                         Err(err) => return Err(err),
                     };
-                    Ok(match undecodable(&response) {
-                        Some(detail) => Status::from(DomainError::InvalidArgument(format!(
+                    Ok(match (undecodable(&response), place) {
+                        (Some(detail), _) => Status::from(DomainError::InvalidArgument(format!(
                             "the request to {path} is not a valid protobuf message: {detail}"
                         )))
                         .into_http(),
-                        None => response,
+                        (None, Some(place)) => {
+                            response.map(|inner| tonic::body::Body::new(HeldBody { inner, place }))
+                        }
+                        (None, None) => response,
                     })
                 })
             }

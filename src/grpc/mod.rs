@@ -15,6 +15,7 @@ mod admin;
 pub mod auth;
 mod read;
 pub mod status;
+pub mod streams;
 mod write;
 
 /// Implements the three gRPC services over one `AssociationService`.

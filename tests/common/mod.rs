@@ -146,6 +146,15 @@ impl TestServer {
         format!("http://{}", self.addr)
     }
 
+    /// A connected gRPC channel to the server.
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Channel::from_shared(self.endpoint())
+            .expect("a valid endpoint")
+            .connect()
+            .await
+            .expect("the server accepts connections")
+    }
+
     /// The REST gateway's base URL.
     pub fn rest_url(&self) -> String {
         format!("http://{}", self.http_addr)
