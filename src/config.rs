@@ -26,6 +26,10 @@ pub struct Settings {
     pub log: LogSettings,
     #[serde(default)]
     pub auth: AuthSettings,
+    #[serde(default)]
+    pub metrics: MetricsSettings,
+    #[serde(default)]
+    pub telemetry: TelemetrySettings,
     /// TLS on both ports; none: plain TCP.
     #[serde(default)]
     pub tls: Option<TlsSettings>,
@@ -193,6 +197,14 @@ pub struct ServerSettings {
     pub request_timeout_ms: u64,
     /// Serve gRPC reflection (open to every caller: it describes the API).
     pub reflection: bool,
+    /// After SIGTERM: how long in-flight calls and streams may run on
+    /// before streams are ended (each with its resume cursor).
+    pub shutdown_grace_ms: u64,
+    /// After SIGTERM: how long the process goes on serving while it reports
+    /// not ready, so load balancers stop sending before it stops accepting.
+    pub shutdown_delay_ms: u64,
+    /// How often readiness asks the database.
+    pub health_check_interval_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -245,6 +257,49 @@ pub struct ReadSettings {
 pub struct LogSettings {
     /// A tracing filter, e.g. `info` or `association_service=debug`.
     pub filter: String,
+    /// `text` (one readable line an event) or `json` (one JSON object a line).
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The Prometheus endpoint.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct MetricsSettings {
+    /// Serve `/metrics` (and the HTTP probes) on this address of its own;
+    /// none: `/metrics` is served on the REST gateway's port.
+    #[serde(default)]
+    pub addr: Option<SocketAddr>,
+}
+
+/// Traces over OTLP.
+#[derive(Clone, Debug, Deserialize)]
+pub struct TelemetrySettings {
+    /// An OTLP/gRPC collector (e.g. `http://otel-collector:4317`); none: no traces are sent.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` spans carry.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+}
+
+fn default_service_name() -> String {
+    "association-service".into()
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        TelemetrySettings {
+            otlp_endpoint: None,
+            service_name: default_service_name(),
+        }
+    }
 }
 
 /// A configuration that cannot be used, with the reason.
@@ -270,6 +325,9 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("server.max_concurrent_calls", "1024"),
     ("server.request_timeout_ms", "30000"),
     ("server.reflection", "true"),
+    ("server.shutdown_grace_ms", "20000"),
+    ("server.shutdown_delay_ms", "0"),
+    ("server.health_check_interval_ms", "2000"),
     ("store.url", "sqlite://data/associations.db"),
     ("store.max_connections", "16"),
     ("store.retry_budget_ms", "5000"),
@@ -295,6 +353,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("hooks.retry_max_ms", "30000"),
     ("hooks.poll_interval_ms", "5000"),
     ("log.filter", "info"),
+    ("log.format", "text"),
 ];
 
 impl Settings {
@@ -331,6 +390,9 @@ impl Settings {
         }
         if self.server.max_concurrent_calls == 0 {
             return invalid("server.max_concurrent_calls must be at least 1");
+        }
+        if self.server.health_check_interval_ms == 0 {
+            return invalid("server.health_check_interval_ms must be at least 1");
         }
         if self.server.request_timeout_ms == 0 {
             return invalid("server.request_timeout_ms must be at least 1");

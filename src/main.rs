@@ -33,6 +33,18 @@ enum Command {
     Serve,
     /// Applies pending migrations to the configured store and exits.
     Migrate,
+    /// Asks a running service's gRPC health check; exits 0 when it serves,
+    /// 1 when it answers that it does not, 69 when it cannot be reached.
+    ///
+    /// Example: association-service health --server http://127.0.0.1:50051
+    Health {
+        /// The service's gRPC endpoint (default: the configured server.grpc_addr).
+        #[arg(long)]
+        server: Option<String>,
+        /// The health service to ask: empty for the overall status, or `liveness`.
+        #[arg(long, default_value = "")]
+        service: String,
+    },
     /// Imports associations from a CSV or JSON Lines file through a running service.
     /// Exits with status 1 when any row failed (all are listed).
     Import {
@@ -77,6 +89,8 @@ enum Failure {
     Transfer(#[from] transfer::TransferError),
     #[error("{count} {rows} failed", rows = if *.count == 1 { "row" } else { "rows" })]
     RowsFailed { count: u64 },
+    #[error("the service reports {status}")]
+    NotServing { status: String },
 }
 
 impl Failure {
@@ -84,7 +98,7 @@ impl Failure {
         match self {
             Failure::Server(err) => err.kind(),
             Failure::Transfer(err) => err.kind(),
-            Failure::RowsFailed { .. } => ErrorKind::InvalidArgument,
+            Failure::RowsFailed { .. } | Failure::NotServing { .. } => ErrorKind::InvalidArgument,
         }
     }
 }
@@ -107,12 +121,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log.filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(err) = association_service::telemetry::init_logging(&settings.log) {
+        eprintln!("association-service: {err}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -126,6 +138,14 @@ fn main() -> ExitCode {
             Command::Migrate => {
                 let store = server::open_store(&settings).await?;
                 tracing::info!("migrations applied to the {} store", store.backend());
+            }
+            Command::Health { server, service } => {
+                let server = server.unwrap_or(default_server);
+                let status = transfer::health(&server, &service).await?;
+                println!("{status}");
+                if status != "SERVING" {
+                    return Err(Failure::NotServing { status });
+                }
             }
             Command::Serve => {
                 let listeners = server::bind(&settings).await?;

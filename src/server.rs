@@ -15,6 +15,7 @@ use crate::domain::ErrorKind;
 use crate::gateway;
 use crate::grpc::streams::StreamCaps;
 use crate::grpc::{self, GrpcApi};
+use crate::health::Health;
 use crate::hooks::remote::RemotePlugin;
 use crate::hooks::Hooks;
 use crate::listen::{Acceptor, Protocol};
@@ -22,7 +23,7 @@ use crate::proto::admin_config_server::AdminConfigServer;
 use crate::proto::association_read_server::AssociationReadServer;
 use crate::proto::association_write_server::AssociationWriteServer;
 use crate::proto::FILE_DESCRIPTOR_SET;
-use crate::service::AssociationService;
+use crate::service::{AssociationService, Drain};
 use crate::store::{self, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -74,10 +75,12 @@ pub fn hooks(settings: &Settings, store: Arc<dyn store::Store>) -> Result<Arc<Ho
     Ok(Arc::new(hooks))
 }
 
-/// The bound listeners of the two front ends.
+/// The bound listeners of the two front ends, and of the metrics port
+/// when it has one of its own.
 pub struct Listeners {
     pub grpc: TcpListener,
     pub http: TcpListener,
+    pub metrics: Option<TcpListener>,
 }
 
 /// Opens the configured store and applies its migrations.
@@ -104,6 +107,10 @@ pub async fn bind(settings: &Settings) -> Result<Listeners, ServerError> {
     Ok(Listeners {
         grpc: listen(settings.server.grpc_addr).await?,
         http: listen(settings.gateway.http_addr).await?,
+        metrics: match settings.metrics.addr {
+            Some(addr) => Some(listen(addr).await?),
+            None => None,
+        },
     })
 }
 
@@ -116,6 +123,7 @@ pub async fn serve(
     let Listeners {
         grpc: listener,
         http: http_listener,
+        metrics: metrics_listener,
     } = listeners;
     let store = open_store(&settings).await?;
     let backend = store.backend();
@@ -147,14 +155,19 @@ pub async fn serve(
             body_read_timeout: Duration::from_millis(settings.gateway.body_read_timeout_ms),
         },
     );
-    let api = GrpcApi::new(service);
+    let api = GrpcApi::new(Arc::clone(&service));
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<AssociationWriteServer<GrpcApi>>()
-        .await;
-    health.set_serving::<AssociationReadServer<GrpcApi>>().await;
-    health.set_serving::<AdminConfigServer<GrpcApi>>().await;
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let health = Health::new(reporter).await;
+    let health_watch = tokio::spawn(Arc::clone(&health).watch_store(
+        Arc::clone(&service),
+        Duration::from_millis(settings.server.health_check_interval_ms),
+        STORE_PING_TIMEOUT,
+    ));
+    let probes = |with_metrics| {
+        gateway::probes::router(Arc::clone(&health), Arc::clone(&service), with_metrics)
+    };
+    let rest = rest.merge(probes(metrics_listener.is_none()));
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
@@ -221,6 +234,17 @@ pub async fn serve(
     }
     // One shutdown signal stops both front ends.
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let metrics_server = metrics_listener.map(|listener| {
+        let mut metrics_stopped = stopped.clone();
+        tokio::spawn(gateway::serve::serve(
+            Acceptor::plain().incoming(listener),
+            probes(true),
+            settings.gateway.limits(),
+            async move {
+                let _ = metrics_stopped.wait_for(|s| *s).await;
+            },
+        ))
+    });
     let mut rest_stopped = stopped.clone();
     let rest = gateway::serve::serve(
         rest_acceptor.incoming(http_listener),
@@ -233,6 +257,7 @@ pub async fn serve(
     let rest = tokio::spawn(rest);
     let mut grpc_stopped = stopped;
     let guards = tower::ServiceBuilder::new()
+        .layer(grpc::metrics::MetricsLayer)
         .layer(grpc::auth::AuthLayer::new(
             authenticator,
             Arc::clone(&admission),
@@ -263,16 +288,47 @@ pub async fn serve(
         });
     let grpc = tokio::spawn(grpc);
     shutdown.await;
+    // Not ready first, so load balancers stop sending; then stop accepting.
+    health.start_draining().await;
+    service.drain_streams(Drain::Draining);
+    tokio::time::sleep(Duration::from_millis(settings.server.shutdown_delay_ms)).await;
     let _ = stop.send(true);
-    let grpc_result = grpc.await;
-    let rest_result = rest.await;
+    let grace = Duration::from_millis(settings.server.shutdown_grace_ms);
+    tracing::info!("shutting down: finishing in-flight calls and streams (at most {grace:?})");
+    let front_ends = async { (grpc.await, rest.await) };
+    tokio::pin!(front_ends);
+    let results = match tokio::time::timeout(grace, &mut front_ends).await {
+        Ok(results) => Some(results),
+        Err(_) => {
+            // Streams end after their last chunk, whose cursor resumes them.
+            service.drain_streams(Drain::Stopping);
+            tokio::time::timeout(STOPPING_TIME, &mut front_ends)
+                .await
+                .ok()
+        }
+    };
     pruner.abort();
     forgetting.abort();
+    health_watch.abort();
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.abort();
+    }
     dispatchers.iter().for_each(|d| d.abort());
+    let Some((grpc_result, rest_result)) = results else {
+        tracing::warn!("calls still running past the grace period were cut off");
+        return Ok(());
+    };
     grpc_result.map_err(|e| ServerError::Gateway(std::io::Error::other(e)))??;
     rest_result.map_err(|e| ServerError::Gateway(std::io::Error::other(e)))?;
+    tracing::info!("shut down");
     Ok(())
 }
+
+/// How long readiness waits for the database's answer.
+const STORE_PING_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long streams ended at the grace period have to send their end.
+const STOPPING_TIME: Duration = Duration::from_secs(2);
 
 /// Removes change-feed entries past retention, every prune interval.
 async fn prune_feed_forever(service: Arc<AssociationService>, feed: FeedSettings) {

@@ -1,4 +1,4 @@
-//! Bulk import and export over gRPC, a module of the binary (`main.rs`), not
+//! Bulk import and export over gRPC (and the health check), a module of the binary (`main.rs`), not
 //! of the library: the file formats (CSV with a header row, or JSON Lines)
 //! and the `import` / `export` commands, with a progress bar on stderr and a
 //! summary at the end.
@@ -423,4 +423,31 @@ impl<W: Write> RowWriter<W> {
         };
         result.map_err(|e| TransferError::Write(e.to_string()))
     }
+}
+
+/// The gRPC health status of `service` ("" for the overall one) on `server`,
+/// as its name (`SERVING`, `NOT_SERVING`, …).
+pub async fn health(server: &str, service: &str) -> Result<String, TransferError> {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let channel = tonic::transport::Endpoint::from_shared(server.to_string())
+        .map_err(|source| TransferError::Connect {
+            server: server.to_string(),
+            source,
+        })?
+        .connect()
+        .await
+        .map_err(|source| TransferError::Connect {
+            server: server.to_string(),
+            source,
+        })?;
+    let mut client = HealthClient::new(channel);
+    let answer = client
+        .check(HealthCheckRequest {
+            service: service.to_string(),
+        })
+        .await
+        .map_err(TransferError::Rpc)?
+        .into_inner();
+    Ok(answer.status().as_str_name().to_string())
 }

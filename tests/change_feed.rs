@@ -492,10 +492,11 @@ async fn idle_feed_readers_share_one_poller() {
     let one = idle_cost(1, window).await;
     let many = idle_cost(200, window).await;
     eprintln!("transactions in {window:?}: one idle reader {one}, 200 idle readers {many}");
-    // Each reader reads once when it opens (a few transactions); polling
-    // alone, 200 readers would run about 200 × 60 in the window.
+    // Each reader reads once when it opens (a few transactions: 5 to 7 each
+    // seen on a loaded machine); polling alone, 200 readers would run about
+    // 200 × 60 in the window.
     assert!(
-        many <= 3 * one + 4 * 200,
+        many <= 3 * one + 8 * 200,
         "200 idle readers ran {many} transactions, one reader {one}"
     );
 }

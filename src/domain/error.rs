@@ -111,6 +111,8 @@ pub enum DomainError {
     },
     #[error("The service is at its limit of concurrent calls; try again shortly")]
     Overloaded,
+    #[error("This replica is shutting down: call again (another replica answers), resuming a stream with the cursor of its last chunk")]
+    ShuttingDown,
     #[error("No {} is associated with {} {from_id}.", .to.singular_name(), .from.singular_name())]
     NoAssociations {
         from: ObjectType,
@@ -165,7 +167,7 @@ impl DomainError {
             DomainError::TooManyStreams { .. }
             | DomainError::TooManyStreamsForCaller { .. }
             | DomainError::RateLimited { .. } => ErrorKind::ResourceExhausted,
-            DomainError::Overloaded => ErrorKind::Unavailable,
+            DomainError::Overloaded | DomainError::ShuttingDown => ErrorKind::Unavailable,
             DomainError::LimitAlreadySet(_) | DomainError::LabelExists(_) => ErrorKind::Conflict,
             DomainError::ChangeDenied { .. } => ErrorKind::Denied,
             DomainError::Unauthenticated(_) => ErrorKind::Unauthenticated,
@@ -203,6 +205,7 @@ impl DomainError {
             }
             DomainError::RateLimited { .. } => "crm.associations.RATE_LIMITED",
             DomainError::Overloaded => "crm.associations.OVERLOADED",
+            DomainError::ShuttingDown => "crm.associations.SHUTTING_DOWN",
             DomainError::NoAssociations { .. } => "crm.associations.NO_ASSOCIATIONS_FOUND",
             DomainError::ObjectNotFound { .. } => "crm.objects.OBJECT_NOT_FOUND",
             DomainError::ChangeDenied { .. } => "crm.associations.CHANGE_DENIED_BY_PLUGIN",
@@ -319,7 +322,9 @@ impl DomainError {
             DomainError::RateLimited { retry_after_ms, .. } => {
                 Some(std::time::Duration::from_millis(*retry_after_ms))
             }
-            DomainError::Overloaded => Some(std::time::Duration::from_secs(1)),
+            DomainError::Overloaded | DomainError::ShuttingDown => {
+                Some(std::time::Duration::from_secs(1))
+            }
             _ => None,
         }
     }

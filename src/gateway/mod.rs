@@ -21,6 +21,7 @@ use crate::service::{AssociationService, PortalPair};
 mod batch;
 pub mod error;
 mod json;
+pub mod probes;
 pub mod serve;
 mod v3;
 mod v4;
@@ -278,6 +279,7 @@ pub fn router(
         .method_not_allowed_fallback(no_route)
         .layer(shedding)
         .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn(probes::record_call))
         .with_state(GatewayState {
             service,
             default_portal,

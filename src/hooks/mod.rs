@@ -248,6 +248,7 @@ impl Hooks {
                     let _ = tokio::time::timeout(self.pacing.poll, reg.wake.notified()).await;
                 }
                 Err(err) => {
+                    crate::telemetry::metrics::metrics().hook_failed(&reg.settings.name);
                     tracing::warn!("{err}; retrying in {backoff:?}");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(self.pacing.max_retry);
@@ -257,8 +258,14 @@ impl Hooks {
     }
 
     async fn deliver_all(&self, reg: &Registered) -> Result<(), DeliveryError> {
-        for (portal, _) in self.store.admin_outbox(&reg.settings.name, None).await? {
+        let metrics = crate::telemetry::metrics::metrics();
+        let outbox = self.store.admin_outbox(&reg.settings.name, None).await?;
+        let mut pending = outbox.len() as i64;
+        metrics.hook_pending(&reg.settings.name, pending);
+        for (portal, _) in outbox {
             self.deliver_portal(reg, portal).await?;
+            pending -= 1;
+            metrics.hook_pending(&reg.settings.name, pending);
         }
         Ok(())
     }

@@ -129,6 +129,10 @@ struct FeedScan {
 impl Scan for FeedScan {
     type Chunk = ChangeChunk;
 
+    fn endless(&self) -> bool {
+        true
+    }
+
     async fn step(mut self) -> ServiceResult<Step<ChangeChunk, FeedScan>> {
         let notify = Arc::clone(&self.written);
         // Other replicas' commits: the portal's one shared poller wakes us.

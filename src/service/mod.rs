@@ -29,6 +29,7 @@ mod feed;
 mod model;
 mod reads;
 mod stream;
+pub use stream::Drain;
 mod writes;
 
 pub use model::*;
@@ -165,6 +166,26 @@ impl AssociationService {
     ) -> ServiceResult<Vec<(i64, AdminChange)>> {
         check_portal(portal)?;
         Ok(self.store.audit_events(portal, after.max(0), limit).await?)
+    }
+
+    /// Moves every open stream on to a later stage of shutting down:
+    /// `Draining` ends the change feeds, `Stopping` every stream, each after
+    /// the last chunk it sent (whose cursor resumes it elsewhere).
+    pub fn drain_streams(&self, stage: Drain) {
+        self.stream_slots.drain(stage);
+    }
+
+    /// Whether the store answers within `timeout` (readiness).
+    pub async fn store_reachable(&self, timeout: std::time::Duration) -> bool {
+        matches!(
+            tokio::time::timeout(timeout, self.store.ping()).await,
+            Ok(Ok(()))
+        )
+    }
+
+    /// The store's write pool: connections open and idle.
+    pub fn pool_usage(&self) -> crate::store::PoolUsage {
+        self.store.pool_usage()
     }
 
     pub fn settings(&self) -> &ServiceSettings {

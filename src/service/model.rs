@@ -201,3 +201,45 @@ pub struct ExportRequest {
     pub to: Option<ObjectType>,
     pub cursor: Option<String>,
 }
+
+impl super::stream::Metered for AssociationChunk {
+    const STREAM: &'static str = "list";
+    fn rows(&self) -> usize {
+        self.records.iter().map(|r| r.types.len()).sum()
+    }
+}
+
+impl super::stream::Metered for BatchChunk {
+    const STREAM: &'static str = "batch_list";
+    fn rows(&self) -> usize {
+        self.rows.iter().map(|(_, r)| r.types.len()).sum()
+    }
+}
+
+impl super::stream::Metered for ExportChunk {
+    const STREAM: &'static str = "export";
+    fn rows(&self) -> usize {
+        self.rows.len()
+    }
+}
+
+impl super::stream::Metered for ChangeChunk {
+    const STREAM: &'static str = "changes";
+    fn rows(&self) -> usize {
+        self.changes.len()
+    }
+    fn sent(&self) {
+        if let Some((newest, _)) = self.changes.last() {
+            let age_us = (crate::store::now_us() - newest.changed_at_us).max(0);
+            crate::telemetry::metrics::metrics()
+                .feed_lag(std::time::Duration::from_micros(age_us as u64));
+        }
+    }
+}
+
+impl super::stream::Metered for (i64, crate::domain::admin::AdminChange) {
+    const STREAM: &'static str = "audit";
+    fn rows(&self) -> usize {
+        1
+    }
+}

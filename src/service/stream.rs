@@ -1,11 +1,12 @@
 //! The one stream producer: a task that runs a `Scan` chunk by chunk into a
 //! bounded channel and stops when the scan ends, fails, or the receiver goes
-//! away (even while a chunk is being read). Every server stream uses it.
+//! away (even while a chunk is being read), or when the process drains for
+//! shutdown. Every server stream uses it.
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::ServiceResult;
 use crate::domain::DomainError;
@@ -23,22 +24,69 @@ pub(super) enum Step<C, S> {
     End,
 }
 
+/// What a chunk counts for the rows-streamed metric.
+pub(super) trait Metered {
+    /// The stream kind, as the metric labels it.
+    const STREAM: &'static str;
+
+    /// Rows in this chunk.
+    fn rows(&self) -> usize;
+
+    /// Reports what else a sent chunk tells (the feed's lag).
+    fn sent(&self) {}
+}
+
 /// A resumable read that yields chunks one step at a time.
 pub(super) trait Scan: Sized + Send + 'static {
-    type Chunk: Send + 'static;
+    type Chunk: Metered + Send + 'static;
 
     /// Reads the next chunk (waiting for one, if the scan follows live data).
     fn step(self) -> impl Future<Output = ServiceResult<Step<Self::Chunk, Self>>> + Send;
+
+    /// Whether the scan follows live data without end (the change feed), so
+    /// a draining process ends it at once rather than at its deadline.
+    fn endless(&self) -> bool {
+        false
+    }
+}
+
+/// How far the process is in shutting down, as streams see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Drain {
+    /// Serving.
+    Serving,
+    /// Shutting down: endless streams end now, others may finish.
+    Draining,
+    /// The grace period is over: every stream ends after its last chunk.
+    Stopping,
 }
 
 /// Each portal's open streams, counted against a cap.
 #[derive(Default)]
 pub(super) struct StreamSlots {
     portals: Mutex<HashMap<i64, Arc<Semaphore>>>,
+    drain: DrainSignal,
 }
 
-/// One open stream's place; freed when the stream's task ends.
-pub(super) struct StreamSlot(#[allow(dead_code)] OwnedSemaphorePermit);
+/// Where the process is in shutting down, watched by every stream.
+pub(super) struct DrainSignal {
+    sender: watch::Sender<Drain>,
+}
+
+impl Default for DrainSignal {
+    fn default() -> Self {
+        DrainSignal {
+            sender: watch::channel(Drain::Serving).0,
+        }
+    }
+}
+
+/// One open stream's place (freed when the stream's task ends) and the
+/// process's drain state it watches.
+pub(super) struct StreamSlot {
+    _permit: OwnedSemaphorePermit,
+    drain: watch::Receiver<Drain>,
+}
 
 impl StreamSlots {
     /// A place for one more stream of `portal`, if fewer than `limit` are open.
@@ -51,10 +99,33 @@ impl StreamSlots {
                     .or_insert_with(|| Arc::new(Semaphore::new(limit as usize))),
             )
         };
-        semaphore
+        let permit = semaphore
             .try_acquire_owned()
-            .map(StreamSlot)
-            .map_err(|_| DomainError::TooManyStreams { portal, limit })
+            .map_err(|_| DomainError::TooManyStreams { portal, limit })?;
+        Ok(StreamSlot {
+            _permit: permit,
+            drain: self.drain.sender.subscribe(),
+        })
+    }
+
+    /// Moves every stream of the process on to `stage` (never back).
+    pub(super) fn drain(&self, stage: Drain) {
+        self.drain.sender.send_if_modified(|current| {
+            let later = stage > *current;
+            if later {
+                *current = stage;
+            }
+            later
+        });
+    }
+}
+
+/// Whether a stream should end now, at drain stage `stage`.
+fn must_end(stage: Drain, endless: bool) -> bool {
+    match stage {
+        Drain::Serving => false,
+        Drain::Draining => endless,
+        Drain::Stopping => true,
     }
 }
 
@@ -66,12 +137,16 @@ pub(super) fn produce<S: Scan>(
 ) -> mpsc::Receiver<ServiceResult<S::Chunk>> {
     let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
     tokio::spawn(async move {
-        let _slot = slot;
+        let StreamSlot { _permit, mut drain } = slot;
         let mut scan = scan;
         loop {
+            let endless = scan.endless();
+            let ending = drain.wait_for(|stage| must_end(*stage, endless));
             let step = tokio::select! {
                 step = scan.step() => step,
                 _ = sender.closed() => return,
+                // The last chunk sent carried the cursor to resume from.
+                _ = ending => Err(DomainError::ShuttingDown.into()),
             };
             let (chunk, next) = match step {
                 Ok(Step::More(chunk, next)) => (Ok(chunk), Some(next)),
@@ -79,8 +154,15 @@ pub(super) fn produce<S: Scan>(
                 Ok(Step::End) => return,
                 Err(err) => (Err(err), None),
             };
+            let metered = chunk.as_ref().ok().map(|c| {
+                c.sent();
+                c.rows() as u64
+            });
             if sender.send(chunk).await.is_err() {
                 return;
+            }
+            if let Some(rows) = metered {
+                crate::telemetry::metrics::metrics().rows_streamed(S::Chunk::STREAM, rows);
             }
             match next {
                 Some(next) => scan = next,

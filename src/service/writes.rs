@@ -45,7 +45,10 @@ impl AssociationService {
                                 .collect(),
                         },
                     )),
-                    Err(err) => outcome.errors.push((index, err)),
+                    Err(err) => {
+                        count_limit_rejection(&err);
+                        outcome.errors.push((index, err))
+                    }
                 }
             }
         }
@@ -135,7 +138,13 @@ impl AssociationService {
         let plan = self
             .store
             .merge_records(&req, self.settings.platform_ceiling)
-            .await?;
+            .await
+            .map_err(ServiceError::from)
+            .inspect_err(|err| {
+                if let ServiceError::Domain(err) = err {
+                    count_limit_rejection(err)
+                }
+            })?;
         self.written.notify_waiters();
         Ok(MergeSummary {
             object_type,
@@ -290,4 +299,17 @@ impl AssociationService {
         }
         Ok((resolved, errors))
     }
+}
+
+/// Counts a refusal by a limit in the metrics, by the limit's source.
+fn count_limit_rejection(err: &DomainError) {
+    let reason = match err {
+        DomainError::LimitExceeded(v) => match v.source {
+            crate::domain::LimitSource::Platform => "platform",
+            crate::domain::LimitSource::User => "user_config",
+        },
+        DomainError::MergeLimitExceeded { .. } => "merge",
+        _ => return,
+    };
+    crate::telemetry::metrics::metrics().limit_rejected(reason);
 }

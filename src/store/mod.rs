@@ -227,10 +227,14 @@ pub(crate) async fn begin<DB: sqlx::Database>(
 ) -> Result<sqlx::Transaction<'static, DB>, sqlx::Error> {
     let pool = pool.clone();
     let begun = tokio::spawn(async move {
-        match statement {
+        let metrics = crate::telemetry::metrics::metrics();
+        metrics.pool_waiting(1);
+        let begun = match statement {
             Some(statement) => pool.begin_with(statement).await,
             None => pool.begin().await,
-        }
+        };
+        metrics.pool_waiting(-1);
+        begun
     });
     begun.await.unwrap_or(Err(sqlx::Error::WorkerCrashed))
 }
@@ -258,6 +262,28 @@ pub(crate) fn export_start(after: Option<DirectedRow>) -> (String, i64, String, 
     }
 }
 
+/// A connection pool's state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolUsage {
+    /// Connections open.
+    pub open: u32,
+    /// Open connections no one is using.
+    pub idle: u32,
+    /// The most the pool opens.
+    pub max: u32,
+}
+
+impl PoolUsage {
+    /// The state of `pool` now.
+    pub(crate) fn of<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> PoolUsage {
+        PoolUsage {
+            open: pool.size(),
+            idle: pool.num_idle() as u32,
+            max: pool.options().get_max_connections(),
+        }
+    }
+}
+
 /// Storage of definitions, associations, counters and limits, per portal.
 #[async_trait]
 pub trait Store: Send + Sync {
@@ -266,6 +292,12 @@ pub trait Store: Send + Sync {
 
     /// Applies pending migrations (safe to call from replicas at once).
     async fn migrate(&self) -> StoreResult<()>;
+
+    /// Answers once the database has answered a trivial statement.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// The write pool's connections (for metrics).
+    fn pool_usage(&self) -> PoolUsage;
 
     /// The portal's own definitions between `a` and `b` (both directions),
     /// allocating the pair's unlabeled type first if it has no built-in one.

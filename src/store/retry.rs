@@ -63,6 +63,7 @@ impl RetryPolicy {
             });
         }
         tracing::debug!(attempt, "write lost a race, running it again: {err}");
+        crate::telemetry::metrics::metrics().store_retried();
         Ok(wait)
     }
 
@@ -108,16 +109,19 @@ macro_rules! transaction {
         let started = std::time::Instant::now();
         let (mut attempt, mut relocks) = (1u32, 0u32);
         loop {
-            let result: $crate::store::StoreResult<_> = async {
-                let mut tx = $begin.await?;
-                let value = {
-                    let $conn = &mut *tx;
-                    let body: $crate::store::StoreResult<_> = async { $body }.await;
-                    body?
-                };
-                tx.commit().await?;
-                Ok(value)
-            }
+            let result: $crate::store::StoreResult<_> = tracing::Instrument::instrument(
+                async {
+                    let mut tx = $begin.await?;
+                    let value = {
+                        let $conn = &mut *tx;
+                        let body: $crate::store::StoreResult<_> = async { $body }.await;
+                        body?
+                    };
+                    tx.commit().await?;
+                    Ok(value)
+                },
+                tracing::info_span!("store.transaction", attempt),
+            )
             .await;
             match result {
                 Err($crate::store::StoreError::Relock) if relocks < $crate::store::MAX_RELOCKS => {

@@ -126,6 +126,7 @@ impl TestServer {
             let listeners = server::Listeners {
                 grpc: listener,
                 http,
+                metrics: None,
             };
             server::serve(settings, listeners, async {
                 let _ = rx.await;
@@ -669,5 +670,91 @@ pub fn export(
         from: optional_type(from),
         to: optional_type(to),
         cursor: cursor.map(str::to_string),
+    }
+}
+
+// ------------------------------------------------------------ server binary
+
+/// The server binary as a child process, started on ports it picked (read
+/// from its ready line), with its log lines kept.
+pub struct ServerProcess {
+    pub child: tokio::process::Child,
+    pub grpc: String,
+    pub rest: String,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ServerProcess {
+    /// Starts `association-service serve` on `store_url` with `env` set
+    /// (`ASSOC__…` names), and waits for its ready line.
+    pub async fn start(store_url: &str, env: &[(&str, &str)]) -> ServerProcess {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_association-service"))
+            .arg("serve")
+            .env("ASSOC__STORE__URL", store_url)
+            .env("ASSOC__SERVER__GRPC_ADDR", "127.0.0.1:0")
+            .env("ASSOC__GATEWAY__HTTP_ADDR", "127.0.0.1:0")
+            .env("ASSOC__LOG__FILTER", "info")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the server binary");
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let ready = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+            while let Some(line) = lines.next_line().await.expect("the server's log") {
+                log.lock().unwrap().push(line.clone());
+                if let Some(rest) = line.split("association-service ready: ").nth(1) {
+                    return rest.to_string();
+                }
+            }
+            panic!(
+                "the server exited before it was ready: {:?}",
+                log.lock().unwrap()
+            );
+        })
+        .await
+        .expect("the server got ready");
+        let field = |name: &str| {
+            ready
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .unwrap_or_else(|| panic!("{name} in the ready line {ready}"))
+                .to_string()
+        };
+        let (grpc, rest) = (format!("http://{}", field("grpc=")), field("rest="));
+        let kept = std::sync::Arc::clone(&log);
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                kept.lock().unwrap().push(line);
+            }
+        });
+        ServerProcess {
+            child,
+            grpc,
+            rest,
+            log,
+        }
+    }
+
+    /// A connected gRPC channel to the process.
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Channel::from_shared(self.grpc.clone())
+            .expect("a valid endpoint")
+            .connect()
+            .await
+            .expect("the server accepts connections")
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let pid = self.child.id().expect("the server runs");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "SIGTERM sent");
     }
 }

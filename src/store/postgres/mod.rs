@@ -120,6 +120,15 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    fn pool_usage(&self) -> crate::store::PoolUsage {
+        crate::store::PoolUsage::of(&self.pool)
+    }
+
     async fn pair_definitions(
         &self,
         portal: i64,
