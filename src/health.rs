@@ -14,26 +14,24 @@ use crate::service::AssociationService;
 /// The gRPC health service name that answers while the process runs.
 pub const LIVENESS: &str = "liveness";
 
-/// The services whose status follows readiness ("" is the overall status).
-const READY_SERVICES: &[&str] = &[
-    "",
-    "associations.v1.AssociationWrite",
-    "associations.v1.AssociationRead",
-    "associations.v1.AdminConfig",
-];
-
 /// The process's health, shared by gRPC health and the HTTP probes.
 pub struct Health {
     reporter: HealthReporter,
+    /// The services whose status follows readiness, "" (overall) first.
+    services: Vec<&'static str>,
     database_up: AtomicBool,
     draining: AtomicBool,
 }
 
 impl Health {
-    /// Health that reports through `reporter`, serving until told otherwise.
-    pub async fn new(reporter: HealthReporter) -> Arc<Health> {
+    /// Health that reports through `reporter` for the overall status and
+    /// `services`, serving until told otherwise.
+    pub async fn new(reporter: HealthReporter, services: &[&'static str]) -> Arc<Health> {
         let health = Arc::new(Health {
             reporter,
+            services: std::iter::once("")
+                .chain(services.iter().copied())
+                .collect(),
             database_up: AtomicBool::new(true),
             draining: AtomicBool::new(false),
         });
@@ -77,8 +75,8 @@ impl Health {
             true => ServingStatus::Serving,
             false => ServingStatus::NotServing,
         };
-        for service in READY_SERVICES {
-            self.reporter.set_service_status(service, status).await;
+        for service in &self.services {
+            self.reporter.set_service_status(*service, status).await;
         }
     }
 

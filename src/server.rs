@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tonic::server::NamedService;
 
 use std::time::Duration;
 
@@ -158,7 +159,15 @@ pub async fn serve(
     let api = GrpcApi::new(Arc::clone(&service));
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    let health = Health::new(reporter).await;
+    let health = Health::new(
+        reporter,
+        &[
+            <AssociationWriteServer<GrpcApi> as NamedService>::NAME,
+            <AssociationReadServer<GrpcApi> as NamedService>::NAME,
+            <AdminConfigServer<GrpcApi> as NamedService>::NAME,
+        ],
+    )
+    .await;
     let health_watch = tokio::spawn(Arc::clone(&health).watch_store(
         Arc::clone(&service),
         Duration::from_millis(settings.server.health_check_interval_ms),

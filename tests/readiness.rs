@@ -28,6 +28,23 @@ async fn until(
     .unwrap_or_else(|_| panic!("health never reported {wanted:?}"));
 }
 
+/// The HTTP status of a probe endpoint.
+async fn probe(server: &TestServer, path: &str) -> u16 {
+    common::http(server.http_addr, "GET", path, None)
+        .await
+        .status
+}
+
+/// Lets `database` accept new connections, or not.
+async fn allow_connections(admin: &mut sqlx::PgConnection, database: &str, allow: bool) {
+    sqlx::query(&format!(
+        "ALTER DATABASE \"{database}\" ALLOW_CONNECTIONS {allow}"
+    ))
+    .execute(admin)
+    .await
+    .expect("ALTER DATABASE");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_the_database() {
     let server = TestServer::start("postgres", |s| s.server.health_check_interval_ms = 50).await;
@@ -42,34 +59,18 @@ async fn readiness_follows_the_database() {
     };
     let mut overall = health.watch(watch("")).await.expect("watch").into_inner();
     until(&mut overall, ServingStatus::Serving).await;
-    assert_eq!(
-        common::http(server.http_addr, "GET", "/readyz", None)
-            .await
-            .status,
-        200
-    );
+    assert_eq!(probe(&server, "/readyz").await, 200);
 
     // The database goes away: it accepts no connections, and loses its own.
-    sqlx::query(&format!(
-        "ALTER DATABASE \"{database}\" ALLOW_CONNECTIONS false"
-    ))
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    allow_connections(&mut admin, database, false).await;
     sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
         .bind(database)
         .execute(&mut admin)
         .await
         .unwrap();
     until(&mut overall, ServingStatus::NotServing).await;
-    let ready = common::http(server.http_addr, "GET", "/readyz", None).await;
-    assert_eq!(ready.status, 503, "{}", ready.body);
-    assert_eq!(
-        common::http(server.http_addr, "GET", "/healthz", None)
-            .await
-            .status,
-        200
-    );
+    assert_eq!(probe(&server, "/readyz").await, 503);
+    assert_eq!(probe(&server, "/healthz").await, 200);
     let live = health
         .check(watch("liveness"))
         .await
@@ -82,18 +83,8 @@ async fn readiness_follows_the_database() {
     );
 
     // It comes back: the service is ready again without a restart.
-    sqlx::query(&format!(
-        "ALTER DATABASE \"{database}\" ALLOW_CONNECTIONS true"
-    ))
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    allow_connections(&mut admin, database, true).await;
     until(&mut overall, ServingStatus::Serving).await;
-    assert_eq!(
-        common::http(server.http_addr, "GET", "/readyz", None)
-            .await
-            .status,
-        200
-    );
+    assert_eq!(probe(&server, "/readyz").await, 200);
     server.stop().await;
 }

@@ -509,67 +509,6 @@ macro_rules! on_every_backend {
     };
 }
 
-/// The server binary as a child process, so its memory can be read alone.
-struct ChildServer {
-    child: std::process::Child,
-    endpoint: String,
-}
-
-impl ChildServer {
-    async fn start(store_url: &str) -> ChildServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_association-service"))
-            .arg("serve")
-            .env("ASSOC__STORE__URL", store_url)
-            .env("ASSOC__SERVER__GRPC_ADDR", format!("127.0.0.1:{port}"))
-            .env("ASSOC__GATEWAY__HTTP_ADDR", "127.0.0.1:0")
-            .env("ASSOC__READ__CHUNK_SIZE", "1000")
-            .env("ASSOC__LOG__FILTER", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("start the server binary");
-        let server = ChildServer {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while tonic::transport::Channel::from_shared(server.endpoint.clone())
-            .expect("endpoint")
-            .connect()
-            .await
-            .is_err()
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the server did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        server
-    }
-
-    /// The server's resident memory, in KiB.
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("the server's /proc status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
-    }
-}
-
-impl Drop for ChildServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A client that reads one chunk of a large stream and stalls: the server
 /// keeps only a few chunks in hand (its memory, sampled while the client
 /// stalls, grows by far less than the stream's rows would take), and the
@@ -592,16 +531,16 @@ async fn a_stalled_client_keeps_server_memory_flat(backend: &str) {
         assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
     }
     drop(svc);
-    let server = ChildServer::start(&store.url).await;
+    // The binary as a child process, so its memory can be read alone.
+    let server =
+        common::ServerProcess::start(&store.url, &[("ASSOC__READ__CHUNK_SIZE", "1000")]).await;
     let deal_one = ListAssociationsRequest {
         portal_id: PORTAL,
         object_type: "deals".into(),
         object_id: 1,
         ..Default::default()
     };
-    let mut client = AssociationReadClient::connect(server.endpoint.clone())
-        .await
-        .expect("connect");
+    let mut client = AssociationReadClient::new(server.channel().await);
     let mut stream = client
         .list_associations(deal_one.clone())
         .await

@@ -1,14 +1,13 @@
 //! Caps the streams each principal holds open at once (beside the service's
 //! cap per portal): a stream RPC takes a place when it starts and gives it
 //! back when its response body ends or the client goes away.
-use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::domain::DomainError;
+use crate::service::Places;
 
 /// Every server-streaming RPC (the access test checks this against the proto).
 pub const STREAM_RPCS: &[&str] = &[
@@ -21,8 +20,7 @@ pub const STREAM_RPCS: &[&str] = &[
 
 /// The places of each principal's open streams.
 pub struct StreamCaps {
-    per_principal: usize,
-    principals: Mutex<HashMap<String, Arc<Semaphore>>>,
+    principals: Places<String>,
 }
 
 /// One open stream's place, given back when dropped.
@@ -31,8 +29,7 @@ pub struct StreamPlace(#[allow(dead_code)] OwnedSemaphorePermit);
 impl StreamCaps {
     pub fn new(per_principal: usize) -> StreamCaps {
         StreamCaps {
-            per_principal,
-            principals: Mutex::new(HashMap::new()),
+            principals: Places::new(per_principal),
         }
     }
 
@@ -42,21 +39,13 @@ impl StreamCaps {
         if !STREAM_RPCS.contains(&path) {
             return Ok(None);
         }
-        let semaphore = {
-            let mut principals = self.principals.lock().unwrap_or_else(|e| e.into_inner());
-            Arc::clone(
-                principals
-                    .entry(principal.to_string())
-                    .or_insert_with(|| Arc::new(Semaphore::new(self.per_principal))),
-            )
-        };
-        semaphore
-            .try_acquire_owned()
-            .map(|permit| Some(StreamPlace(permit)))
-            .map_err(|_| DomainError::TooManyStreamsForCaller {
+        match self.principals.take(principal.to_string()) {
+            Some(permit) => Ok(Some(StreamPlace(permit))),
+            None => Err(DomainError::TooManyStreamsForCaller {
                 name: principal.to_string(),
-                limit: self.per_principal as u32,
-            })
+                limit: self.principals.per_key() as u32,
+            }),
+        }
     }
 }
 

@@ -29,7 +29,7 @@ mod feed;
 mod model;
 mod reads;
 mod stream;
-pub use stream::Drain;
+pub use stream::{Drain, Places};
 mod writes;
 
 pub use model::*;
@@ -134,13 +134,13 @@ impl AssociationService {
         let cursors = CursorCodec::new(settings.cursor_secret.as_bytes());
         AssociationService {
             catalogs: catalogs::CatalogCache::new(settings.catalog_ttl),
+            stream_slots: stream::StreamSlots::new(settings.max_streams_per_portal),
             creates: combiner::CreateCombiner::new(Arc::clone(&store), MAX_WRITE_INPUTS),
             store,
             settings,
             cursors,
             written: Arc::new(Notify::new()),
             feed_polls: feed::FeedPolls::default(),
-            stream_slots: stream::StreamSlots::default(),
             hooks,
         }
     }

@@ -141,8 +141,7 @@ impl AssociationService {
 
     /// A place for one more open stream of `portal`.
     pub(super) fn stream_slot(&self, portal: i64) -> Result<stream::StreamSlot, DomainError> {
-        self.stream_slots
-            .take(portal, self.settings.max_streams_per_portal)
+        self.stream_slots.take(portal)
     }
 
     /// Streams every associated record of one record (to one object type or

@@ -61,24 +61,45 @@ pub enum Drain {
     Stopping,
 }
 
-/// Each portal's open streams, counted against a cap.
-#[derive(Default)]
-pub(super) struct StreamSlots {
-    portals: Mutex<HashMap<i64, Arc<Semaphore>>>,
-    drain: DrainSignal,
+/// Places counted per key (a portal, a caller): at most `per_key` taken
+/// at once for one key; a place is given back when its permit drops.
+pub struct Places<K> {
+    per_key: usize,
+    keys: Mutex<HashMap<K, Arc<Semaphore>>>,
 }
 
-/// Where the process is in shutting down, watched by every stream.
-pub(super) struct DrainSignal {
-    sender: watch::Sender<Drain>,
-}
-
-impl Default for DrainSignal {
-    fn default() -> Self {
-        DrainSignal {
-            sender: watch::channel(Drain::Serving).0,
+impl<K: std::hash::Hash + Eq> Places<K> {
+    pub fn new(per_key: usize) -> Places<K> {
+        Places {
+            per_key,
+            keys: Mutex::new(HashMap::new()),
         }
     }
+
+    /// The most places one key may hold.
+    pub fn per_key(&self) -> usize {
+        self.per_key
+    }
+
+    /// One more place for `key`, if it holds fewer than `per_key`.
+    pub fn take(&self, key: K) -> Option<OwnedSemaphorePermit> {
+        let semaphore = {
+            let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+            let per_key = self.per_key;
+            Arc::clone(
+                keys.entry(key)
+                    .or_insert_with(|| Arc::new(Semaphore::new(per_key))),
+            )
+        };
+        semaphore.try_acquire_owned().ok()
+    }
+}
+
+/// Each portal's open streams, counted against a cap, and where the process
+/// is in shutting down, which every stream watches.
+pub(super) struct StreamSlots {
+    portals: Places<i64>,
+    drain: watch::Sender<Drain>,
 }
 
 /// One open stream's place (freed when the stream's task ends) and the
@@ -89,28 +110,32 @@ pub(super) struct StreamSlot {
 }
 
 impl StreamSlots {
-    /// A place for one more stream of `portal`, if fewer than `limit` are open.
-    pub(super) fn take(&self, portal: i64, limit: u32) -> Result<StreamSlot, DomainError> {
-        let semaphore = {
-            let mut portals = self.portals.lock().unwrap_or_else(|e| e.into_inner());
-            Arc::clone(
-                portals
-                    .entry(portal)
-                    .or_insert_with(|| Arc::new(Semaphore::new(limit as usize))),
-            )
-        };
-        let permit = semaphore
-            .try_acquire_owned()
-            .map_err(|_| DomainError::TooManyStreams { portal, limit })?;
+    /// At most `per_portal` open streams for each portal.
+    pub(super) fn new(per_portal: u32) -> StreamSlots {
+        StreamSlots {
+            portals: Places::new(per_portal as usize),
+            drain: watch::channel(Drain::Serving).0,
+        }
+    }
+
+    /// A place for one more stream of `portal`, if fewer than its cap are open.
+    pub(super) fn take(&self, portal: i64) -> Result<StreamSlot, DomainError> {
+        let permit = self
+            .portals
+            .take(portal)
+            .ok_or(DomainError::TooManyStreams {
+                portal,
+                limit: self.portals.per_key() as u32,
+            })?;
         Ok(StreamSlot {
             _permit: permit,
-            drain: self.drain.sender.subscribe(),
+            drain: self.drain.subscribe(),
         })
     }
 
     /// Moves every stream of the process on to `stage` (never back).
     pub(super) fn drain(&self, stage: Drain) {
-        self.drain.sender.send_if_modified(|current| {
+        self.drain.send_if_modified(|current| {
             let later = stage > *current;
             if later {
                 *current = stage;

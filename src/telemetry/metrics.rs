@@ -80,8 +80,8 @@ pub fn metrics() -> &'static Metrics {
 
 impl Metrics {
     fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("associations");
-        let metrics = Metrics {
+        let mut metrics = Metrics {
+            registry: Registry::with_prefix("associations"),
             grpc_calls: Family::default(),
             grpc_latency: Family::new_with_constructor(latency_histogram),
             http_calls: Family::default(),
@@ -94,72 +94,68 @@ impl Metrics {
             store_retries: Counter::default(),
             pool_connections: Family::default(),
             pool_waiting: Gauge::default(),
-            registry: Registry::default(),
         };
-        registry.register(
+        metrics.registry.register(
             "grpc_requests",
             "gRPC calls by method and status code",
             metrics.grpc_calls.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "grpc_request_duration_seconds",
             "gRPC call latency (a stream: until its last message) by method and status code",
             metrics.grpc_latency.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "http_requests",
             "REST calls by method, route and HTTP status",
             metrics.http_calls.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "http_request_duration_seconds",
             "REST call latency by method, route and HTTP status",
             metrics.http_latency.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "limit_rejections",
             "Associations refused by a limit: platform, user_config or merge",
             metrics.limit_rejections.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "rows_streamed",
             "Rows sent by server streams, by stream",
             metrics.rows_streamed.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "feed_lag_seconds",
             "Age of the newest change a change-feed reader was sent, when it was sent",
             metrics.feed_lag.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "hook_portals_pending",
             "Portals with admin changes not yet delivered to each plugin",
             metrics.hook_pending.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "hook_delivery_failures",
             "Failed deliveries of admin changes to each plugin",
             metrics.hook_failures.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "store_retries",
             "Store transactions run again after losing a race",
             metrics.store_retries.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "db_pool_connections",
             "Write pool connections by state (in_use, idle, max)",
             metrics.pool_connections.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "db_pool_waiting",
             "Callers waiting for a write pool connection",
             metrics.pool_waiting.clone(),
         );
-        Metrics {
-            registry,
-            ..metrics
-        }
+        metrics
     }
 
     /// One finished gRPC call.
