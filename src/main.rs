@@ -121,15 +121,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(err) = association_service::telemetry::init_logging(&settings.log) {
-        eprintln!("association-service: {err}");
-        return ExitCode::from(2);
-    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("association-service: cannot start the runtime: {err}");
             return ExitCode::FAILURE;
+        }
+    };
+    // The trace exporter's client runs on this runtime.
+    let telemetry = {
+        let _runtime = runtime.enter();
+        association_service::telemetry::init(&settings.log, &settings.telemetry)
+    };
+    let telemetry = match telemetry {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("association-service: {err}");
+            return ExitCode::from(2);
         }
     };
     let default_server = format!("http://{}", settings.server.grpc_addr);
@@ -201,6 +209,7 @@ fn main() -> ExitCode {
         }
         Ok(())
     });
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

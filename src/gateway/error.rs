@@ -135,7 +135,11 @@ impl GatewayError {
         let body = |message: String, sub: Option<&str>, ctx| ErrorBody {
             status: "error",
             message,
-            correlation_id: uuid::Uuid::new_v4().to_string(),
+            // The call's own id (its log lines carry it), or a fresh one
+            // for refusals made before a call is served.
+            correlation_id: crate::telemetry::CORRELATION_ID
+                .try_with(String::clone)
+                .unwrap_or_else(|_| uuid::Uuid::new_v4().to_string()),
             context: ctx,
             category: status.category.to_string(),
             sub_category: sub.map(str::to_string),

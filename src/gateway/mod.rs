@@ -81,6 +81,7 @@ impl FromRequestParts<GatewayState> for Gateway {
                 ))
             })?
         };
+        crate::telemetry::record_portal(portal);
         principal.authorize(role, portal)?;
         state.admission.admit(portal)?;
         Ok(Gateway {
@@ -279,7 +280,7 @@ pub fn router(
         .method_not_allowed_fallback(no_route)
         .layer(shedding)
         .layer(axum::middleware::map_response(json_errors))
-        .layer(axum::middleware::from_fn(probes::record_call))
+        .layer(axum::middleware::from_fn(probes::observe_call))
         .with_state(GatewayState {
             service,
             default_portal,

@@ -2,7 +2,8 @@
 //! `/healthz` (the process serves), `/readyz` (calls should be sent here:
 //! the database answers and the process is not shutting down) and
 //! `/metrics` (Prometheus, OpenMetrics text). They are served beside the
-//! REST API, or on the metrics port of their own.
+//! REST API, or on the metrics port of their own. Also the layer that
+//! traces and meters every REST call.
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,6 +17,8 @@ use axum::Router;
 use crate::health::Health;
 use crate::service::AssociationService;
 use crate::telemetry::metrics::metrics;
+use crate::telemetry::{self, CORRELATION_ID};
+use tracing::Instrument;
 
 #[derive(Clone)]
 struct Probes {
@@ -64,9 +67,12 @@ async fn scrape(State(probes): State<Probes>) -> Response {
         .into_response()
 }
 
-/// Records each REST call in the metrics by its route pattern (never the
-/// raw path, so ids do not grow the label set).
-pub async fn record_call(request: Request, next: Next) -> Response {
+/// Serves each REST call in a span of its own (a child of the caller's W3C
+/// trace context, carrying its route, portal, status, trace id and
+/// correlation id, which its error body reuses) and records it in the
+/// metrics by its route pattern (never the raw path, so ids do not grow the
+/// label set).
+pub async fn observe_call(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().to_string();
     let route = request
@@ -74,12 +80,24 @@ pub async fn record_call(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let response = next.run(request).await;
-    metrics().http_call(
-        &method,
-        &route,
-        response.status().as_u16(),
-        started.elapsed(),
+    let correlation_id = uuid::Uuid::new_v4().to_string();
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+        portal = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        correlation_id = %correlation_id,
     );
+    telemetry::adopt(&span, request.headers());
+    let response = CORRELATION_ID
+        .scope(correlation_id, next.run(request).instrument(span.clone()))
+        .await;
+    let status = response.status().as_u16();
+    span.record("http.response.status_code", i64::from(status));
+    metrics().http_call(&method, &route, status, started.elapsed());
     response
 }

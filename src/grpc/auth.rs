@@ -195,6 +195,7 @@ fn undecodable(response: &http::Response<tonic::body::Body>) -> Option<String> {
 /// checked before the call reached the handler).
 pub fn authorize<T>(request: &Request<T>, role: Role, portal: i64) -> Result<(), Status> {
     let principal = caller(request)?;
+    crate::telemetry::record_portal(portal);
     principal.authorize(role, portal)?;
     match request.extensions().get::<Arc<Admission>>() {
         Some(admission) => admission.admit(portal).map_err(Status::from),

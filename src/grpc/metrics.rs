@@ -1,7 +1,9 @@
-//! Records every gRPC call in the metrics: its method, its status code (from
-//! the trailers, or the headers of a trailers-only answer) and how long it
-//! took until its answer ended; a call whose client left counts as
-//! `Cancelled`.
+//! Serves every gRPC call in a span of its own (a child of the caller's W3C
+//! trace context, with its method, portal, status code and trace id, open
+//! until its answer ends) and records it in the metrics: its method, its
+//! status code (from the trailers, or the headers of a trailers-only
+//! answer) and how long it took until its answer ended; a call whose client
+//! left counts as `Cancelled`.
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -10,6 +12,7 @@ use tonic::body::Body;
 use tonic::codegen::http;
 use tonic::Code;
 use tower::{Layer, Service};
+use tracing::Instrument;
 
 use crate::telemetry::metrics::metrics;
 
@@ -47,7 +50,20 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let method = method_label(request.uri().path());
         let started = Instant::now();
-        let answer = self.inner.call(request);
+        let span = tracing::info_span!(
+            "grpc.request",
+            otel.name = %method,
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.method = %method,
+            rpc.grpc.status_code = tracing::field::Empty,
+            portal = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+        );
+        crate::telemetry::adopt(&span, request.headers());
+        let answer = span
+            .in_scope(|| self.inner.call(request))
+            .instrument(span.clone());
         Box::pin(async move {
             let response = answer.await?;
             let code = tonic::Status::from_header_map(response.headers()).map(|s| s.code());
@@ -57,6 +73,7 @@ where
                     method,
                     started,
                     code,
+                    span,
                 })
             }))
         })
@@ -83,6 +100,8 @@ struct MeteredBody {
     started: Instant,
     /// The status seen so far (none: the answer has not ended).
     code: Option<Code>,
+    /// The call's span, which ends with the answer.
+    span: tracing::Span,
 }
 
 impl http_body::Body for MeteredBody {
@@ -117,6 +136,7 @@ impl http_body::Body for MeteredBody {
 impl Drop for MeteredBody {
     fn drop(&mut self) {
         let code = self.code.unwrap_or(Code::Cancelled);
+        self.span.record("rpc.grpc.status_code", code as i64);
         metrics().grpc_call(&self.method, code, self.started.elapsed());
     }
 }

@@ -33,6 +33,10 @@ impl RemotePlugin {
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request.set_timeout(self.timeout);
+        // The plugin's spans join the trace of the call that asks it.
+        let mut headers = std::mem::take(request.metadata_mut()).into_headers();
+        crate::telemetry::inject_current(&mut headers);
+        *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(headers);
         request
     }
 }
