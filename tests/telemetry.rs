@@ -252,3 +252,24 @@ async fn a_rest_call_traces_through_the_service_and_its_plugin() {
         "the call's store transaction is in its trace: {ours:#?}"
     );
 }
+
+/// With traces off, a call's log lines still name the caller's trace id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_name_the_callers_trace_with_traces_off() {
+    let store = common::fresh_store("sqlite").await;
+    let mut server = ServerProcess::start(&store.url, &[]).await;
+    let labels = "/crm/v4/associations/contacts/companies/labels";
+    let (status, body) = call(&server.rest, "POST", labels, "{").await;
+    assert_eq!(status, 400, "{body}");
+    server.terminate();
+    assert!(server.child.wait().await.unwrap().success());
+    let log = server.log.lock().unwrap().clone();
+    let refused = log
+        .iter()
+        .find(|l| l.contains("REST request failed"))
+        .unwrap_or_else(|| panic!("the refusal is logged: {log:?}"));
+    assert!(
+        refused.contains(TRACE_ID),
+        "the trace id is on the line: {refused}"
+    );
+}

@@ -84,12 +84,17 @@ fn tracer_provider(endpoint: &str, service_name: &str) -> Result<SdkTracerProvid
 }
 
 /// Makes `span` a child of the W3C trace context in `headers` (if any) and
-/// records its trace id, which every log line inside it then shows.
+/// records its trace id, which every log line inside it then shows (with
+/// traces off: the caller's trace id, if it sent one).
 pub fn adopt(span: &tracing::Span, headers: &HeaderMap) {
     let parent =
         opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
+    let callers = parent.span().span_context().trace_id();
     let _ = span.set_parent(parent);
-    let trace_id = span.context().span().span_context().trace_id();
+    let trace_id = match span.context().span().span_context().trace_id() {
+        TraceId::INVALID => callers,
+        own => own,
+    };
     if trace_id != TraceId::INVALID {
         span.record("trace_id", tracing::field::display(trace_id));
     }
