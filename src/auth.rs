@@ -15,6 +15,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::config::keys::TOKEN_FIELDS;
 use crate::domain::access::{PortalScope, Principal, Role};
 use crate::domain::admin::ANONYMOUS;
 use crate::domain::DomainError;
@@ -22,7 +23,6 @@ use crate::reload::{Loader, Reloading};
 
 /// One static token (TOML `[[auth.tokens]]`).
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     /// Who the token is: the audit trail and plugins see this name.
     pub name: String,
@@ -42,7 +42,6 @@ pub struct TokenConfig {
 /// `sub` (its name), `portals` (ids) or `all_portals: true`, `roles`, and the
 /// registered `iss`, `aud` and `exp`.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct JwtSettings {
     /// The `iss` every token must carry.
     pub issuer: String,
@@ -208,7 +207,6 @@ impl Authenticator {
 
 /// The `[[tokens]]` of a tokens file.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct TokensFile {
     #[serde(default)]
     tokens: Vec<TokenConfig>,
@@ -216,12 +214,21 @@ struct TokensFile {
 
 fn parse_tokens_file(bytes: &[u8]) -> Result<Vec<TokenConfig>, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())?;
-    let file: TokensFile = config::Config::builder()
+    let config = config::Config::builder()
         .add_source(config::File::from_str(text, config::FileFormat::Toml))
         .build()
-        .and_then(|c| c.try_deserialize())
         .map_err(|e| e.to_string())?;
-    Ok(file.tokens)
+    let mut unknown = Vec::new();
+    let file: Result<TokensFile, _> =
+        serde_ignored::deserialize(config, |path| unknown.push(path.to_string()));
+    if let Some(path) = unknown.first() {
+        return Err(
+            crate::config::unknown_table_field(path, TOKEN_FIELDS, "").unwrap_or_else(|| {
+                format!("unknown key {path} (a tokens file holds [[tokens]] tables)")
+            }),
+        );
+    }
+    Ok(file.map_err(|e| e.to_string())?.tokens)
 }
 
 /// Static tokens by the hash of their text, checked.

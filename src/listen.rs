@@ -22,7 +22,6 @@ use crate::reload::{Loader, Reloading};
 
 /// TLS for both ports (TOML `[tls]`).
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TlsSettings {
     /// The server's certificate chain (PEM), leaf first.
     pub cert_file: PathBuf,

@@ -448,7 +448,7 @@ async fn every_endpoint_answers_exactly_as_recorded() {
         }));
     }
     let actual = serde_json::to_string_pretty(&Value::Array(recorded)).unwrap() + "\n";
-    if std::env::var("UPDATE_GOLDEN").is_ok() {
+    if std::env::var("UPDATE_GOLDEN").as_deref() == Ok("1") {
         std::fs::create_dir_all(std::path::Path::new(GOLDEN).parent().unwrap()).unwrap();
         std::fs::write(GOLDEN, &actual).unwrap();
     }

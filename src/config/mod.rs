@@ -13,6 +13,9 @@ use crate::hooks::{FailurePolicy, Pacing, PluginSettings};
 use crate::listen::TlsSettings;
 use crate::service::ServiceSettings;
 
+pub mod keys;
+use keys::{Values, KEYS};
+
 /// Everything the service can be configured with.
 #[derive(Clone, Debug, Deserialize)]
 pub struct Settings {
@@ -318,50 +321,16 @@ impl ConfigError {
     }
 }
 
-const DEFAULTS: &[(&str, &str)] = &[
-    ("server.grpc_addr", "127.0.0.1:50051"),
-    ("server.calls_per_second_per_portal", "5000"),
-    ("server.call_burst_per_portal", "10000"),
-    ("server.max_concurrent_calls", "1024"),
-    ("server.request_timeout_ms", "30000"),
-    ("server.reflection", "true"),
-    ("server.shutdown_grace_ms", "20000"),
-    ("server.shutdown_delay_ms", "0"),
-    ("server.health_check_interval_ms", "2000"),
-    ("store.url", "sqlite://data/associations.db"),
-    ("store.max_connections", "16"),
-    ("store.retry_budget_ms", "5000"),
-    ("store.retry_initial_ms", "5"),
-    ("limits.platform_ceiling", "10000"),
-    ("read.chunk_size", "1000"),
-    (
-        "read.cursor_secret",
-        "association-service-default-cursor-secret",
-    ),
-    ("read.catalog_ttl_ms", "1000"),
-    ("read.max_streams_per_portal", "256"),
-    ("read.max_streams_per_caller", "64"),
-    ("feed.retention_hours", "168"),
-    ("feed.poll_interval_ms", "500"),
-    ("feed.prune_interval_secs", "300"),
-    ("gateway.http_addr", "127.0.0.1:8080"),
-    ("gateway.default_portal", "1"),
-    ("gateway.header_read_timeout_ms", "10000"),
-    ("gateway.max_request_line", "16384"),
-    ("gateway.body_read_timeout_ms", "10000"),
-    ("hooks.retry_initial_ms", "200"),
-    ("hooks.retry_max_ms", "30000"),
-    ("hooks.poll_interval_ms", "5000"),
-    ("log.filter", "info"),
-    ("log.format", "text"),
-];
-
 impl Settings {
-    /// Loads defaults, then `file` if given, then the environment.
+    /// Loads defaults, then `file` if given, then the environment. Unknown
+    /// keys, sections and `ASSOC__…` variables are refused, naming the
+    /// nearest known one, and every value is checked against what its key
+    /// accepts.
     pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        check_environment(std::env::vars_os().map(|(name, _)| name))?;
         let mut builder = config::Config::builder();
-        for (key, value) in DEFAULTS {
-            builder = builder.set_default(*key, *value)?;
+        for key in KEYS.iter().filter(|k| k.seeded()) {
+            builder = builder.set_default(key.path, key.default.unwrap_or_default())?;
         }
         if let Some(file) = file {
             if !file.exists() {
@@ -378,51 +347,58 @@ impl Settings {
                 .separator("__")
                 .try_parsing(true),
         );
-        let settings: Settings = builder.build()?.try_deserialize()?;
+        let config = builder.build()?;
+        let origin = |key: &keys::Key| match key.env_var() {
+            Some(var) if std::env::var_os(&var).is_some() => format!(" (set by {var})"),
+            _ => file
+                .map(|f| format!(" (in {})", f.display()))
+                .unwrap_or_default(),
+        };
+        for section in keys::sections() {
+            match config.get::<config::Value>(section) {
+                Ok(value) if value.clone().into_table().is_err() => {
+                    return Err(ConfigError::Invalid(format!(
+                        "{section} must be a table ([{section}] in the file), not {value}"
+                    )))
+                }
+                _ => {}
+            }
+        }
+        for key in KEYS {
+            let Ok(value) = config.get::<config::Value>(key.path) else {
+                continue;
+            };
+            let text = match value.clone().into_string() {
+                Ok(text) => text,
+                Err(_) if matches!(key.values, Values::Tables(_)) => continue,
+                Err(_) => value.to_string(),
+            };
+            key.values.check(&text).map_err(|problem| {
+                ConfigError::Invalid(format!(
+                    "{} {problem}, not {text:?}{}",
+                    key.path,
+                    origin(key)
+                ))
+            })?;
+        }
+        check_plugin_tables(&config)?;
+        let mut unknown = Vec::new();
+        let loaded: Result<Settings, _> =
+            serde_ignored::deserialize(config.clone(), |path| unknown.push(path.to_string()));
+        if let Some(path) = unknown.first() {
+            return Err(unknown_in_file(&config, path, file));
+        }
+        let settings = loaded?;
         settings.validate()?;
         Ok(settings)
     }
 
+    /// The rules that span several keys (each key's own range is checked
+    /// against `keys::KEYS` while loading).
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_string()));
-        if self.limits.platform_ceiling == 0 || self.limits.platform_ceiling > i32::MAX as u32 {
-            return invalid("limits.platform_ceiling must be between 1 and 2147483647");
-        }
-        if self.server.max_concurrent_calls == 0 {
-            return invalid("server.max_concurrent_calls must be at least 1");
-        }
-        if self.server.health_check_interval_ms == 0 {
-            return invalid("server.health_check_interval_ms must be at least 1");
-        }
-        if self.server.request_timeout_ms == 0 {
-            return invalid("server.request_timeout_ms must be at least 1");
-        }
-        if self.read.max_streams_per_caller == 0 {
-            return invalid("read.max_streams_per_caller must be at least 1");
-        }
-        if self.read.max_streams_per_portal == 0 {
-            return invalid("read.max_streams_per_portal must be at least 1");
-        }
-        if self.read.chunk_size == 0 || self.read.chunk_size > 10_000 {
-            return invalid("read.chunk_size must be between 1 and 10000");
-        }
-        if self.read.cursor_secret.len() < 16 {
-            return invalid("read.cursor_secret must be at least 16 characters");
-        }
-        if self.feed.retention_hours == 0
-            || self.feed.poll_interval_ms == 0
-            || self.feed.prune_interval_secs == 0
-        {
-            return invalid("feed.retention_hours, feed.poll_interval_ms and feed.prune_interval_secs must be at least 1");
-        }
-        if self.gateway.default_portal <= 0 {
-            return invalid("gateway.default_portal must be a positive portal id");
-        }
-        if self.hooks.retry_initial_ms == 0
-            || self.hooks.retry_max_ms < self.hooks.retry_initial_ms
-            || self.hooks.poll_interval_ms == 0
-        {
-            return invalid("hooks.retry_initial_ms and hooks.poll_interval_ms must be at least 1, and hooks.retry_max_ms at least hooks.retry_initial_ms");
+        if self.hooks.retry_max_ms < self.hooks.retry_initial_ms {
+            return invalid("hooks.retry_max_ms must be at least hooks.retry_initial_ms");
         }
         let mut names = std::collections::HashSet::new();
         for plugin in &self.hooks.plugins {
@@ -440,21 +416,8 @@ impl Settings {
             }
         }
         self.auth.authenticator()?;
-        if self.store.max_connections == 0 {
-            return invalid("store.max_connections must be at least 1");
-        }
-        if self.store.retry_initial_ms == 0
-            || self.store.retry_initial_ms > self.store.retry_budget_ms
-        {
-            return invalid(
-                "store.retry_initial_ms must be at least 1 and at most store.retry_budget_ms",
-            );
-        }
-        if !(self.store.url.starts_with("sqlite:")
-            || self.store.url.starts_with("postgres://")
-            || self.store.url.starts_with("postgresql://"))
-        {
-            return invalid("store.url must start with sqlite:, postgres:// or postgresql://");
+        if self.store.retry_initial_ms > self.store.retry_budget_ms {
+            return invalid("store.retry_initial_ms must be at most store.retry_budget_ms");
         }
         Ok(())
     }
@@ -483,6 +446,127 @@ impl HookSettings {
             poll: std::time::Duration::from_millis(self.poll_interval_ms),
         }
     }
+}
+
+/// Refuses `ASSOC__…` variables that name no key (or a file-only one).
+fn check_environment(names: impl Iterator<Item = std::ffi::OsString>) -> Result<(), ConfigError> {
+    for name in names {
+        let Some(name) = name.to_str() else { continue };
+        let Some(rest) = name.strip_prefix("ASSOC__") else {
+            continue;
+        };
+        let path = rest.replace("__", ".").to_ascii_lowercase();
+        match keys::find(&path) {
+            Some(key) if key.values.from_env() => {}
+            Some(key) => {
+                return Err(ConfigError::Invalid(format!(
+                    "{name}: {} can only be set in the configuration file",
+                    key.path
+                )))
+            }
+            None => {
+                let known: Vec<String> = KEYS.iter().filter_map(|k| k.env_var()).collect();
+                let hint = keys::nearest(name, known.iter().map(String::as_str))
+                    .map(|k| format!("; did you mean {k}?"))
+                    .unwrap_or_default();
+                return Err(ConfigError::Invalid(format!(
+                    "unknown environment variable {name}{hint}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks each `[[hooks.plugins]]` table's values by name.
+fn check_plugin_tables(config: &config::Config) -> Result<(), ConfigError> {
+    let Ok(plugins) = config.get_array("hooks.plugins") else {
+        return Ok(());
+    };
+    let checks = [
+        ("failure_policy", Values::Choice(&["closed", "open"])),
+        (
+            "timeout_ms",
+            Values::Number {
+                min: 1,
+                max: u64::MAX,
+                unit: "ms",
+            },
+        ),
+        ("endpoint", Values::HttpUrl),
+    ];
+    for (index, plugin) in plugins.into_iter().enumerate() {
+        let Ok(table) = plugin.into_table() else {
+            return Err(ConfigError::Invalid(format!(
+                "hooks.plugins entry {} must be a [[hooks.plugins]] table",
+                index + 1
+            )));
+        };
+        let name = table
+            .get("name")
+            .and_then(|n| n.clone().into_string().ok())
+            .unwrap_or_else(|| format!("number {}", index + 1));
+        for (field, values) in &checks {
+            let Some(value) = table.get(*field) else {
+                continue;
+            };
+            let text = value
+                .clone()
+                .into_string()
+                .unwrap_or_else(|_| value.to_string());
+            values.check(&text).map_err(|problem| {
+                ConfigError::Invalid(format!(
+                    "hooks.plugins '{name}': {field} {problem}, not {text:?}"
+                ))
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// For a field of a table array that no table has (`hooks.plugins.0.x`):
+/// says so, with the table's position and the nearest field.
+pub(crate) fn unknown_table_field(path: &str, fields: &[&str], place: &str) -> Option<String> {
+    let segments: Vec<&str> = path.split('.').collect();
+    let at = segments.iter().position(|s| s.parse::<usize>().is_ok())?;
+    let field = segments[at + 1..].join(".");
+    let hint = keys::nearest(&field, fields.iter().copied())
+        .map(|f| format!("; did you mean {f}?"))
+        .unwrap_or_default();
+    Some(format!(
+        "unknown key {field} in [[{}]] table {}{place}{hint}",
+        segments[..at].join("."),
+        segments[at].parse::<usize>().unwrap_or(0) + 1
+    ))
+}
+
+/// The error for a key or section of the file that the settings do not
+/// read, naming the nearest known one.
+fn unknown_in_file(config: &config::Config, path: &str, file: Option<&Path>) -> ConfigError {
+    let place = file
+        .map(|f| format!(" in {}", f.display()))
+        .unwrap_or_default();
+    // serde_ignored writes `?` for the inside of an Option (`tls.?.x`).
+    let path = &path.replace(".?", "");
+    let table: Vec<&str> = path
+        .split('.')
+        .take_while(|s| s.parse::<usize>().is_err())
+        .collect();
+    if let Some(Values::Tables(fields)) = keys::find(&table.join(".")).map(|k| k.values) {
+        if let Some(message) = unknown_table_field(path, fields, &place) {
+            return ConfigError::Invalid(message);
+        }
+    }
+    if config.get_table(path).is_ok() && keys::find(path).is_none() {
+        let hint = keys::nearest(path, keys::sections())
+            .map(|s| format!("; did you mean [{s}]?"))
+            .unwrap_or_default();
+        return ConfigError::Invalid(format!("unknown section [{path}]{place}{hint}"));
+    }
+    let hint = keys::nearest(path, KEYS.iter().map(|k| k.path))
+        .map(|k| format!("; did you mean {k}?"))
+        .unwrap_or_default();
+    ConfigError::Invalid(format!("unknown key {path}{place}{hint}"))
 }
 
 /// The store URL with any password replaced, for logs.
