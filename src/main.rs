@@ -17,66 +17,118 @@ use transfer::Format;
 #[command(
     name = "association-service",
     version,
-    about = "CRM record associations with transactional limits, over gRPC"
+    about = "CRM record associations with transactional per-record limits: a gRPC API, \
+             a HubSpot-compatible REST gateway, and bulk import and export",
+    after_help = "Examples:\n  \
+        association-service serve\n  \
+        association-service --config prod.toml migrate\n  \
+        association-service import rows.csv --portal 1\n  \
+        association-service export --portal 1 --output rows.jsonl\n\n\
+        Settings: compiled defaults, then --config FILE (or ASSOC_CONFIG), then \
+        ASSOC__SECTION__KEY environment variables; the README lists every key."
 )]
 struct Cli {
-    /// A TOML configuration file (environment variables ASSOC__… override it).
-    #[arg(long, global = true, env = "ASSOC_CONFIG")]
+    /// A TOML configuration file; ASSOC__SECTION__KEY environment variables override it.
+    #[arg(long, global = true, env = "ASSOC_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
+/// The server of the client subcommands.
+const SERVER_HELP: &str =
+    "The service's gRPC endpoint, e.g. http://127.0.0.1:50051 [default: http:// and the configured server.grpc_addr]";
+
 #[derive(Subcommand)]
 enum Command {
-    /// Applies migrations and serves the gRPC API.
+    /// Applies pending migrations, then serves the gRPC API on server.grpc_addr
+    /// and the HubSpot-compatible REST gateway on gateway.http_addr.
+    #[command(after_help = "Examples:\n  \
+        association-service serve\n  \
+        ASSOC__STORE__URL=postgres://postgres@127.0.0.1/associations association-service serve\n  \
+        association-service --config prod.toml serve")]
     Serve,
-    /// Applies pending migrations to the configured store and exits.
+    /// Applies pending migrations to the configured store, says which, and exits.
+    #[command(after_help = "Example:\n  \
+        ASSOC__STORE__URL=postgres://postgres@127.0.0.1/associations association-service migrate")]
     Migrate,
     /// Asks a running service's gRPC health check; exits 0 when it serves,
     /// 1 when it answers that it does not, 69 when it cannot be reached.
-    ///
-    /// Example: association-service health --server http://127.0.0.1:50051
+    #[command(after_help = "Example:\n  \
+        association-service health --server http://127.0.0.1:50051")]
     Health {
-        /// The service's gRPC endpoint (default: the configured server.grpc_addr).
-        #[arg(long)]
+        #[arg(long, value_name = "URL", help = SERVER_HELP)]
         server: Option<String>,
-        /// The health service to ask: empty for the overall status, or `liveness`.
-        #[arg(long, default_value = "")]
+        /// The health service to ask: empty for the overall status (readiness), or `liveness`.
+        #[arg(long, default_value = "", value_name = "NAME")]
         service: String,
     },
     /// Imports associations from a CSV or JSON Lines file through a running service.
-    /// Exits with status 1 when any row failed (all are listed).
+    /// Rows already stored are left as they are; exits with status 1 when any
+    /// row failed (each is listed with its line).
+    #[command(after_help = "Examples:\n  \
+        association-service import rows.csv --portal 1\n  \
+        association-service import export-of-portal-7.jsonl --portal 8 --create-labels\n\n\
+        Columns (CSV header, or JSON keys): from_object_type, from_object_id, \
+        to_object_type, to_object_id, association_category, association_type_id, label. \
+        Ids may be numbers or strings (\"706\").")]
     Import {
-        /// The file; `.csv` is read as CSV, anything else as JSON Lines.
+        /// The file; `.csv` is read as CSV, anything else as JSON Lines (see --format).
         file: PathBuf,
-        #[arg(long)]
+        /// The portal (HubSpot account id) to import into.
+        #[arg(long, value_name = "ID")]
         portal: i64,
-        /// The service's gRPC endpoint (default: the configured server.grpc_addr).
-        #[arg(long)]
+        #[arg(long, value_name = "URL", help = SERVER_HELP)]
         server: Option<String>,
+        /// The file's format [default: csv for a .csv file, jsonl otherwise].
         #[arg(long, value_enum)]
         format: Option<Format>,
-        /// Rows per message sent to the service (at most 2000).
-        #[arg(long, default_value_t = 1000)]
+        /// Rows per message sent to the service (1 to 2000).
+        #[arg(long, default_value_t = 1000, value_name = "ROWS")]
         batch_size: usize,
+        /// The bearer token to send, when the service requires one.
+        #[arg(
+            long,
+            env = "ASSOC_TOKEN",
+            hide_env_values = true,
+            value_name = "TOKEN"
+        )]
+        token: Option<String>,
+        /// Creates the labels that rows name but the portal lacks (by label
+        /// text, from the file's `label` column), instead of failing those rows.
+        #[arg(long)]
+        create_labels: bool,
     },
-    /// Exports a portal's association rows (both directions) through a running service.
+    /// Exports a portal's association rows (both directions) through a running
+    /// service; the output imports back unchanged.
+    #[command(after_help = "Examples:\n  \
+        association-service export --portal 1 --output rows.jsonl\n  \
+        association-service export --portal 1 --from-object-type deals --to-object-type contacts --format csv")]
     Export {
-        #[arg(long)]
+        /// The portal (HubSpot account id) to export.
+        #[arg(long, value_name = "ID")]
         portal: i64,
-        #[arg(long)]
+        #[arg(long, value_name = "URL", help = SERVER_HELP)]
         server: Option<String>,
-        /// Keep only rows from this object type.
-        #[arg(long)]
+        /// Keep only rows from this object type (id or name).
+        #[arg(long, value_name = "TYPE")]
         from_object_type: Option<String>,
-        /// Keep only rows to this object type.
-        #[arg(long)]
+        /// Keep only rows to this object type (id or name).
+        #[arg(long, value_name = "TYPE")]
         to_object_type: Option<String>,
+        /// The output's format.
         #[arg(long, value_enum, default_value_t = Format::Jsonl)]
         format: Format,
-        /// Where to write (default: standard output).
-        #[arg(long)]
+        /// The bearer token to send, when the service requires one.
+        #[arg(
+            long,
+            env = "ASSOC_TOKEN",
+            hide_env_values = true,
+            value_name = "TOKEN"
+        )]
+        token: Option<String>,
+        /// Where to write [default: standard output].
+        #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
 }
@@ -87,7 +139,7 @@ enum Failure {
     Server(#[from] server::ServerError),
     #[error(transparent)]
     Transfer(#[from] transfer::TransferError),
-    #[error("{count} {rows} failed", rows = if *.count == 1 { "row" } else { "rows" })]
+    #[error("{} failed", transfer::rows(*.count))]
     RowsFailed { count: u64 },
     #[error("the service reports {status}")]
     NotServing { status: String },
@@ -141,15 +193,17 @@ fn main() -> ExitCode {
         }
     };
     let default_server = format!("http://{}", settings.server.grpc_addr);
+    let connect = |server: Option<String>, token: Option<String>| transfer::Connection {
+        server: server.unwrap_or_else(|| default_server.clone()),
+        token,
+    };
     let result: Result<(), Failure> = runtime.block_on(async {
         match cli.command {
             Command::Migrate => {
-                let store = server::open_store(&settings).await?;
-                tracing::info!("migrations applied to the {} store", store.backend());
+                server::open_store(&settings).await?;
             }
             Command::Health { server, service } => {
-                let server = server.unwrap_or(default_server);
-                let status = transfer::health(&server, &service).await?;
+                let status = transfer::health(&connect(server, None), &service).await?;
                 println!("{status}");
                 if status != "SERVING" {
                     return Err(Failure::NotServing { status });
@@ -165,17 +219,26 @@ fn main() -> ExitCode {
                 server,
                 format,
                 batch_size,
+                token,
+                create_labels,
             } => {
                 let name = file.display().to_string();
-                let server = server.unwrap_or(default_server);
-                let summary = transfer::import(&server, portal, file, format, batch_size).await?;
+                let summary = transfer::import(
+                    &connect(server, token),
+                    portal,
+                    file,
+                    format,
+                    batch_size,
+                    create_labels,
+                )
+                .await?;
+                for line in &summary.labels_created {
+                    eprintln!("{line}");
+                }
                 for (line, message) in &summary.errors {
                     eprintln!("line {line}: {message}");
                 }
-                eprintln!(
-                    "imported {name}: {} rows, {} succeeded, {} failed",
-                    summary.rows, summary.succeeded, summary.failed
-                );
+                eprintln!("imported {name}: {}", summary.describe());
                 if summary.failed > 0 {
                     return Err(Failure::RowsFailed {
                         count: summary.failed,
@@ -188,15 +251,15 @@ fn main() -> ExitCode {
                 from_object_type,
                 to_object_type,
                 format,
+                token,
                 output,
             } => {
                 let target = output
                     .as_ref()
                     .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| "stdout".into());
-                let server = server.unwrap_or(default_server);
+                    .unwrap_or_else(|| "standard output".into());
                 let count = transfer::export(
-                    &server,
+                    &connect(server, token),
                     portal,
                     from_object_type,
                     to_object_type,
@@ -204,7 +267,7 @@ fn main() -> ExitCode {
                     output,
                 )
                 .await?;
-                eprintln!("exported {count} rows to {target}");
+                eprintln!("exported {} to {target}", transfer::rows(count));
             }
         }
         Ok(())

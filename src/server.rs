@@ -94,7 +94,13 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn store::Store>, Se
     let store = store::connect_with(url, &settings.store.options())
         .await
         .map_err(wrap)?;
-    store.migrate().await.map_err(wrap)?;
+    let applied = store.migrate().await.map_err(wrap)?;
+    for migration in &applied {
+        tracing::info!("applied migration {migration}");
+    }
+    if applied.is_empty() {
+        tracing::info!("the {} store's schema is up to date", store.backend());
+    }
     Ok(store)
 }
 

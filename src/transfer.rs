@@ -4,31 +4,39 @@
 //! summary at the end.
 //!
 //! Columns (CSV header names, JSON keys): `from_object_type`,
-//! `from_object_id`, `to_object_type`, `to_object_id`,
-//! `association_category` and `association_type_id` (both empty for the
-//! pair's unlabeled type), `label` (written by export, ignored by import).
+//! `from_object_id`, `to_object_type`, `to_object_id` (ids as numbers or
+//! strings), `association_category` and `association_type_id` (both empty
+//! for the pair's unlabeled type), `label` (a user-defined type's text:
+//! import finds the label by it in the target portal, or creates it).
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use association_service::domain::Category;
 use association_service::domain::ErrorKind;
+use association_service::proto::admin_config_client::AdminConfigClient;
 use association_service::proto::association_read_client::AssociationReadClient;
 use association_service::proto::association_write_client::AssociationWriteClient;
 use association_service::proto::{
-    AssociationColumns, ChunkLayout, ExportAssociationsRequest, ExportedAssociation,
-    ImportAssociationsRequest, ImportRow,
+    AssociationCategory, AssociationColumns, ChunkLayout, CreateLabelRequest,
+    ExportAssociationsRequest, ExportedAssociation, ImportAssociationsRequest, ImportRow,
+    ListDefinitionsRequest,
 };
+use tonic::transport::Channel;
 
 /// A file format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    /// Comma-separated values with a header row.
     Csv,
+    /// One JSON object a line.
     Jsonl,
 }
 
@@ -43,24 +51,89 @@ impl Format {
 }
 
 /// One association row of a file.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct FileRow {
     pub from_object_type: String,
     pub from_object_id: i64,
     pub to_object_type: String,
     pub to_object_id: i64,
-    #[serde(default)]
     pub association_category: Option<String>,
-    #[serde(default)]
     pub association_type_id: Option<i32>,
-    #[serde(default)]
     pub label: Option<String>,
+}
+
+/// The columns a file must have.
+const REQUIRED_COLUMNS: [&str; 4] = [
+    "from_object_type",
+    "from_object_id",
+    "to_object_type",
+    "to_object_id",
+];
+
+impl FileRow {
+    /// Reads a row from its columns (JSON values, or CSV text), or says in
+    /// plain words what is wrong with it. Ids may be numbers or strings.
+    fn from_columns(columns: &serde_json::Map<String, Value>) -> Result<FileRow, String> {
+        let text = |name: &str| -> Result<Option<String>, String> {
+            match columns.get(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
+                Some(Value::Number(n)) => Ok(Some(n.to_string())),
+                Some(_) => Err(format!("{name} must be text")),
+            }
+        };
+        let required = |name: &str| text(name)?.ok_or_else(|| format!("{name} is missing"));
+        let number = |name: &str, value: String| {
+            value.parse::<i64>().map_err(|_| {
+                format!("{name} must be a whole number such as 706 or \"706\", not {value:?}")
+            })
+        };
+        let type_id = match text("association_type_id")? {
+            None => None,
+            Some(value) => Some(value.parse::<i32>().map_err(|_| {
+                format!("association_type_id must be a whole number, not {value:?}")
+            })?),
+        };
+        Ok(FileRow {
+            from_object_type: required("from_object_type")?,
+            from_object_id: number("from_object_id", required("from_object_id")?)?,
+            to_object_type: required("to_object_type")?,
+            to_object_id: number("to_object_id", required("to_object_id")?)?,
+            association_category: text("association_category")?,
+            association_type_id: type_id,
+            label: text("label")?,
+        })
+    }
+
+    /// The label this row names by text: a user-defined type with a label.
+    fn named_label(&self) -> Option<LabelKey> {
+        let category = self.association_category.as_deref()?;
+        if Category::parse(category) != Some(Category::UserDefined) {
+            return None;
+        }
+        Some(LabelKey {
+            from: self.from_object_type.clone(),
+            to: self.to_object_type.clone(),
+            label: self.label.clone()?,
+        })
+    }
+}
+
+/// A label as a file names it: its pair (as written) and its text.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct LabelKey {
+    from: String,
+    to: String,
+    label: String,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
     #[error("{path}: {source}")]
     File { path: String, source: io::Error },
+    #[error("{path}: {reason}")]
+    Unreadable { path: String, reason: String },
     #[error("cannot write the export: {0}")]
     Write(String),
     #[error("cannot reach the service at {server}: {source}")]
@@ -68,7 +141,7 @@ pub enum TransferError {
         server: String,
         source: tonic::transport::Error,
     },
-    #[error("the service refused: {0}")]
+    #[error("the service refused: {}", .0.message())]
     Rpc(#[from] tonic::Status),
     #[error("the service's answer is malformed: {0}")]
     Malformed(String),
@@ -77,7 +150,9 @@ pub enum TransferError {
 impl TransferError {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            TransferError::File { .. } | TransferError::Write(_) => ErrorKind::InvalidArgument,
+            TransferError::File { .. }
+            | TransferError::Unreadable { .. }
+            | TransferError::Write(_) => ErrorKind::InvalidArgument,
             TransferError::Connect { .. } => ErrorKind::Unavailable,
             TransferError::Malformed(_) => ErrorKind::Internal,
             TransferError::Rpc(status) => match status.code() {
@@ -89,14 +164,77 @@ impl TransferError {
     }
 }
 
+/// Where the service is and the bearer token to send, if any.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    pub server: String,
+    pub token: Option<String>,
+}
+
+impl Connection {
+    async fn channel(&self) -> Result<Channel, TransferError> {
+        let connect_error = |source| TransferError::Connect {
+            server: self.server.clone(),
+            source,
+        };
+        tonic::transport::Endpoint::from_shared(self.server.clone())
+            .map_err(connect_error)?
+            .connect()
+            .await
+            .map_err(connect_error)
+    }
+
+    /// `message` as a request carrying the token.
+    fn request<T>(&self, message: T) -> Result<tonic::Request<T>, TransferError> {
+        let mut request = tonic::Request::new(message);
+        if let Some(token) = &self.token {
+            let value = format!("Bearer {token}").parse().map_err(|_| {
+                TransferError::Malformed("the token holds characters a header cannot".into())
+            })?;
+            request.metadata_mut().insert("authorization", value);
+        }
+        Ok(request)
+    }
+}
+
 /// What an import did.
 #[derive(Debug, Default)]
 pub struct ImportSummary {
     pub rows: u64,
-    pub succeeded: u64,
+    /// Rows that wrote something.
+    pub created: u64,
+    /// Rows whose association was stored already.
+    pub already_present: u64,
     pub failed: u64,
     /// (line, message) of failures: unreadable lines, then the service's.
     pub errors: Vec<(u64, String)>,
+    /// Labels the import created (`--create-labels`), as lines for people.
+    pub labels_created: Vec<String>,
+}
+
+/// `n rows`, with the right plural.
+pub fn rows(n: u64) -> String {
+    if n == 1 {
+        "1 row".to_string()
+    } else {
+        format!("{n} rows")
+    }
+}
+
+impl ImportSummary {
+    /// What the import did, in one line for people.
+    pub fn describe(&self) -> String {
+        if self.rows > 0 && self.created == 0 && self.failed == 0 {
+            return format!("{}, all already present: nothing changed", rows(self.rows));
+        }
+        format!(
+            "{}: {} created, {} already present, {} failed",
+            rows(self.rows),
+            self.created,
+            self.already_present,
+            self.failed
+        )
+    }
 }
 
 fn progress(length: Option<u64>, what: &str) -> ProgressBar {
@@ -129,16 +267,13 @@ impl<R: Read> Read for Counted<R> {
 
 /// Turns a file row into an import row, or says why it cannot be one.
 fn to_import_row(line: u64, row: FileRow) -> Result<ImportRow, String> {
-    let category = match row
-        .association_category
-        .as_deref()
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-    {
+    let category = match row.association_category.as_deref() {
         None => 0,
         Some(name) => Category::parse(name)
             .map(|c| i32::from(c.code()))
-            .ok_or_else(|| format!("unknown association_category '{name}'"))?,
+            .ok_or_else(|| {
+                format!("association_category must be HUBSPOT_DEFINED, USER_DEFINED or INTEGRATOR_DEFINED, not {name:?}")
+            })?,
     };
     Ok(ImportRow {
         line,
@@ -151,15 +286,14 @@ fn to_import_row(line: u64, row: FileRow) -> Result<ImportRow, String> {
     })
 }
 
-/// Reads `path` and sends rows in batches; returns the lines it could not read.
-fn read_rows(
+/// Reads every row of `path` in order, handing each (line, row or why it
+/// cannot be read) to `visit` until it answers false.
+fn scan_rows(
     path: &Path,
     format: Format,
-    batch_size: usize,
-    portal: i64,
-    sender: mpsc::Sender<ImportAssociationsRequest>,
     bar: ProgressBar,
-) -> Result<(u64, Vec<(u64, String)>), TransferError> {
+    mut visit: impl FnMut(u64, Result<FileRow, String>) -> bool,
+) -> Result<(), TransferError> {
     let file_error = |source| TransferError::File {
         path: path.display().to_string(),
         source,
@@ -168,53 +302,59 @@ fn read_rows(
         inner: File::open(path).map_err(file_error)?,
         bar,
     };
-    let mut unreadable = Vec::new();
-    let mut rows = Vec::with_capacity(batch_size);
-    let mut total = 0u64;
-    let mut push = |line: u64, parsed: Result<FileRow, String>, rows: &mut Vec<ImportRow>| {
-        total += 1;
-        match parsed.and_then(|row| to_import_row(line, row)) {
-            Ok(row) => rows.push(row),
-            Err(message) => unreadable.push((line, message)),
-        }
-    };
-    let flush = |rows: &mut Vec<ImportRow>| -> bool {
-        if rows.is_empty() {
-            return true;
-        }
-        let message = ImportAssociationsRequest {
-            portal_id: portal,
-            rows: std::mem::take(rows),
-        };
-        sender.blocking_send(message).is_ok()
-    };
     match format {
         Format::Csv => {
             let mut csv = csv::ReaderBuilder::new()
                 .trim(csv::Trim::All)
+                .flexible(true)
                 .from_reader(reader);
-            let headers = csv
+            let headers: Vec<String> = csv
                 .headers()
-                .map_err(|e| file_error(io::Error::other(e)))?
-                .clone();
+                .map_err(|e| TransferError::Unreadable {
+                    path: path.display().to_string(),
+                    reason: format!("cannot read the CSV header row: {e}"),
+                })?
+                .iter()
+                .map(str::to_string)
+                .collect();
+            if let Some(missing) = REQUIRED_COLUMNS
+                .iter()
+                .find(|c| !headers.iter().any(|h| h == *c))
+            {
+                return Err(TransferError::Unreadable {
+                    path: path.display().to_string(),
+                    reason: format!(
+                        "the CSV header row has no {missing} column (it needs {}; association_category, association_type_id and label are optional)",
+                        REQUIRED_COLUMNS.join(", ")
+                    ),
+                });
+            }
             for record in csv.records() {
                 let (line, parsed) = match record {
                     Ok(record) => {
                         let line = record.position().map(|p| p.line()).unwrap_or(0);
-                        (
-                            line,
-                            record
-                                .deserialize::<FileRow>(Some(&headers))
-                                .map_err(|e| e.to_string()),
-                        )
+                        let parsed = if record.len() != headers.len() {
+                            Err(format!(
+                                "the row has {} fields, the header {}",
+                                record.len(),
+                                headers.len()
+                            ))
+                        } else {
+                            let columns = headers
+                                .iter()
+                                .zip(record.iter())
+                                .map(|(h, v)| (h.clone(), Value::String(v.to_string())))
+                                .collect();
+                            FileRow::from_columns(&columns)
+                        };
+                        (line, parsed)
                     }
                     Err(err) => (
                         err.position().map(|p| p.line()).unwrap_or(0),
-                        Err(err.to_string()),
+                        Err(format!("not readable as CSV: {err}")),
                     ),
                 };
-                push(line, parsed, &mut rows);
-                if rows.len() >= batch_size && !flush(&mut rows) {
+                if !visit(line, parsed) {
                     break;
                 }
             }
@@ -225,25 +365,262 @@ fn read_rows(
                 if text.trim().is_empty() {
                     continue;
                 }
-                let parsed = serde_json::from_str::<FileRow>(&text).map_err(|e| e.to_string());
-                push(index as u64 + 1, parsed, &mut rows);
-                if rows.len() >= batch_size && !flush(&mut rows) {
+                let parsed = match serde_json::from_str::<Value>(&text) {
+                    Ok(Value::Object(columns)) => FileRow::from_columns(&columns),
+                    Ok(_) => Err("the line is not a JSON object".to_string()),
+                    Err(err) => Err(format!("the line is not valid JSON ({err})")),
+                };
+                if !visit(index as u64 + 1, parsed) {
                     break;
                 }
             }
         }
     }
+    Ok(())
+}
+
+/// Reads `path` and sends its rows in batches, each label named by text
+/// replaced by the target portal's type (`labels`); returns how many rows it
+/// read and the lines it could not send.
+fn send_rows(
+    path: &Path,
+    format: Format,
+    batch_size: usize,
+    portal: i64,
+    labels: &LabelMap,
+    sender: mpsc::Sender<ImportAssociationsRequest>,
+    bar: ProgressBar,
+) -> Result<(u64, Vec<(u64, String)>), TransferError> {
+    let mut unreadable = Vec::new();
+    let mut rows = Vec::with_capacity(batch_size);
+    let mut total = 0u64;
+    let flush = |rows: &mut Vec<ImportRow>| -> bool {
+        if rows.is_empty() {
+            return true;
+        }
+        let message = ImportAssociationsRequest {
+            portal_id: portal,
+            rows: std::mem::take(rows),
+        };
+        sender.blocking_send(message).is_ok()
+    };
+    scan_rows(path, format, bar, |line, parsed| {
+        total += 1;
+        let row = parsed.and_then(|mut row| {
+            if let Some(key) = row.named_label() {
+                match labels.get(&key) {
+                    Some(Ok(type_id)) => row.association_type_id = Some(*type_id),
+                    Some(Err(why)) => return Err(why.clone()),
+                    None => {}
+                }
+            }
+            to_import_row(line, row)
+        });
+        match row {
+            Ok(row) => rows.push(row),
+            Err(message) => unreadable.push((line, message)),
+        }
+        rows.len() < batch_size || flush(&mut rows)
+    })?;
     flush(&mut rows);
     Ok((total, unreadable))
 }
 
-/// Imports a file into a portal through the service at `server`.
+/// Each label a file names by text: the target portal's type id, or why
+/// its rows cannot be imported.
+type LabelMap = BTreeMap<LabelKey, Result<i32, String>>;
+
+/// A label the file names: a line and record pair that use it.
+#[derive(Clone, Copy)]
+struct LabelUse {
+    line: u64,
+    from_id: i64,
+    to_id: i64,
+}
+
+/// The labels `path` names by text, each with its first use.
+fn labels_named(
+    path: &Path,
+    format: Format,
+) -> Result<BTreeMap<LabelKey, LabelUse>, TransferError> {
+    let mut named = BTreeMap::new();
+    scan_rows(path, format, ProgressBar::hidden(), |line, parsed| {
+        if let Some(key) = parsed.ok().as_ref().and_then(|row| {
+            row.named_label().map(|key| {
+                (
+                    key,
+                    LabelUse {
+                        line,
+                        from_id: row.from_object_id,
+                        to_id: row.to_object_id,
+                    },
+                )
+            })
+        }) {
+            named.entry(key.0).or_insert(key.1);
+        }
+        true
+    })?;
+    Ok(named)
+}
+
+/// The label text of the other direction of `key` in the file: the label
+/// of the row that runs back between the same two records, if any.
+fn inverse_label(
+    path: &Path,
+    format: Format,
+    key: &LabelKey,
+    first: &LabelUse,
+) -> Result<Option<String>, TransferError> {
+    let mut inverse = None;
+    scan_rows(path, format, ProgressBar::hidden(), |_, parsed| {
+        if let Ok(row) = parsed {
+            if row.from_object_type == key.to
+                && row.to_object_type == key.from
+                && row.from_object_id == first.to_id
+                && row.to_object_id == first.from_id
+            {
+                if let Some(back) = row.named_label() {
+                    inverse = Some(back.label);
+                    return false;
+                }
+            }
+        }
+        true
+    })?;
+    Ok(inverse)
+}
+
+/// A machine name for a label's text: lower case letters, digits and `_`.
+fn machine_name(label: &str) -> String {
+    let name: String = label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(100)
+        .collect();
+    if name.trim_matches('_').is_empty() {
+        "label".to_string()
+    } else {
+        name
+    }
+}
+
+/// The user-defined labels of a pair in the portal: text -> type id; none
+/// when the service refuses the pair (its rows then fail on their own).
+async fn portal_labels(
+    client: &mut AssociationReadClient<Channel>,
+    connection: &Connection,
+    portal: i64,
+    from: &str,
+    to: &str,
+) -> Result<Option<BTreeMap<String, i32>>, TransferError> {
+    let request = connection.request(ListDefinitionsRequest {
+        portal_id: portal,
+        from_object_type: from.to_string(),
+        to_object_type: to.to_string(),
+    })?;
+    match client.list_definitions(request).await {
+        Ok(answer) => Ok(Some(
+            answer
+                .into_inner()
+                .definitions
+                .into_iter()
+                .filter(|d| d.category == AssociationCategory::UserDefined as i32)
+                .filter_map(|d| d.label.map(|label| (label, d.type_id)))
+                .collect(),
+        )),
+        Err(status) if status.code() == tonic::Code::InvalidArgument => Ok(None),
+        Err(status) => Err(status.into()),
+    }
+}
+
+/// Finds each label the file names by text among the target portal's
+/// labels, creating the missing ones when asked (with the other
+/// direction's text the file shows, if any).
+async fn resolve_labels(
+    connection: &Connection,
+    channel: &Channel,
+    portal: i64,
+    path: &Path,
+    format: Format,
+    create_missing: bool,
+    created: &mut Vec<String>,
+) -> Result<LabelMap, TransferError> {
+    let named = {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || labels_named(&path, format))
+            .await
+            .expect("the file reader does not panic")?
+    };
+    let mut reader = AssociationReadClient::new(channel.clone());
+    let mut admin = AdminConfigClient::new(channel.clone());
+    let mut resolved = LabelMap::new();
+    for (key, first) in named {
+        let held = portal_labels(&mut reader, connection, portal, &key.from, &key.to).await?;
+        let Some(held) = held else { continue };
+        if let Some(type_id) = held.get(&key.label) {
+            resolved.insert(key, Ok(*type_id));
+            continue;
+        }
+        if !create_missing {
+            let why = format!(
+                "portal {portal} has no label {:?} from {} to {} (the file may come from another portal): create it, or import again with --create-labels",
+                key.label, key.from, key.to
+            );
+            resolved.insert(key, Err(why));
+            continue;
+        }
+        let inverse = {
+            let (path, probe) = (path.to_path_buf(), key.clone());
+            tokio::task::spawn_blocking(move || inverse_label(&path, format, &probe, &first))
+                .await
+                .expect("the file reader does not panic")?
+        };
+        let request = connection.request(CreateLabelRequest {
+            portal_id: portal,
+            from_object_type: key.from.clone(),
+            to_object_type: key.to.clone(),
+            label: key.label.clone(),
+            name: machine_name(&key.label),
+            inverse_label: inverse.clone().filter(|i| *i != key.label),
+        })?;
+        let definitions = admin.create_label(request).await?.into_inner().definitions;
+        let made = definitions
+            .iter()
+            .find(|d| d.label.as_deref() == Some(key.label.as_str()))
+            .map(|d| d.type_id)
+            .ok_or_else(|| {
+                TransferError::Malformed(format!("no definition of the new label {:?}", key.label))
+            })?;
+        created.push(match &inverse {
+            Some(back) if *back != key.label => format!(
+                "created label {:?} (USER_DEFINED {made}) from {} to {}, {back:?} the other way (line {})",
+                key.label, key.from, key.to, first.line
+            ),
+            _ => format!(
+                "created label {:?} (USER_DEFINED {made}) from {} to {} (line {})",
+                key.label, key.from, key.to, first.line
+            ),
+        });
+        resolved.insert(key, Ok(made));
+    }
+    Ok(resolved)
+}
+
+/// Imports a file into a portal through the service.
 pub async fn import(
-    server: &str,
+    connection: &Connection,
     portal: i64,
     path: PathBuf,
     format: Option<Format>,
     batch_size: usize,
+    create_labels: bool,
 ) -> Result<ImportSummary, TransferError> {
     let format = format.unwrap_or_else(|| Format::of(&path));
     let size = std::fs::metadata(&path)
@@ -252,22 +629,32 @@ pub async fn import(
             source,
         })?
         .len();
-    let mut client = AssociationWriteClient::connect(server.to_string())
-        .await
-        .map_err(|source| TransferError::Connect {
-            server: server.to_string(),
-            source,
-        })?;
+    let channel = connection.channel().await?;
+    let mut labels_created = Vec::new();
+    let labels = resolve_labels(
+        connection,
+        &channel,
+        portal,
+        &path,
+        format,
+        create_labels,
+        &mut labels_created,
+    )
+    .await?;
+    let mut client = AssociationWriteClient::new(channel);
     let bar = progress(Some(size), "importing");
     let (sender, receiver) = mpsc::channel(4);
     let reader = {
         let bar = bar.clone();
         let batch = batch_size.clamp(1, association_service::service::MAX_WRITE_INPUTS);
-        tokio::task::spawn_blocking(move || read_rows(&path, format, batch, portal, sender, bar))
+        tokio::task::spawn_blocking(move || {
+            send_rows(&path, format, batch, portal, &labels, sender, bar)
+        })
     };
-    let response = client
-        .import_associations(ReceiverStream::new(receiver))
-        .await;
+    let response = match connection.request(ReceiverStream::new(receiver)) {
+        Ok(request) => client.import_associations(request).await,
+        Err(err) => return Err(err),
+    };
     let (rows, mut unreadable) = reader.await.expect("the file reader does not panic")?;
     let response = response?.into_inner();
     bar.finish_and_clear();
@@ -282,27 +669,24 @@ pub async fn import(
     let local_failures = rows - response.rows;
     Ok(ImportSummary {
         rows,
-        succeeded: response.succeeded,
+        created: response.created,
+        already_present: response.already_present,
         failed: response.failed + local_failures,
         errors: unreadable,
+        labels_created,
     })
 }
 
 /// Exports a portal's rows to `output` (stdout when `None`); returns the count.
 pub async fn export(
-    server: &str,
+    connection: &Connection,
     portal: i64,
     from: Option<String>,
     to: Option<String>,
     format: Format,
     output: Option<PathBuf>,
 ) -> Result<u64, TransferError> {
-    let mut client = AssociationReadClient::connect(server.to_string())
-        .await
-        .map_err(|source| TransferError::Connect {
-            server: server.to_string(),
-            source,
-        })?;
+    let mut client = AssociationReadClient::new(connection.channel().await?);
     let request = ExportAssociationsRequest {
         portal_id: portal,
         from_object_type: from.unwrap_or_default(),
@@ -310,7 +694,10 @@ pub async fn export(
         cursor: String::new(),
         layout: ChunkLayout::Columns as i32,
     };
-    let mut stream = client.export_associations(request).await?.into_inner();
+    let mut stream = client
+        .export_associations(connection.request(request)?)
+        .await?
+        .into_inner();
     let sink: Box<dyn Write> = match &output {
         Some(path) => Box::new(File::create(path).map_err(|source| TransferError::File {
             path: path.display().to_string(),
@@ -427,21 +814,10 @@ impl<W: Write> RowWriter<W> {
 
 /// The gRPC health status of `service` ("" for the overall one) on `server`,
 /// as its name (`SERVING`, `NOT_SERVING`, …).
-pub async fn health(server: &str, service: &str) -> Result<String, TransferError> {
+pub async fn health(connection: &Connection, service: &str) -> Result<String, TransferError> {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
-    let channel = tonic::transport::Endpoint::from_shared(server.to_string())
-        .map_err(|source| TransferError::Connect {
-            server: server.to_string(),
-            source,
-        })?
-        .connect()
-        .await
-        .map_err(|source| TransferError::Connect {
-            server: server.to_string(),
-            source,
-        })?;
-    let mut client = HealthClient::new(channel);
+    let mut client = HealthClient::new(connection.channel().await?);
     let answer = client
         .check(HealthCheckRequest {
             service: service.to_string(),

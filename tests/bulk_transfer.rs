@@ -7,7 +7,9 @@ use std::path::Path;
 use std::process::Output;
 
 use association_service::proto::admin_config_client::AdminConfigClient;
-use association_service::proto::{AssociationCategory, CreateLimitsRequest, LimitInput};
+use association_service::proto::{
+    AssociationCategory, CreateLabelRequest, CreateLimitsRequest, LimitInput,
+};
 use association_service::store;
 use common::TestServer;
 
@@ -34,6 +36,13 @@ async fn cli(server: &TestServer, args: &[&str]) -> Output {
         .output()
         .await
         .expect("run the CLI")
+}
+
+async fn import(server: &TestServer, file: &str, portal: i64, extra: &[&str]) -> Output {
+    let portal = portal.to_string();
+    let mut args = vec!["import", file, "--portal", &portal];
+    args.extend_from_slice(extra);
+    cli(server, &args).await
 }
 
 fn stderr(output: &Output) -> String {
@@ -88,16 +97,7 @@ async fn import_reports_bad_rows_and_reimport_changes_nothing(backend: &str) {
         .await
         .unwrap();
 
-    let first = cli(
-        &server,
-        &[
-            "import",
-            file.to_str().unwrap(),
-            "--portal",
-            &PORTAL.to_string(),
-        ],
-    )
-    .await;
+    let first = import(&server, file.to_str().unwrap(), PORTAL, &[]).await;
     let report = stderr(&first);
     assert_eq!(
         first.status.code(),
@@ -106,11 +106,11 @@ async fn import_reports_bad_rows_and_reimport_changes_nothing(backend: &str) {
     );
     for expected in [
         "line 6: VALIDATION_ERROR crm.associations.ASSOCIATION_USER_CONFIG_LIMIT_EXCEEDED",
-        "line 7: CSV deserialize error",
+        "line 7: from_object_id must be a whole number such as 706 or \"706\", not \"x\"",
         "line 8: VALIDATION_ERROR crm.associations.INVALID_OBJECT_TYPE",
         "line 9: VALIDATION_ERROR crm.associations.INVALID_OBJECT_ID",
         "line 10: VALIDATION_ERROR crm.associations.INVALID_ASSOCIATION_TYPE",
-        "9 rows, 4 succeeded, 5 failed",
+        "9 rows: 4 created, 0 already present, 5 failed",
     ] {
         assert!(
             report.contains(expected),
@@ -125,18 +125,9 @@ async fn import_reports_bad_rows_and_reimport_changes_nothing(backend: &str) {
     );
     let head = feed_head(&server, PORTAL).await;
 
-    let again = cli(
-        &server,
-        &[
-            "import",
-            file.to_str().unwrap(),
-            "--portal",
-            &PORTAL.to_string(),
-        ],
-    )
-    .await;
+    let again = import(&server, file.to_str().unwrap(), PORTAL, &[]).await;
     assert!(
-        stderr(&again).contains("9 rows, 4 succeeded, 5 failed"),
+        stderr(&again).contains("9 rows: 0 created, 4 already present, 5 failed"),
         "{}",
         stderr(&again)
     );
@@ -153,22 +144,133 @@ async fn import_reports_bad_rows_and_reimport_changes_nothing(backend: &str) {
 
     // An export is an import file: it copies the portal as it is.
     let path = dir.path().join(format!("export-{PORTAL}.jsonl"));
-    let copy = cli(
-        &server,
-        &[
-            "import",
-            path.to_str().unwrap(),
-            "--portal",
-            &COPY_PORTAL.to_string(),
-        ],
-    )
-    .await;
+    let copy = import(&server, path.to_str().unwrap(), COPY_PORTAL, &[]).await;
     assert!(copy.status.success(), "{}", stderr(&copy));
+    assert!(
+        stderr(&copy).contains("10 rows: 4 created, 6 already present, 0 failed"),
+        "the first row of each of the 4 record pairs creates (the primary's with it), the rest find it: {}",
+        stderr(&copy)
+    );
     assert_eq!(
         export_jsonl(&server, COPY_PORTAL, dir.path()).await,
         exported
     );
+    let copy_again = import(&server, path.to_str().unwrap(), COPY_PORTAL, &[]).await;
+    assert!(copy_again.status.success(), "{}", stderr(&copy_again));
+    assert!(
+        stderr(&copy_again).ends_with("10 rows, all already present: nothing changed\n"),
+        "{}",
+        stderr(&copy_again)
+    );
     server.stop().await;
+}
+
+/// The rows of an export without type ids (portals allocate their own).
+fn by_label(lines: &[String]) -> Vec<String> {
+    let mut rows: Vec<String> = lines
+        .iter()
+        .map(|line| {
+            let mut row: serde_json::Value = serde_json::from_str(line).unwrap();
+            row.as_object_mut().unwrap().remove("association_type_id");
+            row.to_string()
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// Label rows name their label by text: into a portal without the label
+/// they fail with the reason and the way out; with `--create-labels` the
+/// labels are made (paired with the other direction's text) and the copy
+/// matches the source. Ids may be strings, as HubSpot writes them.
+async fn labels_move_between_portals_by_text(backend: &str) {
+    let server = TestServer::start(backend, |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut admin = AdminConfigClient::connect(server.endpoint()).await.unwrap();
+    // Another label first in the target, so the ids differ between portals.
+    for (portal, label, inverse) in [
+        (COPY_PORTAL, "Partner", "Partner of"),
+        (PORTAL, "Manager", "Managed by"),
+    ] {
+        admin
+            .create_label(CreateLabelRequest {
+                portal_id: portal,
+                from_object_type: "contacts".into(),
+                to_object_type: "companies".into(),
+                label: label.into(),
+                name: label.to_lowercase(),
+                inverse_label: Some(inverse.into()),
+            })
+            .await
+            .unwrap();
+    }
+    let file = dir.path().join("labelled.jsonl");
+    std::fs::write(
+        &file,
+        "{\"from_object_type\":\"contacts\",\"from_object_id\":\"706\",\"to_object_type\":\"companies\",\"to_object_id\":\"9\",\"association_category\":\"USER_DEFINED\",\"label\":\"Manager\"}\n\
+         {\"from_object_type\":\"contacts\",\"from_object_id\":707,\"to_object_type\":\"companies\",\"to_object_id\":9}\n",
+    )
+    .unwrap();
+    let first = import(&server, file.to_str().unwrap(), PORTAL, &[]).await;
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains("2 rows: 2 created, 0 already present, 0 failed"),
+        "{}",
+        stderr(&first)
+    );
+    let source = export_jsonl(&server, PORTAL, dir.path()).await;
+    assert!(
+        source.iter().any(|l| l.contains("\"Managed by\"")),
+        "the export shows both directions' labels: {source:?}"
+    );
+    let exported = dir.path().join(format!("export-{PORTAL}.jsonl"));
+
+    let refused = import(&server, exported.to_str().unwrap(), COPY_PORTAL, &[]).await;
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    for expected in [
+        "portal 32 has no label \"Manager\" from 0-1 to 0-2 (the file may come from another portal): create it, or import again with --create-labels",
+        "portal 32 has no label \"Managed by\" from 0-2 to 0-1",
+    ] {
+        assert!(
+            stderr(&refused).contains(expected),
+            "missing `{expected}` in:\n{}",
+            stderr(&refused)
+        );
+    }
+
+    let copied = import(
+        &server,
+        exported.to_str().unwrap(),
+        COPY_PORTAL,
+        &["--create-labels"],
+    )
+    .await;
+    assert!(copied.status.success(), "{}", stderr(&copied));
+    assert!(
+        stderr(&copied).contains("created label \"Manager\" (USER_DEFINED 1002) from 0-1 to 0-2, \"Managed by\" the other way"),
+        "{}",
+        stderr(&copied)
+    );
+    assert!(
+        !stderr(&copied).contains("created label \"Managed by\""),
+        "the pair is made once: {}",
+        stderr(&copied)
+    );
+    assert_eq!(
+        by_label(&export_jsonl(&server, COPY_PORTAL, dir.path()).await),
+        by_label(&source)
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_labels_move_between_portals_by_text() {
+    labels_move_between_portals_by_text("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_labels_move_between_portals_by_text() {
+    labels_move_between_portals_by_text("postgres").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -202,7 +202,7 @@ async fn a_rest_call_traces_through_the_service_and_its_plugin() {
     let log = server.log.lock().unwrap().clone();
     let refused = log
         .iter()
-        .find(|l| l.contains("REST request failed"))
+        .find(|l| l.contains("REST request refused"))
         .unwrap_or_else(|| panic!("the refusal is logged: {log:?}"));
     assert!(refused.contains(&correlation), "{refused}");
     assert!(
@@ -266,7 +266,7 @@ async fn log_lines_name_the_callers_trace_with_traces_off() {
     let log = server.log.lock().unwrap().clone();
     let refused = log
         .iter()
-        .find(|l| l.contains("REST request failed"))
+        .find(|l| l.contains("REST request refused"))
         .unwrap_or_else(|| panic!("the refusal is logged: {log:?}"));
     assert!(
         refused.contains(TRACE_ID),

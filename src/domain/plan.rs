@@ -147,9 +147,18 @@ pub struct Snapshot {
     pub user_limits: HashMap<TypeKey, u32>,
 }
 
-/// The result of one item: every type its pair holds from -> to once the
-/// request is applied, or why the item failed.
-pub type ItemOutcome = Result<Vec<TypeKey>, DomainError>;
+/// The result of one item: what its pair holds once the request is applied,
+/// or why the item failed.
+pub type ItemOutcome = Result<Held, DomainError>;
+
+/// What a created item's pair holds after its request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    /// Every type the pair holds from -> to.
+    pub types: Vec<TypeKey>,
+    /// Whether the item wrote anything (false: all it asked for was held).
+    pub added: bool,
+}
 
 /// What the store must write, and each item's outcome.
 #[derive(Clone, Debug, Default)]
@@ -381,11 +390,12 @@ impl PlanState<'_, '_> {
         }
     }
 
+    /// Plans one item; answers whether it writes anything.
     fn plan_item(
         &mut self,
         item: &CreateItem,
         primary: Option<PrimarySide>,
-    ) -> Result<(), DomainError> {
+    ) -> Result<bool, DomainError> {
         let pair = (item.from_id, item.to_id);
         let existing = self.pairs.get(&pair).cloned().unwrap_or_default();
         let unlabeled = self.ctx.catalog.unlabeled(self.ctx.from, self.ctx.to).key;
@@ -414,6 +424,7 @@ impl PlanState<'_, '_> {
         }
         self.check(&adds, &removes)?;
         self.apply(&adds, &removes, primary);
+        let mut added = !adds.is_empty();
         if let Some(p) = primary.filter(|p| is_new_pair && !wanted.contains(&p.primary_fwd)) {
             let (record, company) = p.split(item.from_id, item.to_id);
             if !self.snapshot.primaries.contains_key(&record) {
@@ -421,10 +432,11 @@ impl PlanState<'_, '_> {
                 let implied = [p.edge(record, company)];
                 if self.check(&implied, &[]).is_ok() {
                     self.apply(&implied, &[], primary);
+                    added = true;
                 }
             }
         }
-        Ok(())
+        Ok(added)
     }
 
     /// The types `pair` holds (planning orientation).
@@ -460,7 +472,7 @@ pub fn plan_creates(ctx: &WriteContext, snapshot: Snapshot, items: &[CreateItem]
             let (item, turned) = oriented(ctx, item);
             state
                 .plan_item(&item, primary)
-                .map(|()| ((item.from_id, item.to_id), turned))
+                .map(|added| ((item.from_id, item.to_id), turned, added))
         })
         .collect();
     // Each item reports what its pair holds once the whole request is
@@ -468,14 +480,13 @@ pub fn plan_creates(ctx: &WriteContext, snapshot: Snapshot, items: &[CreateItem]
     let outcomes = planned
         .into_iter()
         .map(|planned| {
-            let (pair, turned) = planned?;
-            let held = state.held(pair);
-            if !turned {
-                return Ok(held);
+            let (pair, turned, added) = planned?;
+            let mut types = state.held(pair);
+            if turned {
+                types = types.iter().map(|k| inverse(ctx, *k)).collect();
+                types.sort();
             }
-            let mut held: Vec<TypeKey> = held.iter().map(|k| inverse(ctx, *k)).collect();
-            held.sort();
-            Ok(held)
+            Ok(Held { types, added })
         })
         .collect();
     let rows = |edges: &HashSet<PairEdge>| {

@@ -25,6 +25,7 @@ fn ids(outcome: &ItemOutcome) -> Vec<i32> {
     outcome
         .as_ref()
         .unwrap()
+        .types
         .iter()
         .map(|k| k.type_id)
         .collect()
@@ -122,6 +123,10 @@ fn user_limits_apply_to_the_inverse_side_and_recreating_is_free() {
     };
     let plan = plan_creates(&ctx, snapshot, &[item(1, 9, &[]), item(2, 9, &[])]);
     assert_eq!(ids(&plan.outcomes[0]), vec![3], "re-creating succeeds");
+    assert!(
+        !plan.outcomes[0].as_ref().unwrap().added,
+        "re-creating writes nothing"
+    );
     let Err(DomainError::LimitExceeded(v)) = &plan.outcomes[1] else {
         panic!("expected a limit error")
     };

@@ -195,13 +195,24 @@ impl GatewayError {
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let (status, body) = self.status_and_body();
-        tracing::warn!(
-            correlation_id = %body.correlation_id,
-            status = status.http,
-            category = %body.category,
-            "REST request failed: {}",
-            body.message
-        );
+        // A client's mistake (4xx) is its own business: info, not a warning.
+        if status.http >= 500 {
+            tracing::warn!(
+                correlation_id = %body.correlation_id,
+                status = status.http,
+                category = %body.category,
+                "REST request failed: {}",
+                body.message
+            );
+        } else {
+            tracing::info!(
+                correlation_id = %body.correlation_id,
+                status = status.http,
+                category = %body.category,
+                "REST request refused: {}",
+                body.message
+            );
+        }
         let code = StatusCode::from_u16(status.http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let retry_after = match &self {
             GatewayError::Service(ServiceError::Domain(err)) => err.retry_after(),

@@ -41,7 +41,9 @@ impl AssociationWrite for GrpcApi {
                 }
             }
             let outcome = self.service.import_rows(message.portal_id, &rows).await?;
-            summary.succeeded += outcome.succeeded;
+            summary.succeeded += outcome.created + outcome.already_present;
+            summary.created += outcome.created;
+            summary.already_present += outcome.already_present;
             failures.extend(outcome.errors);
             failures.sort_by_key(|(line, _)| *line);
             summary.failed += failures.len() as u64;

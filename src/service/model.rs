@@ -42,7 +42,10 @@ pub struct ImportRow {
 /// What an import batch did.
 #[derive(Debug, Default)]
 pub struct ImportOutcome {
-    pub succeeded: u64,
+    /// Rows that wrote something (a new association or type).
+    pub created: u64,
+    /// Rows whose association and types were all held already.
+    pub already_present: u64,
     /// Failures by line.
     pub errors: Vec<(u64, DomainError)>,
 }
@@ -71,6 +74,8 @@ pub struct HeldAssociation {
     pub to_type: ObjectType,
     pub to_id: i64,
     pub types: Vec<TypeDef>,
+    /// Whether the write added anything to the pair.
+    pub added: bool,
 }
 
 /// What a merge did.

@@ -32,17 +32,19 @@ impl AssociationService {
             self.written.notify_waiters();
             for ((index, item), result) in positions.into_iter().zip(&items).zip(results) {
                 match result {
-                    Ok(keys) => outcome.results.push((
+                    Ok(held) => outcome.results.push((
                         index,
                         HeldAssociation {
                             from_type: from,
                             from_id: item.from_id,
                             to_type: to,
                             to_id: item.to_id,
-                            types: keys
+                            types: held
+                                .types
                                 .iter()
                                 .filter_map(|k| catalog.get(from, to, *k).cloned())
                                 .collect(),
+                            added: held.added,
                         },
                     )),
                     Err(err) => {
@@ -58,7 +60,8 @@ impl AssociationService {
 
     /// Creates bulk-import rows: grouped by object type pair (in order within
     /// each pair), each group created like a `create` batch. Returns how many
-    /// rows succeeded and each failure by line.
+    /// rows wrote something, how many were held already, and each failure by
+    /// line.
     pub async fn import_rows(
         &self,
         portal: i64,
@@ -88,7 +91,13 @@ impl AssociationService {
                 .collect();
             match self.create(PortalPair { portal, from, to }, &inputs).await {
                 Ok(created) => {
-                    outcome.succeeded += created.results.len() as u64;
+                    for (_, held) in &created.results {
+                        if held.added {
+                            outcome.created += 1;
+                        } else {
+                            outcome.already_present += 1;
+                        }
+                    }
                     outcome.errors.extend(
                         created
                             .errors

@@ -290,8 +290,9 @@ pub trait Store: Send + Sync {
     /// "postgres" or "sqlite".
     fn backend(&self) -> &'static str;
 
-    /// Applies pending migrations (safe to call from replicas at once).
-    async fn migrate(&self) -> StoreResult<()>;
+    /// Applies pending migrations (safe to call from replicas at once);
+    /// answers the ones it applied, as `version description`.
+    async fn migrate(&self) -> StoreResult<Vec<String>>;
 
     /// Answers once the database has answered a trivial statement.
     async fn ping(&self) -> StoreResult<()>;
@@ -552,6 +553,23 @@ pub(crate) fn decode_key(category: i64, type_id: i32) -> StoreResult<TypeKey> {
         type_id,
     })
 }
+
+/// The migrations of `migrator` that `before` (the versions applied before
+/// it ran) lacked, as `version description`.
+pub(crate) fn newly_applied(
+    migrator: &sqlx::migrate::Migrator,
+    before: &std::collections::HashSet<i64>,
+) -> Vec<String> {
+    migrator
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration() && !before.contains(&m.version))
+        .map(|m| format!("{} {}", m.version, m.description))
+        .collect()
+}
+
+/// The statement listing applied migrations (both backends); it fails
+/// before the first migration, when the table does not exist yet.
+pub(crate) const APPLIED_MIGRATIONS: &str = "SELECT version FROM _sqlx_migrations WHERE success";
 
 #[cfg(test)]
 mod tests {

@@ -51,7 +51,11 @@ pub struct PostgresStore {
 
 impl PostgresStore {
     pub async fn connect(url: &str, store: &StoreOptions) -> StoreResult<PostgresStore> {
-        let options: PgConnectOptions = url.parse()?;
+        // PostgreSQL's notices (e.g. "relation … already exists, skipping"
+        // from the migrations) are not worth a log line; warnings are.
+        let options: PgConnectOptions = url
+            .parse::<PgConnectOptions>()?
+            .options([("client_min_messages", "warning")]);
         // One direct attempt first, so an unreachable server reports why.
         PgConnection::connect_with(&options).await?.close().await?;
         // No ping before each acquire: a broken connection fails one call
@@ -111,13 +115,19 @@ impl Store for PostgresStore {
         "postgres"
     }
 
-    async fn migrate(&self) -> StoreResult<()> {
+    async fn migrate(&self) -> StoreResult<Vec<String>> {
+        let before: std::collections::HashSet<i64> =
+            sqlx::query_scalar(crate::store::APPLIED_MIGRATIONS)
+                .fetch_all(&self.pool)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
         // sqlx holds a PostgreSQL advisory lock while migrating, so replicas
         // starting together apply each migration once.
-        sqlx::migrate!("./migrations/postgres")
-            .run(&self.pool)
-            .await?;
-        Ok(())
+        let migrator = sqlx::migrate!("./migrations/postgres");
+        migrator.run(&self.pool).await?;
+        Ok(crate::store::newly_applied(&migrator, &before))
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -136,11 +136,17 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
-    async fn migrate(&self) -> StoreResult<()> {
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&self.pool)
-            .await?;
-        Ok(())
+    async fn migrate(&self) -> StoreResult<Vec<String>> {
+        let before: std::collections::HashSet<i64> =
+            sqlx::query_scalar(crate::store::APPLIED_MIGRATIONS)
+                .fetch_all(&self.pool)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+        let migrator = sqlx::migrate!("./migrations/sqlite");
+        migrator.run(&self.pool).await?;
+        Ok(crate::store::newly_applied(&migrator, &before))
     }
 
     async fn ping(&self) -> StoreResult<()> {
