@@ -201,6 +201,48 @@ async fn now_skips_history_and_cursors_resume_exactly(backend: &str) {
     ));
 }
 
+/// Every change a stream that stops at the head delivers, and its last cursor.
+async fn read_to_head(
+    svc: &Arc<AssociationService>,
+    start: FeedStart,
+) -> (Vec<(i64, ChangeKind)>, Option<String>) {
+    let mut receiver = svc.read_changes(PORTAL, start, true).await.unwrap();
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), receiver.recv())
+        .await
+        .expect("the stream ends at the head instead of waiting for more")
+    {
+        let chunk = chunk.unwrap();
+        seen.extend(chunk.changes.iter().map(|(c, _)| (c.seq, c.kind)));
+        cursor = Some(chunk.cursor);
+    }
+    (seen, cursor)
+}
+
+/// With `stop_at_head` the stream ends after the changes committed before
+/// the call (several chunks of 5 here), and its cursor resumes after them.
+async fn a_stream_stopping_at_the_head_ends_there_and_resumes(backend: &str) {
+    let (svc, _store) = service(backend).await;
+    let links: Vec<AssociationInput> = (1..=6).map(|n| link(1, 100 + n)).collect();
+    svc.create(pair(PORTAL, "deals", "contacts"), &links)
+        .await
+        .unwrap();
+    let (seen, cursor) = read_to_head(&svc, FeedStart::Beginning).await;
+    let seqs: Vec<i64> = seen.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, (1..=12).collect::<Vec<_>>(), "both rows of 6 links");
+    assert_eq!(read_to_head(&svc, FeedStart::Now).await, (vec![], None));
+    svc.archive(pair(PORTAL, "deals", "contacts"), &[(1, vec![101])])
+        .await
+        .unwrap();
+    let start = svc.feed_start(PORTAL, cursor.as_deref(), None).unwrap();
+    let (rest, _) = read_to_head(&svc, start).await;
+    assert_eq!(
+        rest,
+        vec![(13, ChangeKind::Archived), (14, ChangeKind::Archived)]
+    );
+}
+
 async fn cursors_past_retention_are_refused(backend: &str) {
     let (svc, _store) = service(backend).await;
     svc.create(pair(PORTAL, "deals", "contacts"), &[link(1, 2)])
@@ -405,6 +447,7 @@ on_every_backend!(
     concurrent_writers_are_delivered_once_in_commit_order,
     now_skips_history_and_cursors_resume_exactly,
     cursors_past_retention_are_refused,
+    a_stream_stopping_at_the_head_ends_there_and_resumes,
 );
 
 /// Over gRPC a reader without a cursor must say where to start: an
@@ -423,6 +466,7 @@ async fn watch_without_cursor_needs_a_start_point() {
                 portal_id: PORTAL,
                 cursor: String::new(),
                 start,
+                stop_at_head: false,
             })
             .await
             .expect_err("refused");
@@ -434,6 +478,7 @@ async fn watch_without_cursor_needs_a_start_point() {
                 portal_id: PORTAL,
                 cursor: String::new(),
                 start: start as i32,
+                stop_at_head: false,
             })
             .await
             .expect("a start point is enough");

@@ -241,6 +241,7 @@ async fn watch(
             portal_id: 7,
             cursor: String::new(),
             start: FeedStartPoint::Now as i32,
+            stop_at_head: false,
         },
         token,
     );

@@ -1474,6 +1474,7 @@ async fn replay_feed(client: &mut Client, head: i64) -> (BTreeSet<Row>, BTreeSet
             portal_id: PORTAL,
             cursor: String::new(),
             start: FeedStartPoint::Beginning as i32,
+            stop_at_head: false,
         })
         .await
         .expect("watch")

@@ -103,6 +103,7 @@ async fn sigterm_drains_calls_and_streams(backend: &str) {
             portal_id: PORTAL,
             cursor: String::new(),
             start: FeedStartPoint::Now as i32,
+            stop_at_head: false,
         })
         .await
         .expect("watch")
@@ -231,6 +232,7 @@ async fn sigterm_drains_calls_and_streams(backend: &str) {
             portal_id: PORTAL,
             cursor: feed_cursor,
             start: FeedStartPoint::Unspecified as i32,
+            stop_at_head: false,
         })
         .await
         .expect("resume the feed")

@@ -27,7 +27,10 @@ impl AssociationRead for GrpcApi {
             optional(&r.cursor),
             feed_start_point(r.start)?,
         )?;
-        let receiver = self.service.watch_changes(r.portal_id, start).await?;
+        let receiver = self
+            .service
+            .read_changes(r.portal_id, start, r.stop_at_head)
+            .await?;
         Ok(respond(receiver, change_chunk))
     }
 

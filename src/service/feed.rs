@@ -49,6 +49,17 @@ impl AssociationService {
         portal: i64,
         start: FeedStart,
     ) -> ServiceResult<mpsc::Receiver<ServiceResult<ChangeChunk>>> {
+        self.read_changes(portal, start, false).await
+    }
+
+    /// Like `watch_changes`; with `stop_at_head`, the stream ends once it
+    /// has delivered the changes committed before the call.
+    pub async fn read_changes(
+        self: &Arc<Self>,
+        portal: i64,
+        start: FeedStart,
+        stop_at_head: bool,
+    ) -> ServiceResult<mpsc::Receiver<ServiceResult<ChangeChunk>>> {
         check_portal(portal)?;
         let (pruned, last) = self.store.feed_bounds(portal).await?;
         let seq = match start {
@@ -68,6 +79,7 @@ impl AssociationService {
                 cache: HashMap::new(),
                 portal,
                 seq,
+                until: stop_at_head.then_some(last),
             },
         ))
     }
@@ -124,16 +136,21 @@ struct FeedScan {
     cache: HashMap<(ObjectType, ObjectType), PairCatalog>,
     portal: i64,
     seq: i64,
+    /// The feed head to stop at; none: follow new changes without end.
+    until: Option<i64>,
 }
 
 impl Scan for FeedScan {
     type Chunk = ChangeChunk;
 
     fn endless(&self) -> bool {
-        true
+        self.until.is_none()
     }
 
     async fn step(mut self) -> ServiceResult<Step<ChangeChunk, FeedScan>> {
+        if self.until.is_some_and(|head| self.seq >= head) {
+            return Ok(Step::End);
+        }
         let notify = Arc::clone(&self.written);
         // Other replicas' commits: the portal's one shared poller wakes us.
         let poll = self.service.feed_polls.join(&self.service, self.portal);
@@ -155,6 +172,7 @@ impl Scan for FeedScan {
                     let cursor = self.service.feed_cursor(self.portal, self.seq);
                     return Ok(Step::More(ChangeChunk { changes, cursor }, self));
                 }
+                None if self.until.is_some() => return Ok(Step::End),
                 None => {
                     tokio::select! {
                         _ = written => {}
