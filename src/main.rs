@@ -304,3 +304,38 @@ async fn shutdown_signal() {
     }
     tracing::info!("shutting down");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every flag and argument says what it is for, and every subcommand
+    /// shows an example.
+    #[test]
+    fn every_flag_has_help_and_every_subcommand_an_example() {
+        let cli = Cli::command();
+        for command in cli.get_subcommands() {
+            let name = command.get_name();
+            let after = command
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            assert!(
+                after.contains(&format!("association-service {name}"))
+                    || after.contains(&format!(" {name}\n"))
+                    || after.contains(&format!(" {name}")),
+                "`{name}` shows an example"
+            );
+            assert!(command.get_about().is_some(), "`{name}` says what it does");
+            for arg in command.get_arguments() {
+                assert!(
+                    arg.get_help().is_some(),
+                    "`{name} --{}` has help",
+                    arg.get_id()
+                );
+            }
+        }
+        cli.debug_assert();
+    }
+}

@@ -4,6 +4,8 @@
 //! the README's settings table lists exactly the keys the settings struct
 //! reads, with the defaults and values the loader applies
 //! (`UPDATE_GOLDEN=1` rewrites the table's generated columns).
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -306,6 +308,40 @@ fn the_readme_settings_table_matches_the_keys() {
                 .is_empty(),
             "README.md explains {}",
             key.path
+        );
+    }
+}
+
+/// `migrate` names each migration it applies, then says the schema is up
+/// to date; PostgreSQL's notices (`relation … already exists, skipping`)
+/// never reach the log, and every line is at info or above.
+#[tokio::test]
+async fn migrate_says_what_it_applied_and_postgres_notices_stay_quiet() {
+    for url in [
+        format!(
+            "sqlite://{}/a.db",
+            tempfile::tempdir().unwrap().keep().display()
+        ),
+        common::fresh_postgres_database().await,
+    ] {
+        let (code, first) = run(&[("ASSOC__STORE__URL", url.as_str())], None);
+        assert_eq!(code, Some(0), "{first}");
+        assert!(
+            first.contains(
+                "INFO association_service::server: applied migration 20261122000001 associations"
+            ),
+            "{first}"
+        );
+        let (_, second) = run(&[("ASSOC__STORE__URL", url.as_str())], None);
+        let lines: Vec<&str> = second.lines().collect();
+        assert_eq!(lines.len(), 1, "one line: {second}");
+        assert!(
+            lines[0].ends_with("store's schema is up to date"),
+            "{second}"
+        );
+        assert!(
+            !first.contains("already exists") && !first.contains("NOTICE"),
+            "{first}"
         );
     }
 }

@@ -688,8 +688,22 @@ impl ServerProcess {
     /// Starts `association-service serve` on `store_url` with `env` set
     /// (`ASSOC__…` names), and waits for its ready line.
     pub async fn start(store_url: &str, env: &[(&str, &str)]) -> ServerProcess {
+        Self::start_binary(
+            Path::new(env!("CARGO_BIN_EXE_association-service")),
+            store_url,
+            env,
+        )
+        .await
+    }
+
+    /// Starts `binary serve` (an installed copy, say) like `start`.
+    pub async fn start_binary(
+        binary: &Path,
+        store_url: &str,
+        env: &[(&str, &str)],
+    ) -> ServerProcess {
         use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_association-service"))
+        let mut child = tokio::process::Command::new(binary)
             .arg("serve")
             .env("ASSOC__STORE__URL", store_url)
             .env("ASSOC__SERVER__GRPC_ADDR", "127.0.0.1:0")

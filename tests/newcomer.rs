@@ -1,0 +1,155 @@
+//! A newcomer's path, as the README gives it: install the binary with
+//! `cargo install` (into a temporary root, debug profile to spare time, its
+//! own target folder under target/ so it never races the suite's binary),
+//! start it, import a HubSpot-style file whose ids are strings, export it
+//! as JSON Lines and CSV, and import each export into another portal: the
+//! copies match and a second import changes nothing.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::ServerProcess;
+
+/// `cargo install --path .` into `root`, as the README says (debug profile).
+fn install(root: &Path) -> PathBuf {
+    let repository = env!("CARGO_MANIFEST_DIR");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = std::process::Command::new(cargo)
+        .args([
+            "install",
+            "--locked",
+            "--offline",
+            "--debug",
+            "--path",
+            repository,
+        ])
+        .arg("--root")
+        .arg(root)
+        .arg("--target-dir")
+        .arg(Path::new(repository).join("target/newcomer"))
+        .output()
+        .expect("run cargo install");
+    assert!(
+        output.status.success(),
+        "cargo install failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let binary = root.join("bin/association-service");
+    assert!(binary.exists(), "installed at {}", binary.display());
+    binary
+}
+
+async fn run(binary: &Path, dir: &Path, args: &[&str]) -> Output {
+    tokio::process::Command::new(binary)
+        .current_dir(dir)
+        .args(args)
+        .env_remove("ASSOC_CONFIG")
+        .output()
+        .await
+        .expect("run the installed binary")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn sorted_lines(path: &Path) -> Vec<String> {
+    let mut lines: Vec<String> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// HubSpot writes ids as strings; a few rows of each shape.
+const HUBSPOT_ROWS: &str = r#"{"from_object_type": "contacts", "from_object_id": "706", "to_object_type": "companies", "to_object_id": "9001"}
+{"from_object_type": "0-1", "from_object_id": "707", "to_object_type": "0-2", "to_object_id": "9001", "association_category": "HUBSPOT_DEFINED", "association_type_id": "279"}
+{"from_object_type": "deals", "from_object_id": 55, "to_object_type": "contacts", "to_object_id": "706"}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_import_and_export_round_trips_with_string_ids() {
+    let root = tempfile::tempdir().unwrap();
+    let binary = install(root.path());
+    let work = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}/associations.db", work.path().display());
+    let server = ServerProcess::start_binary(&binary, &store, &[]).await;
+    let at = ["--server", server.grpc.as_str()];
+    std::fs::write(work.path().join("hubspot.jsonl"), HUBSPOT_ROWS).unwrap();
+
+    let imported = run(
+        &binary,
+        work.path(),
+        &[&["import", "hubspot.jsonl", "--portal", "1"], &at[..]].concat(),
+    )
+    .await;
+    assert!(imported.status.success(), "{}", stderr(&imported));
+    assert!(
+        stderr(&imported)
+            .ends_with("imported hubspot.jsonl: 3 rows: 3 created, 0 already present, 0 failed\n"),
+        "{}",
+        stderr(&imported)
+    );
+
+    for (format, file) in [("jsonl", "portal-1.jsonl"), ("csv", "portal-1.csv")] {
+        let exported = run(
+            &binary,
+            work.path(),
+            &[
+                &[
+                    "export", "--portal", "1", "--format", format, "--output", file,
+                ],
+                &at[..],
+            ]
+            .concat(),
+        )
+        .await;
+        assert!(exported.status.success(), "{}", stderr(&exported));
+        assert_eq!(
+            stderr(&exported),
+            format!("exported 10 rows to {file}\n"),
+            "3 associations both ways, and each contact's primary company (9001) both ways"
+        );
+    }
+    let source = sorted_lines(&work.path().join("portal-1.jsonl"));
+
+    for (portal, file) in [("2", "portal-1.jsonl"), ("3", "portal-1.csv")] {
+        let copied = run(
+            &binary,
+            work.path(),
+            &[&["import", file, "--portal", portal], &at[..]].concat(),
+        )
+        .await;
+        assert!(copied.status.success(), "{}", stderr(&copied));
+        let again = run(
+            &binary,
+            work.path(),
+            &[&["import", file, "--portal", portal], &at[..]].concat(),
+        )
+        .await;
+        assert!(
+            stderr(&again).ends_with(&format!(
+                "imported {file}: 10 rows, all already present: nothing changed\n"
+            )),
+            "{}",
+            stderr(&again)
+        );
+        let copy = format!("portal-{portal}.jsonl");
+        let exported = run(
+            &binary,
+            work.path(),
+            &[&["export", "--portal", portal, "--output", &copy], &at[..]].concat(),
+        )
+        .await;
+        assert!(exported.status.success(), "{}", stderr(&exported));
+        assert_eq!(
+            sorted_lines(&work.path().join(&copy)),
+            source,
+            "portal {portal}"
+        );
+    }
+    server.terminate();
+}
