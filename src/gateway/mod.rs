@@ -183,10 +183,16 @@ fn filter(method: &str) -> MethodFilter {
 
 /// Declares every endpoint once: its method, path, handler and role. The
 /// router and `REST_ROUTES` both come from this list, so no endpoint exists
-/// without an access rule. `v4` paths are served under both v4 prefixes.
+/// without an access rule. `v4` paths are served under every prefix of
+/// HubSpot's v4 schema and batch endpoints (`/crm/v4/associations`, the
+/// spec's `/crm/associations/v4`, and the date-versioned
+/// `/crm/associations/2025-09`, `2026-03`, `2026-09`, which carry the same
+/// shapes); `objects` paths under `/crm/v4/objects` and the date-versioned
+/// `/crm/objects/2025-09`, `2026-03`, `2026-09`.
 macro_rules! rest_routes {
     (
         v4 { $($v4m:ident $v4p:literal => $v4h:path, $v4r:ident;)* }
+        objects { $($om:ident $op:literal => $oh:path, $or:ident;)* }
         rest { $($m:ident $p:literal => $h:path, $r:ident;)* }
     ) => {
         /// (method, route pattern, role) of every REST endpoint.
@@ -194,19 +200,65 @@ macro_rules! rest_routes {
             $(
                 (stringify!($v4m), concat!("/crm/v4/associations", $v4p), Role::$v4r),
                 (stringify!($v4m), concat!("/crm/associations/v4", $v4p), Role::$v4r),
+                (stringify!($v4m), concat!("/crm/associations/2025-09", $v4p), Role::$v4r),
+                (stringify!($v4m), concat!("/crm/associations/2026-03", $v4p), Role::$v4r),
+                (stringify!($v4m), concat!("/crm/associations/2026-09", $v4p), Role::$v4r),
+            )*
+            $(
+                (stringify!($om), concat!("/crm/v4/objects", $op), Role::$or),
+                (stringify!($om), concat!("/crm/objects/2025-09", $op), Role::$or),
+                (stringify!($om), concat!("/crm/objects/2026-03", $op), Role::$or),
+                (stringify!($om), concat!("/crm/objects/2026-09", $op), Role::$or),
             )*
             $((stringify!($m), $p, Role::$r),)*
         ];
 
         fn endpoints() -> Router<GatewayState> {
-            Router::new()
-                $(
-                    .route(concat!("/crm/v4/associations", $v4p), on(filter(stringify!($v4m)), $v4h))
-                    .route(concat!("/crm/associations/v4", $v4p), on(filter(stringify!($v4m)), $v4h))
-                )*
-                $(.route($p, on(filter(stringify!($m)), $h)))*
+            let mut router = Router::new();
+            for (method, pattern, _) in REST_ROUTES {
+                router = route(router, method, pattern);
+            }
+            router
+        }
+
+        /// Adds the handler of one (method, pattern) of `REST_ROUTES`.
+        fn route(router: Router<GatewayState>, method: &str, pattern: &'static str) -> Router<GatewayState> {
+            $(if method == stringify!($v4m) && pattern.ends_with($v4p) && is_v4_prefix(&pattern[..pattern.len() - $v4p.len()]) {
+                return router.route(pattern, on(filter(method), $v4h));
+            })*
+            $(if method == stringify!($om) && pattern.ends_with($op) && is_objects_prefix(&pattern[..pattern.len() - $op.len()]) {
+                return router.route(pattern, on(filter(method), $oh));
+            })*
+            $(if method == stringify!($m) && pattern == $p {
+                return router.route(pattern, on(filter(method), $h));
+            })*
+            unreachable!("every listed route has a handler: {method} {pattern}")
         }
     };
+}
+
+/// The prefixes of HubSpot's v4 association paths.
+const V4_PREFIXES: [&str; 5] = [
+    "/crm/v4/associations",
+    "/crm/associations/v4",
+    "/crm/associations/2025-09",
+    "/crm/associations/2026-03",
+    "/crm/associations/2026-09",
+];
+/// The prefixes of HubSpot's v4 record association paths.
+const OBJECTS_PREFIXES: [&str; 4] = [
+    "/crm/v4/objects",
+    "/crm/objects/2025-09",
+    "/crm/objects/2026-03",
+    "/crm/objects/2026-09",
+];
+
+fn is_v4_prefix(prefix: &str) -> bool {
+    V4_PREFIXES.contains(&prefix)
+}
+
+fn is_objects_prefix(prefix: &str) -> bool {
+    OBJECTS_PREFIXES.contains(&prefix)
 }
 
 rest_routes! {
@@ -227,11 +279,13 @@ rest_routes! {
         POST "/{from}/{to}/batch/archive" => v4::batch_archive, Write;
         POST "/{from}/{to}/batch/labels/archive" => v4::batch_archive_labels, Write;
     }
+    objects {
+        GET "/{object_type}/{id}/associations/{to}" => v4::record_page, Read;
+        PUT "/{object_type}/{id}/associations/{to}/{to_id}" => v4::create_labelled, Write;
+        DELETE "/{object_type}/{id}/associations/{to}/{to_id}" => v4::archive_pair, Write;
+        PUT "/{object_type}/{id}/associations/default/{to}/{to_id}" => v4::create_default, Write;
+    }
     rest {
-        GET "/crm/v4/objects/{object_type}/{id}/associations/{to}" => v4::record_page, Read;
-        PUT "/crm/v4/objects/{object_type}/{id}/associations/{to}/{to_id}" => v4::create_labelled, Write;
-        DELETE "/crm/v4/objects/{object_type}/{id}/associations/{to}/{to_id}" => v4::archive_pair, Write;
-        PUT "/crm/v4/objects/{object_type}/{id}/associations/default/{to}/{to_id}" => v4::create_default, Write;
         GET "/crm/v3/objects/{object_type}" => v3::list_objects, Read;
         GET "/crm/v3/objects/{object_type}/{id}" => v3::get_object, Read;
         POST "/crm/v3/objects/{object_type}/merge" => v3::merge, Write;

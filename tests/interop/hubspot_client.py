@@ -1,7 +1,10 @@
 """Drives the REST gateway with HubSpot's official Python client.
 
 Run by tests/hubspot_interop.rs with the gateway's URL and a bearer token
-(the server runs with authentication on) as its arguments.
+(the server runs with authentication on) as its arguments, and optionally a
+HubSpot API date version (e.g. 2026-03): then every v4 call the client makes
+goes to the date-versioned path instead (`/crm/associations/2026-03/…`,
+`/crm/objects/2026-03/…`), which carries the same shapes.
 Asserts what the client itself can check (status-specific models, error
 bodies) and prints a JSON report of everything it read, which the Rust test
 compares with gRPC reads of the same records.
@@ -15,9 +18,43 @@ from hubspot.crm.associations.v4.exceptions import ApiException as V4ApiExceptio
 from hubspot.crm.associations.v4.schema.exceptions import UnauthorizedException
 
 BASE, TOKEN = sys.argv[1], sys.argv[2]
+VERSION = sys.argv[3] if len(sys.argv) > 3 else None
+report = {}
+
+
+def use_date_version(version):
+    """Sends the client's v4 calls to HubSpot's date-versioned paths."""
+    from hubspot.crm.associations.v4 import api_client as records_client
+    from hubspot.crm.associations.v4.schema import api_client as schema_client
+
+    prefixes = [
+        ("/crm/v4/associations/", f"/crm/associations/{version}/"),
+        ("/crm/associations/v4/", f"/crm/associations/{version}/"),
+        ("/crm/v4/objects/", f"/crm/objects/{version}/"),
+    ]
+    report["versioned_paths"] = []
+    for module in (records_client, schema_client):
+        original = module.ApiClient.call_api
+
+        def call_api(self, resource_path, *args, _original=original, **kwargs):
+            for old, new in prefixes:
+                if resource_path.startswith(old):
+                    resource_path = new + resource_path[len(old):]
+            check(
+                resource_path.startswith(f"/crm/associations/{version}/")
+                or resource_path.startswith(f"/crm/objects/{version}/"),
+                f"a v4 call left unversioned: {resource_path}",
+            )
+            report["versioned_paths"].append(resource_path)
+            return _original(self, resource_path, *args, **kwargs)
+
+        module.ApiClient.call_api = call_api
+
+
+if VERSION:
+    use_date_version(VERSION)
 client = HubSpot(access_token=TOKEN, host=BASE, base_url=BASE)
 v4 = client.crm.associations.v4
-report = {}
 
 
 def check(condition, message):
