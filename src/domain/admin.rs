@@ -122,6 +122,23 @@ impl AdminState {
     }
 }
 
+/// What a limit change does to the records that already hold associations
+/// of its type: limits are not retroactive, so those at or above the new
+/// limit keep their associations and only further creates fail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitImpact {
+    pub category: Category,
+    pub type_id: i32,
+    /// The limit in force before and after (the platform ceiling where no
+    /// admin limit applies).
+    pub limit_before: u32,
+    pub limit_after: u32,
+    /// Records holding at least `limit_after` associations of the type.
+    pub records_at_or_above: u64,
+    /// Some of them, (record id, associations held), largest first.
+    pub samples: Vec<(i64, i64)>,
+}
+
 /// One admin change of limits or labels between two object types.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdminChange {
@@ -135,6 +152,10 @@ pub struct AdminChange {
     pub after: AdminState,
     /// When it was made, in microseconds since the Unix epoch.
     pub at_us: i64,
+    /// What a limit change does to existing records, one per changed type
+    /// (empty for label changes).
+    #[serde(default)]
+    pub impacts: Vec<LimitImpact>,
 }
 
 impl AdminChange {
@@ -161,6 +182,7 @@ impl AdminChange {
             before: AdminState::default(),
             after: AdminState::default(),
             at_us,
+            impacts: Vec::new(),
         }
     }
 

@@ -14,6 +14,24 @@ pub fn effective_limit(user_limit: Option<u32>, ceiling: u32) -> (u32, LimitSour
     }
 }
 
+/// The share of a limit from which a record counts as near it, unless asked.
+pub const DEFAULT_NEAR_FRACTION: f64 = 0.8;
+
+/// Most sample records a usage report or a preview shows per group.
+pub const MAX_USAGE_SAMPLES: u32 = 100;
+
+/// Where a record starts to be near `limit`: at `fraction` of it, rounded
+/// up, at least 1 and at most the limit. The fraction must be in (0, 1].
+pub fn near_limit_from(limit: u32, fraction: f64) -> Result<i64, DomainError> {
+    if !(fraction > 0.0 && fraction <= 1.0) {
+        return Err(DomainError::InvalidArgument(format!(
+            "the near-limit threshold must be a fraction above 0 and at most 1, not {fraction}"
+        )));
+    }
+    let from = (f64::from(limit) * fraction).ceil() as i64;
+    Ok(from.clamp(1, i64::from(limit.max(1))))
+}
+
 /// Whether a limit change creates a new limit or changes an existing one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LimitMode {
@@ -97,6 +115,17 @@ fn validate_change(
 mod tests {
     use super::*;
     use crate::domain::labels::new_label_definitions;
+
+    #[test]
+    fn near_a_limit_starts_at_its_share_rounded_up_within_one_and_the_limit() {
+        assert_eq!(near_limit_from(10, 0.8).unwrap(), 8);
+        assert_eq!(near_limit_from(2, 0.8).unwrap(), 2);
+        assert_eq!(near_limit_from(3, 0.1).unwrap(), 1);
+        assert_eq!(near_limit_from(10_000, 1.0).unwrap(), 10_000);
+        for bad in [0.0, -0.5, 1.5, f64::NAN] {
+            assert!(near_limit_from(10, bad).is_err(), "{bad}");
+        }
+    }
 
     fn catalog() -> PairCatalog {
         let labels = new_label_definitions(

@@ -4,13 +4,62 @@ use tonic::{Request, Response, Status};
 use super::auth::{authorize, caller};
 use super::*;
 use crate::domain::access::Role;
+use crate::domain::limits::DEFAULT_NEAR_FRACTION;
 use crate::domain::limits::{LimitChange, LimitMode};
 use crate::domain::ObjectType;
 use crate::domain::{DomainError, TypeKey};
 use crate::proto;
 use crate::proto::admin_config_server::AdminConfig;
 use crate::proto::convert::*;
-use crate::service::PortalPair;
+use crate::service::{NearThreshold, PortalPair};
+
+/// The limit changes of a create or update call.
+fn limit_changes(inputs: &[proto::LimitInput]) -> Result<Vec<LimitChange>, Status> {
+    inputs
+        .iter()
+        .map(|i| {
+            Ok(LimitChange {
+                key: TypeKey {
+                    category: category_from_proto(i.category)?,
+                    type_id: i.type_id,
+                },
+                max_to_object_ids: i64::from(i.max_to_object_ids),
+            })
+        })
+        .collect()
+}
+
+/// A pair named by both object types, or by neither.
+fn optional_pair(from: &str, to: &str) -> Result<Option<(ObjectType, ObjectType)>, Status> {
+    match (from.is_empty(), to.is_empty()) {
+        (true, true) => Ok(None),
+        (false, false) => Ok(Some((ObjectType::parse(from)?, ObjectType::parse(to)?))),
+        _ => Err(status::domain_status(&DomainError::InvalidArgument(
+            "give both from_object_type and to_object_type, or neither".into(),
+        ))),
+    }
+}
+
+/// A fraction of 0 means the default.
+fn fraction_or_default(fraction: f64) -> f64 {
+    if fraction == 0.0 {
+        DEFAULT_NEAR_FRACTION
+    } else {
+        fraction
+    }
+}
+
+/// A sample count of 0 means the default.
+fn samples_or_default(samples: u32) -> u32 {
+    if samples == 0 {
+        DEFAULT_SAMPLES
+    } else {
+        samples
+    }
+}
+
+/// Sample records per group unless asked.
+const DEFAULT_SAMPLES: u32 = 5;
 
 impl GrpcApi {
     /// Sets limits (create or update); returns (results, errors).
@@ -21,18 +70,7 @@ impl GrpcApi {
         inputs: &[proto::LimitInput],
         mode: LimitMode,
     ) -> Result<(Vec<proto::LimitConfig>, Vec<proto::ItemError>), Status> {
-        let changes = inputs
-            .iter()
-            .map(|i| {
-                Ok(LimitChange {
-                    key: TypeKey {
-                        category: category_from_proto(i.category)?,
-                        type_id: i.type_id,
-                    },
-                    max_to_object_ids: i64::from(i.max_to_object_ids),
-                })
-            })
-            .collect::<Result<Vec<_>, Status>>()?;
+        let changes = limit_changes(inputs)?;
         let outcome = self.service.set_limits(actor, pair, &changes, mode).await?;
         Ok((
             outcome
@@ -112,18 +150,7 @@ impl AdminConfig for GrpcApi {
     ) -> Result<Response<proto::ListLimitsResponse>, Status> {
         authorize(&request, Role::Admin, request.get_ref().portal_id)?;
         let r = request.into_inner();
-        let pair = match (r.from_object_type.is_empty(), r.to_object_type.is_empty()) {
-            (true, true) => None,
-            (false, false) => Some((
-                ObjectType::parse(&r.from_object_type)?,
-                ObjectType::parse(&r.to_object_type)?,
-            )),
-            _ => {
-                return Err(status::domain_status(&DomainError::InvalidArgument(
-                    "give both from_object_type and to_object_type, or neither".into(),
-                )))
-            }
-        };
+        let pair = optional_pair(&r.from_object_type, &r.to_object_type)?;
         let views = self.service.limits(r.portal_id, pair).await?;
         Ok(Response::new(proto::ListLimitsResponse {
             results: views.iter().map(limit_config).collect(),
@@ -208,6 +235,125 @@ impl AdminConfig for GrpcApi {
                 sequence,
                 change: Some(admin_change_to_proto(&change)),
             }
+        }))
+    }
+
+    async fn get_limit_usage(
+        &self,
+        request: Request<proto::GetLimitUsageRequest>,
+    ) -> Result<Response<proto::GetLimitUsageResponse>, Status> {
+        authorize(&request, Role::Admin, request.get_ref().portal_id)?;
+        let r = request.into_inner();
+        let pair = optional_pair(&r.from_object_type, &r.to_object_type)?;
+        let usages = self
+            .service
+            .limit_usage(
+                r.portal_id,
+                pair,
+                fraction_or_default(r.near_fraction),
+                samples_or_default(r.samples),
+            )
+            .await?;
+        Ok(Response::new(proto::GetLimitUsageResponse {
+            types: usages.iter().map(type_usage).collect(),
+        }))
+    }
+
+    type ListRecordsNearLimitStream = ResponseStream<proto::ListRecordsNearLimitResponse>;
+
+    async fn list_records_near_limit(
+        &self,
+        request: Request<proto::ListRecordsNearLimitRequest>,
+    ) -> Result<Response<Self::ListRecordsNearLimitStream>, Status> {
+        authorize(&request, Role::Admin, request.get_ref().portal_id)?;
+        let r = request.into_inner();
+        let pair = PortalPair::parse(r.portal_id, &r.from_object_type, &r.to_object_type)?;
+        let key = TypeKey {
+            category: category_from_proto(r.category)?,
+            type_id: r.type_id,
+        };
+        let threshold = if r.at_least != 0 {
+            NearThreshold::AtLeast(r.at_least)
+        } else {
+            NearThreshold::Fraction(fraction_or_default(r.near_fraction))
+        };
+        let receiver = self
+            .service
+            .records_near_limit(pair, key, threshold, optional(&r.cursor))
+            .await?;
+        Ok(respond(receiver, |chunk| {
+            proto::ListRecordsNearLimitResponse {
+                limit: chunk.limit as i32,
+                records: chunk.records.iter().map(|r| record_usage(*r)).collect(),
+                cursor: chunk.cursor,
+            }
+        }))
+    }
+
+    async fn preview_limit_change(
+        &self,
+        request: Request<proto::PreviewLimitChangeRequest>,
+    ) -> Result<Response<proto::PreviewLimitChangeResponse>, Status> {
+        use proto::preview_limit_change_request::Change;
+        authorize(&request, Role::Admin, request.get_ref().portal_id)?;
+        let r = request.into_inner();
+        let portal = r.portal_id;
+        let samples = samples_or_default(r.samples);
+        let pair = |inner: i64, from: &str, to: &str| {
+            if inner != 0 && inner != portal {
+                return Err(status::domain_status(&DomainError::InvalidArgument(
+                    format!("the change names portal {inner}, the preview portal {portal}"),
+                )));
+            }
+            Ok(PortalPair::parse(portal, from, to)?)
+        };
+        let previews = match r.change {
+            Some(Change::Create(c)) => {
+                let pair = pair(c.portal_id, &c.from_object_type, &c.to_object_type)?;
+                self.service
+                    .preview_limits(pair, &limit_changes(&c.inputs)?, LimitMode::Create, samples)
+                    .await?
+            }
+            Some(Change::Update(c)) => {
+                let pair = pair(c.portal_id, &c.from_object_type, &c.to_object_type)?;
+                self.service
+                    .preview_limits(pair, &limit_changes(&c.inputs)?, LimitMode::Update, samples)
+                    .await?
+            }
+            Some(Change::Purge(c)) => {
+                let pair = pair(c.portal_id, &c.from_object_type, &c.to_object_type)?;
+                let keys = c
+                    .inputs
+                    .iter()
+                    .map(key_from_proto)
+                    .collect::<Result<Vec<_>, _>>()?;
+                self.service.preview_purge(pair, &keys, samples).await?
+            }
+            None => {
+                return Err(status::domain_status(&DomainError::InvalidArgument(
+                    "name the change to preview: create, update or purge".into(),
+                )))
+            }
+        };
+        let changes: Vec<proto::PreviewedLimit> = previews
+            .iter()
+            .enumerate()
+            .map(|(index, preview)| match &preview.outcome {
+                Ok(impact) => proto::PreviewedLimit {
+                    index: index as u32,
+                    error: None,
+                    impact: Some(limit_impact(impact)),
+                },
+                Err(err) => proto::PreviewedLimit {
+                    index: index as u32,
+                    error: Some(item_error(index, err)),
+                    impact: None,
+                },
+            })
+            .collect();
+        Ok(Response::new(proto::PreviewLimitChangeResponse {
+            valid: changes.iter().all(|c| c.error.is_none()),
+            changes,
         }))
     }
 }

@@ -16,6 +16,7 @@ pub const STREAM_RPCS: &[&str] = &[
     "/associations.v1.AssociationRead/ExportAssociations",
     "/associations.v1.AssociationRead/WatchChanges",
     "/associations.v1.AdminConfig/ListAuditEvents",
+    "/associations.v1.AdminConfig/ListRecordsNearLimit",
 ];
 
 /// The places of each principal's open streams.

@@ -181,6 +181,11 @@ impl Hooks {
 
     /// Asks every plugin that wants this event; the first refusal (or a
     /// failing fail-closed plugin) refuses the change.
+    /// Whether any plugin is asked about `event` before it commits.
+    pub fn validates(&self, event: AdminEvent) -> bool {
+        self.plugins.iter().any(|reg| reg.settings.wants(event))
+    }
+
     pub async fn validate(&self, change: &AdminChange) -> Result<(), DomainError> {
         for reg in &self.plugins {
             let s = &reg.settings;

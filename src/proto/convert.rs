@@ -2,7 +2,8 @@
 //! service types, in both directions; bad input is a `DomainError`.
 use std::collections::HashMap;
 
-use crate::domain::admin::{AdminChange, AdminEvent, AdminState};
+use crate::domain::admin::{AdminChange, AdminEvent, AdminState, LimitImpact};
+use crate::domain::error::LimitSource;
 use crate::domain::feed::{ChangeKind, FeedStart};
 use crate::domain::ObjectType;
 use crate::domain::{Category, DomainError, TypeDef, TypeKey};
@@ -10,7 +11,7 @@ use crate::proto;
 use crate::service::{
     optional_type, AssociatedRecord, AssociationChunk, AssociationInput, BatchChunk,
     BatchListRequest, BatchOutcome, ChangeChunk, ExportChunk, ExportRequest, HeldAssociation,
-    ImportRow, LimitView, ListRequest,
+    ImportRow, LimitUsage, LimitView, ListRequest,
 };
 
 pub fn category_from_proto(value: i32) -> Result<Category, DomainError> {
@@ -51,6 +52,51 @@ pub fn definition(def: &TypeDef) -> proto::AssociationDefinition {
         from_object_type_id: def.from.to_string(),
         to_object_type_id: def.to.to_string(),
         inverse_type_id: def.inverse.type_id,
+    }
+}
+
+/// A record and its usage.
+pub fn record_usage((object_id, usage): (i64, i64)) -> proto::RecordUsage {
+    proto::RecordUsage { object_id, usage }
+}
+
+/// A limit change's impact.
+pub fn limit_impact(impact: &LimitImpact) -> proto::LimitImpact {
+    proto::LimitImpact {
+        category: category_to_proto(impact.category),
+        type_id: impact.type_id,
+        limit_before: impact.limit_before as i32,
+        limit_after: impact.limit_after as i32,
+        records_at_or_above: impact.records_at_or_above,
+        samples: impact.samples.iter().map(|s| record_usage(*s)).collect(),
+    }
+}
+
+/// One type's limit usage.
+pub fn type_usage(usage: &LimitUsage) -> proto::TypeUsage {
+    proto::TypeUsage {
+        definition: Some(definition(&usage.def)),
+        limit: usage.limit as i32,
+        source: match usage.source {
+            LimitSource::Platform => proto::LimitSource::Platform,
+            LimitSource::User => proto::LimitSource::Admin,
+        } as i32,
+        near_from: usage.near_from,
+        records_at_limit: usage.usage.at_or_above,
+        records_near_limit: usage.usage.near,
+        largest_usage: usage.usage.largest,
+        at_limit_samples: usage
+            .usage
+            .at_or_above_samples
+            .iter()
+            .map(|s| record_usage(*s))
+            .collect(),
+        near_limit_samples: usage
+            .usage
+            .near_samples
+            .iter()
+            .map(|s| record_usage(*s))
+            .collect(),
     }
 }
 
@@ -97,6 +143,7 @@ pub fn admin_change_to_proto(change: &AdminChange) -> proto::AdminChange {
         before: Some(state(&change.before)),
         after: Some(state(&change.after)),
         changed_at_unix_micros: change.at_us,
+        impacts: change.impacts.iter().map(limit_impact).collect(),
     }
 }
 

@@ -3,6 +3,9 @@
 use super::*;
 use crate::domain::labels::{find_label, label_directions, new_label_definitions, rename_label};
 
+/// Sample records a plugin is shown per changed limit.
+const IMPACT_SAMPLES: u32 = 5;
+
 impl AssociationService {
     /// Creates or updates admin limits, item by item.
     pub async fn set_limits(
@@ -33,7 +36,25 @@ impl AssociationService {
             mode,
             ceiling,
         );
-        if let Some(proposal) = change.with_applied_limits(&before, changes, &expected) {
+        if let Some(mut proposal) = change.with_applied_limits(&before, changes, &expected) {
+            // Plugins also see what each limit does to records that hold
+            // associations already (a preview's figures).
+            let wanted = self.hooks.validates(event);
+            for (change, result) in changes.iter().zip(&expected) {
+                if let (true, Ok(after)) = (wanted, result) {
+                    let impact = self
+                        .limit_impact(
+                            portal,
+                            from,
+                            change.key,
+                            before.get(&change.key).copied(),
+                            Some(*after),
+                            IMPACT_SAMPLES,
+                        )
+                        .await?;
+                    proposal.impacts.push(impact);
+                }
+            }
             self.hooks.validate(&proposal).await?;
         }
         let results = self
@@ -81,9 +102,22 @@ impl AssociationService {
             .filter_map(|k| before.get(k).map(|max| LimitValue::new(*k, *max)))
             .collect();
         if !existing.is_empty() {
-            self.hooks
-                .validate(&change.clone().with_limits(existing, vec![]))
-                .await?;
+            let mut proposal = change.clone().with_limits(existing, vec![]);
+            let wanted = self.hooks.validates(AdminEvent::LimitsPurged);
+            for key in keys.iter().filter(|k| wanted && before.contains_key(k)) {
+                let impact = self
+                    .limit_impact(
+                        portal,
+                        from,
+                        *key,
+                        before.get(key).copied(),
+                        None,
+                        IMPACT_SAMPLES,
+                    )
+                    .await?;
+                proposal.impacts.push(impact);
+            }
+            self.hooks.validate(&proposal).await?;
         }
         let purged = self.store.purge_limits(portal, keys, &change).await?;
         self.hooks.committed(portal).await;

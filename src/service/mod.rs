@@ -30,7 +30,9 @@ mod model;
 mod reads;
 mod stream;
 pub use stream::{Drain, Places};
+mod usage;
 mod writes;
+pub use usage::{LimitUsage, NearLimitChunk, NearThreshold, PreviewedChange};
 
 pub use model::*;
 pub use reads::MAX_BATCH_READ;

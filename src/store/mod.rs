@@ -128,6 +128,30 @@ pub struct StoredLimit {
     pub max_to_object_ids: u32,
 }
 
+/// The records of one object type by how many associations of one type
+/// each holds (its counter).
+#[derive(Clone, Copy, Debug)]
+pub struct UsageScan {
+    pub portal: i64,
+    pub object_type: ObjectType,
+    pub key: TypeKey,
+}
+
+/// How a type's counters stand against two thresholds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TypeUsage {
+    /// Records holding `at` or more.
+    pub at_or_above: u64,
+    /// Records holding at least `near` but fewer than `at`.
+    pub near: u64,
+    /// The most any record holds (0 when none holds any).
+    pub largest: i64,
+    /// Up to the asked number of records of each group, (id, count),
+    /// largest first.
+    pub at_or_above_samples: Vec<(i64, i64)>,
+    pub near_samples: Vec<(i64, i64)>,
+}
+
 /// A new admin label.
 #[derive(Clone, Debug)]
 pub struct NewLabel {
@@ -390,6 +414,28 @@ pub trait Store: Send + Sync {
         object_type: ObjectType,
         select: RecordSelect<'_>,
     ) -> StoreResult<Vec<RecordSummary>>;
+
+    /// How many records hold at least `at`, and at least `near` but fewer
+    /// than `at`, associations of the scan's type; the largest count; up to
+    /// `samples` records of each group.
+    async fn type_usage(
+        &self,
+        scan: UsageScan,
+        near: i64,
+        at: i64,
+        samples: u32,
+    ) -> StoreResult<TypeUsage>;
+
+    /// Records holding at least `min` associations of the scan's type, by
+    /// count then id, both descending, after `after` (count, id): at most
+    /// `limit` of them, as (id, count).
+    async fn records_at_least(
+        &self,
+        scan: UsageScan,
+        min: i64,
+        after: Option<(i64, i64)>,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, i64)>>;
 
     /// Validates and applies limit changes under a per-portal lock.
     async fn change_limits(

@@ -524,6 +524,91 @@ impl Store for SqliteStore {
         read_admin_log(&self.pool, "admin_audit_events", portal, after, limit).await
     }
 
+    async fn type_usage(
+        &self,
+        scan: UsageScan,
+        near: i64,
+        at: i64,
+        samples: u32,
+    ) -> StoreResult<TypeUsage> {
+        // Every part is a range of association_counts_by_usage.
+        let mut conn = self.pool.acquire().await?;
+        let row = sqlx::query(
+            "SELECT coalesce(sum(count >= ?6), 0), coalesce(sum(count < ?6), 0),
+                    (SELECT coalesce(max(count), 0) FROM association_counts WHERE portal_id = ?1
+                       AND category = ?2 AND type_id = ?3 AND object_type = ?4)
+             FROM association_counts WHERE portal_id = ?1 AND category = ?2 AND type_id = ?3
+               AND object_type = ?4 AND count >= ?5",
+        )
+        .bind(scan.portal)
+        .bind(scan.key.category.code())
+        .bind(scan.key.type_id)
+        .bind(scan.object_type.to_string())
+        .bind(near)
+        .bind(at)
+        .fetch_one(&mut *conn)
+        .await?;
+        let mut usage = TypeUsage {
+            at_or_above: row.try_get::<i64, _>(0)? as u64,
+            near: row.try_get::<i64, _>(1)? as u64,
+            largest: row.try_get(2)?,
+            ..TypeUsage::default()
+        };
+        for (low, high, into) in [
+            (at, i64::MAX, &mut usage.at_or_above_samples),
+            (near, at, &mut usage.near_samples),
+        ] {
+            let rows = sqlx::query(
+                "SELECT object_id, count FROM association_counts WHERE portal_id = ?1
+                   AND category = ?2 AND type_id = ?3 AND object_type = ?4
+                   AND count >= ?5 AND count < ?6
+                 ORDER BY count DESC, object_id DESC LIMIT ?7",
+            )
+            .bind(scan.portal)
+            .bind(scan.key.category.code())
+            .bind(scan.key.type_id)
+            .bind(scan.object_type.to_string())
+            .bind(low)
+            .bind(high)
+            .bind(i64::from(samples))
+            .fetch_all(&mut *conn)
+            .await?;
+            for row in rows {
+                into.push((row.try_get(0)?, row.try_get(1)?));
+            }
+        }
+        Ok(usage)
+    }
+
+    async fn records_at_least(
+        &self,
+        scan: UsageScan,
+        min: i64,
+        after: Option<(i64, i64)>,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, i64)>> {
+        let (after_count, after_id) = after.unwrap_or((i64::MAX, i64::MAX));
+        let rows = sqlx::query(
+            "SELECT object_id, count FROM association_counts
+             WHERE portal_id = ?1 AND category = ?2 AND type_id = ?3 AND object_type = ?4
+               AND count >= ?5 AND (count, object_id) < (?6, ?7)
+             ORDER BY count DESC, object_id DESC LIMIT ?8",
+        )
+        .bind(scan.portal)
+        .bind(scan.key.category.code())
+        .bind(scan.key.type_id)
+        .bind(scan.object_type.to_string())
+        .bind(min)
+        .bind(after_count)
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
     async fn user_limits(
         &self,
         portal: i64,

@@ -1,0 +1,346 @@
+//! Limit insight: how the records of each type stand against the limit in
+//! force (at it, near it, the largest), the records near a limit as a
+//! stream, and what a limit change would do before it is made.
+use super::stream::{self, Scan, Step};
+use super::*;
+use crate::domain::admin::LimitImpact;
+use crate::domain::error::LimitSource;
+use crate::domain::limits::{effective_limit, near_limit_from, MAX_USAGE_SAMPLES};
+use crate::store::{TypeUsage, UsageScan};
+
+/// How one type's records stand against the limit in force.
+#[derive(Clone, Debug)]
+pub struct LimitUsage {
+    pub def: TypeDef,
+    pub limit: u32,
+    pub source: LimitSource,
+    /// The count from which a record is near the limit.
+    pub near_from: i64,
+    pub usage: TypeUsage,
+}
+
+/// Which records a near-limit stream lists.
+#[derive(Clone, Copy, Debug)]
+pub enum NearThreshold {
+    /// Those holding at least this share of the limit in force.
+    Fraction(f64),
+    /// Those holding at least this many.
+    AtLeast(i64),
+}
+
+/// One chunk of records near a limit, largest first.
+#[derive(Clone, Debug)]
+pub struct NearLimitChunk {
+    pub limit: u32,
+    /// (record id, associations held).
+    pub records: Vec<(i64, i64)>,
+    pub cursor: String,
+}
+
+impl stream::Metered for NearLimitChunk {
+    const STREAM: &'static str = "near_limit";
+
+    fn rows(&self) -> usize {
+        self.records.len()
+    }
+}
+
+/// One change of a limit preview: what it would do, or why it is refused.
+#[derive(Clone, Debug)]
+pub struct PreviewedChange {
+    pub key: TypeKey,
+    pub outcome: Result<LimitImpact, DomainError>,
+}
+
+fn check_samples(samples: u32) -> Result<u32, DomainError> {
+    if samples > MAX_USAGE_SAMPLES {
+        return Err(DomainError::InvalidArgument(format!(
+            "samples must be at most {MAX_USAGE_SAMPLES}, not {samples}"
+        )));
+    }
+    Ok(samples)
+}
+
+impl AssociationService {
+    /// Every type of the pair (both directions) with its usage, or, without
+    /// a pair, every type of the pairs that have an admin limit.
+    pub async fn limit_usage(
+        &self,
+        portal: i64,
+        pair: Option<(ObjectType, ObjectType)>,
+        fraction: f64,
+        samples: u32,
+    ) -> ServiceResult<Vec<LimitUsage>> {
+        check_portal(portal)?;
+        let samples = check_samples(samples)?;
+        near_limit_from(1, fraction)?;
+        let pairs: Vec<(ObjectType, ObjectType)> = match pair {
+            Some(pair) => vec![pair],
+            None => {
+                let mut pairs: Vec<(ObjectType, ObjectType)> = self
+                    .store
+                    .user_limits(portal, None)
+                    .await?
+                    .iter()
+                    .map(|l| {
+                        if l.from <= l.to {
+                            (l.from, l.to)
+                        } else {
+                            (l.to, l.from)
+                        }
+                    })
+                    .collect();
+                pairs.sort();
+                pairs.dedup();
+                pairs
+            }
+        };
+        let mut usages = Vec::new();
+        for (a, b) in pairs {
+            let catalog = self.catalog(portal, a, b).await?;
+            let limits = self.pair_limits(portal, a, b).await?;
+            let mut defs: Vec<&TypeDef> = catalog.directed(a, b).collect();
+            if a != b {
+                defs.extend(catalog.directed(b, a));
+            }
+            for def in defs {
+                let (limit, source) = effective_limit(
+                    limits.get(&def.key).copied(),
+                    self.settings.platform_ceiling,
+                );
+                let near_from = near_limit_from(limit, fraction)?;
+                let usage = self
+                    .store
+                    .type_usage(
+                        UsageScan {
+                            portal,
+                            object_type: def.from,
+                            key: def.key,
+                        },
+                        near_from,
+                        i64::from(limit),
+                        samples,
+                    )
+                    .await?;
+                usages.push(LimitUsage {
+                    def: def.clone(),
+                    limit,
+                    source,
+                    near_from,
+                    usage,
+                });
+            }
+        }
+        Ok(usages)
+    }
+
+    /// Streams the records of `pair`'s from-type holding at least the
+    /// threshold of associations of `key`, largest first; each chunk's
+    /// cursor resumes after it.
+    pub async fn records_near_limit(
+        self: &Arc<Self>,
+        pair: PortalPair,
+        key: TypeKey,
+        threshold: NearThreshold,
+        cursor: Option<&str>,
+    ) -> ServiceResult<mpsc::Receiver<ServiceResult<NearLimitChunk>>> {
+        let PortalPair { portal, from, to } = pair;
+        let catalog = self.pair_catalog(pair).await?;
+        catalog.require(from, to, key)?;
+        let limits = self.pair_limits(portal, from, to).await?;
+        let (limit, _) = effective_limit(limits.get(&key).copied(), self.settings.platform_ceiling);
+        let min = match threshold {
+            NearThreshold::Fraction(fraction) => near_limit_from(limit, fraction)?,
+            NearThreshold::AtLeast(n) if n >= 1 => n,
+            NearThreshold::AtLeast(n) => {
+                return Err(DomainError::InvalidArgument(format!(
+                    "the threshold must be at least 1 association, not {n}"
+                ))
+                .into())
+            }
+        };
+        let request = fingerprint(&[
+            "near-limit",
+            &from.to_string(),
+            &to.to_string(),
+            &key.category.code().to_string(),
+            &key.type_id.to_string(),
+            &min.to_string(),
+        ]);
+        let after = match cursor.filter(|c| !c.is_empty()) {
+            Some(cursor) => Some(
+                self.cursors
+                    .decode::<(i64, i64)>(cursor, portal, &request)?,
+            ),
+            None => None,
+        };
+        let slot = self.stream_slot(portal)?;
+        Ok(stream::produce(
+            slot,
+            NearLimitScan {
+                service: Arc::clone(self),
+                scan: UsageScan {
+                    portal,
+                    object_type: from,
+                    key,
+                },
+                request,
+                limit,
+                min,
+                after,
+            },
+        ))
+    }
+
+    /// What creating or updating these limits would do, changing nothing:
+    /// each change's validity (against today's limits, in order, as the
+    /// change itself would be checked) and its impact on existing records.
+    pub async fn preview_limits(
+        &self,
+        pair: PortalPair,
+        changes: &[LimitChange],
+        mode: LimitMode,
+        samples: u32,
+    ) -> ServiceResult<Vec<PreviewedChange>> {
+        check_batch_size(changes.len())?;
+        let samples = check_samples(samples)?;
+        let PortalPair { portal, from, to } = pair;
+        let catalog = self.pair_catalog(pair).await?;
+        let before = self.pair_limits(portal, from, to).await?;
+        let results = apply_limit_changes(
+            &catalog,
+            from,
+            to,
+            &mut before.clone(),
+            changes,
+            mode,
+            self.settings.platform_ceiling,
+        );
+        let mut previews = Vec::with_capacity(changes.len());
+        for (change, result) in changes.iter().zip(results) {
+            let outcome = match result {
+                Ok(after) => Ok(self
+                    .limit_impact(
+                        portal,
+                        from,
+                        change.key,
+                        before.get(&change.key).copied(),
+                        Some(after),
+                        samples,
+                    )
+                    .await?),
+                Err(err) => Err(err),
+            };
+            previews.push(PreviewedChange {
+                key: change.key,
+                outcome,
+            });
+        }
+        Ok(previews)
+    }
+
+    /// What purging these limits would do, changing nothing: each type
+    /// falls back to the platform ceiling.
+    pub async fn preview_purge(
+        &self,
+        pair: PortalPair,
+        keys: &[TypeKey],
+        samples: u32,
+    ) -> ServiceResult<Vec<PreviewedChange>> {
+        check_batch_size(keys.len())?;
+        let samples = check_samples(samples)?;
+        let PortalPair { portal, from, to } = pair;
+        let catalog = self.pair_catalog(pair).await?;
+        let before = self.pair_limits(portal, from, to).await?;
+        let mut previews = Vec::with_capacity(keys.len());
+        for key in keys {
+            let outcome = match catalog.require(from, to, *key) {
+                Ok(_) => Ok(self
+                    .limit_impact(portal, from, *key, before.get(key).copied(), None, samples)
+                    .await?),
+                Err(err) => Err(err),
+            };
+            previews.push(PreviewedChange { key: *key, outcome });
+        }
+        Ok(previews)
+    }
+
+    /// The impact of moving `key`'s admin limit from `before` to `after`
+    /// (`None`: no admin limit, the ceiling applies).
+    pub(super) async fn limit_impact(
+        &self,
+        portal: i64,
+        from: ObjectType,
+        key: TypeKey,
+        before: Option<u32>,
+        after: Option<u32>,
+        samples: u32,
+    ) -> ServiceResult<LimitImpact> {
+        let ceiling = self.settings.platform_ceiling;
+        let (limit_before, _) = effective_limit(before, ceiling);
+        let (limit_after, _) = effective_limit(after, ceiling);
+        let at = i64::from(limit_after);
+        let usage = self
+            .store
+            .type_usage(
+                UsageScan {
+                    portal,
+                    object_type: from,
+                    key,
+                },
+                at,
+                at,
+                samples,
+            )
+            .await?;
+        Ok(LimitImpact {
+            category: key.category,
+            type_id: key.type_id,
+            limit_before,
+            limit_after,
+            records_at_or_above: usage.at_or_above,
+            samples: usage.at_or_above_samples,
+        })
+    }
+}
+
+/// The records holding at least `min` associations of a type, in pages of
+/// the chunk size, by count then id (both descending).
+struct NearLimitScan {
+    service: Arc<AssociationService>,
+    scan: UsageScan,
+    request: String,
+    limit: u32,
+    min: i64,
+    after: Option<(i64, i64)>,
+}
+
+impl Scan for NearLimitScan {
+    type Chunk = NearLimitChunk;
+
+    async fn step(mut self) -> ServiceResult<Step<NearLimitChunk, NearLimitScan>> {
+        let size = self.service.chunk_size();
+        let records = self
+            .service
+            .store
+            .records_at_least(self.scan, self.min, self.after, size)
+            .await?;
+        let Some(&(id, count)) = records.last() else {
+            return Ok(Step::End);
+        };
+        self.after = Some((count, id));
+        let cursor = self
+            .service
+            .cursors
+            .encode(self.scan.portal, &self.request, &(count, id));
+        let chunk = NearLimitChunk {
+            limit: self.limit,
+            records,
+            cursor,
+        };
+        if (chunk.records.len() as u32) < size {
+            return Ok(Step::Last(chunk));
+        }
+        Ok(Step::More(chunk, self))
+    }
+}
