@@ -193,6 +193,32 @@ async fn every_endpoint_answers_exactly_as_recorded() {
             Some(r#"{"inputs":[{"id":"1"},{"id":"2"},{"id":"99"}]}"#),
             true,
         ),
+        // Limits Tracking: contact 1 is at its limit of 2 companies.
+        (
+            "GET",
+            "/crm/v3/limits/associations/records/from",
+            None,
+            true,
+        ),
+        (
+            "GET",
+            "/crm/v3/limits/associations/records/contacts/companies",
+            None,
+            true,
+        ),
+        (
+            "GET",
+            "/crm/v3/limits/associations/records/companies/contacts",
+            None,
+            true,
+        ),
+        // A date-versioned path answers as v4.
+        (
+            "GET",
+            "/crm/associations/2026-03/definitions/configurations/contacts/companies",
+            None,
+            true,
+        ),
         (
             "POST",
             "/crm/v4/associations/deals/contacts/batch/create",

@@ -87,6 +87,26 @@ impl ObjectType {
         }
     }
 
+    /// How people call one record and several of this type ("Contact",
+    /// "Contacts"; "Line item"), or the id for custom objects.
+    pub fn display_labels(&self) -> (String, String) {
+        let capitalised = |name: &str| {
+            let text = name.replace('_', " ");
+            let mut chars = text.chars();
+            match chars.next() {
+                Some(first) => first.to_uppercase().chain(chars).collect(),
+                None => text,
+            }
+        };
+        match STANDARD
+            .iter()
+            .find(|(n, _, _)| self.prefix == 0 && *n == self.number)
+        {
+            Some((_, singular, plural)) => (capitalised(singular), capitalised(plural)),
+            None => (self.to_string(), self.to_string()),
+        }
+    }
+
     /// True for the object types that have a primary company.
     pub fn has_primary_company(&self) -> bool {
         [ObjectType::CONTACT, ObjectType::DEAL, ObjectType::TICKET].contains(self)

@@ -21,6 +21,7 @@ use crate::service::{AssociationService, PortalPair};
 mod batch;
 pub mod error;
 mod json;
+mod limits;
 pub mod probes;
 pub mod serve;
 mod v3;
@@ -296,6 +297,8 @@ rest_routes! {
         POST "/crm/v3/associations/{from}/{to}/batch/create" => v3::batch_create, Write;
         POST "/crm/v3/associations/{from}/{to}/batch/archive" => v3::batch_archive, Write;
         GET "/crm/v3/associations/{from}/{to}/types" => v3::types, Read;
+        GET "/crm/v3/limits/associations/records/from" => limits::records_from, Read;
+        GET "/crm/v3/limits/associations/records/{from}/{to}" => limits::records_of_pair, Read;
     }
 }
 

@@ -1,0 +1,132 @@
+//! HubSpot's Limits Tracking endpoints for associations: which object types
+//! have records at or near a limit, and a pair's records at and near its
+//! record (unlabeled) limit, from the service's limit usage.
+use axum::extract::Path;
+use axum::Json;
+use serde::Serialize;
+
+use super::error::GatewayResult;
+use super::Gateway;
+use crate::domain::limits::DEFAULT_NEAR_FRACTION;
+use crate::domain::{ObjectType, TypeRole};
+use crate::service::LimitUsage;
+
+/// Sample records per group, as HubSpot shows them.
+const SAMPLES: u32 = 10;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FromObjectType {
+    object_type_id: String,
+    singular_label: String,
+    plural_label: String,
+    has_records_at_limit: bool,
+    has_records_near_limit: bool,
+}
+
+#[derive(Serialize)]
+pub struct FromObjectTypes {
+    results: Vec<FromObjectType>,
+}
+
+/// `GET /crm/v3/limits/associations/records/from`: the from-object types of
+/// the pairs with admin limits, each saying whether any of its records is
+/// at or near a limit of any type.
+pub async fn records_from(gw: Gateway) -> GatewayResult<Json<FromObjectTypes>> {
+    let usages = gw
+        .service
+        .limit_usage(gw.portal, None, DEFAULT_NEAR_FRACTION, 0)
+        .await?;
+    let mut types: Vec<ObjectType> = usages.iter().map(|u| u.def.from).collect();
+    types.sort();
+    types.dedup();
+    let results = types
+        .into_iter()
+        .map(|object_type| {
+            let of_type = || usages.iter().filter(move |u| u.def.from == object_type);
+            let (singular_label, plural_label) = object_type.display_labels();
+            FromObjectType {
+                object_type_id: object_type.to_string(),
+                singular_label,
+                plural_label,
+                has_records_at_limit: of_type().any(|u| u.usage.at_or_above > 0),
+                has_records_near_limit: of_type().any(|u| u.usage.near > 0),
+            }
+        })
+        .collect();
+    Ok(Json(FromObjectTypes { results }))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AtLimitSample {
+    object_id: i64,
+    label: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NearLimitSample {
+    object_id: i64,
+    label: String,
+    usage: i64,
+    percentage: f64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PairRecords {
+    limit: u32,
+    total_records_at_limit: u64,
+    total_records_near_limit: u64,
+    at_limit_from_record_samples: Vec<AtLimitSample>,
+    near_limit_from_record_samples: Vec<NearLimitSample>,
+}
+
+/// `GET /crm/v3/limits/associations/records/{from}/{to}`: the from-records
+/// at and near the pair direction's record limit (its unlabeled type's).
+/// The service holds no record names, so a sample's label is its id.
+pub async fn records_of_pair(
+    gw: Gateway,
+    Path((from, to)): Path<(String, String)>,
+) -> GatewayResult<Json<PairRecords>> {
+    let pair = gw.pair(&from, &to)?;
+    let usages = gw
+        .service
+        .limit_usage(
+            gw.portal,
+            Some((pair.from, pair.to)),
+            DEFAULT_NEAR_FRACTION,
+            SAMPLES,
+        )
+        .await?;
+    let usage: &LimitUsage = usages
+        .iter()
+        .find(|u| u.def.from == pair.from && u.def.role == TypeRole::Unlabeled)
+        .expect("every pair direction has an unlabeled type");
+    Ok(Json(PairRecords {
+        limit: usage.limit,
+        total_records_at_limit: usage.usage.at_or_above,
+        total_records_near_limit: usage.usage.near,
+        at_limit_from_record_samples: usage
+            .usage
+            .at_or_above_samples
+            .iter()
+            .map(|(id, _)| AtLimitSample {
+                object_id: *id,
+                label: id.to_string(),
+            })
+            .collect(),
+        near_limit_from_record_samples: usage
+            .usage
+            .near_samples
+            .iter()
+            .map(|(id, count)| NearLimitSample {
+                object_id: *id,
+                label: id.to_string(),
+                usage: *count,
+                percentage: *count as f64 / f64::from(usage.limit.max(1)),
+            })
+            .collect(),
+    }))
+}
