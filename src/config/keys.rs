@@ -169,6 +169,8 @@ pub const KEYS: &[Key] = &[
     key("store.max_connections", Some("16"), between(1, U32_MAX)),
     key("store.retry_budget_ms", Some("5000"), at_least(0, MS)),
     key("store.retry_initial_ms", Some("5"), at_least(1, MS)),
+    key("store.acquire_timeout_ms", Some("1000"), at_least(1, MS)),
+    key("store.statement_timeout_ms", Some("30000"), at_least(0, MS)),
     key(
         "limits.platform_ceiling",
         Some("10000"),

@@ -220,6 +220,11 @@ pub struct StoreSettings {
     pub retry_budget_ms: u64,
     /// The first wait before such a retry (doubles each time, jittered).
     pub retry_initial_ms: u64,
+    /// Longest wait for a database connection before a call fails
+    /// `UNAVAILABLE`.
+    pub acquire_timeout_ms: u64,
+    /// Longest a call's statement may run on PostgreSQL (0: no limit).
+    pub statement_timeout_ms: u64,
 }
 
 impl StoreSettings {
@@ -231,6 +236,8 @@ impl StoreSettings {
                 budget: std::time::Duration::from_millis(self.retry_budget_ms),
                 initial_backoff: std::time::Duration::from_millis(self.retry_initial_ms),
             },
+            acquire_timeout: std::time::Duration::from_millis(self.acquire_timeout_ms),
+            statement_timeout: std::time::Duration::from_millis(self.statement_timeout_ms),
         }
     }
 }

@@ -216,6 +216,10 @@ impl IntoResponse for GatewayError {
         let code = StatusCode::from_u16(status.http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let retry_after = match &self {
             GatewayError::Service(ServiceError::Domain(err)) => err.retry_after(),
+            // The database did not answer: worth trying again shortly.
+            GatewayError::Service(err) if err.kind() == ErrorKind::Unavailable => {
+                Some(std::time::Duration::from_secs(1))
+            }
             _ => None,
         };
         let mut response = (code, axum::Json(body)).into_response();

@@ -81,7 +81,8 @@ pub type StoreResult<T> = Result<T, StoreError>;
 fn unavailable_code(code: &str) -> bool {
     code.starts_with("08")
         || code.starts_with("53")
-        || matches!(code, "57P01" | "57P02" | "57P03" | "5" | "6" | "517")
+        // 57014: a statement ran past store.statement_timeout_ms.
+        || matches!(code, "57014" | "57P01" | "57P02" | "57P03" | "5" | "6" | "517")
 }
 
 impl StoreError {
@@ -99,6 +100,14 @@ impl StoreError {
             ) => ErrorKind::Unavailable,
             StoreError::Database(Sql::Database(db))
                 if db.code().as_deref().is_some_and(unavailable_code) =>
+            {
+                ErrorKind::Unavailable
+            }
+            // A database closed to new connections (ALLOW_CONNECTIONS false,
+            // as during maintenance) refuses them with 55000.
+            StoreError::Database(Sql::Database(db))
+                if db.code().as_deref() == Some("55000")
+                    && db.message().contains("not currently accepting connections") =>
             {
                 ErrorKind::Unavailable
             }
@@ -504,11 +513,13 @@ pub trait Store: Send + Sync {
 }
 
 /// Opens the store a URL names (`postgres://…` or `sqlite://…`) with the
-/// default retry policy.
+/// default retry policy and the configuration's default timeouts.
 pub async fn connect(url: &str, max_connections: u32) -> StoreResult<std::sync::Arc<dyn Store>> {
     let options = StoreOptions {
         max_connections,
         retry: RetryPolicy::default(),
+        acquire_timeout: std::time::Duration::from_secs(1),
+        statement_timeout: std::time::Duration::from_secs(30),
     };
     connect_with(url, &options).await
 }

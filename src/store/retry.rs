@@ -97,6 +97,13 @@ impl RetryPolicy {
 pub struct StoreOptions {
     pub max_connections: u32,
     pub retry: RetryPolicy,
+    /// Longest wait for a pooled connection (or a new one, when the
+    /// database does not answer) before a call fails as unavailable.
+    pub acquire_timeout: std::time::Duration,
+    /// Longest a statement of a call may run (PostgreSQL; zero: no limit).
+    /// Streams' statements are not bounded: they run as long as their
+    /// client reads.
+    pub statement_timeout: std::time::Duration,
 }
 
 /// Runs `$body` (which evaluates to a `StoreResult`) with `$conn` bound to a

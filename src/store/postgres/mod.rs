@@ -64,9 +64,16 @@ impl PostgresStore {
             PgPoolOptions::new()
                 .max_connections(store.max_connections)
                 .test_before_acquire(false)
-                .acquire_timeout(std::time::Duration::from_secs(30))
+                .acquire_timeout(store.acquire_timeout)
         };
-        let pool = pool_options().connect_with(options.clone()).await?;
+        let statement_timeout = store.statement_timeout.as_millis().to_string();
+        let pool = pool_options()
+            .connect_with(
+                options
+                    .clone()
+                    .options([("statement_timeout", statement_timeout.as_str())]),
+            )
+            .await?;
         // A stream's statement runs as long as its client reads: not slow.
         let scan_options = options
             .log_slow_statements(log::LevelFilter::Off, Duration::MAX)

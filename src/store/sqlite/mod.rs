@@ -80,7 +80,7 @@ impl SqliteStore {
         let pool_options = || {
             SqlitePoolOptions::new()
                 .max_connections(store.max_connections.max(1))
-                .acquire_timeout(Duration::from_secs(60))
+                .acquire_timeout(store.acquire_timeout)
         };
         let pool = pool_options().connect_with(options.clone()).await?;
         let scan_pool = pool_options()
