@@ -3,6 +3,7 @@
 //! plugins before an admin change commits, and the dispatchers that feed
 //! them committed changes from the durable outbox (the admin change log),
 //! at least once and in order per portal.
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -138,6 +139,27 @@ struct Registered {
 /// Changes read from the outbox per round trip.
 const OUTBOX_PAGE: u32 = 100;
 
+/// A failing portal's retry schedule for one plugin.
+struct Backoff {
+    /// The wait after the latest failure (doubles each time).
+    delay: Duration,
+    retry_at: tokio::time::Instant,
+}
+
+impl Backoff {
+    fn new(first: Duration) -> Backoff {
+        Backoff {
+            delay: first / 2,
+            retry_at: tokio::time::Instant::now(),
+        }
+    }
+
+    fn failed(&mut self, max: Duration) {
+        self.delay = (self.delay * 2).min(max);
+        self.retry_at = tokio::time::Instant::now() + self.delay;
+    }
+}
+
 /// The registered plugins over one store.
 pub struct Hooks {
     store: Arc<dyn Store>,
@@ -242,37 +264,62 @@ impl Hooks {
     }
 
     /// Delivers everything pending, then waits to be woken (or polls, for
-    /// changes other replicas committed); after a failure, waits with
-    /// exponential backoff before trying again.
+    /// changes other replicas committed). A portal whose delivery fails is
+    /// retried on its own exponential backoff while the other portals'
+    /// changes keep going out.
     async fn dispatch_forever(self: Arc<Self>, reg: Arc<Registered>) {
-        let mut backoff = self.pacing.first_retry;
+        let mut failing: HashMap<i64, Backoff> = HashMap::new();
         loop {
-            match self.deliver_all(&reg).await {
-                Ok(()) => {
-                    backoff = self.pacing.first_retry;
-                    let _ = tokio::time::timeout(self.pacing.poll, reg.wake.notified()).await;
-                }
+            let next_retry = match self.deliver_all(&reg, &mut failing).await {
+                Ok(next_retry) => next_retry,
                 Err(err) => {
-                    crate::telemetry::metrics::metrics().hook_failed(&reg.settings.name);
-                    tracing::warn!("{err}; retrying in {backoff:?}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.pacing.max_retry);
+                    // The store itself failed: every portal waits a little.
+                    tracing::warn!("{err}; retrying in {:?}", self.pacing.first_retry);
+                    Some(tokio::time::Instant::now() + self.pacing.first_retry)
                 }
-            }
+            };
+            let wait = next_retry
+                .map(|at| at.saturating_duration_since(tokio::time::Instant::now()))
+                .unwrap_or(self.pacing.poll)
+                .min(self.pacing.poll);
+            let _ = tokio::time::timeout(wait, reg.wake.notified()).await;
         }
     }
 
-    async fn deliver_all(&self, reg: &Registered) -> Result<(), DeliveryError> {
+    /// One round: every portal with pending changes that is not waiting out
+    /// a backoff gets them delivered; answers when the earliest failing
+    /// portal may be tried again. Fails only when the store does.
+    async fn deliver_all(
+        &self,
+        reg: &Registered,
+        failing: &mut HashMap<i64, Backoff>,
+    ) -> Result<Option<tokio::time::Instant>, DeliveryError> {
         let metrics = crate::telemetry::metrics::metrics();
         let outbox = self.store.admin_outbox(&reg.settings.name, None).await?;
-        let mut pending = outbox.len() as i64;
-        metrics.hook_pending(&reg.settings.name, pending);
+        metrics.hook_pending(&reg.settings.name, outbox.len() as i64);
+        let pending: std::collections::HashSet<i64> = outbox.iter().map(|(p, _)| *p).collect();
+        failing.retain(|portal, _| pending.contains(portal));
+        let now = tokio::time::Instant::now();
         for (portal, _) in outbox {
-            self.deliver_portal(reg, portal).await?;
-            pending -= 1;
-            metrics.hook_pending(&reg.settings.name, pending);
+            if failing.get(&portal).is_some_and(|b| b.retry_at > now) {
+                continue;
+            }
+            match self.deliver_portal(reg, portal).await {
+                Ok(()) => {
+                    failing.remove(&portal);
+                }
+                Err(err @ DeliveryError::Plugin { .. }) => {
+                    metrics.hook_failed(&reg.settings.name);
+                    let backoff = failing
+                        .entry(portal)
+                        .or_insert_with(|| Backoff::new(self.pacing.first_retry));
+                    backoff.failed(self.pacing.max_retry);
+                    tracing::warn!("{err}; retrying portal {portal} in {:?}", backoff.delay);
+                }
+                Err(err) => return Err(err),
+            }
         }
-        Ok(())
+        Ok(failing.values().map(|b| b.retry_at).min())
     }
 
     /// Delivers a portal's pending changes to one plugin, in order, recording
