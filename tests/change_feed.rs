@@ -243,6 +243,34 @@ async fn a_stream_stopping_at_the_head_ends_there_and_resumes(backend: &str) {
     );
 }
 
+/// Retention removes old changes in several bounded batches (6,000 changes
+/// here, batches of 5,000) and leaves the feed starting right after them.
+async fn retention_prunes_in_batches_up_to_the_cut(backend: &str) {
+    let (svc, store) = service(backend).await;
+    for batch in 0..3 {
+        let links: Vec<AssociationInput> =
+            (0..1_000).map(|n| link(1 + batch, 10_000 + n)).collect();
+        svc.create(pair(PORTAL, "deals", "contacts"), &links)
+            .await
+            .unwrap();
+    }
+    assert_eq!(svc.feed_head(PORTAL).await.unwrap(), 6_000);
+    svc.prune_feed(i64::MAX).await.unwrap();
+    let raw = association_service::store::connect(&store.url, 1)
+        .await
+        .unwrap();
+    assert_eq!(raw.feed_bounds(PORTAL).await.unwrap(), (6_000, 6_000));
+    svc.create(pair(PORTAL, "deals", "contacts"), &[link(9, 9)])
+        .await
+        .unwrap();
+    let mut from_beginning = svc
+        .watch_changes(PORTAL, FeedStart::Beginning)
+        .await
+        .unwrap();
+    let first = from_beginning.recv().await.unwrap().unwrap();
+    assert_eq!(first.changes[0].0.seq, 6_001, "nothing old is left to read");
+}
+
 async fn cursors_past_retention_are_refused(backend: &str) {
     let (svc, _store) = service(backend).await;
     svc.create(pair(PORTAL, "deals", "contacts"), &[link(1, 2)])
@@ -448,6 +476,7 @@ on_every_backend!(
     now_skips_history_and_cursors_resume_exactly,
     cursors_past_retention_are_refused,
     a_stream_stopping_at_the_head_ends_there_and_resumes,
+    retention_prunes_in_batches_up_to_the_cut,
 );
 
 /// Over gRPC a reader without a cursor must say where to start: an

@@ -6,7 +6,9 @@
 //! rows (which PostgreSQL may sort, a record at a time).
 mod common;
 
-use association_service::store::postgres::{page_statement, scan_statements, SCAN_SESSION};
+use association_service::store::postgres::{
+    page_statement, prune_statements, scan_statements, SCAN_SESSION,
+};
 use sqlx::Connection;
 
 /// A fresh database with 3 portals × 2 object types × 2,000 records × 5
@@ -148,6 +150,62 @@ async fn paged_batch_reads_loop_over_index_ranges() {
                 .iter()
                 .all(|c| c.contains("from_object_id = u.id") || c.contains("from_object_id = $")),
         "an index range that is not one record's\n{plan}"
+    );
+    let _ = conn.close().await;
+}
+
+/// Feed retention reads indexes only: each portal's cut is a range of
+/// association_changes_by_time, each batch a range of the primary key.
+#[tokio::test]
+async fn retention_reads_index_ranges() {
+    let mut conn = seeded().await;
+    sqlx::query(
+        "INSERT INTO association_feed_heads (portal_id, last_seq) SELECT p, 5000 FROM generate_series(1, 20) p
+         ON CONFLICT DO NOTHING",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("heads");
+    sqlx::query(
+        "INSERT INTO association_changes (portal_id, seq, kind, from_object_type, from_object_id,
+                                          to_object_type, to_object_id, category, type_id, changed_at_us)
+         SELECT p, s, 1, '0-1', s, '0-2', s, 1, 279, s * 1000
+         FROM generate_series(1, 20) p, generate_series(1, 5000) s",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("changes");
+    sqlx::query("ANALYZE association_changes")
+        .execute(&mut conn)
+        .await
+        .expect("analyze");
+    let [cuts, batch] = prune_statements();
+    let explain = |sql: &str| format!("EXPLAIN {sql}");
+    let plan = sqlx::query_scalar::<_, String>(&explain(cuts))
+        .bind(2_500_000i64)
+        .fetch_all(&mut conn)
+        .await
+        .expect("explain the cuts")
+        .join("\n");
+    assert!(
+        !plan.contains("Seq Scan on association_changes"),
+        "cuts scan the table\n{plan}"
+    );
+    assert!(
+        plan.contains("association_changes_by_time"),
+        "cuts use the time index\n{plan}"
+    );
+    let plan = sqlx::query_scalar::<_, String>(&explain(batch))
+        .bind(2i64)
+        .bind(2_500i64)
+        .bind(5_000i64)
+        .fetch_all(&mut conn)
+        .await
+        .expect("explain a batch")
+        .join("\n");
+    assert!(
+        !plan.contains("Seq Scan on association_changes"),
+        "a batch scans the table\n{plan}"
     );
     let _ = conn.close().await;
 }

@@ -111,6 +111,34 @@ const PAGES: &str = "SELECT u.n, a.to_object_id, a.category, a.type_id
           AND to_object_type = $3 AND to_object_id > u.after_id
         ORDER BY to_object_id, category, type_id LIMIT $6) a";
 
+/// Each portal's retention cut: the number of its newest change older than
+/// $1, one step into association_changes_by_time per portal (numbers follow
+/// commit order, so everything numbered up to it is about as old).
+const PRUNE_CUTS: &str = "SELECT h.portal_id, c.seq FROM association_feed_heads h
+    CROSS JOIN LATERAL (SELECT seq FROM association_changes
+                        WHERE portal_id = h.portal_id AND changed_at_us < $1 AND seq IS NOT NULL
+                        ORDER BY changed_at_us DESC LIMIT 1) c
+    WHERE c.seq > h.pruned_through";
+
+/// Removes up to $3 of portal $1's oldest changes through seq $2 (a range
+/// of the primary key) and moves the feed's pruned mark past them in the
+/// same statement; answers how many it removed.
+const PRUNE_BATCH: &str = "WITH gone AS (
+        DELETE FROM association_changes WHERE portal_id = $1 AND seq IN (
+            SELECT seq FROM association_changes WHERE portal_id = $1 AND seq <= $2
+            ORDER BY seq LIMIT $3)
+        RETURNING seq)
+    UPDATE association_feed_heads SET pruned_through = GREATEST(pruned_through, (SELECT max(seq) FROM gone))
+    WHERE portal_id = $1 RETURNING (SELECT count(*) FROM gone)";
+
+/// Changes removed per retention statement.
+const PRUNE_BATCH_ROWS: i64 = 5_000;
+
+/// The retention statements (for the plan test): the cuts, then a batch.
+pub fn prune_statements() -> [&'static str; 2] {
+    [PRUNE_CUTS, PRUNE_BATCH]
+}
+
 /// The paged batch read's statement (for the plan test).
 pub fn page_statement() -> &'static str {
     PAGES
@@ -719,17 +747,26 @@ impl Store for PostgresStore {
     async fn prune_changes(&self, older_than_us: i64) -> StoreResult<()> {
         // Number what has committed first, so retention sees every old change.
         sequence_portals(&self.pool, self.retry, CHANGE_FEED, None).await?;
-        sqlx::query(
-            "WITH cut AS (SELECT portal_id, max(seq) AS seq FROM association_changes
-                          WHERE changed_at_us < $1 AND seq IS NOT NULL GROUP BY portal_id),
-                  gone AS (DELETE FROM association_changes c USING cut
-                           WHERE c.portal_id = cut.portal_id AND c.seq <= cut.seq)
-             UPDATE association_feed_heads h SET pruned_through = GREATEST(h.pruned_through, cut.seq)
-             FROM cut WHERE h.portal_id = cut.portal_id",
-        )
-        .bind(older_than_us)
-        .execute(&self.pool)
-        .await?;
+        let cuts: Vec<(i64, i64)> = sqlx::query_as(PRUNE_CUTS)
+            .bind(older_than_us)
+            .fetch_all(&self.pool)
+            .await?;
+        for (portal, cut) in cuts {
+            // Bounded batches in key order, each its own short statement, so
+            // no writer or reader waits on a long delete.
+            loop {
+                let deleted: i64 = sqlx::query_scalar(PRUNE_BATCH)
+                    .bind(portal)
+                    .bind(cut)
+                    .bind(PRUNE_BATCH_ROWS)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .unwrap_or(0);
+                if deleted < PRUNE_BATCH_ROWS {
+                    break;
+                }
+            }
+        }
         Ok(())
     }
 

@@ -130,6 +130,9 @@ const PAGES: &str = "SELECT j.key, a.to_object_id, a.category, a.type_id
             AND to_object_type = ?3 AND to_object_id > j.value ->> 1
           ORDER BY to_object_id, category, type_id LIMIT 1 OFFSET ?5 - 1), 9223372036854775807)";
 
+/// Changes removed per retention transaction.
+const PRUNE_BATCH_ROWS: i64 = 5_000;
+
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
@@ -677,29 +680,56 @@ impl Store for SqliteStore {
     }
 
     async fn prune_changes(&self, older_than_us: i64) -> StoreResult<()> {
-        transaction!(
-            self.retry,
-            crate::store::begin(&self.pool, Some("BEGIN IMMEDIATE")),
-            is_busy,
-            |conn| {
-                sqlx::query(
-                "UPDATE association_feed_heads SET pruned_through = max(pruned_through, coalesce((
-                     SELECT max(c.seq) FROM association_changes c
-                     WHERE c.portal_id = association_feed_heads.portal_id AND c.changed_at_us < ?1), 0))",
-            )
-            .bind(older_than_us)
-            .execute(&mut *conn)
-            .await?;
-                sqlx::query(
-                    "DELETE FROM association_changes WHERE seq <= (
-                     SELECT h.pruned_through FROM association_feed_heads h
-                     WHERE h.portal_id = association_changes.portal_id)",
-                )
-                .execute(&mut *conn)
-                .await?;
-                Ok(())
-            }
+        // Each portal's cut: the number of its newest change older than the
+        // retention (one step into association_changes_by_time per portal).
+        let cuts: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT h.portal_id, (SELECT c.seq FROM association_changes c
+                                  WHERE c.portal_id = h.portal_id AND c.changed_at_us < ?1
+                                  ORDER BY c.changed_at_us DESC LIMIT 1) AS cut
+             FROM association_feed_heads h WHERE cut > h.pruned_through",
         )
+        .bind(older_than_us)
+        .fetch_all(&self.pool)
+        .await?;
+        for (portal, cut) in cuts {
+            // Bounded batches, each a short write of its own, so the one
+            // writer SQLite allows is never held for long.
+            loop {
+                let deleted = transaction!(
+                    self.retry,
+                    crate::store::begin(&self.pool, Some("BEGIN IMMEDIATE")),
+                    is_busy,
+                    |conn| {
+                        let gone: Vec<i64> = sqlx::query_scalar(
+                            "DELETE FROM association_changes WHERE portal_id = ?1 AND seq IN (
+                                 SELECT seq FROM association_changes WHERE portal_id = ?1 AND seq <= ?2
+                                 ORDER BY seq LIMIT ?3)
+                             RETURNING seq",
+                        )
+                        .bind(portal)
+                        .bind(cut)
+                        .bind(PRUNE_BATCH_ROWS)
+                        .fetch_all(&mut *conn)
+                        .await?;
+                        if let Some(last) = gone.iter().max() {
+                            sqlx::query(
+                                "UPDATE association_feed_heads SET pruned_through = max(pruned_through, ?2)
+                                 WHERE portal_id = ?1",
+                            )
+                            .bind(portal)
+                            .bind(last)
+                            .execute(&mut *conn)
+                            .await?;
+                        }
+                        Ok(gone.len() as i64)
+                    }
+                )?;
+                if deleted < PRUNE_BATCH_ROWS {
+                    break;
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn counter_drift(&self, portal: i64) -> StoreResult<u64> {
