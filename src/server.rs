@@ -345,7 +345,8 @@ const STORE_PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long streams ended at the grace period have to send their end.
 const STOPPING_TIME: Duration = Duration::from_secs(2);
 
-/// Removes change-feed entries past retention, every prune interval.
+/// Removes change-feed entries past retention, and the admin changes every
+/// plugin has acknowledged, every prune interval.
 async fn prune_feed_forever(service: Arc<AssociationService>, feed: FeedSettings) {
     let retention_us = (feed.retention_hours * 3_600_000_000) as i64;
     let mut interval = tokio::time::interval(Duration::from_secs(feed.prune_interval_secs));
@@ -358,6 +359,9 @@ async fn prune_feed_forever(service: Arc<AssociationService>, feed: FeedSettings
             - retention_us;
         if let Err(err) = service.prune_feed(cutoff).await {
             tracing::warn!("change feed pruning failed: {err}");
+        }
+        if let Err(err) = service.prune_admin_log().await {
+            tracing::warn!("admin change log pruning failed: {err}");
         }
     }
 }

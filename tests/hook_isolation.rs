@@ -1,7 +1,8 @@
 //! Plugin delivery isolation (both stores): a plugin that keeps failing
 //! for one portal still receives every other portal's admin changes at once
 //! and in order, and the failing portal's changes arrive, in order, once
-//! the plugin accepts them again.
+//! the plugin accepts them again; pruning the admin change log drops only
+//! what the plugin has acknowledged.
 mod common;
 
 use std::collections::HashSet;
@@ -97,7 +98,8 @@ async fn a_failing_portal_never_holds_up_the_others(backend: &str) {
     );
     let hooks = Arc::new(hooks);
     let dispatchers = hooks.spawn_dispatchers();
-    let svc = AssociationService::with_hooks(store, common::settings(10_000, 100), hooks);
+    let svc =
+        AssociationService::with_hooks(Arc::clone(&store), common::settings(10_000, 100), hooks);
 
     // Portal 1 keeps failing (its backoff grows towards a minute); portal
     // 2's changes, made after, each arrive at once.
@@ -117,6 +119,24 @@ async fn a_failing_portal_never_holds_up_the_others(backend: &str) {
             "portal 2's changes go out while portal 1 fails"
         );
     }
+    // The admin log keeps what the plugin has not acknowledged (portal 1's
+    // two changes) and drops what it has: at least portal 2's first two,
+    // whose marks were stored before the third went out.
+    let pruned = svc.prune_admin_log().await.unwrap();
+    let left = |portal: i64| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .admin_changes_after(portal, 0, 100)
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(left(1).await, 2, "unacknowledged changes stay");
+    assert!((2..=3).contains(&pruned), "pruned {pruned}");
+    assert_eq!(left(2).await as u64, 3 - pruned);
+
     // Portal 1 accepts again: its changes arrive in order on its next try.
     plugin.refusing.lock().unwrap().clear();
     change_limit(&svc, 2, 8, LimitMode::Update).await;

@@ -203,6 +203,20 @@ impl Hooks {
 
     /// Asks every plugin that wants this event; the first refusal (or a
     /// failing fail-closed plugin) refuses the change.
+    /// Removes the admin changes every registered plugin has acknowledged
+    /// (the log only feeds the plugins); answers how many.
+    pub async fn prune_log(&self) -> Result<u64, StoreError> {
+        let names: Vec<String> = self
+            .plugins
+            .iter()
+            .map(|r| r.settings.name.clone())
+            .collect();
+        if names.is_empty() {
+            return Ok(0);
+        }
+        self.store.prune_admin_log(&names).await
+    }
+
     /// Whether any plugin is asked about `event` before it commits.
     pub fn validates(&self, event: AdminEvent) -> bool {
         self.plugins.iter().any(|reg| reg.settings.wants(event))

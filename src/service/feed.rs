@@ -41,6 +41,12 @@ impl AssociationService {
         Ok(self.store.prune_changes(older_than_us).await?)
     }
 
+    /// Removes the admin changes every plugin has acknowledged; answers how
+    /// many.
+    pub async fn prune_admin_log(&self) -> ServiceResult<u64> {
+        Ok(self.hooks.prune_log().await?)
+    }
+
     /// Streams every committed change of a portal after `start`, in commit
     /// order, then waits for more until the receiver is dropped. Each chunk's
     /// cursor resumes right after it.

@@ -464,6 +464,11 @@ pub trait Store: Send + Sync {
         change: &AdminChange,
     ) -> StoreResult<u64>;
 
+    /// Removes each portal's admin changes that every plugin of `plugins`
+    /// has acknowledged; answers how many. Nothing goes while one of them
+    /// has not acknowledged any change of the portal.
+    async fn prune_admin_log(&self, plugins: &[String]) -> StoreResult<u64>;
+
     /// Portals (all, or only `portal`) with admin changes `plugin` has not
     /// acknowledged, each with the last change it did acknowledge.
     async fn admin_outbox(&self, plugin: &str, portal: Option<i64>)

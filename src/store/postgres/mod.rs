@@ -522,6 +522,22 @@ impl Store for PostgresStore {
         )
     }
 
+    async fn prune_admin_log(&self, plugins: &[String]) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "WITH floor AS (
+                 SELECT h.portal_id, min(COALESCE(d.delivered_seq, 0)) AS seq
+                 FROM admin_change_heads h CROSS JOIN unnest($1::text[]) AS p(name)
+                 LEFT JOIN admin_hook_deliveries d ON d.portal_id = h.portal_id AND d.plugin = p.name
+                 GROUP BY h.portal_id)
+             DELETE FROM admin_changes a USING floor f
+             WHERE a.portal_id = f.portal_id AND a.seq <= f.seq",
+        )
+        .bind(plugins)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn admin_outbox(
         &self,
         plugin: &str,

@@ -461,6 +461,27 @@ impl Store for SqliteStore {
         )
     }
 
+    async fn prune_admin_log(&self, plugins: &[String]) -> StoreResult<u64> {
+        let names = serde_json::to_string(plugins).expect("names serialize");
+        transaction!(
+            self.retry,
+            crate::store::begin(&self.pool, Some("BEGIN IMMEDIATE")),
+            is_busy,
+            |conn| {
+                let done = sqlx::query(
+                    "DELETE FROM admin_changes WHERE seq <= (
+                         SELECT min(coalesce(d.delivered_seq, 0)) FROM json_each(?1) p
+                         LEFT JOIN admin_hook_deliveries d
+                           ON d.portal_id = admin_changes.portal_id AND d.plugin = p.value)",
+                )
+                .bind(&names)
+                .execute(&mut *conn)
+                .await?;
+                Ok(done.rows_affected())
+            }
+        )
+    }
+
     async fn admin_outbox(
         &self,
         plugin: &str,
