@@ -345,3 +345,22 @@ async fn migrate_says_what_it_applied_and_postgres_notices_stay_quiet() {
         );
     }
 }
+
+/// Migrations run without the calls' statement timeout (an index build on
+/// a large table may take minutes): they apply with a 1 ms one set.
+#[tokio::test]
+async fn migrations_ignore_the_statement_timeout() {
+    let url = common::fresh_postgres_database().await;
+    let (code, log) = run(
+        &[
+            ("ASSOC__STORE__URL", url.as_str()),
+            ("ASSOC__STORE__STATEMENT_TIMEOUT_MS", "1"),
+        ],
+        None,
+    );
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.contains("applied migration 20261203000009 changes by time"),
+        "{log}"
+    );
+}

@@ -47,6 +47,8 @@ pub struct PostgresStore {
     /// that stall can never take connections from writes and unary reads.
     scan_pool: PgPool,
     retry: RetryPolicy,
+    /// How to connect, without the calls' statement timeout (migrations).
+    options: PgConnectOptions,
 }
 
 impl PostgresStore {
@@ -76,6 +78,7 @@ impl PostgresStore {
             .await?;
         // A stream's statement runs as long as its client reads: not slow.
         let scan_options = options
+            .clone()
             .log_slow_statements(log::LevelFilter::Off, Duration::MAX)
             .options(scans::SESSION.iter().copied());
         let scan_pool = pool_options()
@@ -85,6 +88,7 @@ impl PostgresStore {
             pool,
             scan_pool,
             retry: store.retry,
+            options,
         })
     }
 }
@@ -161,7 +165,15 @@ impl Store for PostgresStore {
         // sqlx holds a PostgreSQL advisory lock while migrating, so replicas
         // starting together apply each migration once.
         let migrator = sqlx::migrate!("./migrations/postgres");
-        migrator.run(&self.pool).await?;
+        // On a connection of its own, without the calls' statement timeout:
+        // building an index on a large table takes as long as it takes.
+        let own = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(self.options.clone())
+            .await?;
+        let ran = migrator.run(&own).await;
+        own.close().await;
+        ran?;
         Ok(crate::store::newly_applied(&migrator, &before))
     }
 
