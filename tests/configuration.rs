@@ -129,6 +129,29 @@ fn a_bad_value_says_what_the_key_accepts_and_where_it_was_set() {
     );
 }
 
+/// What the loader itself refuses (a missing field, a value of the wrong
+/// kind inside a table) is said in plain words too.
+#[test]
+fn missing_fields_and_wrong_kinds_are_plain_words() {
+    let loader = |text: &str| {
+        let (code, stderr) = run(&[], Some(text));
+        assert_eq!(code, Some(2), "{stderr}");
+        stderr
+    };
+    assert_eq!(
+        loader("[auth.jwt]\naudience = \"x\"\n"),
+        "association-service: cannot read configuration: auth.jwt.issuer is missing"
+    );
+    assert_eq!(
+        loader("[[hooks.plugins]]\nname = \"p\"\n"),
+        "association-service: cannot read configuration: endpoint of [[hooks.plugins]] table 1 is missing"
+    );
+    assert_eq!(
+        loader("[[auth.tokens]]\nname = \"a\"\nsha256 = \"00\"\nportals = \"x\"\nroles = [\"read\"]\n"),
+        "association-service: cannot read configuration: portals of [[auth.tokens]] table 1 must be a list, e.g. [\"a\", \"b\"], not \"x\""
+    );
+}
+
 #[test]
 fn the_config_file_may_come_from_assoc_config() {
     let dir = tempfile::tempdir().unwrap();

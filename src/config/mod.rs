@@ -315,7 +315,7 @@ impl Default for TelemetrySettings {
 /// A configuration that cannot be used, with the reason.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read configuration: {0}")]
+    #[error("cannot read configuration: {}", plain_load_error(.0))]
     Load(#[from] config::ConfigError),
     #[error("invalid configuration: {0}")]
     Invalid(String),
@@ -452,6 +452,64 @@ impl HookSettings {
             max_retry: std::time::Duration::from_millis(self.retry_max_ms),
             poll: std::time::Duration::from_millis(self.poll_interval_ms),
         }
+    }
+}
+
+/// A loader error in plain words: "X is missing", "X must be a list, not
+/// "x"", with table entries named as the file writes them.
+fn plain_load_error(err: &config::ConfigError) -> String {
+    let text = err.to_string();
+    if let Some(key) = text
+        .strip_prefix("missing configuration field \"")
+        .and_then(|rest| rest.strip_suffix('"'))
+    {
+        return format!("{} is missing", plain_key(key));
+    }
+    let typed = text.strip_prefix("invalid type: ").and_then(|rest| {
+        let (found, rest) = rest.split_once(", expected ")?;
+        let (expected, rest) = rest.split_once(" for key `")?;
+        let (key, rest) = rest.split_once('`')?;
+        Some((found, expected, key, rest))
+    });
+    if let Some((found, expected, key, rest)) = typed {
+        let expected = match expected {
+            "a sequence" => "a list, e.g. [\"a\", \"b\"]",
+            "a map" => "a table",
+            "a string" => "text",
+            "a boolean" => "true or false",
+            other if other.contains("int") || other.starts_with('u') || other.starts_with('i') => {
+                "a whole number"
+            }
+            other => other,
+        };
+        let found = found
+            .split_once(' ')
+            .map(|(_, value)| value.trim_matches('`'))
+            .unwrap_or(found);
+        let found = match found {
+            "sequence" => "a list",
+            "map" => "a table",
+            other => other,
+        };
+        return format!("{} must be {expected}, not {found}{rest}", plain_key(key));
+    }
+    text
+}
+
+/// `hooks.plugins[0]endpoint` as "endpoint of [[hooks.plugins]] table 1".
+fn plain_key(key: &str) -> String {
+    let Some((array, rest)) = key.split_once('[') else {
+        return key.to_string();
+    };
+    let Some((index, field)) = rest.split_once(']') else {
+        return key.to_string();
+    };
+    let number = index.parse::<usize>().map(|i| i + 1).unwrap_or(0);
+    let field = field.trim_start_matches('.');
+    if field.is_empty() {
+        format!("[[{array}]] table {number}")
+    } else {
+        format!("{field} of [[{array}]] table {number}")
     }
 }
 
