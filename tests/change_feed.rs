@@ -255,11 +255,24 @@ async fn retention_prunes_in_batches_up_to_the_cut(backend: &str) {
             .unwrap();
     }
     assert_eq!(svc.feed_head(PORTAL).await.unwrap(), 6_000);
+    // A cutoff between two writes keeps the later one.
+    let between = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    svc.create(pair(PORTAL, "deals", "contacts"), &[link(8, 8)])
+        .await
+        .unwrap();
+    svc.prune_feed(between).await.unwrap();
+    let raw_store = association_service::store::connect(&store.url, 1)
+        .await
+        .unwrap();
+    assert_eq!(raw_store.feed_bounds(PORTAL).await.unwrap(), (6_000, 6_002));
     svc.prune_feed(i64::MAX).await.unwrap();
     let raw = association_service::store::connect(&store.url, 1)
         .await
         .unwrap();
-    assert_eq!(raw.feed_bounds(PORTAL).await.unwrap(), (6_000, 6_000));
+    assert_eq!(raw.feed_bounds(PORTAL).await.unwrap(), (6_002, 6_002));
     svc.create(pair(PORTAL, "deals", "contacts"), &[link(9, 9)])
         .await
         .unwrap();
@@ -268,7 +281,7 @@ async fn retention_prunes_in_batches_up_to_the_cut(backend: &str) {
         .await
         .unwrap();
     let first = from_beginning.recv().await.unwrap().unwrap();
-    assert_eq!(first.changes[0].0.seq, 6_001, "nothing old is left to read");
+    assert_eq!(first.changes[0].0.seq, 6_003, "nothing old is left to read");
 }
 
 async fn cursors_past_retention_are_refused(backend: &str) {

@@ -154,8 +154,8 @@ async fn paged_batch_reads_loop_over_index_ranges() {
     let _ = conn.close().await;
 }
 
-/// Feed retention reads indexes only: each portal's cut is a range of
-/// association_changes_by_time, each batch a range of the primary key.
+/// Feed retention reads indexes only: each probe of a portal's cut is one
+/// key lookup, each batch a range of the key.
 #[tokio::test]
 async fn retention_reads_index_ranges() {
     let mut conn = seeded().await;
@@ -179,21 +179,22 @@ async fn retention_reads_index_ranges() {
         .execute(&mut conn)
         .await
         .expect("analyze");
-    let [cuts, batch] = prune_statements();
+    let [probe, batch] = prune_statements();
     let explain = |sql: &str| format!("EXPLAIN {sql}");
-    let plan = sqlx::query_scalar::<_, String>(&explain(cuts))
-        .bind(2_500_000i64)
+    let plan = sqlx::query_scalar::<_, String>(&explain(probe))
+        .bind(2i64)
+        .bind(2_500i64)
         .fetch_all(&mut conn)
         .await
-        .expect("explain the cuts")
+        .expect("explain the probe")
         .join("\n");
     assert!(
-        !plan.contains("Seq Scan on association_changes"),
-        "cuts scan the table\n{plan}"
+        !plan.contains("Seq Scan"),
+        "the probe scans the table\n{plan}"
     );
     assert!(
-        plan.contains("association_changes_by_time"),
-        "cuts use the time index\n{plan}"
+        plan.contains("association_changes_by_seq"),
+        "the probe is a key lookup\n{plan}"
     );
     let plan = sqlx::query_scalar::<_, String>(&explain(batch))
         .bind(2i64)

@@ -115,14 +115,17 @@ const PAGES: &str = "SELECT u.n, a.to_object_id, a.category, a.type_id
           AND to_object_type = $3 AND to_object_id > u.after_id
         ORDER BY to_object_id, category, type_id LIMIT $6) a";
 
-/// Each portal's retention cut: the number of its newest change older than
-/// $1, one step into association_changes_by_time per portal (numbers follow
-/// commit order, so everything numbered up to it is about as old).
-const PRUNE_CUTS: &str = "SELECT h.portal_id, c.seq FROM association_feed_heads h
-    CROSS JOIN LATERAL (SELECT seq FROM association_changes
-                        WHERE portal_id = h.portal_id AND changed_at_us < $1 AND seq IS NOT NULL
-                        ORDER BY changed_at_us DESC LIMIT 1) c
-    WHERE c.seq > h.pruned_through";
+/// Portals with numbered changes retention has not reached: (portal, the
+/// last change pruned, the last change numbered).
+const PRUNE_PORTALS: &str = "SELECT portal_id, pruned_through, last_seq FROM association_feed_heads
+    WHERE last_seq > pruned_through";
+
+/// When change $2 of portal $1 was made: one primary-key lookup, the probe
+/// of retention's binary search for each portal's cut (numbers follow
+/// commit order, so times grow with them), which needs no index on time:
+/// every change written would pay for one.
+const CHANGE_TIME: &str =
+    "SELECT changed_at_us FROM association_changes WHERE portal_id = $1 AND seq = $2";
 
 /// Removes up to $3 of portal $1's oldest changes through seq $2 (a range
 /// of the primary key) and moves the feed's pruned mark past them in the
@@ -138,9 +141,9 @@ const PRUNE_BATCH: &str = "WITH gone AS (
 /// Changes removed per retention statement.
 const PRUNE_BATCH_ROWS: i64 = 5_000;
 
-/// The retention statements (for the plan test): the cuts, then a batch.
+/// The retention statements (for the plan test): the probe, then a batch.
 pub fn prune_statements() -> [&'static str; 2] {
-    [PRUNE_CUTS, PRUNE_BATCH]
+    [CHANGE_TIME, PRUNE_BATCH]
 }
 
 /// The paged batch read's statement (for the plan test).
@@ -775,11 +778,29 @@ impl Store for PostgresStore {
     async fn prune_changes(&self, older_than_us: i64) -> StoreResult<()> {
         // Number what has committed first, so retention sees every old change.
         sequence_portals(&self.pool, self.retry, CHANGE_FEED, None).await?;
-        let cuts: Vec<(i64, i64)> = sqlx::query_as(PRUNE_CUTS)
-            .bind(older_than_us)
-            .fetch_all(&self.pool)
-            .await?;
-        for (portal, cut) in cuts {
+        let portals: Vec<(i64, i64, i64)> =
+            sqlx::query_as(PRUNE_PORTALS).fetch_all(&self.pool).await?;
+        for (portal, pruned, last) in portals {
+            // The last change older than the cutoff, by binary search over
+            // the numbers (a change already gone counts as old).
+            let (mut old, mut young) = (pruned, last);
+            while old < young {
+                let mid = old + (young - old + 1) / 2;
+                let made: Option<i64> = sqlx::query_scalar(CHANGE_TIME)
+                    .bind(portal)
+                    .bind(mid)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                if made.is_none_or(|at| at < older_than_us) {
+                    old = mid;
+                } else {
+                    young = mid - 1;
+                }
+            }
+            let cut = old;
+            if cut <= pruned {
+                continue;
+            }
             // Bounded batches in key order, each its own short statement, so
             // no writer or reader waits on a long delete.
             loop {
