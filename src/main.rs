@@ -52,6 +52,12 @@ enum Command {
     #[command(after_help = "Example:\n  \
         ASSOC__STORE__URL=postgres://postgres@127.0.0.1/associations association-service migrate")]
     Migrate,
+    /// Checks every invariant of the configured store in one snapshot (a live
+    /// PostgreSQL included): inverse rows, counters, primaries, types, the
+    /// change feed and the admin log. Prints each check; exits 1 on a violation.
+    #[command(after_help = "Example:\n  \
+        ASSOC__STORE__URL=postgres://postgres@127.0.0.1/associations association-service verify")]
+    Verify,
     /// Asks a running service's gRPC health check; exits 0 when it serves,
     /// 1 when it answers that it does not, 69 when it cannot be reached.
     #[command(after_help = "Example:\n  \
@@ -139,8 +145,12 @@ enum Failure {
     Server(#[from] server::ServerError),
     #[error(transparent)]
     Transfer(#[from] transfer::TransferError),
+    #[error("cannot verify the store: {0}")]
+    Verify(#[from] association_service::service::ServiceError),
     #[error("{} failed", transfer::rows(*.count))]
     RowsFailed { count: u64 },
+    #[error("{failed} of {checks} checks found violations")]
+    Violations { failed: usize, checks: usize },
     #[error("the service reports {status}")]
     NotServing { status: String },
 }
@@ -150,7 +160,10 @@ impl Failure {
         match self {
             Failure::Server(err) => err.kind(),
             Failure::Transfer(err) => err.kind(),
-            Failure::RowsFailed { .. } | Failure::NotServing { .. } => ErrorKind::InvalidArgument,
+            Failure::RowsFailed { .. }
+            | Failure::NotServing { .. }
+            | Failure::Violations { .. } => ErrorKind::InvalidArgument,
+            Failure::Verify(err) => err.kind(),
         }
     }
 }
@@ -201,6 +214,28 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Migrate => {
                 server::open_store(&settings).await?;
+            }
+            Command::Verify => {
+                let store = server::connect_store(&settings).await?;
+                eprintln!(
+                    "verifying the {} store at {} (one snapshot)",
+                    store.backend(),
+                    association_service::config::redacted_url(&settings.store.url)
+                );
+                let reports = association_service::service::verify_store(store.as_ref()).await?;
+                for report in &reports {
+                    for line in report.lines() {
+                        println!("{line}");
+                    }
+                }
+                let failed = reports.iter().filter(|r| !r.passed()).count();
+                if failed > 0 {
+                    return Err(Failure::Violations {
+                        failed,
+                        checks: reports.len(),
+                    });
+                }
+                eprintln!("all {} checks passed", reports.len());
             }
             Command::Health { server, service } => {
                 let status = transfer::health(&connect(server, None), &service).await?;

@@ -84,16 +84,24 @@ pub struct Listeners {
     pub metrics: Option<TcpListener>,
 }
 
+/// Opens the configured store as it is, without migrating it.
+pub async fn connect_store(settings: &Settings) -> Result<Arc<dyn store::Store>, ServerError> {
+    let url = &settings.store.url;
+    store::connect_with(url, &settings.store.options())
+        .await
+        .map_err(|source| ServerError::Store {
+            url: redacted_url(url),
+            source,
+        })
+}
+
 /// Opens the configured store and applies its migrations.
 pub async fn open_store(settings: &Settings) -> Result<Arc<dyn store::Store>, ServerError> {
-    let url = &settings.store.url;
+    let store = connect_store(settings).await?;
     let wrap = |source| ServerError::Store {
-        url: redacted_url(url),
+        url: redacted_url(&settings.store.url),
         source,
     };
-    let store = store::connect_with(url, &settings.store.options())
-        .await
-        .map_err(wrap)?;
     let applied = store.migrate().await.map_err(wrap)?;
     for migration in &applied {
         tracing::info!("applied migration {migration}");

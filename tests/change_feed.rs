@@ -268,6 +268,7 @@ async fn retention_prunes_in_batches_up_to_the_cut(backend: &str) {
         .await
         .unwrap();
     assert_eq!(raw_store.feed_bounds(PORTAL).await.unwrap(), (6_000, 6_002));
+    common::assert_verified(raw_store.as_ref(), &format!("{backend}: after retention")).await;
     svc.prune_feed(i64::MAX).await.unwrap();
     let raw = association_service::store::connect(&store.url, 1)
         .await
@@ -282,6 +283,11 @@ async fn retention_prunes_in_batches_up_to_the_cut(backend: &str) {
         .unwrap();
     let first = from_beginning.recv().await.unwrap().unwrap();
     assert_eq!(first.changes[0].0.seq, 6_003, "nothing old is left to read");
+    common::assert_verified(
+        raw.as_ref(),
+        &format!("{backend}: everything pruned, one change since"),
+    )
+    .await;
 }
 
 async fn cursors_past_retention_are_refused(backend: &str) {

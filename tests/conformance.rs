@@ -10,7 +10,7 @@ use association_service::domain::{Category, DomainError, LimitSource, TypeKey};
 use association_service::service::{
     AssociationInput, AssociationService, BatchOutcome, HeldAssociation, PortalPair, ServiceError,
 };
-use common::{pair, types};
+use common::{hs, input, pair, types};
 
 /// Each test gets its own store; this is the portal most of them use.
 const PORTAL: i64 = 101;
@@ -27,21 +27,6 @@ async fn fixture(backend: &str) -> Fixture {
     let settings = common::settings(CEILING, 3);
     let (svc, store) = common::service(backend, settings).await;
     Fixture { svc, _store: store }
-}
-
-fn hs(type_id: i32) -> TypeKey {
-    TypeKey {
-        category: Category::HubspotDefined,
-        type_id,
-    }
-}
-
-fn input(from_id: i64, to_id: i64, types: &[TypeKey]) -> AssociationInput {
-    AssociationInput {
-        from_id,
-        to_id,
-        types: types.to_vec(),
-    }
 }
 
 impl Fixture {
@@ -155,6 +140,10 @@ impl Fixture {
                 "counters drifted in portal {portal}"
             );
         }
+        common::assert_sound(
+            &self.svc.verify().await.expect("the store checker runs"),
+            "conformance",
+        );
     }
 }
 

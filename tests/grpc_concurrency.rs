@@ -130,6 +130,7 @@ async fn assert_counters_exact(server: &TestServer) {
         0,
         "stored counters must equal real counts"
     );
+    common::assert_verified(store.as_ref(), "after the concurrent clients").await;
 }
 
 async fn one_record_filled_by_many_clients(backend: &str) {

@@ -1555,6 +1555,11 @@ async fn sequential(backend: &str) {
                 0,
                 "MODEL_CHECK_SEED={seed} ({backend}): counters differ from real counts after operation {n} {op:?}"
             );
+            common::assert_verified(
+                store.as_ref(),
+                &format!("MODEL_CHECK_SEED={seed} ({backend}) after operation {n} {op:?}"),
+            )
+            .await;
         }
     }
     let head = store.feed_bounds(PORTAL).await.unwrap().1;
@@ -1746,6 +1751,11 @@ async fn concurrent(backend: &str) {
             0,
             "MODEL_CHECK_SEED={seed} ({backend}) round {round}: counters differ from real counts"
         );
+        common::assert_verified(
+            store.as_ref(),
+            &format!("MODEL_CHECK_SEED={seed} ({backend}) round {round}"),
+        )
+        .await;
         // Limits held all round: a record may sit above one only by what it
         // held when the round began.
         for ((obj, id, key), n) in counts(&after) {

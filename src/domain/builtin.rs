@@ -397,3 +397,19 @@ pub fn allocated_unlabeled(a: ObjectType, b: ObjectType, first_id: i32) -> Vec<T
     }
     defs
 }
+
+/// Every HubSpot-defined type of every pair, both directions.
+pub fn every_builtin_definition() -> Vec<TypeDef> {
+    let mut pairs: Vec<(ObjectType, ObjectType)> = Vec::new();
+    for &(a, b, ..) in BUILTIN {
+        for pair in [(a, b), (b, a)] {
+            if !pairs.contains(&pair) {
+                pairs.push(pair);
+            }
+        }
+    }
+    pairs
+        .into_iter()
+        .flat_map(|(from, to)| builtin_definitions(from, to))
+        .collect()
+}

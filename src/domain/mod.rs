@@ -11,6 +11,7 @@ pub mod merge;
 pub mod object_type;
 pub mod plan;
 pub mod types;
+pub mod verify;
 
 pub use error::{DomainError, ErrorKind, LimitSource, LimitViolation};
 pub use object_type::ObjectType;

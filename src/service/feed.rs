@@ -132,6 +132,11 @@ impl AssociationService {
         check_portal(portal)?;
         Ok(self.store.counter_drift(portal).await?)
     }
+
+    /// Checks every invariant of the store (see `verify_store`).
+    pub async fn verify(&self) -> ServiceResult<Vec<crate::domain::verify::CheckReport>> {
+        super::verify_store(self.store.as_ref()).await
+    }
 }
 
 /// A portal's changes after `seq`, following new ones as they commit.

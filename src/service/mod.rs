@@ -42,6 +42,14 @@ pub use pages::{AssociationPage, PageInput, Record, RecordPage, MAX_PAGE_SIZE};
 
 use cursor::{fingerprint, CursorCodec};
 
+/// Checks every invariant of a store (`association-service verify`), one
+/// report per check, all judged in one snapshot.
+pub async fn verify_store(
+    store: &dyn Store,
+) -> ServiceResult<Vec<crate::domain::verify::CheckReport>> {
+    store.verify().await.map_err(ServiceError::Store)
+}
+
 /// Most inputs one write call may carry.
 pub const MAX_WRITE_INPUTS: usize = 2_000;
 

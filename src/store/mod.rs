@@ -36,6 +36,7 @@ mod retry;
 mod flows;
 pub mod postgres;
 pub mod sqlite;
+pub mod verify;
 
 pub(crate) use flows::*;
 
@@ -515,6 +516,10 @@ pub trait Store: Send + Sync {
     /// How many counters differ from the real number of associations
     /// (0 unless something is badly wrong).
     async fn counter_drift(&self, portal: i64) -> StoreResult<u64>;
+
+    /// Checks every invariant of the stored data in one read-only snapshot
+    /// (a live store is judged at one instant), one report per check.
+    async fn verify(&self) -> StoreResult<Vec<crate::domain::verify::CheckReport>>;
 }
 
 /// Opens the store a URL names (`postgres://…` or `sqlite://…`) with the

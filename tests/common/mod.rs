@@ -784,3 +784,47 @@ impl ServerProcess {
         assert!(status.success(), "SIGTERM sent");
     }
 }
+
+/// Runs the store checker (`association-service verify`'s checks) and fails
+/// with every violation it reports.
+pub async fn assert_verified(store: &dyn Store, context: &str) {
+    assert_sound(
+        &store.verify().await.expect("the store checker runs"),
+        context,
+    );
+}
+
+/// Fails with every violation the store checker's reports hold.
+pub fn assert_sound(reports: &[association_service::domain::verify::CheckReport], context: &str) {
+    let failures: Vec<String> = reports
+        .iter()
+        .filter(|r| !r.passed())
+        .flat_map(|r| r.lines())
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{context}: the store checker found violations:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// A HubSpot-defined type.
+pub fn hs(type_id: i32) -> association_service::domain::TypeKey {
+    association_service::domain::TypeKey {
+        category: association_service::domain::Category::HubspotDefined,
+        type_id,
+    }
+}
+
+/// One association to create: `from_id` to `to_id` with `types`.
+pub fn input(
+    from_id: i64,
+    to_id: i64,
+    types: &[association_service::domain::TypeKey],
+) -> association_service::service::AssociationInput {
+    association_service::service::AssociationInput {
+        from_id,
+        to_id,
+        types: types.to_vec(),
+    }
+}

@@ -834,4 +834,24 @@ impl Store for PostgresStore {
         .await?;
         Ok(drift as u64)
     }
+
+    async fn verify(&self) -> StoreResult<Vec<crate::domain::verify::CheckReport>> {
+        // A connection of its own, without the calls' statement timeout,
+        // in one read-only snapshot: writers go on and are not judged.
+        let mut conn = PgConnection::connect_with(&self.options).await?;
+        sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut conn)
+            .await?;
+        let reports = crate::store::verify::run::<sqlx::Postgres>(&mut conn, &VERIFY_DIALECT).await;
+        let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
+        let _ = conn.close().await;
+        reports
+    }
 }
+
+/// The checker's ordering: change ids follow commit order per key (a
+/// change to a row is written only once the one before it committed).
+pub const VERIFY_DIALECT: crate::store::verify::Dialect = crate::store::verify::Dialect {
+    change_order: "id",
+    admin_order: "seq NULLS LAST, id",
+};

@@ -768,4 +768,18 @@ impl Store for SqliteStore {
         .await?;
         Ok(drift as u64)
     }
+
+    async fn verify(&self) -> StoreResult<Vec<crate::domain::verify::CheckReport>> {
+        // One deferred transaction reads one snapshot (WAL): the writer goes on.
+        let mut tx = crate::store::begin(&self.pool, None).await?;
+        let reports = crate::store::verify::run::<sqlx::Sqlite>(&mut tx, &VERIFY_DIALECT).await;
+        tx.rollback().await?;
+        reports
+    }
 }
+
+/// The checker's ordering: changes are numbered as they are written.
+const VERIFY_DIALECT: crate::store::verify::Dialect = crate::store::verify::Dialect {
+    change_order: "seq",
+    admin_order: "seq",
+};
