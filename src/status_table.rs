@@ -93,6 +93,10 @@ mod tests {
             answer(StoreError::Database(sqlx::Error::Io(io))),
             unavailable
         );
+        assert_eq!(
+            answer(StoreError::Unreachable("pool timed out".into())),
+            unavailable
+        );
         assert_eq!(answer(StoreError::Corrupt("bad row".into())), internal);
         assert_eq!(
             answer(StoreError::Database(sqlx::Error::Protocol(

@@ -5,7 +5,7 @@
 //! sets the number of kills (3 by default; the long run uses more).
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use association_service::proto::association_write_client::AssociationWriteClient;
@@ -14,7 +14,6 @@ use association_service::proto::{
     MergeObjectsRequest,
 };
 use common::ServerProcess;
-use sqlx::Connection;
 use tokio::sync::watch;
 
 const PORTAL: i64 = 1;
@@ -89,26 +88,6 @@ struct Ledger {
     imports_acked: BTreeSet<i64>,
     merges_tried: BTreeSet<(i64, i64)>,
     merges_acked: BTreeSet<(i64, i64)>,
-}
-
-/// Records each from-record is associated with, read from the tables.
-async fn associated_records(url: &str) -> HashMap<(String, i64), i64> {
-    const COUNTS: &str = "SELECT from_object_type, from_object_id, CAST(count(DISTINCT to_object_id) AS BIGINT)
-        FROM associations WHERE portal_id = 1 GROUP BY from_object_type, from_object_id";
-    let rows: Vec<(String, i64, i64)> = if url.starts_with("sqlite:") {
-        let mut conn = sqlx::SqliteConnection::connect(url).await.expect("sqlite");
-        sqlx::query_as(COUNTS)
-            .fetch_all(&mut conn)
-            .await
-            .expect("counts")
-    } else {
-        let mut conn = sqlx::PgConnection::connect(url).await.expect("postgres");
-        sqlx::query_as(COUNTS)
-            .fetch_all(&mut conn)
-            .await
-            .expect("counts")
-    };
-    rows.into_iter().map(|(t, id, n)| ((t, id), n)).collect()
 }
 
 /// One cycle: start, prepare the merges, run the clients, kill -9 once
@@ -239,9 +218,9 @@ async fn kill_9_loses_no_acknowledged_write(backend: &str) {
     }
     // Restarts on what the last kill left.
     let server = ServerProcess::start(&store.url, &[]).await;
-    let rows = associated_records(&store.url).await;
+    let rows = common::associated_records(&store.url).await;
     let held = |t: &str, id: i64| rows.get(&(t.to_string(), id)).copied().unwrap_or(0);
-    let ledger = ledger.lock().unwrap();
+    let ledger = std::mem::take(&mut *ledger.lock().unwrap());
     assert!(ledger.batches_acked.len() >= KILL_AFTER_BATCHES * cycles() as usize);
     for &deal in &ledger.batches_sent {
         let n = held("0-3", deal);

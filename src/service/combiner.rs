@@ -3,7 +3,10 @@
 //! for it to end and then go together, in arrival order, as the next one —
 //! one lock round and one commit for all. Each call's items are planned as
 //! if the calls had run one after another. Nothing waits on a timer: a call
-//! that finds its pair idle is written at once.
+//! that finds its pair idle is written at once. When a transaction fails
+//! because the database cannot be reached, its calls and those queued
+//! behind it are all answered so at once, instead of each waiting out the
+//! pool's acquire timeout in turn.
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 use crate::domain::plan::{CreateItem, ItemOutcome, WriteContext};
-use crate::domain::{DomainError, ObjectType, PairCatalog};
+use crate::domain::{DomainError, ErrorKind, ObjectType, PairCatalog};
 use crate::store::{Store, StoreError, StoreResult};
 
 type PairKey = (i64, ObjectType, ObjectType);
@@ -189,8 +192,25 @@ impl Writer {
         self.transactions.fetch_add(1, Ordering::Relaxed);
         let ctx = self.context(&call.catalog);
         let outcome = self.store.create_associations(&ctx, &call.items).await;
+        let unreachable = unreachable(&outcome);
         // A caller that went away has nobody to tell.
         let _ = call.reply.send(outcome);
+        if let Some(why) = unreachable {
+            self.fail_waiting(&why);
+        }
+    }
+
+    /// Answers every call queued now: the database cannot be reached.
+    fn fail_waiting(&self, why: &str) {
+        let waiting: Vec<Pending> = lock(&self.queues)
+            .get_mut(&self.key)
+            .map(std::mem::take)
+            .unwrap_or_default();
+        for call in waiting {
+            let _ = call
+                .reply
+                .send(Err(StoreError::Unreachable(why.to_string())));
+        }
     }
 
     async fn write(&self, mut batch: Vec<Pending>) {
@@ -208,6 +228,13 @@ impl Writer {
                     let _ = call.reply.send(Ok(mine));
                 }
             }
+            Err(err) if err.kind() == ErrorKind::Unavailable => {
+                let why = err.to_string();
+                for call in batch {
+                    let _ = call.reply.send(Err(StoreError::Unreachable(why.clone())));
+                }
+                self.fail_waiting(&why);
+            }
             Err(_) => {
                 // The shared transaction failed as a whole: each call runs
                 // alone, so each gets its own answer.
@@ -216,5 +243,13 @@ impl Writer {
                 }
             }
         }
+    }
+}
+
+/// Why an outcome says the database cannot be reached, if it does.
+fn unreachable<T>(outcome: &StoreResult<T>) -> Option<String> {
+    match outcome {
+        Err(err) if err.kind() == ErrorKind::Unavailable => Some(err.to_string()),
+        _ => None,
     }
 }

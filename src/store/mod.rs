@@ -67,6 +67,10 @@ pub enum StoreError {
         elapsed_ms: u64,
         last: String,
     },
+    /// The database could not be reached for an earlier attempt that this
+    /// call waited behind (the create combiner answers its queue with it).
+    #[error("the database cannot be reached: {0}")]
+    Unreachable(String),
     /// A flow found a counter it had not locked and must run again with it
     /// locked from the start (handled inside the store, never returned).
     #[error("the transaction must run again with more counters locked")]
@@ -96,6 +100,7 @@ impl StoreError {
             StoreError::Rejected(domain) => domain.kind(),
             StoreError::UnsupportedUrl(_) => ErrorKind::InvalidArgument,
             StoreError::RetriesExhausted { .. } => ErrorKind::Aborted,
+            StoreError::Unreachable(_) => ErrorKind::Unavailable,
             StoreError::Database(
                 Sql::PoolTimedOut | Sql::PoolClosed | Sql::Io(_) | Sql::Tls(_) | Sql::WorkerCrashed,
             ) => ErrorKind::Unavailable,

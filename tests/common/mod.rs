@@ -517,6 +517,16 @@ pub struct HttpAnswer {
 
 /// Sends one HTTP/1.1 request to the gateway and reads the whole answer
 /// (the connection is closed by the request, so the body ends at EOF).
+impl HttpAnswer {
+    /// A header's value (names compared in any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 pub async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> HttpAnswer {
     http_as(addr, method, path, body, None).await
 }
@@ -827,4 +837,137 @@ pub fn input(
         to_id,
         types: types.to_vec(),
     }
+}
+
+/// A PostgreSQL cluster of the test's own, which it may stop and start
+/// again (`pg_ctl`), on a port of its own. Stopped when dropped.
+pub struct PrivatePostgres {
+    bin: PathBuf,
+    data: String,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl PrivatePostgres {
+    /// Creates the cluster and starts it.
+    pub fn start() -> PrivatePostgres {
+        let bin = postgres_bin_dir().unwrap_or_else(|why| {
+            panic!("this test needs PostgreSQL's server binaries (Debian: apt-get install postgresql): {why}")
+        });
+        let dir = tempfile::Builder::new()
+            .prefix("assoc-pg-own")
+            .tempdir()
+            .expect("temp dir");
+        if is_root() {
+            let handed = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(dir.path())
+                .status()
+                .expect("chown");
+            assert!(handed.success(), "hand the data directory to postgres");
+        }
+        let data = dir.path().join("data").display().to_string();
+        let out = pg_command(
+            &bin.join("initdb"),
+            &["-D", &data, "-U", "postgres", "-A", "trust", "--no-sync"],
+        )
+        .output()
+        .expect("run initdb");
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let cluster = PrivatePostgres {
+            bin,
+            data,
+            port,
+            dir,
+        };
+        cluster.start_again();
+        cluster
+    }
+
+    fn ctl(&self, args: &[&str]) {
+        let mut all = vec!["-D", self.data.as_str(), "-w", "-t", "60"];
+        all.extend_from_slice(args);
+        let out = pg_command(&self.bin.join("pg_ctl"), &all)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run pg_ctl");
+        assert!(
+            out.status.success(),
+            "pg_ctl {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts the stopped cluster and waits until it accepts connections.
+    pub fn start_again(&self) {
+        let options = format!(
+            // Commits reach the kernel before they are acknowledged
+            // (synchronous_commit on), so a crash of PostgreSQL's processes
+            // loses none; fsync is off: the machine does not crash here.
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off \
+             -c synchronous_commit=on",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("postgres.log").display().to_string();
+        self.ctl(&["-l", &log, "-o", &options, "start"]);
+    }
+
+    /// Stops the cluster (`mode`: `fast` ends sessions and shuts down
+    /// cleanly; `immediate` is a crash) and waits until it is down.
+    pub fn stop(&self, mode: &str) {
+        self.ctl(&["-m", mode, "stop"]);
+    }
+
+    /// A new empty database on the cluster, by URL.
+    pub async fn fresh_database(&self) -> String {
+        fresh_database_on(&format!(
+            "postgres://postgres@127.0.0.1:{}/postgres",
+            self.port
+        ))
+        .await
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = pg_command(
+            &self.bin.join("pg_ctl"),
+            &["-D", &self.data, "-m", "immediate", "stop"],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    }
+}
+
+/// How many records each from-record of portal 1 is associated with, by
+/// (object type id, record id), read from the tables behind the service.
+pub async fn associated_records(url: &str) -> std::collections::HashMap<(String, i64), i64> {
+    const COUNTS: &str =
+        "SELECT from_object_type, from_object_id, CAST(count(DISTINCT to_object_id) AS BIGINT)
+        FROM associations WHERE portal_id = 1 GROUP BY from_object_type, from_object_id";
+    let rows: Vec<(String, i64, i64)> = if url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.expect("sqlite");
+        sqlx::query_as(COUNTS)
+            .fetch_all(&mut conn)
+            .await
+            .expect("counts")
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await.expect("postgres");
+        sqlx::query_as(COUNTS)
+            .fetch_all(&mut conn)
+            .await
+            .expect("counts")
+    };
+    rows.into_iter().map(|(t, id, n)| ((t, id), n)).collect()
 }
