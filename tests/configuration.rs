@@ -383,7 +383,7 @@ async fn migrations_ignore_the_statement_timeout() {
     );
     assert_eq!(code, Some(0), "{log}");
     assert!(
-        log.contains("applied migration 20261203000008 drop counts by type"),
+        log.contains("applied migration 20261203000009 hook leases"),
         "{log}"
     );
 }

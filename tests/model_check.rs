@@ -29,8 +29,8 @@ use association_service::proto::{
     AssociationInput, AssociationType, BatchListAssociationsRequest, ChunkLayout,
     CreateAssociationsRequest, CreateDefaultAssociationsRequest, CreateLabelRequest,
     CreateLimitsRequest, CreatedAssociation, DeleteLabelRequest, ExportAssociationsRequest,
-    FeedStartPoint, ItemError, LimitConfig, LimitInput, ListAssociationsRequest,
-    MergeObjectsRequest, PurgeLimitsRequest, RecordPair, UpdateLimitsRequest, WatchChangesRequest,
+    ItemError, LimitConfig, LimitInput, ListAssociationsRequest, MergeObjectsRequest,
+    PurgeLimitsRequest, RecordPair, UpdateLimitsRequest,
 };
 
 /// A limits call's answer, whichever of CreateLimits and UpdateLimits made it.
@@ -1470,12 +1470,7 @@ async fn replay_feed(client: &mut Client, head: i64) -> (BTreeSet<Row>, BTreeSet
     }
     let mut stream = client
         .read
-        .watch_changes(WatchChangesRequest {
-            portal_id: PORTAL,
-            cursor: String::new(),
-            start: FeedStartPoint::Beginning as i32,
-            stop_at_head: false,
-        })
+        .watch_changes(common::watch_from_beginning(PORTAL))
         .await
         .expect("watch")
         .into_inner();

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use association_service::proto::association_write_client::AssociationWriteClient;
-use association_service::proto::{AssociationInput, CreateAssociationsRequest};
+use association_service::proto::CreateAssociationsRequest;
 use common::{PrivatePostgres, ServerProcess};
 use tokio::sync::watch;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -36,18 +36,7 @@ struct Call {
 }
 
 fn create(deal: i64) -> tonic::Request<CreateAssociationsRequest> {
-    let mut request = tonic::Request::new(CreateAssociationsRequest {
-        portal_id: 1,
-        from_object_type: "deals".into(),
-        to_object_type: "contacts".into(),
-        inputs: (1..=CONTACTS)
-            .map(|to_id| AssociationInput {
-                from_id: deal,
-                to_id,
-                types: vec![],
-            })
-            .collect(),
-    });
+    let mut request = tonic::Request::new(common::deal_with_contacts(1, deal, 1..=CONTACTS));
     request.set_timeout(DEADLINE);
     request
 }

@@ -2,7 +2,11 @@
 //! the `associations.v1.AdminHookService` gRPC service), the registry that asks
 //! plugins before an admin change commits, and the dispatchers that feed
 //! them committed changes from the durable outbox (the admin change log),
-//! at least once and in order per portal.
+//! at least once and in order per portal. Replicas sharing a database
+//! deliver each portal's changes to a remote plugin from one replica at a
+//! time, the holder of a lease in the database, so in normal operation each
+//! change is delivered once; a replica that dies leaves its lease to expire
+//! (`LEASE_TTL`) and another takes over.
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -136,6 +140,10 @@ struct Registered {
     wake: Notify,
 }
 
+/// How long a replica's lease on delivering one portal's changes to one
+/// plugin lasts; each delivery round renews it.
+pub const LEASE_TTL: Duration = Duration::from_secs(30);
+
 /// Changes read from the outbox per round trip.
 const OUTBOX_PAGE: u32 = 100;
 
@@ -165,6 +173,8 @@ pub struct Hooks {
     store: Arc<dyn Store>,
     plugins: Vec<Arc<Registered>>,
     pacing: Pacing,
+    /// This process's name on delivery leases.
+    holder: String,
 }
 
 impl Hooks {
@@ -174,6 +184,7 @@ impl Hooks {
             store: Arc::clone(&store),
             plugins: Vec::new(),
             pacing,
+            holder: uuid::Uuid::new_v4().to_string(),
         };
         hooks.register(
             audit::settings(),
@@ -337,11 +348,24 @@ impl Hooks {
     }
 
     /// Delivers a portal's pending changes to one plugin, in order, recording
-    /// each acknowledgement; stops at the first failure.
+    /// each acknowledgement; stops at the first failure. A remote plugin's
+    /// changes go out only from the replica holding the portal's lease (the
+    /// inline, in-process plugins are idempotent and deliver everywhere).
     async fn deliver_portal(&self, reg: &Registered, portal: i64) -> Result<(), DeliveryError> {
         let s = &reg.settings;
         let _delivering = reg.delivering.lock().await;
         let pending = self.store.admin_outbox(&s.name, Some(portal)).await?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if !reg.inline
+            && !self
+                .store
+                .hold_hook_lease(&s.name, portal, &self.holder, LEASE_TTL)
+                .await?
+        {
+            return Ok(());
+        }
         let Some(&(_, mut delivered)) = pending.first() else {
             return Ok(());
         };

@@ -491,6 +491,17 @@ pub trait Store: Send + Sync {
     /// Records that `plugin` acknowledged a portal's changes up to `seq`.
     async fn mark_delivered(&self, plugin: &str, portal: i64, seq: i64) -> StoreResult<()>;
 
+    /// Takes or renews the lease on delivering `portal`'s admin changes to
+    /// `plugin` for `holder` until `ttl` from now (the database's clock);
+    /// answers false while another holder's lease runs.
+    async fn hold_hook_lease(
+        &self,
+        plugin: &str,
+        portal: i64,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> StoreResult<bool>;
+
     /// Keeps an admin change in the audit trail (again is a no-op).
     async fn record_audit_event(&self, seq: i64, change: &AdminChange) -> StoreResult<()>;
 

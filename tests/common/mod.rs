@@ -971,3 +971,33 @@ pub async fn associated_records(url: &str) -> std::collections::HashMap<(String,
     };
     rows.into_iter().map(|(t, id, n)| ((t, id), n)).collect()
 }
+
+/// A create of `portal`'s deal `deal` with each of `contacts` (unlabeled).
+pub fn deal_with_contacts(
+    portal: i64,
+    deal: i64,
+    contacts: impl Iterator<Item = i64>,
+) -> association_service::proto::CreateAssociationsRequest {
+    association_service::proto::CreateAssociationsRequest {
+        portal_id: portal,
+        from_object_type: "deals".into(),
+        to_object_type: "contacts".into(),
+        inputs: contacts
+            .map(|to_id| association_service::proto::AssociationInput {
+                from_id: deal,
+                to_id,
+                types: vec![],
+            })
+            .collect(),
+    }
+}
+
+/// A `WatchChanges` of `portal` from its oldest retained change, not ending.
+pub fn watch_from_beginning(portal: i64) -> association_service::proto::WatchChangesRequest {
+    association_service::proto::WatchChangesRequest {
+        portal_id: portal,
+        cursor: String::new(),
+        start: association_service::proto::FeedStartPoint::Beginning as i32,
+        stop_at_head: false,
+    }
+}

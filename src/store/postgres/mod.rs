@@ -38,6 +38,9 @@ use logs::*;
 use one_call::*;
 use steps::*;
 
+/// The advisory lock one migrating replica holds (a session lock).
+const MIGRATION_LOCK: i64 = 0x4153_534f_4d49_4752;
+
 /// Advisory lock namespace for admin limit changes (second key: portal).
 const LIMITS_LOCK_NAMESPACE: i32 = 0x4153_4c4d;
 
@@ -158,23 +161,39 @@ impl Store for PostgresStore {
     }
 
     async fn migrate(&self) -> StoreResult<Vec<String>> {
-        let before: std::collections::HashSet<i64> =
-            sqlx::query_scalar(crate::store::APPLIED_MIGRATIONS)
-                .fetch_all(&self.pool)
-                .await
-                .unwrap_or_default()
-                .into_iter()
-                .collect();
-        // sqlx holds a PostgreSQL advisory lock while migrating, so replicas
-        // starting together apply each migration once.
-        let migrator = sqlx::migrate!("./migrations/postgres");
-        // On a connection of its own, without the calls' statement timeout:
-        // building an index on a large table takes as long as it takes.
+        // One replica migrates at a time, under an advisory lock taken by
+        // polling (pg_try_advisory_lock) rather than by waiting in a
+        // statement, as sqlx's own lock does: an index built concurrently
+        // waits for every open transaction, a replica blocked in
+        // pg_advisory_lock included, and PostgreSQL ends that cycle as a
+        // deadlock. On a connection of its own, without the calls'
+        // statement timeout: building an index on a large table takes as
+        // long as it takes.
+        let mut migrator = sqlx::migrate!("./migrations/postgres");
+        migrator.set_locking(false);
+        // A pool of its one connection: the lock is that session's.
         let own = PgPoolOptions::new()
             .max_connections(1)
             .connect_with(self.options.clone())
             .await?;
+        while !sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .fetch_one(&own)
+            .await?
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // What was applied before, read under the lock (another replica
+        // may just have applied everything).
+        let before: std::collections::HashSet<i64> =
+            sqlx::query_scalar(crate::store::APPLIED_MIGRATIONS)
+                .fetch_all(&own)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
         let ran = migrator.run(&own).await;
+        // Closing the session releases the lock.
         own.close().await;
         ran?;
         Ok(crate::store::newly_applied(&migrator, &before))
@@ -597,6 +616,32 @@ impl Store for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn hold_hook_lease(
+        &self,
+        plugin: &str,
+        portal: i64,
+        holder: &str,
+        ttl: Duration,
+    ) -> StoreResult<bool> {
+        let held: Option<String> = sqlx::query_scalar(
+            "WITH now AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint AS us)
+             INSERT INTO admin_hook_leases (plugin, portal_id, holder, expires_at_us)
+             SELECT $1, $2, $3, us + $4 FROM now
+             ON CONFLICT (plugin, portal_id) DO UPDATE
+             SET holder = EXCLUDED.holder, expires_at_us = EXCLUDED.expires_at_us
+             WHERE admin_hook_leases.holder = EXCLUDED.holder
+                OR admin_hook_leases.expires_at_us < (SELECT us FROM now)
+             RETURNING holder",
+        )
+        .bind(plugin)
+        .bind(portal)
+        .bind(holder)
+        .bind(ttl.as_micros() as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(held.is_some())
     }
 
     async fn record_audit_event(&self, seq: i64, change: &AdminChange) -> StoreResult<()> {

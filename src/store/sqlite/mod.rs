@@ -526,6 +526,32 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn hold_hook_lease(
+        &self,
+        plugin: &str,
+        portal: i64,
+        holder: &str,
+        ttl: Duration,
+    ) -> StoreResult<bool> {
+        let now = crate::store::now_us();
+        let held: Option<String> = sqlx::query_scalar(
+            "INSERT INTO admin_hook_leases (plugin, portal_id, holder, expires_at_us)
+             VALUES (?1, ?2, ?3, ?4 + ?5)
+             ON CONFLICT (plugin, portal_id) DO UPDATE
+             SET holder = excluded.holder, expires_at_us = excluded.expires_at_us
+             WHERE admin_hook_leases.holder = excluded.holder OR admin_hook_leases.expires_at_us < ?4
+             RETURNING holder",
+        )
+        .bind(plugin)
+        .bind(portal)
+        .bind(holder)
+        .bind(now)
+        .bind(ttl.as_micros() as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(held.is_some())
+    }
+
     async fn record_audit_event(&self, seq: i64, change: &AdminChange) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO admin_audit_events (portal_id, seq, change) VALUES (?1, ?2, ?3)
