@@ -168,6 +168,88 @@ mod suite {
         fx.assert_counters_exact().await;
     }
 
+    /// A pair holds at most MAX_LABELS_PER_PAIR labels (a label and its
+    /// inverse are one, whichever direction it was made in); creators
+    /// racing for the last place get it once; a deletion frees a place.
+    pub async fn labels_per_pair_are_capped(fx: Fixture) {
+        use association_service::domain::labels::MAX_LABELS_PER_PAIR;
+        let create = |from: &'static str, to: &'static str, n: usize| {
+            let svc = fx.svc.clone();
+            async move {
+                svc.create_label(
+                    ACTOR,
+                    pair(PORTAL, from, to),
+                    &format!("Role {n}"),
+                    &format!("role_{n}"),
+                    None,
+                )
+                .await
+            }
+        };
+        for n in 0..MAX_LABELS_PER_PAIR - 1 {
+            // Half of them made from the other side.
+            let (from, to) = if n % 2 == 0 {
+                ("contacts", "companies")
+            } else {
+                ("companies", "contacts")
+            };
+            create(from, to, n).await.expect("under the quota");
+        }
+        let racers: Vec<_> = (0..4)
+            .map(|n| tokio::spawn(create("contacts", "companies", 100 + n)))
+            .collect();
+        let mut won = 0;
+        for racer in racers {
+            match racer.await.unwrap() {
+                Ok(_) => won += 1,
+                Err(ServiceError::Domain(DomainError::LabelQuotaReached { limit, .. })) => {
+                    assert_eq!(limit, MAX_LABELS_PER_PAIR)
+                }
+                Err(other) => panic!("expected the quota, got {other:?}"),
+            }
+        }
+        assert_eq!(won, 1, "exactly one creator takes the last place");
+        let usage = fx.svc.label_usage(PORTAL, None, None).await.unwrap();
+        assert_eq!(usage.len(), 2, "both directions have labels: {usage:?}");
+        for direction in &usage {
+            assert_eq!(direction.usage, MAX_LABELS_PER_PAIR);
+            assert_eq!(direction.labels.len(), MAX_LABELS_PER_PAIR);
+        }
+        // Another pair has its own quota.
+        fx.svc
+            .create_label(
+                ACTOR,
+                pair(PORTAL, "deals", "contacts"),
+                "Buyer",
+                "buyer",
+                None,
+            )
+            .await
+            .expect("another pair");
+        let first = usage[0].labels[0].clone();
+        let catalog = fx
+            .svc
+            .definitions(pair(PORTAL, "contacts", "companies"))
+            .await
+            .unwrap();
+        let victim = catalog
+            .iter()
+            .find(|d| d.label.as_deref() == Some(first.as_str()))
+            .expect("the label");
+        fx.svc
+            .delete_label(
+                ACTOR,
+                pair(PORTAL, &victim.from.to_string(), &victim.to.to_string()),
+                victim.key.type_id,
+            )
+            .await
+            .expect("delete");
+        create("companies", "contacts", 200)
+            .await
+            .expect("a freed place");
+        fx.assert_counters_exact().await;
+    }
+
     pub async fn labels_imply_unlabeled_and_archiving_unlabeled_removes_labels(fx: Fixture) {
         let defs = fx
             .svc
@@ -1433,6 +1515,7 @@ macro_rules! on_every_backend {
 
 on_every_backend!(
     pair_is_written_and_read_from_both_sides,
+    labels_per_pair_are_capped,
     labels_imply_unlabeled_and_archiving_unlabeled_removes_labels,
     archive_removes_every_type_between_pairs,
     a_pair_named_both_ways_counts_once_and_self_is_refused,

@@ -212,6 +212,21 @@ async fn every_endpoint_answers_exactly_as_recorded() {
             None,
             true,
         ),
+        // Labels against the quota: every labelled direction, then one pair
+        // by its ids (no labels), then a bad type.
+        ("GET", "/crm/v3/limits/associations/labels", None, true),
+        (
+            "GET",
+            "/crm/v3/limits/associations/labels?fromObjectTypeId=0-3&toObjectTypeId=0-1",
+            None,
+            true,
+        ),
+        (
+            "GET",
+            "/crm/v3/limits/associations/labels?fromObjectTypeId=widgets",
+            None,
+            true,
+        ),
         // A date-versioned path answers as v4.
         (
             "GET",

@@ -3,8 +3,9 @@
 //! change-feed reader, sent open-loop (a call every few milliseconds
 //! whatever the answers take). Per 10-second window it prints the calls,
 //! errors, p50 and p99 and the server's resident memory; it fails on any
-//! error, on memory that keeps growing, or on a p99 that drifts up, and the
-//! store checker must pass at the end. `SOAK_SECS` sets the length (60 by
+//! error, on memory that keeps growing, or on a p99 that drifts up; the
+//! store checker must pass halfway through (on the live store, under the
+//! load) and at the end. `SOAK_SECS` sets the length (60 by
 //! default, which CI runs; docs/reliability.md has a 600-second run) and
 //! `SOAK_RATE` the calls per second (200).
 mod common;
@@ -220,8 +221,19 @@ async fn soak_at_a_fixed_mixed_rate() {
     let mut window_start = started;
     let mut calls = Vec::new();
     let total = seconds * rate;
+    let mut live_check = None;
     for n in 0..total {
         ticker.tick().await;
+        if n == total / 2 {
+            // The checker on the live store, under the load: one snapshot.
+            let url = url.clone();
+            live_check = Some(tokio::spawn(async move {
+                let store = association_service::store::connect(&url, 2)
+                    .await
+                    .expect("store");
+                common::assert_verified(store.as_ref(), "mid-soak, under load").await;
+            }));
+        }
         let (mut clients, sink) = (clients.clone(), samples.clone());
         calls.push(tokio::spawn(async move {
             let at = Instant::now();
@@ -272,7 +284,11 @@ async fn soak_at_a_fixed_mixed_rate() {
     for call in calls {
         call.await.expect("a call");
     }
-    let samples = samples.lock().unwrap();
+    live_check
+        .expect("the live check ran")
+        .await
+        .expect("the checker passes on the live store");
+    let samples = std::mem::take(&mut *samples.lock().unwrap());
     let errors: Vec<&String> = samples.iter().filter_map(|s| s.failed.as_ref()).collect();
     assert!(
         errors.is_empty(),

@@ -93,6 +93,12 @@ pub enum DomainError {
     },
     #[error("A label named '{0}' already exists between these object types")]
     LabelExists(String),
+    #[error("{from} and {to} already have {limit} labels, the most one pair of object types may have; delete one first")]
+    LabelQuotaReached {
+        from: ObjectType,
+        to: ObjectType,
+        limit: usize,
+    },
     #[error(
         "Invalid cursor: it is malformed, was altered, or belongs to another request or portal"
     )]
@@ -156,9 +162,9 @@ impl DomainError {
             | DomainError::SelfAssociation { .. }
             | DomainError::UnknownTypeName { .. }
             | DomainError::InvalidArgument(_) => ErrorKind::InvalidArgument,
-            DomainError::LimitExceeded(_) | DomainError::MergeLimitExceeded { .. } => {
-                ErrorKind::LimitExceeded
-            }
+            DomainError::LimitExceeded(_)
+            | DomainError::MergeLimitExceeded { .. }
+            | DomainError::LabelQuotaReached { .. } => ErrorKind::LimitExceeded,
             DomainError::LimitNotSet(_)
             | DomainError::LabelNotFound { .. }
             | DomainError::NoAssociations { .. }
@@ -198,6 +204,7 @@ impl DomainError {
             DomainError::LimitNotSet(_) => "crm.associations.LIMIT_NOT_CONFIGURED",
             DomainError::LabelNotFound { .. } => "crm.associations.LABEL_NOT_FOUND",
             DomainError::LabelExists(_) => "crm.associations.LABEL_ALREADY_EXISTS",
+            DomainError::LabelQuotaReached { .. } => "crm.associations.LABEL_LIMIT_REACHED",
             DomainError::InvalidCursor => "crm.associations.INVALID_CURSOR",
             DomainError::CursorExpired(_) => "crm.associations.CURSOR_EXPIRED",
             DomainError::TooManyStreams { .. } | DomainError::TooManyStreamsForCaller { .. } => {

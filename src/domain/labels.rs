@@ -93,6 +93,38 @@ pub fn new_label_definitions(
     Ok(defs)
 }
 
+/// Most admin labels one pair of object types may have in a portal
+/// (HubSpot's quota on its higher tiers; a label and its inverse are one).
+pub const MAX_LABELS_PER_PAIR: usize = 50;
+
+/// The admin labels between `a` and `b`, in either direction, each once
+/// (by its lower-numbered direction).
+pub fn labels_of_pair(defs: &[TypeDef], a: ObjectType, b: ObjectType) -> Vec<&TypeDef> {
+    defs.iter()
+        .filter(|d| {
+            d.role == TypeRole::Label
+                && ((d.from, d.to) == (a, b) || (d.from, d.to) == (b, a))
+                && d.key.type_id <= d.inverse.type_id
+        })
+        .collect()
+}
+
+/// A new label fits only while the pair has fewer than `MAX_LABELS_PER_PAIR`.
+pub fn check_label_quota(
+    existing: &[TypeDef],
+    from: ObjectType,
+    to: ObjectType,
+) -> Result<(), DomainError> {
+    if labels_of_pair(existing, from, to).len() >= MAX_LABELS_PER_PAIR {
+        return Err(DomainError::LabelQuotaReached {
+            from,
+            to,
+            limit: MAX_LABELS_PER_PAIR,
+        });
+    }
+    Ok(())
+}
+
 /// A label's text is unique per pair direction within a portal.
 pub fn check_labels_unique(existing: &[TypeDef], new: &[TypeDef]) -> Result<(), DomainError> {
     let clash = existing.iter().find(|e| {

@@ -1,11 +1,13 @@
 //! HubSpot's Limits Tracking endpoints for associations: which object types
 //! have records at or near a limit, and a pair's records at and near its
-//! record (unlabeled) limit, from the service's limit usage.
-use axum::extract::Path;
+//! record (unlabeled) limit, from the service's limit usage; and each pair's
+//! admin labels against the label quota.
+use axum::extract::{Path, RawQuery};
 use axum::Json;
 use serde::Serialize;
 
 use super::error::GatewayResult;
+use super::json::Query;
 use super::Gateway;
 use crate::domain::limits::DEFAULT_NEAR_FRACTION;
 use crate::domain::{ObjectType, TypeRole};
@@ -129,4 +131,60 @@ pub async fn records_of_pair(
             })
             .collect(),
     }))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectTypeLabels {
+    object_type_id: String,
+    singular_label: String,
+    plural_label: String,
+}
+
+impl From<ObjectType> for ObjectTypeLabels {
+    fn from(object_type: ObjectType) -> ObjectTypeLabels {
+        let (singular_label, plural_label) = object_type.display_labels();
+        ObjectTypeLabels {
+            object_type_id: object_type.to_string(),
+            singular_label,
+            plural_label,
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PairLabels {
+    all_labels: Vec<String>,
+    from_object_type: ObjectTypeLabels,
+    to_object_type: ObjectTypeLabels,
+    limit: usize,
+    usage: usize,
+    percentage: f64,
+}
+
+#[derive(Serialize)]
+pub struct LabelLimits {
+    results: Vec<PairLabels>,
+}
+
+/// `GET /crm/v3/limits/associations/labels[?fromObjectTypeId&toObjectTypeId]`:
+/// each direction's labels against its pair's label quota.
+pub async fn labels(gw: Gateway, RawQuery(raw): RawQuery) -> GatewayResult<Json<LabelLimits>> {
+    let query = Query::parse(raw.as_deref());
+    let side = |name: &str| query.get(name).map(ObjectType::parse).transpose();
+    let (from, to) = (side("fromObjectTypeId")?, side("toObjectTypeId")?);
+    let usages = gw.service.label_usage(gw.portal, from, to).await?;
+    let results = usages
+        .into_iter()
+        .map(|u| PairLabels {
+            all_labels: u.labels,
+            from_object_type: u.from.into(),
+            to_object_type: u.to.into(),
+            limit: u.limit,
+            usage: u.usage,
+            percentage: u.usage as f64 / u.limit as f64,
+        })
+        .collect();
+    Ok(Json(LabelLimits { results }))
 }

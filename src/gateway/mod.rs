@@ -299,6 +299,7 @@ rest_routes! {
         GET "/crm/v3/associations/{from}/{to}/types" => v3::types, Read;
         GET "/crm/v3/limits/associations/records/from" => limits::records_from, Read;
         GET "/crm/v3/limits/associations/records/{from}/{to}" => limits::records_of_pair, Read;
+        GET "/crm/v3/limits/associations/labels" => limits::labels, Read;
     }
 }
 

@@ -32,7 +32,7 @@ mod stream;
 pub use stream::{Drain, Places};
 mod usage;
 mod writes;
-pub use usage::{LimitUsage, NearLimitChunk, NearThreshold, PreviewedChange};
+pub use usage::{LabelUsage, LimitUsage, NearLimitChunk, NearThreshold, PreviewedChange};
 
 pub use model::*;
 pub use reads::MAX_BATCH_READ;

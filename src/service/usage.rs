@@ -5,7 +5,9 @@ use super::stream::{self, Scan, Step};
 use super::*;
 use crate::domain::admin::LimitImpact;
 use crate::domain::error::LimitSource;
+use crate::domain::labels::{labels_of_pair, MAX_LABELS_PER_PAIR};
 use crate::domain::limits::{effective_limit, near_limit_from, MAX_USAGE_SAMPLES};
+use crate::domain::TypeRole;
 use crate::store::{TypeUsage, UsageScan};
 
 /// How one type's records stand against the limit in force.
@@ -17,6 +19,18 @@ pub struct LimitUsage {
     /// The count from which a record is near the limit.
     pub near_from: i64,
     pub usage: TypeUsage,
+}
+
+/// The admin labels of one direction of a pair, against the label quota.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LabelUsage {
+    pub from: ObjectType,
+    pub to: ObjectType,
+    /// The labels' texts in this direction.
+    pub labels: Vec<String>,
+    /// Labels of the pair (either direction, a label and its inverse once).
+    pub usage: usize,
+    pub limit: usize,
 }
 
 /// Which records a near-limit stream lists.
@@ -130,6 +144,44 @@ impl AssociationService {
                     usage,
                 });
             }
+        }
+        Ok(usages)
+    }
+
+    /// Each direction's admin labels against the pair's label quota: of one
+    /// direction when both types are given (labels or not), else of every
+    /// direction with labels, narrowed to the types given.
+    pub async fn label_usage(
+        &self,
+        portal: i64,
+        from: Option<ObjectType>,
+        to: Option<ObjectType>,
+    ) -> ServiceResult<Vec<LabelUsage>> {
+        check_portal(portal)?;
+        let directions = match (from, to) {
+            (Some(from), Some(to)) => vec![(from, to)],
+            _ => self
+                .store
+                .labelled_directions(portal)
+                .await?
+                .into_iter()
+                .filter(|(f, t)| from.is_none_or(|x| x == *f) && to.is_none_or(|x| x == *t))
+                .collect(),
+        };
+        let mut usages = Vec::new();
+        for (from, to) in directions {
+            let catalog = self.catalog(portal, from, to).await?;
+            usages.push(LabelUsage {
+                from,
+                to,
+                labels: catalog
+                    .directed(from, to)
+                    .filter(|d| d.role == TypeRole::Label)
+                    .filter_map(|d| d.label.clone())
+                    .collect(),
+                usage: labels_of_pair(catalog.all(), from, to).len(),
+                limit: MAX_LABELS_PER_PAIR,
+            });
         }
         Ok(usages)
     }

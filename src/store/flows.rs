@@ -13,7 +13,9 @@ use super::{NewLabel, StoreError, StoreResult, TypeFilter};
 use crate::domain::admin::AdminChange;
 use crate::domain::builtin::allocated_unlabeled;
 use crate::domain::feed::ChangeKind;
-use crate::domain::labels::{check_labels_unique, label_ids_needed, new_label_definitions};
+use crate::domain::labels::{
+    check_label_quota, check_labels_unique, label_ids_needed, new_label_definitions,
+};
 use crate::domain::limits::{apply_limit_changes, LimitChange, LimitMode};
 use crate::domain::merge::{self, MergePlan, MergeRequest, MergeSnapshot};
 use crate::domain::plan::{
@@ -470,8 +472,11 @@ pub(crate) async fn create_label_in_transaction(
         inverse_label,
         first,
     )?;
+    // Under the portal's type-id allocator lock: label creates of a portal
+    // run one at a time, so the quota holds under any concurrency.
     let existing = steps.load_definitions(portal, label.from, label.to).await?;
     check_labels_unique(&existing, &defs)?;
+    check_label_quota(&existing, label.from, label.to)?;
     steps.insert_definitions(portal, &defs).await?;
     Ok(defs)
 }

@@ -513,6 +513,9 @@ pub trait Store: Send + Sync {
         limit: u32,
     ) -> StoreResult<Vec<(i64, AdminChange)>>;
 
+    /// The directions (from, to) that have admin label definitions.
+    async fn labelled_directions(&self, portal: i64) -> StoreResult<Vec<(ObjectType, ObjectType)>>;
+
     /// Admin limits of one pair (both directions), or of the whole portal.
     async fn user_limits(
         &self,

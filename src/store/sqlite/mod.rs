@@ -659,6 +659,19 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn labelled_directions(&self, portal: i64) -> StoreResult<Vec<(ObjectType, ObjectType)>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT DISTINCT from_object_type, to_object_type FROM association_definitions
+             WHERE portal_id = ?1 AND label IS NOT NULL ORDER BY 1, 2",
+        )
+        .bind(portal)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|(from, to)| Ok((decode_object_type(from)?, decode_object_type(to)?)))
+            .collect()
+    }
+
     async fn user_limits(
         &self,
         portal: i64,
