@@ -47,8 +47,7 @@ INSERT INTO associations (portal_id, from_object_type, from_object_id, to_object
 SELECT 1, '0-2', to_object_id, '0-1', from_object_id, 1, 280 FROM associations;
 INSERT INTO association_counts (portal_id, object_type, object_id, category, type_id, count)
 SELECT portal_id, from_object_type, from_object_id, category, type_id, count(*)
-FROM associations GROUP BY 1, 2, 3, 4, 5;
-VACUUM ANALYZE;";
+FROM associations GROUP BY 1, 2, 3, 4, 5;";
 
 /// The usage question in one statement: records at and near the limit,
 /// the largest count, and five samples of each group.
@@ -142,6 +141,11 @@ async fn main() {
         .replace("NEAR", &NEAR.to_string())
         .replace("THEN LIMIT", &format!("THEN {LIMIT}"));
     sqlx::raw_sql(&load).execute(&pool).await.expect("load");
+    // Outside the load's implicit transaction.
+    sqlx::query("VACUUM ANALYZE")
+        .execute(&pool)
+        .await
+        .expect("vacuum");
     let (rows, records): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM associations), (SELECT count(*) FROM association_counts)",
     )

@@ -63,6 +63,13 @@ async fn streamed_statements_are_index_range_scans() {
                 .bind(5000i64)
         } else if name.starts_with("records") {
             explain.bind(1000i64).bind("0-2").bind(5000i64)
+        } else if name == "near limit" {
+            explain
+                .bind(1i16)
+                .bind(279i32)
+                .bind(8i64)
+                .bind(i64::MAX)
+                .bind(i64::MAX)
         } else {
             let explain = explain
                 .bind(1000i64)

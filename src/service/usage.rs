@@ -227,19 +227,24 @@ impl AssociationService {
             None => None,
         };
         let slot = self.stream_slot(portal)?;
+        let scan = UsageScan {
+            portal,
+            object_type: from,
+            key,
+        };
+        let rows = self
+            .store
+            .scan_at_least(scan, min, after, self.chunk_size() as usize);
         Ok(stream::produce(
             slot,
             NearLimitScan {
                 service: Arc::clone(self),
-                scan: UsageScan {
-                    portal,
-                    object_type: from,
-                    key,
-                },
+                portal,
                 request,
                 limit,
-                min,
-                after,
+                rows,
+                pending: Vec::new(),
+                ended: false,
             },
         ))
     }
@@ -360,37 +365,40 @@ impl AssociationService {
 /// the chunk size, by count then id (both descending).
 struct NearLimitScan {
     service: Arc<AssociationService>,
-    scan: UsageScan,
+    portal: i64,
     request: String,
     limit: u32,
-    min: i64,
-    after: Option<(i64, i64)>,
+    rows: crate::store::RowBatches<(i64, i64)>,
+    pending: Vec<(i64, i64)>,
+    ended: bool,
 }
 
 impl Scan for NearLimitScan {
     type Chunk = NearLimitChunk;
 
     async fn step(mut self) -> ServiceResult<Step<NearLimitChunk, NearLimitScan>> {
-        let size = self.service.chunk_size();
-        let records = self
-            .service
-            .store
-            .records_at_least(self.scan, self.min, self.after, size)
-            .await?;
+        let size = self.service.chunk_size() as usize;
+        while !self.ended && self.pending.len() <= size {
+            match self.rows.recv().await {
+                Some(batch) => self.pending.extend(batch?),
+                None => self.ended = true,
+            }
+        }
+        let rest = self.pending.split_off(size.min(self.pending.len()));
+        let records = std::mem::replace(&mut self.pending, rest);
         let Some(&(id, count)) = records.last() else {
             return Ok(Step::End);
         };
-        self.after = Some((count, id));
         let cursor = self
             .service
             .cursors
-            .encode(self.scan.portal, &self.request, &(count, id));
+            .encode(self.portal, &self.request, &(count, id));
         let chunk = NearLimitChunk {
             limit: self.limit,
             records,
             cursor,
         };
-        if (chunk.records.len() as u32) < size {
+        if self.ended && self.pending.is_empty() {
             return Ok(Step::Last(chunk));
         }
         Ok(Step::More(chunk, self))

@@ -442,15 +442,15 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<TypeUsage>;
 
     /// Records holding at least `min` associations of the scan's type, by
-    /// count then id, both descending, after `after` (count, id): at most
-    /// `limit` of them, as (id, count).
-    async fn records_at_least(
+    /// count then id, both descending, after `after` (count, id), as (id,
+    /// count): one statement, batched and paced like `scan_records`.
+    fn scan_at_least(
         &self,
         scan: UsageScan,
         min: i64,
         after: Option<(i64, i64)>,
-        limit: u32,
-    ) -> StoreResult<Vec<(i64, i64)>>;
+        batch: usize,
+    ) -> RowBatches<(i64, i64)>;
 
     /// Validates and applies limit changes under a per-portal lock.
     async fn change_limits(

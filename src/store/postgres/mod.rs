@@ -722,33 +722,14 @@ impl Store for PostgresStore {
         Ok(usage)
     }
 
-    async fn records_at_least(
+    fn scan_at_least(
         &self,
         scan: UsageScan,
         min: i64,
         after: Option<(i64, i64)>,
-        limit: u32,
-    ) -> StoreResult<Vec<(i64, i64)>> {
-        let (after_count, after_id) = after.unwrap_or((i64::MAX, i64::MAX));
-        let rows = sqlx::query(
-            "SELECT object_id, count FROM association_counts
-             WHERE portal_id = $1 AND category = $2 AND type_id = $3 AND object_type = $4
-               AND count >= $5 AND (count, object_id) < ($6, $7)
-             ORDER BY count DESC, object_id DESC LIMIT $8",
-        )
-        .bind(scan.portal)
-        .bind(scan.key.category.code())
-        .bind(scan.key.type_id)
-        .bind(scan.object_type.to_string())
-        .bind(min)
-        .bind(after_count)
-        .bind(after_id)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect()
+        batch: usize,
+    ) -> RowBatches<(i64, i64)> {
+        scans::at_least(self.scan_pool.clone(), scan, min, after, batch)
     }
 
     async fn labelled_directions(&self, portal: i64) -> StoreResult<Vec<(ObjectType, ObjectType)>> {

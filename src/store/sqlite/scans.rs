@@ -117,6 +117,32 @@ pub(super) fn export(pool: SqlitePool, scan: ExportScan) -> RowBatches<DirectedR
     run(pool, scan.batch, statement, decode_row)
 }
 
+pub(super) fn at_least(
+    pool: SqlitePool,
+    scan: UsageScan,
+    min: i64,
+    after: Option<(i64, i64)>,
+    batch: usize,
+) -> RowBatches<(i64, i64)> {
+    let (after_count, after_id) = after.unwrap_or((i64::MAX, i64::MAX));
+    let statement = sqlx::query(
+        "SELECT object_id, count FROM association_counts
+         WHERE portal_id = ?1 AND object_type = ?2 AND category = ?3 AND type_id = ?4
+           AND count >= ?5 AND (count, object_id) < (?6, ?7)
+         ORDER BY count DESC, object_id DESC",
+    )
+    .bind(scan.portal)
+    .bind(scan.object_type.to_string())
+    .bind(scan.key.category.code())
+    .bind(scan.key.type_id)
+    .bind(min)
+    .bind(after_count)
+    .bind(after_id);
+    run(pool, batch, statement, |r| {
+        Ok((r.try_get(0)?, r.try_get(1)?))
+    })
+}
+
 /// Runs `statement` and sends its rows in batches of `batch` until they end
 /// or the receiver goes away.
 fn run<T: Send + 'static>(
