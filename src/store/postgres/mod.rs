@@ -877,7 +877,12 @@ impl Store for PostgresStore {
     async fn verify(&self) -> StoreResult<Vec<crate::domain::verify::CheckReport>> {
         // A connection of its own, without the calls' statement timeout,
         // in one read-only snapshot: writers go on and are not judged.
-        let mut conn = PgConnection::connect_with(&self.options).await?;
+        // Its statements read whole tables: slow by design, not worth a warning.
+        let options = self
+            .options
+            .clone()
+            .log_slow_statements(log::LevelFilter::Off, Duration::MAX);
+        let mut conn = PgConnection::connect_with(&options).await?;
         sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut conn)
             .await?;
