@@ -17,8 +17,7 @@ use association_service::proto::admin_hook_service_server::{
 use association_service::proto::association_read_client::AssociationReadClient;
 use association_service::proto::association_write_client::AssociationWriteClient;
 use association_service::proto::{
-    AssociationCategory, ChangeCommittedRequest, ChangeCommittedResponse, CreateLimitsRequest,
-    LimitInput, UpdateLimitsRequest, ValidateChangeRequest, ValidateChangeResponse,
+    ChangeCommittedRequest, ChangeCommittedResponse, ValidateChangeRequest, ValidateChangeResponse,
 };
 use common::ServerProcess;
 use sqlx::Connection;
@@ -64,28 +63,6 @@ impl AdminHookService for Recorder {
         self.count.send_modify(|n| *n += 1);
         Ok(Response::new(ChangeCommittedResponse {}))
     }
-}
-
-fn limits(portal: i64, max: i32) -> (CreateLimitsRequest, UpdateLimitsRequest) {
-    let input = LimitInput {
-        category: AssociationCategory::HubspotDefined as i32,
-        type_id: 3,
-        max_to_object_ids: max,
-    };
-    (
-        CreateLimitsRequest {
-            portal_id: portal,
-            from_object_type: "deals".into(),
-            to_object_type: "contacts".into(),
-            inputs: vec![input],
-        },
-        UpdateLimitsRequest {
-            portal_id: portal,
-            from_object_type: "deals".into(),
-            to_object_type: "contacts".into(),
-            inputs: vec![input],
-        },
-    )
 }
 
 /// Reads a portal's feed from the beginning until it holds `count` changes:
@@ -204,14 +181,14 @@ async fn two_replicas_share_one_postgres() {
     let mut admin_changes = 0;
     for portal in PORTALS {
         admins[0]
-            .create_limits(limits(portal, 100).0)
+            .create_limits(common::deal_contact_limits(portal, 100).0)
             .await
             .expect("create limits");
         admin_changes += 1;
         for n in 0..LIMIT_UPDATES {
             let replica = (n % 2 + 1) as usize % 2;
             admins[replica]
-                .update_limits(limits(portal, 101 + n).1)
+                .update_limits(common::deal_contact_limits(portal, 101 + n).1)
                 .await
                 .expect("update limits");
             admin_changes += 1;

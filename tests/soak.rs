@@ -17,8 +17,7 @@ use association_service::proto::admin_config_client::AdminConfigClient;
 use association_service::proto::association_read_client::AssociationReadClient;
 use association_service::proto::association_write_client::AssociationWriteClient;
 use association_service::proto::{
-    ArchiveAssociationsRequest, ArchiveInput, AssociationCategory, LimitInput,
-    ListAssociationsRequest, UpdateLimitsRequest,
+    ArchiveAssociationsRequest, ArchiveInput, ListAssociationsRequest,
 };
 use common::ServerProcess;
 
@@ -76,16 +75,7 @@ async fn call(clients: &mut Clients, n: u64) -> Result<(), String> {
         let max = 1_000 + (n % 7) as i32;
         let answer = clients
             .admin
-            .update_limits(UpdateLimitsRequest {
-                portal_id: PORTAL,
-                from_object_type: "deals".into(),
-                to_object_type: "contacts".into(),
-                inputs: vec![LimitInput {
-                    category: AssociationCategory::HubspotDefined as i32,
-                    type_id: 3,
-                    max_to_object_ids: max,
-                }],
-            })
+            .update_limits(common::deal_contact_limits(PORTAL, max).1)
             .await
             .map_err(|s| format!("update limits: {s}"))?;
         return match answer.into_inner().errors.first() {
@@ -182,16 +172,7 @@ async fn soak_at_a_fixed_mixed_rate() {
     };
     clients
         .admin
-        .create_limits(association_service::proto::CreateLimitsRequest {
-            portal_id: PORTAL,
-            from_object_type: "deals".into(),
-            to_object_type: "contacts".into(),
-            inputs: vec![LimitInput {
-                category: AssociationCategory::HubspotDefined as i32,
-                type_id: 3,
-                max_to_object_ids: 1_000,
-            }],
-        })
+        .create_limits(common::deal_contact_limits(PORTAL, 1_000).0)
         .await
         .expect("a limit");
     // A feed reader follows every change for the whole run.

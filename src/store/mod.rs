@@ -186,6 +186,37 @@ pub type RowBatches<T> = tokio::sync::mpsc::Receiver<StoreResult<Vec<T>>>;
 /// Batches a scan may read ahead of its receiver.
 pub(crate) const SCAN_AHEAD: usize = 2;
 
+/// A scan's rows gathered into batches of a fixed size for its receiver.
+pub(crate) struct Batcher<T> {
+    sender: tokio::sync::mpsc::Sender<StoreResult<Vec<T>>>,
+    pending: Vec<T>,
+    size: usize,
+}
+
+impl<T> Batcher<T> {
+    pub(crate) fn new(sender: tokio::sync::mpsc::Sender<StoreResult<Vec<T>>>, size: usize) -> Self {
+        let size = size.max(1);
+        Batcher {
+            sender,
+            pending: Vec::with_capacity(size),
+            size,
+        }
+    }
+
+    /// Adds a row, sending a full batch; false once the receiver went away.
+    pub(crate) async fn push(&mut self, row: T) -> bool {
+        self.pending.push(row);
+        self.pending.len() < self.size || self.flush().await
+    }
+
+    /// Sends what is gathered (the last batch may be short or empty);
+    /// false once the receiver went away.
+    pub(crate) async fn flush(&mut self) -> bool {
+        let full = std::mem::replace(&mut self.pending, Vec::with_capacity(self.size));
+        self.sender.send(Ok(full)).await.is_ok()
+    }
+}
+
 /// What `scan_records` reads.
 #[derive(Clone, Copy, Debug)]
 pub struct RecordScan {

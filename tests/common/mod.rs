@@ -1001,3 +1001,34 @@ pub fn watch_from_beginning(portal: i64) -> association_service::proto::WatchCha
         stop_at_head: false,
     }
 }
+
+/// Creating and updating `portal`'s admin limit of deal -> contact
+/// (unlabeled, 3) at `max`.
+pub fn deal_contact_limits(
+    portal: i64,
+    max: i32,
+) -> (
+    association_service::proto::CreateLimitsRequest,
+    association_service::proto::UpdateLimitsRequest,
+) {
+    use association_service::proto::{AssociationCategory, LimitInput};
+    let input = LimitInput {
+        category: AssociationCategory::HubspotDefined as i32,
+        type_id: 3,
+        max_to_object_ids: max,
+    };
+    (
+        association_service::proto::CreateLimitsRequest {
+            portal_id: portal,
+            from_object_type: "deals".into(),
+            to_object_type: "contacts".into(),
+            inputs: vec![input],
+        },
+        association_service::proto::UpdateLimitsRequest {
+            portal_id: portal,
+            from_object_type: "deals".into(),
+            to_object_type: "contacts".into(),
+            inputs: vec![input],
+        },
+    )
+}

@@ -10,6 +10,7 @@
 //! in index order (`SESSION`): a plain statement is planned for its whole
 //! result, and a portal-wide export would otherwise be planned as a
 //! sequential scan and a sort, with no row out before the sort ends.
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::{PgPool, Postgres, Row};
 use tokio::sync::mpsc;
@@ -250,19 +251,9 @@ pub(super) fn at_least(
             sql.replace(&format!("${}", i + 1), v)
         });
     let copy = format!("COPY ({query}) TO STDOUT");
-    let batch = batch.max(1);
-    let (sender, receiver) = mpsc::channel(SCAN_AHEAD);
-    tokio::spawn(async move {
-        let mut conn = match pool.acquire().await {
-            Ok(conn) => conn,
-            Err(err) => {
-                let _ = sender.send(Err(err.into())).await;
-                return;
-            }
-        };
+    spawn_scan(pool, batch, move |mut conn, mut out| async move {
         let scanned = async {
             let mut data = conn.copy_out_raw(&copy).await?;
-            let mut pending = Vec::with_capacity(batch);
             let mut partial: Vec<u8> = Vec::new();
             while let Some(bytes) = data.next().await {
                 partial.extend_from_slice(&bytes?);
@@ -274,31 +265,18 @@ pub(super) fn at_least(
                     .split(|b| *b == b'\n')
                     .filter(|l| !l.is_empty())
                 {
-                    pending.push(copied_pair(line)?);
-                    if pending.len() == batch {
-                        let full = std::mem::replace(&mut pending, Vec::with_capacity(batch));
-                        if sender.send(Ok(full)).await.is_err() {
-                            return Ok(false);
-                        }
+                    if !out.push(copied_pair(line)?).await {
+                        return Ok(false);
                     }
                 }
                 partial.drain(..complete);
             }
-            let _ = sender.send(Ok(pending)).await;
-            Ok::<_, StoreError>(true)
-        };
-        let finished = match scanned.await {
-            Ok(finished) => finished,
-            Err(err) => {
-                let _ = sender.send(Err(err)).await;
-                false
-            }
-        };
-        if !finished {
-            let _ = conn.detach().close_hard().await;
+            out.flush().await;
+            Ok(true)
         }
-    });
-    receiver
+        .await;
+        (conn, scanned)
+    })
 }
 
 /// One `COPY` text line of two integer columns.
@@ -321,37 +299,43 @@ fn run<T: Send + 'static>(
     statement: Statement,
     decode: impl Fn(&PgRow) -> StoreResult<T> + Send + Sync + 'static,
 ) -> RowBatches<T> {
-    let batch = batch.max(1);
+    spawn_scan(pool, batch, move |mut conn, mut out| async move {
+        let scanned = async {
+            let mut rows = statement.fetch(&mut *conn);
+            while let Some(row) = rows.next().await {
+                if !out.push(decode(&row?)?).await {
+                    return Ok(false);
+                }
+            }
+            Ok(out.flush().await)
+        }
+        .await;
+        (conn, scanned)
+    })
+}
+
+/// Runs `scan` on a stream connection in a task of its own: it fills the
+/// batches and answers whether it read to the end. A failure goes to the
+/// receiver; a scan that stopped early (its receiver went away, or it
+/// failed) closes its connection, which stops the statement: rows may still
+/// be on their way, and the pool would otherwise read every one.
+fn spawn_scan<T, F, Fut>(pool: PgPool, batch: usize, scan: F) -> RowBatches<T>
+where
+    T: Send + 'static,
+    F: FnOnce(PoolConnection<Postgres>, Batcher<T>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = (PoolConnection<Postgres>, StoreResult<bool>)> + Send,
+{
     let (sender, receiver) = mpsc::channel(SCAN_AHEAD);
     tokio::spawn(async move {
-        let mut conn = match pool.acquire().await {
+        let conn = match pool.acquire().await {
             Ok(conn) => conn,
             Err(err) => {
                 let _ = sender.send(Err(err.into())).await;
                 return;
             }
         };
-        let scanned = async {
-            let mut rows = statement.fetch(&mut *conn);
-            let mut pending = Vec::with_capacity(batch);
-            loop {
-                let next = rows.next().await;
-                let end = next.is_none();
-                if let Some(row) = next {
-                    pending.push(decode(&row?)?);
-                }
-                if pending.len() == batch || end {
-                    let full = std::mem::replace(&mut pending, Vec::with_capacity(batch));
-                    if sender.send(Ok(full)).await.is_err() {
-                        return Ok(false);
-                    }
-                    if end {
-                        return Ok::<_, StoreError>(true);
-                    }
-                }
-            }
-        };
-        let finished = match scanned.await {
+        let (conn, scanned) = scan(conn, Batcher::new(sender.clone(), batch)).await;
+        let finished = match scanned {
             Ok(finished) => finished,
             Err(err) => {
                 let _ = sender.send(Err(err)).await;
@@ -359,8 +343,6 @@ fn run<T: Send + 'static>(
             }
         };
         if !finished {
-            // Rows may still be on their way: closing the connection stops
-            // the statement (the pool would otherwise read every one).
             let _ = conn.detach().close_hard().await;
         }
     });

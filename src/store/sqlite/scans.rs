@@ -151,29 +151,24 @@ fn run<T: Send + 'static>(
     statement: Statement,
     decode: impl Fn(&SqliteRow) -> StoreResult<T> + Send + Sync + 'static,
 ) -> RowBatches<T> {
-    let batch = batch.max(1);
     let (sender, receiver) = mpsc::channel(SCAN_AHEAD);
     tokio::spawn(async move {
+        let mut out = Batcher::new(sender.clone(), batch);
         let mut rows = statement.fetch(&pool);
-        let mut pending = Vec::with_capacity(batch);
-        loop {
-            let next = rows.next().await;
-            let end = next.is_none();
-            match next.map(|row| decode(&row?)) {
-                Some(Ok(row)) => pending.push(row),
-                Some(Err(err)) => {
-                    let _ = sender.send(Err(err)).await;
-                    return;
+        while let Some(row) = rows.next().await {
+            match row.map_err(StoreError::from).and_then(|r| decode(&r)) {
+                Ok(row) => {
+                    if !out.push(row).await {
+                        return;
+                    }
                 }
-                None => {}
-            }
-            if pending.len() == batch || end {
-                let full = std::mem::replace(&mut pending, Vec::with_capacity(batch));
-                if sender.send(Ok(full)).await.is_err() || end {
+                Err(err) => {
+                    let _ = sender.send(Err(err)).await;
                     return;
                 }
             }
         }
+        out.flush().await;
     });
     receiver
 }
