@@ -39,7 +39,7 @@ pub struct TokenConfig {
 }
 
 /// JWTs accepted as bearer tokens (TOML `[auth.jwt]`). A token's claims:
-/// `sub` (its name), `portals` (ids) or `all_portals: true`, `roles`, and the
+/// `sub` (its name is `jwt:` and the subject), `portals` (ids) or `all_portals: true`, `roles`, and the
 /// registered `iss`, `aud` and `exp`.
 #[derive(Clone, Debug, Deserialize)]
 pub struct JwtSettings {
@@ -242,6 +242,11 @@ fn static_tokens(tokens: &[TokenConfig]) -> Result<HashMap<[u8; 32], Principal>,
         let hash = decode_hash(&token.sha256).ok_or_else(|| {
             refuse("sha256 must be the token's SHA-256 as 64 hexadecimal digits".into())
         })?;
+        if token.name.starts_with(JWT_PREFIX) {
+            return Err(refuse(format!(
+                "names starting with '{JWT_PREFIX}' are JWT subjects'; choose another name"
+            )));
+        }
         let principal = principal_of(&token.name, &token.portals, token.all_portals, &token.roles)
             .map_err(refuse)?;
         if known.insert(hash, principal).is_some() {
@@ -352,6 +357,13 @@ impl JwtVerifier {
     fn verify(&self, token: &str) -> Result<Principal, DomainError> {
         let refuse = |reason: &str| DomainError::Unauthenticated(format!("the JWT {reason}"));
         let header = jsonwebtoken::decode_header(token).map_err(|_| refuse("is malformed"))?;
+        // No header extension is understood here, so one marked critical
+        // must be refused (RFC 7515, 4.1.11).
+        if critical_extensions(token) {
+            return Err(refuse(
+                "names critical header extensions (crit) this service does not understand",
+            ));
+        }
         if !matches!(
             header.alg,
             Algorithm::RS256 | Algorithm::ES256 | Algorithm::HS256
@@ -374,10 +386,14 @@ impl JwtVerifier {
             validation.set_audience(&[&self.audience]);
             validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
             validation.leeway = self.leeway;
+            validation.validate_nbf = true;
             match jsonwebtoken::decode::<GrantClaims>(token, &key.key, &validation) {
                 Ok(data) => {
                     let c = data.claims;
-                    return principal_of(&c.sub, &c.portals, c.all_portals, &c.roles)
+                    // Subjects live in a namespace of their own, apart
+                    // from static token names.
+                    let name = format!("{JWT_PREFIX}{}", c.sub);
+                    return principal_of(&name, &c.portals, c.all_portals, &c.roles)
                         .map_err(|e| refuse(&format!("grants nothing usable: {e}")));
                 }
                 Err(e) => {
@@ -397,6 +413,23 @@ impl JwtVerifier {
         }
         outcome
     }
+}
+
+/// What a JWT principal's name starts with (then its `sub`); no static
+/// token's name may.
+pub const JWT_PREFIX: &str = "jwt:";
+
+/// Whether the JWT's protected header carries `crit`.
+fn critical_extensions(token: &str) -> bool {
+    use base64::Engine;
+    let Some(encoded) = token.split('.').next() else {
+        return false;
+    };
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded) else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes)
+        .is_ok_and(|header| header.contains_key("crit"))
 }
 
 /// The RS256 and ES256 keys of a JWKS document or of PEM public keys.

@@ -1,13 +1,17 @@
 //! Accepting connections for both front ends: TCP without Nagle delay, then
 //! TLS when configured (client certificates required when a client CA is
 //! given: mTLS), with certificate files read again when they change and
-//! each handshake bounded by a timeout so a silent client holds nothing.
+//! each handshake bounded by a timeout so a silent client holds nothing;
+//! a connection with no call in flight for the idle timeout is closed.
+use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -15,6 +19,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio::time::Sleep;
 use tokio_rustls::rustls;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -57,6 +62,8 @@ pub enum Protocol {
 #[derive(Clone)]
 pub struct Acceptor {
     tls: Option<Arc<TlsState>>,
+    /// Close a connection with no call in flight for this long.
+    idle_timeout: Option<Duration>,
 }
 
 struct TlsState {
@@ -67,7 +74,19 @@ struct TlsState {
 impl Acceptor {
     /// Plain TCP.
     pub fn plain() -> Acceptor {
-        Acceptor { tls: None }
+        Acceptor {
+            tls: None,
+            idle_timeout: None,
+        }
+    }
+
+    /// Connections with no call in flight for `timeout` are closed (the
+    /// front end counts calls with `PeerInfo::activity`).
+    pub fn with_idle_timeout(self, timeout: Duration) -> Acceptor {
+        Acceptor {
+            idle_timeout: Some(timeout),
+            ..self
+        }
     }
 
     /// TLS from `settings` (files read and checked now; an error names the
@@ -88,6 +107,7 @@ impl Acceptor {
                 config,
                 handshake_timeout: Duration::from_millis(settings.handshake_timeout_ms),
             })),
+            idle_timeout: None,
         })
     }
 
@@ -117,8 +137,10 @@ impl Acceptor {
                 if let Err(err) = tcp.set_nodelay(true) {
                     tracing::debug!("cannot set TCP_NODELAY: {err}");
                 }
+                let idle_timeout = self.idle_timeout;
                 let Some(tls) = &self.tls else {
-                    if ready.send(Ok(EdgeStream::Plain(tcp))).await.is_err() {
+                    let stream = EdgeStream::new(EdgeIo::Plain(tcp), Some(peer), idle_timeout);
+                    if ready.send(Ok(stream)).await.is_err() {
                         return;
                     }
                     continue;
@@ -128,7 +150,9 @@ impl Acceptor {
                     let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.current());
                     match tokio::time::timeout(tls.handshake_timeout, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {
-                            let _ = ready.send(Ok(EdgeStream::Tls(Box::new(stream)))).await;
+                            let io = EdgeIo::Tls(Box::new(stream));
+                            let stream = EdgeStream::new(io, Some(peer), idle_timeout);
+                            let _ = ready.send(Ok(stream)).await;
                         }
                         Ok(Err(err)) => tracing::debug!(%peer, "TLS handshake failed: {err}"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -185,26 +209,118 @@ fn server_config(files: &[Vec<u8>], protocol: Protocol) -> Result<rustls::Server
     Ok(config)
 }
 
-/// An accepted connection, plain or TLS.
-pub enum EdgeStream {
+/// An accepted connection's transport, plain or TLS.
+pub enum EdgeIo {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
-impl EdgeStream {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            EdgeStream::Plain(tcp) => tcp,
-            EdgeStream::Tls(tls) => tls.get_ref().0,
+/// An accepted connection: its transport, its peer, the calls in flight on
+/// it, and the idle timer that closes it (reads end) once it has had no
+/// call in flight for the idle timeout.
+pub struct EdgeStream {
+    io: EdgeIo,
+    info: PeerInfo,
+    idle: Option<(Duration, Pin<Box<Sleep>>)>,
+}
+
+/// What a front end knows of a call's connection (tonic puts it in each
+/// request's extensions).
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    pub remote: Option<SocketAddr>,
+    pub activity: Arc<Activity>,
+}
+
+/// The calls in flight on one connection.
+#[derive(Debug)]
+pub struct Activity {
+    calls: AtomicUsize,
+    /// When the connection last had no call in flight.
+    quiet_since: Mutex<Instant>,
+}
+
+/// One call in flight on a connection, counted until dropped.
+pub struct ActiveCall(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            calls: AtomicUsize::new(0),
+            quiet_since: Mutex::new(Instant::now()),
         }
+    }
+
+    /// Counts a call until the returned guard drops.
+    pub fn begin(self: &Arc<Activity>) -> ActiveCall {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        ActiveCall(Arc::clone(self))
+    }
+
+    /// When the connection has had no call in flight since, if it has none.
+    fn quiet_since(&self) -> Option<Instant> {
+        let since = *self.quiet_since.lock().unwrap_or_else(|e| e.into_inner());
+        (self.calls.load(Ordering::SeqCst) == 0).then_some(since)
+    }
+}
+
+impl Drop for ActiveCall {
+    fn drop(&mut self) {
+        let mut since = self.0.quiet_since.lock().unwrap_or_else(|e| e.into_inner());
+        *since = Instant::now();
+        self.0.calls.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl EdgeStream {
+    fn new(io: EdgeIo, remote: Option<SocketAddr>, idle_timeout: Option<Duration>) -> EdgeStream {
+        EdgeStream {
+            io,
+            info: PeerInfo {
+                remote,
+                activity: Arc::new(Activity::new()),
+            },
+            idle: idle_timeout.map(|t| (t, Box::pin(tokio::time::sleep(t)))),
+        }
+    }
+
+    fn tcp(&self) -> &TcpStream {
+        match &self.io {
+            EdgeIo::Plain(tcp) => tcp,
+            EdgeIo::Tls(tls) => tls.get_ref().0,
+        }
+    }
+
+    /// The peer's address.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.info.remote
+    }
+
+    /// Whether the connection has been idle past its timeout (registers
+    /// for the next look otherwise).
+    fn idle_past(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some((timeout, timer)) = &mut self.idle else {
+            return false;
+        };
+        while timer.as_mut().poll(cx).is_ready() {
+            let next = match self.info.activity.quiet_since() {
+                Some(since) if since.elapsed() >= *timeout => return true,
+                Some(since) => since + *timeout,
+                None => Instant::now() + *timeout,
+            };
+            timer.as_mut().reset(tokio::time::Instant::from_std(next));
+        }
+        false
     }
 }
 
 impl tonic::transport::server::Connected for EdgeStream {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+    type ConnectInfo = PeerInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.tcp().connect_info()
+        let mut info = self.info.clone();
+        info.remote = info.remote.or_else(|| self.tcp().peer_addr().ok());
+        info
     }
 }
 
@@ -214,9 +330,14 @@ impl AsyncRead for EdgeStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            EdgeStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            EdgeStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        let this = self.get_mut();
+        if this.idle_past(cx) {
+            // The end of the stream: the server closes the connection.
+            return Poll::Ready(Ok(()));
+        }
+        match &mut this.io {
+            EdgeIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            EdgeIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -227,23 +348,23 @@ impl AsyncWrite for EdgeStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            EdgeStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            EdgeStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        match &mut self.get_mut().io {
+            EdgeIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            EdgeIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            EdgeStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            EdgeStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        match &mut self.get_mut().io {
+            EdgeIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            EdgeIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            EdgeStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            EdgeStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        match &mut self.get_mut().io {
+            EdgeIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            EdgeIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

@@ -168,9 +168,17 @@ impl Failure {
     }
 }
 
-/// The exit status of a failed command: 69 (sysexits' EX_UNAVAILABLE) when
-/// something it needs cannot be reached, so scripts can retry; 1 otherwise.
+/// The exit status of a failed command: 2 for a configuration refused at
+/// start, 69 (sysexits' EX_UNAVAILABLE) when something it needs cannot be
+/// reached, so scripts can retry; 1 otherwise.
 fn exit_code(err: &Failure) -> ExitCode {
+    // A configuration the service refuses to serve with, like one it cannot
+    // load, exits 2.
+    if let Failure::Server(server::ServerError::Insecure { .. } | server::ServerError::Config(_)) =
+        err
+    {
+        return ExitCode::from(2);
+    }
     match err.kind() {
         ErrorKind::Unavailable => ExitCode::from(69),
         _ => ExitCode::FAILURE,

@@ -10,7 +10,8 @@ use tonic::server::NamedService;
 
 use std::time::Duration;
 
-use crate::admission::Admission;
+use crate::admission::{Admission, CallPlaces};
+use crate::config::keys::DEFAULT_CURSOR_SECRET;
 use crate::config::{redacted_url, ConfigError, FeedSettings, Settings};
 use crate::domain::ErrorKind;
 use crate::gateway;
@@ -140,6 +141,30 @@ pub async fn serve(
         http: http_listener,
         metrics: metrics_listener,
     } = listeners;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: settings.server.grpc_addr,
+        source,
+    })?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: settings.gateway.http_addr,
+            source,
+        })?;
+    // Refusals of the configuration come before the store is touched.
+    let authenticator = Arc::new(settings.auth.authenticator()?);
+    if authenticator.is_open() {
+        if let Some(exposed) = [addr, http_addr]
+            .into_iter()
+            .find(|a| !a.ip().is_loopback())
+        {
+            return Err(ServerError::Insecure { addr: exposed });
+        }
+    } else if settings.read.cursor_secret == DEFAULT_CURSOR_SECRET {
+        tracing::warn!(
+            "read.cursor_secret is the public default: anyone can forge resume cursors' signatures; set a secret of your own, the same on every replica"
+        );
+    }
     let store = open_store(&settings).await?;
     let backend = store.backend();
     let hooks = hooks(&settings, Arc::clone(&store))?;
@@ -153,21 +178,34 @@ pub async fn serve(
         Arc::clone(&service),
         settings.feed.clone(),
     ));
-    let authenticator = Arc::new(settings.auth.authenticator()?);
     let admission = Arc::new(Admission::new(
         settings.server.calls_per_second_per_portal,
         settings.server.call_burst_per_portal,
     ));
     let request_timeout = Duration::from_millis(settings.server.request_timeout_ms);
+    let body_timeout = Duration::from_millis(settings.server.request_body_timeout_ms);
+    // Each port has its own places.
+    let call_places = || {
+        Arc::new(CallPlaces::new(
+            settings.server.max_concurrent_calls,
+            settings.server.max_concurrent_calls_per_caller,
+            settings.server.max_concurrent_calls_per_portal,
+        ))
+    };
+    let (grpc_calls, rest_calls) = (call_places(), call_places());
     let rest = gateway::router(
         Arc::clone(&service),
-        settings.gateway.default_portal,
-        Arc::clone(&authenticator),
+        gateway::Access {
+            default_portal: settings.gateway.default_portal,
+            authenticator: Arc::clone(&authenticator),
+            public_url: settings.gateway.public_url.clone(),
+        },
         gateway::Guards {
             admission: Arc::clone(&admission),
-            max_concurrent_calls: settings.server.max_concurrent_calls,
+            calls: Arc::clone(&rest_calls),
             request_timeout,
             body_read_timeout: Duration::from_millis(settings.gateway.body_read_timeout_ms),
+            body_timeout,
         },
     );
     let api = GrpcApi::new(Arc::clone(&service));
@@ -210,23 +248,7 @@ pub async fn serve(
         false => (None, None),
     };
 
-    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: settings.server.grpc_addr,
-        source,
-    })?;
-    let http_addr = http_listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind {
-            addr: settings.gateway.http_addr,
-            source,
-        })?;
     if authenticator.is_open() {
-        if let Some(exposed) = [addr, http_addr]
-            .into_iter()
-            .find(|a| !a.ip().is_loopback())
-        {
-            return Err(ServerError::Insecure { addr: exposed });
-        }
         tracing::warn!(
             "NO AUTHENTICATION: every caller on this machine can read and change every portal; configure [[auth.tokens]] before exposing the service (docs/security.md)"
         );
@@ -245,6 +267,8 @@ pub async fn serve(
         None => Ok::<_, ServerError>(Acceptor::plain()),
     };
     let (grpc_acceptor, rest_acceptor) = (tls(Protocol::Grpc)?, tls(Protocol::Http1)?);
+    let grpc_acceptor =
+        grpc_acceptor.with_idle_timeout(Duration::from_millis(settings.server.idle_timeout_ms));
     if !grpc_acceptor.is_tls() && !authenticator.is_open() {
         if let Some(exposed) = [addr, http_addr]
             .into_iter()
@@ -281,24 +305,32 @@ pub async fn serve(
     let mut grpc_stopped = stopped;
     let guards = tower::ServiceBuilder::new()
         .layer(grpc::metrics::MetricsLayer)
-        .layer(grpc::auth::AuthLayer::new(
+        .layer(grpc::auth::AuthLayer::new(grpc::auth::Guard {
             authenticator,
-            Arc::clone(&admission),
-            Arc::new(StreamCaps::new(settings.read.max_streams_per_caller)),
-        ))
-        .load_shed()
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            settings.server.max_concurrent_calls,
-        ));
+            admission: Arc::clone(&admission),
+            streams: Arc::new(StreamCaps::new(
+                settings.read.stream_caps(settings.store.max_connections).0,
+            )),
+            calls: Arc::clone(&grpc_calls),
+            body_timeout,
+            recheck: settings.auth.reload_interval(),
+        }));
     let forgetting = tokio::spawn(async move {
         let mut every_minute = tokio::time::interval(Duration::from_secs(60));
         loop {
             every_minute.tick().await;
             admission.forget_idle();
+            grpc_calls.forget_idle();
+            rest_calls.forget_idle();
         }
     });
+    let millis = Duration::from_millis;
     let grpc = tonic::transport::Server::builder()
         .timeout(request_timeout)
+        .max_concurrent_streams(settings.server.max_streams_per_connection)
+        .http2_max_header_list_size(settings.server.max_header_bytes)
+        .http2_keepalive_interval(Some(millis(settings.server.http2_keepalive_interval_ms)))
+        .http2_keepalive_timeout(Some(millis(settings.server.http2_keepalive_timeout_ms)))
         .layer(guards)
         .add_service(health_service)
         .add_optional_service(reflection_v1)

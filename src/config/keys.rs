@@ -158,6 +158,9 @@ pub const TOKEN_FIELDS: &[&str] = &["name", "sha256", "portals", "all_portals", 
 /// Fields of a `[[hooks.plugins]]` table.
 pub const PLUGIN_FIELDS: &[&str] = &["name", "endpoint", "events", "timeout_ms", "failure_policy"];
 
+/// The cursor secret every installation has until it sets its own.
+pub const DEFAULT_CURSOR_SECRET: &str = "association-service-default-cursor-secret";
+
 /// Every key, in the README's order.
 pub const KEYS: &[Key] = &[
     key("server.grpc_addr", Some("127.0.0.1:50051"), Values::Address),
@@ -179,16 +182,17 @@ pub const KEYS: &[Key] = &[
     key("read.chunk_size", Some("1000"), between(1, 10_000)),
     key(
         "read.cursor_secret",
-        Some("association-service-default-cursor-secret"),
+        Some(DEFAULT_CURSOR_SECRET),
         Values::Text { min_chars: 16 },
     ),
     key("read.catalog_ttl_ms", Some("1000"), at_least(0, MS)),
     key(
         "read.max_streams_per_portal",
-        Some("256"),
+        Some("8"),
         between(1, U32_MAX),
     ),
-    key("read.max_streams_per_caller", Some("64"), at_least(1, "")),
+    key("read.max_streams_per_caller", Some("4"), at_least(1, "")),
+    key("read.stall_timeout_ms", Some("10000"), at_least(1, MS)),
     key("feed.retention_hours", Some("168"), at_least(1, "hours")),
     key("feed.poll_interval_ms", Some("500"), at_least(1, MS)),
     key(
@@ -207,7 +211,43 @@ pub const KEYS: &[Key] = &[
         between(0, U32_MAX),
     ),
     key("server.max_concurrent_calls", Some("1024"), at_least(1, "")),
+    key(
+        "server.max_concurrent_calls_per_caller",
+        Some("256"),
+        at_least(1, ""),
+    ),
+    key(
+        "server.max_concurrent_calls_per_portal",
+        Some("512"),
+        at_least(1, ""),
+    ),
     key("server.request_timeout_ms", Some("30000"), at_least(1, MS)),
+    key(
+        "server.request_body_timeout_ms",
+        Some("10000"),
+        at_least(1, MS),
+    ),
+    key("server.idle_timeout_ms", Some("60000"), at_least(1, MS)),
+    key(
+        "server.http2_keepalive_interval_ms",
+        Some("30000"),
+        at_least(1, MS),
+    ),
+    key(
+        "server.http2_keepalive_timeout_ms",
+        Some("10000"),
+        at_least(1, MS),
+    ),
+    key(
+        "server.max_streams_per_connection",
+        Some("100"),
+        between(1, U32_MAX),
+    ),
+    key(
+        "server.max_header_bytes",
+        Some("16384"),
+        between(1024, U32_MAX),
+    ),
     key("server.reflection", Some("true"), Values::Flag),
     key("server.shutdown_grace_ms", Some("20000"), at_least(0, MS)),
     key("server.shutdown_delay_ms", Some("0"), at_least(0, MS)),
@@ -250,6 +290,7 @@ pub const KEYS: &[Key] = &[
         Some("10000"),
         at_least(1, MS),
     ),
+    key("gateway.public_url", None, Values::HttpUrl),
     key("tls.cert_file", None, Values::File),
     key("tls.key_file", None, Values::File),
     key("tls.client_ca_file", None, Values::File),

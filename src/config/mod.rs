@@ -71,6 +71,12 @@ impl Default for AuthSettings {
 }
 
 impl AuthSettings {
+    /// How often credential files are looked at (and open streams' callers
+    /// checked again).
+    pub fn reload_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.reload_interval_ms)
+    }
+
     /// Who may call, checked.
     pub fn authenticator(&self) -> Result<Authenticator, ConfigError> {
         Authenticator::from_sources(&CredentialSources {
@@ -165,6 +171,10 @@ pub struct GatewaySettings {
     pub max_request_line: usize,
     /// Longest wait for the next part of a request body.
     pub body_read_timeout_ms: u64,
+    /// The scheme, host and path prefix clients reach the gateway at, for
+    /// `paging.next.link` (none: links are relative).
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 impl GatewaySettings {
@@ -196,8 +206,25 @@ pub struct ServerSettings {
     pub call_burst_per_portal: u32,
     /// Calls each port serves at once; more are refused at once (load shedding).
     pub max_concurrent_calls: usize,
+    /// Of those, the most one caller may hold.
+    pub max_concurrent_calls_per_caller: usize,
+    /// Of those, the most calls on one portal.
+    pub max_concurrent_calls_per_portal: usize,
     /// Longest time a call (a stream: until its first answer) may take.
     pub request_timeout_ms: u64,
+    /// Time a request's body has to arrive whole (a client stream: each
+    /// message), both ports.
+    pub request_body_timeout_ms: u64,
+    /// A gRPC connection with no call in flight for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// How often the server pings a gRPC client's connection.
+    pub http2_keepalive_interval_ms: u64,
+    /// How long it waits for the ping's answer before closing.
+    pub http2_keepalive_timeout_ms: u64,
+    /// Most calls in flight on one gRPC connection.
+    pub max_streams_per_connection: u32,
+    /// Largest gRPC request header block.
+    pub max_header_bytes: u32,
     /// Serve gRPC reflection (open to every caller: it describes the API).
     pub reflection: bool,
     /// After SIGTERM: how long in-flight calls and streams may run on
@@ -261,6 +288,20 @@ pub struct ReadSettings {
     pub max_streams_per_portal: u32,
     /// Most streams one caller (token or JWT subject) may have open on one replica.
     pub max_streams_per_caller: usize,
+    /// How long a stream waits for its client to read before it ends.
+    pub stall_timeout_ms: u64,
+}
+
+impl ReadSettings {
+    /// The per-caller and per-portal stream caps in force: never more than
+    /// the stream pool (`store.max_connections`), so a caller or portal at
+    /// its cap leaves connections to the others.
+    pub fn stream_caps(&self, pool: u32) -> (usize, u32) {
+        (
+            self.max_streams_per_caller.min(pool as usize).max(1),
+            self.max_streams_per_portal.min(pool).max(1),
+        )
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -439,7 +480,8 @@ impl Settings {
             cursor_secret: self.read.cursor_secret.clone(),
             feed_poll_interval: std::time::Duration::from_millis(self.feed.poll_interval_ms),
             catalog_ttl: std::time::Duration::from_millis(self.read.catalog_ttl_ms),
-            max_streams_per_portal: self.read.max_streams_per_portal,
+            max_streams_per_portal: self.read.stream_caps(self.store.max_connections).1,
+            stream_stall_timeout: std::time::Duration::from_millis(self.read.stall_timeout_ms),
         }
     }
 }

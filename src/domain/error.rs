@@ -117,6 +117,21 @@ pub enum DomainError {
     },
     #[error("The service is at its limit of concurrent calls; try again shortly")]
     Overloaded,
+    #[error(
+        "{holder} has {limit} calls in flight, the most {setting} allows; try again once one ends"
+    )]
+    TooManyCalls {
+        /// Who holds them, in words ("this caller", "portal 7").
+        holder: String,
+        limit: u32,
+        setting: &'static str,
+    },
+    #[error("The stream was ended because its client read nothing for {stall_ms} ms; call again with the cursor of the last chunk received to resume")]
+    StreamStalled { stall_ms: u64 },
+    #[error(
+        "The request did not arrive in time: its body must arrive whole within {timeout_ms} ms"
+    )]
+    RequestTooSlow { timeout_ms: u64 },
     #[error("This replica is shutting down: call again (another replica answers), resuming a stream with the cursor of its last chunk")]
     ShuttingDown,
     #[error("No {} is associated with {} {from_id}.", .to.singular_name(), .from.singular_name())]
@@ -172,7 +187,10 @@ impl DomainError {
             DomainError::CursorExpired(_) => ErrorKind::Expired,
             DomainError::TooManyStreams { .. }
             | DomainError::TooManyStreamsForCaller { .. }
-            | DomainError::RateLimited { .. } => ErrorKind::ResourceExhausted,
+            | DomainError::RateLimited { .. }
+            | DomainError::TooManyCalls { .. } => ErrorKind::ResourceExhausted,
+            DomainError::StreamStalled { .. } => ErrorKind::Aborted,
+            DomainError::RequestTooSlow { .. } => ErrorKind::InvalidArgument,
             DomainError::Overloaded | DomainError::ShuttingDown => ErrorKind::Unavailable,
             DomainError::LimitAlreadySet(_) | DomainError::LabelExists(_) => ErrorKind::Conflict,
             DomainError::ChangeDenied { .. } => ErrorKind::Denied,
@@ -212,6 +230,9 @@ impl DomainError {
             }
             DomainError::RateLimited { .. } => "crm.associations.RATE_LIMITED",
             DomainError::Overloaded => "crm.associations.OVERLOADED",
+            DomainError::TooManyCalls { .. } => "crm.associations.TOO_MANY_CALLS",
+            DomainError::StreamStalled { .. } => "crm.associations.STREAM_STALLED",
+            DomainError::RequestTooSlow { .. } => "crm.associations.REQUEST_TIMEOUT",
             DomainError::ShuttingDown => "crm.associations.SHUTTING_DOWN",
             DomainError::NoAssociations { .. } => "crm.associations.NO_ASSOCIATIONS_FOUND",
             DomainError::ObjectNotFound { .. } => "crm.objects.OBJECT_NOT_FOUND",
@@ -329,9 +350,9 @@ impl DomainError {
             DomainError::RateLimited { retry_after_ms, .. } => {
                 Some(std::time::Duration::from_millis(*retry_after_ms))
             }
-            DomainError::Overloaded | DomainError::ShuttingDown => {
-                Some(std::time::Duration::from_secs(1))
-            }
+            DomainError::Overloaded
+            | DomainError::ShuttingDown
+            | DomainError::TooManyCalls { .. } => Some(std::time::Duration::from_secs(1)),
             _ => None,
         }
     }

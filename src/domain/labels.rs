@@ -14,9 +14,11 @@ pub fn label_ids_needed(from: ObjectType, to: ObjectType, inverse_label: Option<
     }
 }
 
-/// A label's text, trimmed: 1 to 100 characters, none of them control
-/// characters (a NUL cannot be stored in PostgreSQL text, and line breaks
-/// would forge log lines) — the one home of this rule.
+/// A label's text, trimmed: 1 to 100 characters, none of them control,
+/// format, line- or paragraph-separator characters (Unicode Cc, Cf, Zl,
+/// Zp: a NUL cannot be stored in PostgreSQL text, line breaks would forge
+/// log lines, and bidi overrides such as U+202E would show another text
+/// than the one stored) — the one home of this rule.
 pub fn label_text(label: &str) -> Result<&str, DomainError> {
     let label = label.trim();
     if label.is_empty() || label.len() > 100 {
@@ -24,12 +26,25 @@ pub fn label_text(label: &str) -> Result<&str, DomainError> {
             "label must be 1 to 100 characters".into(),
         ));
     }
-    if label.chars().any(char::is_control) {
-        return Err(DomainError::InvalidArgument(
-            "label must not contain control characters".into(),
-        ));
+    if let Some(bad) = label.chars().find(|c| unprintable(*c)) {
+        return Err(DomainError::InvalidArgument(format!(
+            "label must not contain control, format or separator characters (U+{:04X})",
+            bad as u32
+        )));
     }
     Ok(label)
+}
+
+/// Whether `c` is a control, format, line- or paragraph-separator character.
+fn unprintable(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    matches!(
+        c.general_category(),
+        GeneralCategory::Control
+            | GeneralCategory::Format
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator
+    )
 }
 
 /// Builds the definitions of a new admin label from its allocated ids.
@@ -234,6 +249,26 @@ pub fn rename_label(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_refuse_control_format_and_separator_characters() {
+        for bad in [
+            "a\u{0}b",
+            "a\nb",
+            "a\u{7f}b",
+            "evil\u{202e}txt",
+            "a\u{200b}b",
+            "a\u{2028}b",
+            "a\u{2029}b",
+            "a\u{feff}b",
+            "a\u{2066}b",
+        ] {
+            assert!(label_text(bad).is_err(), "{bad:?} is refused");
+        }
+        for good in ["Manager", "Décideur", "社長", "a b", "Ünïcödé 😀"] {
+            assert_eq!(label_text(good).unwrap(), good);
+        }
+    }
 
     #[test]
     fn labels_get_one_id_when_symmetric_on_one_object_type() {

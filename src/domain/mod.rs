@@ -14,5 +14,5 @@ pub mod types;
 pub mod verify;
 
 pub use error::{DomainError, ErrorKind, LimitSource, LimitViolation};
-pub use object_type::ObjectType;
+pub use object_type::{one_line, ObjectType, MESSAGE_MOST};
 pub use types::{Category, PairCatalog, TypeDef, TypeKey, TypeRole};

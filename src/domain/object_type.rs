@@ -135,9 +135,46 @@ pub fn shown(input: &str) -> String {
     text
 }
 
+/// Most characters of an error message as answered and logged.
+pub const MESSAGE_MOST: usize = 1024;
+
+/// Any text on its way out in an error (a message, a context value) as it
+/// is answered and logged: control and line-separator characters escaped
+/// (text already `shown` is unchanged) and at most `most` characters, so
+/// whatever part of a request an error repeats stays bounded and one line.
+pub fn one_line(text: &str, most: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(most * 2));
+    for (count, c) in text.chars().enumerate() {
+        if count == most {
+            out.push('…');
+            break;
+        }
+        match c {
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => {
+                out.extend(c.escape_default())
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_text_goes_out_on_one_bounded_line() {
+        assert_eq!(one_line("plain text", 64), "plain text");
+        assert_eq!(
+            one_line("a\nb\r\u{0}c\u{2028}", 64),
+            "a\\nb\\r\\u{0}c\\u{2028}"
+        );
+        let long = "x".repeat(500_000);
+        assert_eq!(one_line(&long, 100).chars().count(), 101);
+        let already = shown("a\nb");
+        assert_eq!(one_line(&already, 64), already);
+    }
 
     #[test]
     fn parses_ids_and_names_in_any_case() {

@@ -8,8 +8,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::domain::error::{LimitSource, LimitViolation};
-use crate::domain::DomainError;
 use crate::domain::ErrorKind;
+use crate::domain::{one_line, DomainError, MESSAGE_MOST};
 use crate::service::ServiceError;
 use crate::status_table::{status_for, store_status, StatusPair};
 
@@ -77,13 +77,20 @@ pub fn rest_message(err: &DomainError) -> String {
     }
 }
 
-/// HubSpot's `context`: every value is a list of strings.
+/// HubSpot's `context`: every value is a list of strings (each bounded,
+/// on one line).
 pub fn context(pairs: Vec<(&str, String)>) -> Map<String, Value> {
     pairs
         .into_iter()
-        .map(|(k, v)| (k.to_string(), Value::Array(vec![Value::String(v)])))
+        .map(|(k, v)| {
+            let v = one_line(&v, CONTEXT_MOST);
+            (k.to_string(), Value::Array(vec![Value::String(v)]))
+        })
         .collect()
 }
+
+/// Most characters of a context value.
+const CONTEXT_MOST: usize = 256;
 
 /// HubSpot's error body (`Error` in its specs).
 #[derive(Debug, Serialize)]
@@ -134,7 +141,8 @@ impl GatewayError {
         let status = status_for(self.kind());
         let body = |message: String, sub: Option<&str>, ctx| ErrorBody {
             status: "error",
-            message,
+            // Bounded and on one line, like everything an error repeats.
+            message: one_line(&message, MESSAGE_MOST),
             // The call's own id (its log lines carry it), or a fresh one
             // for refusals made before a call is served.
             correlation_id: crate::telemetry::CORRELATION_ID

@@ -3,6 +3,7 @@
 //! Every endpoint is listed once, with the role it needs (`rest_routes!`);
 //! HubSpot paths carry no portal, so a call acts on its token's one portal
 //! (or, when the service runs open, on the configured default portal).
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::routing::{on, MethodFilter};
 use axum::Router;
 
-use crate::admission::Admission;
+use crate::admission::{Admission, CallPlaces, CallerKey, PortalPlace};
 use crate::auth::Authenticator;
 use crate::domain::access::{Principal, Role};
 use crate::domain::{DomainError, ObjectType};
@@ -37,20 +38,33 @@ pub const MAX_READ_INPUTS: usize = 1_000;
 #[derive(Clone)]
 pub struct GatewayState {
     service: Arc<AssociationService>,
+    access: Arc<Access>,
+    guards: Guards,
+}
+
+/// Who may call and how links name the gateway.
+pub struct Access {
     /// The portal of an open service.
-    default_portal: i64,
-    authenticator: Arc<Authenticator>,
-    admission: Arc<Admission>,
+    pub default_portal: i64,
+    pub authenticator: Arc<Authenticator>,
+    /// Where clients reach the gateway, for paging links (none: relative).
+    pub public_url: Option<String>,
 }
 
 /// What every handler needs: the service, the caller and the portal the
-/// call acts on; extracting it authenticates and authorizes the call.
+/// call acts on; extracting it authorizes the call (its caller was
+/// authenticated by `admit_call`) and takes its place in the portal's share.
 #[derive(Clone)]
 pub struct Gateway {
     service: Arc<AssociationService>,
     portal: i64,
     principal: Principal,
+    _portal_place: Arc<PortalPlace>,
 }
+
+/// The address a REST connection comes from (set per connection).
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub Option<IpAddr>);
 
 impl FromRequestParts<GatewayState> for Gateway {
     type Rejection = GatewayError;
@@ -67,13 +81,15 @@ impl FromRequestParts<GatewayState> for Gateway {
         let role = rest_role(&parts.method, path).ok_or_else(|| {
             DomainError::PermissionDenied(format!("{} {path} has no access rule", parts.method))
         })?;
-        let authorization = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .map(|v| v.to_str().unwrap_or("(not text)"));
-        let principal = state.authenticator.authenticate(authorization)?;
-        let portal = if state.authenticator.is_open() {
-            state.default_portal
+        let principal = match parts.extensions.get::<Principal>() {
+            Some(principal) => principal.clone(),
+            None => state
+                .access
+                .authenticator
+                .authenticate(authorization(&parts.headers))?,
+        };
+        let portal = if state.access.authenticator.is_open() {
+            state.access.default_portal
         } else {
             principal.scope.single().ok_or_else(|| {
                 DomainError::PermissionDenied(format!(
@@ -84,29 +100,146 @@ impl FromRequestParts<GatewayState> for Gateway {
         };
         crate::telemetry::record_portal(portal);
         principal.authorize(role, portal)?;
-        state.admission.admit(portal)?;
+        state.guards.admission.admit(portal)?;
+        let place = state.guards.calls.enter_portal(portal)?;
         Ok(Gateway {
             service: Arc::clone(&state.service),
             portal,
             principal,
+            _portal_place: Arc::new(place),
         })
     }
 }
 
-/// The scheme and host the client called, for `paging.next.link`.
+/// The `Authorization` header, as text.
+fn authorization(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or("(not text)"))
+}
+
+/// What an open service (no credentials, loopback only) asks of a REST
+/// call so that a web page open in a browser on the same machine cannot
+/// make it: a call a browser sends from another site carries an `Origin`
+/// that is not a loopback one, and a cross-site POST a page can send
+/// without asking first is not `application/json`.
+fn same_machine_only(request: &axum::extract::Request) -> Result<(), DomainError> {
+    let headers = request.headers();
+    if let Some(origin) = headers.get(axum::http::header::ORIGIN) {
+        let host = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.parse::<Uri>().ok())
+            .and_then(|uri| uri.host().map(str::to_string));
+        let loopback = host.is_some_and(|h| {
+            let h = h.trim_start_matches('[').trim_end_matches(']');
+            h == "localhost" || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        });
+        if !loopback {
+            return Err(DomainError::PermissionDenied(
+                "the service runs without authentication, so it refuses calls from web pages of other sites (their Origin is not a loopback address)".into(),
+            ));
+        }
+    }
+    let json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|t| t.to_str().ok())
+        .is_some_and(|t| {
+            t.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+    if request.method() == Method::POST && !json {
+        return Err(DomainError::InvalidArgument(
+            "send the body as Content-Type: application/json (the service runs without authentication, and refuses other bodies so that web pages cannot post to it)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Largest REST request body (axum's JSON default).
+const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// Admits a routed call before anything of it is served: authenticates its
+/// caller, gives it a place in the caller's fair share of concurrent calls
+/// (an unauthenticated caller counts by its address), then reads its body,
+/// which must arrive whole within the body timeout, while holding only
+/// that place. The place is held until the answer is ready.
+async fn admit_call(
+    axum::extract::State(state): axum::extract::State<GatewayState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let open = state.access.authenticator.is_open();
+    if open {
+        if let Err(err) = same_machine_only(&request) {
+            return GatewayError::from(err).into_response();
+        }
+    }
+    let principal = match state
+        .access
+        .authenticator
+        .authenticate(authorization(request.headers()))
+    {
+        Ok(principal) => principal,
+        Err(err) => return GatewayError::from(err).into_response(),
+    };
+    let peer = request.extensions().get::<PeerAddr>().and_then(|p| p.0);
+    let caller = CallerKey::of(Some(&principal), open, peer);
+    let place = match state.guards.calls.enter(&caller) {
+        Ok(place) => place,
+        Err(err) => return GatewayError::from(err).into_response(),
+    };
+    let (parts, body) = request.into_parts();
+    let timeout = state.guards.body_timeout;
+    let bytes =
+        match tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(err)) => {
+                let too_large = std::error::Error::source(&err)
+                    .is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
+                let (status, message) = match too_large {
+                    true => (
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "the request body is larger than 2 MiB".to_string(),
+                    ),
+                    false => (
+                        StatusCode::BAD_REQUEST,
+                        "the request body could not be read in time".to_string(),
+                    ),
+                };
+                return GatewayError::Refused { status, message }.into_response();
+            }
+            Err(_) => {
+                crate::admission::refused("body_timeout");
+                return GatewayError::from(DomainError::RequestTooSlow {
+                    timeout_ms: timeout.as_millis() as u64,
+                })
+                .into_response();
+            }
+        };
+    let mut request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+    request.extensions_mut().insert(principal);
+    let response = next.run(request).await;
+    drop(place);
+    response
+}
+
+/// Where `paging.next.link` points: the configured public URL, or
+/// nothing (a link relative to the host the client called). Never built
+/// from the request's `Host`, which the client chooses.
 pub struct BaseUrl(String);
 
-impl<S: Send + Sync> FromRequestParts<S> for BaseUrl {
+impl FromRequestParts<GatewayState> for BaseUrl {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let host = parts
-            .headers
-            .get(axum::http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
-            .unwrap_or("localhost");
-        Ok(BaseUrl(format!("http://{host}")))
+    async fn from_request_parts(
+        _: &mut Parts,
+        state: &GatewayState,
+    ) -> Result<Self, Self::Rejection> {
+        let base = state.access.public_url.as_deref().unwrap_or_default();
+        Ok(BaseUrl(base.trim_end_matches('/').to_string()))
     }
 }
 
@@ -303,29 +436,27 @@ rest_routes! {
     }
 }
 
-/// How the gateway guards itself: the call rates of each portal, the calls
-/// served at once, and how long a call and its body may take.
+/// How the gateway guards itself: the call rates of each portal, the fair
+/// share of calls served at once, and how long a call and its body may take.
 #[derive(Clone)]
 pub struct Guards {
     pub admission: Arc<Admission>,
-    pub max_concurrent_calls: usize,
+    pub calls: Arc<CallPlaces>,
     pub request_timeout: Duration,
+    /// Longest wait for the next part of a body.
     pub body_read_timeout: Duration,
+    /// Time a body has to arrive whole.
+    pub body_timeout: Duration,
 }
 
 /// Every REST endpoint; without tokens, calls act on `default_portal`.
-pub fn router(
-    service: Arc<AssociationService>,
-    default_portal: i64,
-    authenticator: Arc<Authenticator>,
-    guards: Guards,
-) -> Router {
-    let shedding = tower::ServiceBuilder::new()
-        .layer(axum::error_handling::HandleErrorLayer::new(overloaded))
-        .load_shed()
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            guards.max_concurrent_calls,
-        ))
+pub fn router(service: Arc<AssociationService>, access: Access, guards: Guards) -> Router {
+    let state = GatewayState {
+        service,
+        access: Arc::new(access),
+        guards: guards.clone(),
+    };
+    let bounded = tower::ServiceBuilder::new()
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,
             guards.request_timeout,
@@ -334,24 +465,14 @@ pub fn router(
             guards.body_read_timeout,
         ));
     endpoints()
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admit_call,
+        ))
         .fallback(no_route)
         .method_not_allowed_fallback(no_route)
-        .layer(shedding)
+        .layer(bounded)
         .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn(probes::observe_call))
-        .with_state(GatewayState {
-            service,
-            default_portal,
-            authenticator,
-            admission: guards.admission,
-        })
-}
-
-/// The answer to a call refused because the gateway is at its concurrency
-/// limit (the only error the shedding layers raise).
-async fn overloaded(err: tower::BoxError) -> GatewayError {
-    if !err.is::<tower::load_shed::error::Overloaded>() {
-        tracing::error!("REST guard layer failed: {err}");
-    }
-    GatewayError::from(DomainError::Overloaded)
+        .with_state(state)
 }

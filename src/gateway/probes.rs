@@ -74,7 +74,12 @@ async fn scrape(State(probes): State<Probes>) -> Response {
 /// label set).
 pub async fn observe_call(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
+    // Any token is a method to HTTP: only the standard ones name themselves.
+    let method = match request.method().as_str() {
+        m @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS") => m,
+        _ => "other",
+    }
+    .to_string();
     let route = request
         .extensions()
         .get::<MatchedPath>()

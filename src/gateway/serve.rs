@@ -74,15 +74,25 @@ async fn connection(
             return;
         }
     };
+    // Callers without credentials are told apart by their address.
+    let peer = super::PeerAddr(stream.peer().map(|a| a.ip()));
     let io = TokioIo::new(Rewind {
         prefix,
         read: 0,
         inner: stream,
     });
+    let service = tower::ServiceBuilder::new()
+        .map_request(
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(peer);
+                request
+            },
+        )
+        .service(router);
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .serve_connection(io, TowerToHyperService::new(router));
+        .serve_connection(io, TowerToHyperService::new(service));
     tokio::pin!(conn);
     let outcome = tokio::select! {
         outcome = conn.as_mut() => outcome,

@@ -1,23 +1,30 @@
-//! Authentication and authorization of gRPC calls: a tower layer before
-//! every service authenticates the `authorization` metadata, checks the role
-//! its service needs (`rpc_access`, deny by default) and hands the principal
-//! to the handler, which checks the request's portal (`authorize`). The
-//! layer also answers a request that is not valid protobuf as the caller's
-//! error (`INVALID_ARGUMENT` with `ErrorInfo`), where tonic says `INTERNAL`.
+//! Authentication, authorization and admission of gRPC calls: a tower layer
+//! before every service authenticates the `authorization` metadata, checks
+//! the role its service needs (`rpc_access`, deny by default), and only
+//! then gives the call a place in its caller's fair share of concurrent
+//! calls (and a stream place), bounds the time its request body may take,
+//! and hands the principal to the handler, which checks the request's
+//! portal and takes the portal's share (`authorize`). The layer also
+//! answers a request that is not valid protobuf as the caller's error
+//! (`INVALID_ARGUMENT` with `ErrorInfo`), where tonic says `INTERNAL`.
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
+use tonic::body::Body;
 use tonic::codegen::http;
 use tonic::{Request, Status};
 use tower::{Layer, Service};
 
-use crate::admission::Admission;
+use crate::admission::{Admission, CallPlaces, CallerKey, PortalPlace};
 use crate::auth::Authenticator;
 use crate::domain::access::{Principal, Role};
 use crate::domain::DomainError;
-use crate::grpc::streams::{HeldBody, StreamCaps};
+use crate::grpc::metrics::client_streaming;
+use crate::grpc::streams::{Arriving, HeldBody, Recheck, StreamCaps};
+use crate::listen::PeerInfo;
 
 /// What a gRPC path needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,21 +63,25 @@ pub fn rpc_access(path: &str) -> Option<RpcAccess> {
 /// The layer that guards every gRPC service.
 #[derive(Clone)]
 pub struct AuthLayer {
-    authenticator: Arc<Authenticator>,
-    admission: Arc<Admission>,
-    streams: Arc<StreamCaps>,
+    guard: Arc<Guard>,
+}
+
+/// What the layer checks calls against.
+pub struct Guard {
+    pub authenticator: Arc<Authenticator>,
+    pub admission: Arc<Admission>,
+    pub streams: Arc<StreamCaps>,
+    pub calls: Arc<CallPlaces>,
+    /// Time a request body has to arrive whole (a client stream: each message).
+    pub body_timeout: Duration,
+    /// How often an open stream's credentials are checked again.
+    pub recheck: Duration,
 }
 
 impl AuthLayer {
-    pub fn new(
-        authenticator: Arc<Authenticator>,
-        admission: Arc<Admission>,
-        streams: Arc<StreamCaps>,
-    ) -> AuthLayer {
+    pub fn new(guard: Guard) -> AuthLayer {
         AuthLayer {
-            authenticator,
-            admission,
-            streams,
+            guard: Arc::new(guard),
         }
     }
 }
@@ -81,9 +92,7 @@ impl<S> Layer<S> for AuthLayer {
     fn layer(&self, inner: S) -> Guarded<S> {
         Guarded {
             inner,
-            authenticator: Arc::clone(&self.authenticator),
-            admission: Arc::clone(&self.admission),
-            streams: Arc::clone(&self.streams),
+            guard: Arc::clone(&self.guard),
         }
     }
 }
@@ -92,9 +101,7 @@ impl<S> Layer<S> for AuthLayer {
 #[derive(Clone)]
 pub struct Guarded<S> {
     inner: S,
-    authenticator: Arc<Authenticator>,
-    admission: Arc<Admission>,
-    streams: Arc<StreamCaps>,
+    guard: Arc<Guard>,
 }
 
 /// The principal a call on `path` with these headers acts as (none for an
@@ -108,26 +115,35 @@ fn admit(
         Some(RpcAccess::Open) => return Ok(None),
         Some(RpcAccess::Role(role)) => role,
         None => {
-            return Err(DomainError::PermissionDenied(format!(
-                "{path} has no access rule"
-            )))
+            return Err(DomainError::PermissionDenied(
+                "this gRPC service has no access rule".into(),
+            ))
         }
     };
-    let authorization = headers
-        .get(http::header::AUTHORIZATION)
-        .map(|v| v.to_str().unwrap_or("(not text)"));
-    let principal = authenticator.authenticate(authorization)?;
+    let principal = authenticator.authenticate(authorization(headers))?;
     principal.require_role(role)?;
     Ok(Some(principal))
 }
 
-impl<S, B> Service<http::Request<B>> for Guarded<S>
+/// The `authorization` metadata, as text.
+fn authorization(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or("(not text)"))
+}
+
+/// A call's place in its portal's share, filled in by `authorize` once the
+/// request names its portal and held until the call's answer is ready.
+#[derive(Clone, Default)]
+pub struct PortalSlot(Arc<Mutex<Option<PortalPlace>>>);
+
+impl<S> Service<http::Request<Body>> for Guarded<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S: Service<http::Request<Body>, Response = http::Response<Body>>,
     S::Future: Send + 'static,
     S::Error: Into<tower::BoxError> + Send + 'static,
 {
-    type Response = http::Response<tonic::body::Body>;
+    type Response = http::Response<Body>;
     type Error = tower::BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
@@ -135,49 +151,78 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let guard = Arc::clone(&self.guard);
         let path = request.uri().path().to_string();
-        let admitted = admit(&self.authenticator, &path, request.headers()).and_then(|principal| {
-            // Streams are capped per principal once callers have names.
-            let place = match (&principal, self.authenticator.is_open()) {
-                (Some(principal), false) => self.streams.take(&principal.name, &path)?,
-                _ => None,
-            };
-            Ok((principal, place))
-        });
-        match admitted {
-            Ok((principal, place)) => {
-                if let Some(principal) = principal {
-                    request.extensions_mut().insert(principal);
-                    request.extensions_mut().insert(Arc::clone(&self.admission));
-                }
-                let answer = self.inner.call(request);
-                Box::pin(async move {
-                    let response = match answer.await.map_err(Into::into) {
-                        Ok(response) => response,
-                        // Shed by the concurrency limit below this layer.
-                        Err(err) if err.is::<tower::load_shed::error::Overloaded>() => {
-                            return Ok(Status::from(DomainError::Overloaded).into_http());
-                        }
-                        Err(err) => return Err(err),
-                    };
-                    Ok(match (undecodable(&response), place) {
-                        (Some(detail), _) => Status::from(DomainError::InvalidArgument(format!(
-                            "the request to {path} is not a valid protobuf message: {detail}"
-                        )))
-                        .into_http(),
-                        (None, Some(place)) => {
-                            response.map(|inner| tonic::body::Body::new(HeldBody { inner, place }))
-                        }
-                        (None, None) => response,
-                    })
-                })
-            }
+        let connection = request.extensions().get::<PeerInfo>().cloned();
+        let peer = connection
+            .as_ref()
+            .and_then(|info| info.remote)
+            .map(|addr| addr.ip());
+        let active = connection.map(|info| info.activity.begin());
+        let open = guard.authenticator.is_open();
+        // Who calls is known before the call holds anything shared.
+        let admitted =
+            admit(&guard.authenticator, &path, request.headers()).and_then(|principal| {
+                let caller = CallerKey::of(principal.as_ref(), open, peer);
+                let call = guard.calls.enter(&caller)?;
+                // Streams are capped per principal once callers have names.
+                let place = match (&principal, open) {
+                    (Some(principal), false) => guard.streams.take(&principal.name, &path)?,
+                    _ => None,
+                };
+                Ok((principal, call, place))
+            });
+        let (principal, call, place) = match admitted {
+            Ok(admitted) => admitted,
             Err(err) => {
                 let status = Status::from(err);
-                Box::pin(std::future::ready(Ok(status.into_http())))
+                return Box::pin(std::future::ready(Ok(status.into_http())));
             }
+        };
+        // A named caller's stream is ended when its credentials are.
+        let recheck = match (&principal, place.is_some()) {
+            (Some(_), true) => Some(Recheck::new(
+                Arc::clone(&guard.authenticator),
+                authorization(request.headers()).map(str::to_string),
+                guard.recheck,
+            )),
+            _ => None,
+        };
+        let portal_slot = PortalSlot::default();
+        let mut request = request.map(|body| {
+            Body::new(Arriving::new(
+                body,
+                guard.body_timeout,
+                client_streaming(&path),
+            ))
+        });
+        let extensions = request.extensions_mut();
+        extensions.insert(portal_slot.clone());
+        extensions.insert(Arc::clone(&guard.calls));
+        if let Some(principal) = principal {
+            extensions.insert(principal);
+            extensions.insert(Arc::clone(&guard.admission));
         }
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let response = answer.await.map_err(Into::into)?;
+            drop((call, portal_slot));
+            if let Some(detail) = undecodable(&response) {
+                return Ok(Status::from(DomainError::InvalidArgument(format!(
+                    "the request to {path} is not a valid protobuf message: {detail}"
+                )))
+                .into_http());
+            }
+            Ok(response.map(|inner| {
+                Body::new(HeldBody {
+                    inner,
+                    _place: place,
+                    recheck,
+                    _active: active,
+                })
+            }))
+        })
     }
 }
 
@@ -197,10 +242,21 @@ pub fn authorize<T>(request: &Request<T>, role: Role, portal: i64) -> Result<(),
     let principal = caller(request)?;
     crate::telemetry::record_portal(portal);
     principal.authorize(role, portal)?;
-    match request.extensions().get::<Arc<Admission>>() {
-        Some(admission) => admission.admit(portal).map_err(Status::from),
-        None => Ok(()),
+    if let Some(admission) = request.extensions().get::<Arc<Admission>>() {
+        admission.admit(portal)?;
     }
+    // The call's place in its portal's share (a call that names portals
+    // twice keeps its first place).
+    if let (Some(calls), Some(slot)) = (
+        request.extensions().get::<Arc<CallPlaces>>(),
+        request.extensions().get::<PortalSlot>(),
+    ) {
+        let mut held = slot.0.lock().unwrap_or_else(|e| e.into_inner());
+        if held.is_none() {
+            *held = Some(calls.enter_portal(portal)?);
+        }
+    }
+    Ok(())
 }
 
 /// The principal the layer admitted.

@@ -1,13 +1,17 @@
-//! Serves every gRPC call in a span of its own (a child of the caller's W3C
+//! Knows the served methods (from the descriptor sets). Serves every gRPC
+//! call in a span of its own (a child of the caller's W3C
 //! trace context, with its method, portal, status code and trace id, open
 //! until its answer ends) and records it in the metrics: its method, its
 //! status code (from the trailers, or the headers of a trailers-only
 //! answer) and how long it took until its answer ended; a call whose client
 //! left counts as `Cancelled`.
+use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use prost::Message;
 use tonic::body::Body;
 use tonic::codegen::http;
 use tonic::Code;
@@ -80,17 +84,56 @@ where
     }
 }
 
-/// The path as the metrics name it: a served service's method, or
+/// The path as the metrics name it: a method the server serves, or
 /// `unknown`, so callers cannot grow the label set without bound.
 fn method_label(path: &str) -> String {
-    let method = path.rsplit('/').next().unwrap_or_default();
-    let plain = !method.is_empty()
-        && method.len() <= 64
-        && method.bytes().all(|b| b.is_ascii_alphanumeric());
-    match (super::auth::rpc_access(path), plain) {
-        (Some(_), true) => path.to_string(),
-        _ => "unknown".into(),
+    match served_methods().contains_key(path) {
+        true => path.to_string(),
+        false => "unknown".into(),
     }
+}
+
+/// Whether the method at `path` takes a stream of requests (its body is
+/// then bounded message by message, not whole).
+pub fn client_streaming(path: &str) -> bool {
+    served_methods().get(path).copied().unwrap_or(false)
+}
+
+/// Every `/package.Service/Method` path the server serves, and whether it
+/// takes a stream of requests, read from the descriptor sets of its
+/// services (the API, health and reflection).
+pub fn served_methods() -> &'static HashMap<String, bool> {
+    static METHODS: OnceLock<HashMap<String, bool>> = OnceLock::new();
+    METHODS.get_or_init(|| {
+        let sets = [
+            crate::proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ];
+        let mut methods = HashMap::new();
+        for bytes in sets {
+            let Ok(set) = prost_types::FileDescriptorSet::decode(bytes) else {
+                continue;
+            };
+            for file in set.file {
+                let package = file.package.unwrap_or_default();
+                for service in file.service {
+                    let service_name = format!("{package}.{}", service.name.unwrap_or_default());
+                    if super::auth::rpc_access(&format!("/{service_name}/")).is_none() {
+                        continue;
+                    }
+                    for method in service.method {
+                        methods.insert(
+                            format!("/{service_name}/{}", method.name.unwrap_or_default()),
+                            method.client_streaming.unwrap_or(false),
+                        );
+                    }
+                }
+            }
+        }
+        methods
+    })
 }
 
 /// An answer's body that records its call when it is dropped.

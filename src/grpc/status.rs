@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::domain::{DomainError, ErrorKind};
+use crate::domain::{one_line, DomainError, ErrorKind, MESSAGE_MOST};
 use crate::service::ServiceError;
 use crate::status_table::{status_for, store_status};
 
@@ -23,7 +23,7 @@ pub fn error_metadata(err: &DomainError) -> HashMap<String, String> {
     let mut metadata: HashMap<String, String> = err
         .context()
         .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
+        .map(|(k, v)| (k.to_string(), one_line(&v, 256)))
         .collect();
     metadata.insert("category".into(), status_for(err.kind()).category.into());
     metadata
@@ -35,7 +35,9 @@ pub fn domain_status(err: &DomainError) -> Status {
     if let Some(wait) = err.retry_after() {
         details.set_retry_info(Some(wait));
     }
-    Status::with_error_details(code_for(err.kind()), err.to_string(), details)
+    // Bounded and on one line, like everything an error repeats.
+    let message = one_line(&err.to_string(), MESSAGE_MOST);
+    Status::with_error_details(code_for(err.kind()), message, details)
 }
 
 impl From<DomainError> for Status {

@@ -99,6 +99,9 @@ pub struct ServiceSettings {
     pub catalog_ttl: std::time::Duration,
     /// Most streams one portal may have open in this process at once.
     pub max_streams_per_portal: u32,
+    /// How long a stream waits for its client to take a chunk before it
+    /// ends (releasing its database connection) with a resumable error.
+    pub stream_stall_timeout: std::time::Duration,
 }
 
 pub struct AssociationService {
@@ -144,7 +147,10 @@ impl AssociationService {
         let cursors = CursorCodec::new(settings.cursor_secret.as_bytes());
         AssociationService {
             catalogs: catalogs::CatalogCache::new(settings.catalog_ttl),
-            stream_slots: stream::StreamSlots::new(settings.max_streams_per_portal),
+            stream_slots: stream::StreamSlots::new(
+                settings.max_streams_per_portal,
+                settings.stream_stall_timeout,
+            ),
             creates: combiner::CreateCombiner::new(Arc::clone(&store), MAX_WRITE_INPUTS),
             store,
             settings,

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
@@ -83,15 +84,27 @@ impl<K: std::hash::Hash + Eq> Places<K> {
 
     /// One more place for `key`, if it holds fewer than `per_key`.
     pub fn take(&self, key: K) -> Option<OwnedSemaphorePermit> {
-        let semaphore = {
-            let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-            let per_key = self.per_key;
-            Arc::clone(
-                keys.entry(key)
-                    .or_insert_with(|| Arc::new(Semaphore::new(per_key))),
-            )
-        };
-        semaphore.try_acquire_owned().ok()
+        // Taken under the lock, so `forget_idle` never drops a key whose
+        // place is being taken.
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let per_key = self.per_key;
+        let semaphore = keys
+            .entry(key)
+            .or_insert_with(|| Arc::new(Semaphore::new(per_key)));
+        Arc::clone(semaphore).try_acquire_owned().ok()
+    }
+
+    /// Forgets the keys that hold no place (bounds memory when keys come
+    /// from callers, such as peer addresses).
+    pub fn forget_idle(&self) {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        keys.retain(|_, semaphore| semaphore.available_permits() < self.per_key);
+        keys.shrink_to_fit();
+    }
+
+    /// How many keys are remembered.
+    pub fn keys(&self) -> usize {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
 
@@ -100,6 +113,8 @@ impl<K: std::hash::Hash + Eq> Places<K> {
 pub(super) struct StreamSlots {
     portals: Places<i64>,
     drain: watch::Sender<Drain>,
+    /// How long a producer waits for its client to take a chunk.
+    stall: Duration,
 }
 
 /// One open stream's place (freed when the stream's task ends) and the
@@ -107,14 +122,17 @@ pub(super) struct StreamSlots {
 pub(super) struct StreamSlot {
     _permit: OwnedSemaphorePermit,
     drain: watch::Receiver<Drain>,
+    stall: Duration,
 }
 
 impl StreamSlots {
-    /// At most `per_portal` open streams for each portal.
-    pub(super) fn new(per_portal: u32) -> StreamSlots {
+    /// At most `per_portal` open streams for each portal; a stream whose
+    /// client takes no chunk for `stall` ends.
+    pub(super) fn new(per_portal: u32, stall: Duration) -> StreamSlots {
         StreamSlots {
             portals: Places::new(per_portal as usize),
             drain: watch::channel(Drain::Serving).0,
+            stall,
         }
     }
 
@@ -130,6 +148,7 @@ impl StreamSlots {
         Ok(StreamSlot {
             _permit: permit,
             drain: self.drain.subscribe(),
+            stall: self.stall,
         })
     }
 
@@ -155,14 +174,26 @@ fn must_end(stage: Drain, endless: bool) -> bool {
 }
 
 /// Runs `scan` in its own task, which holds `slot` while it runs; the
-/// receiver yields the scan's chunks, then at most one error.
+/// receiver yields the scan's chunks, then at most one error. A client that
+/// takes no chunk for the slot's stall time ends the stream: the scan is
+/// dropped at once (so its database connection or read transaction goes
+/// back) and `StreamStalled` follows the chunks already queued, in a place
+/// kept free for it, so the client learns to resume from its last cursor.
 pub(super) fn produce<S: Scan>(
     slot: StreamSlot,
     scan: S,
 ) -> mpsc::Receiver<ServiceResult<S::Chunk>> {
-    let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+    // One place more than the buffer, kept for the stream's last word.
+    let (sender, receiver) = mpsc::channel(STREAM_BUFFER + 1);
     tokio::spawn(async move {
-        let StreamSlot { _permit, mut drain } = slot;
+        let StreamSlot {
+            _permit,
+            mut drain,
+            stall,
+        } = slot;
+        let Ok(last_word) = sender.clone().try_reserve_owned() else {
+            return;
+        };
         let mut scan = scan;
         loop {
             let endless = scan.endless();
@@ -174,21 +205,32 @@ pub(super) fn produce<S: Scan>(
                 _ = ending => Err(DomainError::ShuttingDown.into()),
             };
             let (chunk, next) = match step {
-                Ok(Step::More(chunk, next)) => (Ok(chunk), Some(next)),
-                Ok(Step::Last(chunk)) => (Ok(chunk), None),
+                Ok(Step::More(chunk, next)) => (chunk, Some(next)),
+                Ok(Step::Last(chunk)) => (chunk, None),
                 Ok(Step::End) => return,
-                Err(err) => (Err(err), None),
+                Err(err) => {
+                    last_word.send(Err(err));
+                    return;
+                }
             };
-            let metered = chunk.as_ref().ok().map(|c| {
-                c.sent();
-                c.rows() as u64
-            });
-            if sender.send(chunk).await.is_err() {
-                return;
+            chunk.sent();
+            let rows = chunk.rows() as u64;
+            // The scan is not polled while its chunk waits, and is dropped
+            // if the wait runs out.
+            match tokio::time::timeout(stall, sender.send(Ok(chunk))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    drop(next);
+                    crate::admission::refused("stream_stalled");
+                    last_word.send(Err(DomainError::StreamStalled {
+                        stall_ms: stall.as_millis() as u64,
+                    }
+                    .into()));
+                    return;
+                }
             }
-            if let Some(rows) = metered {
-                crate::telemetry::metrics::metrics().rows_streamed(S::Chunk::STREAM, rows);
-            }
+            crate::telemetry::metrics::metrics().rows_streamed(S::Chunk::STREAM, rows);
             match next {
                 Some(next) => scan = next,
                 None => return,

@@ -33,6 +33,11 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StreamLabels {
     stream: String,
 }
@@ -63,6 +68,7 @@ pub struct Metrics {
     http_latency: Family<HttpLabels, Histogram, fn() -> Histogram>,
     limit_rejections: Family<ReasonLabels, Counter>,
     rows_streamed: Family<StreamLabels, Counter>,
+    overload_refusals: Family<RefusalLabels, Counter>,
     feed_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
     hook_pending: Family<PluginLabels, Gauge>,
     hook_failures: Family<PluginLabels, Counter>,
@@ -88,6 +94,7 @@ impl Metrics {
             http_latency: Family::new_with_constructor(latency_histogram),
             limit_rejections: Family::default(),
             rows_streamed: Family::default(),
+            overload_refusals: Family::default(),
             feed_lag: Gauge::default(),
             hook_pending: Family::default(),
             hook_failures: Family::default(),
@@ -124,6 +131,11 @@ impl Metrics {
             "rows_streamed",
             "Rows sent by server streams, by stream",
             metrics.rows_streamed.clone(),
+        );
+        metrics.registry.register(
+            "overload_refusals",
+            "Calls and streams refused or ended to protect other callers: caller_share, portal_share, total, body_timeout, stream_stalled, credentials_ended",
+            metrics.overload_refusals.clone(),
         );
         metrics.registry.register(
             "feed_lag_seconds",
@@ -199,6 +211,13 @@ impl Metrics {
                 stream: stream.to_string(),
             })
             .inc_by(rows);
+    }
+
+    /// A call or stream refused or ended for `reason` (one of a fixed set).
+    pub fn overload_refused(&self, reason: &'static str) {
+        self.overload_refusals
+            .get_or_create(&RefusalLabels { reason })
+            .inc();
     }
 
     /// A change committed `age` ago was just sent to a feed reader.

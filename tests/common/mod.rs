@@ -75,6 +75,7 @@ pub fn settings(platform_ceiling: u32, read_chunk_size: u32) -> ServiceSettings 
         feed_poll_interval: Duration::from_millis(200),
         catalog_ttl: Duration::from_secs(1),
         max_streams_per_portal: 256,
+        stream_stall_timeout: Duration::from_secs(10),
     }
 }
 
