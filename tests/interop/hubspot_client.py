@@ -11,6 +11,7 @@ compares with gRPC reads of the same records.
 """
 import json
 import sys
+import urllib.parse
 import urllib.request
 
 from hubspot import HubSpot
@@ -63,6 +64,9 @@ def check(condition, message):
 
 
 def get_json(url):
+    # Links are relative unless the gateway has a public URL: resolved
+    # against the gateway's address, as a browser or HTTP client does.
+    url = urllib.parse.urljoin(BASE, url)
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})
     with urllib.request.urlopen(request) as response:
         check(response.status == 200, f"GET {url} answered {response.status}")
