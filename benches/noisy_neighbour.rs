@@ -203,14 +203,7 @@ async fn main() {
     )
     .unwrap();
     let config_text = config.display().to_string();
-    let server = ServerProcess::start(
-        &url,
-        &[
-            ("ASSOC_CONFIG", config_text.as_str()),
-            ("ASSOC__LOG__FILTER", "error"),
-        ],
-    )
-    .await;
+    let server = ServerProcess::start(&url, &[("ASSOC_CONFIG", config_text.as_str())]).await;
     // Deal 1 of the victim has 200 contacts, for its streamed lists.
     let mut write = AssociationWriteClient::new(server.channel().await);
     let request = common::deal_with_contacts(VICTIM, 1, 1..=200);
