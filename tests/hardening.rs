@@ -1,15 +1,21 @@
 //! The hardening of issue 28, each through the real server or the real
 //! authenticator: paging links never built from `Host`, an open service
 //! refusing what a web page of another site can send, JWT `nbf` and `crit`,
-//! JWT subjects apart from static token names, and an open service on a
-//! non-loopback address refused before its store is touched (exit 2).
+//! JWT subjects apart from static token names, an open service on a
+//! non-loopback address refused before its store is touched (exit 2),
+//! header blocks past their size, streams ended when their JWT expires,
+//! and the warning of the default cursor secret.
 mod common;
 
 use association_service::auth::{token_hash, Authenticator, TokenConfig};
 use association_service::config::Settings;
 use association_service::domain::DomainError;
+use association_service::proto::association_read_client::AssociationReadClient;
 use association_service::proto::association_write_client::AssociationWriteClient;
+use association_service::proto::{FeedStartPoint, ListDefinitionsRequest, WatchChangesRequest};
 use common::TestServer;
+use std::time::Duration;
+use tokio_stream::StreamExt;
 
 /// Deal 1 with 5 contacts, through gRPC.
 async fn deal_with_contacts(server: &TestServer) {
@@ -182,4 +188,147 @@ fn an_open_service_on_a_public_address_exits_2_before_touching_its_store() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("without authentication"), "{stderr}");
     assert!(!db.exists(), "the store was created: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_past_the_configured_size_are_refused() {
+    let server = TestServer::start("sqlite", |s| s.server.max_header_bytes = 4_096).await;
+    let mut read = AssociationReadClient::new(server.channel().await);
+    let call = |padding: usize| {
+        let mut request = tonic::Request::new(ListDefinitionsRequest {
+            portal_id: 1,
+            from_object_type: "deals".into(),
+            to_object_type: "contacts".into(),
+        });
+        request
+            .metadata_mut()
+            .insert("x-padding", "p".repeat(padding).parse().unwrap());
+        request
+    };
+    read.list_definitions(call(1_000))
+        .await
+        .expect("headers within the size are served");
+    let refused = read
+        .list_definitions(call(8_000))
+        .await
+        .expect_err("headers past the size are refused");
+    // HTTP/2 answers 431 (request header fields too large), which gRPC
+    // clients see as UNKNOWN.
+    assert_eq!(refused.code(), tonic::Code::Unknown, "{refused:?}");
+    assert!(refused.message().contains("431"), "{refused:?}");
+    // The connection serves its next call.
+    read.list_definitions(call(1_000))
+        .await
+        .expect("the next call is served");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_stream_ends_when_its_jwt_expires() {
+    let server = TestServer::start("sqlite", |s| {
+        common::accept_jwt(s);
+        s.auth.reload_interval_ms = 200;
+    })
+    .await;
+    let channel = server.channel().await;
+    let bearer = |claims: &serde_json::Value| format!("Bearer {}", common::jwt(claims));
+    let watch = |token: String| {
+        let mut request = tonic::Request::new(WatchChangesRequest {
+            portal_id: 1,
+            cursor: String::new(),
+            start: FeedStartPoint::Now as i32,
+            stop_at_head: false,
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", token.parse().unwrap());
+        request
+    };
+    let mut expiring = common::jwt_claims("svc", &[1], &["read", "write"]);
+    let now = expiring["iat"].as_u64().unwrap();
+    expiring["exp"] = serde_json::json!(now + 2);
+    let lasting = common::jwt_claims("svc", &[1], &["read", "write"]);
+    let mut read = AssociationReadClient::new(channel.clone());
+    let short = read
+        .watch_changes(watch(bearer(&expiring)))
+        .await
+        .expect("a feed while the JWT holds")
+        .into_inner();
+    let mut long = read
+        .watch_changes(watch(bearer(&lasting)))
+        .await
+        .expect("a feed")
+        .into_inner();
+    let status = common::stream_end(short, Duration::from_secs(6))
+        .await
+        .expect("the expired JWT's stream ends with a status");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    let expired_at = std::time::UNIX_EPOCH + Duration::from_secs(now + 2);
+    assert!(
+        std::time::SystemTime::now() >= expired_at,
+        "it ended before the JWT expired"
+    );
+    // The stream of a JWT that still holds goes on: it sees the next change.
+    let mut write = AssociationWriteClient::new(channel);
+    let mut request = tonic::Request::new(common::deal_with_contacts(1, 1, 1..=1));
+    request
+        .metadata_mut()
+        .insert("authorization", bearer(&lasting).parse().unwrap());
+    write.create_associations(request).await.unwrap();
+    let changes = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let message = long
+                .next()
+                .await
+                .expect("the lasting stream is open")
+                .expect("a message");
+            if !message.changes.is_empty() {
+                return message.changes.len();
+            }
+        }
+    })
+    .await
+    .expect("the lasting stream sees the change");
+    // One change for each direction of the association.
+    assert_eq!(changes, 2);
+    server.stop().await;
+}
+
+/// The server's log lines when started with `config` on a fresh SQLite file.
+async fn startup_log(config: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let url = format!("sqlite://{}/store.db", dir.path().display());
+    let path = path.display().to_string();
+    let server = common::ServerProcess::start(&url, &[("ASSOC_CONFIG", path.as_str())]).await;
+    let log = server.log.lock().unwrap().clone();
+    drop(server);
+    log
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_cursor_secret_is_warned_of_when_authentication_is_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        format!(
+            "[[tokens]]\nname = \"sync\"\nsha256 = \"{}\"\nportals = [1]\nroles = [\"read\"]\n",
+            token_hash(&common::token_for("sync"))
+        ),
+    )
+    .unwrap();
+    let auth = format!("[auth]\ntokens_file = \"{}\"\n", tokens.display());
+    let warned = |log: &[String]| {
+        log.iter()
+            .any(|l| l.contains("read.cursor_secret is the public default"))
+    };
+    let log = startup_log(&auth).await;
+    assert!(warned(&log), "tokens and the default secret: {log:?}");
+    let own = format!("{auth}[read]\ncursor_secret = \"a secret of this deployment\"\n");
+    let log = startup_log(&own).await;
+    assert!(!warned(&log), "tokens and a secret of its own: {log:?}");
+    let log = startup_log("").await;
+    assert!(!warned(&log), "open, on loopback: {log:?}");
 }

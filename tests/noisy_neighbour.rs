@@ -61,7 +61,12 @@ struct Setup {
 }
 
 async fn start() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
+    start_on(common::fresh_postgres_database().await, None).await
+}
+
+/// The server on `store_url` (a SQLite file's folder is kept as `dir`).
+async fn start_on(store_url: String, dir: Option<tempfile::TempDir>) -> Setup {
+    let dir = dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
     let tokens_file = dir.path().join("tokens.toml");
     std::fs::write(&tokens_file, tokens(true)).unwrap();
     let config = dir.path().join("config.toml");
@@ -95,7 +100,6 @@ reload_interval_ms = 300
         ),
     )
     .unwrap();
-    let store_url = common::fresh_postgres_database().await;
     let config_text = config.display().to_string();
     let server = ServerProcess::start(&store_url, &[("ASSOC_CONFIG", config_text.as_str())]).await;
     Setup {
@@ -310,33 +314,16 @@ async fn noisy_neighbours_leave_other_tenants_served() {
     let mut held = Vec::new();
     let mut refused = 0;
     for _ in 0..20 {
-        let (mut send, driver) = h2_connect(grpc, 1_024).await;
-        send = send.ready().await.unwrap();
-        let (response, mut body) = send
-            .send_request(
-                grpc_request(
-                    "/associations.v1.AssociationRead/ExportAssociations",
-                    Some("reader"),
-                ),
-                false,
-            )
-            .unwrap();
-        body.send_data(
-            frame(&ExportAssociationsRequest {
-                portal_id: ATTACKER_PORTAL,
-                ..Default::default()
-            }),
-            true,
-        )
-        .unwrap();
-        let response = response.await.expect("an answer's headers");
+        let (send, driver, response, sent) = unread_export(grpc, "reader").await;
         match response.headers().get("grpc-status") {
             Some(code) => {
                 assert_eq!(code, &(Code::ResourceExhausted as i32).to_string());
                 refused += 1;
             }
-            // Open: its body is never read, its window never opened.
-            None => held.push((send, driver, response)),
+            None => {
+                sent.expect("an open stream took its request");
+                held.push((send, driver, response))
+            }
         }
     }
     assert_eq!(
@@ -347,32 +334,11 @@ async fn noisy_neighbours_leave_other_tenants_served() {
     // Past the stall time the unread exports end, and give their database
     // connections back: the server counts each stall once it has dropped
     // the export's scan.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let scrape = common::http(addr(&server.rest), "GET", "/metrics", None).await;
-        if stalls(&scrape.body) >= STREAMS_PER_CALLER as u64 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the unread exports never stalled"
-        );
-    }
+    wait_for_stalls(server, STREAMS_PER_CALLER as u64).await;
     assert_eq!(export_backends(&setup.store_url).await, 0);
     victim_is_served(server, "20 unread exports, stalled").await;
-    // The stalled streams end with STREAM_STALLED once read.
     for (_, _, response) in held {
-        let mut body = response.into_body();
-        while let Some(data) = body.data().await {
-            let data = data.expect("data");
-            let _ = body.flow_control().release_capacity(data.len());
-        }
-        let trailers = body.trailers().await.unwrap().expect("trailers");
-        assert_eq!(
-            trailers.get("grpc-status").unwrap(),
-            &(Code::Aborted as i32).to_string(),
-            "{trailers:?}"
-        );
+        assert_ends_stalled(response).await;
     }
 
     // 3. Made-up method names of a real service: one `unknown` series.
@@ -486,6 +452,147 @@ async fn noisy_neighbours_leave_other_tenants_served() {
     let status = ended.expect("it ends with a status");
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     eprintln!("revoked stream ended after {:?}", revoked.elapsed());
+}
+
+/// An export of the attacker's portal on a connection whose window (1 KiB)
+/// the client never opens; the answer's headers, and whether its request
+/// went out (a refused stream may be reset before it does).
+async fn unread_export(
+    grpc: SocketAddr,
+    token: &str,
+) -> (
+    h2::client::SendRequest<Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+    http::Response<h2::RecvStream>,
+    Result<(), h2::Error>,
+) {
+    let (mut send, driver) = h2_connect(grpc, 1_024).await;
+    send = send.ready().await.unwrap();
+    let (response, mut body) = send
+        .send_request(
+            grpc_request(
+                "/associations.v1.AssociationRead/ExportAssociations",
+                Some(token),
+            ),
+            false,
+        )
+        .unwrap();
+    let sent = body.send_data(
+        frame(&ExportAssociationsRequest {
+            portal_id: ATTACKER_PORTAL,
+            ..Default::default()
+        }),
+        true,
+    );
+    let response = response.await.expect("an answer's headers");
+    (send, driver, response, sent)
+}
+
+/// Waits (at most 10 s) until the server has counted `at_least` stalled
+/// streams, each counted once its scan is dropped.
+async fn wait_for_stalls(server: &ServerProcess, at_least: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let scrape = common::http(addr(&server.rest), "GET", "/metrics", None).await;
+        if stalls(&scrape.body) >= at_least {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the unread exports never stalled"
+        );
+    }
+}
+
+/// Reads a stalled stream to its end: ABORTED (STREAM_STALLED).
+async fn assert_ends_stalled(response: http::Response<h2::RecvStream>) {
+    let mut body = response.into_body();
+    while let Some(data) = body.data().await {
+        let data = data.expect("data");
+        let _ = body.flow_control().release_capacity(data.len());
+    }
+    let trailers = body.trailers().await.unwrap().expect("trailers");
+    assert_eq!(
+        trailers.get("grpc-status").unwrap(),
+        &(Code::Aborted as i32).to_string(),
+        "{trailers:?}"
+    );
+}
+
+/// `PRAGMA wal_checkpoint(PASSIVE)` on the SQLite file: the frames in its
+/// log and how many of them are now in the database file.
+async fn checkpoint(url: &str) -> (i64, i64) {
+    use sqlx::{Connection, Row};
+    let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+    let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let (busy, log, moved): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(busy, 0, "a passive checkpoint is never busy");
+    conn.close().await.unwrap();
+    (log, moved)
+}
+
+/// On SQLite an unread export holds a read snapshot, which keeps the log
+/// frames written after it from reaching the database file (the log only
+/// grows); once the stream stalls and its scan is dropped, a checkpoint
+/// moves every frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unread_stream_does_not_pin_the_sqlite_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_url = format!("sqlite://{}/associations.db", dir.path().display());
+    let setup = start_on(store_url.clone(), Some(dir)).await;
+    let server = &setup.server;
+    fill(server).await;
+    let (_send, _driver, response, sent) = unread_export(addr(&server.grpc), "reader").await;
+    assert!(
+        response.headers().get("grpc-status").is_none(),
+        "{response:?}"
+    );
+    sent.expect("the export took its request");
+    victim_is_served(server, "an unread export on SQLite").await;
+    // The victim writes while the export is held open.
+    let mut write = AssociationWriteClient::new(server.channel().await);
+    for batch in 0..20 {
+        let request = CreateAssociationsRequest {
+            portal_id: VICTIM_PORTAL,
+            from_object_type: "deals".into(),
+            to_object_type: "contacts".into(),
+            inputs: (0..50)
+                .map(|i| AssociationInput {
+                    from_id: 1 + batch,
+                    to_id: 1 + i,
+                    types: vec![],
+                })
+                .collect(),
+        };
+        let answer = write
+            .create_associations(common::with_token(request, "victim"))
+            .await
+            .expect("the victim's write");
+        assert!(answer.into_inner().errors.is_empty());
+    }
+    let (log, moved) = checkpoint(&store_url).await;
+    eprintln!("while the export is unread: {moved} of {log} log frames checkpointed");
+    assert!(moved < log, "the unread export pinned the log");
+    wait_for_stalls(server, 1).await;
+    let stalled = Instant::now();
+    loop {
+        let (log, moved) = checkpoint(&store_url).await;
+        if moved == log {
+            eprintln!(
+                "stalled: all {log} log frames checkpointed after {:?}",
+                stalled.elapsed()
+            );
+            break;
+        }
+        assert!(
+            stalled.elapsed() < Duration::from_secs(1),
+            "{moved} of {log} frames checkpointed a second after the stall"
+        );
+    }
+    assert_ends_stalled(response).await;
 }
 
 /// Streams the server ended because their clients did not read.

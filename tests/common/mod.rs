@@ -1033,3 +1033,22 @@ pub fn deal_contact_limits(
         },
     )
 }
+
+/// Reads `stream` until it ends, at most `most`: the status it ended with
+/// (none when it ended cleanly). Fails when it is still open after `most`.
+pub async fn stream_end<T>(
+    mut stream: tonic::Streaming<T>,
+    most: Duration,
+) -> Option<tonic::Status> {
+    tokio::time::timeout(most, async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(status) => return Some(status),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the stream was still open after {most:?}"))
+}
