@@ -6,6 +6,8 @@ use protox::prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
+    // The migrations are embedded (sqlx::migrate!): a new one rebuilds.
+    println!("cargo:rerun-if-changed=migrations");
     // Reflection describes what the server serves: not the plugin contract
     // (hooks.proto), which plugins implement and the server only calls.
     let served = protox::compile(["proto/associations/v1/associations.proto"], ["proto"])?;

@@ -60,7 +60,7 @@ pub(super) async fn sequence_log(
                 "WITH pending AS (SELECT id {unnumbered} ORDER BY id LIMIT 100000),
                   numbered AS (SELECT id, $2 + row_number() OVER (ORDER BY id) AS seq FROM pending),
                   done AS (UPDATE {table} c SET seq = n.seq FROM numbered n
-                           WHERE c.id = n.id RETURNING c.seq)
+                           WHERE c.portal_id = $1 AND c.id = n.id RETURNING c.seq)
              SELECT max(seq) FROM done"
             ))
             .bind(portal)
