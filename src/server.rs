@@ -104,8 +104,8 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn store::Store>, Se
         source,
     };
     let applied = store.migrate().await.map_err(wrap)?;
-    for migration in &applied {
-        tracing::info!("applied migration {migration}");
+    for step in &applied {
+        tracing::info!("{step}");
     }
     if applied.is_empty() {
         tracing::info!("the {} store's schema is up to date", store.backend());

@@ -487,6 +487,10 @@ macro_rules! on_every_backend {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $test() { super::$test("postgres").await; })*
         }
+        mod citus {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $test() { super::$test("citus").await; })*
+        }
     };
 }
 

@@ -1,5 +1,5 @@
 //! The store conformance suite: every domain rule of associations and limits,
-//! written once and run on each backend (SQLite and PostgreSQL) through the
+//! written once and run on each backend (SQLite, PostgreSQL and Citus) through the
 //! service layer.
 mod common;
 
@@ -1510,6 +1510,7 @@ macro_rules! on_every_backend {
     ($($test:ident),* $(,)?) => {
         conformance_suite!(sqlite: $($test),*);
         conformance_suite!(postgres: $($test),*);
+        conformance_suite!(citus: $($test),*);
     };
 }
 

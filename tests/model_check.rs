@@ -1798,6 +1798,16 @@ async fn concurrent_postgres() {
     concurrent("postgres").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sequential_citus() {
+    sequential("citus").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_citus() {
+    concurrent("citus").await;
+}
+
 /// A layout the proto does not define is refused before any row is read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_chunk_layout_is_invalid_argument() {

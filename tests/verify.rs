@@ -293,6 +293,10 @@ macro_rules! on_both_stores {
             $(#[tokio::test(flavor = "multi_thread")]
             async fn $name() { super::$name("postgres").await })*
         }
+        mod citus {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $name() { super::$name("citus").await })*
+        }
     };
 }
 

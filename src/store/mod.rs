@@ -360,8 +360,9 @@ pub trait Store: Send + Sync {
     /// "postgres" or "sqlite".
     fn backend(&self) -> &'static str;
 
-    /// Applies pending migrations (safe to call from replicas at once);
-    /// answers the ones it applied, as `version description`.
+    /// Applies pending migrations (safe to call from replicas at once) and,
+    /// on Citus, distributes what is not distributed yet; answers what it
+    /// did, a line a step (`applied migration <version> <description>`).
     async fn migrate(&self) -> StoreResult<Vec<String>>;
 
     /// Answers once the database has answered a trivial statement.
@@ -680,7 +681,7 @@ pub(crate) fn newly_applied(
     migrator
         .iter()
         .filter(|m| m.migration_type.is_up_migration() && !before.contains(&m.version))
-        .map(|m| format!("{} {}", m.version, m.description))
+        .map(|m| format!("applied migration {} {}", m.version, m.description))
         .collect()
 }
 

@@ -38,7 +38,8 @@ fn unique_name(prefix: &str) -> String {
     format!("{prefix}_{}_{n}", std::process::id())
 }
 
-/// A fresh, empty store of the named backend ("sqlite" or "postgres").
+/// A fresh, empty store of the named backend ("sqlite", "postgres", or
+/// "citus": a database on the throwaway Citus cluster's coordinator).
 pub async fn fresh_store(backend: &str) -> TestStore {
     match backend {
         "sqlite" => {
@@ -51,6 +52,10 @@ pub async fn fresh_store(backend: &str) -> TestStore {
         }
         "postgres" => TestStore {
             url: fresh_postgres_database().await,
+            _dir: None,
+        },
+        "citus" => TestStore {
+            url: fresh_citus_database().await,
             _dir: None,
         },
         other => panic!("unknown backend {other}"),
@@ -200,7 +205,7 @@ pub fn durable_postgres_admin_url() -> String {
         if let Ok(url) = std::env::var("BENCH_DATABASE_URL") {
             return Ok(url);
         }
-        start_throwaway(true).map(|t| {
+        start_throwaway(true, &[], "").map(|t| {
             let url = t.admin_url.clone();
             Box::leak(Box::new(t));
             url
@@ -218,7 +223,7 @@ fn postgres_admin_url() -> String {
         if let Ok(url) = std::env::var("DATABASE_URL") {
             return Ok(url);
         }
-        start_throwaway(false).map(|t| {
+        start_throwaway(false, &[], "").map(|t| {
             let url = t.admin_url.clone();
             // Kept for the life of the process.
             Box::leak(Box::new(t));
@@ -272,8 +277,10 @@ fn pg_command(bin: &Path, args: &[&str]) -> Command {
 }
 
 /// Starts a PostgreSQL of our own: `durable` keeps fsync and
-/// synchronous_commit on (production settings), otherwise both are off.
-fn start_throwaway(durable: bool) -> Result<Throwaway, String> {
+/// synchronous_commit on (production settings), otherwise both are off;
+/// `libraries` are preloaded (before `pg_stat_statements`, which a durable
+/// one loads), `extra` are more `-c` options.
+fn start_throwaway(durable: bool, libraries: &[&str], extra: &str) -> Result<Throwaway, String> {
     let bin = postgres_bin_dir()?;
     let dir = tempfile::Builder::new()
         .prefix("assoc-pg")
@@ -307,14 +314,20 @@ fn start_throwaway(durable: bool) -> Result<Throwaway, String> {
         .map_err(|e| e.to_string())?
         .port();
     let postgres = bin.join("postgres");
+    let mut preload = libraries.to_vec();
     let durability = if durable {
-        "-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all"
+        preload.push("pg_stat_statements");
+        "-c pg_stat_statements.track=all"
     } else {
         "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     };
+    let preload = match preload.is_empty() {
+        true => String::new(),
+        false => format!("-c shared_preload_libraries={}", preload.join(",")),
+    };
     let script = format!(
         "{} -D {data_str} -p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
-         {durability} -c max_connections=300 & pg=$!; \
+         {durability} {preload} {extra} -c max_connections=300 & pg=$!; \
          read _; kill -INT $pg; wait $pg; rm -rf {}",
         postgres.display(),
         dir.path().display(),
@@ -357,6 +370,103 @@ fn start_throwaway(durable: bool) -> Result<Throwaway, String> {
         _child: Mutex::new(child),
         _dir: dir,
     })
+}
+
+/// A throwaway Citus cluster, started once per test process: a coordinator
+/// and two workers, each a PostgreSQL with the `citus` library (fsync off,
+/// 4 shards a table, logical WAL for shard moves); their admin URLs.
+pub struct CitusCluster {
+    pub coordinator: String,
+    pub workers: Vec<String>,
+}
+
+static CITUS: OnceLock<Result<CitusCluster, String>> = OnceLock::new();
+
+/// The test process's Citus cluster; fails saying how to install Citus.
+pub fn citus_cluster() -> &'static CitusCluster {
+    let result = CITUS.get_or_init(|| {
+        let bin = postgres_bin_dir()?;
+        let library = bin.with_file_name("lib").join("citus.so");
+        if !library.exists() {
+            return Err(format!(
+                "no {}: install Citus with `bash ../shared/citus/install.sh` (builds Citus 13.2.2 into PostgreSQL 15; needs root)",
+                library.display()
+            ));
+        }
+        let mut urls = Vec::new();
+        for _ in 0..3 {
+            let node = start_throwaway(
+                false,
+                &["citus"],
+                "-c citus.shard_count=4 -c wal_level=logical -c max_prepared_transactions=100 \
+                 -c citus.log_remote_commands=off",
+            )?;
+            urls.push(node.admin_url.clone());
+            Box::leak(Box::new(node));
+        }
+        let coordinator = urls.remove(0);
+        Ok(CitusCluster {
+            coordinator,
+            workers: urls,
+        })
+    });
+    match result {
+        Ok(cluster) => cluster,
+        Err(why) => panic!("the Citus tests need a Citus cluster: {why}"),
+    }
+}
+
+/// The port of an admin URL (`postgres://postgres@127.0.0.1:PORT/postgres`).
+fn url_port(url: &str) -> u16 {
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .expect("a port in the URL")
+}
+
+/// A new empty database on every node of the Citus cluster, with the
+/// extension and the workers added; the coordinator's URL.
+pub async fn fresh_citus_database() -> String {
+    let cluster = tokio::task::spawn_blocking(citus_cluster)
+        .await
+        .expect("Citus setup");
+    let coordinator = fresh_database_on(&cluster.coordinator).await;
+    let name = coordinator.rsplit('/').next().unwrap().to_string();
+    let mut nodes = vec![coordinator.clone()];
+    for worker in &cluster.workers {
+        let mut admin = sqlx::PgConnection::connect(worker).await.expect("a worker");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create the database on a worker");
+        let _ = admin.close().await;
+        let (base, _) = worker.rsplit_once('/').unwrap();
+        nodes.push(format!("{base}/{name}"));
+    }
+    for node in &nodes {
+        let mut conn = sqlx::PgConnection::connect(node).await.expect("a node");
+        sqlx::query("CREATE EXTENSION citus")
+            .execute(&mut conn)
+            .await
+            .expect("CREATE EXTENSION citus");
+        let _ = conn.close().await;
+    }
+    let mut conn = sqlx::PgConnection::connect(&coordinator).await.unwrap();
+    sqlx::query("SELECT citus_set_coordinator_host('127.0.0.1', $1)")
+        .bind(i32::from(url_port(&cluster.coordinator)))
+        .execute(&mut conn)
+        .await
+        .expect("citus_set_coordinator_host");
+    for worker in &cluster.workers {
+        sqlx::query("SELECT citus_add_node('127.0.0.1', $1)")
+            .bind(i32::from(url_port(worker)))
+            .execute(&mut conn)
+            .await
+            .expect("citus_add_node");
+    }
+    let _ = conn.close().await;
+    coordinator
 }
 
 /// Creates a new empty database and returns its URL.

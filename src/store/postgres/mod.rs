@@ -25,6 +25,7 @@ use crate::domain::plan::presume_new_pairs;
 use crate::domain::types::FIRST_PORTAL_TYPE_ID;
 
 mod columns;
+pub mod distribute;
 mod logs;
 mod one_call;
 mod scans;
@@ -193,10 +194,17 @@ impl Store for PostgresStore {
                 .into_iter()
                 .collect();
         let ran = migrator.run(&own).await;
+        // On Citus, the tables and write functions are distributed under
+        // the same lock.
+        let distributed = match ran {
+            Ok(()) => distribute::distribute(&own).await,
+            Err(err) => Err(err.into()),
+        };
         // Closing the session releases the lock.
         own.close().await;
-        ran?;
-        Ok(crate::store::newly_applied(&migrator, &before))
+        let mut done = crate::store::newly_applied(&migrator, &before);
+        done.extend(distributed?);
+        Ok(done)
     }
 
     async fn ping(&self) -> StoreResult<()> {
