@@ -13,7 +13,10 @@
 //! pass, `BENCH_ONLY=writes` for the durable writes alone, `BENCH_ONLY=reads`
 //! for the reads alone; `BENCH_DATABASE_URL`
 //! / `DATABASE_URL` to use existing PostgreSQL
-//! servers for the durable / fsync-off runs instead of throwaways).
+//! servers for the durable / fsync-off runs instead of throwaways;
+//! `BENCH_ONLY=citus` for W1, W2, R1 and R3 on a throwaway Citus cluster, a
+//! coordinator and two workers, beside the single PostgreSQL, both durable,
+//! in `CITUS_ROUNDS` interleaved rounds, default 3).
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -1240,6 +1243,69 @@ async fn raw_writes(url: &str, scale: &Scale) -> (PgPool, Measured) {
     (raw_pool, raw)
 }
 
+/// W1, W2, R1 and R3 on a fresh database of the single PostgreSQL at
+/// `single_admin` and on one of the durable Citus cluster, alternating, for
+/// `CITUS_ROUNDS` rounds: a table of medians, with the Citus ÷ single ratio
+/// (the median of the rounds' ratios, and their spread).
+async fn citus_beside_single(single_admin: &str, scale: &Scale) -> String {
+    let cluster = tokio::task::spawn_blocking(common::durable_citus_cluster)
+        .await
+        .expect("a durable Citus cluster");
+    let rounds: usize = std::env::var("CITUS_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    // Per backend, per round: W1 assoc/s, W1 p99 ms, W2 assoc/s, R1 rows/s, R3 rows/s.
+    let mut runs: [Vec<[f64; 5]>; 2] = [Vec::new(), Vec::new()];
+    for round in 1..=rounds {
+        for (at, name) in ["single", "citus"].into_iter().enumerate() {
+            let url = match at {
+                0 => common::fresh_database_on(single_admin).await,
+                _ => common::fresh_database_on_citus(cluster).await,
+            };
+            let server = Server::start(&url).await;
+            warm_up_service(&server).await;
+            let w1 = w1_service(&server, scale, W1_LOAD).await;
+            let w2 = w2_service(&server, scale).await;
+            seed(&server, R1_PORTAL, 1..=1, scale.r1_rows).await;
+            let r1 = r1_service(&server, scale.r1_rows).await;
+            let r3 = r3_service(&server, scale.r1_rows).await;
+            drop(server);
+            eprintln!(
+                "round {round}, {name}: W1 {:.0} assoc/s (p99 {:.2} ms), W2 {w2:.0} assoc/s, R1 {:.0} rows/s, R3 {r3:.0} rows/s",
+                w1.0, w1.2, r1.0
+            );
+            runs[at].push([w1.0, w1.2, w2, r1.0, r3]);
+        }
+    }
+    let names = [
+        "W1 single creates (assoc/s)",
+        "W1 p99 (ms)",
+        "W2 batches of 100 (assoc/s)",
+        "R1 one record's stream (rows/s)",
+        "R3 export (rows/s)",
+    ];
+    let mut table = format!(
+        "| scenario ({} scale, {rounds} rounds) | single PostgreSQL | Citus (coordinator + 2 workers) | Citus ÷ single (spread) |\n|---|---|---|---|\n",
+        scale.name
+    );
+    for (i, name) in names.iter().enumerate() {
+        let of = |at: usize| runs[at].iter().map(|r| r[i]).collect::<Vec<f64>>();
+        let ratios: Vec<f64> = (0..rounds).map(|r| runs[1][r][i] / runs[0][r][i]).collect();
+        let (lo, hi) = (
+            ratios.iter().copied().fold(f64::MAX, f64::min),
+            ratios.iter().copied().fold(0.0, f64::max),
+        );
+        table.push_str(&format!(
+            "| {name} | {:.2} | {:.2} | {:.2}× ({lo:.2}–{hi:.2}) |\n",
+            median(of(0)),
+            median(of(1)),
+            median(ratios.clone())
+        ));
+    }
+    table
+}
+
 #[tokio::main]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -1274,6 +1340,11 @@ async fn main() {
         for statements in [&pg.statements, &pg.batch_statements].into_iter().flatten() {
             println!("{statements}");
         }
+        return;
+    }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("citus") {
+        drop(pg_server);
+        println!("{}", citus_beside_single(&durable_admin, scale).await);
         return;
     }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("reads") {

@@ -5,7 +5,9 @@
 //! reads) at `VICTIM_RATE` calls a second, alone and while a second portal
 //! floods at ten times its rate; the phases alternate, `N1_ROUNDS` of each,
 //! `N1_SECS` seconds each. N1 = the victim's p99 under the flood ÷ its p99
-//! alone (median over the rounds, with the spread).
+//! alone (median over the rounds, with the spread). The flooder runs in a
+//! process of its own (this binary with `--flood URL SECS`), at the
+//! scheduling priority `N1_FLOOD_NICE` (default 0) gives it.
 //!
 //! Run: `cargo bench --bench noisy_neighbour` (N1_SECS=20, N1_ROUNDS=3).
 #[path = "../tests/common/mod.rs"]
@@ -127,8 +129,12 @@ static NEXT_CALL: AtomicU64 = AtomicU64::new(1);
 
 /// The flooder: creates at ten times the portal's rate for `secs`; how
 /// many were served and refused.
-async fn flood(server: &ServerProcess, secs: u64) -> (u64, u64) {
-    let channel = server.channel().await;
+async fn flood(grpc: &str, secs: u64) -> (u64, u64) {
+    let channel = tonic::transport::Channel::from_shared(grpc.to_string())
+        .expect("a valid endpoint")
+        .connect()
+        .await
+        .expect("the server accepts connections");
     let served = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let per_client = Duration::from_micros(1_000_000 * FLOOD_CLIENTS / (10 * N1_RATE as u64));
@@ -170,6 +176,28 @@ async fn flood(server: &ServerProcess, secs: u64) -> (u64, u64) {
     )
 }
 
+/// The flooder in a process of its own, niced by `nice`: how many of its
+/// calls were served and refused.
+async fn flood_process(server: &ServerProcess, secs: u64, nice: i32) -> (u64, u64) {
+    let exe = std::env::current_exe().expect("this benchmark's binary");
+    let output = tokio::process::Command::new("nice")
+        .arg("-n")
+        .arg(nice.to_string())
+        .arg(exe)
+        .args(["--flood", &server.grpc, &secs.to_string()])
+        .output()
+        .await
+        .expect("start the flooder");
+    assert!(
+        output.status.success(),
+        "the flooder: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut counts = text.split_whitespace().map(|n| n.parse().expect("a count"));
+    (counts.next().unwrap(), counts.next().unwrap())
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let at = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[at].as_secs_f64() * 1000.0
@@ -182,9 +210,17 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
         return;
     }
+    if let Some(at) = args.iter().position(|a| a == "--flood") {
+        let secs = args[at + 2].parse().expect("seconds");
+        let (served, refused) = flood(&args[at + 1], secs).await;
+        println!("{served} {refused}");
+        return;
+    }
+    let nice = env_u64("N1_FLOOD_NICE", 0) as i32;
     let secs = env_u64("N1_SECS", 20);
     let rounds = env_u64("N1_ROUNDS", 3);
     let admin = tokio::task::spawn_blocking(common::durable_postgres_admin_url)
@@ -217,7 +253,8 @@ async fn main() {
     for round in 1..=rounds {
         let quiet = victim(&server, secs).await;
         let quiet_p99 = percentile(&quiet, 0.99);
-        let ((served, refused), loud) = tokio::join!(flood(&server, secs), victim(&server, secs));
+        let ((served, refused), loud) =
+            tokio::join!(flood_process(&server, secs, nice), victim(&server, secs));
         let loud_p99 = percentile(&loud, 0.99);
         eprintln!(
             "round {round}: victim alone p50 {:.2} ms p99 {quiet_p99:.2} ms ({} calls); under the flood p50 {:.2} ms p99 {loud_p99:.2} ms ({} calls); flooder {served} served, {refused} refused; N1 {:.2}",
@@ -236,7 +273,7 @@ async fn main() {
         ratios.iter().copied().fold(0.0, f64::max),
     );
     println!(
-        "N1 = {:.2} (median of {rounds} rounds, spread {lo:.2}-{hi:.2}); victim p99 alone {:.2} ms, under the flood {:.2} ms (medians)",
+        "N1 = {:.2} (median of {rounds} rounds, spread {lo:.2}-{hi:.2}, flooder at nice {nice}); victim p99 alone {:.2} ms, under the flood {:.2} ms (medians)",
         median(ratios.clone()),
         median(alone),
         median(flooded)

@@ -3,7 +3,8 @@
 //! resumes; replaying the feed rebuilds the stored state; starting points and
 //! retention behave as documented. On PostgreSQL, a live reader sees every
 //! change once, in one order, while writers hold their transactions open
-//! and commit out of their start order.
+//! and commit out of their start order. On Citus, writers on eight portals
+//! spread over both workers each get an exact feed of their own.
 mod common;
 
 use std::collections::BTreeSet;
@@ -35,10 +36,10 @@ fn link(from_id: i64, to_id: i64) -> AssociationInput {
     }
 }
 
-/// Every stored row of the portal, by exporting it.
-async fn stored_rows(svc: &Arc<AssociationService>) -> BTreeSet<DirectedRow> {
+/// Every stored row of `portal`, by exporting it.
+async fn stored_rows(svc: &Arc<AssociationService>, portal: i64) -> BTreeSet<DirectedRow> {
     let mut receiver = svc
-        .stream_export(common::export(PORTAL, None, None, None))
+        .stream_export(common::export(portal, None, None, None))
         .await
         .unwrap();
     let mut rows = BTreeSet::new();
@@ -48,9 +49,11 @@ async fn stored_rows(svc: &Arc<AssociationService>) -> BTreeSet<DirectedRow> {
     rows
 }
 
-/// Reads changes until `head`, resuming from the last cursor every `resume_every` chunks.
+/// Reads `portal`'s changes until `head`, resuming from the last cursor
+/// every `resume_every` chunks.
 async fn read_until(
     svc: &Arc<AssociationService>,
+    portal: i64,
     mut start: FeedStart,
     head: i64,
     resume_every: usize,
@@ -58,7 +61,7 @@ async fn read_until(
 ) -> String {
     let mut cursor = String::new();
     loop {
-        let mut receiver = svc.watch_changes(PORTAL, start).await.expect("watch");
+        let mut receiver = svc.watch_changes(portal, start).await.expect("watch");
         for _ in 0..resume_every {
             if seen.last().map(|(seq, _, _)| *seq) >= Some(head) {
                 return cursor;
@@ -77,35 +80,46 @@ async fn read_until(
         }
         // Drop the stream and resume from the last cursor, as a client would.
         start = svc
-            .feed_start(PORTAL, Some(&cursor), None)
+            .feed_start(portal, Some(&cursor), None)
             .expect("our own cursor");
     }
 }
 
 async fn concurrent_writers_are_delivered_once_in_commit_order(backend: &str) {
     let (svc, _store) = service(backend).await;
+    writers_are_delivered_once_in_commit_order(&svc, PORTAL, WRITERS).await;
+}
+
+/// `writers` concurrent writers on `portal` while a reader follows; then
+/// the portal's feed, read with resumes, holds every change exactly once,
+/// gap-free, and replays to what is stored.
+async fn writers_are_delivered_once_in_commit_order(
+    svc: &Arc<AssociationService>,
+    portal: i64,
+    writers: i64,
+) {
     // A reader starts before the writers and follows them while they write.
     let follower = {
-        let svc = Arc::clone(&svc);
+        let svc = Arc::clone(svc);
         tokio::spawn(async move {
             let mut receiver = svc
-                .watch_changes(PORTAL, FeedStart::Beginning)
+                .watch_changes(portal, FeedStart::Beginning)
                 .await
                 .unwrap();
             let chunk = receiver.recv().await.expect("first chunk").expect("ok");
             chunk.changes.first().map(|(c, _)| c.seq)
         })
     };
-    let mut writers = JoinSet::new();
-    for writer in 0..WRITERS {
-        let svc = Arc::clone(&svc);
-        writers.spawn(async move {
+    let mut tasks = JoinSet::new();
+    for writer in 0..writers {
+        let svc = Arc::clone(svc);
+        tasks.spawn(async move {
             for op in 0..OPS_PER_WRITER {
                 // Writers share contacts and companies, so they conflict.
                 let (contact, company) = (1 + (writer + op) % 5, 100 + op % 4);
                 if op % 3 == 2 {
                     svc.archive(
-                        pair(PORTAL, "contacts", "companies"),
+                        pair(portal, "contacts", "companies"),
                         &[(contact, vec![company])],
                     )
                     .await
@@ -113,7 +127,7 @@ async fn concurrent_writers_are_delivered_once_in_commit_order(backend: &str) {
                 } else {
                     let outcome = svc
                         .create(
-                            pair(PORTAL, "contacts", "companies"),
+                            pair(portal, "contacts", "companies"),
                             &[link(contact, company)],
                         )
                         .await
@@ -123,7 +137,7 @@ async fn concurrent_writers_are_delivered_once_in_commit_order(backend: &str) {
             }
         });
     }
-    while let Some(done) = writers.join_next().await {
+    while let Some(done) = tasks.join_next().await {
         done.expect("writer");
     }
     assert_eq!(
@@ -132,35 +146,14 @@ async fn concurrent_writers_are_delivered_once_in_commit_order(backend: &str) {
         "a live reader sees changes as they commit"
     );
 
-    let head = svc.feed_head(PORTAL).await.unwrap();
+    let head = svc.feed_head(portal).await.unwrap();
     assert!(head > 0);
     let mut seen = Vec::new();
-    read_until(&svc, FeedStart::Beginning, head, 3, &mut seen).await;
-    let seqs: Vec<i64> = seen.iter().map(|(seq, _, _)| *seq).collect();
-    assert_eq!(
-        seqs,
-        (1..=head).collect::<Vec<_>>(),
-        "every change exactly once, gap-free and in order"
-    );
-
+    read_until(svc, portal, FeedStart::Beginning, head, 3, &mut seen).await;
     // Replaying in sequence order rebuilds exactly what is stored: conflicting
     // changes arrived in the order they committed.
-    let mut replayed = BTreeSet::new();
-    for (seq, kind, row) in &seen {
-        match kind {
-            ChangeKind::Created => assert!(
-                replayed.insert(*row),
-                "change {seq} creates a row that exists"
-            ),
-            ChangeKind::Archived => assert!(
-                replayed.remove(row),
-                "change {seq} archives a row that does not exist"
-            ),
-            // A merge marker changes no row; the rows it moved follow it.
-            ChangeKind::Merged => {}
-        }
-    }
-    assert_eq!(replayed, stored_rows(&svc).await);
+    let replayed = common::replay_feed(&seen, head);
+    assert_eq!(replayed, stored_rows(svc, portal).await);
 }
 
 async fn now_skips_history_and_cursors_resume_exactly(backend: &str) {
@@ -474,7 +467,39 @@ async fn postgres_live_reader_sees_writers_committing_out_of_start_order_once_in
             ChangeKind::Merged => {}
         }
     }
-    assert_eq!(replayed, stored_rows(&svc).await);
+    assert_eq!(replayed, stored_rows(&svc, PORTAL).await);
+}
+
+/// Citus: writers on eight portals whose shards lie on both workers, a
+/// reader following each portal; each portal's feed holds its changes
+/// exactly once, gap-free, in an order that replays to what it stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn citus_writers_on_many_portals_each_feed_exact() {
+    let (svc, store) = service("citus").await;
+    let portals: Vec<i64> = (1..=8).collect();
+    let mut conn = sqlx::PgConnection::connect(&store.url).await.unwrap();
+    let workers: BTreeSet<i32> = sqlx::query_scalar(
+        "SELECT DISTINCT p.nodeport FROM unnest($1::bigint[]) AS portal(id)
+         CROSS JOIN LATERAL (SELECT get_shard_id_for_distribution_column('associations', portal.id) AS shard) s
+         JOIN pg_dist_shard_placement p ON p.shardid = s.shard",
+    )
+    .bind(&portals)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    assert_eq!(workers.len(), 2, "the portals lie on both workers");
+    let mut each = JoinSet::new();
+    for portal in portals {
+        let svc = Arc::clone(&svc);
+        each.spawn(
+            async move { writers_are_delivered_once_in_commit_order(&svc, portal, 4).await },
+        );
+    }
+    while let Some(done) = each.join_next().await {
+        done.expect("a portal's writers and reader");
+    }
 }
 
 macro_rules! on_every_backend {

@@ -381,10 +381,24 @@ pub struct CitusCluster {
 }
 
 static CITUS: OnceLock<Result<CitusCluster, String>> = OnceLock::new();
+static DURABLE_CITUS: OnceLock<Result<CitusCluster, String>> = OnceLock::new();
 
 /// The test process's Citus cluster; fails saying how to install Citus.
 pub fn citus_cluster() -> &'static CitusCluster {
-    let result = CITUS.get_or_init(|| {
+    start_citus(&CITUS, false)
+}
+
+/// A Citus cluster at production durability (fsync and synchronous_commit
+/// on on every node), for the benchmarks.
+pub fn durable_citus_cluster() -> &'static CitusCluster {
+    start_citus(&DURABLE_CITUS, true)
+}
+
+fn start_citus(
+    cell: &'static OnceLock<Result<CitusCluster, String>>,
+    durable: bool,
+) -> &'static CitusCluster {
+    let result = cell.get_or_init(|| {
         let bin = postgres_bin_dir()?;
         let library = bin.with_file_name("lib").join("citus.so");
         if !library.exists() {
@@ -396,10 +410,9 @@ pub fn citus_cluster() -> &'static CitusCluster {
         let mut urls = Vec::new();
         for _ in 0..3 {
             let node = start_throwaway(
-                false,
+                durable,
                 &["citus"],
-                "-c citus.shard_count=4 -c wal_level=logical -c max_prepared_transactions=100 \
-                 -c citus.log_remote_commands=off",
+                "-c citus.shard_count=4 -c wal_level=logical -c max_prepared_transactions=100",
             )?;
             urls.push(node.admin_url.clone());
             Box::leak(Box::new(node));
@@ -417,7 +430,7 @@ pub fn citus_cluster() -> &'static CitusCluster {
 }
 
 /// The port of an admin URL (`postgres://postgres@127.0.0.1:PORT/postgres`).
-fn url_port(url: &str) -> u16 {
+pub fn url_port(url: &str) -> u16 {
     url.rsplit(':')
         .next()
         .and_then(|p| p.split('/').next())
@@ -425,12 +438,17 @@ fn url_port(url: &str) -> u16 {
         .expect("a port in the URL")
 }
 
-/// A new empty database on every node of the Citus cluster, with the
+/// A new empty database on every node of the test Citus cluster, with the
 /// extension and the workers added; the coordinator's URL.
 pub async fn fresh_citus_database() -> String {
     let cluster = tokio::task::spawn_blocking(citus_cluster)
         .await
         .expect("Citus setup");
+    fresh_database_on_citus(cluster).await
+}
+
+/// A new empty database on every node of `cluster`, as `fresh_citus_database`.
+pub async fn fresh_database_on_citus(cluster: &CitusCluster) -> String {
     let coordinator = fresh_database_on(&cluster.coordinator).await;
     let name = coordinator.rsplit('/').next().unwrap().to_string();
     let mut nodes = vec![coordinator.clone()];
@@ -1161,4 +1179,40 @@ pub async fn stream_end<T>(
     })
     .await
     .unwrap_or_else(|_| panic!("the stream was still open after {most:?}"))
+}
+
+/// A portal's feed as read, (seq, kind, row) each: asserts it holds every
+/// change from 1 to `head` exactly once, in order, and that replaying it
+/// is valid (no row created twice or archived absent); the rows it leaves.
+pub fn replay_feed(
+    seen: &[(
+        i64,
+        association_service::domain::feed::ChangeKind,
+        association_service::domain::plan::DirectedRow,
+    )],
+    head: i64,
+) -> std::collections::BTreeSet<association_service::domain::plan::DirectedRow> {
+    use association_service::domain::feed::ChangeKind;
+    let seqs: Vec<i64> = seen.iter().map(|(seq, _, _)| *seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=head).collect::<Vec<_>>(),
+        "every change exactly once, gap-free and in order"
+    );
+    let mut replayed = std::collections::BTreeSet::new();
+    for (seq, kind, row) in seen {
+        match kind {
+            ChangeKind::Created => assert!(
+                replayed.insert(*row),
+                "change {seq} creates a row that exists"
+            ),
+            ChangeKind::Archived => assert!(
+                replayed.remove(row),
+                "change {seq} archives a row that does not exist"
+            ),
+            // A merge marker changes no row; the rows it moved follow it.
+            ChangeKind::Merged => {}
+        }
+    }
+    replayed
 }

@@ -98,15 +98,24 @@ impl PostgresStore {
 }
 
 /// Deadlocks (40P01) and serialization failures (40001) are lost races worth
-/// running again; anything else, a unique violation included, is not.
+/// running again, and so is Citus's "could not find valid entry for shard"
+/// (XX000, its only code for it), which a statement planned before its
+/// shard was split or moved meets once: the statement did nothing, and runs
+/// again on the shard that holds its portal now. Anything else, a unique
+/// violation included, is not.
 fn is_retryable(err: &StoreError) -> bool {
     match err {
-        StoreError::Database(sqlx::Error::Database(db)) => {
-            matches!(db.code().as_deref(), Some("40P01") | Some("40001"))
-        }
+        StoreError::Database(sqlx::Error::Database(db)) => match db.code().as_deref() {
+            Some("40P01") | Some("40001") => true,
+            Some("XX000") => db.message().starts_with(SHARD_GONE),
+            _ => false,
+        },
         _ => false,
     }
 }
+
+/// How Citus begins the error of a statement whose shard is gone.
+const SHARD_GONE: &str = "could not find valid entry for shard";
 
 /// Pages of several records' rows to one object type ($3): for input n,
 /// record $4[n] after to-id $5[n], its first $6 rows. The inputs drive a
