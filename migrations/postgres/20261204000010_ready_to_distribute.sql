@@ -51,11 +51,21 @@ BEGIN
 END
 $$;
 
+-- The feed's order of rows, the Rust planner's (`DirectedRow`'s order, in
+-- which an object type sorts by its prefix, then its number: "0-3" before
+-- "0-14"), so an archive logs its rows in the same order on the fast path
+-- and on the full flow (tests/differential.rs holds the two equal).
+-- Counters are still locked in text order (COLLATE "C") on both paths.
+CREATE FUNCTION association_type_order(t TEXT) RETURNS BIGINT[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT ARRAY[split_part(t, '-', 1)::bigint, split_part(t, '-', 2)::bigint]
+$$;
+
 -- The archive of 20261123000006, its rows named by their keys where it
 -- named them by ctid (a ctid names no shard), in statements of their own
 -- (Citus plans a chain of modifying CTEs recursively, and a ctid not at
 -- all): the rows found under the counters' locks cannot change, so they
--- are what is removed, counted down and logged.
+-- are what is removed, counted down and logged, in the feed's order.
 CREATE OR REPLACE FUNCTION association_archive(
     p_portal    BIGINT,
     p_from      TEXT,
@@ -135,7 +145,7 @@ BEGIN
                                      to_object_type, to_object_id, category, type_id, changed_at_us)
     SELECT p_portal, p_kind, f.ft, f.fi, f.tt, f.ti, f.c, f.ty, p_now_us
     FROM unnest(f_ft, f_fi, f_tt, f_ti, f_c, f_ty) AS f(ft, fi, tt, ti, c, ty)
-    ORDER BY f.ft COLLATE "C", f.fi, f.tt COLLATE "C", f.ti, f.c, f.ty;
+    ORDER BY association_type_order(f.ft), f.fi, association_type_order(f.tt), f.ti, f.c, f.ty;
     RETURN cardinality(f_ft);
 END
 $$;

@@ -69,6 +69,7 @@ pub struct Metrics {
     limit_rejections: Family<ReasonLabels, Counter>,
     rows_streamed: Family<StreamLabels, Counter>,
     overload_refusals: Family<RefusalLabels, Counter>,
+    fast_path_fallbacks: Family<RefusalLabels, Counter>,
     feed_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
     hook_pending: Family<PluginLabels, Gauge>,
     hook_failures: Family<PluginLabels, Counter>,
@@ -95,6 +96,7 @@ impl Metrics {
             limit_rejections: Family::default(),
             rows_streamed: Family::default(),
             overload_refusals: Family::default(),
+            fast_path_fallbacks: Family::default(),
             feed_lag: Gauge::default(),
             hook_pending: Family::default(),
             hook_failures: Family::default(),
@@ -131,6 +133,11 @@ impl Metrics {
             "rows_streamed",
             "Rows sent by server streams, by stream",
             metrics.rows_streamed.clone(),
+        );
+        metrics.registry.register(
+            "fast_path_fallbacks",
+            "PostgreSQL writes the one-call fast path handed to the full flow, by reason: create_not_presumable (an item names the primary type or would fail), create_presumption_failed (under the locks a pair held something, a record had no primary company, a limit or a label did not hold), archive_unlocked_row",
+            metrics.fast_path_fallbacks.clone(),
         );
         metrics.registry.register(
             "overload_refusals",
@@ -216,6 +223,14 @@ impl Metrics {
     /// A call or stream refused or ended for `reason` (one of a fixed set).
     pub fn overload_refused(&self, reason: &'static str) {
         self.overload_refusals
+            .get_or_create(&RefusalLabels { reason })
+            .inc();
+    }
+
+    /// A write the fast path handed to the full flow, for `reason` (one of
+    /// a fixed set).
+    pub fn fast_path_fallback(&self, reason: &'static str) {
+        self.fast_path_fallbacks
             .get_or_create(&RefusalLabels { reason })
             .inc();
     }

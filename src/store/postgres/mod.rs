@@ -56,6 +56,66 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
+    /// An archive's fast path: one call of `association_archive`; the rows
+    /// removed, or none (nothing written) when a row appeared whose counter
+    /// it had not locked. `archive_associations` runs the full flow then;
+    /// public so the differential test can run each path alone.
+    pub async fn archive_in_one_call(
+        &self,
+        portal: i64,
+        from: ObjectType,
+        to: ObjectType,
+        pairs: &[(i64, i64)],
+        filter: &TypeFilter,
+    ) -> StoreResult<Option<u64>> {
+        let binds = ArchiveBinds::new(pairs, filter);
+        let removed: i64 = self
+            .retry
+            .run(is_retryable, || async {
+                let call =
+                    "SELECT association_archive($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+                let removed = binds
+                    .bind(call, portal, from, to)
+                    .bind(ChangeKind::Archived.code())
+                    .bind(now_us())
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(removed.try_get(0)?)
+            })
+            .await?;
+        Ok(u64::try_from(removed).ok())
+    }
+
+    /// An archive by the full flow (`archive_in_transaction`), as when the
+    /// fast path declines.
+    pub async fn archive_by_flow(
+        &self,
+        portal: i64,
+        from: ObjectType,
+        to: ObjectType,
+        pairs: &[(i64, i64)],
+        filter: &TypeFilter,
+    ) -> StoreResult<u64> {
+        let mut hint = LockHint::default();
+        transaction!(
+            self.retry,
+            crate::store::begin(&self.pool, None),
+            is_retryable,
+            |conn| {
+                archive_in_transaction(
+                    &mut PgTx { conn },
+                    portal,
+                    from,
+                    to,
+                    pairs,
+                    filter,
+                    &mut hint,
+                )
+                .await
+            }
+        )
+    }
+
     pub async fn connect(url: &str, store: &StoreOptions) -> StoreResult<PostgresStore> {
         // PostgreSQL's notices (e.g. "relation … already exists, skipping"
         // from the migrations) are not worth a log line; warnings are.
@@ -368,10 +428,15 @@ impl Store for PostgresStore {
         ctx: &WriteContext<'_>,
         items: &[CreateItem],
     ) -> StoreResult<Vec<ItemOutcome>> {
-        if let Some(presumed) = presume_new_pairs(ctx, items) {
-            if self.create_presumed(ctx, &presumed).await? {
-                return Ok(presumed.plan.outcomes);
+        let metrics = crate::telemetry::metrics::metrics();
+        match presume_new_pairs(ctx, items) {
+            Some(presumed) => {
+                if self.create_presumed(ctx, &presumed).await? {
+                    return Ok(presumed.plan.outcomes);
+                }
+                metrics.fast_path_fallback("create_presumption_failed");
             }
+            None => metrics.fast_path_fallback("create_not_presumable"),
         }
         let mut hint = LockHint::default();
         transaction!(
@@ -400,43 +465,17 @@ impl Store for PostgresStore {
         pairs: &[(i64, i64)],
         filter: &TypeFilter,
     ) -> StoreResult<u64> {
-        let binds = ArchiveBinds::new(pairs, filter);
-        let removed: i64 = self
-            .retry
-            .run(is_retryable, || async {
-                let call =
-                    "SELECT association_archive($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
-                let removed = binds
-                    .bind(call, portal, from, to)
-                    .bind(ChangeKind::Archived.code())
-                    .bind(now_us())
-                    .fetch_one(&self.pool)
-                    .await?;
-                Ok(removed.try_get(0)?)
-            })
-            .await?;
-        if removed >= 0 {
-            return Ok(removed as u64);
-        }
-        // A row appeared whose counter the call had not locked: the full flow.
-        let mut hint = LockHint::default();
-        transaction!(
-            self.retry,
-            crate::store::begin(&self.pool, None),
-            is_retryable,
-            |conn| {
-                archive_in_transaction(
-                    &mut PgTx { conn },
-                    portal,
-                    from,
-                    to,
-                    pairs,
-                    filter,
-                    &mut hint,
-                )
-                .await
+        match self
+            .archive_in_one_call(portal, from, to, pairs, filter)
+            .await?
+        {
+            Some(removed) => Ok(removed),
+            // A row appeared whose counter the call had not locked: the full flow.
+            None => {
+                crate::telemetry::metrics::metrics().fast_path_fallback("archive_unlocked_row");
+                self.archive_by_flow(portal, from, to, pairs, filter).await
             }
-        )
+        }
     }
 
     fn scan_records(&self, scan: RecordScan) -> RowBatches<RecordRow> {
