@@ -3,7 +3,8 @@
 //! last cursor resumes it on the next process; a stream being read finishes;
 //! a stalled stream is cut at the grace period and resumes from its last
 //! cursor; a batch write in flight commits whole or not at all; the process
-//! exits 0 within the grace period (and the 2 s streams get to end).
+//! exits 0 within the grace period (and the 2 s streams get to end), and a
+//! SIGTERM sent the moment the ready line is out is a graceful shutdown.
 mod common;
 
 use std::collections::BTreeSet;
@@ -273,4 +274,20 @@ async fn sigterm_drains_calls_and_streams_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_calls_and_streams_on_postgres() {
     sigterm_drains_calls_and_streams("postgres").await;
+}
+
+/// A SIGTERM sent the moment the ready line is out is a graceful shutdown
+/// (exit 0), never the default action of a signal without a handler: the
+/// handlers are installed before the server says it is ready. Twenty
+/// starts, each signalled at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_right_after_the_ready_line_is_graceful() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/store.db", dir.path().display());
+    for start in 0..20 {
+        let mut server = ServerProcess::start(&url, &[]).await;
+        server.terminate();
+        let status = server.child.wait().await.unwrap();
+        assert_eq!(status.code(), Some(0), "start {start}: {status:?}");
+    }
 }
