@@ -488,6 +488,11 @@ async fn every_endpoint_answers_exactly_as_recorded() {
             "response": response,
         }));
     }
+    let required = standard_errors_lacking_required_fields(&Value::Array(recorded.clone()));
+    assert!(
+        required.is_empty(),
+        "207 error items lacking fields StandardError requires: {required:#?}"
+    );
     let actual = serde_json::to_string_pretty(&Value::Array(recorded)).unwrap() + "\n";
     if std::env::var("UPDATE_GOLDEN").as_deref() == Ok("1") {
         std::fs::create_dir_all(std::path::Path::new(GOLDEN).parent().unwrap()).unwrap();
@@ -516,4 +521,41 @@ async fn every_endpoint_answers_exactly_as_recorded() {
         actual.as_array().unwrap().len()
     );
     server.stop().await;
+}
+
+/// The fields HubSpot's `StandardError` schema requires of each error item
+/// of a batch envelope (one with `numErrors`).
+const STANDARD_ERROR_REQUIRED: [&str; 6] = [
+    "category", "context", "errors", "links", "message", "status",
+];
+
+/// Every error item of a 207 envelope anywhere in `value` that lacks one of
+/// `STANDARD_ERROR_REQUIRED`, with the fields it lacks.
+fn standard_errors_lacking_required_fields(value: &Value) -> Vec<(Value, Vec<&'static str>)> {
+    let mut lacking = Vec::new();
+    match value {
+        Value::Object(map) => {
+            if map.contains_key("numErrors") {
+                for item in map["errors"].as_array().into_iter().flatten() {
+                    let missing: Vec<&str> = STANDARD_ERROR_REQUIRED
+                        .into_iter()
+                        .filter(|field| item.get(*field).is_none())
+                        .collect();
+                    if !missing.is_empty() {
+                        lacking.push((item.clone(), missing));
+                    }
+                }
+            }
+            for inner in map.values() {
+                lacking.extend(standard_errors_lacking_required_fields(inner));
+            }
+        }
+        Value::Array(items) => {
+            for inner in items {
+                lacking.extend(standard_errors_lacking_required_fields(inner));
+            }
+        }
+        _ => {}
+    }
+    lacking
 }

@@ -106,7 +106,9 @@ pub struct ErrorBody {
     pub sub_category: Option<String>,
 }
 
-/// One failed input of a batch (`StandardError` inside a 207).
+/// One failed input of a batch (`StandardError` inside a 207), with every
+/// field HubSpot's schema requires: `errors` (no field-level details are
+/// known for an input) and `links` (none) are always there, empty.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ItemError {
@@ -115,6 +117,8 @@ pub struct ItemError {
     pub sub_category: &'static str,
     pub message: String,
     pub context: Map<String, Value>,
+    pub errors: [Value; 0],
+    pub links: Map<String, Value>,
 }
 
 impl ItemError {
@@ -125,6 +129,8 @@ impl ItemError {
             sub_category: err.sub_category(),
             message: rest_message(err),
             context: context(err.context()),
+            errors: [],
+            links: Map::new(),
         }
     }
 }
