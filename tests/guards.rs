@@ -65,6 +65,12 @@ async fn a_portal_past_its_call_rate_is_told_to_wait() {
         "{body}"
     );
     assert!(body["correlationId"].is_string(), "{body}");
+    // HubSpot's rate-limit body, which its clients recognise and retry.
+    assert_eq!(body["message"], "You have reached your secondly limit.");
+    assert_eq!(body["errorType"], "RATE_LIMIT", "{body}");
+    assert_eq!(body["policyName"], "SECONDLY", "{body}");
+    assert_eq!(body["context"]["portalId"], serde_json::json!(["7"]));
+    assert_eq!(body["context"]["callsPerSecond"], serde_json::json!(["1"]));
     let wait: u64 = header(&refused, "retry-after")
         .expect("a Retry-After header")
         .parse()

@@ -211,3 +211,43 @@ async fn scenario(backend: &str, version: Option<&str>) {
     assert_eq!(report["listed_deals"], serde_json::json!(listed));
     server.stop().await;
 }
+
+/// HubSpot's Node client retries the gateway's 429 by itself: on a portal
+/// allowed one call a second, its second read in a row is refused, and the
+/// client, recognising HubSpot's rate-limit body, waits and reads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_client_retries_a_429_by_itself() {
+    let interop = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop");
+    let modules = format!("{interop}/node_modules/@hubspot/api-client");
+    assert!(
+        std::path::Path::new(&modules).exists(),
+        "HubSpot's Node client is not installed: ./scripts/test runs `npm install --prefix tests/interop` (Node.js and npm needed)"
+    );
+    let server = TestServer::start("sqlite", |s| {
+        common::grant(s, &[TOKEN], &[PORTAL]);
+        s.server.calls_per_second_per_portal = 1;
+        s.server.call_burst_per_portal = 1;
+    })
+    .await;
+    let output = tokio::process::Command::new("node")
+        .arg(format!("{interop}/hubspot_node_retry.js"))
+        .arg(server.rest_url())
+        .arg(common::token_for(TOKEN))
+        .env("NODE_PATH", format!("{interop}/node_modules"))
+        .output()
+        .await
+        .expect("node runs (install Node.js)");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let report: Value = serde_json::from_str(stdout.trim()).expect("the script's report");
+    // The unlabeled contact -> company type and the primary one, both reads.
+    assert_eq!(report["reads"], serde_json::json!([2, 2]), "{report}");
+    assert!(
+        stderr.contains("Request failed with status code [429], will retry [1] time"),
+        "the client met the 429 and retried: {stderr}"
+    );
+    server.stop().await;
+}

@@ -104,6 +104,12 @@ pub struct ErrorBody {
     pub category: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sub_category: Option<String>,
+    /// HubSpot's rate-limit fields, on a 429 of the per-portal call rate:
+    /// `RATE_LIMIT` and the policy (`SECONDLY`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_name: Option<&'static str>,
 }
 
 /// One failed input of a batch (`StandardError` inside a 207), with every
@@ -142,6 +148,9 @@ fn limit_key(source: LimitSource) -> &'static str {
     }
 }
 
+/// HubSpot's message when a secondly limit is reached.
+const SECONDLY_MESSAGE: &str = "You have reached your secondly limit.";
+
 impl GatewayError {
     fn status_and_body(&self) -> (StatusPair, ErrorBody) {
         let status = status_for(self.kind());
@@ -157,8 +166,29 @@ impl GatewayError {
             context: ctx,
             category: status.category.to_string(),
             sub_category: sub.map(str::to_string),
+            error_type: None,
+            policy_name: None,
         };
         match self {
+            // HubSpot's 429 of a per-second policy, word for word, which its
+            // clients recognise and retry (the Node client waits a second
+            // per attempt); the portal, its rate and the wait are in context.
+            GatewayError::Service(ServiceError::Domain(
+                err @ DomainError::RateLimited { per_second, .. },
+            )) => {
+                let mut ctx = err.context();
+                ctx.push(("callsPerSecond", per_second.to_string()));
+                let answer = ErrorBody {
+                    error_type: Some("RATE_LIMIT"),
+                    policy_name: Some("SECONDLY"),
+                    ..body(
+                        SECONDLY_MESSAGE.into(),
+                        Some(err.sub_category()),
+                        context(ctx),
+                    )
+                };
+                (status, answer)
+            }
             GatewayError::Service(ServiceError::Domain(err)) => (
                 status,
                 body(
