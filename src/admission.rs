@@ -1,12 +1,14 @@
 //! Admission for both front ends: per-portal call rates (each portal may
 //! make `per_second` calls a second with bursts of `burst`, the GCRA of the
 //! `governor` crate; a call past it is refused with the wait after which it
-//! would pass) and the fair share of concurrent calls (`CallPlaces`).
+//! would pass, and an admitted one learns what is left, `Allowance`) and the
+//! fair share of concurrent calls (`CallPlaces`).
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 
 use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -17,7 +19,22 @@ use crate::service::Places;
 
 /// Admits calls by portal.
 pub struct Admission {
-    rates: Option<(DefaultKeyedRateLimiter<i64>, u32)>,
+    /// The limiter, the rate a second and the burst.
+    rates: Option<(
+        DefaultKeyedRateLimiter<i64, StateInformationMiddleware>,
+        u32,
+        u32,
+    )>,
+}
+
+/// What a portal may still call, as HubSpot's rate-limit headers say it:
+/// `max` calls (the burst) per `interval_ms` (the time a spent burst takes
+/// to come back at the portal's rate), `remaining` of them now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Allowance {
+    pub max: u32,
+    pub remaining: u32,
+    pub interval_ms: u64,
 }
 
 impl Admission {
@@ -26,17 +43,25 @@ impl Admission {
         let rates = NonZeroU32::new(per_second).map(|rate| {
             let burst = NonZeroU32::new(burst.max(per_second)).unwrap_or(rate);
             let quota = Quota::per_second(rate).allow_burst(burst);
-            (RateLimiter::keyed(quota), per_second)
+            (
+                RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
+                per_second,
+                burst.get(),
+            )
         });
         Admission { rates }
     }
 
-    /// Counts one call of `portal`; refused when its rate is used up.
-    pub fn admit(&self, portal: i64) -> Result<(), DomainError> {
-        let Some((limiter, per_second)) = &self.rates else {
-            return Ok(());
+    /// Counts one call of `portal`: its allowance left (none without a
+    /// rate), or refused when its rate is used up.
+    pub fn admit(&self, portal: i64) -> Result<Option<Allowance>, DomainError> {
+        let Some((limiter, per_second, _)) = &self.rates else {
+            return Ok(None);
         };
-        limiter.check_key(&portal).map_err(|not_until| {
+        let checked = limiter
+            .check_key(&portal)
+            .map(|snapshot| self.allowance(snapshot.remaining_burst_capacity()));
+        checked.map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             DomainError::RateLimited {
                 portal,
@@ -46,9 +71,24 @@ impl Admission {
         })
     }
 
+    /// A refused portal's allowance (nothing remaining), for the headers of
+    /// its refusal; none without a rate.
+    pub fn exhausted(&self) -> Option<Allowance> {
+        self.allowance(0)
+    }
+
+    fn allowance(&self, remaining: u32) -> Option<Allowance> {
+        let (_, per_second, burst) = self.rates.as_ref()?;
+        Some(Allowance {
+            max: *burst,
+            remaining,
+            interval_ms: u64::from(*burst) * 1_000 / u64::from(*per_second),
+        })
+    }
+
     /// Forgets portals whose allowance is full again (bounds memory).
     pub fn forget_idle(&self) {
-        if let Some((limiter, _)) = &self.rates {
+        if let Some((limiter, _, _)) = &self.rates {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }

@@ -52,12 +52,25 @@ async fn a_portal_past_its_call_rate_is_told_to_wait() {
     })
     .await;
     let seven = common::token_for("seven");
-    for _ in 0..2 {
+    // HubSpot's rate-limit headers: a burst of 2 per 2 s (the time it takes
+    // to come back at one call a second), and what is left of it.
+    let limits = |answer: &common::HttpAnswer| {
+        [
+            "x-hubspot-ratelimit-max",
+            "x-hubspot-ratelimit-remaining",
+            "x-hubspot-ratelimit-interval-milliseconds",
+        ]
+        .map(|name| header(answer, name).map(str::to_string))
+    };
+    let some = |v: &str| Some(v.to_string());
+    for left in ["1", "0"] {
         let answer = common::http_as(server.http_addr, "GET", TYPES, None, Some(&seven)).await;
         assert_eq!(answer.status, 200, "within the burst: {}", answer.body);
+        assert_eq!(limits(&answer), [some("2"), some(left), some("2000")]);
     }
     let refused = common::http_as(server.http_addr, "GET", TYPES, None, Some(&seven)).await;
     assert_eq!(refused.status, 429, "{}", refused.body);
+    assert_eq!(limits(&refused), [some("2"), some("0"), some("2000")]);
     let body = json(&refused);
     assert_eq!(body["category"], "RATE_LIMITS", "{body}");
     assert_eq!(

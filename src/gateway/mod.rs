@@ -100,7 +100,15 @@ impl FromRequestParts<GatewayState> for Gateway {
         };
         crate::telemetry::record_portal(portal);
         principal.authorize(role, portal)?;
-        state.guards.admission.admit(portal)?;
+        let admitted = state.guards.admission.admit(portal);
+        if let Some(slot) = parts.extensions.get::<AllowanceSlot>() {
+            let left = match &admitted {
+                Ok(left) => *left,
+                Err(_) => state.guards.admission.exhausted(),
+            };
+            *slot.0.lock().unwrap_or_else(|e| e.into_inner()) = left;
+        }
+        admitted?;
         let place = state.guards.calls.enter_portal(portal)?;
         Ok(Gateway {
             service: Arc::clone(&state.service),
@@ -108,6 +116,25 @@ impl FromRequestParts<GatewayState> for Gateway {
             principal,
             _portal_place: Arc::new(place),
         })
+    }
+}
+
+/// What the call's portal has left of its rate, filled in when the call is
+/// admitted, for HubSpot's rate-limit headers on its answer.
+#[derive(Clone, Default)]
+struct AllowanceSlot(Arc<std::sync::Mutex<Option<crate::admission::Allowance>>>);
+
+/// HubSpot's rate-limit headers for `left`.
+fn rate_limit_headers(headers: &mut axum::http::HeaderMap, left: crate::admission::Allowance) {
+    for (name, value) in [
+        ("x-hubspot-ratelimit-max", u64::from(left.max)),
+        ("x-hubspot-ratelimit-remaining", u64::from(left.remaining)),
+        (
+            "x-hubspot-ratelimit-interval-milliseconds",
+            left.interval_ms,
+        ),
+    ] {
+        headers.insert(name, axum::http::HeaderValue::from(value));
     }
 }
 
@@ -221,8 +248,14 @@ async fn admit_call(
         };
     let mut request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
     request.extensions_mut().insert(principal);
-    let response = next.run(request).await;
+    let slot = AllowanceSlot::default();
+    request.extensions_mut().insert(slot.clone());
+    let mut response = next.run(request).await;
     drop(place);
+    let left = *slot.0.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(left) = left {
+        rate_limit_headers(response.headers_mut(), left);
+    }
     response
 }
 
