@@ -821,6 +821,20 @@ mod suite {
             fx.read(PORTAL, "contacts", 6, "2-100").await,
             vec![(5, vec![inverse.type_id])]
         );
+        // So do HubSpot's further standard objects without defined types
+        // (appointments, 0-421), named by their names.
+        let defs = fx
+            .svc
+            .definitions(pair(PORTAL, "contacts", "appointments"))
+            .await
+            .unwrap();
+        assert_eq!(defs.len(), 1);
+        let to_appointment = defs[0].key;
+        assert!(to_appointment.type_id >= 1000, "{to_appointment:?}");
+        assert_eq!(
+            fx.link("contacts", 6, "0-421", 7, &[]).await,
+            vec![to_appointment.type_id]
+        );
         fx.assert_counters_exact().await;
     }
 

@@ -29,8 +29,17 @@ const STANDARD: &[(u64, &str, &str)] = &[
     (48, "call", "calls"),
     (49, "email", "emails"),
     (53, "invoice", "invoices"),
+    (69, "subscription", "subscriptions"),
+    (101, "payment", "payments"),
+    (115, "user", "users"),
     (116, "postal_mail", "postal_mail"),
+    (123, "order", "orders"),
     (136, "lead", "leads"),
+    (142, "cart", "carts"),
+    (162, "service", "services"),
+    (410, "course", "courses"),
+    (420, "listing", "listings"),
+    (421, "appointment", "appointments"),
 ];
 
 impl ObjectType {
@@ -182,6 +191,23 @@ mod tests {
         assert_eq!(ObjectType::parse("Contacts").unwrap(), ObjectType::CONTACT);
         assert_eq!(ObjectType::parse("company").unwrap(), ObjectType::COMPANY);
         assert_eq!(ObjectType::parse("2-123").unwrap().to_string(), "2-123");
+        // HubSpot's further standard objects (../hubspot-api.md §8.6).
+        for (id, name) in [
+            ("0-421", "appointments"),
+            ("0-410", "courses"),
+            ("0-420", "listings"),
+            ("0-162", "services"),
+            ("0-123", "orders"),
+            ("0-142", "carts"),
+            ("0-69", "subscriptions"),
+            ("0-101", "payments"),
+            ("0-115", "users"),
+        ] {
+            let by_name = ObjectType::parse(name).unwrap();
+            assert_eq!(by_name.to_string(), id, "{name}");
+            assert_eq!(ObjectType::parse(id).unwrap(), by_name, "{id}");
+            assert_eq!(format!("{}s", by_name.singular_name()), name);
+        }
         for bad in ["", "0-4", "2-0", "2-x", "3-1", "people", "0-1-2"] {
             assert!(ObjectType::parse(bad).is_err(), "{bad} should be rejected");
         }
