@@ -202,6 +202,24 @@ async fn every_endpoint_answers_exactly_as_recorded() {
         ),
         (
             "GET",
+            "/crm/v3/limits/associations/records/contacts/to",
+            None,
+            true,
+        ),
+        (
+            "GET",
+            "/crm/v3/limits/associations/records/deals/to",
+            None,
+            true,
+        ),
+        (
+            "GET",
+            "/crm/v3/limits/associations/records/widgets/to",
+            None,
+            true,
+        ),
+        (
+            "GET",
             "/crm/v3/limits/associations/records/contacts/companies",
             None,
             true,

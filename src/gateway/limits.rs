@@ -18,7 +18,7 @@ const SAMPLES: u32 = 10;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct FromObjectType {
+pub struct ObjectTypeAtLimits {
     object_type_id: String,
     singular_label: String,
     plural_label: String,
@@ -27,27 +27,25 @@ pub struct FromObjectType {
 }
 
 #[derive(Serialize)]
-pub struct FromObjectTypes {
-    results: Vec<FromObjectType>,
+pub struct ObjectTypesAtLimits {
+    results: Vec<ObjectTypeAtLimits>,
 }
 
-/// `GET /crm/v3/limits/associations/records/from`: the from-object types of
-/// the pairs with admin limits, each saying whether any of its records is
-/// at or near a limit of any type.
-pub async fn records_from(gw: Gateway) -> GatewayResult<Json<FromObjectTypes>> {
-    let usages = gw
-        .service
-        .limit_usage(gw.portal, None, DEFAULT_NEAR_FRACTION, 0)
-        .await?;
-    let mut types: Vec<ObjectType> = usages.iter().map(|u| u.def.from).collect();
+/// The object types `side` picks of the usages, each saying whether any of
+/// its usages has records at or near their limit.
+fn at_limits(
+    usages: &[LimitUsage],
+    side: impl Fn(&LimitUsage) -> ObjectType,
+) -> ObjectTypesAtLimits {
+    let mut types: Vec<ObjectType> = usages.iter().map(&side).collect();
     types.sort();
     types.dedup();
     let results = types
         .into_iter()
         .map(|object_type| {
-            let of_type = || usages.iter().filter(move |u| u.def.from == object_type);
+            let of_type = || usages.iter().filter(|u| side(u) == object_type);
             let (singular_label, plural_label) = object_type.display_labels();
-            FromObjectType {
+            ObjectTypeAtLimits {
                 object_type_id: object_type.to_string(),
                 singular_label,
                 plural_label,
@@ -56,7 +54,36 @@ pub async fn records_from(gw: Gateway) -> GatewayResult<Json<FromObjectTypes>> {
             }
         })
         .collect();
-    Ok(Json(FromObjectTypes { results }))
+    ObjectTypesAtLimits { results }
+}
+
+/// `GET /crm/v3/limits/associations/records/from`: the from-object types of
+/// the pairs with admin limits, each saying whether any of its records is
+/// at or near a limit of any type.
+pub async fn records_from(gw: Gateway) -> GatewayResult<Json<ObjectTypesAtLimits>> {
+    let usages = gw
+        .service
+        .limit_usage(gw.portal, None, DEFAULT_NEAR_FRACTION, 0)
+        .await?;
+    Ok(Json(at_limits(&usages, |u| u.def.from)))
+}
+
+/// `GET /crm/v3/limits/associations/records/{from}/to`: for one from-object
+/// type, the to-object types of its pairs with admin limits, each saying
+/// whether any record of `from` is at or near a limit toward it.
+pub async fn records_to(
+    gw: Gateway,
+    Path(from): Path<String>,
+) -> GatewayResult<Json<ObjectTypesAtLimits>> {
+    let from = ObjectType::parse(&from)?;
+    let usages: Vec<LimitUsage> = gw
+        .service
+        .limit_usage(gw.portal, None, DEFAULT_NEAR_FRACTION, 0)
+        .await?
+        .into_iter()
+        .filter(|u| u.def.from == from)
+        .collect();
+    Ok(Json(at_limits(&usages, |u| u.def.to)))
 }
 
 #[derive(Serialize)]

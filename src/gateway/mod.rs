@@ -464,6 +464,7 @@ rest_routes! {
         POST "/crm/v3/associations/{from}/{to}/batch/archive" => v3::batch_archive, Write;
         GET "/crm/v3/associations/{from}/{to}/types" => v3::types, Read;
         GET "/crm/v3/limits/associations/records/from" => limits::records_from, Read;
+        GET "/crm/v3/limits/associations/records/{from}/to" => limits::records_to, Read;
         GET "/crm/v3/limits/associations/records/{from}/{to}" => limits::records_of_pair, Read;
         GET "/crm/v3/limits/associations/labels" => limits::labels, Read;
     }
