@@ -218,6 +218,13 @@ async fn every_endpoint_answers_exactly_as_recorded() {
             None,
             true,
         ),
+        // The same under a date-versioned prefix.
+        (
+            "GET",
+            "/crm/limits/2026-03/associations/records/contacts/to",
+            None,
+            true,
+        ),
         (
             "GET",
             "/crm/v3/limits/associations/records/contacts/companies",

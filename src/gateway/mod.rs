@@ -355,11 +355,14 @@ fn filter(method: &str) -> MethodFilter {
 /// spec's `/crm/associations/v4`, and the date-versioned
 /// `/crm/associations/2025-09`, `2026-03`, `2026-09`, which carry the same
 /// shapes); `objects` paths under `/crm/v4/objects` and the date-versioned
-/// `/crm/objects/2025-09`, `2026-03`, `2026-09`.
+/// `/crm/objects/2025-09`, `2026-03`, `2026-09`; `limits` (Limits Tracking)
+/// under `/crm/v3/limits/associations` and the date-versioned
+/// `/crm/limits/2025-09/associations`, `2026-03`, `2026-09`.
 macro_rules! rest_routes {
     (
         v4 { $($v4m:ident $v4p:literal => $v4h:path, $v4r:ident;)* }
         objects { $($om:ident $op:literal => $oh:path, $or:ident;)* }
+        limits { $($lm:ident $lp:literal => $lh:path, $lr:ident;)* }
         rest { $($m:ident $p:literal => $h:path, $r:ident;)* }
     ) => {
         /// (method, route pattern, role) of every REST endpoint.
@@ -376,6 +379,12 @@ macro_rules! rest_routes {
                 (stringify!($om), concat!("/crm/objects/2025-09", $op), Role::$or),
                 (stringify!($om), concat!("/crm/objects/2026-03", $op), Role::$or),
                 (stringify!($om), concat!("/crm/objects/2026-09", $op), Role::$or),
+            )*
+            $(
+                (stringify!($lm), concat!("/crm/v3/limits/associations", $lp), Role::$lr),
+                (stringify!($lm), concat!("/crm/limits/2025-09/associations", $lp), Role::$lr),
+                (stringify!($lm), concat!("/crm/limits/2026-03/associations", $lp), Role::$lr),
+                (stringify!($lm), concat!("/crm/limits/2026-09/associations", $lp), Role::$lr),
             )*
             $((stringify!($m), $p, Role::$r),)*
         ];
@@ -395,6 +404,9 @@ macro_rules! rest_routes {
             })*
             $(if method == stringify!($om) && pattern.ends_with($op) && is_objects_prefix(&pattern[..pattern.len() - $op.len()]) {
                 return router.route(pattern, on(filter(method), $oh));
+            })*
+            $(if method == stringify!($lm) && pattern.ends_with($lp) && LIMITS_PREFIXES.contains(&&pattern[..pattern.len() - $lp.len()]) {
+                return router.route(pattern, on(filter(method), $lh));
             })*
             $(if method == stringify!($m) && pattern == $p {
                 return router.route(pattern, on(filter(method), $h));
@@ -418,6 +430,14 @@ const OBJECTS_PREFIXES: [&str; 4] = [
     "/crm/objects/2025-09",
     "/crm/objects/2026-03",
     "/crm/objects/2026-09",
+];
+
+/// The prefixes of HubSpot's Limits Tracking paths for associations.
+const LIMITS_PREFIXES: [&str; 4] = [
+    "/crm/v3/limits/associations",
+    "/crm/limits/2025-09/associations",
+    "/crm/limits/2026-03/associations",
+    "/crm/limits/2026-09/associations",
 ];
 
 fn is_v4_prefix(prefix: &str) -> bool {
@@ -452,6 +472,12 @@ rest_routes! {
         DELETE "/{object_type}/{id}/associations/{to}/{to_id}" => v4::archive_pair, Write;
         PUT "/{object_type}/{id}/associations/default/{to}/{to_id}" => v4::create_default, Write;
     }
+    limits {
+        GET "/records/from" => limits::records_from, Read;
+        GET "/records/{from}/to" => limits::records_to, Read;
+        GET "/records/{from}/{to}" => limits::records_of_pair, Read;
+        GET "/labels" => limits::labels, Read;
+    }
     rest {
         GET "/crm/v3/objects/{object_type}" => v3::list_objects, Read;
         GET "/crm/v3/objects/{object_type}/{id}" => v3::get_object, Read;
@@ -463,10 +489,6 @@ rest_routes! {
         POST "/crm/v3/associations/{from}/{to}/batch/create" => v3::batch_create, Write;
         POST "/crm/v3/associations/{from}/{to}/batch/archive" => v3::batch_archive, Write;
         GET "/crm/v3/associations/{from}/{to}/types" => v3::types, Read;
-        GET "/crm/v3/limits/associations/records/from" => limits::records_from, Read;
-        GET "/crm/v3/limits/associations/records/{from}/to" => limits::records_to, Read;
-        GET "/crm/v3/limits/associations/records/{from}/{to}" => limits::records_of_pair, Read;
-        GET "/crm/v3/limits/associations/labels" => limits::labels, Read;
     }
 }
 
