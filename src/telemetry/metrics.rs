@@ -32,8 +32,9 @@ struct ReasonLabels {
     reason: String,
 }
 
+/// A reason from a fixed set the code names (never input).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RefusalLabels {
+struct FixedReasonLabels {
     reason: &'static str,
 }
 
@@ -68,8 +69,8 @@ pub struct Metrics {
     http_latency: Family<HttpLabels, Histogram, fn() -> Histogram>,
     limit_rejections: Family<ReasonLabels, Counter>,
     rows_streamed: Family<StreamLabels, Counter>,
-    overload_refusals: Family<RefusalLabels, Counter>,
-    fast_path_fallbacks: Family<RefusalLabels, Counter>,
+    overload_refusals: Family<FixedReasonLabels, Counter>,
+    fast_path_fallbacks: Family<FixedReasonLabels, Counter>,
     feed_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
     hook_pending: Family<PluginLabels, Gauge>,
     hook_failures: Family<PluginLabels, Counter>,
@@ -223,7 +224,7 @@ impl Metrics {
     /// A call or stream refused or ended for `reason` (one of a fixed set).
     pub fn overload_refused(&self, reason: &'static str) {
         self.overload_refusals
-            .get_or_create(&RefusalLabels { reason })
+            .get_or_create(&FixedReasonLabels { reason })
             .inc();
     }
 
@@ -231,7 +232,7 @@ impl Metrics {
     /// a fixed set).
     pub fn fast_path_fallback(&self, reason: &'static str) {
         self.fast_path_fallbacks
-            .get_or_create(&RefusalLabels { reason })
+            .get_or_create(&FixedReasonLabels { reason })
             .inc();
     }
 

@@ -27,7 +27,7 @@ pub const TABLES: [&str; 12] = [
 ];
 
 /// Whether the database has the `citus` extension.
-pub async fn is_citus(pool: &PgPool) -> StoreResult<bool> {
+async fn is_citus(pool: &PgPool) -> StoreResult<bool> {
     Ok(
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')")
             .fetch_one(pool)
@@ -42,14 +42,12 @@ pub async fn distribute(pool: &PgPool) -> StoreResult<Vec<String>> {
     if !is_citus(pool).await? {
         return Ok(done);
     }
+    let distributed: Vec<String> =
+        sqlx::query_scalar("SELECT logicalrelid::text FROM pg_dist_partition")
+            .fetch_all(pool)
+            .await?;
     for table in TABLES {
-        let distributed: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = $1::regclass)",
-        )
-        .bind(table)
-        .fetch_one(pool)
-        .await?;
-        if distributed {
+        if distributed.iter().any(|d| d == table) {
             continue;
         }
         let colocate = if table == TABLES[0] {

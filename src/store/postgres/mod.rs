@@ -263,8 +263,7 @@ impl Store for PostgresStore {
                 .into_iter()
                 .collect();
         let ran = migrator.run(&own).await;
-        // On Citus, the tables and write functions are distributed under
-        // the same lock.
+        // On Citus, the tables are distributed under the same lock.
         let distributed = match ran {
             Ok(()) => distribute::distribute(&own).await,
             Err(err) => Err(err.into()),
