@@ -1,15 +1,14 @@
-//! Batch plumbing shared by v3 and v4: reading batch-read bodies, paging
-//! each input, and the 200/207 (or 201/207) reply.
+//! Batch plumbing shared by v3 and v4: reading batch-read bodies and paging
+//! each input.
 use std::time::SystemTime;
 
 use axum::body::Bytes;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::response::Response;
 use serde::Serialize;
 
 use super::error::{invalid, GatewayResult};
 use super::json::{body, BatchResponse, Inputs, ReadInput};
+use super::version::{ApiVersion, BatchKind};
 use super::{Gateway, MAX_READ_INPUTS};
 use crate::service::{AssociationPage, PageInput, PortalPair};
 
@@ -34,20 +33,11 @@ fn read_inputs(bytes: &Bytes) -> GatewayResult<Vec<PageInput>> {
         .collect()
 }
 
-/// 200 when every input succeeded, 207 (`multi`) when some failed.
-pub fn batch_reply<T: Serialize>(ok: StatusCode, response: BatchResponse<T>) -> Response {
-    let status = if response.has_errors() {
-        StatusCode::MULTI_STATUS
-    } else {
-        ok
-    };
-    (status, Json(response)).into_response()
-}
-
 /// Answers a batch read (v3 or v4): one page of `page_size` per input,
 /// each result built by `result` from its from-id and page.
 pub async fn read_pages<T: Serialize>(
     gw: &Gateway,
+    version: ApiVersion,
     pair: PortalPair,
     bytes: &Bytes,
     page_size: u32,
@@ -61,8 +51,8 @@ pub async fn read_pages<T: Serialize>(
         .into_iter()
         .map(|(index, page)| result(inputs[index].from_id, page))
         .collect();
-    Ok(batch_reply(
-        StatusCode::OK,
+    Ok(version.batch(
+        BatchKind::Read,
         BatchResponse::new(started, results, &outcome.errors),
     ))
 }

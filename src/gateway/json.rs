@@ -205,6 +205,11 @@ impl<T> BatchResponse<T> {
         }
     }
 
+    /// A batch answer with no results and no errors (`BatchResponseVoid`).
+    pub fn void(started: SystemTime) -> Self {
+        BatchResponse::new(started, Vec::new(), &[])
+    }
+
     pub fn has_errors(&self) -> bool {
         self.errors.is_some()
     }

@@ -1,5 +1,6 @@
-//! The REST gateway: HubSpot's v3 and v4 associations JSON (paths, bodies,
-//! status codes, paging, error bodies) over the same service layer as gRPC.
+//! The REST gateway: HubSpot's v3, v4 and date-versioned associations JSON
+//! (paths, bodies, status codes, paging, error bodies) over the same
+//! service layer as gRPC; `version` reads a call's version from its path.
 //! Every endpoint is listed once, with the role it needs (`rest_routes!`);
 //! HubSpot paths carry no portal, so a call acts on its token's one portal
 //! (or, when the service runs open, on the configured default portal).
@@ -28,6 +29,7 @@ pub mod serve;
 mod v3;
 mod v4;
 mod v4_config;
+mod version;
 
 use error::GatewayError;
 
@@ -355,13 +357,16 @@ fn filter(method: &str) -> MethodFilter {
 /// spec's `/crm/associations/v4`, and the date-versioned
 /// `/crm/associations/2025-09`, `2026-03`, `2026-09`, which carry the same
 /// shapes); `objects` paths under `/crm/v4/objects` and the date-versioned
-/// `/crm/objects/2025-09`, `2026-03`, `2026-09`; `limits` (Limits Tracking)
+/// `/crm/objects/2025-09`, `2026-03`, `2026-09`; `records` (objects, their
+/// lists and merges) under `/crm/v3/objects` and the same dated prefixes;
+/// `limits` (Limits Tracking)
 /// under `/crm/v3/limits/associations` and the date-versioned
 /// `/crm/limits/2025-09/associations`, `2026-03`, `2026-09`.
 macro_rules! rest_routes {
     (
         v4 { $($v4m:ident $v4p:literal => $v4h:path, $v4r:ident;)* }
         objects { $($om:ident $op:literal => $oh:path, $or:ident;)* }
+        records { $($rm:ident $rp:literal => $rh:path, $rr:ident;)* }
         limits { $($lm:ident $lp:literal => $lh:path, $lr:ident;)* }
         rest { $($m:ident $p:literal => $h:path, $r:ident;)* }
     ) => {
@@ -379,6 +384,12 @@ macro_rules! rest_routes {
                 (stringify!($om), concat!("/crm/objects/2025-09", $op), Role::$or),
                 (stringify!($om), concat!("/crm/objects/2026-03", $op), Role::$or),
                 (stringify!($om), concat!("/crm/objects/2026-09", $op), Role::$or),
+            )*
+            $(
+                (stringify!($rm), concat!("/crm/v3/objects", $rp), Role::$rr),
+                (stringify!($rm), concat!("/crm/objects/2025-09", $rp), Role::$rr),
+                (stringify!($rm), concat!("/crm/objects/2026-03", $rp), Role::$rr),
+                (stringify!($rm), concat!("/crm/objects/2026-09", $rp), Role::$rr),
             )*
             $(
                 (stringify!($lm), concat!("/crm/v3/limits/associations", $lp), Role::$lr),
@@ -405,6 +416,9 @@ macro_rules! rest_routes {
             $(if method == stringify!($om) && pattern.ends_with($op) && is_objects_prefix(&pattern[..pattern.len() - $op.len()]) {
                 return router.route(pattern, on(filter(method), $oh));
             })*
+            $(if method == stringify!($rm) && pattern.ends_with($rp) && RECORDS_PREFIXES.contains(&&pattern[..pattern.len() - $rp.len()]) {
+                return router.route(pattern, on(filter(method), $rh));
+            })*
             $(if method == stringify!($lm) && pattern.ends_with($lp) && LIMITS_PREFIXES.contains(&&pattern[..pattern.len() - $lp.len()]) {
                 return router.route(pattern, on(filter(method), $lh));
             })*
@@ -427,6 +441,14 @@ const V4_PREFIXES: [&str; 5] = [
 /// The prefixes of HubSpot's v4 record association paths.
 const OBJECTS_PREFIXES: [&str; 4] = [
     "/crm/v4/objects",
+    "/crm/objects/2025-09",
+    "/crm/objects/2026-03",
+    "/crm/objects/2026-09",
+];
+
+/// The prefixes of HubSpot's objects paths (records, their lists, merges).
+const RECORDS_PREFIXES: [&str; 4] = [
+    "/crm/v3/objects",
     "/crm/objects/2025-09",
     "/crm/objects/2026-03",
     "/crm/objects/2026-09",
@@ -472,6 +494,11 @@ rest_routes! {
         DELETE "/{object_type}/{id}/associations/{to}/{to_id}" => v4::archive_pair, Write;
         PUT "/{object_type}/{id}/associations/default/{to}/{to_id}" => v4::create_default, Write;
     }
+    records {
+        GET "/{object_type}" => v3::list_objects, Read;
+        GET "/{object_type}/{id}" => v3::get_object, Read;
+        POST "/{object_type}/merge" => v3::merge, Write;
+    }
     limits {
         GET "/records/from" => limits::records_from, Read;
         GET "/records/{from}/to" => limits::records_to, Read;
@@ -479,9 +506,6 @@ rest_routes! {
         GET "/labels" => limits::labels, Read;
     }
     rest {
-        GET "/crm/v3/objects/{object_type}" => v3::list_objects, Read;
-        GET "/crm/v3/objects/{object_type}/{id}" => v3::get_object, Read;
-        POST "/crm/v3/objects/{object_type}/merge" => v3::merge, Write;
         GET "/crm/v3/objects/{object_type}/{id}/associations/{to}" => v3::record_page, Read;
         PUT "/crm/v3/objects/{object_type}/{id}/associations/{to}/{to_id}/{association_type}" => v3::create_one, Write;
         DELETE "/crm/v3/objects/{object_type}/{id}/associations/{to}/{to_id}/{association_type}" => v3::archive_one, Write;

@@ -11,12 +11,13 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::batch::{batch_reply, read_pages};
+use super::batch::read_pages;
 use super::error::{GatewayError, GatewayResult};
 use super::json::{
     body, parse_id, timestamp, BatchResponse, Collection, IdOut, IdText, Inputs, ObjectId, Paging,
     Query,
 };
+use super::version::{ApiVersion, BatchKind};
 use super::{type_id, BaseUrl, Gateway};
 use crate::domain::{DomainError, ObjectType};
 use crate::service::{AssociatedRecord, AssociationPage, NamedInput, Record, ServiceError};
@@ -103,10 +104,12 @@ async fn first_pages<'t>(
     let mut per_record: Vec<Vec<(&str, AssociationPage)>> =
         ids.iter().map(|_| Vec::new()).collect();
     for to in associations {
-        let pages = gw
-            .service
-            .first_pages(gw.pair(object_type, to)?, ids, V3_PAGE)
-            .await?;
+        // HubSpot ignores the types in `associations=` that do not exist.
+        let pair = match gw.pair(object_type, to) {
+            Err(DomainError::UnknownObjectType(_)) => continue,
+            pair => pair?,
+        };
+        let pages = gw.service.first_pages(pair, ids, V3_PAGE).await?;
         for (record, page) in per_record.iter_mut().zip(pages) {
             record.push((to.as_str(), page));
         }
@@ -186,10 +189,12 @@ pub async fn get_object(
     Ok(Json(body).into_response())
 }
 
-/// `GET /crm/v3/objects/{objectType}`: the records that hold associations.
+/// `GET /crm/v3/objects/{objectType}` (and the dated objects paths): the
+/// records that hold associations.
 pub async fn list_objects(
     gw: Gateway,
     base: BaseUrl,
+    version: ApiVersion,
     Path(object_type): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> GatewayResult<Response> {
@@ -215,8 +220,9 @@ pub async fn list_objects(
         .collect();
     let paging = Paging::new(page.next, |after| {
         let mut link = format!(
-            "{}/crm/v3/objects/{object_type}?limit={limit}&after={after}",
-            base.0
+            "{}{}/{object_type}?limit={limit}&after={after}",
+            base.0,
+            version.objects_prefix()
         );
         if !associations.is_empty() {
             link.push_str(&format!("&associations={}", associations.join(",")));
@@ -324,7 +330,8 @@ pub async fn batch_read(
     Path((from, to)): Path<(String, String)>,
     bytes: Bytes,
 ) -> GatewayResult<Response> {
-    read_pages(&gw, gw.pair(&from, &to)?, &bytes, V3_PAGE, |id, page| {
+    let pair = gw.pair(&from, &to)?;
+    read_pages(&gw, ApiVersion::V3, pair, &bytes, V3_PAGE, |id, page| {
         AssociationMulti {
             from: IdOut::new(id),
             to: rows(&page.records),
@@ -390,7 +397,7 @@ pub async fn batch_create(
         })
         .collect();
     let response = BatchResponse::new(started, results, &outcome.errors);
-    Ok(batch_reply(StatusCode::CREATED, response))
+    Ok(ApiVersion::V3.batch(BatchKind::Create, response))
 }
 
 /// `POST /crm/v3/associations/{from}/{to}/batch/archive`: 204.

@@ -10,12 +10,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::batch::{batch_reply, read_pages};
+use super::batch::read_pages;
 use super::error::{GatewayError, GatewayResult};
 use super::json::{
     body, parse_id, BatchResponse, Collection, IdOut, IdString, Inputs, ObjectId, Paging, Query,
     SpecInput, TypeWithLabel,
 };
+use super::version::{ApiVersion, BatchKind};
 use super::{type_id, BaseUrl, Gateway};
 use crate::domain::{TypeDef, TypeKey, TypeRole};
 use crate::service::{AssociatedRecord, AssociationInput, HeldAssociation};
@@ -52,10 +53,19 @@ fn multi_records<S: serde::Serializer>(
     s.collect_seq(multi(records))
 }
 
-fn record_link(base: &BaseUrl, from: &str, id: i64, to: &str, after: &str, limit: u32) -> String {
+/// The next page of a record's associations, under the call's version.
+fn record_link(
+    (base, version): (&BaseUrl, ApiVersion),
+    from: &str,
+    id: i64,
+    to: &str,
+    after: &str,
+    limit: u32,
+) -> String {
     format!(
-        "{}/crm/v4/objects/{}/{id}/associations/{}?after={after}&limit={limit}",
+        "{}{}/{}/{id}/associations/{}?after={after}&limit={limit}",
         base.0,
+        version.objects_prefix(),
         type_id(from),
         type_id(to)
     )
@@ -65,6 +75,7 @@ fn record_link(base: &BaseUrl, from: &str, id: i64, to: &str, after: &str, limit
 pub async fn record_page(
     gw: Gateway,
     base: BaseUrl,
+    version: ApiVersion,
     Path((from, id, to)): Path<(String, String, String)>,
     RawQuery(raw): RawQuery,
 ) -> GatewayResult<Response> {
@@ -78,7 +89,7 @@ pub async fn record_page(
     Ok(Json(Collection {
         results: multi(&page.records).collect::<Vec<_>>(),
         paging: Paging::new(page.next, |after| {
-            record_link(&base, &from, id, &to, after, limit)
+            record_link((&base, version), &from, id, &to, after, limit)
         }),
     })
     .into_response())
@@ -111,6 +122,7 @@ impl LabelsBetween {
 /// specs: 201 with the labels the pair now holds.
 pub async fn create_labelled(
     gw: Gateway,
+    version: ApiVersion,
     Path((from, id, to, to_id)): Path<(String, String, String, String)>,
     bytes: Bytes,
 ) -> GatewayResult<Response> {
@@ -132,8 +144,10 @@ pub async fn create_labelled(
     }
     let (_, held) = outcome.results.pop().expect("one input, no error");
     let location = format!(
-        "/crm/v4/objects/{}/{from_id}/associations/{}",
-        held.from_type, held.to_type
+        "{}/{}/{from_id}/associations/{}",
+        version.objects_prefix(),
+        held.from_type,
+        held.to_type
     );
     Ok((
         StatusCode::CREATED,
@@ -237,15 +251,17 @@ struct MultiWithLabel {
 pub async fn batch_read(
     gw: Gateway,
     base: BaseUrl,
+    version: ApiVersion,
     Path((from, to)): Path<(String, String)>,
     bytes: Bytes,
 ) -> GatewayResult<Response> {
-    read_pages(&gw, gw.pair(&from, &to)?, &bytes, V4_PAGE, |id, page| {
+    let pair = gw.pair(&from, &to)?;
+    read_pages(&gw, version, pair, &bytes, V4_PAGE, |id, page| {
         MultiWithLabel {
             from: IdOut::new(id),
             to: page.records,
             paging: Paging::new(page.next, |after| {
-                record_link(&base, &from, id, &to, after, V4_PAGE)
+                record_link((&base, version), &from, id, &to, after, V4_PAGE)
             }),
         }
     })
@@ -279,9 +295,11 @@ fn multi_post_inputs(bytes: &Bytes) -> GatewayResult<Vec<AssociationInput>> {
         .collect()
 }
 
-/// `POST …/batch/create`: 201, or 207 with the failed inputs.
+/// `POST …/batch/create`: 201, or 207 with the failed inputs (2026-09:
+/// 200 with them inside).
 pub async fn batch_create(
     gw: Gateway,
+    version: ApiVersion,
     Path((from, to)): Path<(String, String)>,
     bytes: Bytes,
 ) -> GatewayResult<Response> {
@@ -293,8 +311,8 @@ pub async fn batch_create(
         .iter()
         .map(|(_, held)| LabelsBetween::new(held))
         .collect();
-    Ok(batch_reply(
-        StatusCode::CREATED,
+    Ok(version.batch(
+        BatchKind::Create,
         BatchResponse::new(started, results, &outcome.errors),
     ))
 }
@@ -336,19 +354,27 @@ struct MultiArchive {
     to: Vec<ObjectId>,
 }
 
-fn archived(outcome: crate::service::ArchiveOutcome) -> GatewayResult<StatusCode> {
+/// An archive's answer: its first failure, or 204 (dated: 200 with an
+/// empty batch answer).
+fn archived(
+    version: ApiVersion,
+    started: SystemTime,
+    outcome: crate::service::ArchiveOutcome,
+) -> GatewayResult<Response> {
     match outcome.errors.into_iter().next() {
         Some((_, err)) => Err(err.into()),
-        None => Ok(StatusCode::NO_CONTENT),
+        None => Ok(version.batch(BatchKind::Void, BatchResponse::<()>::void(started))),
     }
 }
 
-/// `POST …/batch/archive`: every type between each pair; 204.
+/// `POST …/batch/archive`: every type between each pair.
 pub async fn batch_archive(
     gw: Gateway,
+    version: ApiVersion,
     Path((from, to)): Path<(String, String)>,
     bytes: Bytes,
-) -> GatewayResult<StatusCode> {
+) -> GatewayResult<Response> {
+    let started = SystemTime::now();
     let inputs: Inputs<MultiArchive> = body(&bytes)?;
     let pairs = inputs
         .inputs
@@ -362,19 +388,22 @@ pub async fn batch_archive(
             ))
         })
         .collect::<GatewayResult<Vec<_>>>()?;
-    archived(gw.service.archive(gw.pair(&from, &to)?, &pairs).await?)
+    let outcome = gw.service.archive(gw.pair(&from, &to)?, &pairs).await?;
+    archived(version, started, outcome)
 }
 
-/// `POST …/batch/labels/archive`: only the given types; 204.
+/// `POST …/batch/labels/archive`: only the given types.
 pub async fn batch_archive_labels(
     gw: Gateway,
+    version: ApiVersion,
     Path((from, to)): Path<(String, String)>,
     bytes: Bytes,
-) -> GatewayResult<StatusCode> {
+) -> GatewayResult<Response> {
+    let started = SystemTime::now();
     let inputs = multi_post_inputs(&bytes)?;
-    archived(
-        gw.service
-            .archive_labels(gw.pair(&from, &to)?, &inputs)
-            .await?,
-    )
+    let outcome = gw
+        .service
+        .archive_labels(gw.pair(&from, &to)?, &inputs)
+        .await?;
+    archived(version, started, outcome)
 }

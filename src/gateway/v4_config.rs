@@ -9,9 +9,9 @@ use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::batch::batch_reply;
 use super::error::{invalid, GatewayResult};
 use super::json::{body, BatchResponse, CategoryText, Collection, Inputs, TypeWithLabel};
+use super::version::{ApiVersion, BatchKind};
 use super::Gateway;
 use crate::domain::limits::{LimitChange, LimitMode};
 use crate::domain::{DomainError, TypeDef, TypeKey};
@@ -193,9 +193,10 @@ async fn change_limits(
     ))
 }
 
-/// `POST …/configurations/{from}/{to}/batch/create`: 201, or 207.
+/// `POST …/configurations/{from}/{to}/batch/create`: 201, or 207 (2026-09: 200).
 pub async fn create_limits(
     gw: Gateway,
+    version: ApiVersion,
     Path((from, to)): Path<(String, String)>,
     bytes: Bytes,
 ) -> GatewayResult<Response> {
@@ -209,8 +210,8 @@ pub async fn create_limits(
     )
     .await?;
     let results: Vec<LimitOut> = views.iter().map(limit_out).collect();
-    Ok(batch_reply(
-        StatusCode::CREATED,
+    Ok(version.batch(
+        BatchKind::Create,
         BatchResponse::new(started, results, &errors),
     ))
 }
@@ -224,9 +225,10 @@ struct LimitUpdated {
     user_enforced_max_to_object_ids: Option<u32>,
 }
 
-/// `POST …/configurations/{from}/{to}/batch/update`: 200, or 207.
+/// `POST …/configurations/{from}/{to}/batch/update`: 200, or 207 (2026-09: 200).
 pub async fn update_limits(
     gw: Gateway,
+    version: ApiVersion,
     Path((from, to)): Path<(String, String)>,
     bytes: Bytes,
 ) -> GatewayResult<Response> {
@@ -247,18 +249,21 @@ pub async fn update_limits(
             user_enforced_max_to_object_ids: v.user_limit,
         })
         .collect();
-    Ok(batch_reply(
-        StatusCode::OK,
+    Ok(version.batch(
+        BatchKind::Read,
         BatchResponse::new(started, results, &errors),
     ))
 }
 
-/// `POST …/configurations/{from}/{to}/batch/purge`: 204.
+/// `POST …/configurations/{from}/{to}/batch/purge`: 204 (dated: 200 with
+/// an empty batch answer).
 pub async fn purge_limits(
     gw: Gateway,
+    version: ApiVersion,
     Path((from, to)): Path<(String, String)>,
     bytes: Bytes,
-) -> GatewayResult<StatusCode> {
+) -> GatewayResult<Response> {
+    let started = SystemTime::now();
     let inputs: Inputs<SpecKey> = body(&bytes)?;
     let keys: Vec<TypeKey> = inputs
         .inputs
@@ -271,5 +276,5 @@ pub async fn purge_limits(
     gw.service
         .purge_limits(gw.actor(), gw.pair(&from, &to)?, &keys)
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(version.batch(BatchKind::Void, BatchResponse::<()>::void(started)))
 }

@@ -7,6 +7,8 @@
 //! says what to install. Postgres tests never skip.
 #![allow(dead_code)]
 
+pub mod golden;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
