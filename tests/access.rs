@@ -299,12 +299,15 @@ async fn health_stays_open_for_probes() {
 }
 
 /// The policy, stated apart from the route list: the label and limit
-/// configuration need admin (reading labels is a read, like gRPC's
-/// ListDefinitions), reads need read, everything else writes.
+/// configuration and the high-usage report need admin (reading labels is a
+/// read, like gRPC's ListDefinitions), reads need read, everything else
+/// writes.
 fn policy(method: &str, pattern: &str) -> Role {
     let reading = method == "GET" || pattern.ends_with("/batch/read");
     let label_change = pattern.contains("/labels") && !pattern.contains("/batch/labels/");
-    if pattern.contains("/definitions/configurations") || (label_change && !reading) {
+    let admin_only =
+        pattern.contains("/definitions/configurations") || pattern.contains("/high-usage-report/");
+    if admin_only || (label_change && !reading) {
         Role::Admin
     } else if reading {
         Role::Read

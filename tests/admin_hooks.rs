@@ -51,6 +51,8 @@ struct Delivery {
     sequence: i64,
     event: i32,
     attempt: u32,
+    /// The user of a high-usage report.
+    report_user: Option<i64>,
 }
 
 struct Shared {
@@ -99,11 +101,13 @@ impl AdminHookService for TestPlugin {
             *n += 1;
             *n
         };
+        let change = r.change.unwrap_or_default();
         let _ = self.0.deliveries.send(Delivery {
             key: r.idempotency_key,
             sequence: r.sequence,
-            event: r.change.map_or(0, |c| c.event),
+            event: change.event,
             attempt,
+            report_user: change.report.map(|report| report.user_id),
         });
         if self.0.behaviour.fail_first_delivery && attempt == 1 {
             return Err(Status::unavailable("warming up"));
@@ -321,6 +325,79 @@ async fn a_refused_change_returns_the_plugins_message_and_changes_nothing() {
         ("7:1", 1),
         "the committed change reaches the plugin"
     );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_high_usage_report_reaches_the_plugins_registered_for_it() {
+    let (listener, addr) = plugin_listener().await;
+    let (_plugin, mut received) = serve_plugin(listener, Behaviour::default());
+    let server = TestServer::start("sqlite", |s| {
+        common::grant(s, &["alice", "ops"], &[PORTAL]);
+        s.hooks.plugins = vec![plugin_config(
+            "mailer",
+            addr,
+            &["HIGH_USAGE_REPORT"],
+            2_000,
+            FailurePolicy::Open,
+        )];
+    })
+    .await;
+    create_limit(&server, 1, "alice").await.expect("limit");
+    let token = common::token_for("alice");
+    let made = common::http_as(
+        server.http_addr,
+        "POST",
+        "/crm/v4/associations/contacts/companies/batch/associate/default",
+        Some(r#"{"inputs":[{"from":{"id":"1"},"to":{"id":"2"}}]}"#),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(made.status, 200, "{}", made.body);
+    let answer = common::http_as(
+        server.http_addr,
+        "POST",
+        "/crm/associations/2026-03/usage/high-usage-report/42",
+        None,
+        Some(&token),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let body: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(
+        (&body["userId"], &body["userEmail"]),
+        (&42.into(), &"".into())
+    );
+    let enqueued = body["enqueueTime"].as_str().expect("enqueueTime");
+    assert!(humantime::parse_rfc3339(enqueued).is_ok(), "{enqueued}");
+
+    // The plugin receives the report (and not the limit change, which it
+    // did not ask for); an admin reads it over gRPC.
+    let delivery = next_delivery(&mut received).await;
+    assert_eq!(
+        (delivery.event, delivery.report_user, delivery.key.as_str()),
+        (AdminEvent::HighUsageReport as i32, Some(42), "7:2")
+    );
+    let events = audit_events(&server).await;
+    let report = events[1]
+        .change
+        .clone()
+        .and_then(|c| c.report)
+        .expect("the audit trail keeps the report");
+    let at_limit: Vec<(String, i32, u64, Vec<i64>)> = report
+        .types
+        .iter()
+        .map(|t| {
+            let def = t.definition.clone().unwrap_or_default();
+            (
+                def.from_object_type_id,
+                def.type_id,
+                t.records_at_limit,
+                t.at_limit_samples.iter().map(|s| s.object_id).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(at_limit, vec![("0-1".to_string(), 279, 1, vec![1])]);
     server.stop().await;
 }
 

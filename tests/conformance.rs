@@ -1091,6 +1091,74 @@ mod suite {
             .is_empty());
     }
 
+    pub async fn a_high_usage_report_lists_the_records_at_and_near_their_limits(fx: Fixture) {
+        use association_service::domain::admin::{AdminEvent, ReportedUsage};
+        fx.set_limit("contacts", "companies", hs(279), 5).await;
+        // Contact 1 holds the limit, contact 2 is near it (4 of 5), contact 3
+        // is neither.
+        for (contact, companies) in [(1, 5), (2, 4), (3, 1)] {
+            for company in 1..=companies {
+                fx.link("contacts", contact, "companies", 100 + company, &[])
+                    .await;
+            }
+        }
+        let refused = fx.svc.high_usage_report(ACTOR, PORTAL, 0).await;
+        assert_eq!(
+            refused.unwrap_err().to_string(),
+            "userId must be a positive integer, not 0"
+        );
+        fx.svc
+            .high_usage_report(ACTOR, PORTAL, 77)
+            .await
+            .expect("report");
+        let events = fx.svc.audit_events(PORTAL, 0, 100).await.unwrap();
+        let kinds: Vec<AdminEvent> = events.iter().map(|(_, c)| c.event).collect();
+        assert_eq!(
+            kinds,
+            vec![AdminEvent::LimitsCreated, AdminEvent::HighUsageReport]
+        );
+        let change = &events[1].1;
+        assert_eq!(
+            (change.actor.as_str(), change.from_object_type.as_str()),
+            (ACTOR, "")
+        );
+        let report = change
+            .report
+            .as_ref()
+            .expect("the event carries its report");
+        assert_eq!(report.user_id, 77);
+        let figures: Vec<(String, String, i32, u32, bool, u64, u64)> = report
+            .types
+            .iter()
+            .map(|t: &ReportedUsage| {
+                (
+                    t.definition.from_object_type.clone(),
+                    t.definition.to_object_type.clone(),
+                    t.definition.type_id,
+                    t.limit,
+                    t.admin_limit,
+                    t.records_at_limit,
+                    t.records_near_limit,
+                )
+            })
+            .collect();
+        assert_eq!(
+            figures,
+            vec![("0-1".into(), "0-2".into(), 279, 5, true, 1, 1)]
+        );
+        assert_eq!(report.types[0].at_limit_samples, vec![(1, 5)]);
+        assert_eq!(report.types[0].near_limit_samples, vec![(2, 4)]);
+        assert_eq!(report.types[0].near_from, 4);
+        // Another portal's report lists nothing of this one.
+        fx.svc
+            .high_usage_report(ACTOR, PORTAL + 1, 77)
+            .await
+            .unwrap();
+        let other = fx.svc.audit_events(PORTAL + 1, 0, 100).await.unwrap();
+        assert_eq!(other.len(), 1);
+        assert_eq!(other[0].1.report.as_ref().unwrap().types, vec![]);
+    }
+
     pub async fn reads_stream_every_record_in_chunks(fx: Fixture) {
         let inputs: Vec<_> = (1..=10).map(|c| input(1, c * 7, &[])).collect();
         fx.create(pair(PORTAL, "deals", "contacts"), &inputs).await;
@@ -1551,6 +1619,7 @@ on_every_backend!(
     reads_stream_every_record_in_chunks,
     batch_pages_follow_each_record_from_its_cursor,
     admin_changes_are_audited_with_before_and_after,
+    a_high_usage_report_lists_the_records_at_and_near_their_limits,
     merge_moves_associations_to_the_primary_without_duplicates,
     merge_fails_whole_when_the_primary_would_pass_its_limit,
     merge_fails_whole_when_a_counterpart_would_pass_its_inverse_limit,

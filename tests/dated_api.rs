@@ -338,6 +338,14 @@ async fn every_route_answers_each_version_as_hubspot_publishes_it() {
                 Batch,
             ),
             (
+                "high-usage report",
+                "POST",
+                format!("{a}/usage/high-usage-report/{index}1"),
+                None,
+                [200, 200, 200, 200],
+                Json,
+            ),
+            (
                 "an unknown object type",
                 "POST",
                 format!("{a}/widgets/companies/batch/read"),
@@ -549,6 +557,18 @@ async fn dated_answers_are_exactly_as_recorded() {
         (
             "GET",
             "/crm/v3/objects/contacts/3?associations=widgets",
+            None,
+            true,
+        ),
+        (
+            "POST",
+            "/crm/v4/associations/usage/high-usage-report/42",
+            None,
+            true,
+        ),
+        (
+            "POST",
+            "/crm/associations/2026-09/usage/high-usage-report/abc",
             None,
             true,
         ),

@@ -1,6 +1,7 @@
 //! Admin changes: what a change of limits or labels did (who, when, before
 //! and after), as plugins validate it before commit, receive it after, and
-//! the audit trail keeps it.
+//! the audit trail keeps it; and the usage reports admins ask for, which
+//! travel the same way.
 use serde::{Deserialize, Serialize};
 
 use std::collections::HashMap;
@@ -20,16 +21,19 @@ pub enum AdminEvent {
     LabelCreated,
     LabelUpdated,
     LabelDeleted,
+    /// A report of the records at or near their limits was asked for.
+    HighUsageReport,
 }
 
 impl AdminEvent {
-    pub const ALL: [AdminEvent; 6] = [
+    pub const ALL: [AdminEvent; 7] = [
         AdminEvent::LimitsCreated,
         AdminEvent::LimitsUpdated,
         AdminEvent::LimitsPurged,
         AdminEvent::LabelCreated,
         AdminEvent::LabelUpdated,
         AdminEvent::LabelDeleted,
+        AdminEvent::HighUsageReport,
     ];
 
     /// The name used in configuration and on the wire, e.g. `LIMITS_CREATED`.
@@ -41,6 +45,7 @@ impl AdminEvent {
             AdminEvent::LabelCreated => "LABEL_CREATED",
             AdminEvent::LabelUpdated => "LABEL_UPDATED",
             AdminEvent::LabelDeleted => "LABEL_DELETED",
+            AdminEvent::HighUsageReport => "HIGH_USAGE_REPORT",
         }
     }
 
@@ -139,7 +144,39 @@ pub struct LimitImpact {
     pub samples: Vec<(i64, i64)>,
 }
 
-/// One admin change of limits or labels between two object types.
+/// One type's records at or near the limit in force, as a usage report
+/// lists them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportedUsage {
+    /// The type, in its direction.
+    pub definition: LabelValue,
+    pub limit: u32,
+    /// Whether the limit is an admin's (else the platform ceiling).
+    pub admin_limit: bool,
+    /// From this many associations a record is near the limit.
+    pub near_from: i64,
+    pub records_at_limit: u64,
+    pub records_near_limit: u64,
+    pub largest_usage: i64,
+    /// Some records of each group, (record id, associations held), largest
+    /// first.
+    pub at_limit_samples: Vec<(i64, i64)>,
+    pub near_limit_samples: Vec<(i64, i64)>,
+}
+
+/// HubSpot's high-usage report: the records of a portal at or near their
+/// association limits, asked for on behalf of a user, which plugins deliver
+/// (by mail, chat, …).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageReport {
+    /// The user it is for.
+    pub user_id: i64,
+    /// Every limited type with records at or near its limit.
+    pub types: Vec<ReportedUsage>,
+}
+
+/// One admin change of limits or labels between two object types, or a
+/// usage report (whose object types are empty).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdminChange {
     pub event: AdminEvent,
@@ -156,6 +193,9 @@ pub struct AdminChange {
     /// (empty for label changes).
     #[serde(default)]
     pub impacts: Vec<LimitImpact>,
+    /// The report of a `HighUsageReport` event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<UsageReport>,
 }
 
 impl AdminChange {
@@ -168,6 +208,20 @@ impl AdminChange {
         to: ObjectType,
         at_us: i64,
     ) -> AdminChange {
+        let mut change = AdminChange::of(event, portal_id, actor, at_us);
+        change.from_object_type = from.to_string();
+        change.to_object_type = to.to_string();
+        change
+    }
+
+    /// A usage report asked for by `actor` (it names no object types).
+    pub fn usage_report(portal_id: i64, actor: &str, at_us: i64, report: UsageReport) -> Self {
+        let mut change = AdminChange::of(AdminEvent::HighUsageReport, portal_id, actor, at_us);
+        change.report = Some(report);
+        change
+    }
+
+    fn of(event: AdminEvent, portal_id: i64, actor: &str, at_us: i64) -> AdminChange {
         let actor = actor.trim();
         AdminChange {
             event,
@@ -177,12 +231,13 @@ impl AdminChange {
             } else {
                 actor.chars().take(200).collect()
             },
-            from_object_type: from.to_string(),
-            to_object_type: to.to_string(),
+            from_object_type: String::new(),
+            to_object_type: String::new(),
             before: AdminState::default(),
             after: AdminState::default(),
             at_us,
             impacts: Vec::new(),
+            report: None,
         }
     }
 

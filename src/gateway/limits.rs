@@ -1,13 +1,13 @@
 //! HubSpot's Limits Tracking endpoints for associations: which object types
 //! have records at or near a limit, and a pair's records at and near its
 //! record (unlabeled) limit, from the service's limit usage; and each pair's
-//! admin labels against the label quota.
+//! admin labels against the label quota; and the high-usage report.
 use axum::extract::{Path, RawQuery};
 use axum::Json;
 use serde::Serialize;
 
 use super::error::GatewayResult;
-use super::json::Query;
+use super::json::{parse_id, timestamp, Query};
 use super::Gateway;
 use crate::domain::limits::DEFAULT_NEAR_FRACTION;
 use crate::domain::{ObjectType, TypeRole};
@@ -214,4 +214,35 @@ pub async fn labels(gw: Gateway, RawQuery(raw): RawQuery) -> GatewayResult<Json<
         })
         .collect();
     Ok(Json(LabelLimits { results }))
+}
+
+/// `ReportCreationResponse`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportCreation {
+    user_id: i64,
+    /// The service keeps no users, so no address: the plugin that delivers
+    /// the report finds the user's.
+    user_email: String,
+    enqueue_time: String,
+}
+
+/// `POST …/associations/usage/high-usage-report/{userId}`: makes the report
+/// of the portal's records at or near their limits for the user, which the
+/// admin plugins receive (`HIGH_USAGE_REPORT`); 200.
+pub async fn high_usage_report(
+    gw: Gateway,
+    Path(user_id): Path<String>,
+) -> GatewayResult<Json<ReportCreation>> {
+    let user_id = parse_id("userId", &user_id)?;
+    let at_us = gw
+        .service
+        .high_usage_report(gw.actor(), gw.portal, user_id)
+        .await?;
+    let enqueued = std::time::UNIX_EPOCH + std::time::Duration::from_micros(at_us.max(0) as u64);
+    Ok(Json(ReportCreation {
+        user_id,
+        user_email: String::new(),
+        enqueue_time: timestamp(enqueued),
+    }))
 }

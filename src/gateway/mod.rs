@@ -487,6 +487,7 @@ rest_routes! {
         POST "/{from}/{to}/batch/associate/default" => v4::batch_create_default, Write;
         POST "/{from}/{to}/batch/archive" => v4::batch_archive, Write;
         POST "/{from}/{to}/batch/labels/archive" => v4::batch_archive_labels, Write;
+        POST "/usage/high-usage-report/{user_id}" => limits::high_usage_report, Admin;
     }
     objects {
         GET "/{object_type}/{id}/associations/{to}" => v4::record_page, Read;

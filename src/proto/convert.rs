@@ -2,7 +2,9 @@
 //! service types, in both directions; bad input is a `DomainError`.
 use std::collections::HashMap;
 
-use crate::domain::admin::{AdminChange, AdminEvent, AdminState, LimitImpact};
+use crate::domain::admin::{
+    AdminChange, AdminEvent, AdminState, LabelValue, LimitImpact, ReportedUsage,
+};
 use crate::domain::error::LimitSource;
 use crate::domain::feed::{ChangeKind, FeedStart};
 use crate::domain::ObjectType;
@@ -112,19 +114,7 @@ pub fn admin_change_to_proto(change: &AdminChange) -> proto::AdminChange {
                 max_to_object_ids: l.max_to_object_ids as i32,
             })
             .collect(),
-        labels: state
-            .labels
-            .iter()
-            .map(|l| proto::AssociationDefinition {
-                category: category_to_proto(l.category),
-                type_id: l.type_id,
-                label: l.label.clone(),
-                name: l.name.clone(),
-                from_object_type_id: l.from_object_type.clone(),
-                to_object_type_id: l.to_object_type.clone(),
-                inverse_type_id: l.inverse_type_id,
-            })
-            .collect(),
+        labels: state.labels.iter().map(label_value).collect(),
     };
     let event = match change.event {
         AdminEvent::LimitsCreated => proto::AdminEvent::LimitsCreated,
@@ -133,6 +123,7 @@ pub fn admin_change_to_proto(change: &AdminChange) -> proto::AdminChange {
         AdminEvent::LabelCreated => proto::AdminEvent::LabelCreated,
         AdminEvent::LabelUpdated => proto::AdminEvent::LabelUpdated,
         AdminEvent::LabelDeleted => proto::AdminEvent::LabelDeleted,
+        AdminEvent::HighUsageReport => proto::AdminEvent::HighUsageReport,
     };
     proto::AdminChange {
         event: event as i32,
@@ -144,6 +135,50 @@ pub fn admin_change_to_proto(change: &AdminChange) -> proto::AdminChange {
         after: Some(state(&change.after)),
         changed_at_unix_micros: change.at_us,
         impacts: change.impacts.iter().map(limit_impact).collect(),
+        report: change.report.as_ref().map(|r| proto::HighUsageReport {
+            user_id: r.user_id,
+            types: r.types.iter().map(reported_usage).collect(),
+        }),
+    }
+}
+
+fn label_value(l: &LabelValue) -> proto::AssociationDefinition {
+    proto::AssociationDefinition {
+        category: category_to_proto(l.category),
+        type_id: l.type_id,
+        label: l.label.clone(),
+        name: l.name.clone(),
+        from_object_type_id: l.from_object_type.clone(),
+        to_object_type_id: l.to_object_type.clone(),
+        inverse_type_id: l.inverse_type_id,
+    }
+}
+
+/// One type of a usage report.
+fn reported_usage(usage: &ReportedUsage) -> proto::TypeUsage {
+    let source = if usage.admin_limit {
+        proto::LimitSource::Admin
+    } else {
+        proto::LimitSource::Platform
+    };
+    proto::TypeUsage {
+        definition: Some(label_value(&usage.definition)),
+        limit: usage.limit as i32,
+        source: source as i32,
+        near_from: usage.near_from,
+        records_at_limit: usage.records_at_limit,
+        records_near_limit: usage.records_near_limit,
+        largest_usage: usage.largest_usage,
+        at_limit_samples: usage
+            .at_limit_samples
+            .iter()
+            .map(|s| record_usage(*s))
+            .collect(),
+        near_limit_samples: usage
+            .near_limit_samples
+            .iter()
+            .map(|s| record_usage(*s))
+            .collect(),
     }
 }
 

@@ -1,14 +1,18 @@
 //! Limit insight: how the records of each type stand against the limit in
 //! force (at it, near it, the largest), the records near a limit as a
-//! stream, and what a limit change would do before it is made.
+//! stream, what a limit change would do before it is made, and the
+//! high-usage report plugins deliver.
 use super::stream::{self, Scan, Step};
 use super::*;
-use crate::domain::admin::LimitImpact;
+use crate::domain::admin::{LabelValue, LimitImpact, ReportedUsage, UsageReport};
 use crate::domain::error::LimitSource;
 use crate::domain::labels::{labels_of_pair, MAX_LABELS_PER_PAIR};
 use crate::domain::limits::{effective_limit, near_limit_from, MAX_USAGE_SAMPLES};
 use crate::domain::TypeRole;
 use crate::store::{TypeUsage, UsageScan};
+
+/// Sample records a high-usage report shows per group and type.
+const REPORT_SAMPLES: u32 = 10;
 
 /// How one type's records stand against the limit in force.
 #[derive(Clone, Debug)]
@@ -184,6 +188,53 @@ impl AssociationService {
             });
         }
         Ok(usages)
+    }
+
+    /// Makes HubSpot's high-usage report for `user_id`: every type with an
+    /// admin limit that has records at or near it, as an admin event that
+    /// plugins receive and the audit trail keeps. Answers when it was
+    /// enqueued (microseconds since the Unix epoch).
+    pub async fn high_usage_report(
+        &self,
+        actor: &str,
+        portal: i64,
+        user_id: i64,
+    ) -> ServiceResult<i64> {
+        if user_id < 1 {
+            return Err(DomainError::InvalidArgument(format!(
+                "userId must be a positive integer, not {user_id}"
+            ))
+            .into());
+        }
+        let usages = self
+            .limit_usage(
+                portal,
+                None,
+                crate::domain::limits::DEFAULT_NEAR_FRACTION,
+                REPORT_SAMPLES,
+            )
+            .await?;
+        let types = usages
+            .into_iter()
+            .filter(|u| u.usage.at_or_above + u.usage.near > 0)
+            .map(|u| ReportedUsage {
+                definition: LabelValue::from(&u.def),
+                limit: u.limit,
+                admin_limit: u.source == LimitSource::User,
+                near_from: u.near_from,
+                records_at_limit: u.usage.at_or_above,
+                records_near_limit: u.usage.near,
+                largest_usage: u.usage.largest,
+                at_limit_samples: u.usage.at_or_above_samples,
+                near_limit_samples: u.usage.near_samples,
+            })
+            .collect();
+        let at_us = crate::store::now_us();
+        let report = UsageReport { user_id, types };
+        let change = AdminChange::usage_report(portal, actor, at_us, report);
+        self.store.record_admin_event(&change).await?;
+        self.hooks.committed(portal).await;
+        Ok(at_us)
     }
 
     /// Streams the records of `pair`'s from-type holding at least the

@@ -502,6 +502,10 @@ pub trait Store: Send + Sync {
         change: &AdminChange,
     ) -> StoreResult<u64>;
 
+    /// Appends an admin event that changes nothing else (a usage report) to
+    /// its portal's admin change log.
+    async fn record_admin_event(&self, change: &AdminChange) -> StoreResult<()>;
+
     /// Removes each portal's admin changes that every plugin of `plugins`
     /// has acknowledged; answers how many. Nothing goes while one of them
     /// has not acknowledged any change of the portal.

@@ -100,6 +100,7 @@ pub fn normalize(value: &mut Value) {
                     | "completedAt"
                     | "createdAt"
                     | "updatedAt"
+                    | "enqueueTime"
                     | "createdate"
                     | "hs_lastmodifieddate" => {
                         let text = v.as_str().expect("timestamps are strings");

@@ -611,6 +611,15 @@ impl Store for PostgresStore {
         )
     }
 
+    async fn record_admin_event(&self, change: &AdminChange) -> StoreResult<()> {
+        transaction!(
+            self.retry,
+            crate::store::begin(&self.pool, None),
+            is_retryable,
+            |conn| { record_admin_change(conn, change).await }
+        )
+    }
+
     async fn prune_admin_log(&self, plugins: &[String]) -> StoreResult<u64> {
         let done = sqlx::query(
             "WITH floor AS (

@@ -461,6 +461,15 @@ impl Store for SqliteStore {
         )
     }
 
+    async fn record_admin_event(&self, change: &AdminChange) -> StoreResult<()> {
+        transaction!(
+            self.retry,
+            crate::store::begin(&self.pool, Some("BEGIN IMMEDIATE")),
+            is_busy,
+            |conn| { record_admin_change(conn, change).await }
+        )
+    }
+
     async fn prune_admin_log(&self, plugins: &[String]) -> StoreResult<u64> {
         let names = serde_json::to_string(plugins).expect("names serialize");
         transaction!(
