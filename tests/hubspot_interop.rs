@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use association_service::proto::association_read_client::AssociationReadClient;
 use association_service::proto::{ListAssociationsRequest, ListDefinitionsRequest};
 use common::TestServer;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// The portal of the token REST calls carry.
 const PORTAL: i64 = 1;
@@ -209,6 +209,70 @@ async fn scenario(backend: &str, version: Option<&str>) {
     let mut listed = vec![1i64];
     listed.extend(101..=150);
     assert_eq!(report["listed_deals"], serde_json::json!(listed));
+    server.stop().await;
+}
+
+/// HubSpot's new Python SDK (PyPI `hubspot-sdk`, on the 2026-03 paths) runs
+/// tests/interop/hubspot_sdk_2026.py: labels, a limit and its 207, paging
+/// over 1,234 associations, batch reads, record writes, archives that answer
+/// 200 under 2026-03, the high-usage report, purge and label delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_new_python_sdk_works_on_the_2026_03_paths() {
+    let server = TestServer::start("sqlite", |s| common::grant(s, &[TOKEN], &[PORTAL])).await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/hubspot_sdk_2026.py"
+    );
+    let output = tokio::process::Command::new(python())
+        .arg(script)
+        .arg(server.rest_url())
+        .arg(common::token_for(TOKEN))
+        .output()
+        .await
+        .expect("run python3");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the SDK script failed (hubspot-sdk is installed by ./scripts/test into .venv):\n{stderr}"
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+    let paths = report["paths"].as_array().expect("the paths it called");
+    assert!(
+        paths.iter().all(|p| {
+            let p = p.as_str().unwrap();
+            p.starts_with("/crm/associations/2026-03/") || p.starts_with("/crm/objects/2026-03/")
+        }),
+        "every call on a 2026-03 path: {paths:?}"
+    );
+    assert_eq!(
+        report["unknown_token"],
+        json!([401, "INVALID_AUTHENTICATION"])
+    );
+    assert_eq!(report["labels"], json!(["", "Partner", "Primary"]));
+    assert_eq!(report["limits"], json!([3]));
+    assert_eq!(report["partner_create"], json!([207, [1, 2, 3], 2]));
+    let expected: Vec<i64> = grpc_rows(&server, "deals", 1, "contacts")
+        .await
+        .iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(expected, (1..=1234).collect::<Vec<i64>>());
+    assert_eq!(report["deal_contacts"], json!(expected));
+    assert_eq!(report["deal_pages"], 3);
+    assert_eq!(report["batch_read"], json!([207, [1], 1]));
+    // Contact 2's first company becomes its primary too.
+    assert_eq!(report["labelled"], json!(["Partner", "Primary"]));
+    assert_eq!(report["default"], json!([["10", "2"], ["2", "10"]]));
+    // Company 2 archived whole, company 3's partner label archived; the
+    // unlabeled type (279) and the first company's primary (1) stay.
+    let partner = report["partner_type"].clone();
+    assert_eq!(
+        report["contact_1_companies"],
+        json!([[1, [1, 279, partner]], [3, [279]]])
+    );
+    assert_eq!(report["report"], json!([42, ""]));
+    assert_eq!(report["limits_after_purge"], 0);
+    assert_eq!(report["labels_after_delete"], json!(["", "Primary"]));
     server.stop().await;
 }
 
