@@ -77,6 +77,31 @@ fn python() -> String {
     std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
+/// Runs tests/interop/`script` (built on the PyPI package `package`) with
+/// the server's REST URL, a token and `extra`; answers the JSON it printed.
+async fn run_python(
+    server: &TestServer,
+    script: &str,
+    extra: Option<&str>,
+    package: &str,
+) -> Value {
+    let path = format!("{}/tests/interop/{script}", env!("CARGO_MANIFEST_DIR"));
+    let output = tokio::process::Command::new(python())
+        .arg(path)
+        .arg(server.rest_url())
+        .arg(common::token_for(TOKEN))
+        .args(extra)
+        .output()
+        .await
+        .expect("run python3");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{script} failed ({package} is installed by ./scripts/test into .venv):\n{stderr}"
+    );
+    serde_json::from_slice(&output.stdout).expect("a JSON report")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_python_client_works_against_the_gateway() {
     scenario("postgres", None).await;
@@ -99,24 +124,7 @@ async fn the_python_client_works_against_the_gateway_on_citus() {
 /// against gRPC reads.
 async fn scenario(backend: &str, version: Option<&str>) {
     let server = TestServer::start(backend, |s| common::grant(s, &[TOKEN], &[PORTAL])).await;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/interop/hubspot_client.py"
-    );
-    let output = tokio::process::Command::new(python())
-        .arg(script)
-        .arg(server.rest_url())
-        .arg(common::token_for(TOKEN))
-        .args(version)
-        .output()
-        .await
-        .expect("run python3");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "the interop script failed (hubspot-api-client is installed by ./scripts/test into .venv):\n{stderr}"
-    );
-    let report: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+    let report = run_python(&server, "hubspot_client.py", version, "hubspot-api-client").await;
     if let Some(version) = version {
         let paths = report["versioned_paths"]
             .as_array()
@@ -219,23 +227,7 @@ async fn scenario(backend: &str, version: Option<&str>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_new_python_sdk_works_on_the_2026_03_paths() {
     let server = TestServer::start("sqlite", |s| common::grant(s, &[TOKEN], &[PORTAL])).await;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/interop/hubspot_sdk_2026.py"
-    );
-    let output = tokio::process::Command::new(python())
-        .arg(script)
-        .arg(server.rest_url())
-        .arg(common::token_for(TOKEN))
-        .output()
-        .await
-        .expect("run python3");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "the SDK script failed (hubspot-sdk is installed by ./scripts/test into .venv):\n{stderr}"
-    );
-    let report: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+    let report = run_python(&server, "hubspot_sdk_2026.py", None, "hubspot-sdk").await;
     let paths = report["paths"].as_array().expect("the paths it called");
     assert!(
         paths.iter().all(|p| {
