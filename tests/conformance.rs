@@ -806,7 +806,13 @@ mod suite {
             .unwrap();
         assert_eq!(defs.len(), 1);
         let (forward, inverse) = (defs[0].key, defs[0].inverse);
-        assert!(forward.type_id >= 1000 && forward != inverse);
+        // Allocated outside HubSpot's numeric space: the base plus the
+        // portal's counter (from 1000).
+        let base = association_service::domain::builtin::ALLOCATED_UNLABELED_BASE;
+        assert_eq!(
+            (forward.type_id, inverse.type_id),
+            (base + 1000, base + 1001)
+        );
         let back = fx
             .svc
             .definitions(pair(PORTAL, "contacts", "2-100"))
@@ -821,19 +827,28 @@ mod suite {
             fx.read(PORTAL, "contacts", 6, "2-100").await,
             vec![(5, vec![inverse.type_id])]
         );
-        // So do HubSpot's further standard objects without defined types
-        // (appointments, 0-421), named by their names.
+        // HubSpot's further standard objects carry HubSpot's ids where it
+        // defines them (contact -> appointment, 0-421: 907), named by their
+        // names; pairs it lists one direction of (lead -> call) are
+        // allocated like custom ones.
         let defs = fx
             .svc
             .definitions(pair(PORTAL, "contacts", "appointments"))
             .await
             .unwrap();
-        assert_eq!(defs.len(), 1);
-        let to_appointment = defs[0].key;
-        assert!(to_appointment.type_id >= 1000, "{to_appointment:?}");
         assert_eq!(
-            fx.link("contacts", 6, "0-421", 7, &[]).await,
-            vec![to_appointment.type_id]
+            defs.iter().map(|d| (d.key, d.inverse)).collect::<Vec<_>>(),
+            vec![(hs(907), hs(906))]
+        );
+        assert_eq!(fx.link("contacts", 6, "0-421", 7, &[]).await, vec![907]);
+        let defs = fx
+            .svc
+            .definitions(pair(PORTAL, "leads", "calls"))
+            .await
+            .unwrap();
+        assert_eq!(
+            defs.iter().map(|d| d.key).collect::<Vec<_>>(),
+            vec![hs(base + 1002)]
         );
         fx.assert_counters_exact().await;
     }

@@ -14,7 +14,7 @@ fn repository() -> PathBuf {
 
 /// The standard object types, in id order.
 fn standard_types() -> Vec<ObjectType> {
-    (1..=200)
+    (1..=1000)
         .filter_map(|n| ObjectType::parse(&format!("0-{n}")).ok())
         .collect()
 }

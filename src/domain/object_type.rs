@@ -54,6 +54,19 @@ impl ObjectType {
     pub const MEETING: ObjectType = ObjectType::standard(47);
     pub const CALL: ObjectType = ObjectType::standard(48);
     pub const EMAIL: ObjectType = ObjectType::standard(49);
+    pub const COMMUNICATION: ObjectType = ObjectType::standard(18);
+    pub const FEEDBACK_SUBMISSION: ObjectType = ObjectType::standard(19);
+    pub const INVOICE: ObjectType = ObjectType::standard(53);
+    pub const SUBSCRIPTION: ObjectType = ObjectType::standard(69);
+    pub const PAYMENT: ObjectType = ObjectType::standard(101);
+    pub const POSTAL_MAIL: ObjectType = ObjectType::standard(116);
+    pub const ORDER: ObjectType = ObjectType::standard(123);
+    pub const LEAD: ObjectType = ObjectType::standard(136);
+    pub const CART: ObjectType = ObjectType::standard(142);
+    pub const SERVICE: ObjectType = ObjectType::standard(162);
+    pub const COURSE: ObjectType = ObjectType::standard(410);
+    pub const LISTING: ObjectType = ObjectType::standard(420);
+    pub const APPOINTMENT: ObjectType = ObjectType::standard(421);
 
     const fn standard(number: u64) -> ObjectType {
         ObjectType { prefix: 0, number }

@@ -262,7 +262,7 @@ mod tests {
         let catalog = PairCatalog::new(custom, ObjectType::CONTACT, defs).unwrap();
         assert_eq!(
             catalog.unlabeled(custom, ObjectType::CONTACT).key.type_id,
-            1001
+            1_000_001_001
         );
     }
 }
