@@ -85,21 +85,7 @@ impl Fixture {
 
     /// Every associated record of one record: (to id, type ids), by streaming.
     async fn read(&self, portal: i64, from: &str, from_id: i64, to: &str) -> Vec<(i64, Vec<i32>)> {
-        let mut receiver = self
-            .svc
-            .stream_associations(common::list(portal, from, from_id, Some(to), None))
-            .await
-            .expect("stream");
-        let mut records = Vec::new();
-        while let Some(chunk) = receiver.recv().await {
-            for record in chunk.expect("chunk").records {
-                records.push((
-                    record.to_id,
-                    record.types.iter().map(|d| d.key.type_id).collect(),
-                ));
-            }
-        }
-        records
+        common::read_types(&self.svc, portal, from, from_id, to).await
     }
 
     async fn limit(

@@ -133,20 +133,7 @@ async fn types_read(
     id: i64,
     to: &str,
 ) -> Vec<(i64, Vec<i32>)> {
-    let mut receiver = svc
-        .stream_associations(common::list(PORTAL, from, id, Some(to), None))
-        .await
-        .expect("stream");
-    let mut records = Vec::new();
-    while let Some(chunk) = receiver.recv().await {
-        for record in chunk.expect("chunk").records {
-            records.push((
-                record.to_id,
-                record.types.iter().map(|d| d.key.type_id).collect(),
-            ));
-        }
-    }
-    records
+    common::read_types(svc, PORTAL, from, id, to).await
 }
 
 async fn upgrade_moves_allocated_ids(backend: &str) {

@@ -1228,3 +1228,28 @@ pub fn replay_feed(
     }
     replayed
 }
+
+/// Streams one record's associations to `to` through the service: (to-id,
+/// type ids) per associated record.
+pub async fn read_types(
+    svc: &Arc<AssociationService>,
+    portal: i64,
+    from: &str,
+    from_id: i64,
+    to: &str,
+) -> Vec<(i64, Vec<i32>)> {
+    let mut receiver = svc
+        .stream_associations(list(portal, from, from_id, Some(to), None))
+        .await
+        .expect("stream");
+    let mut records = Vec::new();
+    while let Some(chunk) = receiver.recv().await {
+        for record in chunk.expect("chunk").records {
+            records.push((
+                record.to_id,
+                record.types.iter().map(|d| d.key.type_id).collect(),
+            ));
+        }
+    }
+    records
+}
