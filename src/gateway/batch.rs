@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use axum::response::Response;
 use serde::Serialize;
 
-use super::error::{invalid, GatewayResult};
+use super::error::{invalid_field, GatewayResult};
 use super::json::{body, BatchResponse, Inputs, ReadInput};
 use super::version::{ApiVersion, BatchKind};
 use super::{Gateway, MAX_READ_INPUTS};
@@ -16,10 +16,13 @@ use crate::service::{AssociationPage, PageInput, PortalPair};
 fn read_inputs(bytes: &Bytes) -> GatewayResult<Vec<PageInput>> {
     let inputs: Inputs<ReadInput> = body(bytes)?;
     if inputs.inputs.len() > MAX_READ_INPUTS {
-        return Err(invalid(format!(
-            "A batch read may hold at most {MAX_READ_INPUTS} inputs, this one has {}",
-            inputs.inputs.len()
-        )));
+        return Err(invalid_field(
+            "inputs",
+            format!(
+                "A batch read may hold at most {MAX_READ_INPUTS} inputs, this one has {}",
+                inputs.inputs.len()
+            ),
+        ));
     }
     inputs
         .inputs

@@ -24,6 +24,10 @@ pub enum GatewayError {
     SingleLimit(LimitViolation),
     #[error("Unable to route {method} {path}: no such endpoint")]
     NoRoute { method: String, path: String },
+    /// Input the gateway cannot read, in a field it can name (a path
+    /// parameter, a query parameter, or where in the JSON body).
+    #[error("{message}")]
+    InvalidField { field: String, message: String },
     /// A request the HTTP layer refused before any handler (a body over the
     /// size cap, a path that is not UTF-8): its status, HubSpot's body.
     #[error("{message}")]
@@ -37,6 +41,7 @@ impl GatewayError {
             GatewayError::Service(err) => err.kind(),
             GatewayError::SingleLimit(_) => ErrorKind::LimitExceeded,
             GatewayError::NoRoute { .. } => ErrorKind::NoRoute,
+            GatewayError::InvalidField { .. } => ErrorKind::InvalidArgument,
             GatewayError::Refused { .. } => ErrorKind::InvalidArgument,
         }
     }
@@ -66,6 +71,15 @@ pub fn invalid(message: impl Into<String>) -> GatewayError {
     DomainError::InvalidArgument(message.into()).into()
 }
 
+/// A 400 VALIDATION_ERROR for input the gateway cannot read in `field`,
+/// which the body names in its `errors` (`in`).
+pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> GatewayError {
+    GatewayError::InvalidField {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
 /// A domain error's message as REST shows it: an unknown type name also
 /// says where the pair's names are listed.
 pub fn rest_message(err: &DomainError) -> String {
@@ -92,6 +106,15 @@ pub fn context(pairs: Vec<(&str, String)>) -> Map<String, Value> {
 /// Most characters of a context value.
 const CONTEXT_MOST: usize = 256;
 
+/// A field-level detail of an error (`ErrorDetail` in HubSpot's specs).
+#[derive(Debug, Serialize)]
+pub struct ErrorDetail {
+    pub message: String,
+    /// Where: the parameter, or the path into the JSON body.
+    #[serde(rename = "in")]
+    pub field: String,
+}
+
 /// HubSpot's error body (`Error` in its specs).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -104,6 +127,10 @@ pub struct ErrorBody {
     pub category: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sub_category: Option<String>,
+    /// Field-level details, when the failure is in fields the gateway
+    /// can name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ErrorDetail>,
     /// HubSpot's rate-limit fields, on a 429 of the per-portal call rate:
     /// `RATE_LIMIT` and the policy (`SECONDLY`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -166,6 +193,7 @@ impl GatewayError {
             context: ctx,
             category: status.category.to_string(),
             sub_category: sub.map(str::to_string),
+            errors: Vec::new(),
             error_type: None,
             policy_name: None,
         };
@@ -225,6 +253,18 @@ impl GatewayError {
                 (status, body(self.to_string(), None, ctx))
             }
             GatewayError::NoRoute { .. } => (status, body(self.to_string(), None, Map::new())),
+            GatewayError::InvalidField { field, message } => {
+                // The sub-category of any unreadable input, from the domain.
+                let sub = DomainError::InvalidArgument(String::new()).sub_category();
+                let answer = ErrorBody {
+                    errors: vec![ErrorDetail {
+                        message: one_line(message, MESSAGE_MOST),
+                        field: one_line(field, CONTEXT_MOST),
+                    }],
+                    ..body(message.clone(), Some(sub), Map::new())
+                };
+                (status, answer)
+            }
             GatewayError::Refused { status: code, .. } => {
                 let status = StatusPair {
                     http: code.as_u16(),

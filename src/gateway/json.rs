@@ -6,12 +6,28 @@ use axum::body::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::error::{invalid, GatewayResult, ItemError};
+use super::error::{invalid, invalid_field, GatewayResult, ItemError};
 use crate::domain::{Category, DomainError, TypeDef, TypeKey};
 
 /// Reads a JSON body; malformed JSON or a wrong shape is a VALIDATION_ERROR.
 pub fn body<T: DeserializeOwned>(bytes: &Bytes) -> GatewayResult<T> {
-    serde_json::from_slice(bytes).map_err(|e| invalid(format!("Invalid input JSON: {e}")))
+    let mut json = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        let message = format!("Invalid input JSON: {}", e.inner());
+        // A missing field is named by serde's message, not by the path
+        // (which ends at the object that lacks it).
+        let missing = message
+            .split_once("missing field `")
+            .and_then(|(_, rest)| rest.split_once('`'))
+            .map(|(name, _)| name.to_string());
+        match (e.path().to_string(), missing) {
+            (path, Some(name)) if path == "." => invalid_field(name, message),
+            (path, Some(name)) => invalid_field(format!("{path}.{name}"), message),
+            // Nothing to point at: the body as a whole is wrong.
+            (path, None) if path == "." => invalid(message),
+            (path, None) => invalid_field(path, message),
+        }
+    })
 }
 
 /// An id as HubSpot clients send it: a JSON string or number.
@@ -26,9 +42,10 @@ pub enum IdText {
 pub fn parse_id(field: &'static str, text: &str) -> GatewayResult<i64> {
     match text.trim().parse::<i64>() {
         Ok(id) if id > 0 => Ok(id),
-        _ => Err(invalid(format!(
-            "Invalid {field} '{text}': ids are positive 64-bit integers"
-        ))),
+        _ => Err(invalid_field(
+            field,
+            format!("Invalid {field} '{text}': ids are positive 64-bit integers"),
+        )),
     }
 }
 
@@ -131,9 +148,10 @@ impl Query {
             None => Ok(default),
             Some(text) => match text.parse::<u32>() {
                 Ok(n) if (1..=max).contains(&n) => Ok(n),
-                _ => Err(invalid(format!(
-                    "Invalid limit '{text}': it must be an integer from 1 to {max}"
-                ))),
+                _ => Err(invalid_field(
+                    "limit",
+                    format!("Invalid limit '{text}': it must be an integer from 1 to {max}"),
+                )),
             },
         }
     }

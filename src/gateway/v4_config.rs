@@ -9,7 +9,7 @@ use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::error::{invalid, GatewayResult};
+use super::error::{invalid_field, GatewayResult};
 use super::json::{body, BatchResponse, CategoryText, Collection, Inputs, TypeWithLabel};
 use super::version::{ApiVersion, BatchKind};
 use super::Gateway;
@@ -95,9 +95,12 @@ pub async fn delete_label(
     gw: Gateway,
     Path((from, to, type_id)): Path<(String, String, String)>,
 ) -> GatewayResult<StatusCode> {
-    let type_id: i32 = type_id
-        .parse()
-        .map_err(|_| invalid(format!("Invalid associationTypeId '{type_id}'")))?;
+    let type_id: i32 = type_id.parse().map_err(|_| {
+        invalid_field(
+            "associationTypeId",
+            format!("Invalid associationTypeId '{type_id}'"),
+        )
+    })?;
     gw.service
         .delete_label(gw.actor(), gw.pair(&from, &to)?, type_id)
         .await?;

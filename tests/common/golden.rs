@@ -55,6 +55,20 @@ pub async fn check_session(addr: SocketAddr, steps: &[Step<'_>], file: &str) {
         required.is_empty(),
         "error items of batch answers lacking fields StandardError requires: {required:#?}"
     );
+    // A top-level error body's field-level details are HubSpot's
+    // `ErrorDetail`s: each says what and where.
+    for answer in &recorded {
+        let body = &answer["response"];
+        if body.get("correlationId").is_some() {
+            for detail in body["errors"].as_array().into_iter().flatten() {
+                assert!(
+                    detail["message"].is_string() && detail["in"].is_string(),
+                    "{}: an error detail without message and in: {detail}",
+                    answer["request"]
+                );
+            }
+        }
+    }
     let actual = serde_json::to_string_pretty(&Value::Array(recorded)).unwrap() + "\n";
     if std::env::var("UPDATE_GOLDEN").as_deref() == Ok("1") {
         std::fs::create_dir_all(std::path::Path::new(&path).parent().unwrap()).unwrap();
