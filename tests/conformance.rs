@@ -1160,6 +1160,70 @@ mod suite {
         assert_eq!(other[0].1.report.as_ref().unwrap().types, vec![]);
     }
 
+    pub async fn usage_without_a_pair_covers_records_near_the_platform_ceiling(fx: Fixture) {
+        // No admin limit anywhere: contact 1 holds 40 deals (near the
+        // ceiling of 50 from 80 %), custom record 2-100 #1 holds 50 contacts
+        // (at it), contact 2 holds 3 deals (neither).
+        let deals: Vec<_> = (1..=40).map(|d| input(1, d, &[])).collect();
+        fx.create(pair(PORTAL, "contacts", "deals"), &deals).await;
+        fx.create(
+            pair(PORTAL, "contacts", "deals"),
+            &[input(2, 1, &[]), input(2, 2, &[]), input(2, 3, &[])],
+        )
+        .await;
+        let contacts: Vec<_> = (1..=50).map(|c| input(1, c, &[])).collect();
+        let made = fx
+            .create(pair(PORTAL, "2-100", "contacts"), &contacts)
+            .await;
+        assert!(made.errors.is_empty(), "{:?}", made.errors);
+        let usages = fx.svc.limit_usage(PORTAL, None, 0.8, 5).await.unwrap();
+        let pairs: std::collections::BTreeSet<(String, String)> = usages
+            .iter()
+            .map(|u| {
+                let (a, b) = (u.def.from.to_string(), u.def.to.to_string());
+                if a <= b {
+                    (a, b)
+                } else {
+                    (b, a)
+                }
+            })
+            .collect();
+        assert_eq!(
+            pairs,
+            [("0-1", "0-3"), ("0-1", "2-100")]
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .into_iter()
+                .collect()
+        );
+        let custom = fx
+            .svc
+            .definitions(pair(PORTAL, "2-100", "contacts"))
+            .await
+            .unwrap()[0]
+            .key
+            .type_id;
+        let busy: Vec<(String, i32, LimitSource, u64, u64)> = usages
+            .iter()
+            .filter(|u| u.usage.at_or_above + u.usage.near > 0)
+            .map(|u| {
+                (
+                    u.def.from.to_string(),
+                    u.def.key.type_id,
+                    u.source,
+                    u.usage.at_or_above,
+                    u.usage.near,
+                )
+            })
+            .collect();
+        assert_eq!(
+            busy,
+            vec![
+                ("0-1".to_string(), 4, LimitSource::Platform, 0, 1),
+                ("2-100".to_string(), custom, LimitSource::Platform, 1, 0),
+            ]
+        );
+    }
+
     pub async fn reads_stream_every_record_in_chunks(fx: Fixture) {
         let inputs: Vec<_> = (1..=10).map(|c| input(1, c * 7, &[])).collect();
         fx.create(pair(PORTAL, "deals", "contacts"), &inputs).await;
@@ -1621,6 +1685,7 @@ on_every_backend!(
     batch_pages_follow_each_record_from_its_cursor,
     admin_changes_are_audited_with_before_and_after,
     a_high_usage_report_lists_the_records_at_and_near_their_limits,
+    usage_without_a_pair_covers_records_near_the_platform_ceiling,
     merge_moves_associations_to_the_primary_without_duplicates,
     merge_fails_whole_when_the_primary_would_pass_its_limit,
     merge_fails_whole_when_a_counterpart_would_pass_its_inverse_limit,

@@ -7,7 +7,7 @@
 mod common;
 
 use association_service::store::postgres::{
-    page_statement, prune_statements, scan_statements, SCAN_SESSION,
+    page_statement, prune_statements, scan_statements, types_holding_statement, SCAN_SESSION,
 };
 use sqlx::Connection;
 
@@ -214,6 +214,43 @@ async fn retention_reads_index_ranges() {
     assert!(
         !plan.contains("Seq Scan on association_changes"),
         "a batch scans the table\n{plan}"
+    );
+    let _ = conn.close().await;
+}
+
+/// Finding the types some record holds many of (Limits Tracking, the
+/// high-usage report) skips through the usage index: no sequential scan of
+/// the counters, whatever the portal's size.
+#[tokio::test]
+async fn the_types_near_the_ceiling_are_found_by_a_skip_scan() {
+    let mut conn = seeded().await;
+    // 3 portals × 4 types × 20,000 records, counts 1 to 100.
+    sqlx::query(
+        "INSERT INTO association_counts (portal_id, object_type, object_id, category, type_id, count)
+         SELECT p, '0-1', r, 1, t, 1 + r % 100
+         FROM generate_series(1, 3) p, unnest(ARRAY[1, 4, 279, 1000]) t, generate_series(1, 20000) r",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("counts");
+    sqlx::query("ANALYZE association_counts")
+        .execute(&mut conn)
+        .await
+        .expect("analyze");
+    let plan = sqlx::query_scalar::<_, String>(&format!("EXPLAIN {}", types_holding_statement()))
+        .bind(2i64)
+        .bind(80i64)
+        .fetch_all(&mut conn)
+        .await
+        .expect("explain")
+        .join("\n");
+    assert!(
+        !plan.contains("Seq Scan on association_counts"),
+        "the counters are scanned whole\n{plan}"
+    );
+    assert!(
+        plan.contains("Recursive Union") && plan.contains("association_counts_by_usage"),
+        "not a skip scan of the usage index\n{plan}"
     );
     let _ = conn.close().await;
 }

@@ -58,8 +58,8 @@ fn at_limits(
 }
 
 /// `GET /crm/v3/limits/associations/records/from`: the from-object types of
-/// the pairs with admin limits, each saying whether any of its records is
-/// at or near a limit of any type.
+/// the pairs with admin limits or records near the platform ceiling, each
+/// saying whether any of its records is at or near a limit of any type.
 pub async fn records_from(gw: Gateway) -> GatewayResult<Json<ObjectTypesAtLimits>> {
     let usages = gw
         .service
@@ -69,7 +69,7 @@ pub async fn records_from(gw: Gateway) -> GatewayResult<Json<ObjectTypesAtLimits
 }
 
 /// `GET /crm/v3/limits/associations/records/{from}/to`: for one from-object
-/// type, the to-object types of its pairs with admin limits, each saying
+/// type, the to-object types of those pairs, each saying
 /// whether any record of `from` is at or near a limit toward it.
 pub async fn records_to(
     gw: Gateway,

@@ -5,6 +5,7 @@
 use super::stream::{self, Scan, Step};
 use super::*;
 use crate::domain::admin::{LabelValue, LimitImpact, ReportedUsage, UsageReport};
+use crate::domain::builtin::every_builtin_definition;
 use crate::domain::error::LimitSource;
 use crate::domain::labels::{labels_of_pair, MAX_LABELS_PER_PAIR};
 use crate::domain::limits::{effective_limit, near_limit_from, MAX_USAGE_SAMPLES};
@@ -81,7 +82,8 @@ fn check_samples(samples: u32) -> Result<u32, DomainError> {
 
 impl AssociationService {
     /// Every type of the pair (both directions) with its usage, or, without
-    /// a pair, every type of the pairs that have an admin limit.
+    /// a pair, every type of the pairs that have an admin limit or records
+    /// at or near the platform ceiling.
     pub async fn limit_usage(
         &self,
         portal: i64,
@@ -95,19 +97,32 @@ impl AssociationService {
         let pairs: Vec<(ObjectType, ObjectType)> = match pair {
             Some(pair) => vec![pair],
             None => {
+                let ordered = |a: ObjectType, b: ObjectType| if a <= b { (a, b) } else { (b, a) };
                 let mut pairs: Vec<(ObjectType, ObjectType)> = self
                     .store
                     .user_limits(portal, None)
                     .await?
                     .iter()
-                    .map(|l| {
-                        if l.from <= l.to {
-                            (l.from, l.to)
-                        } else {
-                            (l.to, l.from)
-                        }
-                    })
+                    .map(|l| ordered(l.from, l.to))
                     .collect();
+                // And the pairs with records at or near the platform ceiling.
+                let near_ceiling = near_limit_from(self.settings.platform_ceiling, fraction)?;
+                let builtin = every_builtin_definition();
+                for (from, key, stored_to) in self
+                    .store
+                    .types_holding_at_least(portal, near_ceiling)
+                    .await?
+                {
+                    let to = stored_to.or_else(|| {
+                        builtin
+                            .iter()
+                            .find(|d| d.from == from && d.key == key)
+                            .map(|d| d.to)
+                    });
+                    if let Some(to) = to {
+                        pairs.push(ordered(from, to));
+                    }
+                }
                 pairs.sort();
                 pairs.dedup();
                 pairs
@@ -190,8 +205,8 @@ impl AssociationService {
         Ok(usages)
     }
 
-    /// Makes HubSpot's high-usage report for `user_id`: every type with an
-    /// admin limit that has records at or near it, as an admin event that
+    /// Makes HubSpot's high-usage report for `user_id`: every type with
+    /// records at or near the limit in force, as an admin event that
     /// plugins receive and the audit trail keeps. Answers when it was
     /// enqueued (microseconds since the Unix epoch).
     pub async fn high_usage_report(

@@ -473,6 +473,15 @@ pub trait Store: Send + Sync {
         samples: u32,
     ) -> StoreResult<TypeUsage>;
 
+    /// The types of which some record holds at least `min` associations:
+    /// (the record's object type, the type, the stored definition's
+    /// to-object type; none for HubSpot's built-in types).
+    async fn types_holding_at_least(
+        &self,
+        portal: i64,
+        min: i64,
+    ) -> StoreResult<Vec<(ObjectType, TypeKey, Option<ObjectType>)>>;
+
     /// Records holding at least `min` associations of the scan's type, by
     /// count then id, both descending, after `after` (count, id), as (id,
     /// count): one statement, batched and paced like `scan_records`.
@@ -667,6 +676,22 @@ pub(crate) fn decode_category(code: i64) -> StoreResult<Category> {
 
 pub(crate) fn decode_object_type(text: &str) -> StoreResult<ObjectType> {
     ObjectType::parse(text).map_err(|_| StoreError::Corrupt(format!("unknown object type {text}")))
+}
+
+/// Decodes `types_holding_at_least` rows: (object type, category, type id,
+/// stored to-object type).
+pub(crate) fn decode_held_types(
+    rows: Vec<(String, i64, i32, Option<String>)>,
+) -> StoreResult<Vec<(ObjectType, TypeKey, Option<ObjectType>)>> {
+    rows.iter()
+        .map(|(object_type, category, type_id, to)| {
+            Ok((
+                decode_object_type(object_type)?,
+                decode_key(*category, *type_id)?,
+                to.as_deref().map(decode_object_type).transpose()?,
+            ))
+        })
+        .collect()
 }
 
 pub(crate) fn decode_key(category: i64, type_id: i32) -> StoreResult<TypeKey> {

@@ -219,6 +219,31 @@ pub fn prune_statements() -> [&'static str; 2] {
     [CHANGE_TIME, PRUNE_BATCH]
 }
 
+/// The types some record of a portal holds at least $2 of: a skip scan of
+/// association_counts_by_usage, one seek per (type, object type) group,
+/// then one probe of its counts from $2.
+const TYPES_HOLDING_AT_LEAST: &str = "WITH RECURSIVE groups AS (
+         (SELECT category, type_id, object_type FROM association_counts
+           WHERE portal_id = $1 ORDER BY category, type_id, object_type LIMIT 1)
+       UNION ALL
+         SELECT n.category, n.type_id, n.object_type FROM groups g CROSS JOIN LATERAL (
+           SELECT c.category, c.type_id, c.object_type FROM association_counts c
+            WHERE c.portal_id = $1
+              AND (c.category, c.type_id, c.object_type) > (g.category, g.type_id, g.object_type)
+            ORDER BY c.category, c.type_id, c.object_type LIMIT 1) n)
+     SELECT g.object_type, g.category, g.type_id, d.to_object_type FROM groups g
+       LEFT JOIN association_definitions d
+         ON d.portal_id = $1 AND d.category = g.category AND d.type_id = g.type_id
+      WHERE EXISTS (SELECT 1 FROM association_counts c WHERE c.portal_id = $1
+                      AND c.category = g.category AND c.type_id = g.type_id
+                      AND c.object_type = g.object_type AND c.count >= $2)
+      ORDER BY 2, 3, 1";
+
+/// The statement of `types_holding_at_least` (for the plan test).
+pub fn types_holding_statement() -> &'static str {
+    TYPES_HOLDING_AT_LEAST
+}
+
 /// The paged batch read's statement (for the plan test).
 pub fn page_statement() -> &'static str {
     PAGES
@@ -794,6 +819,23 @@ impl Store for PostgresStore {
         batch: usize,
     ) -> RowBatches<(i64, i64)> {
         scans::at_least(self.scan_pool.clone(), scan, min, after, batch)
+    }
+
+    async fn types_holding_at_least(
+        &self,
+        portal: i64,
+        min: i64,
+    ) -> StoreResult<Vec<(ObjectType, TypeKey, Option<ObjectType>)>> {
+        let rows: Vec<(String, i16, i32, Option<String>)> = sqlx::query_as(TYPES_HOLDING_AT_LEAST)
+            .bind(portal)
+            .bind(min)
+            .fetch_all(&self.pool)
+            .await?;
+        decode_held_types(
+            rows.into_iter()
+                .map(|(o, c, t, to)| (o, i64::from(c), t, to))
+                .collect(),
+        )
     }
 
     async fn labelled_directions(&self, portal: i64) -> StoreResult<Vec<(ObjectType, ObjectType)>> {

@@ -649,6 +649,26 @@ impl Store for SqliteStore {
         scans::at_least(self.scan_pool.clone(), scan, min, after, batch)
     }
 
+    async fn types_holding_at_least(
+        &self,
+        portal: i64,
+        min: i64,
+    ) -> StoreResult<Vec<(ObjectType, TypeKey, Option<ObjectType>)>> {
+        let rows: Vec<(String, i64, i32, Option<String>)> = sqlx::query_as(
+            "SELECT g.object_type, g.category, g.type_id, d.to_object_type
+               FROM (SELECT DISTINCT category, type_id, object_type FROM association_counts
+                      WHERE portal_id = ?1 AND count >= ?2) g
+               LEFT JOIN association_definitions d
+                 ON d.portal_id = ?1 AND d.category = g.category AND d.type_id = g.type_id
+              ORDER BY 2, 3, 1",
+        )
+        .bind(portal)
+        .bind(min)
+        .fetch_all(&self.pool)
+        .await?;
+        decode_held_types(rows)
+    }
+
     async fn labelled_directions(&self, portal: i64) -> StoreResult<Vec<(ObjectType, ObjectType)>> {
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT DISTINCT from_object_type, to_object_type FROM association_definitions
