@@ -1,8 +1,10 @@
 //! Admission for both front ends: per-portal call rates (each portal may
 //! make `per_second` calls a second with bursts of `burst`, the GCRA of the
-//! `governor` crate; a call past it is refused with the wait after which it
-//! would pass, and an admitted one learns what is left, `Allowance`) and the
-//! fair share of concurrent calls (`CallPlaces`).
+//! `governor` crate, and, when set, `per_day` calls a UTC day; a call past
+//! either is refused with the wait after which it would pass, and an
+//! admitted one learns what is left, `Allowance`) and the fair share of
+//! concurrent calls (`CallPlaces`).
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
@@ -25,21 +27,53 @@ pub struct Admission {
         u32,
         u32,
     )>,
+    /// The calls a portal may make a UTC day, and what each portal spent.
+    daily: Option<(u32, Mutex<DaysSpent>)>,
 }
 
-/// What a portal may still call, as HubSpot's rate-limit headers say it:
+/// Each portal's calls of the UTC day it last called on: (day, calls).
+type DaysSpent = HashMap<i64, (u64, u32)>;
+
+/// What a portal may still call, as HubSpot's rate-limit headers say it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Allowance {
+    /// The short window: none without a rate, or for a call exempt from it.
+    pub window: Option<Window>,
+    /// The daily quota: none without one.
+    pub daily: Option<Daily>,
+}
+
 /// `max` calls (the burst) per `interval_ms` (the time a spent burst takes
 /// to come back at the portal's rate), `remaining` of them now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Allowance {
+pub struct Window {
     pub max: u32,
     pub remaining: u32,
     pub interval_ms: u64,
 }
 
+/// `max` calls a UTC day, `remaining` of them today.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Daily {
+    pub max: u32,
+    pub remaining: u32,
+}
+
+/// Today's number (days since the Unix epoch, UTC) and the milliseconds
+/// left of it.
+fn utc_day() -> (u64, u64) {
+    const DAY_MS: u64 = 86_400_000;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    (now_ms / DAY_MS, DAY_MS - now_ms % DAY_MS)
+}
+
 impl Admission {
-    /// `per_second` calls a second per portal, bursts of `burst`; 0: no limit.
-    pub fn new(per_second: u32, burst: u32) -> Admission {
+    /// `per_second` calls a second per portal, bursts of `burst`, and
+    /// `per_day` calls a UTC day; 0: no such limit.
+    pub fn new(per_second: u32, burst: u32, per_day: u32) -> Admission {
         let rates = NonZeroU32::new(per_second).map(|rate| {
             let burst = NonZeroU32::new(burst.max(per_second)).unwrap_or(rate);
             let quota = Quota::per_second(rate).allow_burst(burst);
@@ -49,41 +83,71 @@ impl Admission {
                 burst.get(),
             )
         });
-        Admission { rates }
+        let daily = (per_day > 0).then(|| (per_day, Mutex::new(HashMap::new())));
+        Admission { rates, daily }
     }
 
-    /// Counts one call of `portal`: its allowance left (none without a
-    /// rate), or refused when its rate is used up.
-    pub fn admit(&self, portal: i64) -> Result<Option<Allowance>, DomainError> {
-        let Some((limiter, per_second, _)) = &self.rates else {
-            return Ok(None);
-        };
-        let checked = limiter
-            .check_key(&portal)
-            .map(|snapshot| self.allowance(snapshot.remaining_burst_capacity()));
-        checked.map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            DomainError::RateLimited {
-                portal,
-                per_second: *per_second,
-                retry_after_ms: (wait.as_millis() as u64).max(1),
+    /// Counts one call of `portal` (against its short window unless the
+    /// call is `exempt` from it, and against its day): what it has left, and
+    /// the refusal when one of them is used up (then nothing is counted).
+    pub fn admit(&self, portal: i64, exempt: bool) -> (Allowance, Result<(), DomainError>) {
+        let mut allowance = Allowance::default();
+        let (today, day_left_ms) = utc_day();
+        let mut days = self
+            .daily
+            .as_ref()
+            .map(|(max, used)| (*max, used.lock().unwrap_or_else(|e| e.into_inner())));
+        if let Some((max, used)) = days.as_mut() {
+            let spent = match used.get(&portal) {
+                Some((day, n)) if *day == today => *n,
+                _ => 0,
+            };
+            allowance.daily = Some(Daily {
+                max: *max,
+                remaining: max.saturating_sub(spent),
+            });
+            if spent >= *max {
+                let refusal = DomainError::DailyLimited {
+                    portal,
+                    per_day: *max,
+                    retry_after_ms: day_left_ms.max(1),
+                };
+                return (allowance, Err(refusal));
             }
-        })
-    }
-
-    /// A refused portal's allowance (nothing remaining), for the headers of
-    /// its refusal; none without a rate.
-    pub fn exhausted(&self) -> Option<Allowance> {
-        self.allowance(0)
-    }
-
-    fn allowance(&self, remaining: u32) -> Option<Allowance> {
-        let (_, per_second, burst) = self.rates.as_ref()?;
-        Some(Allowance {
-            max: *burst,
-            remaining,
-            interval_ms: u64::from(*burst) * 1_000 / u64::from(*per_second),
-        })
+        }
+        if let (Some((limiter, per_second, burst)), false) = (&self.rates, exempt) {
+            let window = |remaining| Window {
+                max: *burst,
+                remaining,
+                interval_ms: u64::from(*burst) * 1_000 / u64::from(*per_second),
+            };
+            match limiter.check_key(&portal) {
+                Ok(snapshot) => {
+                    allowance.window = Some(window(snapshot.remaining_burst_capacity()))
+                }
+                Err(not_until) => {
+                    allowance.window = Some(window(0));
+                    let wait = not_until.wait_time_from(DefaultClock::default().now());
+                    let refusal = DomainError::RateLimited {
+                        portal,
+                        per_second: *per_second,
+                        retry_after_ms: (wait.as_millis() as u64).max(1),
+                    };
+                    return (allowance, Err(refusal));
+                }
+            }
+        }
+        if let Some((_, used)) = days.as_mut() {
+            let entry = used.entry(portal).or_insert((today, 0));
+            if entry.0 != today {
+                *entry = (today, 0);
+            }
+            entry.1 += 1;
+            if let Some(daily) = allowance.daily.as_mut() {
+                daily.remaining = daily.remaining.saturating_sub(1);
+            }
+        }
+        (allowance, Ok(()))
     }
 
     /// Forgets portals whose allowance is full again (bounds memory).
@@ -91,6 +155,12 @@ impl Admission {
         if let Some((limiter, _, _)) = &self.rates {
             limiter.retain_recent();
             limiter.shrink_to_fit();
+        }
+        if let Some((_, used)) = &self.daily {
+            let (today, _) = utc_day();
+            let mut used = used.lock().unwrap_or_else(|e| e.into_inner());
+            used.retain(|_, (day, _)| *day == today);
+            used.shrink_to_fit();
         }
     }
 }
@@ -232,23 +302,48 @@ mod tests {
 
     #[test]
     fn a_portal_past_its_burst_waits_and_others_do_not() {
-        let admission = Admission::new(1, 3);
+        let admission = Admission::new(1, 3, 0);
         for _ in 0..3 {
-            admission.admit(7).unwrap();
+            admission.admit(7, false).1.unwrap();
         }
-        match admission.admit(7) {
+        match admission.admit(7, false).1 {
             Err(DomainError::RateLimited { retry_after_ms, .. }) => {
                 assert!((1..=1000).contains(&retry_after_ms), "{retry_after_ms}")
             }
             other => panic!("the fourth call is refused: {other:?}"),
         }
+        // A call exempt from the window still passes.
+        admission.admit(7, true).1.unwrap();
         admission
-            .admit(8)
+            .admit(8, false)
+            .1
             .expect("another portal has its own allowance");
-        let open = Admission::new(0, 0);
+        let open = Admission::new(0, 0, 0);
         for _ in 0..10_000 {
-            open.admit(7).unwrap();
+            open.admit(7, false).1.unwrap();
         }
+    }
+
+    #[test]
+    fn a_portal_past_its_day_waits_for_the_next_and_exempt_calls_count() {
+        let admission = Admission::new(0, 0, 3);
+        let daily = |a: Allowance| a.daily.map(|d| (d.max, d.remaining));
+        assert_eq!(daily(admission.admit(7, false).0), Some((3, 2)));
+        assert_eq!(daily(admission.admit(7, true).0), Some((3, 1)));
+        assert_eq!(daily(admission.admit(7, false).0), Some((3, 0)));
+        let (left, refused) = admission.admit(7, true);
+        assert_eq!(daily(left), Some((3, 0)));
+        match refused {
+            Err(DomainError::DailyLimited {
+                per_day: 3,
+                retry_after_ms,
+                ..
+            }) => assert!((1..=86_400_000).contains(&retry_after_ms)),
+            other => panic!("the fourth call of the day is refused: {other:?}"),
+        }
+        assert_eq!(daily(admission.admit(8, false).0), Some((3, 2)));
+        admission.forget_idle();
+        assert!(admission.admit(7, false).1.is_err(), "still today");
     }
 
     #[test]

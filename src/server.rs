@@ -181,6 +181,7 @@ pub async fn serve(
     let admission = Arc::new(Admission::new(
         settings.server.calls_per_second_per_portal,
         settings.server.call_burst_per_portal,
+        settings.server.calls_per_day_per_portal,
     ));
     let request_timeout = Duration::from_millis(settings.server.request_timeout_ms);
     let body_timeout = Duration::from_millis(settings.server.request_body_timeout_ms);

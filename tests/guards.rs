@@ -118,6 +118,72 @@ async fn a_portal_past_its_call_rate_is_told_to_wait() {
     server.stop().await;
 }
 
+/// HubSpot's batch association calls skip the short window (its specs
+/// exempt them) but count against the day; past the daily quota a call is
+/// refused with HubSpot's DAILY body until the next UTC day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_calls_skip_the_window_and_every_call_counts_against_the_day() {
+    let server = TestServer::start("sqlite", |s| {
+        s.server.calls_per_second_per_portal = 1;
+        s.server.call_burst_per_portal = 1;
+        s.server.calls_per_day_per_portal = 4;
+        common::grant(s, &["seven"], &[7]);
+    })
+    .await;
+    let seven = common::token_for("seven");
+    let headers = |answer: &common::HttpAnswer| {
+        [
+            "x-hubspot-ratelimit-remaining",
+            "x-hubspot-ratelimit-daily",
+            "x-hubspot-ratelimit-daily-remaining",
+        ]
+        .map(|name| header(answer, name).map(str::to_string))
+    };
+    let some = |v: &str| Some(v.to_string());
+    let read = r#"{"inputs":[{"id":"1"}]}"#;
+    let batch = "/crm/v4/associations/contacts/companies/batch/read";
+    // Two batch reads in a row: past a burst of 1, yet both served (a 207:
+    // contact 1 has none); no window headers, the day's count goes down.
+    for left in ["3", "2"] {
+        let answer =
+            common::http_as(server.http_addr, "POST", batch, Some(read), Some(&seven)).await;
+        assert_eq!(answer.status, 207, "{}", answer.body);
+        assert_eq!(headers(&answer), [None, some("4"), some(left)]);
+    }
+    // The window is whole for the first other call, not for the second.
+    let answer = common::http_as(server.http_addr, "GET", TYPES, None, Some(&seven)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(headers(&answer), [some("0"), some("4"), some("1")]);
+    let refused = common::http_as(server.http_addr, "GET", TYPES, None, Some(&seven)).await;
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert_eq!(json(&refused)["policyName"], "SECONDLY");
+    // The last call of the day, then the day is spent, batch calls too.
+    let answer = common::http_as(server.http_addr, "POST", batch, Some(read), Some(&seven)).await;
+    assert_eq!(headers(&answer), [None, some("4"), some("0")]);
+    let refused = common::http_as(server.http_addr, "POST", batch, Some(read), Some(&seven)).await;
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert_eq!(headers(&refused), [None, some("4"), some("0")]);
+    let body = json(&refused);
+    assert_eq!(body["message"], "You have reached your daily limit.");
+    assert_eq!(
+        (&body["errorType"], &body["policyName"]),
+        (&"RATE_LIMIT".into(), &"DAILY".into())
+    );
+    assert_eq!(body["context"]["callsPerDay"], serde_json::json!(["4"]));
+    let wait: u64 = header(&refused, "retry-after").unwrap().parse().unwrap();
+    assert!(
+        (1..=86_400).contains(&wait),
+        "until the next UTC day: {wait}"
+    );
+    // gRPC shares the day.
+    let status = AssociationReadClient::new(server.channel().await)
+        .list_definitions(definitions(7, "seven"))
+        .await
+        .expect_err("portal 7's day is spent");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    server.stop().await;
+}
+
 /// A REST request whose body stops arriving: the headers and part of a
 /// declared body, then silence. The connection is returned so the request
 /// stays in flight.

@@ -206,6 +206,11 @@ pub const KEYS: &[Key] = &[
         between(0, U32_MAX),
     ),
     key(
+        "server.calls_per_day_per_portal",
+        Some("0"),
+        between(0, U32_MAX),
+    ),
+    key(
         "server.call_burst_per_portal",
         Some("10000"),
         between(0, U32_MAX),

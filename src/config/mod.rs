@@ -204,6 +204,9 @@ pub struct ServerSettings {
     pub calls_per_second_per_portal: u32,
     /// Calls a portal may make at once above its rate before it must wait.
     pub call_burst_per_portal: u32,
+    /// Calls a portal may make a UTC day on one replica (both ports); 0: no
+    /// daily quota.
+    pub calls_per_day_per_portal: u32,
     /// Calls each port serves at once; more are refused at once (load shedding).
     pub max_concurrent_calls: usize,
     /// Of those, the most one caller may hold.

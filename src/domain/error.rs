@@ -115,6 +115,12 @@ pub enum DomainError {
         per_second: u32,
         retry_after_ms: u64,
     },
+    #[error("You have reached your daily limit: portal {portal} may make {per_day} calls a day (UTC); try again in {retry_after_ms} ms")]
+    DailyLimited {
+        portal: i64,
+        per_day: u32,
+        retry_after_ms: u64,
+    },
     #[error("The service is at its limit of concurrent calls; try again shortly")]
     Overloaded,
     #[error(
@@ -188,6 +194,7 @@ impl DomainError {
             DomainError::TooManyStreams { .. }
             | DomainError::TooManyStreamsForCaller { .. }
             | DomainError::RateLimited { .. }
+            | DomainError::DailyLimited { .. }
             | DomainError::TooManyCalls { .. } => ErrorKind::ResourceExhausted,
             DomainError::StreamStalled { .. } => ErrorKind::Aborted,
             DomainError::RequestTooSlow { .. } => ErrorKind::InvalidArgument,
@@ -228,7 +235,9 @@ impl DomainError {
             DomainError::TooManyStreams { .. } | DomainError::TooManyStreamsForCaller { .. } => {
                 "crm.associations.TOO_MANY_STREAMS"
             }
-            DomainError::RateLimited { .. } => "crm.associations.RATE_LIMITED",
+            DomainError::RateLimited { .. } | DomainError::DailyLimited { .. } => {
+                "crm.associations.RATE_LIMITED"
+            }
             DomainError::Overloaded => "crm.associations.OVERLOADED",
             DomainError::TooManyCalls { .. } => "crm.associations.TOO_MANY_CALLS",
             DomainError::StreamStalled { .. } => "crm.associations.STREAM_STALLED",
@@ -298,6 +307,11 @@ impl DomainError {
                 portal,
                 retry_after_ms,
                 ..
+            }
+            | DomainError::DailyLimited {
+                portal,
+                retry_after_ms,
+                ..
             } => vec![
                 ("portalId", portal.to_string()),
                 ("retryAfterMs", retry_after_ms.to_string()),
@@ -347,7 +361,8 @@ impl DomainError {
     /// says (rate limits, load shedding).
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
-            DomainError::RateLimited { retry_after_ms, .. } => {
+            DomainError::RateLimited { retry_after_ms, .. }
+            | DomainError::DailyLimited { retry_after_ms, .. } => {
                 Some(std::time::Duration::from_millis(*retry_after_ms))
             }
             DomainError::Overloaded

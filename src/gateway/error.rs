@@ -177,6 +177,24 @@ fn limit_key(source: LimitSource) -> &'static str {
 
 /// HubSpot's message when a secondly limit is reached.
 const SECONDLY_MESSAGE: &str = "You have reached your secondly limit.";
+/// HubSpot's message when a daily limit is reached.
+const DAILY_MESSAGE: &str = "You have reached your daily limit.";
+
+/// A rate refusal's HubSpot policy, message and quota (its context key and
+/// value); none for other errors.
+fn rate_policy(err: &DomainError) -> Option<(&'static str, &'static str, (&'static str, u32))> {
+    match err {
+        DomainError::DailyLimited { per_day, .. } => {
+            Some(("DAILY", DAILY_MESSAGE, ("callsPerDay", *per_day)))
+        }
+        DomainError::RateLimited { per_second, .. } => Some((
+            "SECONDLY",
+            SECONDLY_MESSAGE,
+            ("callsPerSecond", *per_second),
+        )),
+        _ => None,
+    }
+}
 
 impl GatewayError {
     fn status_and_body(&self) -> (StatusPair, ErrorBody) {
@@ -198,22 +216,19 @@ impl GatewayError {
             policy_name: None,
         };
         match self {
-            // HubSpot's 429 of a per-second policy, word for word, which its
-            // clients recognise and retry (the Node client waits a second
-            // per attempt); the portal, its rate and the wait are in context.
-            GatewayError::Service(ServiceError::Domain(
-                err @ DomainError::RateLimited { per_second, .. },
-            )) => {
+            // HubSpot's 429s, word for word: a per-second policy's, which
+            // its clients recognise and retry (the Node client waits a second
+            // per attempt), and the daily quota's, which they do not (the
+            // wait is until the next UTC day); the portal, its quota and the
+            // wait are in context.
+            GatewayError::Service(ServiceError::Domain(err)) if rate_policy(err).is_some() => {
+                let (policy, message, quota) = rate_policy(err).unwrap_or_default();
                 let mut ctx = err.context();
-                ctx.push(("callsPerSecond", per_second.to_string()));
+                ctx.push((quota.0, quota.1.to_string()));
                 let answer = ErrorBody {
                     error_type: Some("RATE_LIMIT"),
-                    policy_name: Some("SECONDLY"),
-                    ..body(
-                        SECONDLY_MESSAGE.into(),
-                        Some(err.sub_category()),
-                        context(ctx),
-                    )
+                    policy_name: Some(policy),
+                    ..body(message.into(), Some(err.sub_category()), context(ctx))
                 };
                 (status, answer)
             }

@@ -102,13 +102,12 @@ impl FromRequestParts<GatewayState> for Gateway {
         };
         crate::telemetry::record_portal(portal);
         principal.authorize(role, portal)?;
-        let admitted = state.guards.admission.admit(portal);
+        let (left, admitted) = state
+            .guards
+            .admission
+            .admit(portal, exempt_from_window(path));
         if let Some(slot) = parts.extensions.get::<AllowanceSlot>() {
-            let left = match &admitted {
-                Ok(left) => *left,
-                Err(_) => state.guards.admission.exhausted(),
-            };
-            *slot.0.lock().unwrap_or_else(|e| e.into_inner()) = left;
+            *slot.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(left);
         }
         admitted?;
         let place = state.guards.calls.enter_portal(portal)?;
@@ -126,16 +125,37 @@ impl FromRequestParts<GatewayState> for Gateway {
 #[derive(Clone, Default)]
 struct AllowanceSlot(Arc<std::sync::Mutex<Option<crate::admission::Allowance>>>);
 
-/// HubSpot's rate-limit headers for `left`.
+/// Whether a route's calls skip the short window: HubSpot's specs mark its
+/// batch association operations so (`x-hubspot-rate-limit-exemptions:
+/// ["ten-secondly"]`); they still count against a daily quota.
+fn exempt_from_window(pattern: &str) -> bool {
+    pattern.contains("/batch/") && !pattern.contains("/definitions/configurations/")
+}
+
+/// HubSpot's rate-limit headers for `left`: the short window's, and the
+/// daily quota's when one is set.
 fn rate_limit_headers(headers: &mut axum::http::HeaderMap, left: crate::admission::Allowance) {
-    for (name, value) in [
-        ("x-hubspot-ratelimit-max", u64::from(left.max)),
-        ("x-hubspot-ratelimit-remaining", u64::from(left.remaining)),
-        (
-            "x-hubspot-ratelimit-interval-milliseconds",
-            left.interval_ms,
-        ),
-    ] {
+    let window = left.window.map(|w| {
+        [
+            ("x-hubspot-ratelimit-max", u64::from(w.max)),
+            ("x-hubspot-ratelimit-remaining", u64::from(w.remaining)),
+            ("x-hubspot-ratelimit-interval-milliseconds", w.interval_ms),
+        ]
+    });
+    let daily = left.daily.map(|d| {
+        [
+            ("x-hubspot-ratelimit-daily", u64::from(d.max)),
+            (
+                "x-hubspot-ratelimit-daily-remaining",
+                u64::from(d.remaining),
+            ),
+        ]
+    });
+    for (name, value) in window
+        .into_iter()
+        .flatten()
+        .chain(daily.into_iter().flatten())
+    {
         headers.insert(name, axum::http::HeaderValue::from(value));
     }
 }

@@ -243,7 +243,7 @@ pub fn authorize<T>(request: &Request<T>, role: Role, portal: i64) -> Result<(),
     crate::telemetry::record_portal(portal);
     principal.authorize(role, portal)?;
     if let Some(admission) = request.extensions().get::<Arc<Admission>>() {
-        admission.admit(portal)?;
+        admission.admit(portal, false).1?;
     }
     // The call's place in its portal's share (a call that names portals
     // twice keeps its first place).
