@@ -1377,6 +1377,86 @@ mod merge_suite {
         }
     }
 
+    pub async fn merged_ids_resolve_to_their_survivor_for_reads_and_writes(fx: Fixture) {
+        fx.link("contacts", 1, "companies", 10, &[]).await;
+        fx.link("contacts", 2, "companies", 11, &[]).await;
+        fx.link("contacts", 2, "companies", 12, &[]).await;
+        fx.link("contacts", 3, "companies", 20, &[]).await;
+        fx.merge("contacts", 1, 2).await.unwrap();
+        // A write naming contact 2 acts on contact 1, and the feed names 1.
+        let head = fx.svc.feed_head(PORTAL).await.unwrap();
+        assert_eq!(
+            fx.link("contacts", 2, "companies", 13, &[]).await,
+            vec![279]
+        );
+        let fed: Vec<(ChangeKind, i64, i64)> = fx
+            .changes()
+            .await
+            .iter()
+            .filter(|c| c.seq > head && c.row.from_type.to_string() == "0-1")
+            .map(|c| (c.kind, c.row.from_id, c.row.to_id))
+            .collect();
+        assert_eq!(fed, vec![(ChangeKind::Created, 1, 13)]);
+        // So do archives (by pair and by type) and the reverse direction.
+        let archived = fx
+            .svc
+            .archive(pair(PORTAL, "contacts", "companies"), &[(2, vec![10])])
+            .await
+            .unwrap();
+        // Both directions of the unlabeled and the primary type.
+        assert_eq!(archived.removed, 4, "{archived:?}");
+        let labels = fx
+            .svc
+            .archive_labels(
+                pair(PORTAL, "companies", "contacts"),
+                &[input(12, 2, &[hs(280)])],
+            )
+            .await
+            .unwrap();
+        assert!(labels.errors.is_empty(), "{labels:?}");
+        let ids = |rows: Vec<(i64, Vec<i32>)>| rows.into_iter().map(|r| r.0).collect::<Vec<_>>();
+        assert_eq!(
+            ids(fx.read(PORTAL, "contacts", 1, "companies").await),
+            vec![11, 13]
+        );
+        // Reads: streams, pages, batch pages, the record itself.
+        assert_eq!(
+            ids(fx.read(PORTAL, "contacts", 2, "companies").await),
+            vec![11, 13]
+        );
+        let page = fx
+            .svc
+            .page_associations(pair(PORTAL, "contacts", "companies"), 2, None, 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            page.records.iter().map(|r| r.to_id).collect::<Vec<_>>(),
+            vec![11, 13]
+        );
+        let contact = association_service::domain::ObjectType::CONTACT;
+        assert_eq!(fx.svc.record_by_id(PORTAL, contact, 2).await.unwrap().id, 1);
+        // Merging the survivor away moves the older id along: 2 -> 1 -> 3.
+        fx.merge("contacts", 3, 1).await.unwrap();
+        assert_eq!(
+            ids(fx.read(PORTAL, "contacts", 2, "companies").await),
+            vec![11, 13, 20]
+        );
+        assert_eq!(fx.svc.record_by_id(PORTAL, contact, 1).await.unwrap().id, 3);
+        // Two ids of one survivor: merged already, nothing moves.
+        assert_eq!(fx.merge("contacts", 2, 1).await.unwrap(), (0, 0));
+        // Another portal's contact 2 is its own.
+        fx.create(
+            pair(PORTAL + 1, "contacts", "companies"),
+            &[input(2, 99, &[])],
+        )
+        .await;
+        assert_eq!(
+            ids(fx.read(PORTAL + 1, "contacts", 2, "companies").await),
+            vec![99]
+        );
+        fx.assert_counters_exact().await;
+    }
+
     pub async fn merge_moves_associations_to_the_primary_without_duplicates(fx: Fixture) {
         // Contact 1: companies 10 (its primary) and 11. Contact 2: companies
         // 11 (its primary) and 12, deal 30, and contact 1 itself.
@@ -1395,7 +1475,11 @@ mod merge_suite {
             vec![(10, vec![1, 279]), (11, vec![279]), (12, vec![279])],
             "the primary keeps its own primary company; 11 is not doubled"
         );
-        assert!(fx.read(PORTAL, "contacts", 2, "companies").await.is_empty());
+        // The merged-away id now names the primary.
+        assert_eq!(
+            fx.read(PORTAL, "contacts", 2, "companies").await,
+            fx.read(PORTAL, "contacts", 1, "companies").await
+        );
         assert!(
             fx.read(PORTAL, "contacts", 1, "contacts").await.is_empty(),
             "no self-association"
@@ -1686,6 +1770,7 @@ on_every_backend!(
     admin_changes_are_audited_with_before_and_after,
     a_high_usage_report_lists_the_records_at_and_near_their_limits,
     usage_without_a_pair_covers_records_near_the_platform_ceiling,
+    merged_ids_resolve_to_their_survivor_for_reads_and_writes,
     merge_moves_associations_to_the_primary_without_duplicates,
     merge_fails_whole_when_the_primary_would_pass_its_limit,
     merge_fails_whole_when_a_counterpart_would_pass_its_inverse_limit,

@@ -578,6 +578,32 @@ async fn dated_answers_are_exactly_as_recorded() {
             Some(r#"{"primaryObjectId":"1","objectIdToMerge":"3"}"#),
             true,
         ),
+        // The merged-away contact 3 names contact 1 now, on every family.
+        (
+            "PUT",
+            "/crm/objects/2026-03/contacts/3/associations/default/companies/14",
+            None,
+            true,
+        ),
+        (
+            "GET",
+            "/crm/v4/objects/contacts/3/associations/companies",
+            None,
+            true,
+        ),
+        (
+            "POST",
+            "/crm/associations/2026-09/contacts/companies/batch/read",
+            Some(r#"{"inputs":[{"id":"3"}]}"#),
+            true,
+        ),
+        ("GET", "/crm/v3/objects/contacts/3", None, true),
+        (
+            "POST",
+            "/crm/v3/objects/contacts/merge",
+            Some(r#"{"primaryObjectId":"3","objectIdToMerge":"1"}"#),
+            true,
+        ),
     ];
     check_session(server.http_addr, &steps, "tests/golden/dated.json").await;
     server.stop().await;

@@ -252,6 +252,8 @@ pub async fn merge(
     let merged = input.object_id_to_merge.id("objectIdToMerge")?;
     let kind = ObjectType::parse(&object_type)?;
     let summary = gw.service.merge(gw.portal, kind, primary, merged).await?;
+    // The survivor (the primary, or the record it was merged into before).
+    let primary = summary.primary_id;
     let record = match gw.service.record_by_id(gw.portal, kind, primary).await {
         Err(ServiceError::Domain(DomainError::ObjectNotFound { .. })) => {
             let now = SystemTime::now();

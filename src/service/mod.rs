@@ -26,6 +26,7 @@ pub mod pages;
 
 mod admin;
 mod feed;
+mod merged;
 mod model;
 mod reads;
 mod stream;
@@ -120,6 +121,8 @@ pub struct AssociationService {
     feed_polls: feed::FeedPolls,
     /// Each portal's open streams, at most `max_streams_per_portal`.
     stream_slots: stream::StreamSlots,
+    /// Which portals have merged records to resolve.
+    merged_portals: merged::MergedPortals,
 }
 
 fn check_batch_size(len: usize) -> Result<(), DomainError> {
@@ -147,6 +150,7 @@ impl AssociationService {
         let cursors = CursorCodec::new(settings.cursor_secret.as_bytes());
         AssociationService {
             catalogs: catalogs::CatalogCache::new(settings.catalog_ttl),
+            merged_portals: merged::MergedPortals::new(settings.catalog_ttl),
             stream_slots: stream::StreamSlots::new(
                 settings.max_streams_per_portal,
                 settings.stream_stall_timeout,

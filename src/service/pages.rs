@@ -118,6 +118,17 @@ impl AssociationService {
         limit: u32,
     ) -> ServiceResult<Vec<Result<AssociationPage, DomainError>>> {
         let PortalPair { portal, from, to } = pair;
+        let mut ids: Vec<i64> = inputs.iter().map(|i| i.from_id).collect();
+        self.resolve_ids(portal, from, &mut ids).await?;
+        let resolved: Vec<PageInput> = inputs
+            .iter()
+            .zip(ids)
+            .map(|(input, from_id)| PageInput {
+                from_id,
+                after: input.after.clone(),
+            })
+            .collect();
+        let inputs = &resolved;
         let starts: Vec<Result<(i64, i64), DomainError>> = inputs
             .iter()
             .map(|input| self.page_start(pair, input))
@@ -282,6 +293,7 @@ impl AssociationService {
     ) -> ServiceResult<Record> {
         check_portal(portal)?;
         check_id("objectId", id)?;
+        let id = self.resolve_id(portal, object_type, id).await?;
         let found = self
             .store
             .records(portal, object_type, RecordSelect::Ids(&[id]))

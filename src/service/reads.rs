@@ -159,6 +159,7 @@ impl AssociationService {
         } = request;
         check_portal(portal)?;
         check_id("objectId", from_id)?;
+        let from_id = self.resolve_id(portal, from, from_id).await?;
         let fingerprint = pages::list_request(from, from_id, to);
         let after = match cursor.as_deref().filter(|c| !c.is_empty()) {
             Some(c) => decode_record_position(self.cursors.decode(c, portal, &fingerprint)?)?,
@@ -216,6 +217,7 @@ impl AssociationService {
         for id in &ids {
             check_id("objectId", *id)?;
         }
+        self.resolve_ids(portal, from, &mut ids).await?;
         ids.sort_unstable();
         ids.dedup();
         let id_list: Vec<String> = ids.iter().map(i64::to_string).collect();

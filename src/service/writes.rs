@@ -11,6 +11,7 @@ impl AssociationService {
         check_batch_size(inputs.len())?;
         let PortalPair { portal, from, to } = pair;
         let catalog = self.pair_catalog(pair).await?;
+        let inputs = &self.resolve_inputs(pair, inputs).await?;
         let mut outcome = BatchOutcome::new();
         let mut items = Vec::new();
         let mut positions = Vec::new();
@@ -143,7 +144,21 @@ impl AssociationService {
         merged_id: i64,
     ) -> ServiceResult<MergeSummary> {
         check_portal(portal)?;
-        let req = MergeRequest::new(portal, object_type, primary_id, merged_id)?;
+        MergeRequest::new(portal, object_type, primary_id, merged_id)?;
+        // Either id may name a record merged away before.
+        let mut ids = [primary_id, merged_id];
+        self.resolve_ids(portal, object_type, &mut ids).await?;
+        if ids[0] == ids[1] {
+            // Merged already (a retry, or a chain that ends in the primary):
+            // nothing is left to move.
+            return Ok(MergeSummary {
+                object_type,
+                primary_id: ids[0],
+                removed: 0,
+                created: 0,
+            });
+        }
+        let req = MergeRequest::new(portal, object_type, ids[0], ids[1])?;
         let plan = self
             .store
             .merge_records(&req, self.settings.platform_ceiling)
@@ -154,6 +169,7 @@ impl AssociationService {
                     count_limit_rejection(err)
                 }
             })?;
+        self.merged_in(portal);
         self.written.notify_waiters();
         Ok(MergeSummary {
             object_type,
@@ -172,6 +188,13 @@ impl AssociationService {
         check_batch_size(inputs.iter().map(|(_, to)| to.len().max(1)).sum())?;
         let PortalPair { portal, from, to } = pair;
         let _ = self.pair_catalog(pair).await?;
+        let mut resolved = Vec::with_capacity(inputs.len());
+        for (from_id, to_ids) in inputs {
+            let mut to_ids = to_ids.clone();
+            self.resolve_ids(portal, to, &mut to_ids).await?;
+            resolved.push((self.resolve_id(portal, from, *from_id).await?, to_ids));
+        }
+        let inputs = &resolved;
         let mut outcome = ArchiveOutcome::default();
         let mut pairs = Vec::new();
         for (index, (from_id, to_ids)) in inputs.iter().enumerate() {
@@ -204,6 +227,7 @@ impl AssociationService {
         check_batch_size(inputs.len())?;
         let PortalPair { portal, from, to } = pair;
         let catalog = self.pair_catalog(pair).await?;
+        let inputs = &self.resolve_inputs(pair, inputs).await?;
         let mut outcome = ArchiveOutcome::default();
         // Pairs grouped by what they remove: all types, or these (forward, inverse) keys.
         type KeyPairs = Option<Vec<(TypeKey, TypeKey)>>;

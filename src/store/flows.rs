@@ -104,6 +104,9 @@ pub(crate) trait WriteSteps: Send {
     ) -> StoreResult<()>;
     /// Appends an admin change to its portal's log.
     async fn record_admin_change(&mut self, change: &AdminChange) -> StoreResult<()>;
+    /// Records that the merged record resolves to the primary from now
+    /// on, and so does every record that resolved to the merged one.
+    async fn record_merge(&mut self, req: &MergeRequest) -> StoreResult<()>;
 }
 
 /// What a create plans against, read under its counter locks.
@@ -268,6 +271,7 @@ pub(crate) async fn merge_in_transaction(
         changes: &plan.changes(req),
     };
     steps.apply_plan(portal, &write).await?;
+    steps.record_merge(req).await?;
     Ok(plan)
 }
 

@@ -473,6 +473,18 @@ pub trait Store: Send + Sync {
         samples: u32,
     ) -> StoreResult<TypeUsage>;
 
+    /// Whether any record of the portal was merged away.
+    async fn has_merged_records(&self, portal: i64) -> StoreResult<bool>;
+
+    /// The records among `ids` (of `object_type`) that were merged away,
+    /// each with the record it resolves to now.
+    async fn merged_survivors(
+        &self,
+        portal: i64,
+        object_type: ObjectType,
+        ids: &[i64],
+    ) -> StoreResult<Vec<(i64, i64)>>;
+
     /// The types of which some record holds at least `min` associations:
     /// (the record's object type, the type, the stored definition's
     /// to-object type; none for HubSpot's built-in types).

@@ -11,7 +11,7 @@ use crate::store::StoreResult;
 
 /// Every table of the schema; all are keyed by portal. The first is the
 /// colocation group the others join.
-pub const TABLES: [&str; 12] = [
+pub const TABLES: [&str; 13] = [
     "portal_type_ids",
     "association_definitions",
     "associations",
@@ -24,6 +24,7 @@ pub const TABLES: [&str; 12] = [
     "admin_hook_deliveries",
     "admin_audit_events",
     "admin_hook_leases",
+    "merged_records",
 ];
 
 /// Whether the database has the `citus` extension.

@@ -649,6 +649,34 @@ impl Store for SqliteStore {
         scans::at_least(self.scan_pool.clone(), scan, min, after, batch)
     }
 
+    async fn has_merged_records(&self, portal: i64) -> StoreResult<bool> {
+        Ok(
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM merged_records WHERE portal_id = ?1)")
+                .bind(portal)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn merged_survivors(
+        &self,
+        portal: i64,
+        object_type: ObjectType,
+        ids: &[i64],
+    ) -> StoreResult<Vec<(i64, i64)>> {
+        let ids = serde_json::to_string(ids).expect("ids serialize");
+        Ok(sqlx::query_as(
+            "SELECT merged_id, survivor_id FROM merged_records
+             WHERE portal_id = ?1 AND object_type = ?2
+               AND merged_id IN (SELECT value FROM json_each(?3))",
+        )
+        .bind(portal)
+        .bind(object_type.to_string())
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     async fn types_holding_at_least(
         &self,
         portal: i64,

@@ -256,6 +256,32 @@ impl WriteSteps for SqliteTx<'_> {
     async fn record_admin_change(&mut self, change: &AdminChange) -> StoreResult<()> {
         record_admin_change(&mut *self.conn, change).await
     }
+
+    async fn record_merge(&mut self, req: &MergeRequest) -> StoreResult<()> {
+        let object_type = req.object_type.to_string();
+        sqlx::query(
+            "UPDATE merged_records SET survivor_id = ?4
+             WHERE portal_id = ?1 AND object_type = ?2 AND survivor_id = ?3",
+        )
+        .bind(req.portal_id)
+        .bind(&object_type)
+        .bind(req.merged_id)
+        .bind(req.primary_id)
+        .execute(&mut *self.conn)
+        .await?;
+        sqlx::query(
+            "INSERT INTO merged_records (portal_id, object_type, merged_id, survivor_id)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (portal_id, object_type, merged_id) DO UPDATE SET survivor_id = ?4",
+        )
+        .bind(req.portal_id)
+        .bind(&object_type)
+        .bind(req.merged_id)
+        .bind(req.primary_id)
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(())
+    }
 }
 
 /// The single statements `load_create_state` and `apply_plan` are made of.
