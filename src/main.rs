@@ -90,8 +90,10 @@ enum Command {
         #[arg(long, value_enum)]
         format: Option<Format>,
         /// Rows per message sent to the service (1 to 2000).
-        #[arg(long, default_value_t = 1000, value_name = "ROWS")]
-        batch_size: usize,
+        #[arg(long, default_value_t = 1000, value_name = "ROWS",
+              value_parser = clap::value_parser!(u64)
+                  .range(1..=association_service::service::MAX_WRITE_INPUTS as u64))]
+        batch_size: u64,
         /// The bearer token to send, when the service requires one.
         #[arg(
             long,
@@ -168,6 +170,11 @@ impl Failure {
     }
 }
 
+/// Whether the command failed because the configured store does not exist.
+fn missing_store(err: &Failure) -> bool {
+    matches!(err, Failure::Server(server::ServerError::Store { source, .. }) if source.is_missing_store())
+}
+
 /// The exit status of a failed command: 2 for a configuration refused at
 /// start, 69 (sysexits' EX_UNAVAILABLE) when something it needs cannot be
 /// reached, so scripts can retry; 1 otherwise.
@@ -177,6 +184,10 @@ fn exit_code(err: &Failure) -> ExitCode {
     if let Failure::Server(server::ServerError::Insecure { .. } | server::ServerError::Config(_)) =
         err
     {
+        return ExitCode::from(2);
+    }
+    // A store the configuration names that does not exist is misconfigured.
+    if missing_store(err) {
         return ExitCode::from(2);
     }
     match err.kind() {
@@ -224,7 +235,7 @@ fn main() -> ExitCode {
                 server::open_store(&settings).await?;
             }
             Command::Verify => {
-                let store = server::connect_store(&settings).await?;
+                let store = server::connect_existing_store(&settings).await?;
                 eprintln!(
                     "verifying the {} store at {} (one snapshot)",
                     store.backend(),
@@ -271,15 +282,15 @@ fn main() -> ExitCode {
                     portal,
                     file,
                     format,
-                    batch_size,
+                    batch_size as usize,
                     create_labels,
                 )
                 .await?;
                 for line in &summary.labels_created {
                     eprintln!("{line}");
                 }
-                for (line, message) in &summary.errors {
-                    eprintln!("line {line}: {message}");
+                for line in summary.grouped_errors() {
+                    eprintln!("{line}");
                 }
                 eprintln!("imported {name}: {}", summary.describe());
                 if summary.failed > 0 {
@@ -320,6 +331,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("association-service: {err}");
+            if missing_store(&err) {
+                eprintln!(
+                    "association-service: the store does not exist; `association-service migrate` creates and migrates it (a PostgreSQL database must be created first: createdb)"
+                );
+            }
             exit_code(&err)
         }
     }

@@ -87,8 +87,27 @@ pub struct Listeners {
 
 /// Opens the configured store as it is, without migrating it.
 pub async fn connect_store(settings: &Settings) -> Result<Arc<dyn store::Store>, ServerError> {
+    connect_store_with(settings, settings.store.options()).await
+}
+
+/// Opens the configured store, as it is, without migrating; an embedded
+/// store that does not exist is refused rather than made.
+pub async fn connect_existing_store(
+    settings: &Settings,
+) -> Result<Arc<dyn store::Store>, ServerError> {
+    let options = store::StoreOptions {
+        create_if_missing: false,
+        ..settings.store.options()
+    };
+    connect_store_with(settings, options).await
+}
+
+async fn connect_store_with(
+    settings: &Settings,
+    options: store::StoreOptions,
+) -> Result<Arc<dyn store::Store>, ServerError> {
     let url = &settings.store.url;
-    store::connect_with(url, &settings.store.options())
+    store::connect_with(url, &options)
         .await
         .map_err(|source| ServerError::Store {
             url: redacted_url(url),

@@ -221,7 +221,46 @@ pub fn rows(n: u64) -> String {
     }
 }
 
+/// Line numbers a grouped failure lists before "and N more".
+const LINES_SHOWN: usize = 5;
+
 impl ImportSummary {
+    /// The failures for people, one line per distinct reason (in order of
+    /// first appearance): `line L: reason` for a reason met once, else
+    /// `N rows: reason (lines a, b, … and M more)`.
+    pub fn grouped_errors(&self) -> Vec<String> {
+        let mut groups: Vec<(&str, Vec<u64>)> = Vec::new();
+        let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for (line, message) in &self.errors {
+            match index.get(message.as_str()) {
+                Some(&i) => groups[i].1.push(*line),
+                None => {
+                    index.insert(message, groups.len());
+                    groups.push((message, vec![*line]));
+                }
+            }
+        }
+        groups
+            .into_iter()
+            .map(|(message, lines)| match lines.as_slice() {
+                [line] => format!("line {line}: {message}"),
+                _ => {
+                    let shown: Vec<String> =
+                        lines.iter().take(LINES_SHOWN).map(u64::to_string).collect();
+                    let more = match lines.len().saturating_sub(LINES_SHOWN) {
+                        0 => String::new(),
+                        n => format!(" and {n} more"),
+                    };
+                    format!(
+                        "{}: {message} (lines {}{more})",
+                        rows(lines.len() as u64),
+                        shown.join(", ")
+                    )
+                }
+            })
+            .collect()
+    }
+
     /// What the import did, in one line for people.
     pub fn describe(&self) -> String {
         if self.rows > 0 && self.created == 0 && self.failed == 0 {
@@ -646,6 +685,7 @@ pub async fn import(
     let (sender, receiver) = mpsc::channel(4);
     let reader = {
         let bar = bar.clone();
+        // The command line refuses sizes outside 1..=MAX_WRITE_INPUTS.
         let batch = batch_size.clamp(1, association_service::service::MAX_WRITE_INPUTS);
         tokio::task::spawn_blocking(move || {
             send_rows(&path, format, batch, portal, &labels, sender, bar)
@@ -826,4 +866,31 @@ pub async fn health(connection: &Connection, service: &str) -> Result<String, Tr
         .map_err(TransferError::Rpc)?
         .into_inner();
     Ok(answer.status().as_str_name().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_grouped_by_reason_with_their_first_lines() {
+        let missing = "no label 'Billing' from 0-1 to 0-2".to_string();
+        let mut errors: Vec<(u64, String)> = (2..=9).map(|l| (l, missing.clone())).collect();
+        errors.insert(1, (10, "bad id".to_string()));
+        let summary = ImportSummary {
+            rows: 9,
+            created: 0,
+            already_present: 0,
+            failed: 9,
+            errors,
+            labels_created: vec![],
+        };
+        assert_eq!(
+            summary.grouped_errors(),
+            vec![
+                format!("8 rows: {missing} (lines 2, 3, 4, 5, 6 and 3 more)"),
+                "line 10: bad id".to_string(),
+            ]
+        );
+    }
 }

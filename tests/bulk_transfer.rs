@@ -304,3 +304,24 @@ async fn unreachable_server_exits_69() {
         stderr(&output)
     );
 }
+
+/// `--batch-size` outside 1 to 2000 is refused before anything is sent,
+/// not clamped (exit 2, the command line's usage error).
+#[tokio::test]
+async fn a_batch_size_out_of_range_is_refused() {
+    for size in ["0", "2001", "5000"] {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_association-service"))
+            .args(["import", "rows.csv", "--portal", "1", "--batch-size", size])
+            .output()
+            .await
+            .expect("run the CLI");
+        assert_eq!(output.status.code(), Some(2), "{size}");
+        assert!(
+            stderr(&output).contains(&format!(
+                "invalid value '{size}' for '--batch-size <ROWS>': {size} is not in 1..=2000"
+            )),
+            "{}",
+            stderr(&output)
+        );
+    }
+}

@@ -43,6 +43,7 @@ async fn side(backend: &str) -> Side {
         retry: RetryPolicy::default(),
         acquire_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(30),
+        create_if_missing: true,
     };
     let store = PostgresStore::connect(&test_store.url, &options)
         .await

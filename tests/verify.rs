@@ -269,6 +269,35 @@ async fn the_command_passes_a_sound_store(backend: &str) {
     assert!(stderr.contains("all 8 checks passed"), "{stderr}");
 }
 
+/// `verify` on a store that does not exist says so and exits 2 (the store
+/// is misconfigured), creating nothing: an SQLite file in a missing
+/// directory or missing from an existing one, and a database missing from a
+/// running PostgreSQL.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_of_a_store_that_does_not_exist_exits_2_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("missing").join("associations.db");
+    let beside = dir.path().join("associations.db");
+    let postgres = common::fresh_postgres_database().await;
+    let (server, _) = postgres.rsplit_once('/').unwrap();
+    let missing_database = format!("{server}/no_such_database_here");
+    for url in [
+        format!("sqlite://{}", file.display()),
+        format!("sqlite://{}", beside.display()),
+        missing_database,
+    ] {
+        let (code, stdout, stderr) = run_verify(&url);
+        assert_eq!(code, Some(2), "{url}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("the store does not exist; `association-service migrate` creates"),
+            "{stderr}"
+        );
+        assert_eq!(stdout, "", "no check ran");
+    }
+    assert!(!file.parent().unwrap().exists(), "nothing was created");
+    assert!(!beside.exists(), "nothing was created");
+}
+
 /// `association-service verify` on the store at `url`: (exit code, stdout, stderr).
 fn run_verify(url: &str) -> (Option<i32>, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_association-service"))

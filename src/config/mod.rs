@@ -268,6 +268,7 @@ impl StoreSettings {
             },
             acquire_timeout: std::time::Duration::from_millis(self.acquire_timeout_ms),
             statement_timeout: std::time::Duration::from_millis(self.statement_timeout_ms),
+            create_if_missing: true,
         }
     }
 }

@@ -91,6 +91,18 @@ fn unavailable_code(code: &str) -> bool {
 }
 
 impl StoreError {
+    /// Whether the store the URL names does not exist: a PostgreSQL
+    /// database that is not there (3D000), an SQLite file that cannot be
+    /// opened without being made (14, SQLITE_CANTOPEN).
+    pub fn is_missing_store(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(db)) => {
+                matches!(db.code().as_deref(), Some("3D000") | Some("14"))
+            }
+            _ => false,
+        }
+    }
+
     /// The kind of this failure: only connection, pool and resource
     /// failures are "unavailable"; a corrupt row, a refused statement or a
     /// bug is internal.
@@ -606,6 +618,7 @@ pub async fn connect(url: &str, max_connections: u32) -> StoreResult<std::sync::
         retry: RetryPolicy::default(),
         acquire_timeout: std::time::Duration::from_secs(1),
         statement_timeout: std::time::Duration::from_secs(30),
+        create_if_missing: true,
     };
     connect_with(url, &options).await
 }

@@ -104,6 +104,9 @@ pub struct StoreOptions {
     /// Streams' statements are not bounded: they run as long as their
     /// client reads.
     pub statement_timeout: std::time::Duration,
+    /// Whether an embedded store's file is made when missing (`verify`
+    /// opens only what exists).
+    pub create_if_missing: bool,
 }
 
 /// Runs `$body` (which evaluates to a `StoreResult`) with `$conn` bound to a

@@ -65,14 +65,14 @@ impl SqliteStore {
     /// Opens (creating if needed) the database a `sqlite://path` URL names.
     pub async fn connect(url: &str, store: &StoreOptions) -> StoreResult<SqliteStore> {
         let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
+            .create_if_missing(store.create_if_missing)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30));
         if let Some(parent) = options
             .get_filename()
             .parent()
-            .filter(|p| !p.as_os_str().is_empty())
+            .filter(|p| store.create_if_missing && !p.as_os_str().is_empty())
         {
             std::fs::create_dir_all(parent)
                 .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
