@@ -37,7 +37,7 @@ struct Cli {
 
 /// The server of the client subcommands.
 const SERVER_HELP: &str =
-    "The service's gRPC endpoint, e.g. http://127.0.0.1:50051 [default: http:// and the configured server.grpc_addr]";
+    "The service's gRPC endpoint, e.g. http://127.0.0.1:50051 (or 127.0.0.1:50051: http:// is assumed) [default: http:// and the configured server.grpc_addr]";
 
 #[derive(Subcommand)]
 enum Command {

@@ -142,9 +142,24 @@ pub enum TransferError {
         source: tonic::transport::Error,
     },
     #[error("the service refused: {}", .0.message())]
-    Rpc(#[from] tonic::Status),
+    Rpc(tonic::Status),
+    #[error("the service requires a token: pass --token TOKEN or set ASSOC_TOKEN ({})", .0.message())]
+    NoToken(tonic::Status),
     #[error("the service's answer is malformed: {0}")]
     Malformed(String),
+}
+
+impl From<tonic::Status> for TransferError {
+    /// A refusal for want of credentials says how to give the CLI a token.
+    fn from(status: tonic::Status) -> TransferError {
+        if status.code() == tonic::Code::Unauthenticated
+            && status.message().contains("no credentials")
+        {
+            TransferError::NoToken(status)
+        } else {
+            TransferError::Rpc(status)
+        }
+    }
 }
 
 impl TransferError {
@@ -155,6 +170,7 @@ impl TransferError {
             | TransferError::Write(_) => ErrorKind::InvalidArgument,
             TransferError::Connect { .. } => ErrorKind::Unavailable,
             TransferError::Malformed(_) => ErrorKind::Internal,
+            TransferError::NoToken(_) => ErrorKind::Unauthenticated,
             TransferError::Rpc(status) => match status.code() {
                 tonic::Code::Unavailable => ErrorKind::Unavailable,
                 tonic::Code::Internal | tonic::Code::Unknown => ErrorKind::Internal,
@@ -172,12 +188,22 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// The server's URL: as given, or `http://` and the address when the
+    /// scheme is left out (`127.0.0.1:50051`).
+    fn url(&self) -> String {
+        if self.server.contains("://") {
+            self.server.clone()
+        } else {
+            format!("http://{}", self.server)
+        }
+    }
+
     async fn channel(&self) -> Result<Channel, TransferError> {
         let connect_error = |source| TransferError::Connect {
-            server: self.server.clone(),
+            server: self.url(),
             source,
         };
-        tonic::transport::Endpoint::from_shared(self.server.clone())
+        tonic::transport::Endpoint::from_shared(self.url())
             .map_err(connect_error)?
             .connect()
             .await
@@ -863,7 +889,7 @@ pub async fn health(connection: &Connection, service: &str) -> Result<String, Tr
             service: service.to_string(),
         })
         .await
-        .map_err(TransferError::Rpc)?
+        .map_err(TransferError::from)?
         .into_inner();
     Ok(answer.status().as_str_name().to_string())
 }

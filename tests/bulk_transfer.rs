@@ -325,3 +325,40 @@ async fn a_batch_size_out_of_range_is_refused() {
         );
     }
 }
+
+/// The CLI takes the server's address with or without `http://`, and a
+/// service that wants a token is told how to give one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_takes_a_bare_address_and_says_how_to_give_a_token() {
+    let server = TestServer::start("sqlite", |s| common::grant(s, &["ops"], &[PORTAL])).await;
+    let bare = server.addr.to_string();
+    let health = tokio::process::Command::new(env!("CARGO_BIN_EXE_association-service"))
+        .args(["health", "--server", &bare])
+        .output()
+        .await
+        .expect("run the CLI");
+    assert_eq!(health.status.code(), Some(0), "{}", stderr(&health));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rows.csv");
+    std::fs::write(&file, CSV).unwrap();
+    let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_association-service"))
+        .args([
+            "import",
+            file.to_str().unwrap(),
+            "--portal",
+            &PORTAL.to_string(),
+        ])
+        .args(["--server", &bare])
+        .env_remove("ASSOC_TOKEN")
+        .output()
+        .await
+        .expect("run the CLI");
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused)
+            .contains("the service requires a token: pass --token TOKEN or set ASSOC_TOKEN"),
+        "{}",
+        stderr(&refused)
+    );
+    server.stop().await;
+}
