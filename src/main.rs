@@ -46,8 +46,14 @@ enum Command {
     #[command(after_help = "Examples:\n  \
         association-service serve\n  \
         ASSOC__STORE__URL=postgres://postgres@127.0.0.1/associations association-service serve\n  \
-        association-service --config prod.toml serve")]
-    Serve,
+        association-service --config prod.toml serve\n\n\
+        The addresses come from the configuration: ASSOC__SERVER__GRPC_ADDR and \
+        ASSOC__GATEWAY__HTTP_ADDR, or server.grpc_addr and gateway.http_addr in --config FILE.")]
+    Serve {
+        /// Not an option: refused with where the addresses are set.
+        #[arg(long, hide = true, value_name = "PORT")]
+        port: Option<String>,
+    },
     /// Applies pending migrations to the configured store, says which, and exits.
     #[command(after_help = "Example:\n  \
         ASSOC__STORE__URL=postgres://postgres@127.0.0.1/associations association-service migrate")]
@@ -155,6 +161,9 @@ enum Failure {
     Violations { failed: usize, checks: usize },
     #[error("the service reports {status}")]
     NotServing { status: String },
+    /// A command line the command cannot run with.
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl Failure {
@@ -164,7 +173,8 @@ impl Failure {
             Failure::Transfer(err) => err.kind(),
             Failure::RowsFailed { .. }
             | Failure::NotServing { .. }
-            | Failure::Violations { .. } => ErrorKind::InvalidArgument,
+            | Failure::Violations { .. }
+            | Failure::Usage(_) => ErrorKind::InvalidArgument,
             Failure::Verify(err) => err.kind(),
         }
     }
@@ -186,8 +196,9 @@ fn exit_code(err: &Failure) -> ExitCode {
     {
         return ExitCode::from(2);
     }
-    // A store the configuration names that does not exist is misconfigured.
-    if missing_store(err) {
+    // A store the configuration names that does not exist is misconfigured,
+    // and a command line the command cannot run with is a usage error.
+    if missing_store(err) || matches!(err, Failure::Usage(_)) {
         return ExitCode::from(2);
     }
     match err.kind() {
@@ -263,7 +274,12 @@ fn main() -> ExitCode {
                     return Err(Failure::NotServing { status });
                 }
             }
-            Command::Serve => {
+            Command::Serve { port: Some(port) } => {
+                return Err(Failure::Usage(format!(
+                    "serve takes its addresses from the configuration, not --port {port}: set ASSOC__SERVER__GRPC_ADDR=127.0.0.1:{port} (gRPC) or ASSOC__GATEWAY__HTTP_ADDR=127.0.0.1:{port} (REST), or server.grpc_addr / gateway.http_addr in --config FILE"
+                )));
+            }
+            Command::Serve { port: None } => {
                 let listeners = server::bind(&settings).await?;
                 server::serve(settings, listeners, shutdown_signal()).await?;
             }

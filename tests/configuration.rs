@@ -169,6 +169,29 @@ fn the_config_file_may_come_from_assoc_config() {
     );
 }
 
+/// `serve --port` is not an option: it is refused (exit 2) with where the
+/// addresses are set, before anything is opened.
+#[test]
+fn serve_with_a_port_says_where_addresses_are_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_association-service"))
+        .env_clear()
+        .current_dir(dir.path())
+        .args(["serve", "--port", "8080"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr).trim(),
+        "association-service: serve takes its addresses from the configuration, not --port 8080: set ASSOC__SERVER__GRPC_ADDR=127.0.0.1:8080 (gRPC) or ASSOC__GATEWAY__HTTP_ADDR=127.0.0.1:8080 (REST), or server.grpc_addr / gateway.http_addr in --config FILE"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing opened"
+    );
+}
+
 /// Every documented key is read: a file setting each one to a valid value
 /// loads without an unknown-key error.
 #[test]
