@@ -172,6 +172,12 @@ pub async fn serve(
         })?;
     // Refusals of the configuration come before the store is touched.
     let authenticator = Arc::new(settings.auth.authenticator()?);
+    crate::telemetry::metrics::metrics().preregister(
+        crate::grpc::metrics::served_methods()
+            .keys()
+            .map(String::as_str),
+        settings.hooks.plugins.iter().map(|p| p.name.as_str()),
+    );
     if authenticator.is_open() {
         if let Some(exposed) = [addr, http_addr]
             .into_iter()

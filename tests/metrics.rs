@@ -80,6 +80,45 @@ fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
 async fn metrics_count_known_traffic() {
     let server = TestServer::start("sqlite", |s| s.limits.platform_ceiling = 2).await;
     let before = scrape(&server).await;
+    // The series alerts watch are there, at zero or more, before any event.
+    let present = |name: &str, labels: &[(&str, &str)]| {
+        before.iter().any(|(n, l, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).and_then(Value::as_str) == Some(*v))
+        })
+    };
+    for (name, labels) in [
+        (
+            "associations_grpc_requests_total",
+            vec![
+                (
+                    "method",
+                    "/associations.v1.AssociationWrite/CreateAssociations",
+                ),
+                ("code", "Ok"),
+            ],
+        ),
+        (
+            "associations_limit_rejections_total",
+            vec![("reason", "platform")],
+        ),
+        (
+            "associations_limit_rejections_total",
+            vec![("reason", "user_config")],
+        ),
+        (
+            "associations_rows_streamed_total",
+            vec![("stream", "export")],
+        ),
+        (
+            "associations_overload_refusals_total",
+            vec![("reason", "total")],
+        ),
+    ] {
+        assert!(present(name, &labels), "{name} {labels:?} missing at start");
+    }
     let channel = server.channel().await;
     let mut read = AssociationReadClient::new(channel.clone());
     let mut write = AssociationWriteClient::new(channel);

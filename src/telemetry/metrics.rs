@@ -60,6 +60,33 @@ fn latency_histogram() -> Histogram {
     ))
 }
 
+/// The reasons a limit refuses associations (`limit_rejections`).
+pub const LIMIT_REASONS: [&str; 3] = ["platform", "user_config", "merge"];
+/// The server streams (`rows_streamed`).
+pub const STREAMS: [&str; 6] = [
+    "list",
+    "batch_list",
+    "export",
+    "changes",
+    "audit",
+    "near_limit",
+];
+/// Why calls and streams are refused or ended (`overload_refusals`).
+pub const OVERLOAD_REASONS: [&str; 6] = [
+    "caller_share",
+    "portal_share",
+    "total",
+    "body_timeout",
+    "stream_stalled",
+    "credentials_ended",
+];
+/// Why the fast path hands a write to the full flow (`fast_path_fallbacks`).
+pub const FALLBACK_REASONS: [&str; 3] = [
+    "create_not_presumable",
+    "create_presumption_failed",
+    "archive_unlocked_row",
+];
+
 /// Every metric the service records.
 pub struct Metrics {
     registry: Registry,
@@ -178,6 +205,50 @@ impl Metrics {
         metrics
     }
 
+    /// Creates at zero every series whose labels are known before any
+    /// event (a successful call of each served gRPC method, each limit
+    /// reason, stream, refusal and fallback reason, each plugin's delivery
+    /// failures), so alerts on them see data from the start.
+    pub fn preregister<'a>(
+        &self,
+        grpc_methods: impl IntoIterator<Item = &'a str>,
+        plugins: impl IntoIterator<Item = &'a str>,
+    ) {
+        for method in grpc_methods {
+            let _ = self.grpc_calls.get_or_create(&GrpcLabels {
+                method: method.to_string(),
+                code: format!("{:?}", tonic::Code::Ok),
+            });
+        }
+        for reason in LIMIT_REASONS {
+            let _ = self.limit_rejections.get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            });
+        }
+        for stream in STREAMS {
+            let _ = self.rows_streamed.get_or_create(&StreamLabels {
+                stream: stream.to_string(),
+            });
+        }
+        for reason in OVERLOAD_REASONS {
+            let _ = self
+                .overload_refusals
+                .get_or_create(&FixedReasonLabels { reason });
+        }
+        for reason in FALLBACK_REASONS {
+            let _ = self
+                .fast_path_fallbacks
+                .get_or_create(&FixedReasonLabels { reason });
+        }
+        for plugin in plugins {
+            let labels = PluginLabels {
+                plugin: plugin.to_string(),
+            };
+            let _ = self.hook_failures.get_or_create(&labels);
+            let _ = self.hook_pending.get_or_create(&labels);
+        }
+    }
+
     /// One finished gRPC call.
     pub fn grpc_call(&self, method: &str, code: tonic::Code, took: Duration) {
         let labels = GrpcLabels {
@@ -205,6 +276,7 @@ impl Metrics {
 
     /// An association refused by a limit (`platform`, `user_config`, `merge`).
     pub fn limit_rejected(&self, reason: &str) {
+        debug_assert!(LIMIT_REASONS.contains(&reason), "unlisted reason {reason}");
         self.limit_rejections
             .get_or_create(&ReasonLabels {
                 reason: reason.to_string(),
@@ -214,6 +286,7 @@ impl Metrics {
 
     /// `rows` more rows sent by a `stream` stream.
     pub fn rows_streamed(&self, stream: &str, rows: u64) {
+        debug_assert!(STREAMS.contains(&stream), "unlisted stream {stream}");
         self.rows_streamed
             .get_or_create(&StreamLabels {
                 stream: stream.to_string(),
@@ -223,6 +296,10 @@ impl Metrics {
 
     /// A call or stream refused or ended for `reason` (one of a fixed set).
     pub fn overload_refused(&self, reason: &'static str) {
+        debug_assert!(
+            OVERLOAD_REASONS.contains(&reason),
+            "unlisted reason {reason}"
+        );
         self.overload_refusals
             .get_or_create(&FixedReasonLabels { reason })
             .inc();
@@ -231,6 +308,10 @@ impl Metrics {
     /// A write the fast path handed to the full flow, for `reason` (one of
     /// a fixed set).
     pub fn fast_path_fallback(&self, reason: &'static str) {
+        debug_assert!(
+            FALLBACK_REASONS.contains(&reason),
+            "unlisted reason {reason}"
+        );
         self.fast_path_fallbacks
             .get_or_create(&FixedReasonLabels { reason })
             .inc();
