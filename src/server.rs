@@ -279,13 +279,19 @@ pub async fn serve(
             "NO AUTHENTICATION: every caller on this machine can read and change every portal; configure [[auth.tokens]] before exposing the service (docs/security.md)"
         );
     }
+    // The plugins, by their configured names: the built-in audit trail first.
+    let plugins: Vec<&str> = std::iter::once(crate::hooks::audit::AUDIT_PLUGIN)
+        .chain(settings.hooks.plugins.iter().map(|p| p.name.as_str()))
+        .collect();
     tracing::info!(
-        "association-service ready: grpc={addr} rest={}://{http_addr} store={backend} ({})",
+        "association-service ready: grpc={addr} rest={}://{http_addr} store={backend} auth={} plugins={} ({})",
         if settings.tls.is_some() {
             "https"
         } else {
             "http"
         },
+        if authenticator.is_open() { "off" } else { "on" },
+        plugins.join(","),
         redacted_url(&settings.store.url)
     );
     let tls = |protocol| match &settings.tls {

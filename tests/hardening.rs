@@ -332,3 +332,37 @@ async fn the_default_cursor_secret_is_warned_of_when_authentication_is_on() {
     let log = startup_log("").await;
     assert!(!warned(&log), "open, on loopback: {log:?}");
 }
+
+/// The ready line says whether authentication is on and which plugins are
+/// registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ready_line_says_whether_authentication_is_on_and_which_plugins_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        format!(
+            "[[tokens]]\nname = \"sync\"\nsha256 = \"{}\"\nportals = [1]\nroles = [\"read\"]\n",
+            token_hash(&common::token_for("sync"))
+        ),
+    )
+    .unwrap();
+    let ready = |log: &[String]| {
+        log.iter()
+            .find_map(|l| {
+                l.split("association-service ready: ")
+                    .nth(1)
+                    .map(str::to_string)
+            })
+            .expect("a ready line")
+    };
+    let secured = format!(
+        "[auth]\ntokens_file = \"{}\"\n[read]\ncursor_secret = \"a secret of this deployment\"\n\
+         [[hooks.plugins]]\nname = \"mailer\"\nendpoint = \"http://127.0.0.1:9\"\n",
+        tokens.display()
+    );
+    let line = ready(&startup_log(&secured).await);
+    assert!(line.contains(" auth=on plugins=audit,mailer "), "{line}");
+    let line = ready(&startup_log("").await);
+    assert!(line.contains(" auth=off plugins=audit "), "{line}");
+}
