@@ -295,6 +295,20 @@ async fn an_open_stream_ends_when_its_jwt_expires() {
 }
 
 /// The server's log lines when started with `config` on a fresh SQLite file.
+/// A tokens file in `dir` granting `sync` read on portal 1.
+fn sync_tokens_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let tokens = dir.join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        format!(
+            "[[tokens]]\nname = \"sync\"\nsha256 = \"{}\"\nportals = [1]\nroles = [\"read\"]\n",
+            token_hash(&common::token_for("sync"))
+        ),
+    )
+    .unwrap();
+    tokens
+}
+
 async fn startup_log(config: &str) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
@@ -310,15 +324,7 @@ async fn startup_log(config: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_cursor_secret_is_warned_of_when_authentication_is_on() {
     let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens.toml");
-    std::fs::write(
-        &tokens,
-        format!(
-            "[[tokens]]\nname = \"sync\"\nsha256 = \"{}\"\nportals = [1]\nroles = [\"read\"]\n",
-            token_hash(&common::token_for("sync"))
-        ),
-    )
-    .unwrap();
+    let tokens = sync_tokens_file(dir.path());
     let auth = format!("[auth]\ntokens_file = \"{}\"\n", tokens.display());
     let warned = |log: &[String]| {
         log.iter()
@@ -338,15 +344,7 @@ async fn the_default_cursor_secret_is_warned_of_when_authentication_is_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ready_line_says_whether_authentication_is_on_and_which_plugins_run() {
     let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens.toml");
-    std::fs::write(
-        &tokens,
-        format!(
-            "[[tokens]]\nname = \"sync\"\nsha256 = \"{}\"\nportals = [1]\nroles = [\"read\"]\n",
-            token_hash(&common::token_for("sync"))
-        ),
-    )
-    .unwrap();
+    let tokens = sync_tokens_file(dir.path());
     let ready = |log: &[String]| {
         log.iter()
             .find_map(|l| {
