@@ -364,3 +364,68 @@ async fn the_ready_line_says_whether_authentication_is_on_and_which_plugins_run(
     let line = ready(&startup_log("").await);
     assert!(line.contains(" auth=off plugins=audit "), "{line}");
 }
+
+/// A refused gRPC call is logged once, with the correlationId its
+/// ErrorInfo carries (as REST refusals are).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_grpc_call_is_logged_with_its_correlation_id() {
+    use tonic_types::StatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = sync_tokens_file(dir.path());
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[auth]\ntokens_file = \"{}\"\n[read]\ncursor_secret = \"a secret of this deployment\"\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let url = format!("sqlite://{}/store.db", dir.path().display());
+    let config = config.display().to_string();
+    let server = common::ServerProcess::start(&url, &[("ASSOC_CONFIG", config.as_str())]).await;
+    let channel = tonic::transport::Endpoint::from_shared(server.grpc.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let status = AssociationReadClient::new(channel)
+        .list_definitions(ListDefinitionsRequest {
+            portal_id: 1,
+            from_object_type: "contacts".into(),
+            to_object_type: "companies".into(),
+        })
+        .await
+        .expect_err("no token");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    let correlation_id = status
+        .get_error_details()
+        .error_info()
+        .and_then(|info| info.metadata.get("correlationId").cloned())
+        .expect("a correlationId in ErrorInfo");
+    // The log line is written before the answer leaves; wait for the
+    // child's stderr to be read, boundedly.
+    let logged = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let found: Vec<String> = server
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains(&correlation_id))
+                .cloned()
+                .collect();
+            if !found.is_empty() {
+                return found;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the refusal is logged");
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert!(
+        logged[0].contains("gRPC call refused") && logged[0].contains("Unauthenticated"),
+        "{logged:?}"
+    );
+}

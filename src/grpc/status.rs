@@ -29,15 +29,27 @@ pub fn error_metadata(err: &DomainError) -> HashMap<String, String> {
     metadata
 }
 
+/// A refused call's status, with a fresh correlationId in its ErrorInfo,
+/// logged once with it (like a REST refusal): info for the caller's
+/// mistakes, a warning for the service's own failures.
 pub fn domain_status(err: &DomainError) -> Status {
-    let mut details =
-        ErrorDetails::with_error_info(err.sub_category(), ERROR_DOMAIN, error_metadata(err));
+    let correlation_id = uuid::Uuid::new_v4().to_string();
+    let mut metadata = error_metadata(err);
+    metadata.insert("correlationId".into(), correlation_id.clone());
+    let mut details = ErrorDetails::with_error_info(err.sub_category(), ERROR_DOMAIN, metadata);
     if let Some(wait) = err.retry_after() {
         details.set_retry_info(Some(wait));
     }
     // Bounded and on one line, like everything an error repeats.
     let message = one_line(&err.to_string(), MESSAGE_MOST);
-    Status::with_error_details(code_for(err.kind()), message, details)
+    let code = code_for(err.kind());
+    let reason = err.sub_category();
+    if status_for(err.kind()).http >= 500 {
+        tracing::warn!(%correlation_id, ?code, reason, "gRPC call failed: {message}");
+    } else {
+        tracing::info!(%correlation_id, ?code, reason, "gRPC call refused: {message}");
+    }
+    Status::with_error_details(code, message, details)
 }
 
 impl From<DomainError> for Status {
