@@ -27,7 +27,12 @@ pub enum GatewayError {
     /// Input the gateway cannot read, in a field it can name (a path
     /// parameter, a query parameter, or where in the JSON body).
     #[error("{message}")]
-    InvalidField { field: String, message: String },
+    InvalidField {
+        field: String,
+        message: String,
+        /// HubSpot's subCategory, from the domain's error table.
+        sub_category: &'static str,
+    },
     /// A request the HTTP layer refused before any handler (a body over the
     /// size cap, a path that is not UTF-8): its status, HubSpot's body.
     #[error("{message}")]
@@ -77,6 +82,17 @@ pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> Ga
     GatewayError::InvalidField {
         field: field.into(),
         message: message.into(),
+        sub_category: DomainError::InvalidArgument(String::new()).sub_category(),
+    }
+}
+
+/// `invalid_field` for a record id that is not one (HubSpot's
+/// `INVALID_OBJECT_ID`, as the domain names a bad id).
+pub fn invalid_id(field: &'static str, message: impl Into<String>) -> GatewayError {
+    GatewayError::InvalidField {
+        field: field.into(),
+        message: message.into(),
+        sub_category: DomainError::InvalidId { field, value: 0 }.sub_category(),
     }
 }
 
@@ -265,12 +281,16 @@ impl GatewayError {
                         v.key.category.to_string(),
                     ),
                 ]);
-                (status, body(self.to_string(), None, ctx))
+                // The subCategory a batch item of the same refusal carries.
+                let sub = DomainError::LimitExceeded(v.clone()).sub_category();
+                (status, body(self.to_string(), Some(sub), ctx))
             }
             GatewayError::NoRoute { .. } => (status, body(self.to_string(), None, Map::new())),
-            GatewayError::InvalidField { field, message } => {
-                // The sub-category of any unreadable input, from the domain.
-                let sub = DomainError::InvalidArgument(String::new()).sub_category();
+            GatewayError::InvalidField {
+                field,
+                message,
+                sub_category: sub,
+            } => {
                 let answer = ErrorBody {
                     errors: vec![ErrorDetail {
                         message: one_line(message, MESSAGE_MOST),

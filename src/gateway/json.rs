@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::error::{invalid, invalid_field, GatewayResult, ItemError};
+use super::error::{invalid, invalid_field, invalid_id, GatewayResult, ItemError};
 use crate::domain::{Category, DomainError, TypeDef, TypeKey};
 
 /// Reads a JSON body; malformed JSON or a wrong shape is a VALIDATION_ERROR.
@@ -42,7 +42,7 @@ pub enum IdText {
 pub fn parse_id(field: &'static str, text: &str) -> GatewayResult<i64> {
     match text.trim().parse::<i64>() {
         Ok(id) if id > 0 => Ok(id),
-        _ => Err(invalid_field(
+        _ => Err(invalid_id(
             field,
             format!("Invalid {field} '{text}': ids are positive 64-bit integers"),
         )),

@@ -6,8 +6,8 @@ use axum::extract::{Path, RawQuery};
 use axum::Json;
 use serde::Serialize;
 
-use super::error::GatewayResult;
-use super::json::{parse_id, timestamp, Query};
+use super::error::{invalid_field, GatewayResult};
+use super::json::{timestamp, Query};
 use super::Gateway;
 use crate::domain::limits::DEFAULT_NEAR_FRACTION;
 use crate::domain::{ObjectType, TypeRole};
@@ -234,7 +234,15 @@ pub async fn high_usage_report(
     gw: Gateway,
     Path(user_id): Path<String>,
 ) -> GatewayResult<Json<ReportCreation>> {
-    let user_id = parse_id("userId", &user_id)?;
+    let user_id = match user_id.trim().parse::<i64>() {
+        Ok(id) if id > 0 => id,
+        _ => {
+            return Err(invalid_field(
+                "userId",
+                format!("Invalid userId '{user_id}': user ids are positive 64-bit integers"),
+            ))
+        }
+    };
     let at_us = gw
         .service
         .high_usage_report(gw.actor(), gw.portal, user_id)
