@@ -90,7 +90,10 @@ fn relative_links(text: &str) -> Vec<String> {
 
 #[test]
 fn the_readme_and_docs_link_only_to_files_of_the_repository() {
-    let mut documents = vec![repository().join("README.md")];
+    let mut documents = vec![
+        repository().join("README.md"),
+        repository().join("CHANGELOG.md"),
+    ];
     for entry in std::fs::read_dir(repository().join("docs")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "md") {
@@ -120,6 +123,77 @@ fn the_readme_and_docs_link_only_to_files_of_the_repository() {
             !text.contains("../shared/"),
             "{} refers to ../shared/, which a clone does not have",
             document.display()
+        );
+    }
+}
+
+/// CHANGELOG.md keeps Keep a Changelog's shape: an `Unreleased` section
+/// first, then one `## [X.Y.Z] - YYYY-MM-DD` section per release, newest
+/// first, the newest being Cargo.toml's version; only the format's kinds of
+/// change as subsections, none empty.
+#[test]
+fn the_changelog_keeps_its_format() {
+    let text = std::fs::read_to_string(repository().join("CHANGELOG.md")).unwrap();
+    assert!(text.starts_with("# Changelog\n"), "the title comes first");
+    let kinds = [
+        "Added",
+        "Changed",
+        "Deprecated",
+        "Removed",
+        "Fixed",
+        "Security",
+    ];
+    let mut versions = Vec::new();
+    let mut open_kind: Option<(String, usize)> = None;
+    let close = |open: &mut Option<(String, usize)>| {
+        if let Some((kind, entries)) = open.take() {
+            assert!(entries > 0, "an empty '### {kind}' section");
+        }
+    };
+    for line in text.lines() {
+        if let Some(version) = line.strip_prefix("## ") {
+            close(&mut open_kind);
+            versions.push(version.to_string());
+        } else if let Some(kind) = line.strip_prefix("### ") {
+            close(&mut open_kind);
+            assert!(
+                kinds.contains(&kind),
+                "'### {kind}' is not one of {kinds:?}"
+            );
+            assert!(!versions.is_empty(), "'### {kind}' stands under a version");
+            open_kind = Some((kind.to_string(), 0));
+        } else if line.starts_with("- ") {
+            if let Some((_, entries)) = open_kind.as_mut() {
+                *entries += 1;
+            }
+        }
+    }
+    close(&mut open_kind);
+    assert_eq!(
+        versions.first().map(String::as_str),
+        Some("[Unreleased]"),
+        "Unreleased comes first"
+    );
+    let released: Vec<&String> = versions.iter().skip(1).collect();
+    for version in &released {
+        let (number, date) = version
+            .split_once(" - ")
+            .unwrap_or_else(|| panic!("'## {version}' has no date"));
+        let number = number.trim_start_matches('[').trim_end_matches(']');
+        assert_eq!(number.split('.').count(), 3, "'{number}' is X.Y.Z");
+        assert!(
+            number.split('.').all(|n| n.parse::<u32>().is_ok()),
+            "'{number}' is X.Y.Z"
+        );
+        assert!(
+            date.len() == 10 && date.as_bytes()[4] == b'-' && date.as_bytes()[7] == b'-',
+            "'{date}' is YYYY-MM-DD"
+        );
+    }
+    if let Some(newest) = released.first() {
+        assert!(
+            newest.starts_with(&format!("[{}]", env!("CARGO_PKG_VERSION"))),
+            "the newest release ({newest}) is Cargo.toml's version"
         );
     }
 }

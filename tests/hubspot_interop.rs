@@ -73,10 +73,6 @@ async fn type_names(server: &TestServer, from: &str, to: &str) -> BTreeMap<i32, 
         .collect()
 }
 
-fn python() -> String {
-    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
 /// Runs tests/interop/`script` (built on the PyPI package `package`) with
 /// the server's REST URL, a token and `extra`; answers the JSON it printed.
 async fn run_python(
@@ -86,7 +82,7 @@ async fn run_python(
     package: &str,
 ) -> Value {
     let path = format!("{}/tests/interop/{script}", env!("CARGO_MANIFEST_DIR"));
-    let output = tokio::process::Command::new(python())
+    let output = tokio::process::Command::new(common::python())
         .arg(path)
         .arg(server.rest_url())
         .arg(common::token_for(TOKEN))

@@ -17,10 +17,6 @@ use association_service::proto::{
 use common::TestServer;
 use serde_json::Value;
 
-fn python() -> String {
-    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
 /// Every sample of a scrape: (name, labels, value).
 type Samples = Vec<(String, serde_json::Map<String, Value>, f64)>;
 
@@ -36,7 +32,7 @@ async fn scrape(server: &TestServer) -> Samples {
         content_type,
         Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
     );
-    let mut parser = Command::new(python())
+    let mut parser = Command::new(common::python())
         .arg("tests/metrics/parse.py")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(Stdio::piped())

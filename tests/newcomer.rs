@@ -3,7 +3,10 @@
 //! own target folder under target/ so it never races the suite's binary),
 //! start it, import a HubSpot-style file whose ids are strings, export it
 //! as JSON Lines and CSV, and import each export into another portal: the
-//! copies match and a second import changes nothing.
+//! copies match and a second import changes nothing. Then the README's
+//! PostgreSQL path, line by line, on a throwaway server with nothing on it:
+//! `createdb`, `migrate`, `serve` (with an import), `VACUUM (ANALYZE)` and
+//! `verify`.
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -152,4 +155,132 @@ async fn install_import_and_export_round_trips_with_string_ids() {
         );
     }
     server.terminate();
+    postgres_path(&binary, work.path()).await;
+}
+
+/// The shell lines of the README's PostgreSQL path (comments dropped).
+fn postgres_path_lines() -> Vec<String> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("<!-- postgres-path -->")
+        .expect("the README has a PostgreSQL path");
+    let end = readme[start..]
+        .find("<!-- /postgres-path -->")
+        .expect("the PostgreSQL path is closed")
+        + start;
+    let mut lines = Vec::new();
+    let mut in_shell = false;
+    for line in readme[start..end].lines() {
+        match line.trim() {
+            "```sh" => in_shell = true,
+            "```" => in_shell = false,
+            text if in_shell && !text.is_empty() => {
+                let command = text.split(" # ").next().unwrap_or(text).trim();
+                lines.push(command.to_string());
+            }
+            _ => {}
+        }
+    }
+    lines
+}
+
+/// Runs the README's PostgreSQL path as written, on a server of its own
+/// (the README's `127.0.0.1` given the server's port): every line succeeds,
+/// the service serves from the new database, and `verify` passes.
+async fn postgres_path(binary: &Path, dir: &Path) {
+    let postgres = tokio::task::spawn_blocking(common::PrivatePostgres::start)
+        .await
+        .expect("start PostgreSQL");
+    let port = postgres.port();
+    let lines = postgres_path_lines();
+    let shown = |step: &str| lines.iter().any(|l| l.starts_with(step));
+    for step in [
+        "createdb ",
+        "export ASSOC__STORE__URL=",
+        "association-service migrate",
+        "association-service serve",
+        "psql ",
+        "association-service verify",
+    ] {
+        assert!(
+            shown(step),
+            "the README's PostgreSQL path shows `{step}`: {lines:?}"
+        );
+    }
+    let path = format!(
+        "{}:{}",
+        binary.parent().expect("the binary's folder").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut env: Vec<(String, String)> = vec![("PATH".into(), path)];
+    // Before `createdb`, `migrate` refuses with the hint the README quotes.
+    let missing = format!("postgres://postgres@127.0.0.1:{port}/associations");
+    let refused = tokio::process::Command::new(binary)
+        .arg("migrate")
+        .env("ASSOC__STORE__URL", &missing)
+        .output()
+        .await
+        .expect("run migrate");
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("createdb"),
+        "{}",
+        stderr(&refused)
+    );
+    for line in lines {
+        let line = line
+            .replace("-h 127.0.0.1", &format!("-h 127.0.0.1 -p {port}"))
+            .replace("@127.0.0.1/", &format!("@127.0.0.1:{port}/"));
+        if let Some(assignment) = line.strip_prefix("export ") {
+            let (name, value) = assignment.split_once('=').expect("NAME=value");
+            env.push((name.to_string(), value.to_string()));
+            continue;
+        }
+        if line.starts_with("association-service serve") {
+            let store = &env
+                .iter()
+                .find(|(name, _)| name == "ASSOC__STORE__URL")
+                .expect("the store URL is exported before serve")
+                .1;
+            let server = ServerProcess::start_binary(binary, store, &[]).await;
+            std::fs::write(dir.join("hubspot.jsonl"), HUBSPOT_ROWS).unwrap();
+            let imported = run(
+                binary,
+                dir,
+                &[
+                    "import",
+                    "hubspot.jsonl",
+                    "--portal",
+                    "1",
+                    "--server",
+                    server.grpc.as_str(),
+                ],
+            )
+            .await;
+            assert!(imported.status.success(), "{}", stderr(&imported));
+            server.terminate();
+            continue;
+        }
+        let output = tokio::process::Command::new("sh")
+            .args(["-c", &line])
+            .current_dir(dir)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .await
+            .expect("run sh");
+        assert!(
+            output.status.success(),
+            "`{line}` failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            stderr(&output)
+        );
+        if line.starts_with("association-service verify") {
+            assert!(
+                stderr(&output).contains("all 8 checks passed"),
+                "{}",
+                stderr(&output)
+            );
+        }
+    }
 }

@@ -144,10 +144,11 @@ async fn run_session(name: &str, server: &TestServer, env: &[(&str, String)]) {
     assert!(steps.len() >= 4, "{name}: a session of several steps");
     let update = std::env::var("UPDATE_GOLDEN").as_deref() == Ok("1");
     let mut rewritten = Vec::new();
+    // With REST_TOKEN set, every curl carries it, as the README says to add.
+    let curl = tool("curl").display().to_string();
     let functions = format!(
-        "grpcurl() {{ '{}' \"$@\"; }}\ncurl() {{ '{}' \"$@\"; }}\n",
+        "grpcurl() {{ '{}' \"$@\"; }}\ncurl() {{ if [ -n \"$REST_TOKEN\" ]; then '{curl}' -H \"authorization: Bearer $REST_TOKEN\" \"$@\"; else '{curl}' \"$@\"; fi; }}\n",
         tool("grpcurl").display(),
-        tool("curl").display()
     );
     for step in &steps {
         let command = step
@@ -225,5 +226,41 @@ async fn the_readme_rest_session_is_true() {
     // `cargo run -- serve`: open on loopback, REST on portal 1.
     let server = TestServer::start("sqlite", |_| {}).await;
     run_session("rest-session", &server, &[]).await;
+    server.stop().await;
+}
+
+/// The README's way to run the curl session with authentication on: a token
+/// for portal 1 in the tokens file, sent with every command, gets the same
+/// answers; the grpcurl session's all-portals token is refused on REST with
+/// the reason the README gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_rest_session_is_true_with_a_one_portal_token() {
+    let server = TestServer::start("sqlite", |s| {
+        common::grant(s, &["readme-admin"], &[]);
+        common::grant(s, &["readme-rest"], &[1]);
+    })
+    .await;
+    let refused = tokio::process::Command::new(tool("curl"))
+        .args(["-s", "-w", "\n%{http_code}\n", "-H"])
+        .arg(format!(
+            "authorization: Bearer {}",
+            common::token_for("readme-admin")
+        ))
+        .arg(format!(
+            "http://{}/crm/v4/associations/contacts/companies/labels",
+            server.http_addr
+        ))
+        .output()
+        .await
+        .expect("run curl");
+    let refused = String::from_utf8_lossy(&refused.stdout).into_owned();
+    assert!(refused.trim_end().ends_with("\n403"), "{refused}");
+    assert!(refused.contains("reaches more than one"), "{refused}");
+    run_session(
+        "rest-session",
+        &server,
+        &[("REST_TOKEN", common::token_for("readme-rest"))],
+    )
+    .await;
     server.stop().await;
 }

@@ -1,8 +1,9 @@
-//! The README's sample plugin steps: the `limit_policy` example runs, the
-//! service starts with the README's plugin config (its address replaced by
-//! the plugin's), a limit above the plugin's maximum is refused with its
-//! message and nothing changes, one within it commits and the plugin is
-//! told of it once.
+//! The README's sample plugin steps, for each sample plugin (the Rust
+//! `limit_policy` example, and `examples/python/limit_policy.py` on stubs generated
+//! with grpcio-tools): the plugin runs, the service starts with the README's
+//! plugin config (its address replaced by the plugin's), a limit above the
+//! plugin's maximum is refused with its message and nothing changes, one
+//! within it commits and the plugin is told of it once.
 mod common;
 
 use std::path::PathBuf;
@@ -68,7 +69,23 @@ fn limit(max: i32) -> CreateLimitsRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_sample_plugin_refuses_limits_above_its_maximum() {
-    let mut plugin = tokio::process::Command::new(example_binary())
+    refuses_limits_above_its_maximum(tokio::process::Command::new(example_binary())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sample_plugin_refuses_limits_above_its_maximum() {
+    common::generated_clients("python");
+    let mut python = tokio::process::Command::new(common::python());
+    python.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/python/limit_policy.py"
+    ));
+    refuses_limits_above_its_maximum(python).await;
+}
+
+/// The README's steps with the plugin `command` starts.
+async fn refuses_limits_above_its_maximum(mut command: tokio::process::Command) {
+    let mut plugin = command
         .args(["--addr", "127.0.0.1:0", "--max-limit", "100"])
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)

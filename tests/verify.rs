@@ -298,6 +298,56 @@ async fn verify_of_a_store_that_does_not_exist_exits_2_and_creates_nothing() {
     assert!(!beside.exists(), "nothing was created");
 }
 
+/// `verify` reads whole tables by design, so it logs no slow-statement
+/// warnings: on a store big enough that several of its statements take
+/// longer than sqlx's threshold (1 s; 600,000 rows here take about 10 s
+/// on SQLite), its log holds none.
+async fn verify_logs_no_slow_statements(backend: &str) {
+    let test_store = common::fresh_store(backend).await;
+    common::open(&test_store).await;
+    let rows = match backend {
+        "sqlite" => {
+            "WITH RECURSIVE n(c) AS (SELECT 1 UNION ALL SELECT c + 1 FROM n WHERE c < 150000)
+             INSERT INTO associations (portal_id, from_object_type, from_object_id, to_object_type, to_object_id, category, type_id)
+             SELECT 1, '0-1', c, '0-2', (c * 7 + k * 5003) % 50000 + 1, 1, 279
+             FROM n, (SELECT 1 AS k UNION ALL SELECT 2)"
+        }
+        _ => {
+            "INSERT INTO associations (portal_id, from_object_type, from_object_id, to_object_type, to_object_id, category, type_id)
+             SELECT 1, '0-1', c, '0-2', (c * 7 + k * 5003) % 50000 + 1, 1, 279
+             FROM generate_series(1, 150000) c, generate_series(1, 2) k"
+        }
+    };
+    execute(&test_store.url, rows).await;
+    execute(
+        &test_store.url,
+        "INSERT INTO associations (portal_id, from_object_type, from_object_id, to_object_type, to_object_id, category, type_id)
+         SELECT portal_id, '0-2', to_object_id, '0-1', from_object_id, 1, 280 FROM associations;
+         INSERT INTO association_counts (portal_id, object_type, object_id, category, type_id, count)
+         SELECT portal_id, from_object_type, from_object_id, category, type_id, count(*)
+         FROM associations GROUP BY 1, 2, 3, 4, 5",
+    )
+    .await;
+    // As after any bulk load (the README says so): without statistics,
+    // PostgreSQL plans these reads as nested loops over whole tables.
+    execute(&test_store.url, "ANALYZE").await;
+    let (code, stdout, stderr) = run_verify(&test_store.url);
+    assert_eq!(
+        code,
+        Some(1),
+        "the rows have no feed changes: {stdout}{stderr}"
+    );
+    assert!(
+        stdout.contains("600000 association rows checked"),
+        "{stdout}"
+    );
+    assert!(
+        !stderr.contains("slow statement"),
+        "{backend}: verify logged slow statements: {}",
+        stderr.chars().take(2000).collect::<String>()
+    );
+}
+
 /// `association-service verify` on the store at `url`: (exit code, stdout, stderr).
 fn run_verify(url: &str) -> (Option<i32>, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_association-service"))
@@ -327,6 +377,17 @@ macro_rules! on_both_stores {
             async fn $name() { super::$name("citus").await })*
         }
     };
+}
+
+mod quiet {
+    #[tokio::test(flavor = "multi_thread")]
+    async fn on_sqlite() {
+        super::verify_logs_no_slow_statements("sqlite").await
+    }
+    #[tokio::test(flavor = "multi_thread")]
+    async fn on_postgres() {
+        super::verify_logs_no_slow_statements("postgres").await
+    }
 }
 
 on_both_stores!(

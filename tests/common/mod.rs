@@ -1069,6 +1069,11 @@ impl PrivatePostgres {
         self.ctl(&["-m", mode, "stop"]);
     }
 
+    /// The port the cluster listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// A new empty database on the cluster, by URL.
     pub async fn fresh_database(&self) -> String {
         fresh_database_on(&format!(
@@ -1252,4 +1257,33 @@ pub async fn read_types(
         }
     }
     records
+}
+
+// ------------------------------------------------------------- client stubs
+
+/// Runs `scripts/generate-clients <lang>` once per test process (the stubs
+/// of proto/ in examples/<lang>/gen), failing with what to install.
+pub fn generated_clients(lang: &'static str) {
+    static DONE: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+    if done.contains(&lang) {
+        return;
+    }
+    let repository = env!("CARGO_MANIFEST_DIR");
+    let output = Command::new(format!("{repository}/scripts/generate-clients"))
+        .arg(lang)
+        .output()
+        .expect("run scripts/generate-clients");
+    assert!(
+        output.status.success(),
+        "scripts/generate-clients {lang} failed (./scripts/test installs grpcio-tools into .venv and npm packages into examples/typescript/node_modules): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    done.push(lang);
+}
+
+/// Python 3 (`PYTHON`, or `python3` from the PATH, which `./scripts/test`
+/// starts with `.venv/bin`).
+pub fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
 }

@@ -59,6 +59,8 @@ pub struct SqliteStore {
     /// readers that stall can never take connections from writes.
     scan_pool: SqlitePool,
     retry: RetryPolicy,
+    /// How connections are opened (`verify` opens one of its own).
+    options: SqliteConnectOptions,
 }
 
 impl SqliteStore {
@@ -88,6 +90,7 @@ impl SqliteStore {
             // A stream's statement runs as long as its client reads: not slow.
             .connect_lazy_with(
                 options
+                    .clone()
                     .read_only(true)
                     // Bounded memory per stream: a small page cache, no map.
                     .pragma("cache_size", format!("-{SCAN_CACHE_KIB}"))
@@ -100,6 +103,7 @@ impl SqliteStore {
             pool,
             scan_pool,
             retry: store.retry,
+            options,
         })
     }
 }
@@ -847,10 +851,19 @@ impl Store for SqliteStore {
     }
 
     async fn verify(&self) -> StoreResult<Vec<crate::domain::verify::CheckReport>> {
-        // One deferred transaction reads one snapshot (WAL): the writer goes on.
-        let mut tx = crate::store::begin(&self.pool, None).await?;
-        let reports = crate::store::verify::run::<sqlx::Sqlite>(&mut tx, &VERIFY_DIALECT).await;
-        tx.rollback().await?;
+        // A connection of its own, in one deferred transaction that reads
+        // one snapshot (WAL): the writer goes on. Its statements read whole
+        // tables: slow by design, not worth a warning.
+        let options = self
+            .options
+            .clone()
+            .create_if_missing(false)
+            .log_slow_statements(log::LevelFilter::Off, Duration::MAX);
+        let mut conn: SqliteConnection = options.connect().await?;
+        sqlx::query("BEGIN").execute(&mut conn).await?;
+        let reports = crate::store::verify::run::<sqlx::Sqlite>(&mut conn, &VERIFY_DIALECT).await;
+        let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
+        let _ = sqlx::Connection::close(conn).await;
         reports
     }
 }
