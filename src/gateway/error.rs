@@ -123,7 +123,7 @@ pub fn context(pairs: Vec<(&str, String)>) -> Map<String, Value> {
 const CONTEXT_MOST: usize = 256;
 
 /// A field-level detail of an error (`ErrorDetail` in HubSpot's specs).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     pub message: String,
     /// Where: the parameter, or the path into the JSON body.
@@ -132,7 +132,7 @@ pub struct ErrorDetail {
 }
 
 /// HubSpot's error body (`Error` in its specs).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorBody {
     pub status: &'static str,
@@ -158,7 +158,7 @@ pub struct ErrorBody {
 /// One failed input of a batch (`StandardError` inside a 207), with every
 /// field HubSpot's schema requires: `errors` (no field-level details are
 /// known for an input) and `links` (none) are always there, empty.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ItemError {
     pub status: &'static str,

@@ -31,7 +31,7 @@ pub fn body<T: DeserializeOwned>(bytes: &Bytes) -> GatewayResult<T> {
 }
 
 /// An id as HubSpot clients send it: a JSON string or number.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum IdText {
     Text(String),
@@ -59,19 +59,19 @@ impl IdText {
 }
 
 /// `{"id": "…"}`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 pub struct ObjectId {
     pub id: IdText,
 }
 
 /// `{"inputs": [...]}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Inputs<T> {
     pub inputs: Vec<T>,
 }
 
 /// A batch read input: a record id and, optionally, where to resume it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ReadInput {
     pub id: IdText,
     #[serde(default)]
@@ -79,7 +79,7 @@ pub struct ReadInput {
 }
 
 /// A v4 association spec, as sent.
-#[derive(Clone, Copy, Debug, Deserialize)]
+#[derive(Clone, Copy, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SpecInput {
     pub association_category: CategoryText,
@@ -109,6 +109,25 @@ impl<'de> Deserialize<'de> for CategoryText {
         })
     }
 }
+
+/// HubSpot's category names, as its specs list them.
+fn category_names() -> Vec<&'static str> {
+    (1..=3)
+        .filter_map(Category::from_code)
+        .map(Category::as_str)
+        .collect()
+}
+
+impl utoipa::PartialSchema for CategoryText {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(category_names()))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for CategoryText {}
 
 /// Query parameters in order, repeated ones kept.
 pub struct Query(Vec<(String, String)>);
@@ -165,14 +184,14 @@ pub fn timestamp(time: SystemTime) -> String {
 // ---------------------------------------------------------------- output
 
 /// `{"after": "…", "link": "…"}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NextPage {
     pub after: String,
     pub link: String,
 }
 
 /// `{"next": {…}}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Paging {
     pub next: NextPage,
 }
@@ -189,7 +208,7 @@ impl Paging {
 }
 
 /// `{"results": [...]}` with optional paging.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Collection<T> {
     pub results: Vec<T>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -197,7 +216,7 @@ pub struct Collection<T> {
 }
 
 /// HubSpot's batch envelope; errors turn a 200/201 into a 207.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BatchResponse<T> {
     pub status: &'static str,
@@ -235,11 +254,12 @@ impl<T> BatchResponse<T> {
 
 /// A v4 association type as HubSpot writes it (`label` null when unlabeled);
 /// `TypeWithLabel<&str>` borrows the label from its definition.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TypeWithLabel<L = String> {
     pub category: &'static str,
     pub type_id: i32,
+    #[schema(value_type = Option<String>)]
     pub label: Option<L>,
 }
 
@@ -273,8 +293,19 @@ impl Serialize for IdString {
     }
 }
 
+impl utoipa::PartialSchema for IdString {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[1-9][0-9]*$"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for IdString {}
+
 /// `{"id": "…"}` on output.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IdOut {
     pub id: String,
 }

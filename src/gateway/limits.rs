@@ -8,15 +8,17 @@ use serde::Serialize;
 
 use super::error::{invalid_field, GatewayResult};
 use super::json::{timestamp, Query};
+use super::openapi::{of, Answer, Doc};
 use super::Gateway;
 use crate::domain::limits::DEFAULT_NEAR_FRACTION;
 use crate::domain::{ObjectType, TypeRole};
 use crate::service::LimitUsage;
+use axum::http::StatusCode;
 
 /// Sample records per group, as HubSpot shows them.
 const SAMPLES: u32 = 10;
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectTypeAtLimits {
     object_type_id: String,
@@ -26,7 +28,7 @@ pub struct ObjectTypeAtLimits {
     has_records_near_limit: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ObjectTypesAtLimits {
     results: Vec<ObjectTypeAtLimits>,
 }
@@ -86,14 +88,14 @@ pub async fn records_to(
     Ok(Json(at_limits(&usages, |u| u.def.to)))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AtLimitSample {
     object_id: i64,
     label: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NearLimitSample {
     object_id: i64,
@@ -102,7 +104,7 @@ pub struct NearLimitSample {
     percentage: f64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PairRecords {
     limit: u32,
@@ -160,7 +162,7 @@ pub async fn records_of_pair(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectTypeLabels {
     object_type_id: String,
@@ -179,7 +181,7 @@ impl From<ObjectType> for ObjectTypeLabels {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PairLabels {
     all_labels: Vec<String>,
@@ -190,7 +192,7 @@ pub struct PairLabels {
     percentage: f64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct LabelLimits {
     results: Vec<PairLabels>,
 }
@@ -217,7 +219,7 @@ pub async fn labels(gw: Gateway, RawQuery(raw): RawQuery) -> GatewayResult<Json<
 }
 
 /// `ReportCreationResponse`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReportCreation {
     user_id: i64,
@@ -253,4 +255,45 @@ pub async fn high_usage_report(
         user_email: String::new(),
         enqueue_time: timestamp(enqueued),
     }))
+}
+
+/// What each handler here reads and answers, for the OpenAPI document.
+pub(super) fn api(handler: &str) -> Option<Doc> {
+    let doc = |summary, query, answer| Doc {
+        summary,
+        query,
+        body: None,
+        answer,
+    };
+    Some(match handler {
+        "records_from" => doc(
+            "From-object types with limits, and whether records are at or near them",
+            &[],
+            Answer::Json(StatusCode::OK, of::<ObjectTypesAtLimits>),
+        ),
+        "records_to" => doc(
+            "A from-object type's limited to-object types, and whether records are at or near them",
+            &[],
+            Answer::Json(StatusCode::OK, of::<ObjectTypesAtLimits>),
+        ),
+        "records_of_pair" => doc(
+            "The records at and near a pair's record limit, with samples",
+            &[],
+            Answer::Json(StatusCode::OK, of::<PairRecords>),
+        ),
+        "labels" => doc(
+            "Each pair direction's labels against its label quota",
+            &[
+                ("fromObjectTypeId", "only pairs from this object type"),
+                ("toObjectTypeId", "only pairs to this object type"),
+            ],
+            Answer::Json(StatusCode::OK, of::<LabelLimits>),
+        ),
+        "high_usage_report" => doc(
+            "Make the report of records at or near their limits for a user (the admin plugins deliver it)",
+            &[],
+            Answer::Json(StatusCode::OK, of::<ReportCreation>),
+        ),
+        _ => return None,
+    })
 }

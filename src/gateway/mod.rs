@@ -24,6 +24,7 @@ mod batch;
 pub mod error;
 mod json;
 mod limits;
+pub mod openapi;
 pub mod probes;
 pub mod serve;
 mod v3;
@@ -420,6 +421,37 @@ macro_rules! rest_routes {
             $((stringify!($m), $p, Role::$r),)*
         ];
 
+        /// (method, route pattern, handler) of every REST endpoint, in the
+        /// order of `REST_ROUTES`: what `openapi` describes each by.
+        pub const REST_HANDLERS: &[(&str, &str, &str)] = &[
+            $(
+                (stringify!($v4m), concat!("/crm/v4/associations", $v4p), stringify!($v4h)),
+                (stringify!($v4m), concat!("/crm/associations/v4", $v4p), stringify!($v4h)),
+                (stringify!($v4m), concat!("/crm/associations/2025-09", $v4p), stringify!($v4h)),
+                (stringify!($v4m), concat!("/crm/associations/2026-03", $v4p), stringify!($v4h)),
+                (stringify!($v4m), concat!("/crm/associations/2026-09", $v4p), stringify!($v4h)),
+            )*
+            $(
+                (stringify!($om), concat!("/crm/v4/objects", $op), stringify!($oh)),
+                (stringify!($om), concat!("/crm/objects/2025-09", $op), stringify!($oh)),
+                (stringify!($om), concat!("/crm/objects/2026-03", $op), stringify!($oh)),
+                (stringify!($om), concat!("/crm/objects/2026-09", $op), stringify!($oh)),
+            )*
+            $(
+                (stringify!($rm), concat!("/crm/v3/objects", $rp), stringify!($rh)),
+                (stringify!($rm), concat!("/crm/objects/2025-09", $rp), stringify!($rh)),
+                (stringify!($rm), concat!("/crm/objects/2026-03", $rp), stringify!($rh)),
+                (stringify!($rm), concat!("/crm/objects/2026-09", $rp), stringify!($rh)),
+            )*
+            $(
+                (stringify!($lm), concat!("/crm/v3/limits/associations", $lp), stringify!($lh)),
+                (stringify!($lm), concat!("/crm/limits/2025-09/associations", $lp), stringify!($lh)),
+                (stringify!($lm), concat!("/crm/limits/2026-03/associations", $lp), stringify!($lh)),
+                (stringify!($lm), concat!("/crm/limits/2026-09/associations", $lp), stringify!($lh)),
+            )*
+            $((stringify!($m), $p, stringify!($h)),)*
+        ];
+
         fn endpoints() -> Router<GatewayState> {
             let mut router = Router::new();
             for (method, pattern, _) in REST_ROUTES {
@@ -570,6 +602,7 @@ pub fn router(service: Arc<AssociationService>, access: Access, guards: Guards) 
             state.clone(),
             admit_call,
         ))
+        .route("/openapi.json", axum::routing::get(openapi::serve))
         .fallback(no_route)
         .method_not_allowed_fallback(no_route)
         .layer(bounded)

@@ -13,10 +13,12 @@ use serde_json::{Map, Value};
 
 use super::batch::read_pages;
 use super::error::{GatewayError, GatewayResult};
+use super::json::ReadInput;
 use super::json::{
     body, parse_id, timestamp, BatchResponse, Collection, IdOut, IdText, Inputs, ObjectId, Paging,
     Query,
 };
+use super::openapi::{of, with, Answer, Doc};
 use super::version::{ApiVersion, BatchKind};
 use super::{type_id, BaseUrl, Gateway};
 use crate::domain::{DomainError, ObjectType};
@@ -31,7 +33,7 @@ const OBJECTS_PAGE: u32 = 10;
 const OBJECTS_MAX_PAGE: u32 = 100;
 
 /// `{"id": "…", "type": "contact_to_company"}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AssociatedId {
     pub id: String,
     #[serde(rename = "type")]
@@ -81,7 +83,7 @@ pub async fn record_page(
 }
 
 /// A record as v3 object endpoints show it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ObjectBody {
     id: String,
@@ -233,7 +235,7 @@ pub async fn list_objects(
 }
 
 /// `{"primaryObjectId": "…", "objectIdToMerge": "…"}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct MergeInput {
     primary_object_id: IdText,
@@ -316,7 +318,7 @@ pub async fn archive_one(
 }
 
 /// One from-record's page in a batch read.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct AssociationMulti {
     from: IdOut,
     to: Vec<AssociatedId>,
@@ -344,7 +346,7 @@ pub async fn batch_read(
 }
 
 /// A v3 write input: `{"from": {"id"}, "to": {"id"}, "type": "…"}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct PublicAssociation {
     from: ObjectId,
     to: ObjectId,
@@ -353,7 +355,7 @@ struct PublicAssociation {
 }
 
 /// A created v3 association as HubSpot echoes it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct PublicAssociationOut {
     from: IdOut,
     to: IdOut,
@@ -420,7 +422,7 @@ pub async fn batch_archive(
 }
 
 /// `{"id": "1", "name": "contact_to_company"}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TypeName {
     id: String,
     name: String,
@@ -442,4 +444,103 @@ pub async fn types(
             .collect(),
         paging: None,
     }))
+}
+
+/// What each handler here reads and answers, for the OpenAPI document.
+pub(super) fn api(handler: &str) -> Option<Doc> {
+    let doc = |summary, query, body, answer| Doc {
+        summary,
+        query,
+        body,
+        answer,
+    };
+    const ASSOCIATIONS: (&str, &str) = (
+        "associations",
+        "object types whose associations to include (comma list or repeated)",
+    );
+    Some(match handler {
+        "record_page" => doc(
+            "A record's associations to one object type, a page at a time",
+            &[
+                (
+                    "after",
+                    "where the previous page ended (its paging.next.after)",
+                ),
+                ("limit", "associations per page, 1 to 500 (default 100)"),
+            ],
+            None,
+            Answer::Json(
+                StatusCode::OK,
+                with::<Collection<AssociatedId>, AssociatedId>,
+            ),
+        ),
+        "get_object" => doc(
+            "A record (known through its associations), with its associations",
+            &[ASSOCIATIONS],
+            None,
+            Answer::Json(StatusCode::OK, of::<ObjectBody>),
+        ),
+        "list_objects" => doc(
+            "The records of an object type that hold associations, a page at a time",
+            &[
+                (
+                    "after",
+                    "where the previous page ended (its paging.next.after)",
+                ),
+                ("limit", "records per page, 1 to 100 (default 10)"),
+                ASSOCIATIONS,
+            ],
+            None,
+            Answer::Json(StatusCode::OK, with::<Collection<ObjectBody>, ObjectBody>),
+        ),
+        "merge" => doc(
+            "Merge a record into another: its associations move to the primary",
+            &[],
+            Some(of::<MergeInput>),
+            Answer::Json(StatusCode::OK, of::<ObjectBody>),
+        ),
+        "create_one" => doc(
+            "Associate two records with one type, named",
+            &[],
+            None,
+            Answer::Json(StatusCode::OK, of::<ObjectBody>),
+        ),
+        "archive_one" => doc(
+            "Remove one association type, named, between two records",
+            &[],
+            None,
+            Answer::NoContent,
+        ),
+        "batch_read" => doc(
+            "Read a page of associations for each input record",
+            &[],
+            Some(with::<Inputs<ReadInput>, ReadInput>),
+            Answer::Batch(
+                BatchKind::Read,
+                with::<BatchResponse<AssociationMulti>, AssociationMulti>,
+            ),
+        ),
+        "batch_create" => doc(
+            "Create associations of named types, per input",
+            &[],
+            Some(with::<Inputs<PublicAssociation>, PublicAssociation>),
+            Answer::Batch(
+                BatchKind::Create,
+                with::<BatchResponse<PublicAssociationOut>, PublicAssociationOut>,
+            ),
+        ),
+        "batch_archive" => doc(
+            "Remove associations of named types, per input",
+            &[],
+            Some(with::<Inputs<PublicAssociation>, PublicAssociation>),
+            Answer::NoContent,
+        ),
+        "types" => doc(
+            "The association types between two object types",
+            &[],
+            None,
+            Answer::Json(StatusCode::OK, with::<Collection<TypeName>, TypeName>),
+        ),
+        _ => return None,
+    })
 }

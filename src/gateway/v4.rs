@@ -12,10 +12,12 @@ use serde::{Deserialize, Serialize};
 
 use super::batch::read_pages;
 use super::error::{GatewayError, GatewayResult};
+use super::json::ReadInput;
 use super::json::{
     body, parse_id, BatchResponse, Collection, IdOut, IdString, Inputs, ObjectId, Paging, Query,
     SpecInput, TypeWithLabel,
 };
+use super::openapi::{of, with, Answer, Doc};
 use super::version::{ApiVersion, BatchKind};
 use super::{type_id, BaseUrl, Gateway};
 use crate::domain::{TypeDef, TypeKey, TypeRole};
@@ -26,11 +28,12 @@ const V4_PAGE: u32 = 500;
 
 /// One associated record with all its types, written straight from the
 /// record (no copy of its types).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct MultiAssociated<'a> {
     to_object_id: IdString,
     #[serde(serialize_with = "labelled_types")]
+    #[schema(value_type = Vec<TypeWithLabel>)]
     association_types: &'a [TypeDef],
 }
 
@@ -96,7 +99,7 @@ pub async fn record_page(
 }
 
 /// `LabelsBetweenObjectPair`: the labels two records hold after a write.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct LabelsBetween {
     from_object_type_id: String,
@@ -175,7 +178,7 @@ pub async fn archive_pair(
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct SpecOut {
     association_category: &'static str,
@@ -183,7 +186,7 @@ struct SpecOut {
 }
 
 /// `PublicDefaultAssociation`: one per direction of the unlabeled type.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct DefaultAssociation {
     from: IdOut,
@@ -237,10 +240,11 @@ pub async fn create_default(
 }
 
 /// One from-record's page in a v4 batch read.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct MultiWithLabel {
     from: IdOut,
     #[serde(serialize_with = "multi_records")]
+    #[schema(value_type = Vec<MultiAssociated<'static>>)]
     to: Vec<AssociatedRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
     paging: Option<Paging>,
@@ -269,7 +273,7 @@ pub async fn batch_read(
 }
 
 /// `{"from": {"id"}, "to": {"id"}, "types": [spec…]}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct MultiPost {
     from: ObjectId,
     to: ObjectId,
@@ -317,7 +321,7 @@ pub async fn batch_create(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct PairInput {
     from: ObjectId,
     to: ObjectId,
@@ -348,7 +352,7 @@ pub async fn batch_create_default(
     Ok(Json(BatchResponse::new(started, results, &outcome.errors)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct MultiArchive {
     from: ObjectId,
     to: Vec<ObjectId>,
@@ -406,4 +410,93 @@ pub async fn batch_archive_labels(
         .archive_labels(gw.pair(&from, &to)?, &inputs)
         .await?;
     archived(version, started, outcome)
+}
+
+/// What each handler here reads and answers, for the OpenAPI document.
+pub(super) fn api(handler: &str) -> Option<Doc> {
+    let doc = |summary, query, body, answer| Doc {
+        summary,
+        query,
+        body,
+        answer,
+    };
+    const PAGE: &[(&str, &str)] = &[
+        (
+            "after",
+            "where the previous page ended (its paging.next.after)",
+        ),
+        ("limit", "records per page, 1 to 500 (default 500)"),
+    ];
+    Some(match handler {
+        "record_page" => doc(
+            "A record's associated records of one object type, a page at a time",
+            PAGE,
+            None,
+            Answer::Json(
+                StatusCode::OK,
+                with::<Collection<MultiAssociated<'static>>, MultiAssociated<'static>>,
+            ),
+        ),
+        "create_labelled" => doc(
+            "Associate two records with the given types (labels)",
+            &[],
+            Some(with::<Vec<SpecInput>, SpecInput>),
+            Answer::Json(StatusCode::CREATED, of::<LabelsBetween>),
+        ),
+        "archive_pair" => doc(
+            "Remove every association type between two records",
+            &[],
+            None,
+            Answer::NoContent,
+        ),
+        "create_default" => doc(
+            "Associate two records with the pair's default (unlabeled) type",
+            &[],
+            None,
+            Answer::Json(
+                StatusCode::OK,
+                with::<BatchResponse<DefaultAssociation>, DefaultAssociation>,
+            ),
+        ),
+        "batch_read" => doc(
+            "Read a page of associated records for each input record",
+            &[],
+            Some(with::<Inputs<ReadInput>, ReadInput>),
+            Answer::Batch(
+                BatchKind::Read,
+                with::<BatchResponse<MultiWithLabel>, MultiWithLabel>,
+            ),
+        ),
+        "batch_create" => doc(
+            "Create associations with the given types, per input",
+            &[],
+            Some(with::<Inputs<MultiPost>, MultiPost>),
+            Answer::Batch(
+                BatchKind::Create,
+                with::<BatchResponse<LabelsBetween>, LabelsBetween>,
+            ),
+        ),
+        "batch_create_default" => doc(
+            "Create default (unlabeled) associations, per input pair",
+            &[],
+            Some(with::<Inputs<PairInput>, PairInput>),
+            Answer::Json(
+                StatusCode::OK,
+                with::<BatchResponse<DefaultAssociation>, DefaultAssociation>,
+            ),
+        ),
+        "batch_archive" => doc(
+            "Remove every association type between each input's records",
+            &[],
+            Some(with::<Inputs<MultiArchive>, MultiArchive>),
+            Answer::Batch(BatchKind::Void, with::<BatchResponse<()>, ()>),
+        ),
+        "batch_archive_labels" => doc(
+            "Remove the given types (labels) between each input's records",
+            &[],
+            Some(with::<Inputs<MultiPost>, MultiPost>),
+            Answer::Batch(BatchKind::Void, with::<BatchResponse<()>, ()>),
+        ),
+        _ => return None,
+    })
 }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{invalid_field, GatewayResult};
 use super::json::{body, BatchResponse, CategoryText, Collection, Inputs, TypeWithLabel};
+use super::openapi::{of, with, Answer, Doc};
 use super::version::{ApiVersion, BatchKind};
 use super::Gateway;
 use crate::domain::limits::{LimitChange, LimitMode};
@@ -33,7 +34,7 @@ fn labels(defs: &[TypeDef]) -> Collection<TypeWithLabel> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct LabelCreate {
     label: String,
@@ -62,7 +63,7 @@ pub async fn create_label(
     Ok(Json(labels(&defs)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct LabelUpdate {
     association_type_id: i32,
@@ -110,7 +111,7 @@ pub async fn delete_label(
 // ---------------------------------------------------------------- limits
 
 /// `PublicAssociationDefinitionUserConfiguration`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LimitOut {
     category: &'static str,
@@ -155,7 +156,7 @@ pub async fn pair_limits(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct LimitInput {
     category: CategoryText,
@@ -163,7 +164,7 @@ struct LimitInput {
     max_to_object_ids: i64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct SpecKey {
     category: CategoryText,
@@ -220,7 +221,7 @@ pub async fn create_limits(
 }
 
 /// `PublicAssociationDefinitionConfigurationUpdateResult` (no label).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct LimitUpdated {
     category: &'static str,
@@ -280,4 +281,71 @@ pub async fn purge_limits(
         .purge_limits(gw.actor(), gw.pair(&from, &to)?, &keys)
         .await?;
     Ok(version.batch(BatchKind::Void, BatchResponse::<()>::void(started)))
+}
+
+/// What each handler here reads and answers, for the OpenAPI document.
+pub(super) fn api(handler: &str) -> Option<Doc> {
+    let doc = |summary, body, answer| Doc {
+        summary,
+        query: &[],
+        body,
+        answer,
+    };
+    Some(match handler {
+        "list_labels" => doc(
+            "The association types (labels) between two object types",
+            None,
+            Answer::Json(
+                StatusCode::OK,
+                with::<Collection<TypeWithLabel>, TypeWithLabel>,
+            ),
+        ),
+        "create_label" => doc(
+            "Create a label (and its inverse, when given)",
+            Some(of::<LabelCreate>),
+            Answer::Json(
+                StatusCode::OK,
+                with::<Collection<TypeWithLabel>, TypeWithLabel>,
+            ),
+        ),
+        "update_label" => doc(
+            "Rename a label (and its inverse)",
+            Some(of::<LabelUpdate>),
+            Answer::NoContent,
+        ),
+        "delete_label" => doc(
+            "Delete a label, with every association of its type",
+            None,
+            Answer::NoContent,
+        ),
+        "all_limits" => doc(
+            "Every association type with an admin limit, of every pair",
+            None,
+            Answer::Json(StatusCode::OK, with::<Collection<LimitOut>, LimitOut>),
+        ),
+        "pair_limits" => doc(
+            "The association types of a pair and their admin limits",
+            None,
+            Answer::Json(StatusCode::OK, with::<Collection<LimitOut>, LimitOut>),
+        ),
+        "create_limits" => doc(
+            "Set admin limits on types without one",
+            Some(with::<Inputs<LimitInput>, LimitInput>),
+            Answer::Batch(BatchKind::Create, with::<BatchResponse<LimitOut>, LimitOut>),
+        ),
+        "update_limits" => doc(
+            "Change admin limits",
+            Some(with::<Inputs<LimitInput>, LimitInput>),
+            Answer::Batch(
+                BatchKind::Read,
+                with::<BatchResponse<LimitUpdated>, LimitUpdated>,
+            ),
+        ),
+        "purge_limits" => doc(
+            "Remove admin limits",
+            Some(with::<Inputs<SpecKey>, SpecKey>),
+            Answer::Batch(BatchKind::Void, with::<BatchResponse<()>, ()>),
+        ),
+        _ => return None,
+    })
 }

@@ -1,7 +1,8 @@
 //! Golden REST sessions: runs scripted calls against a server, normalizes
 //! what varies per run, checks 207 error items for the fields HubSpot's
-//! `StandardError` requires, and compares with (or, with
-//! `UPDATE_GOLDEN=1`, rewrites) a file under tests/golden.
+//! `StandardError` requires, holds every answer (and the body of every call
+//! that succeeded) to the gateway's own OpenAPI document, and compares
+//! with (or, with `UPDATE_GOLDEN=1`, rewrites) a file under tests/golden.
 use std::net::SocketAddr;
 
 use serde_json::{json, Value};
@@ -16,6 +17,7 @@ pub type Step<'a> = (&'a str, &'a str, Option<&'a str>, bool);
 /// answers to `file` (relative to the crate).
 pub async fn check_session(addr: SocketAddr, steps: &[Step<'_>], file: &str) {
     let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
+    let document = OpenApi::fetch(addr).await;
     let mut recorded = Vec::new();
     for &(method, path, body, record) in steps {
         let answer = http(addr, method, path, body).await;
@@ -25,6 +27,7 @@ pub async fn check_session(addr: SocketAddr, steps: &[Step<'_>], file: &str) {
             answer.status,
             answer.body
         );
+        document.check(method, path, body, answer.status, &answer.body);
         if !record {
             assert!(
                 answer.status < 300,
@@ -185,4 +188,123 @@ pub fn standard_errors_lacking_required_fields(value: &Value) -> Vec<(Value, Vec
         _ => {}
     }
     lacking
+}
+
+/// The gateway's OpenAPI document (`GET /openapi.json`), to hold live
+/// answers to.
+pub struct OpenApi {
+    document: Value,
+    /// (route pattern, its segments) of every path.
+    patterns: Vec<(String, Vec<String>)>,
+    checked: std::sync::atomic::AtomicUsize,
+}
+
+impl OpenApi {
+    pub async fn fetch(addr: SocketAddr) -> OpenApi {
+        let answer = http(addr, "GET", "/openapi.json", None).await;
+        assert_eq!(answer.status, 200, "GET /openapi.json: {}", answer.body);
+        let document: Value = serde_json::from_str(&answer.body).expect("the document is JSON");
+        let patterns = document["paths"]
+            .as_object()
+            .expect("paths")
+            .keys()
+            .map(|p| (p.clone(), p.split('/').map(str::to_string).collect()))
+            .collect();
+        OpenApi {
+            document,
+            patterns,
+            checked: Default::default(),
+        }
+    }
+
+    /// How many answers were held to the document.
+    pub fn checked(&self) -> usize {
+        self.checked.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The route pattern `path` (query dropped) matches: of those whose
+    /// segments match it, the one with most literal segments.
+    pub fn pattern(&self, path: &str) -> Option<&str> {
+        let path = path.split('?').next().unwrap_or(path);
+        let segments: Vec<&str> = path.split('/').collect();
+        self.patterns
+            .iter()
+            .filter(|(_, p)| {
+                p.len() == segments.len()
+                    && p.iter()
+                        .zip(&segments)
+                        .all(|(p, s)| p.starts_with('{') || p == s)
+            })
+            .max_by_key(|(_, p)| p.iter().filter(|p| !p.starts_with('{')).count())
+            .map(|(pattern, _)| pattern.as_str())
+    }
+
+    /// Holds one answer to the document: a documented status (or the
+    /// operation's default) with a body its schema accepts, no body where
+    /// it documents none; a call that succeeded sent a body the operation's
+    /// request schema accepts. A path or method the gateway does not serve
+    /// answers HubSpot's error body.
+    pub fn check(&self, method: &str, path: &str, request: Option<&str>, status: u16, body: &str) {
+        self.checked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let call = format!("{method} {path} ({status})");
+        let components = &self.document["components"];
+        let operation = self
+            .pattern(path)
+            .map(|p| &self.document["paths"][p][method.to_ascii_lowercase()])
+            .filter(|o| o.is_object());
+        let Some(operation) = operation else {
+            assert!((400..500).contains(&status), "{call}: an unserved call");
+            let error = json!({"$ref": "#/components/schemas/ErrorBody"});
+            holds(&error, components, body, &call);
+            return;
+        };
+        let responses = &operation["responses"];
+        let response = match &responses[status.to_string()] {
+            Value::Null => &responses["default"],
+            documented => documented,
+        };
+        assert!(
+            response.is_object() && (status >= 400 || responses.get(status.to_string()).is_some()),
+            "{call}: the document gives no {status} answer for {method} {}",
+            self.pattern(path).unwrap_or(path)
+        );
+        match response["content"]["application/json"].get("schema") {
+            Some(schema) => holds(schema, components, body, &call),
+            None => assert!(body.is_empty(), "{call}: documented without a body: {body}"),
+        }
+        if (200..300).contains(&status) {
+            if let Some(schema) =
+                operation["requestBody"]["content"]["application/json"].get("schema")
+            {
+                holds(
+                    schema,
+                    components,
+                    request.unwrap_or("null"),
+                    &format!("{call} request"),
+                );
+            }
+        }
+    }
+}
+
+/// Fails unless `text` is JSON that `schema` (refs into `components`)
+/// accepts.
+fn holds(schema: &Value, components: &Value, text: &str, call: &str) {
+    let instance: Value =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("{call}: not JSON ({e}): {text}"));
+    let mut root = schema.clone();
+    if let Value::Object(map) = &mut root {
+        map.insert("components".into(), components.clone());
+    }
+    let validator = jsonschema::draft202012::new(&root)
+        .unwrap_or_else(|e| panic!("{call}: the document's schema does not compile: {e}"));
+    let errors: Vec<String> = validator
+        .iter_errors(&instance)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{call}: the answer does not hold to the OpenAPI document: {errors:#?}\n{text}"
+    );
 }
