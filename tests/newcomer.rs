@@ -6,7 +6,9 @@
 //! copies match and a second import changes nothing. Then the README's
 //! PostgreSQL path, line by line, on a throwaway server with nothing on it:
 //! `createdb`, `migrate`, `serve` (with an import), `VACUUM (ANALYZE)` and
-//! `verify`.
+//! `verify`. Last, the README's Python plugin: generated, started, and
+//! registered with the installed service, it refuses the README's limit
+//! with the message the README shows.
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -156,6 +158,97 @@ async fn install_import_and_export_round_trips_with_string_ids() {
     }
     server.terminate();
     postgres_path(&binary, work.path()).await;
+    python_plugin(&binary, work.path()).await;
+}
+
+/// The README's Python plugin lines and the refusal it shows, run as
+/// written (the plugin on a free port, the service on the installed binary
+/// with the README's plugin config).
+async fn python_plugin(binary: &Path, dir: &Path) {
+    use tokio::io::AsyncBufReadExt;
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let plugin_section = &readme[readme.find("## Admin plugins").expect("a plugin section")..];
+    let generate = plugin_section
+        .lines()
+        .find(|l| l.starts_with("scripts/generate-clients python"))
+        .expect("the README generates the Python stubs");
+    let start = plugin_section
+        .lines()
+        .find(|l| l.starts_with("python3 examples/python/limit_policy.py"))
+        .expect("the README starts the Python plugin")
+        .replace("127.0.0.1:9000", "127.0.0.1:0");
+    let repository = env!("CARGO_MANIFEST_DIR");
+    let generated = tokio::process::Command::new("sh")
+        .args(["-c", generate])
+        .current_dir(repository)
+        .output()
+        .await
+        .expect("run the generator");
+    assert!(generated.status.success(), "{}", stderr(&generated));
+    let mut plugin = tokio::process::Command::new("sh")
+        .args(["-c", &format!("exec {start}")])
+        .current_dir(repository)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the Python plugin");
+    let mut lines = tokio::io::BufReader::new(plugin.stdout.take().unwrap()).lines();
+    let listening = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the plugin says where it listens within 30 s")
+        .expect("its output")
+        .expect("a line");
+    let addr = listening
+        .strip_prefix("limit-policy listening on ")
+        .unwrap_or_else(|| panic!("{listening}"))
+        .to_string();
+
+    let config_at = plugin_section
+        .find("<!-- sample-plugin-config -->")
+        .expect("the README shows the plugin's config");
+    let block = &plugin_section[config_at..];
+    let body = block.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let config = &block[body..body + block[body..].find("```").expect("closed")];
+    let config_file = dir.join("plugin.toml");
+    std::fs::write(&config_file, config.replace("127.0.0.1:9000", &addr)).unwrap();
+    let store = format!("sqlite://{}/plugin.db", dir.display());
+    let server = ServerProcess::start_binary(
+        binary,
+        &store,
+        &[("ASSOC_CONFIG", config_file.to_str().unwrap())],
+    )
+    .await;
+
+    // The README's refused CreateLimits call and the message it shows.
+    let refused_block = plugin_section
+        .split("```sh\n")
+        .map(|b| &b[..b.find("```").unwrap_or(b.len())])
+        .find(|b| b.contains("# ERROR: Code: PermissionDenied"))
+        .expect("the README shows the plugin's refusal");
+    let command: String = refused_block
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("127.0.0.1:50051", server.grpc.trim_start_matches("http://"));
+    let message = refused_block
+        .lines()
+        .find_map(|l| l.strip_prefix("#   Message: "))
+        .expect("the refusal's message");
+    let grpcurl = tokio::process::Command::new("sh")
+        .args(["-c", &command])
+        .output()
+        .await
+        .expect("run grpcurl");
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&grpcurl.stdout),
+        stderr(&grpcurl)
+    );
+    assert!(shown.contains("Code: PermissionDenied"), "{shown}");
+    assert!(shown.contains(&format!("Message: {message}")), "{shown}");
+    server.terminate();
 }
 
 /// The shell lines of the README's PostgreSQL path (comments dropped).
