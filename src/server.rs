@@ -346,6 +346,7 @@ pub async fn serve(
             calls: Arc::clone(&grpc_calls),
             body_timeout,
             recheck: settings.auth.reload_interval(),
+            request_timeout,
         }));
     let forgetting = tokio::spawn(async move {
         let mut every_minute = tokio::time::interval(Duration::from_secs(60));
@@ -357,8 +358,9 @@ pub async fn serve(
         }
     });
     let millis = Duration::from_millis;
+    // The request timeout is the guard's (an import is bounded by its
+    // progress, not its length).
     let grpc = tonic::transport::Server::builder()
-        .timeout(request_timeout)
         .max_concurrent_streams(settings.server.max_streams_per_connection)
         .http2_max_header_list_size(settings.server.max_header_bytes)
         .http2_keepalive_interval(Some(millis(settings.server.http2_keepalive_interval_ms)))

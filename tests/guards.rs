@@ -376,3 +376,82 @@ async fn a_caller_past_its_stream_cap_waits_for_one_to_close() {
     drop((second, others, again));
     server.stop().await;
 }
+
+/// `server.request_timeout_ms` bounds a call's time to its answer, but an
+/// import only by its progress: with the store's write lock held past the
+/// timeout, a create is cut off (`UNAVAILABLE`, `CALL_TIMEOUT`) while an
+/// import that waits as long goes on and stores every row once the lock is
+/// released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_is_bounded_by_its_progress_not_the_request_timeout() {
+    use association_service::proto::{
+        AssociationInput, CreateAssociationsRequest, ImportAssociationsResponse, ImportRow,
+    };
+    use sqlx::Connection;
+    const TIMEOUT_MS: u64 = 300;
+    let server = TestServer::start("sqlite", |s| s.server.request_timeout_ms = TIMEOUT_MS).await;
+    let mut write = AssociationWriteClient::new(server.channel().await);
+    let mut lock = sqlx::SqliteConnection::connect(&server.store.url)
+        .await
+        .expect("connect");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut lock)
+        .await
+        .expect("take the write lock");
+
+    let refused = write
+        .create_associations(CreateAssociationsRequest {
+            portal_id: 1,
+            from_object_type: "contacts".into(),
+            to_object_type: "companies".into(),
+            inputs: vec![AssociationInput {
+                from_id: 1,
+                to_id: 2,
+                types: vec![],
+            }],
+        })
+        .await
+        .expect_err("the create waits on the lock past the timeout");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert_eq!(
+        refused
+            .get_error_details()
+            .error_info()
+            .map(|i| i.reason.as_str()),
+        Some("crm.associations.CALL_TIMEOUT")
+    );
+
+    let rows: Vec<ImportRow> = (1..=3)
+        .map(|n| ImportRow {
+            line: n,
+            from_object_type: "contacts".into(),
+            from_object_id: 10 + n as i64,
+            to_object_type: "companies".into(),
+            to_object_id: 20,
+            ..Default::default()
+        })
+        .collect();
+    let (sender, pending) = tokio::sync::mpsc::channel::<ImportAssociationsRequest>(1);
+    let import = tokio::spawn(async move {
+        write
+            .import_associations(tokio_stream::wrappers::ReceiverStream::new(pending))
+            .await
+            .map(|r| r.into_inner())
+    });
+    sender
+        .send(ImportAssociationsRequest { portal_id: 1, rows })
+        .await
+        .expect("the import takes its rows");
+    drop(sender);
+    // Held three times the request timeout (the time to outlast, not a
+    // wait for an event).
+    tokio::time::sleep(std::time::Duration::from_millis(3 * TIMEOUT_MS)).await;
+    assert!(!import.is_finished(), "the import waits for the lock");
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    let summary: ImportAssociationsResponse = import
+        .await
+        .unwrap()
+        .expect("the import outlasts the request timeout");
+    assert_eq!((summary.rows, summary.created, summary.failed), (3, 3, 0));
+    server.stop().await;
+}

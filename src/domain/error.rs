@@ -138,6 +138,8 @@ pub enum DomainError {
         "The request did not arrive in time: its body must arrive whole within {timeout_ms} ms"
     )]
     RequestTooSlow { timeout_ms: u64 },
+    #[error("The call took longer than the service allows ({timeout_ms} ms): try again, or in smaller parts")]
+    CallTooSlow { timeout_ms: u64 },
     #[error("This replica is shutting down: call again (another replica answers), resuming a stream with the cursor of its last chunk")]
     ShuttingDown,
     #[error("No {} is associated with {} {from_id}.", .to.singular_name(), .from.singular_name())]
@@ -198,6 +200,7 @@ impl DomainError {
             | DomainError::TooManyCalls { .. } => ErrorKind::ResourceExhausted,
             DomainError::StreamStalled { .. } => ErrorKind::Aborted,
             DomainError::RequestTooSlow { .. } => ErrorKind::InvalidArgument,
+            DomainError::CallTooSlow { .. } => ErrorKind::Unavailable,
             DomainError::Overloaded | DomainError::ShuttingDown => ErrorKind::Unavailable,
             DomainError::LimitAlreadySet(_) | DomainError::LabelExists(_) => ErrorKind::Conflict,
             DomainError::ChangeDenied { .. } => ErrorKind::Denied,
@@ -242,6 +245,7 @@ impl DomainError {
             DomainError::TooManyCalls { .. } => "crm.associations.TOO_MANY_CALLS",
             DomainError::StreamStalled { .. } => "crm.associations.STREAM_STALLED",
             DomainError::RequestTooSlow { .. } => "crm.associations.REQUEST_TIMEOUT",
+            DomainError::CallTooSlow { .. } => "crm.associations.CALL_TIMEOUT",
             DomainError::ShuttingDown => "crm.associations.SHUTTING_DOWN",
             DomainError::NoAssociations { .. } => "crm.associations.NO_ASSOCIATIONS_FOUND",
             DomainError::ObjectNotFound { .. } => "crm.objects.OBJECT_NOT_FOUND",

@@ -76,6 +76,10 @@ pub struct Guard {
     pub body_timeout: Duration,
     /// How often an open stream's credentials are checked again.
     pub recheck: Duration,
+    /// Longest time to a call's answer, except for calls that take a stream
+    /// of requests (an import), which are bounded by their progress: each
+    /// message within `body_timeout` of the one before.
+    pub request_timeout: Duration,
 }
 
 impl AuthLayer {
@@ -205,8 +209,22 @@ where
             extensions.insert(Arc::clone(&guard.admission));
         }
         let answer = self.inner.call(request);
+        let deadline = (!client_streaming(&path)).then_some(guard.request_timeout);
         Box::pin(async move {
-            let response = answer.await.map_err(Into::into)?;
+            let answer = match deadline {
+                Some(deadline) => match tokio::time::timeout(deadline, answer).await {
+                    Ok(answer) => answer,
+                    Err(_) => {
+                        crate::admission::refused("call_timeout");
+                        let timeout_ms = deadline.as_millis() as u64;
+                        return Ok(
+                            Status::from(DomainError::CallTooSlow { timeout_ms }).into_http()
+                        );
+                    }
+                },
+                None => answer.await,
+            };
+            let response = answer.map_err(Into::into)?;
             drop((call, portal_slot));
             if let Some(detail) = undecodable(&response) {
                 return Ok(Status::from(DomainError::InvalidArgument(format!(

@@ -72,11 +72,12 @@ pub const STREAMS: [&str; 6] = [
     "near_limit",
 ];
 /// Why calls and streams are refused or ended (`overload_refusals`).
-pub const OVERLOAD_REASONS: [&str; 6] = [
+pub const OVERLOAD_REASONS: [&str; 7] = [
     "caller_share",
     "portal_share",
     "total",
     "body_timeout",
+    "call_timeout",
     "stream_stalled",
     "credentials_ended",
 ];
