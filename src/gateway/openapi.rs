@@ -108,7 +108,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         let mut operation = OperationBuilder::new()
             .operation_id(Some(operation_id(method, pattern)))
             .summary(Some(doc.summary))
-            .tag(version_tag(pattern));
+            .tag(version.segment());
         for name in path_parameters(pattern) {
             operation = operation.parameter(
                 ParameterBuilder::new()
@@ -246,18 +246,6 @@ fn operation_id(method: &str, pattern: &str) -> String {
         .join("_")
 }
 
-/// The version segment a path names (`v3`, `2026-03`, …), as its tag.
-fn version_tag(pattern: &str) -> String {
-    pattern
-        .split('/')
-        .find(|s| {
-            s.starts_with('v') && s[1..].chars().all(|c| c.is_ascii_digit()) && s.len() > 1
-                || s.len() == 7 && s.as_bytes()[4] == b'-'
-        })
-        .unwrap_or("other")
-        .to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,11 +300,9 @@ mod tests {
 
     #[test]
     fn tags_name_the_version() {
-        assert_eq!(version_tag("/crm/v4/associations/{from}/{to}/labels"), "v4");
-        assert_eq!(version_tag("/crm/objects/2026-03/{object_type}"), "2026-03");
-        assert_eq!(
-            version_tag("/crm/limits/2025-09/associations/labels"),
-            "2025-09"
-        );
+        let tag = |p| ApiVersion::of_path(p).unwrap().segment();
+        assert_eq!(tag("/crm/v4/associations/{from}/{to}/labels"), "v4");
+        assert_eq!(tag("/crm/objects/2026-03/{object_type}"), "2026-03");
+        assert_eq!(tag("/crm/limits/2025-09/associations/labels"), "2025-09");
     }
 }

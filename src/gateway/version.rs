@@ -60,6 +60,15 @@ impl ApiVersion {
             })
     }
 
+    /// The path segment that names this version (`v4`, `2026-03`, …).
+    pub fn segment(self) -> &'static str {
+        SEGMENTS
+            .iter()
+            .find(|(_, v)| *v == self)
+            .map(|(s, _)| *s)
+            .expect("every version has a segment")
+    }
+
     /// Where this version's record paths start, for links and `Location`.
     pub fn objects_prefix(self) -> &'static str {
         match self {
