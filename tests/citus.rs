@@ -244,3 +244,141 @@ async fn a_portal_moves_and_is_isolated_while_written_and_read() {
         "after the move and the isolation",
     );
 }
+
+/// The ids of a portal's changes, in order.
+async fn change_ids(conn: &mut sqlx::PgConnection, portal: i64) -> Vec<i64> {
+    sqlx::query_scalar("SELECT id FROM association_changes WHERE portal_id = $1 ORDER BY id")
+        .bind(portal)
+        .fetch_all(conn)
+        .await
+        .unwrap()
+}
+
+/// Every write of a portal runs on the worker that holds it: each of its
+/// changes draws its id there (the coordinator's sequence is never drawn
+/// from). After the portal's shard moves to a worker whose ids start lower,
+/// its changes draw lower ids than the ones they followed, and the feed
+/// still numbers them in commit order: create, archive, create, archive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_run_where_the_portal_is_and_keep_commit_order_across_a_move() {
+    use association_service::domain::feed::{ChangeKind, FeedStart};
+    use association_service::domain::ObjectType;
+    use association_service::service::AssociationInput;
+    use association_service::store::{PostgresStore, RetryPolicy, StoreOptions, TypeFilter};
+
+    let (svc, test_store) = common::service("citus", common::settings(10_000, 50)).await;
+    let mut conn = sqlx::PgConnection::connect(&test_store.url).await.unwrap();
+    let functions: Vec<(String, Option<i32>, bool)> = sqlx::query_as(
+        "SELECT p.proname::text, o.distribution_argument_index, o.force_delegation IS TRUE
+         FROM pg_catalog.pg_dist_object o JOIN pg_proc p ON p.oid = o.objid
+         WHERE o.classid = 'pg_proc'::regclass AND p.proname LIKE 'association%' ORDER BY 1",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        functions,
+        [
+            ("association_apply".to_string(), Some(0), true),
+            ("association_archive".into(), Some(0), false),
+            ("association_archive_rows".into(), None, false),
+            ("association_change_order".into(), None, false),
+            ("association_create_presumed".into(), Some(0), false),
+            ("association_type_order".into(), None, false),
+        ]
+    );
+    // The workers by group, which is where each node's ids start (group << 48).
+    let workers: Vec<(i32, i32)> = sqlx::query_as(
+        "SELECT nodeport, groupid FROM pg_dist_node WHERE groupid > 0 ORDER BY groupid",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    let ((low_port, low_group), (high_port, high_group)) = (workers[0], workers[1]);
+    let mut portal = 1;
+    while placement(&mut conn, portal).await.1 != high_port {
+        portal += 1;
+    }
+    let range = |group: i32| (i64::from(group) << 48)..(i64::from(group + 1) << 48);
+    let pair = || common::pair(portal, "deals", "contacts");
+    let input = || AssociationInput {
+        from_id: 1,
+        to_id: 2,
+        types: vec![],
+    };
+
+    // A create by the one call, on the higher worker; left unnumbered.
+    let created = svc.create(pair(), &[input()]).await.unwrap();
+    assert!(created.errors.is_empty(), "{:?}", created.errors);
+    let first = change_ids(&mut conn, portal).await;
+    assert_eq!(first.len(), 2, "both directions logged: {first:?}");
+    assert!(
+        first.iter().all(|id| range(high_group).contains(id)),
+        "drawn on the worker of group {high_group}: {first:?}"
+    );
+
+    // The shard moves to the lower worker.
+    let (shard, _) = placement(&mut conn, portal).await;
+    sqlx::query(
+        "SELECT citus_move_shard_placement($1, '127.0.0.1', $2, '127.0.0.1', $3,
+                                           shard_transfer_mode => 'block_writes')",
+    )
+    .bind(shard)
+    .bind(high_port)
+    .bind(low_port)
+    .execute(&mut conn)
+    .await
+    .expect("move the portal's shard");
+    assert_eq!(placement(&mut conn, portal).await, (shard, low_port));
+
+    // An archive by the one call, a create, and an archive by the full flow.
+    svc.archive(pair(), &[(1, vec![2])]).await.unwrap();
+    let created = svc.create(pair(), &[input()]).await.unwrap();
+    assert!(created.errors.is_empty(), "{:?}", created.errors);
+    let options = StoreOptions {
+        max_connections: 2,
+        retry: RetryPolicy::default(),
+        acquire_timeout: std::time::Duration::from_secs(5),
+        statement_timeout: std::time::Duration::from_secs(30),
+        create_if_missing: false,
+    };
+    let store = PostgresStore::connect(&test_store.url, &options)
+        .await
+        .unwrap();
+    let deals = ObjectType::parse("deals").unwrap();
+    let contacts = ObjectType::parse("contacts").unwrap();
+    let removed = store
+        .archive_by_flow(portal, deals, contacts, &[(1, 2)], &TypeFilter::All)
+        .await
+        .unwrap();
+    assert_eq!(removed, 2);
+    let all = change_ids(&mut conn, portal).await;
+    assert_eq!(all.len(), 8, "{all:?}");
+    assert!(
+        all[..6].iter().all(|id| range(low_group).contains(id)) && all[6..] == first[..],
+        "the later changes drew lower ids, on the worker of group {low_group}: {all:?}"
+    );
+    let coordinator: i64 = sqlx::query_scalar("SELECT last_value FROM association_changes_id_seq")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        coordinator < 1 << 48,
+        "no change drew its id on the coordinator: {coordinator}"
+    );
+
+    // The feed: numbered in id order, in commit order.
+    let mut receiver = svc.watch_changes(portal, FeedStart::Beginning).await.unwrap();
+    let mut kinds = Vec::new();
+    while kinds.len() < 8 {
+        let chunk = receiver.recv().await.unwrap().unwrap();
+        kinds.extend(chunk.changes.iter().map(|(c, _)| c.kind));
+    }
+    use ChangeKind::{Archived, Created};
+    assert_eq!(
+        kinds,
+        [Created, Created, Archived, Archived, Created, Created, Archived, Archived]
+    );
+    common::assert_sound(&svc.verify().await.unwrap(), "after the move");
+}

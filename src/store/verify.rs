@@ -15,8 +15,8 @@ use crate::store::{decode_admin_change, decode_key, StoreError, StoreResult};
 
 /// How the backends differ in these queries.
 pub struct Dialect {
-    /// Orders one key's changes oldest first.
-    pub change_order: &'static str,
+    /// Orders one key's changes newest first.
+    pub change_newest_first: &'static str,
     /// Orders one portal's admin changes oldest first.
     pub admin_order: &'static str,
 }
@@ -78,10 +78,10 @@ fn violation_statements(dialect: &Dialect) -> Vec<String> {
             FROM (SELECT portal_id, from_object_type, from_object_id, to_object_type, to_object_id, category, type_id, kind,
                          ROW_NUMBER() OVER (PARTITION BY portal_id, from_object_type, from_object_id, to_object_type,
                                                          to_object_id, category, type_id
-                                            ORDER BY {} DESC) AS newest
+                                            ORDER BY {}) AS newest
                   FROM association_changes WHERE kind IN (1, 2)) ranked
             WHERE newest = 1)",
-        dialect.change_order
+        dialect.change_newest_first
     );
     let t = row_words("t");
     let a = row_words("a");
@@ -214,9 +214,12 @@ const STORED_LABELS: &str =
     FROM association_definitions";
 
 /// Every statement the checker runs (for the tests that plan them).
-pub fn statements_for(change_order: &'static str, admin_order: &'static str) -> Vec<String> {
+pub fn statements_for(
+    change_newest_first: &'static str,
+    admin_order: &'static str,
+) -> Vec<String> {
     let dialect = Dialect {
-        change_order,
+        change_newest_first,
         admin_order,
     };
     let mut all = violation_statements(&dialect);

@@ -7,19 +7,26 @@ use super::*;
 pub(super) struct NumberedLog {
     table: &'static str,
     heads: &'static str,
+    /// The order committed entries are numbered in (columns ending in id).
+    order: &'static str,
 }
 
+/// Changes are numbered by the order their writers logged under their
+/// locks (migration 0013: ids come from several nodes on Citus).
 pub(super) const CHANGE_FEED: NumberedLog = NumberedLog {
     table: "association_changes",
     heads: "association_feed_heads",
+    order: "ord, id",
 };
 
+/// Admin changes are written from one node, so their ids are in order.
 pub(super) const ADMIN_LOG: NumberedLog = NumberedLog {
     table: "admin_changes",
     heads: "admin_change_heads",
+    order: "id",
 };
 
-/// Numbers a portal's committed log entries, gap-free, in insert order,
+/// Numbers a portal's committed log entries, gap-free, in the log's order,
 /// after the last number given. Readers call it; writers never wait for it.
 /// A statement sees only committed entries, so numbering what it sees never
 /// leaves a gap that a transaction committing later could fill. Sequencers
@@ -32,7 +39,11 @@ pub(super) async fn sequence_log(
     log: NumberedLog,
     portal: i64,
 ) -> StoreResult<()> {
-    let NumberedLog { table, heads } = log;
+    let NumberedLog {
+        table,
+        heads,
+        order,
+    } = log;
     let unnumbered = format!("FROM {table} WHERE portal_id = $1 AND seq IS NULL");
     let pending: bool = sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 {unnumbered})"))
         .bind(portal)
@@ -57,8 +68,9 @@ pub(super) async fn sequence_log(
             // A new statement: its snapshot sees what the previous holder of the
             // head row numbered.
             let numbered: Option<i64> = sqlx::query_scalar(&format!(
-                "WITH pending AS (SELECT id {unnumbered} ORDER BY id LIMIT 100000),
-                  numbered AS (SELECT id, $2 + row_number() OVER (ORDER BY id) AS seq FROM pending),
+                "WITH pending AS (SELECT {order} {unnumbered} ORDER BY {order} LIMIT 100000),
+                  numbered AS (SELECT id, $2 + row_number() OVER (ORDER BY {order}) AS seq
+                               FROM pending),
                   done AS (UPDATE {table} c SET seq = n.seq FROM numbered n
                            WHERE c.portal_id = $1 AND c.id = n.id RETURNING c.seq)
              SELECT max(seq) FROM done"

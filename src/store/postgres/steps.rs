@@ -97,39 +97,11 @@ impl WriteSteps for PgTx<'_> {
         let changed: Vec<DirectedRow> = write.changes.iter().map(|(_, r)| *r).collect();
         let kinds: Vec<i16> = write.changes.iter().map(|(k, _)| k.code()).collect();
         let feed = row_columns(&changed);
-        // Every part touches different rows (the plan's sets are disjoint and
-        // its counter changes are net per counter), so one statement does it.
+        // One call (migration 0013): on Citus it runs where the portal is,
+        // so its changes draw their ids there, as the one-call writes' do.
         sqlx::query(
-            "WITH removed AS (
-                 DELETE FROM associations a
-                 USING unnest($2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::smallint[], $7::int[])
-                       AS d(ft, fi, tt, ti, c, ty)
-                 WHERE a.portal_id = $1 AND a.from_object_type = d.ft AND a.from_object_id = d.fi
-                   AND a.to_object_type = d.tt AND a.to_object_id = d.ti AND a.category = d.c AND a.type_id = d.ty),
-             added AS (
-                 INSERT INTO associations (portal_id, from_object_type, from_object_id, to_object_type, to_object_id, category, type_id)
-                 SELECT $1, d.ft, d.fi, d.tt, d.ti, d.c, d.ty
-                 FROM unnest($8::text[], $9::bigint[], $10::text[], $11::bigint[], $12::smallint[], $13::int[])
-                      AS d(ft, fi, tt, ti, c, ty)
-                 ON CONFLICT DO NOTHING),
-             raised AS (
-                 INSERT INTO association_counts (portal_id, object_type, object_id, category, type_id, count)
-                 SELECT $1, k.t, k.i, k.c, k.ty, k.d
-                 FROM unnest($14::text[], $15::bigint[], $16::smallint[], $17::int[], $18::bigint[]) AS k(t, i, c, ty, d)
-                 WHERE k.d > 0
-                 ON CONFLICT (portal_id, object_type, object_id, category, type_id)
-                 DO UPDATE SET count = association_counts.count + EXCLUDED.count),
-             lowered AS (
-                 UPDATE association_counts a SET count = a.count + k.d
-                 FROM unnest($14::text[], $15::bigint[], $16::smallint[], $17::int[], $18::bigint[]) AS k(t, i, c, ty, d)
-                 WHERE k.d < 0 AND a.portal_id = $1 AND a.object_type = k.t AND a.object_id = k.i
-                   AND a.category = k.c AND a.type_id = k.ty)
-             INSERT INTO association_changes (portal_id, kind, from_object_type, from_object_id,
-                                              to_object_type, to_object_id, category, type_id, changed_at_us)
-             SELECT $1, k.kind, k.ft, k.fi, k.tt, k.ti, k.c, k.ty, $26
-             FROM unnest($19::smallint[], $20::text[], $21::bigint[], $22::text[], $23::bigint[], $24::smallint[], $25::int[])
-                  WITH ORDINALITY AS k(kind, ft, fi, tt, ti, c, ty, n)
-             ORDER BY k.n",
+            "SELECT association_apply($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                 $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)",
         )
         .bind(portal)
         .bind(&delete.from_types)

@@ -870,6 +870,6 @@ impl Store for SqliteStore {
 
 /// The checker's ordering: changes are numbered as they are written.
 const VERIFY_DIALECT: crate::store::verify::Dialect = crate::store::verify::Dialect {
-    change_order: "seq",
+    change_newest_first: "seq DESC",
     admin_order: "seq",
 };
