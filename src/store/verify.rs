@@ -214,10 +214,7 @@ const STORED_LABELS: &str =
     FROM association_definitions";
 
 /// Every statement the checker runs (for the tests that plan them).
-pub fn statements_for(
-    change_newest_first: &'static str,
-    admin_order: &'static str,
-) -> Vec<String> {
+pub fn statements_for(change_newest_first: &'static str, admin_order: &'static str) -> Vec<String> {
     let dialect = Dialect {
         change_newest_first,
         admin_order,
