@@ -76,7 +76,8 @@ BEGIN
 END
 $$;
 
--- The create of 20261123000006, logging its order.
+-- The create of 20261123000006, logging its order, its limit check a
+-- statement of its own.
 CREATE OR REPLACE FUNCTION association_create_presumed(
     p_portal      BIGINT,
     p_from        TEXT,
@@ -109,6 +110,9 @@ DECLARE
     labels_found INTEGER;
     over_limit   BOOLEAN;
     with_primary INTEGER;
+    raised_cat   SMALLINT[];
+    raised_type  INTEGER[];
+    raised_count BIGINT[];
     v_ord        BIGINT;
 BEGIN
     -- The label definitions, shared: a label delete waits for us, or we see it gone.
@@ -138,12 +142,18 @@ BEGIN
             ON CONFLICT (portal_id, object_type, object_id, category, type_id)
             DO UPDATE SET count = association_counts.count + EXCLUDED.count
             RETURNING category, type_id, count)
+        SELECT array_agg(category), array_agg(type_id), array_agg(count)
+          INTO raised_cat, raised_type, raised_count
+        FROM raised;
+        -- Held to the limits in a statement of its own: one that reads the
+        -- limits beside the modifying CTE makes Citus ship the raised rows
+        -- over a connection and commit in two phases.
         SELECT coalesce(bool_or(r.count > LEAST(COALESCE(
                    (SELECT m.max_to_object_ids FROM association_limits m
                     WHERE m.portal_id = p_portal AND m.category = r.category AND m.type_id = r.type_id),
                    p_ceiling), p_ceiling)), FALSE)
           INTO over_limit
-        FROM raised r;
+        FROM unnest(raised_cat, raised_type, raised_count) AS r(category, type_id, count);
         IF over_limit THEN
             RAISE EXCEPTION USING ERRCODE = 'AS001';
         END IF;
