@@ -339,6 +339,52 @@ async fn writes_run_where_the_portal_is_and_keep_commit_order_across_a_move() {
         "drawn on the worker of group {high_group}: {first:?}"
     );
 
+    // A delegated create is one call on the worker, in one local
+    // transaction: no connection from the worker to itself (a statement
+    // Citus plans with intermediate results opened one per call, and
+    // committed in two phases).
+    let database = test_store.url.rsplit('/').next().unwrap().to_string();
+    let worker_url = format!("postgres://postgres@127.0.0.1:{high_port}/{database}");
+    let mut worker = sqlx::PgConnection::connect(&worker_url).await.unwrap();
+    let sessions = "SELECT sessions FROM pg_stat_database WHERE datname = current_database()";
+    let before: i64 = sqlx::query_scalar(sessions)
+        .fetch_one(&mut worker)
+        .await
+        .unwrap();
+    let mut other = portal + 1;
+    while placement(&mut conn, other).await.1 != high_port {
+        other += 1;
+    }
+    let mut caller = sqlx::PgConnection::connect(&test_store.url).await.unwrap();
+    for id in 100..120i64 {
+        let applied: bool = sqlx::query_scalar(
+            "SELECT association_create_presumed($1, '0-3', '0-1', ARRAY[$2], ARRAY[$2],
+                 '{}', '{}', 10000, '{}', '', '', 0::smallint, 0,
+                 ARRAY['0-3', '0-1'], ARRAY[$2, $2], ARRAY['0-1', '0-3'], ARRAY[$2, $2],
+                 '{1,1}', '{3,4}', ARRAY['0-3', '0-1'], ARRAY[$2, $2], '{1,1}', '{3,4}',
+                 '{1,1}', 1::smallint, 0)",
+        )
+        .bind(other)
+        .bind(id)
+        .fetch_one(&mut caller)
+        .await
+        .unwrap();
+        assert!(applied);
+    }
+    sqlx::query("SELECT pg_stat_clear_snapshot()")
+        .execute(&mut worker)
+        .await
+        .unwrap();
+    let after: i64 = sqlx::query_scalar(sessions)
+        .fetch_one(&mut worker)
+        .await
+        .unwrap();
+    assert!(
+        after - before <= 1,
+        "20 delegated creates opened {} sessions on the worker",
+        after - before
+    );
+
     // The shard moves to the lower worker.
     let (shard, _) = placement(&mut conn, portal).await;
     sqlx::query(
