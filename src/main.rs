@@ -1,8 +1,9 @@
 //! The `association-service` command: `serve`, `migrate`, and the bulk
-//! `import` / `export` client (`transfer.rs`, a module of the binary only:
+//! `import` / `export` client (`transfer/`, a module of the binary only:
 //! clap and indicatif stay out of the library).
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
 use association_service::config::Settings;
 use association_service::server;
@@ -112,6 +113,10 @@ enum Command {
         /// text, from the file's `label` column), instead of failing those rows.
         #[arg(long)]
         create_labels: bool,
+        /// Continues an import that stopped, after the rows the service had
+        /// acknowledged (kept in FILE.import-progress while it runs).
+        #[arg(long)]
+        resume: bool,
     },
     /// Exports a portal's association rows (both directions) through a running
     /// service; the output imports back unchanged.
@@ -164,6 +169,8 @@ enum Failure {
     /// A command line the command cannot run with.
     #[error("{0}")]
     Usage(String),
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl Failure {
@@ -174,7 +181,8 @@ impl Failure {
             Failure::RowsFailed { .. }
             | Failure::NotServing { .. }
             | Failure::Violations { .. }
-            | Failure::Usage(_) => ErrorKind::InvalidArgument,
+            | Failure::Usage(_)
+            | Failure::Interrupted => ErrorKind::InvalidArgument,
             Failure::Verify(err) => err.kind(),
         }
     }
@@ -200,6 +208,10 @@ fn exit_code(err: &Failure) -> ExitCode {
     // and a command line the command cannot run with is a usage error.
     if missing_store(err) || matches!(err, Failure::Usage(_)) {
         return ExitCode::from(2);
+    }
+    // Like a shell's status for a command ended by SIGINT.
+    if matches!(err, Failure::Interrupted) {
+        return ExitCode::from(130);
     }
     match err.kind() {
         ErrorKind::Unavailable => ExitCode::from(69),
@@ -291,22 +303,51 @@ fn main() -> ExitCode {
                 batch_size,
                 token,
                 create_labels,
+                resume,
             } => {
                 let name = file.display().to_string();
-                let summary = transfer::import(
-                    &connect(server, token),
+                let stored = Arc::new(Mutex::new(None));
+                let connection = connect(server, token);
+                let job = transfer::ImportJob {
                     portal,
-                    file,
+                    path: file,
                     format,
-                    batch_size as usize,
+                    batch_size: batch_size as usize,
                     create_labels,
-                )
-                .await?;
+                    resume,
+                };
+                let import = transfer::import(&connection, job, Arc::clone(&stored));
+                // However it stops, say what the service had stored.
+                let stopped = |why: &str| {
+                    if let Some(stored) = stored.lock().expect("not poisoned").as_ref() {
+                        eprintln!(
+                            "association-service: {why} importing {name}: {}; `import --resume` continues after line {}",
+                            stored.describe(),
+                            stored.through_line
+                        );
+                    }
+                };
+                let summary = tokio::select! {
+                    summary = import => match summary {
+                        Ok(summary) => summary,
+                        Err(err) => {
+                            stopped("stopped");
+                            return Err(err.into());
+                        }
+                    },
+                    _ = tokio::signal::ctrl_c() => {
+                        stopped("interrupted");
+                        return Err(Failure::Interrupted);
+                    }
+                };
                 for line in &summary.labels_created {
                     eprintln!("{line}");
                 }
                 for line in summary.grouped_errors() {
                     eprintln!("{line}");
+                }
+                if let Some(line) = summary.resumed_after {
+                    eprintln!("resumed {name} after line {line}");
                 }
                 eprintln!("imported {name}: {}", summary.describe());
                 if summary.failed > 0 {

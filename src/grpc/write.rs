@@ -3,60 +3,142 @@ use tonic::{Request, Response, Status};
 
 use super::auth::{authorize, caller};
 use super::*;
+use crate::domain::access::Principal;
 use crate::domain::access::Role;
 use crate::domain::DomainError;
 use crate::domain::ObjectType;
 use crate::proto;
 use crate::proto::association_write_server::AssociationWrite;
 use crate::proto::convert::*;
-use crate::service::PortalPair;
+use crate::service::{AssociationService, PortalPair};
+use std::sync::Arc;
+use tokio_stream::wrappers::ReceiverStream;
 
 /// Most import failures listed in a response (all are counted).
 const MAX_LISTED_IMPORT_ERRORS: usize = 1_000;
 
+/// What one message of an import did: its rows stored (or failed), and
+/// its failures listed while fewer than `MAX_LISTED_IMPORT_ERRORS` were.
+async fn import_message(
+    service: &AssociationService,
+    principal: &Principal,
+    portal: &mut Option<i64>,
+    message: proto::ImportAssociationsRequest,
+    listed: &mut usize,
+) -> Result<proto::ImportProgress, Status> {
+    principal.authorize(Role::Write, message.portal_id)?;
+    if *portal.get_or_insert(message.portal_id) != message.portal_id {
+        return Err(status::domain_status(&DomainError::InvalidArgument(
+            "every message of an import must name the same portal_id".into(),
+        )));
+    }
+    let mut progress = proto::ImportProgress {
+        rows: message.rows.len() as u64,
+        last_line: message.rows.iter().map(|r| r.line).max().unwrap_or(0),
+        ..Default::default()
+    };
+    let mut rows = Vec::with_capacity(message.rows.len());
+    let mut failures = Vec::new();
+    for row in &message.rows {
+        match import_row(row) {
+            Ok(row) => rows.push(row),
+            Err(err) => failures.push((row.line, err)),
+        }
+    }
+    let outcome = service.import_rows(message.portal_id, &rows).await?;
+    progress.succeeded = outcome.created + outcome.already_present;
+    progress.created = outcome.created;
+    progress.already_present = outcome.already_present;
+    failures.extend(outcome.errors);
+    failures.sort_by_key(|(line, _)| *line);
+    progress.failed = failures.len() as u64;
+    for (line, err) in failures {
+        if *listed < MAX_LISTED_IMPORT_ERRORS {
+            *listed += 1;
+            progress.errors.push(proto::ImportRowError {
+                line,
+                error: Some(item_error(line as usize, &err)),
+            });
+        }
+    }
+    Ok(progress)
+}
+
 #[tonic::async_trait]
 impl AssociationWrite for GrpcApi {
+    type ImportAssociationBatchesStream = ResponseStream<proto::ImportProgress>;
+
     async fn import_associations(
         &self,
         request: Request<tonic::Streaming<proto::ImportAssociationsRequest>>,
     ) -> Result<Response<proto::ImportAssociationsResponse>, Status> {
         let principal = caller(&request)?.clone();
         let mut messages = request.into_inner();
-        let mut portal = None;
+        let (mut portal, mut listed) = (None, 0);
         let mut summary = proto::ImportAssociationsResponse::default();
         while let Some(message) = messages.message().await? {
-            principal.authorize(Role::Write, message.portal_id)?;
-            if *portal.get_or_insert(message.portal_id) != message.portal_id {
-                return Err(status::domain_status(&DomainError::InvalidArgument(
-                    "every message of an import must name the same portal_id".into(),
-                )));
-            }
-            summary.rows += message.rows.len() as u64;
-            let mut rows = Vec::with_capacity(message.rows.len());
-            let mut failures = Vec::new();
-            for row in &message.rows {
-                match import_row(row) {
-                    Ok(row) => rows.push(row),
-                    Err(err) => failures.push((row.line, err)),
-                }
-            }
-            let outcome = self.service.import_rows(message.portal_id, &rows).await?;
-            summary.succeeded += outcome.created + outcome.already_present;
-            summary.created += outcome.created;
-            summary.already_present += outcome.already_present;
-            failures.extend(outcome.errors);
-            failures.sort_by_key(|(line, _)| *line);
-            summary.failed += failures.len() as u64;
-            for (line, err) in failures {
-                if summary.errors.len() < MAX_LISTED_IMPORT_ERRORS {
-                    summary.errors.push(proto::ImportRowError {
-                        line,
-                        error: Some(item_error(line as usize, &err)),
-                    });
-                }
-            }
+            let batch =
+                import_message(&self.service, &principal, &mut portal, message, &mut listed)
+                    .await?;
+            summary.rows += batch.rows;
+            summary.succeeded += batch.succeeded;
+            summary.failed += batch.failed;
+            summary.created += batch.created;
+            summary.already_present += batch.already_present;
+            summary.errors.extend(batch.errors);
         }
         Ok(Response::new(summary))
+    }
+
+    async fn import_association_batches(
+        &self,
+        request: Request<tonic::Streaming<proto::ImportAssociationsRequest>>,
+    ) -> Result<Response<Self::ImportAssociationBatchesStream>, Status> {
+        let principal = caller(&request)?.clone();
+        let mut messages = request.into_inner();
+        let service = Arc::clone(&self.service);
+        let stall = service.settings().stream_stall_timeout;
+        // One answer waits while the next message is stored, and one place
+        // is kept for the call's last word: an error, or that the client
+        // stalled (took no answer for the stall timeout), which ends it.
+        let (sender, receiver) = tokio::sync::mpsc::channel(2);
+        tokio::spawn(async move {
+            let Ok(last_word) = sender.clone().try_reserve_owned() else {
+                return;
+            };
+            let (mut portal, mut listed, mut batch) = (None, 0, 0);
+            loop {
+                let answer = match messages.message().await {
+                    Ok(None) => return,
+                    Ok(Some(message)) => {
+                        batch += 1;
+                        import_message(&service, &principal, &mut portal, message, &mut listed)
+                            .await
+                    }
+                    Err(status) => Err(status),
+                };
+                let progress = match answer {
+                    Ok(progress) => proto::ImportProgress { batch, ..progress },
+                    Err(status) => {
+                        last_word.send(Err(status));
+                        return;
+                    }
+                };
+                match tokio::time::timeout(stall, sender.send(Ok(progress))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        crate::admission::refused("stream_stalled");
+                        let stalled = DomainError::StreamStalled {
+                            stall_ms: stall.as_millis() as u64,
+                        };
+                        last_word.send(Err(status::domain_status(&stalled)));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
     async fn create_associations(

@@ -8,10 +8,16 @@
 //! strings), `association_category` and `association_type_id` (both empty
 //! for the pair's unlabeled type), `label` (a user-defined type's text:
 //! import finds the label by it in the target portal, or creates it).
-use std::collections::BTreeMap;
+mod progress;
+
+pub use progress::Stored;
+
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -147,6 +153,31 @@ pub enum TransferError {
     NoToken(tonic::Status),
     #[error("the service's answer is malformed: {0}")]
     Malformed(String),
+    #[error(
+        "{0}: no import of it to resume (its progress file {0}.import-progress does not exist)"
+    )]
+    NothingToResume(String),
+    #[error("{path}: the import to resume was into portal {portal} from a file of {size} bytes; start it again without --resume")]
+    NotTheSameImport {
+        path: String,
+        portal: i64,
+        size: u64,
+    },
+    #[error("lost the connection to the service: {}", .0.message())]
+    ConnectionLost(tonic::Status),
+}
+
+/// Whether a call failed because its connection went (the server stopped,
+/// the network dropped) rather than by the service's answer.
+fn connection_lost(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        if err.is::<hyper::Error>() || err.is::<io::Error>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 impl From<tonic::Status> for TransferError {
@@ -156,6 +187,8 @@ impl From<tonic::Status> for TransferError {
             && status.message().contains("no credentials")
         {
             TransferError::NoToken(status)
+        } else if connection_lost(&status) {
+            TransferError::ConnectionLost(status)
         } else {
             TransferError::Rpc(status)
         }
@@ -167,8 +200,12 @@ impl TransferError {
         match self {
             TransferError::File { .. }
             | TransferError::Unreadable { .. }
+            | TransferError::NothingToResume(_)
+            | TransferError::NotTheSameImport { .. }
             | TransferError::Write(_) => ErrorKind::InvalidArgument,
-            TransferError::Connect { .. } => ErrorKind::Unavailable,
+            TransferError::Connect { .. } | TransferError::ConnectionLost(_) => {
+                ErrorKind::Unavailable
+            }
             TransferError::Malformed(_) => ErrorKind::Internal,
             TransferError::NoToken(_) => ErrorKind::Unauthenticated,
             TransferError::Rpc(status) => match status.code() {
@@ -236,6 +273,8 @@ pub struct ImportSummary {
     pub errors: Vec<(u64, String)>,
     /// Labels the import created (`--create-labels`), as lines for people.
     pub labels_created: Vec<String>,
+    /// With `--resume`: the line the earlier run's acknowledgements reached.
+    pub resumed_after: Option<u64>,
 }
 
 /// `n rows`, with the right plural.
@@ -302,16 +341,10 @@ impl ImportSummary {
     }
 }
 
-fn progress(length: Option<u64>, what: &str) -> ProgressBar {
-    let bar = match length {
-        Some(len) => ProgressBar::new(len).with_style(
-            ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})")
-                .expect("valid template")
-                .progress_chars("=> "),
-        ),
-        None => ProgressBar::new_spinner()
-            .with_style(ProgressStyle::with_template("{msg} {pos} rows").expect("valid template")),
-    };
+/// A spinner counting rows, for exports.
+fn spinner(what: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner()
+        .with_style(ProgressStyle::with_template("{msg} {pos} rows").expect("valid template"));
     bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
     bar.with_message(what.to_string())
 }
@@ -319,13 +352,13 @@ fn progress(length: Option<u64>, what: &str) -> ProgressBar {
 /// Counts the bytes read, for the progress bar.
 struct Counted<R> {
     inner: R,
-    bar: ProgressBar,
+    read: Arc<AtomicU64>,
 }
 
 impl<R: Read> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.bar.inc(n as u64);
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 }
@@ -356,7 +389,7 @@ fn to_import_row(line: u64, row: FileRow) -> Result<ImportRow, String> {
 fn scan_rows(
     path: &Path,
     format: Format,
-    bar: ProgressBar,
+    read: Arc<AtomicU64>,
     mut visit: impl FnMut(u64, Result<FileRow, String>) -> bool,
 ) -> Result<(), TransferError> {
     let file_error = |source| TransferError::File {
@@ -365,7 +398,7 @@ fn scan_rows(
     };
     let reader = Counted {
         inner: File::open(path).map_err(file_error)?,
-        bar,
+        read,
     };
     match format {
         Format::Csv => {
@@ -448,17 +481,22 @@ fn scan_rows(
 /// replaced by the target portal's type (`labels`); returns how many rows it
 /// read and the lines it could not send.
 fn send_rows(
-    path: &Path,
+    job: &ImportJob,
     format: Format,
-    batch_size: usize,
-    portal: i64,
     labels: &LabelMap,
+    skip_through: u64,
     sender: mpsc::Sender<ImportAssociationsRequest>,
-    bar: ProgressBar,
+    sent: Arc<Mutex<VecDeque<u64>>>,
 ) -> Result<(u64, Vec<(u64, String)>), TransferError> {
+    let (path, portal) = (job.path.as_path(), job.portal);
+    // The command line refuses sizes outside 1..=MAX_WRITE_INPUTS.
+    let batch_size = job
+        .batch_size
+        .clamp(1, association_service::service::MAX_WRITE_INPUTS);
     let mut unreadable = Vec::new();
     let mut rows = Vec::with_capacity(batch_size);
     let mut total = 0u64;
+    let read = Arc::new(AtomicU64::new(0));
     let flush = |rows: &mut Vec<ImportRow>| -> bool {
         if rows.is_empty() {
             return true;
@@ -467,9 +505,13 @@ fn send_rows(
             portal_id: portal,
             rows: std::mem::take(rows),
         };
+        // Where the message ends in the file (to the reader's buffer).
+        sent.lock()
+            .expect("not poisoned")
+            .push_back(read.load(Ordering::Relaxed));
         sender.blocking_send(message).is_ok()
     };
-    scan_rows(path, format, bar, |line, parsed| {
+    scan_rows(path, format, Arc::clone(&read), |line, parsed| {
         total += 1;
         let row = parsed.and_then(|mut row| {
             if let Some(key) = row.named_label() {
@@ -482,6 +524,8 @@ fn send_rows(
             to_import_row(line, row)
         });
         match row {
+            // Acknowledged by an earlier run of the import.
+            Ok(_) if line <= skip_through => {}
             Ok(row) => rows.push(row),
             Err(message) => unreadable.push((line, message)),
         }
@@ -509,7 +553,7 @@ fn labels_named(
     format: Format,
 ) -> Result<BTreeMap<LabelKey, LabelUse>, TransferError> {
     let mut named = BTreeMap::new();
-    scan_rows(path, format, ProgressBar::hidden(), |line, parsed| {
+    scan_rows(path, format, Arc::default(), |line, parsed| {
         if let Some(key) = parsed.ok().as_ref().and_then(|row| {
             row.named_label().map(|key| {
                 (
@@ -538,7 +582,7 @@ fn inverse_label(
     first: &LabelUse,
 ) -> Result<Option<String>, TransferError> {
     let mut inverse = None;
-    scan_rows(path, format, ProgressBar::hidden(), |_, parsed| {
+    scan_rows(path, format, Arc::default(), |_, parsed| {
         if let Ok(row) = parsed {
             if row.from_object_type == key.to
                 && row.to_object_type == key.from
@@ -678,22 +722,54 @@ async fn resolve_labels(
     Ok(resolved)
 }
 
-/// Imports a file into a portal through the service.
+/// What to import, where, and how.
+#[derive(Clone, Debug)]
+pub struct ImportJob {
+    pub portal: i64,
+    pub path: PathBuf,
+    /// The file's format, or guessed from its name.
+    pub format: Option<Format>,
+    /// Rows a message.
+    pub batch_size: usize,
+    /// Creates the labels the file names but the portal lacks.
+    pub create_labels: bool,
+    /// Starts after the rows an earlier run had acknowledged.
+    pub resume: bool,
+}
+
+/// Imports a file into a portal through the service, keeping what the
+/// service acknowledges in `stored` and beside the file (`progress.rs`).
 pub async fn import(
     connection: &Connection,
-    portal: i64,
-    path: PathBuf,
-    format: Option<Format>,
-    batch_size: usize,
-    create_labels: bool,
+    job: ImportJob,
+    stored: Arc<Mutex<Option<Stored>>>,
 ) -> Result<ImportSummary, TransferError> {
-    let format = format.unwrap_or_else(|| Format::of(&path));
+    let (portal, path) = (job.portal, job.path.clone());
+    let format = job.format.unwrap_or_else(|| Format::of(&path));
     let size = std::fs::metadata(&path)
         .map_err(|source| TransferError::File {
             path: path.display().to_string(),
             source,
         })?
         .len();
+    let earlier = match (job.resume, Stored::load(&path)?) {
+        (false, _) => None,
+        (true, None) => return Err(TransferError::NothingToResume(path.display().to_string())),
+        (true, Some(earlier)) if earlier.portal != portal || earlier.file_size != size => {
+            return Err(TransferError::NotTheSameImport {
+                path: path.display().to_string(),
+                portal: earlier.portal,
+                size: earlier.file_size,
+            })
+        }
+        (true, Some(earlier)) => Some(earlier),
+    };
+    let mut progress = earlier.clone().unwrap_or(Stored {
+        portal,
+        file_size: size,
+        ..Stored::default()
+    });
+    *stored.lock().expect("not poisoned") = Some(progress.clone());
     let channel = connection.channel().await?;
     let mut labels_created = Vec::new();
     let labels = resolve_labels(
@@ -702,45 +778,81 @@ pub async fn import(
         portal,
         &path,
         format,
-        create_labels,
+        job.create_labels,
         &mut labels_created,
     )
     .await?;
     let mut client = AssociationWriteClient::new(channel);
-    let bar = progress(Some(size), "importing");
+    let bar = progress_bar(size, progress.rows);
     let (sender, receiver) = mpsc::channel(4);
+    let sent = Arc::new(Mutex::new(VecDeque::new()));
     let reader = {
-        let bar = bar.clone();
-        // The command line refuses sizes outside 1..=MAX_WRITE_INPUTS.
-        let batch = batch_size.clamp(1, association_service::service::MAX_WRITE_INPUTS);
-        tokio::task::spawn_blocking(move || {
-            send_rows(&path, format, batch, portal, &labels, sender, bar)
-        })
+        let sent = Arc::clone(&sent);
+        let skip = progress.through_line;
+        tokio::task::spawn_blocking(move || send_rows(&job, format, &labels, skip, sender, sent))
     };
-    let response = match connection.request(ReceiverStream::new(receiver)) {
-        Ok(request) => client.import_associations(request).await,
-        Err(err) => return Err(err),
-    };
-    let (rows, mut unreadable) = reader.await.expect("the file reader does not panic")?;
-    let response = response?.into_inner();
+    let mut answers = client
+        .import_association_batches(connection.request(ReceiverStream::new(receiver))?)
+        .await?
+        .into_inner();
+    let started = std::time::Instant::now();
+    let resumed_rows = progress.rows;
+    while let Some(answer) = answers.message().await? {
+        progress.rows += answer.rows;
+        progress.created += answer.created;
+        progress.already_present += answer.already_present;
+        progress.failed += answer.failed;
+        progress.through_line = progress.through_line.max(answer.last_line);
+        progress.errors.extend(answer.errors.iter().map(|e| {
+            let message = e
+                .error
+                .as_ref()
+                .map(|e| format!("{} {}: {}", e.category, e.sub_category, e.message));
+            (e.line, message.unwrap_or_default())
+        }));
+        progress.save(&path)?;
+        *stored.lock().expect("not poisoned") = Some(progress.clone());
+        if let Some(offset) = sent.lock().expect("not poisoned").pop_front() {
+            bar.set_position(offset);
+        }
+        let rate = (progress.rows - resumed_rows) as f64 / started.elapsed().as_secs_f64();
+        bar.set_message(format!(
+            "importing: {} stored, {rate:.0} rows/s",
+            rows(progress.rows)
+        ));
+    }
+    let (total, mut unreadable) = reader.await.expect("the file reader does not panic")?;
+    if !sent.lock().expect("not poisoned").is_empty() {
+        return Err(TransferError::Malformed(
+            "the service ended the import before answering every message".into(),
+        ));
+    }
     bar.finish_and_clear();
-    unreadable.extend(response.errors.iter().map(|e| {
-        let message = e
-            .error
-            .as_ref()
-            .map(|e| format!("{} {}: {}", e.category, e.sub_category, e.message));
-        (e.line, message.unwrap_or_default())
-    }));
+    Stored::remove(&path);
+    let local_failures = unreadable.len() as u64;
+    unreadable.extend(progress.errors.iter().cloned());
     unreadable.sort_by_key(|(line, _)| *line);
-    let local_failures = rows - response.rows;
     Ok(ImportSummary {
-        rows,
-        created: response.created,
-        already_present: response.already_present,
-        failed: response.failed + local_failures,
+        rows: total,
+        created: progress.created,
+        already_present: progress.already_present,
+        failed: progress.failed + local_failures,
         errors: unreadable,
         labels_created,
+        resumed_after: earlier.map(|e| e.through_line),
     })
+}
+
+/// The import's bar: the file's bytes up to the last acknowledged message,
+/// so its rate and time left are those of rows stored.
+fn progress_bar(size: u64, stored: u64) -> ProgressBar {
+    let bar = ProgressBar::new(size).with_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {percent}% ({eta} left)")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    bar.with_message(format!("importing: {} stored", rows(stored)))
 }
 
 /// Exports a portal's rows to `output` (stdout when `None`); returns the count.
@@ -772,7 +884,7 @@ pub async fn export(
         None => Box::new(io::stdout().lock()),
     };
     let mut writer = RowWriter::new(format, io::BufWriter::new(sink));
-    let bar = progress(None, "exporting");
+    let bar = spinner("exporting");
     let mut count = 0;
     while let Some(chunk) = stream.message().await? {
         // A server that predates layouts answers in rows.
@@ -910,6 +1022,7 @@ mod tests {
             failed: 9,
             errors,
             labels_created: vec![],
+            resumed_after: None,
         };
         assert_eq!(
             summary.grouped_errors(),
