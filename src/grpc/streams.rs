@@ -26,6 +26,7 @@ pub const STREAM_RPCS: &[&str] = &[
     "/associations.v1.AssociationRead/WatchChanges",
     "/associations.v1.AdminConfig/ListAuditEvents",
     "/associations.v1.AdminConfig/ListRecordsNearLimit",
+    "/associations.v1.AssociationWrite/ImportAssociationBatches",
 ];
 
 /// The places of each principal's open streams.
