@@ -23,29 +23,29 @@ async fn import_message(
     service: &AssociationService,
     principal: &Principal,
     portal: &mut Option<i64>,
-    message: proto::ImportAssociationsRequest,
+    (portal_id, message_rows): (i64, Vec<proto::ImportRow>),
     listed: &mut usize,
-) -> Result<proto::ImportProgress, Status> {
-    principal.authorize(Role::Write, message.portal_id)?;
-    if *portal.get_or_insert(message.portal_id) != message.portal_id {
+) -> Result<proto::ImportAssociationBatchesResponse, Status> {
+    principal.authorize(Role::Write, portal_id)?;
+    if *portal.get_or_insert(portal_id) != portal_id {
         return Err(status::domain_status(&DomainError::InvalidArgument(
             "every message of an import must name the same portal_id".into(),
         )));
     }
-    let mut progress = proto::ImportProgress {
-        rows: message.rows.len() as u64,
-        last_line: message.rows.iter().map(|r| r.line).max().unwrap_or(0),
+    let mut progress = proto::ImportAssociationBatchesResponse {
+        rows: message_rows.len() as u64,
+        last_line: message_rows.iter().map(|r| r.line).max().unwrap_or(0),
         ..Default::default()
     };
-    let mut rows = Vec::with_capacity(message.rows.len());
+    let mut rows = Vec::with_capacity(message_rows.len());
     let mut failures = Vec::new();
-    for row in &message.rows {
+    for row in &message_rows {
         match import_row(row) {
             Ok(row) => rows.push(row),
             Err(err) => failures.push((row.line, err)),
         }
     }
-    let outcome = service.import_rows(message.portal_id, &rows).await?;
+    let outcome = service.import_rows(portal_id, &rows).await?;
     progress.succeeded = outcome.created + outcome.already_present;
     progress.created = outcome.created;
     progress.already_present = outcome.already_present;
@@ -66,7 +66,7 @@ async fn import_message(
 
 #[tonic::async_trait]
 impl AssociationWrite for GrpcApi {
-    type ImportAssociationBatchesStream = ResponseStream<proto::ImportProgress>;
+    type ImportAssociationBatchesStream = ResponseStream<proto::ImportAssociationBatchesResponse>;
 
     async fn import_associations(
         &self,
@@ -77,6 +77,7 @@ impl AssociationWrite for GrpcApi {
         let (mut portal, mut listed) = (None, 0);
         let mut summary = proto::ImportAssociationsResponse::default();
         while let Some(message) = messages.message().await? {
+            let message = (message.portal_id, message.rows);
             let batch =
                 import_message(&self.service, &principal, &mut portal, message, &mut listed)
                     .await?;
@@ -92,7 +93,7 @@ impl AssociationWrite for GrpcApi {
 
     async fn import_association_batches(
         &self,
-        request: Request<tonic::Streaming<proto::ImportAssociationsRequest>>,
+        request: Request<tonic::Streaming<proto::ImportAssociationBatchesRequest>>,
     ) -> Result<Response<Self::ImportAssociationBatchesStream>, Status> {
         let principal = caller(&request)?.clone();
         let mut messages = request.into_inner();
@@ -112,13 +113,14 @@ impl AssociationWrite for GrpcApi {
                     Ok(None) => return,
                     Ok(Some(message)) => {
                         batch += 1;
+                        let message = (message.portal_id, message.rows);
                         import_message(&service, &principal, &mut portal, message, &mut listed)
                             .await
                     }
                     Err(status) => Err(status),
                 };
                 let progress = match answer {
-                    Ok(progress) => proto::ImportProgress { batch, ..progress },
+                    Ok(progress) => proto::ImportAssociationBatchesResponse { batch, ..progress },
                     Err(status) => {
                         last_word.send(Err(status));
                         return;

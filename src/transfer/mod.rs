@@ -32,7 +32,7 @@ use association_service::proto::association_read_client::AssociationReadClient;
 use association_service::proto::association_write_client::AssociationWriteClient;
 use association_service::proto::{
     AssociationCategory, AssociationColumns, ChunkLayout, CreateLabelRequest,
-    ExportAssociationsRequest, ExportedAssociation, ImportAssociationsRequest, ImportRow,
+    ExportAssociationsRequest, ExportedAssociation, ImportAssociationBatchesRequest, ImportRow,
     ListDefinitionsRequest,
 };
 use tonic::transport::Channel;
@@ -485,7 +485,7 @@ fn send_rows(
     format: Format,
     labels: &LabelMap,
     skip_through: u64,
-    sender: mpsc::Sender<ImportAssociationsRequest>,
+    sender: mpsc::Sender<ImportAssociationBatchesRequest>,
     sent: Arc<Mutex<VecDeque<u64>>>,
 ) -> Result<(u64, Vec<(u64, String)>), TransferError> {
     let (path, portal) = (job.path.as_path(), job.portal);
@@ -501,7 +501,7 @@ fn send_rows(
         if rows.is_empty() {
             return true;
         }
-        let message = ImportAssociationsRequest {
+        let message = ImportAssociationBatchesRequest {
             portal_id: portal,
             rows: std::mem::take(rows),
         };
