@@ -507,20 +507,91 @@ pub async fn fresh_postgres_database() -> String {
     fresh_database_on(&admin_url).await
 }
 
-/// Creates a new empty database on the server `admin_url` names.
+/// Creates a new empty database on the server `admin_url` names. On a
+/// server the tests did not start (`DATABASE_URL`, `BENCH_DATABASE_URL`)
+/// it is dropped when the process ends, pass or fail, and the first one
+/// made also drops those of test processes that are gone (killed ones).
 pub async fn fresh_database_on(admin_url: &str) -> String {
     let admin_url = admin_url.to_string();
     let name = unique_name("assoc_test");
     let mut admin = sqlx::PgConnection::connect(&admin_url)
         .await
         .unwrap_or_else(|e| panic!("cannot connect to PostgreSQL at {admin_url}: {e}"));
+    let external = ["DATABASE_URL", "BENCH_DATABASE_URL"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|url| url == admin_url));
+    if external {
+        sweep_databases_of_gone_processes(&mut admin).await;
+    }
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut admin)
         .await
         .expect("create test database");
+    if external {
+        drop_at_exit(&admin_url, &name);
+    }
     let _ = admin.close().await;
     let (base, _) = admin_url.rsplit_once('/').expect("database url has a path");
     format!("{base}/{name}")
+}
+
+/// Databases made on servers the tests did not start, for `drop_created`.
+static CREATED: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+fn drop_at_exit(admin_url: &str, name: &str) {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    // SAFETY: registers a plain function with the C library, once.
+    REGISTERED.call_once(|| unsafe {
+        libc::atexit(drop_created);
+    });
+    CREATED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((admin_url.to_string(), name.to_string()));
+}
+
+/// Drops every database `fresh_database_on` made on an outside server (at
+/// exit, whether tests passed or failed).
+extern "C" fn drop_created() {
+    let created = std::mem::take(&mut *CREATED.lock().unwrap_or_else(|e| e.into_inner()));
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    runtime.block_on(async {
+        for (admin_url, name) in created {
+            if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
+                let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                let _ = sqlx::query(&drop).execute(&mut admin).await;
+                let _ = admin.close().await;
+            }
+        }
+    });
+}
+
+/// Drops the test databases (`assoc_test_<pid>_<n>`) of processes that no
+/// longer run, once per process.
+async fn sweep_databases_of_gone_processes(admin: &mut sqlx::PgConnection) {
+    static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if SWEPT.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT datname::text FROM pg_database WHERE datname LIKE 'assoc\\_test\\_%'",
+    )
+    .fetch_all(&mut *admin)
+    .await
+    .expect("list the test databases");
+    for name in names {
+        let pid = name.split('_').nth(2).and_then(|p| p.parse::<u64>().ok());
+        if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut *admin)
+                .await;
+        }
+    }
 }
 
 // ------------------------------------------------------------- tokens
