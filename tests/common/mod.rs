@@ -311,10 +311,6 @@ fn start_throwaway(durable: bool, libraries: &[&str], extra: &str) -> Result<Thr
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())?
-        .port();
     let postgres = bin.join("postgres");
     let mut preload = libraries.to_vec();
     let durability = if durable {
@@ -327,51 +323,99 @@ fn start_throwaway(durable: bool, libraries: &[&str], extra: &str) -> Result<Thr
         true => String::new(),
         false => format!("-c shared_preload_libraries={}", preload.join(",")),
     };
-    let script = format!(
-        "{} -D {data_str} -p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
-         {durability} {preload} {extra} -c max_connections=300 & pg=$!; \
-         read _; kill -INT $pg; wait $pg; rm -rf {}",
-        postgres.display(),
-        dir.path().display(),
-        dir.path().display()
-    );
-    let mut shell = if is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", "sh", "-c", &script]);
-        c
-    } else {
-        let mut c = Command::new("sh");
-        c.args(["-c", &script]);
-        c
-    };
-    let mut child = shell
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start postgres: {e}"))?;
-    let stdin = child.stdin.take().ok_or("no stdin pipe")?;
+    // A free port is only free until someone takes it: when our server
+    // cannot bind it (it exits), start again on another.
+    for _ in 0..5 {
+        let port = free_port().map_err(|e| e.to_string())?;
+        let pid_file = dir.path().join("postgres.pid");
+        let _ = std::fs::remove_file(&pid_file);
+        // Once it served, the shell removes the data when it stops.
+        let served = dir.path().join("served");
+        let script = format!(
+            "{} -D {data_str} -p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
+             {durability} {preload} {extra} -c max_connections=300 & pg=$!; echo $pg > {}; \
+             read _; kill -INT $pg; wait $pg; [ -f {} ] && rm -rf {}",
+            postgres.display(),
+            dir.path().display(),
+            pid_file.display(),
+            served.display(),
+            dir.path().display()
+        );
+        let mut shell = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", "sh", "-c", &script]);
+            c
+        } else {
+            let mut c = Command::new("sh");
+            c.args(["-c", &script]);
+            c
+        };
+        let mut child = shell
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start postgres: {e}"))?;
+        let stdin = child.stdin.take().ok_or("no stdin pipe")?;
+        match wait_until_serving(&data, port, &pid_file) {
+            Ok(()) => {
+                std::fs::write(&served, "").map_err(|e| e.to_string())?;
+                return Ok(Throwaway {
+                    admin_url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+                    _stdin: Mutex::new(stdin),
+                    _child: Mutex::new(child),
+                    _dir: dir,
+                });
+            }
+            Err(Exited) => {
+                drop(stdin);
+                let _ = child.wait();
+            }
+        }
+    }
+    Err("the throwaway PostgreSQL could not bind a port in 5 tries".into())
+}
+
+/// A port nobody listened on a moment ago.
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// The server exited before it served (its port was taken).
+struct Exited;
+
+/// Waits until the PostgreSQL whose pid is written to `pid_file` says, in
+/// its data directory's `postmaster.pid`, that it is ready on `port`, or
+/// exits; panics after 60 s. (Asking the port instead could find another
+/// server that holds it.)
+fn wait_until_serving(data: &Path, port: u16, pid_file: &Path) -> Result<(), Exited> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let ready = Command::new(bin.join("pg_isready"))
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if ready {
-            break;
+        let pid = std::fs::read_to_string(pid_file).unwrap_or_default();
+        let pid = pid.trim();
+        // Gone, or a zombie its shell has not waited for.
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let exited = state
+            .rsplit_once(')')
+            .is_none_or(|(_, rest)| rest.trim_start().starts_with('Z'));
+        if !pid.is_empty() && exited {
+            return Err(Exited);
         }
-        if Instant::now() > deadline {
-            return Err("the throwaway PostgreSQL did not become ready within 60 s".into());
+        // Lines: pid, data directory, start time, port, socket directory,
+        // listen address, shared memory key, status.
+        let status = std::fs::read_to_string(data.join("postmaster.pid")).unwrap_or_default();
+        let lines: Vec<&str> = status.lines().map(str::trim).collect();
+        if lines.len() >= 8 && lines[3] == port.to_string() && lines[7] == "ready" {
+            return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            Instant::now() < deadline,
+            "the throwaway PostgreSQL did not become ready within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(Throwaway {
-        admin_url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
-        _stdin: Mutex::new(stdin),
-        _child: Mutex::new(child),
-        _dir: dir,
-    })
 }
 
 /// A throwaway Citus cluster, started once per test process: a coordinator
@@ -1090,37 +1134,55 @@ impl PrivatePostgres {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let cluster = PrivatePostgres {
+        let mut cluster = PrivatePostgres {
             bin,
             data,
-            port,
+            port: 0,
             dir,
         };
+        // A free port is only free until someone takes it: if the server
+        // cannot bind it, it does not start, and another is tried.
+        for _ in 0..5 {
+            cluster.port = free_port().expect("a free port");
+            if cluster.try_start().is_ok() {
+                return cluster;
+            }
+        }
         cluster.start_again();
         cluster
     }
 
     fn ctl(&self, args: &[&str]) {
+        if let Err(why) = self.try_ctl(args) {
+            panic!("pg_ctl {args:?}: {why}");
+        }
+    }
+
+    fn try_ctl(&self, args: &[&str]) -> Result<(), String> {
         let mut all = vec!["-D", self.data.as_str(), "-w", "-t", "60"];
         all.extend_from_slice(args);
         let out = pg_command(&self.bin.join("pg_ctl"), &all)
             .stdin(Stdio::null())
             .output()
             .expect("run pg_ctl");
-        assert!(
-            out.status.success(),
-            "pg_ctl {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        match out.status.success() {
+            true => Ok(()),
+            false => Err(format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )),
+        }
     }
 
     /// Starts the stopped cluster and waits until it accepts connections.
     pub fn start_again(&self) {
+        if let Err(why) = self.try_start() {
+            panic!("pg_ctl start: {why}");
+        }
+    }
+
+    fn try_start(&self) -> Result<(), String> {
         let options = format!(
             // Commits reach the kernel before they are acknowledged
             // (synchronous_commit on), so a crash of PostgreSQL's processes
@@ -1131,7 +1193,7 @@ impl PrivatePostgres {
             self.dir.path().display()
         );
         let log = self.dir.path().join("postgres.log").display().to_string();
-        self.ctl(&["-l", &log, "-o", &options, "start"]);
+        self.try_ctl(&["-l", &log, "-o", &options, "start"])
     }
 
     /// Stops the cluster (`mode`: `fast` ends sessions and shuts down
