@@ -3,7 +3,7 @@
 //! server is killed mid-import the client says what was stored and how to
 //! continue; `import --resume` against the restarted server sends only the
 //! rows after the last acknowledged line, and the portal ends with exactly
-//! the file's rows, the store sound.
+//! the file's rows, the store sound. Ctrl-C stops it the same way (exit 130).
 mod common;
 
 use std::process::Stdio;
@@ -138,4 +138,38 @@ async fn a_killed_import_resumes_to_exactly_the_files_rows() {
     // Never analysed: verify analyses it first (seconds, not minutes).
     let store = association_service::store::connect(&url, 2).await.unwrap();
     common::assert_verified(store.as_ref(), "after the resumed import").await;
+}
+
+/// Ctrl-C stops an import saying what the service had stored, exit 130,
+/// and leaves the progress `--resume` starts from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_import_says_what_was_stored() {
+    let url = common::fresh_postgres_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rows.csv");
+    write_file(&file);
+    let server = ServerProcess::start(&url, &[]).await;
+    let import = import_command(&file, &server).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while progress(&file).is_none_or(|(_, rows)| rows < ROWS / 10) {
+        assert!(Instant::now() < deadline, "no tenth acknowledged in 120 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = import.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let output = import.wait_with_output().await.unwrap();
+    let said = String::from_utf8_lossy(&output.stderr).into_owned();
+    let (line, rows) = progress(&file).expect("the progress is kept after Ctrl-C");
+    assert!(
+        said.contains(&format!(
+            "interrupted importing {}: {rows} rows acknowledged through line {line} ({rows} created, 0 already present, 0 failed); `import --resume` continues after line {line}",
+            file.display()
+        )),
+        "{said}"
+    );
+    assert_eq!(output.status.code(), Some(130), "{said}");
 }
