@@ -47,6 +47,25 @@ fn progress(file: &std::path::Path) -> Option<(u64, u64)> {
     ))
 }
 
+/// The import stopped `why`, saying the acknowledged (line, rows), with `code`.
+fn assert_stopped(
+    output: &std::process::Output,
+    why: &str,
+    file: &std::path::Path,
+    (line, rows): (u64, u64),
+    code: i32,
+) {
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains(&format!(
+            "{why} importing {}: {rows} rows acknowledged through line {line} ({rows} created, 0 already present, 0 failed); `import --resume` continues after line {line}",
+            file.display()
+        )),
+        "{said}"
+    );
+    assert_eq!(output.status.code(), Some(code), "{said}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_import_resumes_to_exactly_the_files_rows() {
     let url = common::fresh_postgres_database().await;
@@ -74,18 +93,10 @@ async fn a_killed_import_resumes_to_exactly_the_files_rows() {
     server.child.start_kill().unwrap();
     server.child.wait().await.unwrap();
     let output = first.wait_with_output().await.unwrap();
-    let said = String::from_utf8_lossy(&output.stderr).into_owned();
     let (line, rows) = progress(&file).expect("the progress is kept after the stop");
     assert!(line >= acknowledged.0 && rows >= acknowledged.1 && line < ROWS + 1);
     assert_eq!(rows, line - 1, "every row through line {line} acknowledged");
-    assert!(
-        said.contains(&format!(
-            "stopped importing {}: {rows} rows acknowledged through line {line} ({rows} created, 0 already present, 0 failed); `import --resume` continues after line {line}",
-            file.display()
-        )),
-        "{said}"
-    );
-    assert_eq!(output.status.code(), Some(69), "{said}");
+    assert_stopped(&output, "stopped", &file, (line, rows), 69);
 
     // The restarted server; the rest of the file.
     let server = ServerProcess::start(&url, &[]).await;
@@ -162,14 +173,6 @@ async fn an_interrupted_import_says_what_was_stored() {
         .unwrap();
     assert!(sent.success());
     let output = import.wait_with_output().await.unwrap();
-    let said = String::from_utf8_lossy(&output.stderr).into_owned();
-    let (line, rows) = progress(&file).expect("the progress is kept after Ctrl-C");
-    assert!(
-        said.contains(&format!(
-            "interrupted importing {}: {rows} rows acknowledged through line {line} ({rows} created, 0 already present, 0 failed); `import --resume` continues after line {line}",
-            file.display()
-        )),
-        "{said}"
-    );
-    assert_eq!(output.status.code(), Some(130), "{said}");
+    let kept = progress(&file).expect("the progress is kept after Ctrl-C");
+    assert_stopped(&output, "interrupted", &file, kept, 130);
 }
