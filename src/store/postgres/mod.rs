@@ -168,11 +168,6 @@ fn is_retryable(err: &StoreError) -> bool {
         StoreError::Database(sqlx::Error::Database(db)) => match db.code().as_deref() {
             Some("40P01") | Some("40001") => true,
             Some("XX000") => db.message().starts_with(SHARD_GONE),
-            // Two writers of a portal raising a node's change ids at once
-            // (after a shard move, migration 0013) can draw one id twice.
-            Some("23505") => db
-                .constraint()
-                .is_some_and(|c| c.starts_with("association_changes_pkey")),
             _ => false,
         },
         _ => false,
