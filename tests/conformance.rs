@@ -1377,6 +1377,160 @@ mod merge_suite {
         }
     }
 
+    pub async fn custom_object_names_are_one_per_type_and_unique_per_portal(fx: Fixture) {
+        use association_service::domain::admin::AdminEvent;
+        use association_service::domain::ObjectType;
+        let cars = ObjectType::parse("2-101").unwrap();
+        let boats = ObjectType::parse("2-102").unwrap();
+        let names = |portal: i64| {
+            let svc = Arc::clone(&fx.svc);
+            async move {
+                svc.custom_objects(portal)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|o| (o.object_type.to_string(), o.name, o.fully_qualified_name))
+                    .collect::<Vec<_>>()
+            }
+        };
+        let (named, before) = fx
+            .svc
+            .name_custom_object(ACTOR, PORTAL, cars, "Cars")
+            .await
+            .unwrap();
+        assert_eq!((named.name.as_str(), before), ("cars", None));
+        assert_eq!(named.fully_qualified_name, format!("p{PORTAL}_cars"));
+        // The name is taken, in any case; a standard object and a bad name
+        // are refused; nothing changes.
+        let taken = fx
+            .svc
+            .name_custom_object(ACTOR, PORTAL, boats, "CARS")
+            .await;
+        assert!(
+            matches!(
+                &taken,
+                Err(ServiceError::Domain(DomainError::ObjectNameTaken { name, object_type }))
+                    if name == "cars" && *object_type == cars
+            ),
+            "{taken:?}"
+        );
+        for (object_type, name) in [
+            (ObjectType::CONTACT, "people"),
+            (boats, "bad-name"),
+            (boats, "9boats"),
+        ] {
+            let refused = fx
+                .svc
+                .name_custom_object(ACTOR, PORTAL, object_type, name)
+                .await;
+            assert!(
+                matches!(
+                    refused,
+                    Err(ServiceError::Domain(DomainError::InvalidArgument(_)))
+                ),
+                "{object_type} {name}: {refused:?}"
+            );
+        }
+        let cars_only = vec![(
+            "2-101".to_string(),
+            "cars".to_string(),
+            format!("p{PORTAL}_cars"),
+        )];
+        assert_eq!(names(PORTAL).await, cars_only);
+        // A rename frees the old name; another portal's names are its own.
+        let (_, before) = fx
+            .svc
+            .name_custom_object(ACTOR, PORTAL, cars, "autos")
+            .await
+            .unwrap();
+        assert_eq!(before.as_deref(), Some("cars"));
+        fx.svc
+            .name_custom_object(ACTOR, PORTAL, boats, "cars")
+            .await
+            .unwrap();
+        fx.svc
+            .name_custom_object(ACTOR, PORTAL + 1, cars, "autos")
+            .await
+            .unwrap();
+        // An empty name takes the name away.
+        let (unnamed, before) = fx
+            .svc
+            .name_custom_object(ACTOR, PORTAL, cars, " ")
+            .await
+            .unwrap();
+        assert_eq!(
+            (unnamed.name.as_str(), before.as_deref()),
+            ("", Some("autos"))
+        );
+        assert_eq!(
+            names(PORTAL).await,
+            vec![(
+                "2-102".to_string(),
+                "cars".to_string(),
+                format!("p{PORTAL}_cars")
+            )]
+        );
+        assert_eq!(names(PORTAL + 1).await.len(), 1);
+        // Each naming is audited with the names before and after.
+        let events = fx.svc.audit_events(PORTAL, 0, 100).await.unwrap();
+        let seen: Vec<(AdminEvent, String, Option<String>, Option<String>)> = events
+            .iter()
+            .map(|(_, c)| {
+                (
+                    c.event,
+                    c.from_object_type.clone(),
+                    c.before.object_name.clone(),
+                    c.after.object_name.clone(),
+                )
+            })
+            .collect();
+        let named = |t: &str, before: Option<&str>, after: Option<&str>| {
+            (
+                AdminEvent::CustomObjectNamed,
+                t.to_string(),
+                before.map(String::from),
+                after.map(String::from),
+            )
+        };
+        assert_eq!(
+            seen,
+            vec![
+                named("2-101", None, Some("cars")),
+                named("2-101", Some("cars"), Some("autos")),
+                named("2-102", None, Some("cars")),
+                named("2-101", Some("autos"), None),
+            ]
+        );
+        // Two types named alike at once: exactly one gets the name.
+        for round in 0..5 {
+            let name = format!("race_{round}");
+            let (a, b) = (
+                ObjectType::parse(&format!("2-{}", 300 + 2 * round)).unwrap(),
+                ObjectType::parse(&format!("2-{}", 301 + 2 * round)).unwrap(),
+            );
+            let (first, second) = tokio::join!(
+                fx.svc.name_custom_object(ACTOR, PORTAL, a, &name),
+                fx.svc.name_custom_object(ACTOR, PORTAL, b, &name)
+            );
+            let taken = |r: &Result<_, ServiceError>| {
+                matches!(
+                    r,
+                    Err(ServiceError::Domain(DomainError::ObjectNameTaken { .. }))
+                )
+            };
+            assert!(
+                (first.is_ok() && taken(&second)) || (second.is_ok() && taken(&first)),
+                "round {round}: {first:?} {second:?}"
+            );
+        }
+        let raced = names(PORTAL)
+            .await
+            .iter()
+            .filter(|(_, n, _)| n.starts_with("race_"))
+            .count();
+        assert_eq!(raced, 5);
+    }
+
     pub async fn merged_ids_resolve_to_their_survivor_for_reads_and_writes(fx: Fixture) {
         fx.link("contacts", 1, "companies", 10, &[]).await;
         fx.link("contacts", 2, "companies", 11, &[]).await;
@@ -1771,6 +1925,7 @@ on_every_backend!(
     a_high_usage_report_lists_the_records_at_and_near_their_limits,
     usage_without_a_pair_covers_records_near_the_platform_ceiling,
     merged_ids_resolve_to_their_survivor_for_reads_and_writes,
+    custom_object_names_are_one_per_type_and_unique_per_portal,
     merge_moves_associations_to_the_primary_without_duplicates,
     merge_fails_whole_when_the_primary_would_pass_its_limit,
     merge_fails_whole_when_a_counterpart_would_pass_its_inverse_limit,

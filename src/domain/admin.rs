@@ -23,10 +23,12 @@ pub enum AdminEvent {
     LabelDeleted,
     /// A report of the records at or near their limits was asked for.
     HighUsageReport,
+    /// A custom object type was given a name, renamed, or lost its name.
+    CustomObjectNamed,
 }
 
 impl AdminEvent {
-    pub const ALL: [AdminEvent; 7] = [
+    pub const ALL: [AdminEvent; 8] = [
         AdminEvent::LimitsCreated,
         AdminEvent::LimitsUpdated,
         AdminEvent::LimitsPurged,
@@ -34,6 +36,7 @@ impl AdminEvent {
         AdminEvent::LabelUpdated,
         AdminEvent::LabelDeleted,
         AdminEvent::HighUsageReport,
+        AdminEvent::CustomObjectNamed,
     ];
 
     /// The name used in configuration and on the wire, e.g. `LIMITS_CREATED`.
@@ -46,6 +49,7 @@ impl AdminEvent {
             AdminEvent::LabelUpdated => "LABEL_UPDATED",
             AdminEvent::LabelDeleted => "LABEL_DELETED",
             AdminEvent::HighUsageReport => "HIGH_USAGE_REPORT",
+            AdminEvent::CustomObjectNamed => "CUSTOM_OBJECT_NAMED",
         }
     }
 
@@ -112,6 +116,9 @@ impl From<&TypeDef> for LabelValue {
 pub struct AdminState {
     pub limits: Vec<LimitValue>,
     pub labels: Vec<LabelValue>,
+    /// A custom object type's name (`CustomObjectNamed`; none: unnamed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_name: Option<String>,
 }
 
 impl AdminState {
@@ -119,11 +126,12 @@ impl AdminState {
         AdminState {
             limits: vec![],
             labels: defs.iter().map(LabelValue::from).collect(),
+            object_name: None,
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.limits.is_empty() && self.labels.is_empty()
+        self.limits.is_empty() && self.labels.is_empty() && self.object_name.is_none()
     }
 }
 
@@ -245,6 +253,21 @@ impl AdminChange {
     pub fn with_limits(mut self, before: Vec<LimitValue>, after: Vec<LimitValue>) -> AdminChange {
         self.before.limits = before;
         self.after.limits = after;
+        self
+    }
+
+    /// A custom object type's naming (its object type is the change's
+    /// from-type; the to-type is empty).
+    pub fn object_named(portal_id: i64, actor: &str, object_type: ObjectType, at_us: i64) -> Self {
+        let mut change = AdminChange::of(AdminEvent::CustomObjectNamed, portal_id, actor, at_us);
+        change.from_object_type = object_type.to_string();
+        change
+    }
+
+    /// The change with these names of its custom object type.
+    pub fn with_object_names(mut self, before: Option<&str>, after: Option<&str>) -> AdminChange {
+        self.before.object_name = before.map(str::to_string);
+        self.after.object_name = after.map(str::to_string);
         self
     }
 

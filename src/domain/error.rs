@@ -93,6 +93,12 @@ pub enum DomainError {
     },
     #[error("A label named '{0}' already exists between these object types")]
     LabelExists(String),
+    /// A custom object name another custom object of the portal has.
+    #[error("The custom object name '{name}' already names {object_type}")]
+    ObjectNameTaken {
+        name: String,
+        object_type: ObjectType,
+    },
     #[error("{from} and {to} already have {limit} labels, the most one pair of object types may have; delete one first")]
     LabelQuotaReached {
         from: ObjectType,
@@ -202,7 +208,9 @@ impl DomainError {
             DomainError::RequestTooSlow { .. } => ErrorKind::InvalidArgument,
             DomainError::CallTooSlow { .. } => ErrorKind::Unavailable,
             DomainError::Overloaded | DomainError::ShuttingDown => ErrorKind::Unavailable,
-            DomainError::LimitAlreadySet(_) | DomainError::LabelExists(_) => ErrorKind::Conflict,
+            DomainError::LimitAlreadySet(_)
+            | DomainError::LabelExists(_)
+            | DomainError::ObjectNameTaken { .. } => ErrorKind::Conflict,
             DomainError::ChangeDenied { .. } => ErrorKind::Denied,
             DomainError::Unauthenticated(_) => ErrorKind::Unauthenticated,
             DomainError::PermissionDenied(_) => ErrorKind::PermissionDenied,
@@ -232,6 +240,7 @@ impl DomainError {
             DomainError::LimitNotSet(_) => "crm.associations.LIMIT_NOT_CONFIGURED",
             DomainError::LabelNotFound { .. } => "crm.associations.LABEL_NOT_FOUND",
             DomainError::LabelExists(_) => "crm.associations.LABEL_ALREADY_EXISTS",
+            DomainError::ObjectNameTaken { .. } => "crm.associations.OBJECT_NAME_ALREADY_EXISTS",
             DomainError::LabelQuotaReached { .. } => "crm.associations.LABEL_LIMIT_REACHED",
             DomainError::InvalidCursor => "crm.associations.INVALID_CURSOR",
             DomainError::CursorExpired(_) => "crm.associations.CURSOR_EXPIRED",
@@ -291,6 +300,10 @@ impl DomainError {
                 ("toObjectType", to.to_string()),
             ],
             DomainError::UnknownObjectType(t) => vec![("objectType", t.clone())],
+            DomainError::ObjectNameTaken { name, object_type } => vec![
+                ("name", name.clone()),
+                ("objectType", object_type.to_string()),
+            ],
             DomainError::NoAssociations { from, from_id, to } => vec![
                 ("fromObjectId", from_id.to_string()),
                 ("fromObjectType", from.singular_name()),

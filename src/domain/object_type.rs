@@ -1,5 +1,6 @@
-//! CRM object types: HubSpot's standard types by id and name, and custom
-//! object types (`2-<n>`).
+//! CRM object types: HubSpot's standard types by id and name, custom
+//! object types (`2-<n>`), and the rule for custom objects' names
+//! (`p{portalId}_{name}`, HubSpot's fully qualified form).
 use std::fmt;
 
 use super::error::DomainError;
@@ -135,6 +136,50 @@ impl ObjectType {
     }
 }
 
+/// Most characters of a custom object's name.
+pub const OBJECT_NAME_MOST: usize = 100;
+
+impl ObjectType {
+    /// True for custom object types (`2-<n>`), the only ones with names of
+    /// a portal's own.
+    pub fn is_custom(&self) -> bool {
+        self.prefix == 2
+    }
+}
+
+/// A custom object's name as HubSpot allows it (a letter, then letters,
+/// digits and underscores; at most 100), in lower case: names are matched
+/// without regard to case.
+pub fn custom_object_name(name: &str) -> Result<String, DomainError> {
+    let mut chars = name.chars();
+    let starts_with_letter = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    let rest_allowed = chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !starts_with_letter || !rest_allowed || name.len() > OBJECT_NAME_MOST {
+        return Err(DomainError::InvalidArgument(format!(
+            "'{}' is not a custom object name: a letter, then letters, digits or underscores, at most {OBJECT_NAME_MOST}",
+            shown(name)
+        )));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+/// A custom object's fully qualified name, `p{portalId}_{name}`.
+pub fn fully_qualified_name(portal: i64, name: &str) -> String {
+    format!("p{portal}_{name}")
+}
+
+/// The portal and name of a fully qualified custom object name
+/// (`p123_cars`, any case), or `None` for any other text.
+pub fn split_fully_qualified(text: &str) -> Option<(i64, String)> {
+    let rest = text.strip_prefix(['p', 'P'])?;
+    let (digits, name) = rest.split_once('_')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let portal: i64 = digits.parse().ok().filter(|p| *p > 0)?;
+    custom_object_name(name).ok().map(|name| (portal, name))
+}
+
 impl fmt::Display for ObjectType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}-{}", self.prefix, self.number)
@@ -236,5 +281,47 @@ mod tests {
             .to_string();
         assert!(!forged.contains('\n'), "{forged}");
         assert!(forged.contains("deals\\nINFO"), "{forged}");
+    }
+
+    #[test]
+    fn custom_object_names_follow_hubspots_rule_in_any_case() {
+        assert_eq!(custom_object_name("Cars").unwrap(), "cars");
+        assert_eq!(custom_object_name("my_car_2").unwrap(), "my_car_2");
+        for bad in [
+            "",
+            "2cars",
+            "_cars",
+            "car-s",
+            "cär",
+            "car s",
+            &"x".repeat(101),
+        ] {
+            assert!(
+                custom_object_name(bad).is_err(),
+                "{bad:?} should be refused"
+            );
+        }
+        assert!(custom_object_name(&"x".repeat(100)).is_ok());
+        assert_eq!(fully_qualified_name(123, "cars"), "p123_cars");
+        assert_eq!(
+            split_fully_qualified("p123_cars"),
+            Some((123, "cars".into()))
+        );
+        assert_eq!(
+            split_fully_qualified("P123_My_Cars"),
+            Some((123, "my_cars".into()))
+        );
+        for other in [
+            "postal_mail",
+            "p_cars",
+            "p12x_cars",
+            "p0_cars",
+            "p123_",
+            "p123_2x",
+            "2-5",
+            "p99999999999999999999_a",
+        ] {
+            assert_eq!(split_fully_qualified(other), None, "{other}");
+        }
     }
 }

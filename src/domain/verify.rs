@@ -272,11 +272,11 @@ mod tests {
         );
         change.before = AdminState {
             limits: values(before),
-            labels: vec![],
+            ..AdminState::default()
         };
         change.after = AdminState {
             limits: values(after),
-            labels: vec![],
+            ..AdminState::default()
         };
         change
     }

@@ -13,6 +13,20 @@ use crate::domain::{one_line, DomainError, MESSAGE_MOST};
 use crate::service::ServiceError;
 use crate::status_table::{status_for, store_status, StatusPair};
 
+/// Where a path HubSpot publishes under other versions only is found:
+/// the labels and limit configurations have no 2025-09 version.
+fn unpublished_hint(path: &str) -> &'static str {
+    let Some(rest) = path.strip_prefix("/crm/associations/2025-09/") else {
+        return "";
+    };
+    let schema =
+        rest.starts_with("definitions/") || rest.split('/').nth(2).is_some_and(|s| s == "labels");
+    match schema {
+        true => "; HubSpot publishes no 2025-09 version of the association labels and limit configurations: they are under /crm/associations/2026-03/",
+        false => "",
+    }
+}
+
 /// Why a REST call failed as a whole.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -22,7 +36,10 @@ pub enum GatewayError {
     /// with its "One or more associations are invalid" body.
     #[error("One or more associations are invalid")]
     SingleLimit(LimitViolation),
-    #[error("Unable to route {method} {path}: no such endpoint")]
+    #[error(
+        "Unable to route {method} {path}: no such endpoint{}",
+        unpublished_hint(path)
+    )]
     NoRoute { method: String, path: String },
     /// Input the gateway cannot read, in a field it can name (a path
     /// parameter, a query parameter, or where in the JSON body).

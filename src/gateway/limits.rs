@@ -77,7 +77,7 @@ pub async fn records_to(
     gw: Gateway,
     Path(from): Path<String>,
 ) -> GatewayResult<Json<ObjectTypesAtLimits>> {
-    let from = ObjectType::parse(&from)?;
+    let from = gw.object_type(&from)?;
     let usages: Vec<LimitUsage> = gw
         .service
         .limit_usage(gw.portal, None, DEFAULT_NEAR_FRACTION, 0)
@@ -201,7 +201,7 @@ pub struct LabelLimits {
 /// each direction's labels against its pair's label quota.
 pub async fn labels(gw: Gateway, RawQuery(raw): RawQuery) -> GatewayResult<Json<LabelLimits>> {
     let query = Query::parse(raw.as_deref());
-    let side = |name: &str| query.get(name).map(ObjectType::parse).transpose();
+    let side = |name: &str| query.get(name).map(|t| gw.object_type(t)).transpose();
     let (from, to) = (side("fromObjectTypeId")?, side("toObjectTypeId")?);
     let usages = gw.service.label_usage(gw.portal, from, to).await?;
     let results = usages

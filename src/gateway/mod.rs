@@ -17,6 +17,8 @@ use axum::Router;
 use crate::admission::{Admission, CallPlaces, CallerKey, PortalPlace};
 use crate::auth::Authenticator;
 use crate::domain::access::{Principal, Role};
+use crate::domain::error::check_portal;
+use crate::domain::object_type::{shown, split_fully_qualified};
 use crate::domain::{DomainError, ObjectType};
 use crate::service::{AssociationService, PortalPair};
 
@@ -63,6 +65,9 @@ pub struct Gateway {
     portal: i64,
     principal: Principal,
     _portal_place: Arc<PortalPlace>,
+    /// The portal's custom object names, loaded when the call names a
+    /// custom object by its fully qualified name.
+    object_names: Option<Arc<Vec<(ObjectType, String)>>>,
 }
 
 /// The address a REST connection comes from (set per connection).
@@ -112,11 +117,16 @@ impl FromRequestParts<GatewayState> for Gateway {
         }
         admitted?;
         let place = state.guards.calls.enter_portal(portal)?;
+        let object_names = match names_custom_objects(&parts.uri, portal) {
+            true => Some(state.service.names_of(portal).await?),
+            false => None,
+        };
         Ok(Gateway {
             service: Arc::clone(&state.service),
             portal,
             principal,
             _portal_place: Arc::new(place),
+            object_names,
         })
     }
 }
@@ -307,8 +317,37 @@ impl Gateway {
 
     /// The call's portal and the pair a path names.
     fn pair(&self, from: &str, to: &str) -> Result<PortalPair, DomainError> {
-        PortalPair::parse(self.portal, from, to)
+        check_portal(self.portal)?;
+        Ok(PortalPair {
+            portal: self.portal,
+            from: self.object_type(from)?,
+            to: self.object_type(to)?,
+        })
     }
+
+    /// An object type as a REST call names it: an id, a standard name, or
+    /// a custom object's fully qualified name in the call's portal.
+    fn object_type(&self, text: &str) -> Result<ObjectType, DomainError> {
+        match split_fully_qualified(text.trim()) {
+            Some((portal, name)) if portal == self.portal => self
+                .object_names
+                .iter()
+                .flat_map(|names| names.iter())
+                .find(|(_, n)| *n == name)
+                .map(|(t, _)| *t)
+                .ok_or_else(|| DomainError::UnknownObjectType(shown(text))),
+            _ => ObjectType::parse(text),
+        }
+    }
+}
+
+/// Whether a call names a custom object of `portal` by its fully qualified
+/// name, in its path or its query (`associations=p1_cars,companies`).
+fn names_custom_objects(uri: &Uri, portal: i64) -> bool {
+    let path = uri.path().split('/');
+    let query = uri.query().unwrap_or_default().split(['&', '=', ',', '%']);
+    path.chain(query)
+        .any(|part| split_fully_qualified(part).is_some_and(|(p, _)| p == portal))
 }
 
 /// The object type's id (`0-1`) for links.
@@ -374,10 +413,11 @@ fn filter(method: &str) -> MethodFilter {
 /// Declares every endpoint once: its method, path, handler and role. The
 /// router and `REST_ROUTES` both come from this list, so no endpoint exists
 /// without an access rule. `v4` paths are served under every prefix of
-/// HubSpot's v4 schema and batch endpoints (`/crm/v4/associations`, the
+/// HubSpot's v4 batch endpoints (`/crm/v4/associations`, the
 /// spec's `/crm/associations/v4`, and the date-versioned
 /// `/crm/associations/2025-09`, `2026-03`, `2026-09`, which carry the same
-/// shapes); `objects` paths under `/crm/v4/objects` and the date-versioned
+/// shapes); `schema` paths (labels, limit configurations) under the same
+/// prefixes but 2025-09, which HubSpot does not publish; `objects` paths under `/crm/v4/objects` and the date-versioned
 /// `/crm/objects/2025-09`, `2026-03`, `2026-09`; `records` (objects, their
 /// lists and merges) under `/crm/v3/objects` and the same dated prefixes;
 /// `limits` (Limits Tracking)
@@ -386,6 +426,7 @@ fn filter(method: &str) -> MethodFilter {
 macro_rules! rest_routes {
     (
         v4 { $($v4m:ident $v4p:literal => $v4h:path, $v4r:ident;)* }
+        schema { $($sm:ident $sp:literal => $sh:path, $sr:ident;)* }
         objects { $($om:ident $op:literal => $oh:path, $or:ident;)* }
         records { $($rm:ident $rp:literal => $rh:path, $rr:ident;)* }
         limits { $($lm:ident $lp:literal => $lh:path, $lr:ident;)* }
@@ -399,6 +440,12 @@ macro_rules! rest_routes {
                 (stringify!($v4m), concat!("/crm/associations/2025-09", $v4p), Role::$v4r),
                 (stringify!($v4m), concat!("/crm/associations/2026-03", $v4p), Role::$v4r),
                 (stringify!($v4m), concat!("/crm/associations/2026-09", $v4p), Role::$v4r),
+            )*
+            $(
+                (stringify!($sm), concat!("/crm/v4/associations", $sp), Role::$sr),
+                (stringify!($sm), concat!("/crm/associations/v4", $sp), Role::$sr),
+                (stringify!($sm), concat!("/crm/associations/2026-03", $sp), Role::$sr),
+                (stringify!($sm), concat!("/crm/associations/2026-09", $sp), Role::$sr),
             )*
             $(
                 (stringify!($om), concat!("/crm/v4/objects", $op), Role::$or),
@@ -430,6 +477,12 @@ macro_rules! rest_routes {
                 (stringify!($v4m), concat!("/crm/associations/2025-09", $v4p), stringify!($v4h)),
                 (stringify!($v4m), concat!("/crm/associations/2026-03", $v4p), stringify!($v4h)),
                 (stringify!($v4m), concat!("/crm/associations/2026-09", $v4p), stringify!($v4h)),
+            )*
+            $(
+                (stringify!($sm), concat!("/crm/v4/associations", $sp), stringify!($sh)),
+                (stringify!($sm), concat!("/crm/associations/v4", $sp), stringify!($sh)),
+                (stringify!($sm), concat!("/crm/associations/2026-03", $sp), stringify!($sh)),
+                (stringify!($sm), concat!("/crm/associations/2026-09", $sp), stringify!($sh)),
             )*
             $(
                 (stringify!($om), concat!("/crm/v4/objects", $op), stringify!($oh)),
@@ -465,6 +518,9 @@ macro_rules! rest_routes {
             $(if method == stringify!($v4m) && pattern.ends_with($v4p) && is_v4_prefix(&pattern[..pattern.len() - $v4p.len()]) {
                 return router.route(pattern, on(filter(method), $v4h));
             })*
+            $(if method == stringify!($sm) && pattern.ends_with($sp) && SCHEMA_PREFIXES.contains(&&pattern[..pattern.len() - $sp.len()]) {
+                return router.route(pattern, on(filter(method), $sh));
+            })*
             $(if method == stringify!($om) && pattern.ends_with($op) && is_objects_prefix(&pattern[..pattern.len() - $op.len()]) {
                 return router.route(pattern, on(filter(method), $oh));
             })*
@@ -487,6 +543,14 @@ const V4_PREFIXES: [&str; 5] = [
     "/crm/v4/associations",
     "/crm/associations/v4",
     "/crm/associations/2025-09",
+    "/crm/associations/2026-03",
+    "/crm/associations/2026-09",
+];
+/// The prefixes of HubSpot's association schema paths (labels and limit
+/// configurations): HubSpot publishes no 2025-09 version of them.
+const SCHEMA_PREFIXES: [&str; 4] = [
+    "/crm/v4/associations",
+    "/crm/associations/v4",
     "/crm/associations/2026-03",
     "/crm/associations/2026-09",
 ];
@@ -524,6 +588,14 @@ fn is_objects_prefix(prefix: &str) -> bool {
 
 rest_routes! {
     v4 {
+        POST "/{from}/{to}/batch/read" => v4::batch_read, Read;
+        POST "/{from}/{to}/batch/create" => v4::batch_create, Write;
+        POST "/{from}/{to}/batch/associate/default" => v4::batch_create_default, Write;
+        POST "/{from}/{to}/batch/archive" => v4::batch_archive, Write;
+        POST "/{from}/{to}/batch/labels/archive" => v4::batch_archive_labels, Write;
+        POST "/usage/high-usage-report/{user_id}" => limits::high_usage_report, Admin;
+    }
+    schema {
         // Reading the labels is a read, like gRPC's ListDefinitions.
         GET "/{from}/{to}/labels" => v4_config::list_labels, Read;
         POST "/{from}/{to}/labels" => v4_config::create_label, Admin;
@@ -534,12 +606,6 @@ rest_routes! {
         POST "/definitions/configurations/{from}/{to}/batch/create" => v4_config::create_limits, Admin;
         POST "/definitions/configurations/{from}/{to}/batch/update" => v4_config::update_limits, Admin;
         POST "/definitions/configurations/{from}/{to}/batch/purge" => v4_config::purge_limits, Admin;
-        POST "/{from}/{to}/batch/read" => v4::batch_read, Read;
-        POST "/{from}/{to}/batch/create" => v4::batch_create, Write;
-        POST "/{from}/{to}/batch/associate/default" => v4::batch_create_default, Write;
-        POST "/{from}/{to}/batch/archive" => v4::batch_archive, Write;
-        POST "/{from}/{to}/batch/labels/archive" => v4::batch_archive_labels, Write;
-        POST "/usage/high-usage-report/{user_id}" => limits::high_usage_report, Admin;
     }
     objects {
         GET "/{object_type}/{id}/associations/{to}" => v4::record_page, Read;

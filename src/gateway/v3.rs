@@ -21,7 +21,7 @@ use super::json::{
 use super::openapi::{of, with, Answer, Doc};
 use super::version::{ApiVersion, BatchKind};
 use super::{type_id, BaseUrl, Gateway};
-use crate::domain::{DomainError, ObjectType};
+use crate::domain::DomainError;
 use crate::service::{AssociatedRecord, AssociationPage, NamedInput, Record, ServiceError};
 
 /// Associated records per record and to-type on a v3 page.
@@ -184,7 +184,7 @@ pub async fn get_object(
     let query = Query::parse(raw.as_deref());
     let record = gw
         .service
-        .record_by_id(gw.portal, ObjectType::parse(&object_type)?, id)
+        .record_by_id(gw.portal, gw.object_type(&object_type)?, id)
         .await?;
     let associations = query.list("associations");
     let body = object_body(&gw, &base, &object_type, &record, &associations).await?;
@@ -207,7 +207,7 @@ pub async fn list_objects(
         .service
         .page_records(
             gw.portal,
-            ObjectType::parse(&object_type)?,
+            gw.object_type(&object_type)?,
             query.get("after"),
             limit,
         )
@@ -252,7 +252,7 @@ pub async fn merge(
     let input: MergeInput = body(&bytes)?;
     let primary = input.primary_object_id.id("primaryObjectId")?;
     let merged = input.object_id_to_merge.id("objectIdToMerge")?;
-    let kind = ObjectType::parse(&object_type)?;
+    let kind = gw.object_type(&object_type)?;
     let summary = gw.service.merge(gw.portal, kind, primary, merged).await?;
     // The survivor (the primary, or the record it was merged into before).
     let primary = summary.primary_id;

@@ -40,6 +40,14 @@ fn optional_pair(from: &str, to: &str) -> Result<Option<(ObjectType, ObjectType)
     }
 }
 
+fn custom_object(object: &crate::service::CustomObject) -> proto::CustomObject {
+    proto::CustomObject {
+        object_type_id: object.object_type.to_string(),
+        name: object.name.clone(),
+        fully_qualified_name: object.fully_qualified_name.clone(),
+    }
+}
+
 /// A fraction of 0 means the default.
 fn fraction_or_default(fraction: f64) -> f64 {
     if fraction == 0.0 {
@@ -354,6 +362,38 @@ impl AdminConfig for GrpcApi {
         Ok(Response::new(proto::PreviewLimitChangeResponse {
             valid: changes.iter().all(|c| c.error.is_none()),
             changes,
+        }))
+    }
+
+    async fn name_custom_object(
+        &self,
+        request: Request<proto::NameCustomObjectRequest>,
+    ) -> Result<Response<proto::NameCustomObjectResponse>, Status> {
+        authorize(&request, Role::Admin, request.get_ref().portal_id)?;
+        let actor = caller(&request)?.name.clone();
+        let r = request.into_inner();
+        let object_type = ObjectType::parse(&r.object_type)?;
+        let (object, before) = self
+            .service
+            .name_custom_object(&actor, r.portal_id, object_type, &r.name)
+            .await?;
+        Ok(Response::new(proto::NameCustomObjectResponse {
+            object: Some(custom_object(&object)),
+            previous_name: before.unwrap_or_default(),
+        }))
+    }
+
+    async fn list_custom_objects(
+        &self,
+        request: Request<proto::ListCustomObjectsRequest>,
+    ) -> Result<Response<proto::ListCustomObjectsResponse>, Status> {
+        authorize(&request, Role::Admin, request.get_ref().portal_id)?;
+        let objects = self
+            .service
+            .custom_objects(request.get_ref().portal_id)
+            .await?;
+        Ok(Response::new(proto::ListCustomObjectsResponse {
+            objects: objects.iter().map(custom_object).collect(),
         }))
     }
 }

@@ -115,6 +115,7 @@ pub fn admin_change_to_proto(change: &AdminChange) -> proto::AdminChange {
             })
             .collect(),
         labels: state.labels.iter().map(label_value).collect(),
+        object_name: state.object_name.clone().unwrap_or_default(),
     };
     let event = match change.event {
         AdminEvent::LimitsCreated => proto::AdminEvent::LimitsCreated,
@@ -124,6 +125,7 @@ pub fn admin_change_to_proto(change: &AdminChange) -> proto::AdminChange {
         AdminEvent::LabelUpdated => proto::AdminEvent::LabelUpdated,
         AdminEvent::LabelDeleted => proto::AdminEvent::LabelDeleted,
         AdminEvent::HighUsageReport => proto::AdminEvent::HighUsageReport,
+        AdminEvent::CustomObjectNamed => proto::AdminEvent::CustomObjectNamed,
     };
     proto::AdminChange {
         event: event as i32,

@@ -27,6 +27,8 @@ pub mod pages;
 mod admin;
 mod feed;
 mod merged;
+mod objects;
+pub use objects::CustomObject;
 mod model;
 mod reads;
 mod stream;
@@ -123,6 +125,8 @@ pub struct AssociationService {
     stream_slots: stream::StreamSlots,
     /// Which portals have merged records to resolve.
     merged_portals: merged::MergedPortals,
+    /// Each portal's custom object names.
+    object_names: objects::ObjectNames,
 }
 
 fn check_batch_size(len: usize) -> Result<(), DomainError> {
@@ -151,6 +155,7 @@ impl AssociationService {
         AssociationService {
             catalogs: catalogs::CatalogCache::new(settings.catalog_ttl),
             merged_portals: merged::MergedPortals::new(settings.catalog_ttl),
+            object_names: objects::ObjectNames::new(settings.catalog_ttl),
             stream_slots: stream::StreamSlots::new(
                 settings.max_streams_per_portal,
                 settings.stream_stall_timeout,

@@ -426,6 +426,49 @@ pub(crate) trait DefinitionSteps: Send {
         b: ObjectType,
     ) -> StoreResult<Vec<TypeDef>>;
     async fn insert_definitions(&mut self, portal: i64, defs: &[TypeDef]) -> StoreResult<()>;
+    /// The portal's custom object names.
+    async fn load_object_names(&mut self, portal: i64) -> StoreResult<Vec<(ObjectType, String)>>;
+    /// Gives `object_type` the name `name`, or takes its name (`None`).
+    async fn set_object_name(
+        &mut self,
+        portal: i64,
+        object_type: ObjectType,
+        name: Option<&str>,
+    ) -> StoreResult<()>;
+}
+
+/// Names a custom object type (or takes its name) unless another type of
+/// the portal has the name, and records `change` with the names before and
+/// after; returns its name before.
+pub(crate) async fn name_object_in_transaction<S: DefinitionSteps + WriteSteps>(
+    steps: &mut S,
+    portal: i64,
+    object_type: ObjectType,
+    name: Option<&str>,
+    change: &AdminChange,
+) -> StoreResult<Option<String>> {
+    // The portal's type-id allocator is its definitions' lock: names of a
+    // portal change one at a time, so the check below holds.
+    steps.allocate_type_ids(portal, 0).await?;
+    let names = steps.load_object_names(portal).await?;
+    if let Some(name) = name {
+        if let Some((other, _)) = names.iter().find(|(t, n)| n == name && *t != object_type) {
+            return Err(DomainError::ObjectNameTaken {
+                name: name.to_string(),
+                object_type: *other,
+            }
+            .into());
+        }
+    }
+    let before = names
+        .into_iter()
+        .find(|(t, _)| *t == object_type)
+        .map(|(_, n)| n);
+    steps.set_object_name(portal, object_type, name).await?;
+    steps
+        .record_admin_change(&change.clone().with_object_names(before.as_deref(), name))
+        .await?;
+    Ok(before)
 }
 
 /// True when `defs` hold an unlabeled type from `a` to `b`.

@@ -34,6 +34,7 @@ use crate::domain::{
 #[macro_use]
 mod retry;
 mod flows;
+mod names;
 pub mod postgres;
 pub mod sqlite;
 pub mod verify;
@@ -420,6 +421,19 @@ pub trait Store: Send + Sync {
         def: &TypeDef,
         change: &AdminChange,
     ) -> StoreResult<()>;
+
+    /// Names a custom object type (`None` takes its name), unless another
+    /// type of the portal has the name; returns its name before.
+    async fn name_object(
+        &self,
+        portal: i64,
+        object_type: ObjectType,
+        name: Option<&str>,
+        change: &AdminChange,
+    ) -> StoreResult<Option<String>>;
+
+    /// The portal's named custom object types, by type.
+    async fn object_names(&self, portal: i64) -> StoreResult<Vec<(ObjectType, String)>>;
 
     /// Creates associations item by item in one transaction: limits are
     /// checked against locked counters, failing items change nothing.

@@ -13,7 +13,7 @@ use crate::store::{StoreError, StoreResult};
 
 /// Every table of the schema; all are keyed by portal. The first is the
 /// colocation group the others join.
-pub const TABLES: [&str; 13] = [
+pub const TABLES: [&str; 14] = [
     "portal_type_ids",
     "association_definitions",
     "associations",
@@ -27,6 +27,7 @@ pub const TABLES: [&str; 13] = [
     "admin_audit_events",
     "admin_hook_leases",
     "merged_records",
+    "custom_object_names",
 ];
 
 /// Functions the write functions call: copied to every node.

@@ -347,6 +347,28 @@ impl Store for PostgresStore {
         )
     }
 
+    async fn name_object(
+        &self,
+        portal: i64,
+        object_type: ObjectType,
+        name: Option<&str>,
+        change: &AdminChange,
+    ) -> StoreResult<Option<String>> {
+        transaction!(
+            self.retry,
+            crate::store::begin(&self.pool, None),
+            is_retryable,
+            |conn| {
+                let steps = &mut PgTx { conn: &mut *conn };
+                name_object_in_transaction(steps, portal, object_type, name, change).await
+            }
+        )
+    }
+
+    async fn object_names(&self, portal: i64) -> StoreResult<Vec<(ObjectType, String)>> {
+        names::object_names(&self.pool, portal).await
+    }
+
     async fn update_label(
         &self,
         portal: i64,

@@ -379,6 +379,19 @@ impl WriteSteps for PgTx<'_> {
 
 #[async_trait]
 impl DefinitionSteps for PgTx<'_> {
+    async fn load_object_names(&mut self, portal: i64) -> StoreResult<Vec<(ObjectType, String)>> {
+        names::object_names(&mut *self.conn, portal).await
+    }
+
+    async fn set_object_name(
+        &mut self,
+        portal: i64,
+        object_type: ObjectType,
+        name: Option<&str>,
+    ) -> StoreResult<()> {
+        names::set_object_name(&mut *self.conn, portal, object_type, name).await
+    }
+
     async fn allocate_type_ids(&mut self, portal: i64, count: i32) -> StoreResult<i32> {
         allocate_type_ids(&mut *self.conn, portal, count).await
     }
