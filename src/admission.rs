@@ -1,9 +1,10 @@
 //! Admission for both front ends: per-portal call rates (each portal may
-//! make `per_second` calls a second with bursts of `burst`, the GCRA of the
-//! `governor` crate, and, when set, `per_day` calls a UTC day; a call past
-//! either is refused with the wait after which it would pass, and an
-//! admitted one learns what is left, `Allowance`) and the fair share of
-//! concurrent calls (`CallPlaces`).
+//! make `per_second` calls a second with bursts of `burst` on each replica,
+//! the GCRA of the `governor` crate, and, when set, `per_day` calls a UTC
+//! day across every replica, drawn a few at a time from a shared
+//! `DailyLedger`; a call past either is refused with the wait after which
+//! it would pass, and an admitted one learns what is left, `Allowance`) and
+//! the fair share of concurrent calls (`CallPlaces`).
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -27,12 +28,104 @@ pub struct Admission {
         u32,
         u32,
     )>,
-    /// The calls a portal may make a UTC day, and what each portal spent.
-    daily: Option<(u32, Mutex<DaysSpent>)>,
+    /// The calls a portal may make a UTC day, across every replica.
+    daily: Option<DailyQuota>,
 }
 
-/// Each portal's calls of the UTC day it last called on: (day, calls).
-type DaysSpent = HashMap<i64, (u64, u32)>;
+/// Where every replica draws a portal's calls of a day from, so that a
+/// day's quota holds however many replicas serve the portal.
+#[async_trait::async_trait]
+pub trait DailyLedger: Send + Sync {
+    /// Gives out up to `want` of `portal`'s calls of `day` (days since the
+    /// epoch, UTC), never past `max` in all: (calls given, the day's calls
+    /// given out now, these included).
+    async fn draw(&self, portal: i64, day: u64, want: u32, max: u32) -> Result<(u32, u32), String>;
+}
+
+/// The daily quota: each portal's calls drawn by this replica and not yet
+/// made, per day.
+struct DailyQuota {
+    max: u32,
+    /// Calls drawn at a time: few enough that the calls a replica holds
+    /// unused at the end of a day are a small part of the quota.
+    lease: u32,
+    ledger: Arc<dyn DailyLedger>,
+    leases: Mutex<HashMap<i64, Lease>>,
+}
+
+/// One portal's calls drawn by this replica for `day`.
+#[derive(Clone, Copy, Default)]
+struct Lease {
+    day: u64,
+    /// Drawn and not made yet.
+    left: u32,
+    /// The day's calls given out across the replicas when last drawn.
+    given: u32,
+    /// The ledger had none left for the day.
+    spent: bool,
+}
+
+/// Calls drawn at a time for a quota of `max`: a 64th of it, 1 to 100.
+fn lease_size(max: u32) -> u32 {
+    (max / 64).clamp(1, 100)
+}
+
+impl DailyQuota {
+    fn lease(&self, portal: i64, today: u64) -> Lease {
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        let lease = leases.entry(portal).or_default();
+        if lease.day != today {
+            *lease = Lease {
+                day: today,
+                ..Lease::default()
+            };
+        }
+        *lease
+    }
+
+    /// What the portal has left of the day, drawing more when this
+    /// replica holds none; `None` when the day's quota is spent.
+    async fn reserve(&self, portal: i64, today: u64) -> Option<u32> {
+        let lease = self.lease(portal, today);
+        if lease.left == 0 && !lease.spent {
+            let drawn = self.ledger.draw(portal, today, self.lease, self.max).await;
+            let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+            let lease = leases.entry(portal).or_default();
+            match drawn {
+                // The day turned meanwhile: the draw was for the old one.
+                _ if lease.day != today => {}
+                Ok((0, given)) => {
+                    lease.spent = true;
+                    lease.given = lease.given.max(given);
+                }
+                Ok((granted, given)) => {
+                    lease.left += granted;
+                    lease.given = lease.given.max(given);
+                }
+                // A ledger that cannot answer does not stop the service's
+                // calls (they need the store too, and fail on their own).
+                Err(err) => {
+                    tracing::warn!(
+                        "the daily call quota could not be drawn, the call passes: {err}"
+                    );
+                    return Some(self.max.saturating_sub(lease.given).max(1));
+                }
+            }
+        }
+        let lease = self.lease(portal, today);
+        (lease.left > 0).then(|| self.max.saturating_sub(lease.given) + lease.left)
+    }
+
+    /// Makes one of the calls drawn.
+    fn spend(&self, portal: i64, today: u64) {
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(lease) = leases.get_mut(&portal) {
+            if lease.day == today {
+                lease.left = lease.left.saturating_sub(1);
+            }
+        }
+    }
+}
 
 /// What a portal may still call, as HubSpot's rate-limit headers say it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -61,7 +154,7 @@ pub struct Daily {
 
 /// Today's number (days since the Unix epoch, UTC) and the milliseconds
 /// left of it.
-fn utc_day() -> (u64, u64) {
+pub fn utc_day() -> (u64, u64) {
     const DAY_MS: u64 = 86_400_000;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -72,8 +165,13 @@ fn utc_day() -> (u64, u64) {
 
 impl Admission {
     /// `per_second` calls a second per portal, bursts of `burst`, and
-    /// `per_day` calls a UTC day; 0: no such limit.
-    pub fn new(per_second: u32, burst: u32, per_day: u32) -> Admission {
+    /// `per_day` calls a UTC day drawn from `ledger`; 0: no such limit.
+    pub fn new(
+        per_second: u32,
+        burst: u32,
+        per_day: u32,
+        ledger: Arc<dyn DailyLedger>,
+    ) -> Admission {
         let rates = NonZeroU32::new(per_second).map(|rate| {
             let burst = NonZeroU32::new(burst.max(per_second)).unwrap_or(rate);
             let quota = Quota::per_second(rate).allow_burst(burst);
@@ -83,33 +181,31 @@ impl Admission {
                 burst.get(),
             )
         });
-        let daily = (per_day > 0).then(|| (per_day, Mutex::new(HashMap::new())));
+        let daily = (per_day > 0).then(|| DailyQuota {
+            max: per_day,
+            lease: lease_size(per_day),
+            ledger,
+            leases: Mutex::new(HashMap::new()),
+        });
         Admission { rates, daily }
     }
 
     /// Counts one call of `portal` (against its short window unless the
     /// call is `exempt` from it, and against its day): what it has left, and
     /// the refusal when one of them is used up (then nothing is counted).
-    pub fn admit(&self, portal: i64, exempt: bool) -> (Allowance, Result<(), DomainError>) {
+    pub async fn admit(&self, portal: i64, exempt: bool) -> (Allowance, Result<(), DomainError>) {
         let mut allowance = Allowance::default();
         let (today, day_left_ms) = utc_day();
-        let mut days = self
-            .daily
-            .as_ref()
-            .map(|(max, used)| (*max, used.lock().unwrap_or_else(|e| e.into_inner())));
-        if let Some((max, used)) = days.as_mut() {
-            let spent = match used.get(&portal) {
-                Some((day, n)) if *day == today => *n,
-                _ => 0,
-            };
+        if let Some(quota) = &self.daily {
+            let remaining = quota.reserve(portal, today).await;
             allowance.daily = Some(Daily {
-                max: *max,
-                remaining: max.saturating_sub(spent),
+                max: quota.max,
+                remaining: remaining.unwrap_or(0),
             });
-            if spent >= *max {
+            if remaining.is_none() {
                 let refusal = DomainError::DailyLimited {
                     portal,
-                    per_day: *max,
+                    per_day: quota.max,
                     retry_after_ms: day_left_ms.max(1),
                 };
                 return (allowance, Err(refusal));
@@ -137,12 +233,8 @@ impl Admission {
                 }
             }
         }
-        if let Some((_, used)) = days.as_mut() {
-            let entry = used.entry(portal).or_insert((today, 0));
-            if entry.0 != today {
-                *entry = (today, 0);
-            }
-            entry.1 += 1;
+        if let Some(quota) = &self.daily {
+            quota.spend(portal, today);
             if let Some(daily) = allowance.daily.as_mut() {
                 daily.remaining = daily.remaining.saturating_sub(1);
             }
@@ -156,11 +248,11 @@ impl Admission {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
-        if let Some((_, used)) = &self.daily {
+        if let Some(quota) = &self.daily {
             let (today, _) = utc_day();
-            let mut used = used.lock().unwrap_or_else(|e| e.into_inner());
-            used.retain(|_, (day, _)| *day == today);
-            used.shrink_to_fit();
+            let mut leases = quota.leases.lock().unwrap_or_else(|e| e.into_inner());
+            leases.retain(|_, lease| lease.day == today);
+            leases.shrink_to_fit();
         }
     }
 }
@@ -300,38 +392,68 @@ pub fn refused(reason: &'static str) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_portal_past_its_burst_waits_and_others_do_not() {
-        let admission = Admission::new(1, 3, 0);
-        for _ in 0..3 {
-            admission.admit(7, false).1.unwrap();
+    /// A ledger of one process, as the store's would be for one replica.
+    #[derive(Default)]
+    struct Counted(
+        Mutex<HashMap<(i64, u64), u32>>,
+        std::sync::atomic::AtomicU32,
+    );
+
+    #[async_trait::async_trait]
+    impl DailyLedger for Counted {
+        async fn draw(
+            &self,
+            portal: i64,
+            day: u64,
+            want: u32,
+            max: u32,
+        ) -> Result<(u32, u32), String> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut given = self.0.lock().unwrap();
+            let n = given.entry((portal, day)).or_default();
+            let granted = want.min(max - *n);
+            *n += granted;
+            Ok((granted, *n))
         }
-        match admission.admit(7, false).1 {
+    }
+
+    fn admission(per_second: u32, burst: u32, per_day: u32) -> Admission {
+        Admission::new(per_second, burst, per_day, Arc::new(Counted::default()))
+    }
+
+    #[tokio::test]
+    async fn a_portal_past_its_burst_waits_and_others_do_not() {
+        let admission = admission(1, 3, 0);
+        for _ in 0..3 {
+            admission.admit(7, false).await.1.unwrap();
+        }
+        match admission.admit(7, false).await.1 {
             Err(DomainError::RateLimited { retry_after_ms, .. }) => {
                 assert!((1..=1000).contains(&retry_after_ms), "{retry_after_ms}")
             }
             other => panic!("the fourth call is refused: {other:?}"),
         }
         // A call exempt from the window still passes.
-        admission.admit(7, true).1.unwrap();
+        admission.admit(7, true).await.1.unwrap();
         admission
             .admit(8, false)
+            .await
             .1
             .expect("another portal has its own allowance");
-        let open = Admission::new(0, 0, 0);
+        let open = super::tests::admission(0, 0, 0);
         for _ in 0..10_000 {
-            open.admit(7, false).1.unwrap();
+            open.admit(7, false).await.1.unwrap();
         }
     }
 
-    #[test]
-    fn a_portal_past_its_day_waits_for_the_next_and_exempt_calls_count() {
-        let admission = Admission::new(0, 0, 3);
+    #[tokio::test]
+    async fn a_portal_past_its_day_waits_for_the_next_and_exempt_calls_count() {
+        let admission = admission(0, 0, 3);
         let daily = |a: Allowance| a.daily.map(|d| (d.max, d.remaining));
-        assert_eq!(daily(admission.admit(7, false).0), Some((3, 2)));
-        assert_eq!(daily(admission.admit(7, true).0), Some((3, 1)));
-        assert_eq!(daily(admission.admit(7, false).0), Some((3, 0)));
-        let (left, refused) = admission.admit(7, true);
+        assert_eq!(daily(admission.admit(7, false).await.0), Some((3, 2)));
+        assert_eq!(daily(admission.admit(7, true).await.0), Some((3, 1)));
+        assert_eq!(daily(admission.admit(7, false).await.0), Some((3, 0)));
+        let (left, refused) = admission.admit(7, true).await;
         assert_eq!(daily(left), Some((3, 0)));
         match refused {
             Err(DomainError::DailyLimited {
@@ -341,9 +463,30 @@ mod tests {
             }) => assert!((1..=86_400_000).contains(&retry_after_ms)),
             other => panic!("the fourth call of the day is refused: {other:?}"),
         }
-        assert_eq!(daily(admission.admit(8, false).0), Some((3, 2)));
+        assert_eq!(daily(admission.admit(8, false).await.0), Some((3, 2)));
         admission.forget_idle();
-        assert!(admission.admit(7, false).1.is_err(), "still today");
+        assert!(admission.admit(7, false).await.1.is_err(), "still today");
+    }
+
+    #[tokio::test]
+    async fn replicas_share_the_day_and_draw_a_few_calls_at_a_time() {
+        let ledger = Arc::new(Counted::default());
+        let replicas: Vec<Admission> = (0..3)
+            .map(|_| Admission::new(0, 0, 640, Arc::clone(&ledger) as Arc<dyn DailyLedger>))
+            .collect();
+        let mut admitted = 0;
+        for call in 0..1_000 {
+            if replicas[call % 3].admit(7, false).await.1.is_ok() {
+                admitted += 1;
+            }
+        }
+        // 640 a day across the three, drawn 10 at a time: 64 draws that
+        // give calls, then one per replica that finds the day spent.
+        assert_eq!(admitted, 640);
+        assert_eq!(ledger.1.load(std::sync::atomic::Ordering::SeqCst), 64 + 3);
+        let (left, refused) = replicas[0].admit(7, false).await;
+        assert!(refused.is_err());
+        assert_eq!(left.daily.map(|d| d.remaining), Some(0));
     }
 
     #[test]

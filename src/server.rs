@@ -207,6 +207,7 @@ pub async fn serve(
         settings.server.calls_per_second_per_portal,
         settings.server.call_burst_per_portal,
         settings.server.calls_per_day_per_portal,
+        Arc::new(StoreLedger(Arc::clone(&service))),
     ));
     let request_timeout = Duration::from_millis(settings.server.request_timeout_ms);
     let body_timeout = Duration::from_millis(settings.server.request_body_timeout_ms);
@@ -437,5 +438,23 @@ async fn prune_feed_forever(service: Arc<AssociationService>, feed: FeedSettings
         if let Err(err) = service.prune_admin_log().await {
             tracing::warn!("admin change log pruning failed: {err}");
         }
+        // Yesterday's counts stay for a replica still finishing its day.
+        let today = crate::admission::utc_day().0;
+        if let Err(err) = service.prune_daily_calls(today.saturating_sub(1)).await {
+            tracing::warn!("daily call count pruning failed: {err}");
+        }
+    }
+}
+
+/// The daily call quota's ledger: the service's store, shared by replicas.
+struct StoreLedger(Arc<AssociationService>);
+
+#[async_trait::async_trait]
+impl crate::admission::DailyLedger for StoreLedger {
+    async fn draw(&self, portal: i64, day: u64, want: u32, max: u32) -> Result<(u32, u32), String> {
+        self.0
+            .draw_daily_calls(portal, day, want, max)
+            .await
+            .map_err(|err| err.to_string())
     }
 }

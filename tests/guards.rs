@@ -184,6 +184,45 @@ async fn batch_calls_skip_the_window_and_every_call_counts_against_the_day() {
     server.stop().await;
 }
 
+/// The daily quota holds across replicas: two servers on one PostgreSQL
+/// draw portal 7's calls from the store, so the day gives five calls in
+/// all, whichever replica serves them, and both then refuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_quota_is_one_for_every_replica() {
+    let configure = |s: &mut association_service::config::Settings| {
+        s.server.calls_per_day_per_portal = 5;
+        common::grant(s, &["seven"], &[7]);
+    };
+    let first = TestServer::start("postgres", configure).await;
+    let second = TestServer::start_on(first.store.shared(), configure).await;
+    let seven = common::token_for("seven");
+    let mut answers = Vec::new();
+    for call in 0..10 {
+        let replica = [&first, &second][call % 2];
+        let answer = common::http_as(replica.http_addr, "GET", TYPES, None, Some(&seven)).await;
+        let left = header(&answer, "x-hubspot-ratelimit-daily-remaining").map(str::to_string);
+        answers.push((answer.status, left));
+    }
+    let some = |n: &str| Some(n.to_string());
+    assert_eq!(
+        answers,
+        vec![
+            (200, some("4")),
+            (200, some("3")),
+            (200, some("2")),
+            (200, some("1")),
+            (200, some("0")),
+            (429, some("0")),
+            (429, some("0")),
+            (429, some("0")),
+            (429, some("0")),
+            (429, some("0")),
+        ]
+    );
+    second.stop().await;
+    first.stop().await;
+}
+
 /// A REST request whose body stops arriving: the headers and part of a
 /// declared body, then silence. The connection is returned so the request
 /// stays in flight.

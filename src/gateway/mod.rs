@@ -111,7 +111,8 @@ impl FromRequestParts<GatewayState> for Gateway {
         let (left, admitted) = state
             .guards
             .admission
-            .admit(portal, exempt_from_window(path));
+            .admit(portal, exempt_from_window(path))
+            .await;
         if let Some(slot) = parts.extensions.get::<AllowanceSlot>() {
             *slot.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(left);
         }

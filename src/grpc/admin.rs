@@ -97,7 +97,7 @@ impl AdminConfig for GrpcApi {
         &self,
         request: Request<proto::CreateLimitsRequest>,
     ) -> Result<Response<proto::CreateLimitsResponse>, Status> {
-        authorize(&request, Role::Admin, request.get_ref().portal_id)?;
+        authorize(&request, Role::Admin, request.get_ref().portal_id)?.await?;
         let actor = caller(&request)?.name.clone();
         let r = request.into_inner();
         let pair = PortalPair::parse(r.portal_id, &r.from_object_type, &r.to_object_type)?;
@@ -114,7 +114,7 @@ impl AdminConfig for GrpcApi {
         &self,
         request: Request<proto::UpdateLimitsRequest>,
     ) -> Result<Response<proto::UpdateLimitsResponse>, Status> {
-        authorize(&request, Role::Admin, request.get_ref().portal_id)?;
+        authorize(&request, Role::Admin, request.get_ref().portal_id)?.await?;
         let actor = caller(&request)?.name.clone();
         let r = request.into_inner();
         let pair = PortalPair::parse(r.portal_id, &r.from_object_type, &r.to_object_type)?;
@@ -131,7 +131,7 @@ impl AdminConfig for GrpcApi {
         &self,
         request: Request<proto::PurgeLimitsRequest>,
     ) -> Result<Response<proto::PurgeLimitsResponse>, Status> {
-        authorize(&request, Role::Admin, request.get_ref().portal_id)?;
+        authorize(&request, Role::Admin, request.get_ref().portal_id)?.await?;
         let actor = caller(&request)?.name.clone();
         let r = request.into_inner();
         let keys = r
@@ -156,7 +156,7 @@ impl AdminConfig for GrpcApi {
         &self,
         request: Request<proto::ListLimitsRequest>,
     ) -> Result<Response<proto::ListLimitsResponse>, Status> {
-        authorize(&request, Role::Admin, request.get_ref().portal_id)?;
+        authorize(&request, Role::Admin, request.get_ref().portal_id)?.await?;
         let r = request.into_inner();
         let pair = optional_pair(&r.from_object_type, &r.to_object_type)?;
         let views = self.service.limits(r.portal_id, pair).await?;
@@ -169,7 +169,7 @@ impl AdminConfig for GrpcApi {
         &self,
         request: Request<proto::CreateLabelRequest>,
     ) -> Result<Response<proto::CreateLabelResponse>, Status> {
-        authorize(&request, Role::Admin, request.get_ref().portal_id)?;
+        authorize(&request, Role::Admin, request.get_ref().portal_id)?.await?;
         let actor = caller(&request)?.name.clone();
         let r = request.into_inner();
         let defs = self
@@ -191,7 +191,7 @@ impl AdminConfig for GrpcApi {
         &self,
         request: Request<proto::UpdateLabelRequest>,
     ) -> Result<Response<proto::UpdateLabelResponse>, Status> {
-        authorize(&request, Role::Admin, request.get_ref().portal_id)?;
+        authorize(&request, Role::Admin, request.get_ref().portal_id)?.await?;
         let actor = caller(&request)?.name.clone();
         let r = request.into_inner();
         let defs = self
@@ -213,7 +213,7 @@ impl AdminConfig for GrpcApi {
         &self,
         request: Request<proto::DeleteLabelRequest>,
     ) -> Result<Response<proto::DeleteLabelResponse>, Status> {
-        authorize(&request, Role::Admin, request.get_ref().portal_id)?;
+        authorize(&request, Role::Admin, request.get_ref().portal_id)?.await?;
         let actor = caller(&request)?.name.clone();
         let r = request.into_inner();
         self.service
@@ -232,7 +232,7 @@ impl AdminConfig for GrpcApi {
         &self,
         request: Request<proto::ListAuditEventsRequest>,
     ) -> Result<Response<Self::ListAuditEventsStream>, Status> {
-        authorize(&request, Role::Admin, request.get_ref().portal_id)?;
+        authorize(&request, Role::Admin, request.get_ref().portal_id)?.await?;
         let r = request.into_inner();
         let receiver = self
             .service
@@ -250,7 +250,7 @@ impl AdminConfig for GrpcApi {
         &self,
         request: Request<proto::GetLimitUsageRequest>,
     ) -> Result<Response<proto::GetLimitUsageResponse>, Status> {
-        authorize(&request, Role::Admin, request.get_ref().portal_id)?;
+        authorize(&request, Role::Admin, request.get_ref().portal_id)?.await?;
         let r = request.into_inner();
         let pair = optional_pair(&r.from_object_type, &r.to_object_type)?;
         let usages = self
@@ -273,7 +273,7 @@ impl AdminConfig for GrpcApi {
         &self,
         request: Request<proto::ListRecordsNearLimitRequest>,
     ) -> Result<Response<Self::ListRecordsNearLimitStream>, Status> {
-        authorize(&request, Role::Admin, request.get_ref().portal_id)?;
+        authorize(&request, Role::Admin, request.get_ref().portal_id)?.await?;
         let r = request.into_inner();
         let pair = PortalPair::parse(r.portal_id, &r.from_object_type, &r.to_object_type)?;
         let key = TypeKey {
@@ -303,7 +303,7 @@ impl AdminConfig for GrpcApi {
         request: Request<proto::PreviewLimitChangeRequest>,
     ) -> Result<Response<proto::PreviewLimitChangeResponse>, Status> {
         use proto::preview_limit_change_request::Change;
-        authorize(&request, Role::Admin, request.get_ref().portal_id)?;
+        authorize(&request, Role::Admin, request.get_ref().portal_id)?.await?;
         let r = request.into_inner();
         let portal = r.portal_id;
         let samples = samples_or_default(r.samples);
@@ -369,7 +369,7 @@ impl AdminConfig for GrpcApi {
         &self,
         request: Request<proto::NameCustomObjectRequest>,
     ) -> Result<Response<proto::NameCustomObjectResponse>, Status> {
-        authorize(&request, Role::Admin, request.get_ref().portal_id)?;
+        authorize(&request, Role::Admin, request.get_ref().portal_id)?.await?;
         let actor = caller(&request)?.name.clone();
         let r = request.into_inner();
         let object_type = ObjectType::parse(&r.object_type)?;
@@ -387,7 +387,7 @@ impl AdminConfig for GrpcApi {
         &self,
         request: Request<proto::ListCustomObjectsRequest>,
     ) -> Result<Response<proto::ListCustomObjectsResponse>, Status> {
-        authorize(&request, Role::Admin, request.get_ref().portal_id)?;
+        authorize(&request, Role::Admin, request.get_ref().portal_id)?.await?;
         let objects = self
             .service
             .custom_objects(request.get_ref().portal_id)

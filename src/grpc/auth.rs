@@ -255,26 +255,50 @@ fn undecodable(response: &http::Response<tonic::body::Body>) -> Option<String> {
 }
 
 /// Checks that the call's principal may act on `portal` (its role was
-/// checked before the call reached the handler).
-pub fn authorize<T>(request: &Request<T>, role: Role, portal: i64) -> Result<(), Status> {
+/// checked before the call reached the handler); awaiting the answer
+/// admits the call against the portal's rates and takes its place in the
+/// portal's share: `authorize(&request, role, portal)?.await?`.
+pub fn authorize<T>(request: &Request<T>, role: Role, portal: i64) -> Result<Admitting, Status> {
     let principal = caller(request)?;
     crate::telemetry::record_portal(portal);
     principal.authorize(role, portal)?;
-    if let Some(admission) = request.extensions().get::<Arc<Admission>>() {
-        admission.admit(portal, false).1?;
+    let extensions = request.extensions();
+    Ok(Admitting {
+        portal,
+        admission: extensions.get::<Arc<Admission>>().cloned(),
+        calls: extensions.get::<Arc<CallPlaces>>().cloned(),
+        slot: extensions.get::<PortalSlot>().cloned(),
+    })
+}
+
+/// An authorized call on its way to admission.
+pub struct Admitting {
+    portal: i64,
+    admission: Option<Arc<Admission>>,
+    calls: Option<Arc<CallPlaces>>,
+    slot: Option<PortalSlot>,
+}
+
+impl std::future::IntoFuture for Admitting {
+    type Output = Result<(), Status>;
+    type IntoFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            if let Some(admission) = &self.admission {
+                admission.admit(self.portal, false).await.1?;
+            }
+            // The call's place in its portal's share (a call that names
+            // portals twice keeps its first place).
+            if let (Some(calls), Some(slot)) = (&self.calls, &self.slot) {
+                let mut held = slot.0.lock().unwrap_or_else(|e| e.into_inner());
+                if held.is_none() {
+                    *held = Some(calls.enter_portal(self.portal)?);
+                }
+            }
+            Ok(())
+        })
     }
-    // The call's place in its portal's share (a call that names portals
-    // twice keeps its first place).
-    if let (Some(calls), Some(slot)) = (
-        request.extensions().get::<Arc<CallPlaces>>(),
-        request.extensions().get::<PortalSlot>(),
-    ) {
-        let mut held = slot.0.lock().unwrap_or_else(|e| e.into_inner());
-        if held.is_none() {
-            *held = Some(calls.enter_portal(portal)?);
-        }
-    }
-    Ok(())
 }
 
 /// The principal the layer admitted.

@@ -20,7 +20,7 @@ impl AssociationRead for GrpcApi {
         &self,
         request: Request<proto::WatchChangesRequest>,
     ) -> Result<Response<Self::WatchChangesStream>, Status> {
-        authorize(&request, Role::Read, request.get_ref().portal_id)?;
+        authorize(&request, Role::Read, request.get_ref().portal_id)?.await?;
         let r = request.into_inner();
         let start = self.service.feed_start(
             r.portal_id,
@@ -38,7 +38,7 @@ impl AssociationRead for GrpcApi {
         &self,
         request: Request<proto::ListAssociationsRequest>,
     ) -> Result<Response<Self::ListAssociationsStream>, Status> {
-        authorize(&request, Role::Read, request.get_ref().portal_id)?;
+        authorize(&request, Role::Read, request.get_ref().portal_id)?.await?;
         let layout = chunk_layout(request.get_ref().layout)?;
         let request = list_request(request.get_ref())?;
         let receiver = self.service.stream_associations(request).await?;
@@ -49,7 +49,7 @@ impl AssociationRead for GrpcApi {
         &self,
         request: Request<proto::BatchListAssociationsRequest>,
     ) -> Result<Response<Self::BatchListAssociationsStream>, Status> {
-        authorize(&request, Role::Read, request.get_ref().portal_id)?;
+        authorize(&request, Role::Read, request.get_ref().portal_id)?.await?;
         let layout = chunk_layout(request.get_ref().layout)?;
         let request = batch_list_request(request.get_ref())?;
         let receiver = self.service.stream_batch(request).await?;
@@ -60,7 +60,7 @@ impl AssociationRead for GrpcApi {
         &self,
         request: Request<proto::ExportAssociationsRequest>,
     ) -> Result<Response<Self::ExportAssociationsStream>, Status> {
-        authorize(&request, Role::Read, request.get_ref().portal_id)?;
+        authorize(&request, Role::Read, request.get_ref().portal_id)?.await?;
         let layout = chunk_layout(request.get_ref().layout)?;
         let request = export_request(request.get_ref())?;
         let receiver = self.service.stream_export(request).await?;
@@ -71,7 +71,7 @@ impl AssociationRead for GrpcApi {
         &self,
         request: Request<proto::ListDefinitionsRequest>,
     ) -> Result<Response<proto::ListDefinitionsResponse>, Status> {
-        authorize(&request, Role::Read, request.get_ref().portal_id)?;
+        authorize(&request, Role::Read, request.get_ref().portal_id)?.await?;
         let r = request.into_inner();
         let defs = self
             .service

@@ -147,7 +147,7 @@ impl AssociationWrite for GrpcApi {
         &self,
         request: Request<proto::CreateAssociationsRequest>,
     ) -> Result<Response<proto::CreateAssociationsResponse>, Status> {
-        authorize(&request, Role::Write, request.get_ref().portal_id)?;
+        authorize(&request, Role::Write, request.get_ref().portal_id)?.await?;
         let r = request.into_inner();
         let inputs = inputs_from_proto(&r.inputs)?;
         let outcome = self
@@ -168,7 +168,7 @@ impl AssociationWrite for GrpcApi {
         &self,
         request: Request<proto::CreateDefaultAssociationsRequest>,
     ) -> Result<Response<proto::CreateDefaultAssociationsResponse>, Status> {
-        authorize(&request, Role::Write, request.get_ref().portal_id)?;
+        authorize(&request, Role::Write, request.get_ref().portal_id)?.await?;
         let r = request.into_inner();
         let pairs: Vec<(i64, i64)> = r.inputs.iter().map(|p| (p.from_id, p.to_id)).collect();
         let outcome = self
@@ -189,7 +189,7 @@ impl AssociationWrite for GrpcApi {
         &self,
         request: Request<proto::ArchiveAssociationsRequest>,
     ) -> Result<Response<proto::ArchiveAssociationsResponse>, Status> {
-        authorize(&request, Role::Write, request.get_ref().portal_id)?;
+        authorize(&request, Role::Write, request.get_ref().portal_id)?.await?;
         let r = request.into_inner();
         let inputs: Vec<(i64, Vec<i64>)> = r
             .inputs
@@ -213,7 +213,7 @@ impl AssociationWrite for GrpcApi {
         &self,
         request: Request<proto::MergeObjectsRequest>,
     ) -> Result<Response<proto::MergeObjectsResponse>, Status> {
-        authorize(&request, Role::Write, request.get_ref().portal_id)?;
+        authorize(&request, Role::Write, request.get_ref().portal_id)?.await?;
         let r = request.into_inner();
         let merged = self
             .service
@@ -236,7 +236,7 @@ impl AssociationWrite for GrpcApi {
         &self,
         request: Request<proto::ArchiveLabelsRequest>,
     ) -> Result<Response<proto::ArchiveLabelsResponse>, Status> {
-        authorize(&request, Role::Write, request.get_ref().portal_id)?;
+        authorize(&request, Role::Write, request.get_ref().portal_id)?.await?;
         let r = request.into_inner();
         let inputs = inputs_from_proto(&r.inputs)?;
         let outcome = self

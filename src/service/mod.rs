@@ -28,6 +28,7 @@ mod admin;
 mod feed;
 mod merged;
 mod objects;
+mod quota;
 pub use objects::CustomObject;
 mod model;
 mod reads;

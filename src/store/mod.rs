@@ -36,6 +36,7 @@ mod retry;
 mod flows;
 mod names;
 pub mod postgres;
+mod quota;
 pub mod sqlite;
 pub mod verify;
 
@@ -434,6 +435,20 @@ pub trait Store: Send + Sync {
 
     /// The portal's named custom object types, by type.
     async fn object_names(&self, portal: i64) -> StoreResult<Vec<(ObjectType, String)>>;
+
+    /// Gives out `want` more of `portal`'s calls of UTC `day` (days since
+    /// the epoch) unless the day would pass `max`: the day's calls given
+    /// out now, or `None` when `want` does not fit.
+    async fn draw_daily_calls(
+        &self,
+        portal: i64,
+        day: i64,
+        want: u32,
+        max: u32,
+    ) -> StoreResult<Option<u32>>;
+
+    /// Forgets the daily call counts of days before `day`.
+    async fn prune_daily_calls(&self, day: i64) -> StoreResult<()>;
 
     /// Creates associations item by item in one transaction: limits are
     /// checked against locked counters, failing items change nothing.

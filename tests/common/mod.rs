@@ -33,6 +33,17 @@ pub struct TestStore {
     _dir: Option<tempfile::TempDir>,
 }
 
+impl TestStore {
+    /// The same store for another server (a second replica); the first
+    /// keeps it alive.
+    pub fn shared(&self) -> TestStore {
+        TestStore {
+            url: self.url.clone(),
+            _dir: None,
+        }
+    }
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 fn unique_name(prefix: &str) -> String {

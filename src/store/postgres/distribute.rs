@@ -13,7 +13,7 @@ use crate::store::{StoreError, StoreResult};
 
 /// Every table of the schema; all are keyed by portal. The first is the
 /// colocation group the others join.
-pub const TABLES: [&str; 14] = [
+pub const TABLES: [&str; 15] = [
     "portal_type_ids",
     "association_definitions",
     "associations",
@@ -28,6 +28,7 @@ pub const TABLES: [&str; 14] = [
     "admin_hook_leases",
     "merged_records",
     "custom_object_names",
+    "daily_call_counts",
 ];
 
 /// Functions the write functions call: copied to every node.

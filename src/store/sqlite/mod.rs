@@ -227,6 +227,20 @@ impl Store for SqliteStore {
         names::object_names(&self.pool, portal).await
     }
 
+    async fn draw_daily_calls(
+        &self,
+        portal: i64,
+        day: i64,
+        want: u32,
+        max: u32,
+    ) -> StoreResult<Option<u32>> {
+        quota::draw(&self.pool, portal, day, want, max).await
+    }
+
+    async fn prune_daily_calls(&self, day: i64) -> StoreResult<()> {
+        quota::prune(&self.pool, day).await
+    }
+
     async fn update_label(
         &self,
         portal: i64,
