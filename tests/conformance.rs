@@ -1611,6 +1611,95 @@ mod merge_suite {
         fx.assert_counters_exact().await;
     }
 
+    pub async fn a_merge_into_a_new_id_moves_both_records_and_both_ids_resolve(fx: Fixture) {
+        let contact = association_service::domain::ObjectType::CONTACT;
+        // Contact 1: companies 10 (its primary) and 11; contact 2: companies
+        // 11 (its primary) and 12, and contact 1 itself.
+        fx.link("contacts", 1, "companies", 10, &[]).await;
+        fx.link("contacts", 1, "companies", 11, &[]).await;
+        fx.link("contacts", 2, "companies", 11, &[]).await;
+        fx.link("contacts", 2, "companies", 12, &[]).await;
+        fx.link("contacts", 2, "contacts", 1, &[]).await;
+        let before = fx.svc.feed_head(PORTAL).await.unwrap();
+        let merged = fx
+            .svc
+            .merge_into(PORTAL, contact, 1, 2, Some(50))
+            .await
+            .unwrap();
+        assert_eq!(merged.primary_id, 50);
+        let companies = vec![(10, vec![1, 279]), (11, vec![279]), (12, vec![279])];
+        assert_eq!(
+            fx.read(PORTAL, "contacts", 50, "companies").await,
+            companies,
+            "the primary's primary company stays primary; 11 is not doubled"
+        );
+        for old in [1, 2] {
+            assert_eq!(
+                fx.read(PORTAL, "contacts", old, "companies").await,
+                companies
+            );
+            assert_eq!(
+                fx.svc.record_by_id(PORTAL, contact, old).await.unwrap().id,
+                50
+            );
+        }
+        assert!(fx.read(PORTAL, "contacts", 50, "contacts").await.is_empty());
+        assert_eq!(
+            fx.read(PORTAL, "companies", 11, "contacts").await,
+            vec![(50, vec![280])]
+        );
+        // The feed: one marker per record moved, 1 -> 50 then 2 -> 50.
+        let markers: Vec<(i64, i64)> = fx
+            .changes()
+            .await
+            .iter()
+            .filter(|c| c.seq > before && c.kind == ChangeKind::Merged)
+            .map(|c| (c.row.from_id, c.row.to_id))
+            .collect();
+        assert_eq!(markers, vec![(1, 50), (2, 50)]);
+        // Again, or named by any of the three ids: nothing left to move.
+        let again = fx
+            .svc
+            .merge_into(PORTAL, contact, 2, 1, Some(50))
+            .await
+            .unwrap();
+        assert_eq!((again.primary_id, again.removed, again.created), (50, 0, 0));
+        fx.assert_counters_exact().await;
+
+        // A limit the merged record would pass fails the whole merge: the
+        // first record's move is undone with it.
+        fx.set_limit("contacts", "deals", hs(4), 2).await;
+        fx.link("contacts", 5, "deals", 31, &[]).await;
+        fx.link("contacts", 5, "deals", 32, &[]).await;
+        fx.link("contacts", 6, "deals", 33, &[]).await;
+        let refused = fx.svc.merge_into(PORTAL, contact, 5, 6, Some(60)).await;
+        assert!(
+            matches!(
+                refused,
+                Err(ServiceError::Domain(DomainError::MergeLimitExceeded { .. }))
+            ),
+            "{refused:?}"
+        );
+        let ids = |rows: Vec<(i64, Vec<i32>)>| rows.into_iter().map(|r| r.0).collect::<Vec<_>>();
+        assert_eq!(
+            ids(fx.read(PORTAL, "contacts", 5, "deals").await),
+            vec![31, 32]
+        );
+        assert_eq!(ids(fx.read(PORTAL, "contacts", 6, "deals").await), vec![33]);
+        assert!(fx.read(PORTAL, "contacts", 60, "deals").await.is_empty());
+        assert_eq!(fx.svc.record_by_id(PORTAL, contact, 5).await.unwrap().id, 5);
+        // A bad new id is refused before anything happens.
+        let bad = fx.svc.merge_into(PORTAL, contact, 5, 6, Some(0)).await;
+        assert!(
+            matches!(
+                bad,
+                Err(ServiceError::Domain(DomainError::InvalidId { .. }))
+            ),
+            "{bad:?}"
+        );
+        fx.assert_counters_exact().await;
+    }
+
     pub async fn merge_moves_associations_to_the_primary_without_duplicates(fx: Fixture) {
         // Contact 1: companies 10 (its primary) and 11. Contact 2: companies
         // 11 (its primary) and 12, deal 30, and contact 1 itself.
@@ -1927,6 +2016,7 @@ on_every_backend!(
     merged_ids_resolve_to_their_survivor_for_reads_and_writes,
     custom_object_names_are_one_per_type_and_unique_per_portal,
     merge_moves_associations_to_the_primary_without_duplicates,
+    a_merge_into_a_new_id_moves_both_records_and_both_ids_resolve,
     merge_fails_whole_when_the_primary_would_pass_its_limit,
     merge_fails_whole_when_a_counterpart_would_pass_its_inverse_limit,
     merge_rejects_bad_input_without_side_effects,

@@ -185,6 +185,7 @@ async fn crash_cycle(url: &str, cycle: i64, ledger: &Arc<Mutex<Ledger>>) {
                     object_type: "contacts".into(),
                     primary_object_id: pair.0,
                     object_id_to_merge: pair.1,
+                    new_object_id: 0,
                 };
                 if write.merge_objects(merge).await.is_err() {
                     return;

@@ -217,11 +217,12 @@ impl AssociationWrite for GrpcApi {
         let r = request.into_inner();
         let merged = self
             .service
-            .merge(
+            .merge_into(
                 r.portal_id,
                 ObjectType::parse(&r.object_type)?,
                 r.primary_object_id,
                 r.object_id_to_merge,
+                (r.new_object_id != 0).then_some(r.new_object_id),
             )
             .await?;
         Ok(Response::new(proto::MergeObjectsResponse {

@@ -133,9 +133,9 @@ impl AssociationService {
         self.create(pair, &inputs).await
     }
 
-    /// Merges record `merged_id` into `primary_id` (both of `object_type`):
-    /// its associations move to the primary in one transaction, or, when a
-    /// limit would break, nothing changes.
+    /// Merges `merged_id` into `primary_id` (both of `object_type`): the
+    /// merged record's associations move to the primary, and the merged id
+    /// resolves to it from then on.
     pub async fn merge(
         &self,
         portal: i64,
@@ -143,25 +143,51 @@ impl AssociationService {
         primary_id: i64,
         merged_id: i64,
     ) -> ServiceResult<MergeSummary> {
+        self.merge_into(portal, object_type, primary_id, merged_id, None)
+            .await
+    }
+
+    /// Like `merge`, but with `into` set both records move to that record
+    /// (HubSpot gives merged contacts and companies a new id) and both ids
+    /// resolve to it from then on; one transaction either way.
+    pub async fn merge_into(
+        &self,
+        portal: i64,
+        object_type: ObjectType,
+        primary_id: i64,
+        merged_id: i64,
+        into: Option<i64>,
+    ) -> ServiceResult<MergeSummary> {
         check_portal(portal)?;
         MergeRequest::new(portal, object_type, primary_id, merged_id)?;
-        // Either id may name a record merged away before.
-        let mut ids = [primary_id, merged_id];
-        self.resolve_ids(portal, object_type, &mut ids).await?;
-        if ids[0] == ids[1] {
-            // Merged already (a retry, or a chain that ends in the primary):
-            // nothing is left to move.
-            return Ok(MergeSummary {
-                object_type,
-                primary_id: ids[0],
-                removed: 0,
-                created: 0,
-            });
+        if let Some(into) = into {
+            check_id("newObjectId", into)?;
         }
-        let req = MergeRequest::new(portal, object_type, ids[0], ids[1])?;
-        let plan = self
+        // Any id may name a record merged away before.
+        let mut ids = [primary_id, merged_id, into.unwrap_or(primary_id)];
+        self.resolve_ids(portal, object_type, &mut ids).await?;
+        let [primary, merged, survivor] = ids;
+        // What moves into the survivor: each of the two records that is not
+        // it already (a retry, or a chain that ends in it, moves nothing).
+        let mut moving = vec![primary, merged];
+        moving.dedup();
+        moving.retain(|id| *id != survivor);
+        let reqs = moving
+            .into_iter()
+            .map(|id| MergeRequest::new(portal, object_type, survivor, id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut summary = MergeSummary {
+            object_type,
+            primary_id: survivor,
+            removed: 0,
+            created: 0,
+        };
+        if reqs.is_empty() {
+            return Ok(summary);
+        }
+        let plans = self
             .store
-            .merge_records(&req, self.settings.platform_ceiling)
+            .merge_records(&reqs, self.settings.platform_ceiling)
             .await
             .map_err(ServiceError::from)
             .inspect_err(|err| {
@@ -171,12 +197,11 @@ impl AssociationService {
             })?;
         self.merged_in(portal);
         self.written.notify_waiters();
-        Ok(MergeSummary {
-            object_type,
-            primary_id,
-            removed: plan.delete_rows.len() as u64,
-            created: plan.insert_rows.len() as u64,
-        })
+        for plan in &plans {
+            summary.removed += plan.delete_rows.len() as u64;
+            summary.created += plan.insert_rows.len() as u64;
+        }
+        Ok(summary)
     }
 
     /// Removes every type between `from_id` and each of its `to_ids`.

@@ -275,6 +275,28 @@ pub(crate) async fn merge_in_transaction(
     Ok(plan)
 }
 
+/// Merges in order in one transaction, each seeing the ones before it.
+pub(crate) async fn merges_in_transaction(
+    steps: &mut dyn WriteSteps,
+    reqs: &[MergeRequest],
+    ceiling: u32,
+    hint: &mut LockHint,
+) -> StoreResult<Vec<MergePlan>> {
+    // The later merges' counters and label types are locked with the
+    // first's, in the one global order, so that no lock is taken after a
+    // greater one (a merge seen to need more runs again with them).
+    for req in reqs.iter().skip(1) {
+        let rows = load_record_rows(steps, req).await?;
+        hint.counts.extend(merge::count_keys(req, &rows));
+        hint.types.extend(deletable_types_of(&rows));
+    }
+    let mut plans = Vec::with_capacity(reqs.len());
+    for req in reqs {
+        plans.push(merge_in_transaction(steps, req, ceiling, hint).await?);
+    }
+    Ok(plans)
+}
+
 /// The create flow: lock the label types the items use (items of a label
 /// deleted meanwhile fail), lock every counter the plan may change (the
 /// current primary companies included), plan with the domain planner, write.

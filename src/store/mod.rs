@@ -458,9 +458,14 @@ pub trait Store: Send + Sync {
         items: &[CreateItem],
     ) -> StoreResult<Vec<ItemOutcome>>;
 
-    /// Merges one record into another in one transaction (see
-    /// `domain::merge`); a limit the merge would break fails it whole.
-    async fn merge_records(&self, req: &MergeRequest, ceiling: u32) -> StoreResult<MergePlan>;
+    /// Merges records in one transaction, in order (see `domain::merge`;
+    /// each merge sees the ones before it); a limit any of them would
+    /// break fails them all.
+    async fn merge_records(
+        &self,
+        reqs: &[MergeRequest],
+        ceiling: u32,
+    ) -> StoreResult<Vec<MergePlan>>;
 
     /// Removes associations between each pair; returns the rows removed.
     async fn archive_associations(

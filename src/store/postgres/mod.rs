@@ -507,13 +507,17 @@ impl Store for PostgresStore {
         )
     }
 
-    async fn merge_records(&self, req: &MergeRequest, ceiling: u32) -> StoreResult<MergePlan> {
+    async fn merge_records(
+        &self,
+        reqs: &[MergeRequest],
+        ceiling: u32,
+    ) -> StoreResult<Vec<MergePlan>> {
         let mut hint = LockHint::default();
         transaction!(
             self.retry,
             crate::store::begin(&self.pool, None),
             is_retryable,
-            |conn| { merge_in_transaction(&mut PgTx { conn }, req, ceiling, &mut hint).await }
+            |conn| { merges_in_transaction(&mut PgTx { conn }, reqs, ceiling, &mut hint).await }
         )
     }
 

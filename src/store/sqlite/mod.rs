@@ -336,13 +336,19 @@ impl Store for SqliteStore {
         )
     }
 
-    async fn merge_records(&self, req: &MergeRequest, ceiling: u32) -> StoreResult<MergePlan> {
+    async fn merge_records(
+        &self,
+        reqs: &[MergeRequest],
+        ceiling: u32,
+    ) -> StoreResult<Vec<MergePlan>> {
         let mut hint = LockHint::default();
         transaction!(
             self.retry,
             crate::store::begin(&self.pool, Some("BEGIN IMMEDIATE")),
             is_busy,
-            |conn| { merge_in_transaction(&mut SqliteTx { conn }, req, ceiling, &mut hint).await }
+            |conn| {
+                merges_in_transaction(&mut SqliteTx { conn }, reqs, ceiling, &mut hint).await
+            }
         )
     }
 
