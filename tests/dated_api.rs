@@ -549,6 +549,13 @@ async fn dated_answers_are_exactly_as_recorded() {
             None,
             true,
         ),
+        // HubSpot publishes no 2025-09 labels or limit configurations.
+        (
+            "GET",
+            "/crm/associations/2025-09/contacts/companies/labels",
+            None,
+            true,
+        ),
         (
             "GET",
             "/crm/objects/2025-09/contacts/1?associations=widgets&associations=companies",
