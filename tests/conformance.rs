@@ -815,8 +815,8 @@ mod suite {
         );
         // HubSpot's further standard objects carry HubSpot's ids where it
         // defines them (contact -> appointment, 0-421: 907), named by their
-        // names; pairs it lists one direction of (lead -> call) are
-        // allocated like custom ones.
+        // names; pairs it lists one direction of (lead -> call, 596) take
+        // its id that way and allocate the other.
         let defs = fx
             .svc
             .definitions(pair(PORTAL, "contacts", "appointments"))
@@ -833,8 +833,13 @@ mod suite {
             .await
             .unwrap();
         assert_eq!(
-            defs.iter().map(|d| d.key).collect::<Vec<_>>(),
-            vec![hs(base + 1002)]
+            defs.iter().map(|d| (d.key, d.inverse)).collect::<Vec<_>>(),
+            vec![(hs(596), hs(base + 1002))]
+        );
+        assert_eq!(fx.link("leads", 8, "calls", 9, &[hs(596)]).await, vec![596]);
+        assert_eq!(
+            fx.read(PORTAL, "calls", 9, "leads").await,
+            vec![(8, vec![base + 1002])]
         );
         fx.assert_counters_exact().await;
     }

@@ -5,7 +5,9 @@
 //! keep theirs, and counters, limits and the feed follow.
 mod common;
 
-use association_service::domain::builtin::{builtin_definitions, ALLOCATED_UNLABELED_BASE};
+use association_service::domain::builtin::{
+    builtin_definitions, ALLOCATED_UNLABELED_BASE, ONE_WAY,
+};
 use association_service::domain::limits::{LimitChange, LimitMode};
 use association_service::domain::{ObjectType, TypeRole};
 use association_service::service::AssociationService;
@@ -16,11 +18,20 @@ const POSTGRES_MIGRATION: &str =
     include_str!("../migrations/postgres/20261206000011_allocated_ids_outside_hubspot.sql");
 const SQLITE_MIGRATION: &str =
     include_str!("../migrations/sqlite/20261206000007_allocated_ids_outside_hubspot.sql");
+const POSTGRES_ONE_WAY: &str =
+    include_str!("../migrations/postgres/20261206000016_one_way_hubspot_types.sql");
+const SQLITE_ONE_WAY: &str =
+    include_str!("../migrations/sqlite/20261206000011_one_way_hubspot_types.sql");
 const PORTAL: i64 = 101;
 
 /// The (from, to, type id) rows the migration maps allocated types onto.
 fn migration_rows() -> Vec<(ObjectType, ObjectType, i32)> {
-    POSTGRES_MIGRATION
+    rows_of(POSTGRES_MIGRATION)
+}
+
+/// The (from, to, type id) rows a migration lists.
+fn rows_of(migration: &str) -> Vec<(ObjectType, ObjectType, i32)> {
+    migration
         .lines()
         .filter_map(|line| line.trim().strip_prefix("('"))
         .map(|row| {
@@ -136,6 +147,37 @@ async fn types_read(
     common::read_types(svc, PORTAL, from, id, to).await
 }
 
+/// Sets an admin limit of 5 on `type_id` between `from` and `to`.
+async fn limit_five(svc: &Arc<AssociationService>, from: &str, to: &str, type_id: i32) {
+    let change = LimitChange {
+        key: hs(type_id),
+        max_to_object_ids: 5,
+    };
+    svc.set_limits(
+        "suite",
+        pair(PORTAL, from, to),
+        &[change],
+        LimitMode::Create,
+    )
+    .await
+    .unwrap();
+}
+
+/// The admin limits set between `from` and `to`: (type id, limit).
+async fn limits_set(
+    svc: &Arc<AssociationService>,
+    from: ObjectType,
+    to: ObjectType,
+) -> Vec<(i32, Option<u32>)> {
+    svc.limits(PORTAL, Some((from, to)))
+        .await
+        .unwrap()
+        .iter()
+        .filter(|l| l.user_limit.is_some())
+        .map(|l| (l.def.key.type_id, l.user_limit))
+        .collect()
+}
+
 async fn upgrade_moves_allocated_ids(backend: &str) {
     let settings = common::settings(50, 100);
     let (svc, store) = common::service(backend, settings.clone()).await;
@@ -165,18 +207,7 @@ async fn upgrade_moves_allocated_ids(backend: &str) {
         types_read(&svc, "contacts", 1, "2-7").await,
         vec![(2, vec![custom_id])]
     );
-    let change = LimitChange {
-        key: hs(1121),
-        max_to_object_ids: 5,
-    };
-    svc.set_limits(
-        "suite",
-        pair(PORTAL, "subscriptions", "tickets"),
-        &[change],
-        LimitMode::Create,
-    )
-    .await
-    .unwrap();
+    limit_five(&svc, "subscriptions", "tickets", 1121).await;
 
     execute(backend, &store, PREVIOUS_VERSION).await;
     execute(backend, &store, POSTGRES_MIGRATION).await;
@@ -201,16 +232,10 @@ async fn upgrade_moves_allocated_ids(backend: &str) {
         types_read(&svc, "tickets", 2, "subscriptions").await,
         vec![(1, vec![1122])]
     );
-    let limits = svc
-        .limits(PORTAL, Some((ObjectType::SUBSCRIPTION, ObjectType::TICKET)))
-        .await
-        .unwrap();
-    let set: Vec<(i32, Option<u32>)> = limits
-        .iter()
-        .filter(|l| l.user_limit.is_some())
-        .map(|l| (l.def.key.type_id, l.user_limit))
-        .collect();
-    assert_eq!(set, vec![(1121, Some(5))]);
+    assert_eq!(
+        limits_set(&svc, ObjectType::SUBSCRIPTION, ObjectType::TICKET).await,
+        vec![(1121, Some(5))]
+    );
     let labels: Vec<i32> = svc
         .definitions(pair(PORTAL, "contacts", "companies"))
         .await
@@ -240,4 +265,108 @@ async fn sqlite_upgrade_moves_allocated_ids_out_of_hubspot_space() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_upgrade_moves_allocated_ids_out_of_hubspot_space() {
     upgrade_moves_allocated_ids("postgres").await;
+}
+
+#[test]
+fn the_one_way_migration_lists_exactly_the_one_way_types() {
+    assert_eq!(POSTGRES_ONE_WAY, SQLITE_ONE_WAY, "one migration text");
+    assert_eq!(rows_of(POSTGRES_ONE_WAY), ONE_WAY.to_vec());
+}
+
+/// A pair HubSpot lists one direction of (lead to call, 596): a store of
+/// the previous version allocated both directions; the upgrade gives the
+/// listed one HubSpot's id, with its rows, counters, limit and feed, and
+/// the other keeps its allocated id.
+async fn upgrade_gives_one_way_pairs_hubspots_id(backend: &str) {
+    let settings = common::settings(50, 100);
+    let (svc, store) = common::service(backend, settings.clone()).await;
+    let made = svc
+        .create(pair(PORTAL, "leads", "calls"), &[input(1, 2, &[])])
+        .await
+        .unwrap();
+    assert!(made.errors.is_empty(), "{:?}", made.errors);
+    let allocated = ALLOCATED_UNLABELED_BASE + 1000;
+    assert_eq!(
+        types_read(&svc, "leads", 1, "calls").await,
+        vec![(2, vec![596])]
+    );
+    assert_eq!(
+        types_read(&svc, "calls", 2, "leads").await,
+        vec![(1, vec![allocated])]
+    );
+    limit_five(&svc, "leads", "calls", 596).await;
+    // The previous version: lead to call allocated too.
+    let old = ALLOCATED_UNLABELED_BASE + 1001;
+    let previous = format!(
+        "UPDATE association_definitions SET type_id = {old} WHERE category = 1 AND type_id = 596;
+         UPDATE association_definitions SET inverse_type_id = {old} WHERE category = 1 AND inverse_type_id = 596;
+         UPDATE associations SET type_id = {old} WHERE category = 1 AND type_id = 596;
+         UPDATE association_counts SET type_id = {old} WHERE category = 1 AND type_id = 596;
+         UPDATE association_limits SET type_id = {old} WHERE category = 1 AND type_id = 596;
+         UPDATE association_changes SET type_id = {old} WHERE category = 1 AND type_id = 596;"
+    );
+    execute(backend, &store, &previous).await;
+    let reopened = Arc::new(AssociationService::new(
+        common::open(&store).await,
+        settings.clone(),
+    ));
+    assert_eq!(
+        types_read(&reopened, "leads", 1, "calls").await,
+        vec![(2, vec![old])]
+    );
+
+    execute(backend, &store, POSTGRES_ONE_WAY).await;
+
+    let svc = Arc::new(AssociationService::new(
+        common::open(&store).await,
+        settings,
+    ));
+    assert_eq!(
+        types_read(&svc, "leads", 1, "calls").await,
+        vec![(2, vec![596])]
+    );
+    assert_eq!(
+        types_read(&svc, "calls", 2, "leads").await,
+        vec![(1, vec![allocated])]
+    );
+    assert_eq!(
+        limits_set(&svc, ObjectType::LEAD, ObjectType::CALL).await,
+        vec![(596, Some(5))]
+    );
+    // Writes after the upgrade use the moved type, by HubSpot's id.
+    let made = svc
+        .create(pair(PORTAL, "leads", "calls"), &[input(3, 4, &[hs(596)])])
+        .await
+        .unwrap();
+    assert!(made.errors.is_empty(), "{:?}", made.errors);
+    // The other direction's type names HubSpot's id as its inverse.
+    let made = svc
+        .create(pair(PORTAL, "calls", "leads"), &[input(6, 5, &[])])
+        .await
+        .unwrap();
+    assert!(made.errors.is_empty(), "{:?}", made.errors);
+    assert_eq!(
+        types_read(&svc, "leads", 5, "calls").await,
+        vec![(6, vec![596])]
+    );
+    assert_eq!(
+        svc.counter_drift(PORTAL).await.unwrap(),
+        0,
+        "counters follow"
+    );
+    assert_eq!(
+        distinct_feed_types(backend, &store).await,
+        vec![596, allocated]
+    );
+    common::assert_sound(&svc.verify().await.unwrap(), "after the upgrade");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_upgrade_gives_one_way_pairs_hubspots_id() {
+    upgrade_gives_one_way_pairs_hubspots_id("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_upgrade_gives_one_way_pairs_hubspots_id() {
+    upgrade_gives_one_way_pairs_hubspots_id("postgres").await;
 }

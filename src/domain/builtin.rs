@@ -1226,15 +1226,58 @@ pub fn has_builtin_unlabeled(a: ObjectType, b: ObjectType) -> bool {
 /// HubSpot adds later never shares an id with one allocated here.
 pub const ALLOCATED_UNLABELED_BASE: i32 = 1_000_000_000;
 
+/// Pairs whose one direction only HubSpot's official clients list, as
+/// (from, to, that direction's id): it takes HubSpot's id, the other
+/// direction an allocated one. Cart to ticket and cart to feedback
+/// submission are both listed as 594, so neither takes it.
+pub const ONE_WAY: &[(ObjectType, ObjectType, i32)] = &[
+    (O::PAYMENT, O::SUBSCRIPTION, 393),
+    (O::LEAD, O::CALL, 596),
+    (O::LEAD, O::EMAIL, 598),
+    (O::LEAD, O::MEETING, 600),
+    (O::LEAD, O::COMMUNICATION, 602),
+    (O::LEAD, O::TASK, 646),
+    (O::ORDER, O::TASK, 726),
+    (O::CART, O::TASK, 728),
+    (O::LEAD, O::NOTE, 854),
+    (O::INVOICE, O::TICKET, 986),
+    (O::FEEDBACK_SUBMISSION, O::CART, 1157),
+];
+
+/// HubSpot's id for `from` to `to` when only that direction is listed.
+fn one_way_id(from: ObjectType, to: ObjectType) -> Option<i32> {
+    ONE_WAY
+        .iter()
+        .find(|(f, t, _)| (*f, *t) == (from, to))
+        .map(|(_, _, id)| *id)
+}
+
+/// How many ids of the portal's counter the pair's allocated unlabeled
+/// type takes: one for a same-object pair or a pair HubSpot names one
+/// direction of, two otherwise.
+pub fn unlabeled_ids_needed(a: ObjectType, b: ObjectType) -> i32 {
+    if a == b || one_way_id(a, b).is_some() || one_way_id(b, a).is_some() {
+        1
+    } else {
+        2
+    }
+}
+
 /// Definitions of a portal-allocated unlabeled type for a pair without a
 /// built-in one, from the portal's type-id counter `counter` (which labels
-/// draw from too): one self-inverse id for a same-object pair, two
-/// otherwise, each `ALLOCATED_UNLABELED_BASE` above the counter's value.
+/// draw from too): each allocated id `ALLOCATED_UNLABELED_BASE` above the
+/// counter's value (`unlabeled_ids_needed` of them; a direction HubSpot
+/// names keeps HubSpot's id).
 pub fn allocated_unlabeled(a: ObjectType, b: ObjectType, counter: i32) -> Vec<TypeDef> {
     let name =
         |f: ObjectType, t: ObjectType| format!("{}_to_{}", f.singular_name(), t.singular_name());
-    let first_id = ALLOCATED_UNLABELED_BASE + counter;
-    let inverse_id = if a == b { first_id } else { first_id + 1 };
+    let allocated = ALLOCATED_UNLABELED_BASE + counter;
+    let (first_id, inverse_id) = match (one_way_id(a, b), one_way_id(b, a)) {
+        _ if a == b => (allocated, allocated),
+        (Some(id), _) => (id, allocated),
+        (None, Some(id)) => (allocated, id),
+        (None, None) => (allocated, allocated + 1),
+    };
     let mut defs = vec![TypeDef {
         key: TypeKey::hubspot(first_id),
         inverse: TypeKey::hubspot(inverse_id),
@@ -1272,4 +1315,39 @@ pub fn every_builtin_definition() -> Vec<TypeDef> {
         .into_iter()
         .flat_map(|(from, to)| builtin_definitions(from, to))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pair_hubspot_names_one_way_of_allocates_only_the_other() {
+        let allocated = ALLOCATED_UNLABELED_BASE + 1000;
+        let ids = |defs: Vec<TypeDef>| {
+            defs.iter()
+                .map(|d| (d.from, d.to, d.key.type_id, d.inverse.type_id))
+                .collect::<Vec<_>>()
+        };
+        let (lead, call) = (O::LEAD, O::CALL);
+        assert_eq!(unlabeled_ids_needed(lead, call), 1);
+        assert_eq!(unlabeled_ids_needed(call, lead), 1);
+        assert_eq!(
+            ids(allocated_unlabeled(lead, call, 1000)),
+            vec![(lead, call, 596, allocated), (call, lead, allocated, 596)]
+        );
+        assert_eq!(
+            ids(allocated_unlabeled(call, lead, 1000)),
+            vec![(call, lead, allocated, 596), (lead, call, 596, allocated)]
+        );
+        let custom = ObjectType::parse("2-5").unwrap();
+        assert_eq!(unlabeled_ids_needed(O::CONTACT, custom), 2);
+        assert_eq!(unlabeled_ids_needed(custom, custom), 1);
+        // No one-way pair has a built-in type, and no id is listed twice.
+        for &(from, to, id) in ONE_WAY {
+            assert!(builtin_definitions(from, to).is_empty(), "{from} -> {to}");
+            assert!(builtin_definitions(to, from).is_empty(), "{to} -> {from}");
+            assert_eq!(ONE_WAY.iter().filter(|e| e.2 == id).count(), 1, "{id}");
+        }
+    }
 }

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 
 use super::{NewLabel, StoreError, StoreResult, TypeFilter};
 use crate::domain::admin::AdminChange;
-use crate::domain::builtin::allocated_unlabeled;
+use crate::domain::builtin::{allocated_unlabeled, unlabeled_ids_needed};
 use crate::domain::feed::ChangeKind;
 use crate::domain::labels::{
     check_label_quota, check_labels_unique, label_ids_needed, new_label_definitions,
@@ -507,7 +507,7 @@ pub(crate) async fn allocate_unlabeled_in_transaction(
     b: ObjectType,
 ) -> StoreResult<Vec<TypeDef>> {
     let first = steps
-        .allocate_type_ids(portal, if a == b { 1 } else { 2 })
+        .allocate_type_ids(portal, unlabeled_ids_needed(a, b))
         .await?;
     // The allocator is locked now: re-check before inserting.
     let defs = steps.load_definitions(portal, a, b).await?;
