@@ -61,7 +61,8 @@ enum Body {
 }
 
 /// (call, method, path, body, statuses for v4, 2025-09, 2026-03, 2026-09,
-/// body form). HubSpot publishes no 2025-09 labels or limit configurations:
+/// body form). HubSpot publishes no 2025-09 labels or limit configurations,
+/// and no 2026-09 read of one record's associations (only 2026-09-beta):
 /// 404 there.
 type Call = (
     &'static str,
@@ -211,7 +212,7 @@ async fn every_route_answers_each_version_as_hubspot_publishes_it() {
                 "GET",
                 format!("{o}/contacts/{c1}/associations/companies"),
                 None,
-                [200, 200, 200, 200],
+                [200, 200, 200, 404],
                 Json,
             ),
             (
@@ -618,7 +619,7 @@ async fn dated_answers_are_exactly_as_recorded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_unpublished_2025_09_schema_paths_say_where_they_are() {
+async fn the_unpublished_paths_say_where_they_are() {
     let server = TestServer::start("sqlite", |_| {}).await;
     let answer = http(
         server.http_addr,
@@ -634,6 +635,21 @@ async fn the_unpublished_2025_09_schema_paths_say_where_they_are() {
         "Unable to route GET /crm/associations/2025-09/deals/tickets/labels: no such endpoint; \
          HubSpot publishes no 2025-09 version of the association labels and limit \
          configurations: they are under /crm/associations/2026-03/"
+    );
+    let read = http(
+        server.http_addr,
+        "GET",
+        "/crm/objects/2026-09/contacts/1/associations/companies",
+        None,
+    )
+    .await;
+    assert_eq!(read.status, 404, "{}", read.body);
+    let body: Value = serde_json::from_str(&read.body).unwrap();
+    assert_eq!(
+        body["message"],
+        "Unable to route GET /crm/objects/2026-09/contacts/1/associations/companies: no such \
+         endpoint; HubSpot publishes this read in 2026-09 only as 2026-09-beta: use \
+         /crm/objects/2026-03/… or POST /crm/associations/2026-09/{from}/{to}/batch/read"
     );
     // Another unknown path gets no such pointer.
     let other = http(

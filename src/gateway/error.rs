@@ -14,8 +14,16 @@ use crate::service::ServiceError;
 use crate::status_table::{status_for, store_status, StatusPair};
 
 /// Where a path HubSpot publishes under other versions only is found:
-/// the labels and limit configurations have no 2025-09 version.
+/// the labels and limit configurations have no 2025-09 version, and the
+/// read of one record's associations no 2026-09 one (only 2026-09-beta).
 fn unpublished_hint(path: &str) -> &'static str {
+    if let Some(rest) = path.strip_prefix("/crm/objects/2026-09/") {
+        let parts: Vec<&str> = rest.split('/').collect();
+        return match parts.len() == 4 && parts[2] == "associations" {
+            true => "; HubSpot publishes this read in 2026-09 only as 2026-09-beta: use /crm/objects/2026-03/… or POST /crm/associations/2026-09/{from}/{to}/batch/read",
+            false => "",
+        };
+    }
     let Some(rest) = path.strip_prefix("/crm/associations/2025-09/") else {
         return "";
     };

@@ -419,7 +419,9 @@ fn filter(method: &str) -> MethodFilter {
 /// `/crm/associations/2025-09`, `2026-03`, `2026-09`, which carry the same
 /// shapes); `schema` paths (labels, limit configurations) under the same
 /// prefixes but 2025-09, which HubSpot does not publish; `objects` paths under `/crm/v4/objects` and the date-versioned
-/// `/crm/objects/2025-09`, `2026-03`, `2026-09`; `records` (objects, their
+/// `/crm/objects/2025-09`, `2026-03`, `2026-09`; `record_reads` (one
+/// record's associations) under the same but 2026-09, which publishes it
+/// only as 2026-09-beta; `records` (objects, their
 /// lists and merges) under `/crm/v3/objects` and the same dated prefixes;
 /// `limits` (Limits Tracking)
 /// under `/crm/v3/limits/associations` and the date-versioned
@@ -429,6 +431,7 @@ macro_rules! rest_routes {
         v4 { $($v4m:ident $v4p:literal => $v4h:path, $v4r:ident;)* }
         schema { $($sm:ident $sp:literal => $sh:path, $sr:ident;)* }
         objects { $($om:ident $op:literal => $oh:path, $or:ident;)* }
+        record_reads { $($pm:ident $pp:literal => $ph:path, $pr:ident;)* }
         records { $($rm:ident $rp:literal => $rh:path, $rr:ident;)* }
         limits { $($lm:ident $lp:literal => $lh:path, $lr:ident;)* }
         rest { $($m:ident $p:literal => $h:path, $r:ident;)* }
@@ -453,6 +456,11 @@ macro_rules! rest_routes {
                 (stringify!($om), concat!("/crm/objects/2025-09", $op), Role::$or),
                 (stringify!($om), concat!("/crm/objects/2026-03", $op), Role::$or),
                 (stringify!($om), concat!("/crm/objects/2026-09", $op), Role::$or),
+            )*
+            $(
+                (stringify!($pm), concat!("/crm/v4/objects", $pp), Role::$pr),
+                (stringify!($pm), concat!("/crm/objects/2025-09", $pp), Role::$pr),
+                (stringify!($pm), concat!("/crm/objects/2026-03", $pp), Role::$pr),
             )*
             $(
                 (stringify!($rm), concat!("/crm/v3/objects", $rp), Role::$rr),
@@ -492,6 +500,11 @@ macro_rules! rest_routes {
                 (stringify!($om), concat!("/crm/objects/2026-09", $op), stringify!($oh)),
             )*
             $(
+                (stringify!($pm), concat!("/crm/v4/objects", $pp), stringify!($ph)),
+                (stringify!($pm), concat!("/crm/objects/2025-09", $pp), stringify!($ph)),
+                (stringify!($pm), concat!("/crm/objects/2026-03", $pp), stringify!($ph)),
+            )*
+            $(
                 (stringify!($rm), concat!("/crm/v3/objects", $rp), stringify!($rh)),
                 (stringify!($rm), concat!("/crm/objects/2025-09", $rp), stringify!($rh)),
                 (stringify!($rm), concat!("/crm/objects/2026-03", $rp), stringify!($rh)),
@@ -524,6 +537,9 @@ macro_rules! rest_routes {
             })*
             $(if method == stringify!($om) && pattern.ends_with($op) && is_objects_prefix(&pattern[..pattern.len() - $op.len()]) {
                 return router.route(pattern, on(filter(method), $oh));
+            })*
+            $(if method == stringify!($pm) && pattern.ends_with($pp) && RECORD_READ_PREFIXES.contains(&&pattern[..pattern.len() - $pp.len()]) {
+                return router.route(pattern, on(filter(method), $ph));
             })*
             $(if method == stringify!($rm) && pattern.ends_with($rp) && RECORDS_PREFIXES.contains(&&pattern[..pattern.len() - $rp.len()]) {
                 return router.route(pattern, on(filter(method), $rh));
@@ -561,6 +577,14 @@ const OBJECTS_PREFIXES: [&str; 4] = [
     "/crm/objects/2025-09",
     "/crm/objects/2026-03",
     "/crm/objects/2026-09",
+];
+
+/// The prefixes of HubSpot's read of one record's associations: 2026-09
+/// publishes it only as 2026-09-beta.
+const RECORD_READ_PREFIXES: [&str; 3] = [
+    "/crm/v4/objects",
+    "/crm/objects/2025-09",
+    "/crm/objects/2026-03",
 ];
 
 /// The prefixes of HubSpot's objects paths (records, their lists, merges).
@@ -609,10 +633,12 @@ rest_routes! {
         POST "/definitions/configurations/{from}/{to}/batch/purge" => v4_config::purge_limits, Admin;
     }
     objects {
-        GET "/{object_type}/{id}/associations/{to}" => v4::record_page, Read;
         PUT "/{object_type}/{id}/associations/{to}/{to_id}" => v4::create_labelled, Write;
         DELETE "/{object_type}/{id}/associations/{to}/{to_id}" => v4::archive_pair, Write;
         PUT "/{object_type}/{id}/associations/default/{to}/{to_id}" => v4::create_default, Write;
+    }
+    record_reads {
+        GET "/{object_type}/{id}/associations/{to}" => v4::record_page, Read;
     }
     records {
         GET "/{object_type}" => v3::list_objects, Read;
