@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use association_service::domain::plan::CreateItem;
-use association_service::domain::{DomainError, ObjectType, PairCatalog};
+use association_service::domain::{DomainError, ObjectType, PairCatalog, TypeKey};
 use association_service::service::combiner::CreateCombiner;
 use sqlx::Connection;
 
@@ -110,7 +110,13 @@ async fn calls_queued_behind_a_running_create_share_one_transaction(backend: &st
         let outcome = handle.await.expect("call task").expect("create call");
         assert_eq!(outcome.len(), 1, "{backend}: call {n} gets its own outcome");
         if n < CEILING as usize {
-            assert!(outcome[0].is_ok(), "{backend}: call {n}: {:?}", outcome[0]);
+            // Deal n+1 now holds contact 1 by deal_to_contact (3).
+            let held = outcome[0].as_ref().map(|h| (h.types.clone(), h.added));
+            assert_eq!(
+                held,
+                Ok((vec![TypeKey::hubspot(3)], true)),
+                "{backend}: call {n}"
+            );
         } else {
             // Contact 1 filled up in arrival order, call 5 included.
             assert!(
