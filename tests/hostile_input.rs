@@ -222,6 +222,15 @@ fn body_for(pattern: &str) -> &'static str {
 
 /// Mutated bodies, paths and query strings on every endpoint never get a
 /// server error, and every refusal is HubSpot's JSON error body.
+/// (status, category) of every error a mutated REST call may get here
+/// (open, no call rates, small bodies): the status table's pairs for bad
+/// input, what is not found (paths included) and conflicts.
+const ERROR_ANSWERS: [(u16, &str); 3] = [
+    (400, "VALIDATION_ERROR"),
+    (404, "OBJECT_NOT_FOUND"),
+    (409, "CONFLICT"),
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutated_rest_requests_get_client_errors() {
     let (mut rng, seed) = seeded("REST");
@@ -234,6 +243,7 @@ async fn mutated_rest_requests_get_client_errors() {
         "?associations=companies&limit=5",
         "?archived=false",
     ];
+    let mut seen = std::collections::BTreeMap::new();
     for round in 0..iterations(1_500) {
         let (method, pattern, _) = REST_ROUTES[rng.below(REST_ROUTES.len() as u64) as usize];
         let mut path = common::concrete_path(pattern);
@@ -278,16 +288,50 @@ async fn mutated_rest_requests_get_client_errors() {
             answer.status,
             answer.body
         );
-        if answer.status >= 400 {
-            let json: serde_json::Value = serde_json::from_str(&answer.body)
-                .unwrap_or_else(|e| panic!("{context}: not JSON ({e}): {}", answer.body));
-            assert!(json["correlationId"].is_string(), "{context}: {json}");
+        *seen.entry(answer.status).or_insert(0) += 1;
+        if answer.status == 204 {
+            assert_eq!(answer.body, "", "{context}: a 204 with a body");
+            continue;
+        }
+        let json: serde_json::Value = serde_json::from_str(&answer.body)
+            .unwrap_or_else(|e| panic!("{context}: not JSON ({e}): {}", answer.body));
+        if answer.status < 400 {
+            assert!(json.is_object() || json.is_array(), "{context}: {json}");
+            continue;
+        }
+        // HubSpot's error body, its category the one the status table
+        // gives the status (or the HTTP layer's own refusals: too large,
+        // unreadable, a method or media type not served).
+        let category = json["category"].as_str().unwrap_or_default();
+        assert!(
+            ERROR_ANSWERS.contains(&(answer.status, category)),
+            "{context}: {} with category {category:?}: {json}",
+            answer.status
+        );
+        assert_eq!(json["status"], "error", "{context}: {json}");
+        assert!(
+            json["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{context}: {json}"
+        );
+        assert!(json["correlationId"].is_string(), "{context}: {json}");
+        if let Some(sub) = json.get("subCategory") {
             assert!(
-                answer.body.len() < 16 * 1024,
-                "{context}: an error body of {} bytes",
-                answer.body.len()
+                sub.as_str().is_some_and(|s| s.starts_with("crm.")),
+                "{context}: {json}"
             );
         }
+        assert!(
+            answer.body.len() < 16 * 1024,
+            "{context}: an error body of {} bytes",
+            answer.body.len()
+        );
     }
+    // Mutations reach the gateway's refusals, not only its successes.
+    let refused: u64 = seen.range(400..).map(|(_, n)| n).sum();
+    assert!(
+        refused > 0,
+        "FUZZ_SEED={seed}: no request was refused: {seen:?}"
+    );
+    eprintln!("FUZZ_SEED={seed}: answers by status {seen:?}");
     server.stop().await;
 }
