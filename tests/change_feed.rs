@@ -562,63 +562,77 @@ async fn watch_without_cursor_needs_a_start_point() {
     }
 }
 
-/// Database transactions of the test database so far (other backends'
-/// counts reach the view within about a second).
-async fn transactions(conn: &mut sqlx::PgConnection, database: &str) -> i64 {
-    sqlx::query("SELECT pg_stat_clear_snapshot()")
-        .execute(&mut *conn)
-        .await
-        .expect("clear snapshot");
-    sqlx::query_scalar(
-        "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = $1",
-    )
-    .bind(database)
-    .fetch_one(&mut *conn)
-    .await
-    .expect("pg_stat_database")
-}
-
-/// Transactions the database ran while `readers` idle feed readers of one
-/// portal were open for `window`.
-async fn idle_cost(readers: usize, window: Duration) -> i64 {
+/// 200 idle `WatchChanges` readers of a portal cost PostgreSQL what one
+/// does: they share one poller, which looks at the feed head once an
+/// interval, instead of each polling on its own; the poller ends with the
+/// last reader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_feed_readers_share_one_poller() {
     let mut settings = common::settings(10_000, 100);
-    settings.feed_poll_interval = Duration::from_millis(50);
-    let (svc, store) = common::service("postgres", settings).await;
-    let database = store.url.rsplit('/').next().expect("name").to_string();
-    let mut conn = sqlx::PgConnection::connect(&store.url)
-        .await
-        .expect("connect");
-    // Everything opening the service did has reached the view.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let before = transactions(&mut conn, &database).await;
-    let mut streams = Vec::new();
-    for _ in 0..readers {
-        streams.push(
+    let interval = Duration::from_millis(50);
+    settings.feed_poll_interval = interval;
+    let (svc, _store) = common::service("postgres", settings).await;
+    let mut readers = Vec::new();
+    for _ in 0..200 {
+        readers.push(
             svc.watch_changes(PORTAL, FeedStart::Now)
                 .await
                 .expect("watch"),
         );
     }
+    let other = svc
+        .watch_changes(PORTAL + 1, FeedStart::Now)
+        .await
+        .expect("watch");
+    // (portal, its running pollers) of every portal being polled.
+    let portals_polled = || {
+        let mut portals: Vec<(i64, usize)> = svc
+            .feed_pollers()
+            .into_iter()
+            .map(|(portal, (pollers, _))| (portal, pollers))
+            .collect();
+        portals.sort();
+        portals
+    };
+    // Each reader joins its portal's poller once it has read to the head.
+    until("both portals are polled", || portals_polled().len() == 2).await;
+    assert_eq!(
+        portals_polled(),
+        vec![(PORTAL, 1), (PORTAL + 1, 1)],
+        "one poller a portal"
+    );
+    // Over a window the shared poller looks at most once an interval (it
+    // sleeps an interval before each look), not once per reader.
+    let window = Duration::from_millis(1_000);
+    let start = std::time::Instant::now();
+    let before = svc.feed_pollers()[&PORTAL].1;
     tokio::time::sleep(window).await;
-    drop(streams);
-    // Let the last counts reach the view.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    transactions(&mut conn, &database).await - before
+    let looks = svc.feed_pollers()[&PORTAL].1 - before;
+    let most = (start.elapsed().as_millis() / interval.as_millis()) as u64 + 1;
+    assert!(
+        (1..=most).contains(&looks),
+        "200 idle readers: {looks} looks in {:?} (at most {most})",
+        start.elapsed()
+    );
+    // The poller goes with the last reader of its portal.
+    drop(readers);
+    until("the readers are gone", || {
+        portals_polled() == vec![(PORTAL + 1, 1)]
+    })
+    .await;
+    drop(other);
+    until("the last reader is gone", || portals_polled().is_empty()).await;
 }
 
-/// 200 idle `WatchChanges` readers of a portal cost PostgreSQL about what one
-/// does: they share one poller, instead of each polling on its own.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_feed_readers_share_one_poller() {
-    let window = Duration::from_secs(3);
-    let one = idle_cost(1, window).await;
-    let many = idle_cost(200, window).await;
-    eprintln!("transactions in {window:?}: one idle reader {one}, 200 idle readers {many}");
-    // Each reader reads once when it opens (a few transactions: 5 to 7 each
-    // seen on a loaded machine); polling alone, 200 readers would run about
-    // 200 × 60 in the window.
-    assert!(
-        many <= 3 * one + 8 * 200,
-        "200 idle readers ran {many} transactions, one reader {one}"
-    );
+/// Waits (yielding, never sleeping a fixed time) until `ready` holds;
+/// fails after 20 s.
+async fn until(what: &str, ready: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::task::yield_now().await;
+    }
 }

@@ -41,6 +41,13 @@ impl AssociationService {
         Ok(self.store.prune_changes(older_than_us).await?)
     }
 
+    /// The portals whose idle feed readers this process polls for: the
+    /// pollers running for each (one, however many readers) and their looks
+    /// at its feed head so far, what idle readers cost the database.
+    pub fn feed_pollers(&self) -> HashMap<i64, (usize, u64)> {
+        self.feed_polls.pollers()
+    }
+
     /// Removes the admin changes every plugin has acknowledged; answers how
     /// many.
     pub async fn prune_admin_log(&self) -> ServiceResult<u64> {
@@ -195,6 +202,21 @@ impl Scan for FeedScan {
     }
 }
 
+/// Updates a portal's (running pollers, looks); forgets a portal left
+/// with none, so the map holds only portals being polled.
+fn count(
+    running: &std::sync::Mutex<HashMap<i64, (usize, u64)>>,
+    portal: i64,
+    change: impl FnOnce(&mut (usize, u64)),
+) {
+    let mut running = running.lock().unwrap_or_else(|e| e.into_inner());
+    let counts = running.entry(portal).or_default();
+    change(counts);
+    if counts.0 == 0 {
+        running.remove(&portal);
+    }
+}
+
 /// The portals' shared feed pollers. A reader that has caught up waits for
 /// this process's writes and for its portal's one poller, which looks for
 /// other replicas' commits every poll interval: idle readers of a portal
@@ -202,6 +224,8 @@ impl Scan for FeedScan {
 #[derive(Default)]
 pub(super) struct FeedPolls {
     portals: std::sync::Mutex<HashMap<i64, std::sync::Weak<PortalPoll>>>,
+    /// Each portal's running pollers and their looks at its feed head so far.
+    running: Arc<std::sync::Mutex<HashMap<i64, (usize, u64)>>>,
 }
 
 /// One portal's poller, alive while a reader holds it.
@@ -211,6 +235,17 @@ pub(super) struct PortalPoll {
 }
 
 impl FeedPolls {
+    /// The portals with running pollers: how many each, and their looks at
+    /// its feed head so far.
+    pub(super) fn pollers(&self) -> HashMap<i64, (usize, u64)> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running
+            .iter()
+            .filter(|(_, (pollers, _))| *pollers > 0)
+            .map(|(portal, counts)| (*portal, *counts))
+            .collect()
+    }
+
     /// The portal's poller, started if no reader holds one.
     pub(super) fn join(&self, service: &Arc<AssociationService>, portal: i64) -> Arc<PortalPoll> {
         let mut portals = self.portals.lock().unwrap_or_else(|e| e.into_inner());
@@ -224,13 +259,17 @@ impl FeedPolls {
         portals.retain(|_, p| p.strong_count() > 0);
         let (store, weak) = (Arc::clone(&service.store), Arc::downgrade(&poll));
         let interval = service.settings.feed_poll_interval;
+        let running = Arc::clone(&self.running);
+        count(&running, portal, |(pollers, _)| *pollers += 1);
         tokio::spawn(async move {
             let mut head = None;
             loop {
                 tokio::time::sleep(interval).await;
                 let Some(poll) = weak.upgrade() else {
+                    count(&running, portal, |(pollers, _)| *pollers -= 1);
                     return;
                 };
+                count(&running, portal, |(_, looks)| *looks += 1);
                 match store.feed_bounds(portal).await {
                     // The first look wakes every reader too: a commit may
                     // have come between a reader's last read and it.
