@@ -1038,7 +1038,9 @@ fn generate(rng: &mut Rng, model: &Model, limits: bool) -> Op {
             primary: some_id(rng, CONTACT),
             merged: some_id(rng, CONTACT),
             // Now and then a record no call has named yet (HubSpot's new id).
-            into: rng.chance(40).then(|| rng.range(1, ids_of(CONTACT) + 2)),
+            into: rng
+                .chance(40)
+                .then(|| rng.range(1, CONTACTS + NEW_CONTACTS)),
         },
     }
 }

@@ -285,9 +285,28 @@ pub(crate) async fn merges_in_transaction(
     // The later merges' counters and label types are locked with the
     // first's, in the one global order, so that no lock is taken after a
     // greater one (a merge seen to need more runs again with them).
-    for req in reqs.iter().skip(1) {
+    // A later merge sees the rows an earlier one moved: its record's rows
+    // to an earlier merged record then name the survivor instead.
+    for (n, req) in reqs.iter().enumerate().skip(1) {
         let rows = load_record_rows(steps, req).await?;
+        let moved: Vec<DirectedRow> = rows
+            .iter()
+            .map(|row| {
+                let earlier = |t: ObjectType, id: i64| {
+                    t == req.object_type && reqs[..n].iter().any(|e| e.merged_id == id)
+                };
+                let mut row = *row;
+                if earlier(row.from_type, row.from_id) {
+                    row.from_id = req.primary_id;
+                }
+                if earlier(row.to_type, row.to_id) {
+                    row.to_id = req.primary_id;
+                }
+                row
+            })
+            .collect();
         hint.counts.extend(merge::count_keys(req, &rows));
+        hint.counts.extend(merge::count_keys(req, &moved));
         hint.types.extend(deletable_types_of(&rows));
     }
     let mut plans = Vec::with_capacity(reqs.len());
