@@ -1659,6 +1659,13 @@ async fn start(backend: &str) -> (TestServer, Arc<dyn store::Store>) {
     let server = TestServer::start(backend, |s| {
         s.limits.platform_ceiling = CEILING;
         s.read.chunk_size = 7;
+        // The check is of answers, not of load shedding: 32 clients on a
+        // loaded 2-core machine (a three-node Citus cluster the busiest)
+        // may wait longer than the 1 s default for a pooled connection, and
+        // conflict (Citus finds a distributed deadlock after 2 s) longer
+        // than the 5 s retry budget.
+        s.store.acquire_timeout_ms = 20_000;
+        s.store.retry_budget_ms = 30_000;
     })
     .await;
     let store = common::open(&server.store).await;
