@@ -12,6 +12,66 @@ use super::object_type::ObjectType;
 use super::plan::{CountKey, DirectedRow};
 use super::types::{TypeDef, TypeKey, TypeRole};
 
+/// A merge as a caller asks for it: `merged_id` into `primary_id`, or, with
+/// `into`, both into that record (HubSpot's new id for merged contacts and
+/// companies). Ids may name records merged away before; the store resolves
+/// them under its merge lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MergeInto {
+    pub portal_id: i64,
+    pub object_type: ObjectType,
+    pub primary_id: i64,
+    pub merged_id: i64,
+    pub into: Option<i64>,
+}
+
+impl MergeInto {
+    /// Checks the ids: all positive, the two records different.
+    pub fn new(
+        portal_id: i64,
+        object_type: ObjectType,
+        primary_id: i64,
+        merged_id: i64,
+        into: Option<i64>,
+    ) -> Result<MergeInto, DomainError> {
+        MergeRequest::new(portal_id, object_type, primary_id, merged_id)?;
+        if let Some(into) = into {
+            check_id("newObjectId", into)?;
+        }
+        Ok(MergeInto {
+            portal_id,
+            object_type,
+            primary_id,
+            merged_id,
+            into,
+        })
+    }
+
+    /// The ids to resolve: (primary, merged, survivor).
+    pub fn ids(&self) -> [i64; 3] {
+        [
+            self.primary_id,
+            self.merged_id,
+            self.into.unwrap_or(self.primary_id),
+        ]
+    }
+
+    /// The merges it takes once its ids are resolved (`resolved` as
+    /// `ids()`): each of the two records that is not the survivor already
+    /// merged into it, the primary first (none for a retry, or a chain
+    /// that ends in the survivor).
+    pub fn merges(&self, resolved: [i64; 3]) -> Result<Vec<MergeRequest>, DomainError> {
+        let [primary, merged, survivor] = resolved;
+        let mut moving = vec![primary, merged];
+        moving.dedup();
+        moving.retain(|id| *id != survivor);
+        moving
+            .into_iter()
+            .map(|id| MergeRequest::new(self.portal_id, self.object_type, survivor, id))
+            .collect()
+    }
+}
+
 /// A validated merge of `merged_id` into `primary_id`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MergeRequest {

@@ -13,7 +13,7 @@ use crate::domain::admin::{AdminChange, AdminEvent, LimitValue};
 use crate::domain::error::{check_distinct, check_id, check_portal};
 use crate::domain::feed::{Change, ChangeKind, FeedStart};
 use crate::domain::limits::{apply_limit_changes, LimitChange, LimitMode};
-use crate::domain::merge::MergeRequest;
+use crate::domain::merge::MergeInto;
 use crate::domain::plan::{archive_filter, CreateItem, DirectedRow};
 use crate::domain::{Category, DomainError, ObjectType, PairCatalog, TypeDef, TypeKey};
 use crate::hooks::{Hooks, Pacing};

@@ -159,35 +159,11 @@ impl AssociationService {
         into: Option<i64>,
     ) -> ServiceResult<MergeSummary> {
         check_portal(portal)?;
-        MergeRequest::new(portal, object_type, primary_id, merged_id)?;
-        if let Some(into) = into {
-            check_id("newObjectId", into)?;
-        }
-        // Any id may name a record merged away before.
-        let mut ids = [primary_id, merged_id, into.unwrap_or(primary_id)];
-        self.resolve_ids(portal, object_type, &mut ids).await?;
-        let [primary, merged, survivor] = ids;
-        // What moves into the survivor: each of the two records that is not
-        // it already (a retry, or a chain that ends in it, moves nothing).
-        let mut moving = vec![primary, merged];
-        moving.dedup();
-        moving.retain(|id| *id != survivor);
-        let reqs = moving
-            .into_iter()
-            .map(|id| MergeRequest::new(portal, object_type, survivor, id))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut summary = MergeSummary {
-            object_type,
-            primary_id: survivor,
-            removed: 0,
-            created: 0,
-        };
-        if reqs.is_empty() {
-            return Ok(summary);
-        }
-        let plans = self
+        let merge = MergeInto::new(portal, object_type, primary_id, merged_id, into)?;
+        // The store resolves ids merged away before, under its merge lock.
+        let (survivor, plans) = self
             .store
-            .merge_records(&reqs, self.settings.platform_ceiling)
+            .merge_records(&merge, self.settings.platform_ceiling)
             .await
             .map_err(ServiceError::from)
             .inspect_err(|err| {
@@ -195,6 +171,15 @@ impl AssociationService {
                     count_limit_rejection(err)
                 }
             })?;
+        let mut summary = MergeSummary {
+            object_type,
+            primary_id: survivor,
+            removed: 0,
+            created: 0,
+        };
+        if plans.is_empty() {
+            return Ok(summary);
+        }
         self.merged_in(portal);
         self.written.notify_waiters();
         for plan in &plans {

@@ -17,7 +17,7 @@ use crate::domain::labels::{
     check_label_quota, check_labels_unique, label_ids_needed, new_label_definitions,
 };
 use crate::domain::limits::{apply_limit_changes, LimitChange, LimitMode};
-use crate::domain::merge::{self, MergePlan, MergeRequest, MergeSnapshot};
+use crate::domain::merge::{self, MergeInto, MergePlan, MergeRequest, MergeSnapshot};
 use crate::domain::plan::{
     self, CountKey, CreateItem, DirectedRow, ItemOutcome, PairEdge, Plan, PrimaryLookup, Snapshot,
     WriteContext,
@@ -107,6 +107,17 @@ pub(crate) trait WriteSteps: Send {
     /// Records that the merged record resolves to the primary from now
     /// on, and so does every record that resolved to the merged one.
     async fn record_merge(&mut self, req: &MergeRequest) -> StoreResult<()>;
+    /// Takes the portal's merge lock (its type-id allocator row): merges of
+    /// a portal run one at a time, so none resolves an id another is
+    /// merging away.
+    async fn lock_merges(&mut self, portal: i64) -> StoreResult<()>;
+    /// The records among `ids` that were merged away, with their survivors.
+    async fn merged_survivors(
+        &mut self,
+        portal: i64,
+        object_type: ObjectType,
+        ids: &[i64],
+    ) -> StoreResult<Vec<(i64, i64)>>;
 }
 
 /// What a create plans against, read under its counter locks.
@@ -275,8 +286,34 @@ pub(crate) async fn merge_in_transaction(
     Ok(plan)
 }
 
-/// Merges in order in one transaction, each seeing the ones before it.
+/// A merge as asked: under the portal's merge lock, its ids resolved, then
+/// each record merged into the survivor in order, in one transaction.
 pub(crate) async fn merges_in_transaction(
+    steps: &mut dyn WriteSteps,
+    merge: &MergeInto,
+    ceiling: u32,
+    hint: &mut LockHint,
+) -> StoreResult<(i64, Vec<MergePlan>)> {
+    let portal = merge.portal_id;
+    steps.lock_merges(portal).await?;
+    let mut resolved = merge.ids();
+    let survivors: HashMap<i64, i64> = steps
+        .merged_survivors(portal, merge.object_type, &resolved)
+        .await?
+        .into_iter()
+        .collect();
+    for id in resolved.iter_mut() {
+        if let Some(survivor) = survivors.get(id) {
+            *id = *survivor;
+        }
+    }
+    let reqs = merge.merges(resolved)?;
+    let plans = merge_in_order(steps, &reqs, ceiling, hint).await?;
+    Ok((resolved[2], plans))
+}
+
+/// Merges in order in one transaction, each seeing the ones before it.
+async fn merge_in_order(
     steps: &mut dyn WriteSteps,
     reqs: &[MergeRequest],
     ceiling: u32,

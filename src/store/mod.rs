@@ -23,7 +23,7 @@ use crate::domain::admin::AdminChange;
 pub(crate) use crate::domain::admin::LimitValue;
 use crate::domain::feed::Change;
 use crate::domain::limits::{LimitChange, LimitMode};
-use crate::domain::merge::{MergePlan, MergeRequest};
+use crate::domain::merge::{MergeInto, MergePlan, MergeRequest};
 use crate::domain::plan::{
     CountKey, CreateItem, DirectedRow, ItemOutcome, PairEdge, PrimaryLookup, WriteContext,
 };
@@ -458,14 +458,15 @@ pub trait Store: Send + Sync {
         items: &[CreateItem],
     ) -> StoreResult<Vec<ItemOutcome>>;
 
-    /// Merges records in one transaction, in order (see `domain::merge`;
-    /// each merge sees the ones before it); a limit any of them would
-    /// break fails them all.
+    /// Merges records in one transaction (see `domain::merge`): resolves
+    /// the ids under the portal's merge lock, then merges each record into
+    /// the survivor in order; a limit any of them would break fails them
+    /// all. Answers the survivor and each merge's plan.
     async fn merge_records(
         &self,
-        reqs: &[MergeRequest],
+        merge: &MergeInto,
         ceiling: u32,
-    ) -> StoreResult<Vec<MergePlan>>;
+    ) -> StoreResult<(i64, Vec<MergePlan>)>;
 
     /// Removes associations between each pair; returns the rows removed.
     async fn archive_associations(

@@ -509,15 +509,15 @@ impl Store for PostgresStore {
 
     async fn merge_records(
         &self,
-        reqs: &[MergeRequest],
+        merge: &MergeInto,
         ceiling: u32,
-    ) -> StoreResult<Vec<MergePlan>> {
+    ) -> StoreResult<(i64, Vec<MergePlan>)> {
         let mut hint = LockHint::default();
         transaction!(
             self.retry,
             crate::store::begin(&self.pool, None),
             is_retryable,
-            |conn| { merges_in_transaction(&mut PgTx { conn }, reqs, ceiling, &mut hint).await }
+            |conn| { merges_in_transaction(&mut PgTx { conn }, merge, ceiling, &mut hint).await }
         )
     }
 
@@ -876,15 +876,7 @@ impl Store for PostgresStore {
         object_type: ObjectType,
         ids: &[i64],
     ) -> StoreResult<Vec<(i64, i64)>> {
-        Ok(sqlx::query_as(
-            "SELECT merged_id, survivor_id FROM merged_records
-             WHERE portal_id = $1 AND object_type = $2 AND merged_id = ANY($3)",
-        )
-        .bind(portal)
-        .bind(object_type.to_string())
-        .bind(ids)
-        .fetch_all(&self.pool)
-        .await?)
+        merged_survivors(&self.pool, portal, object_type, ids).await
     }
 
     async fn types_holding_at_least(
@@ -1103,3 +1095,24 @@ pub const VERIFY_DIALECT: crate::store::verify::Dialect = crate::store::verify::
     change_newest_first: "seq DESC NULLS FIRST, ord DESC, id DESC",
     admin_order: "seq NULLS LAST, id",
 };
+
+/// The records among `ids` that were merged away, with their survivors.
+pub(super) async fn merged_survivors<'c, E>(
+    conn: E,
+    portal: i64,
+    object_type: ObjectType,
+    ids: &[i64],
+) -> StoreResult<Vec<(i64, i64)>>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Postgres>,
+{
+    Ok(sqlx::query_as(
+        "SELECT merged_id, survivor_id FROM merged_records
+             WHERE portal_id = $1 AND object_type = $2 AND merged_id = ANY($3)",
+    )
+    .bind(portal)
+    .bind(object_type.to_string())
+    .bind(ids)
+    .fetch_all(conn)
+    .await?)
+}

@@ -338,16 +338,16 @@ impl Store for SqliteStore {
 
     async fn merge_records(
         &self,
-        reqs: &[MergeRequest],
+        merge: &MergeInto,
         ceiling: u32,
-    ) -> StoreResult<Vec<MergePlan>> {
+    ) -> StoreResult<(i64, Vec<MergePlan>)> {
         let mut hint = LockHint::default();
         transaction!(
             self.retry,
             crate::store::begin(&self.pool, Some("BEGIN IMMEDIATE")),
             is_busy,
             |conn| {
-                merges_in_transaction(&mut SqliteTx { conn }, reqs, ceiling, &mut hint).await
+                merges_in_transaction(&mut SqliteTx { conn }, merge, ceiling, &mut hint).await
             }
         )
     }
@@ -710,17 +710,7 @@ impl Store for SqliteStore {
         object_type: ObjectType,
         ids: &[i64],
     ) -> StoreResult<Vec<(i64, i64)>> {
-        let ids = serde_json::to_string(ids).expect("ids serialize");
-        Ok(sqlx::query_as(
-            "SELECT merged_id, survivor_id FROM merged_records
-             WHERE portal_id = ?1 AND object_type = ?2
-               AND merged_id IN (SELECT value FROM json_each(?3))",
-        )
-        .bind(portal)
-        .bind(object_type.to_string())
-        .bind(ids)
-        .fetch_all(&self.pool)
-        .await?)
+        merged_survivors(&self.pool, portal, object_type, ids).await
     }
 
     async fn types_holding_at_least(
@@ -915,3 +905,26 @@ const VERIFY_DIALECT: crate::store::verify::Dialect = crate::store::verify::Dial
     change_newest_first: "seq DESC",
     admin_order: "seq",
 };
+
+/// The records among `ids` that were merged away, with their survivors.
+pub(super) async fn merged_survivors<'c, E>(
+    conn: E,
+    portal: i64,
+    object_type: ObjectType,
+    ids: &[i64],
+) -> StoreResult<Vec<(i64, i64)>>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
+{
+    let ids = serde_json::to_string(ids).expect("ids serialize");
+    Ok(sqlx::query_as(
+        "SELECT merged_id, survivor_id FROM merged_records
+             WHERE portal_id = ?1 AND object_type = ?2
+               AND merged_id IN (SELECT value FROM json_each(?3))",
+    )
+    .bind(portal)
+    .bind(object_type.to_string())
+    .bind(ids)
+    .fetch_all(conn)
+    .await?)
+}

@@ -257,6 +257,21 @@ impl WriteSteps for SqliteTx<'_> {
         record_admin_change(&mut *self.conn, change).await
     }
 
+    async fn lock_merges(&mut self, portal: i64) -> StoreResult<()> {
+        allocate_type_ids(&mut *self.conn, portal, 0)
+            .await
+            .map(|_| ())
+    }
+
+    async fn merged_survivors(
+        &mut self,
+        portal: i64,
+        object_type: ObjectType,
+        ids: &[i64],
+    ) -> StoreResult<Vec<(i64, i64)>> {
+        super::merged_survivors(&mut *self.conn, portal, object_type, ids).await
+    }
+
     async fn record_merge(&mut self, req: &MergeRequest) -> StoreResult<()> {
         let object_type = req.object_type.to_string();
         sqlx::query(
