@@ -595,7 +595,7 @@ async fn idle_feed_readers_share_one_poller() {
         portals
     };
     // Each reader joins its portal's poller once it has read to the head.
-    until("both portals are polled", || portals_polled().len() == 2).await;
+    common::until("both portals are polled", || portals_polled().len() == 2).await;
     assert_eq!(
         portals_polled(),
         vec![(PORTAL, 1), (PORTAL + 1, 1)],
@@ -616,23 +616,10 @@ async fn idle_feed_readers_share_one_poller() {
     );
     // The poller goes with the last reader of its portal.
     drop(readers);
-    until("the readers are gone", || {
+    common::until("the readers are gone", || {
         portals_polled() == vec![(PORTAL + 1, 1)]
     })
     .await;
     drop(other);
-    until("the last reader is gone", || portals_polled().is_empty()).await;
-}
-
-/// Waits (yielding, never sleeping a fixed time) until `ready` holds;
-/// fails after 20 s.
-async fn until(what: &str, ready: impl Fn() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !ready() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::task::yield_now().await;
-    }
+    common::until("the last reader is gone", || portals_polled().is_empty()).await;
 }

@@ -3,8 +3,6 @@
 //! planned in arrival order, and are written even when their caller left.
 mod common;
 
-use std::time::{Duration, Instant};
-
 use association_service::domain::plan::CreateItem;
 use association_service::domain::{DomainError, ObjectType, PairCatalog, TypeKey};
 use association_service::service::combiner::CreateCombiner;
@@ -56,15 +54,6 @@ impl Blocker {
     }
 }
 
-/// Waits (yielding, never sleeping) until `ready` holds; fails after 20 s.
-async fn until(what: &str, ready: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::task::yield_now().await;
-    }
-}
-
 async fn calls_queued_behind_a_running_create_share_one_transaction(backend: &str) {
     let test_store = common::fresh_store(backend).await;
     let store = common::open(&test_store).await;
@@ -87,13 +76,13 @@ async fn calls_queued_behind_a_running_create_share_one_transaction(backend: &st
 
     let blocker = Blocker::hold(&test_store.url).await;
     let mut calls = vec![call(0)];
-    until("the first call is being written", || {
+    common::until("the first call is being written", || {
         combiner.transactions() == 1 && combiner.waiting(PORTAL, deal, contact) == 0
     })
     .await;
     for n in 1..CALLS {
         calls.push(call(n));
-        until("the call is queued", || {
+        common::until("the call is queued", || {
             combiner.waiting(PORTAL, deal, contact) == n as usize
         })
         .await;

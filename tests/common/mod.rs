@@ -1431,3 +1431,16 @@ pub fn generated_clients(lang: &'static str) {
 pub fn python() -> String {
     std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
 }
+
+/// Waits (yielding, never sleeping a fixed time) until `ready` holds;
+/// fails after 20 s.
+pub async fn until(what: &str, ready: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::task::yield_now().await;
+    }
+}
