@@ -409,6 +409,7 @@ async fn writes_run_where_the_portal_is_and_keep_commit_order_across_a_move() {
         acquire_timeout: std::time::Duration::from_secs(5),
         statement_timeout: std::time::Duration::from_secs(30),
         create_if_missing: false,
+        route_to_workers: false,
     };
     let store = PostgresStore::connect(&test_store.url, &options)
         .await
@@ -451,4 +452,118 @@ async fn writes_run_where_the_portal_is_and_keep_commit_order_across_a_move() {
         [Created, Created, Archived, Archived, Created, Created, Archived, Archived]
     );
     common::assert_sound(&svc.verify().await.unwrap(), "after the move");
+}
+
+/// The service's sessions on one node and what each ran last
+/// (`pg_stat_activity` names a session by the service's application name).
+async fn service_statements(url: &str) -> Vec<String> {
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query_scalar(
+        "SELECT query FROM pg_stat_activity
+         WHERE datname = current_database() AND application_name = 'association-service'
+         ORDER BY query",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap()
+}
+
+/// With `store.route_to_workers`, a portal's one-call create and archive and
+/// its stream run in sessions the service opened on the worker that holds
+/// the portal, none of them on the other worker or the coordinator; the
+/// shard is found with PostgreSQL's own hash (a seeded comparison with
+/// `hashint8`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routed_calls_run_on_the_worker_that_holds_the_portal() {
+    use association_service::service::{AssociationInput, AssociationService};
+    use association_service::store::postgres::route::hash_bigint;
+    use association_service::store::{PostgresStore, RetryPolicy, Store, StoreOptions};
+
+    let (mut rng, seed) = common::Rng::from_env("ROUTE_SEED");
+    println!("ROUTE_SEED={seed}");
+    let mut values: Vec<i64> = vec![0, 1, -1, i64::MIN, i64::MAX, 1 << 32, -(1 << 32)];
+    values.extend((0..2_000).map(|_| rng.below(u64::MAX) as i64));
+    values.extend((0..2_000).map(|_| rng.below(1_000_000) as i64));
+    let test_store = common::fresh_store("citus").await;
+    let mut conn = sqlx::PgConnection::connect(&test_store.url).await.unwrap();
+    let hashes: Vec<i32> = sqlx::query_scalar(
+        "SELECT hashint8(v) FROM unnest($1::int8[]) WITH ORDINALITY AS u(v, n) ORDER BY n",
+    )
+    .bind(&values)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    for (value, hash) in values.iter().zip(&hashes) {
+        assert_eq!(hash_bigint(*value), *hash, "hashint8({value})");
+    }
+
+    let options = StoreOptions {
+        max_connections: 4,
+        retry: RetryPolicy::default(),
+        acquire_timeout: std::time::Duration::from_secs(5),
+        statement_timeout: std::time::Duration::from_secs(30),
+        create_if_missing: false,
+        route_to_workers: true,
+    };
+    let store = PostgresStore::connect(&test_store.url, &options)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let svc = std::sync::Arc::new(AssociationService::new(
+        std::sync::Arc::new(store),
+        common::settings(10_000, 50),
+    ));
+    let workers: Vec<i32> =
+        sqlx::query_scalar("SELECT nodeport FROM pg_dist_node WHERE groupid > 0 ORDER BY groupid")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    let (low, high) = (workers[0], workers[1]);
+    let mut portal = 1;
+    while placement(&mut conn, portal).await.1 != high {
+        portal += 1;
+    }
+    let database = test_store.url.rsplit('/').next().unwrap().to_string();
+    let node = |port: i32| format!("postgres://postgres@127.0.0.1:{port}/{database}");
+    let ran = |statements: &[String], call: &str| statements.iter().any(|q| q.contains(call));
+
+    let pair = || common::pair(portal, "deals", "contacts");
+    let input = AssociationInput {
+        from_id: 1,
+        to_id: 2,
+        types: vec![],
+    };
+    let created = svc.create(pair(), &[input]).await.unwrap();
+    assert!(created.errors.is_empty(), "{:?}", created.errors);
+    let there = service_statements(&node(high)).await;
+    assert!(ran(&there, "association_create_presumed("), "{there:#?}");
+    let chunks = {
+        let mut receiver = svc
+            .stream_associations(common::list(portal, "deals", 1, None, None))
+            .await
+            .unwrap();
+        let mut rows = 0;
+        while let Some(chunk) = receiver.recv().await {
+            rows += chunk.expect("chunk").records.len();
+        }
+        rows
+    };
+    assert_eq!(chunks, 1);
+    svc.archive(pair(), &[(1, vec![2])]).await.unwrap();
+    let there = service_statements(&node(high)).await;
+    assert!(ran(&there, "association_archive("), "{there:#?}");
+    assert!(ran(&there, "FROM associations"), "the stream: {there:#?}");
+
+    let elsewhere = [
+        service_statements(&node(low)).await,
+        service_statements(&test_store.url).await,
+    ]
+    .concat();
+    for call in [
+        "association_create_presumed(",
+        "association_archive(",
+        "FROM associations",
+    ] {
+        assert!(!ran(&elsewhere, call), "{call} ran elsewhere: {elsewhere:#?}");
+    }
 }

@@ -44,6 +44,7 @@ async fn side(backend: &str) -> Side {
         acquire_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(30),
         create_if_missing: true,
+        route_to_workers: false,
     };
     let store = PostgresStore::connect(&test_store.url, &options)
         .await

@@ -174,6 +174,7 @@ pub const KEYS: &[Key] = &[
     key("store.retry_initial_ms", Some("5"), at_least(1, MS)),
     key("store.acquire_timeout_ms", Some("1000"), at_least(1, MS)),
     key("store.statement_timeout_ms", Some("30000"), at_least(0, MS)),
+    key("store.route_to_workers", Some("false"), Values::Flag),
     key(
         "limits.platform_ceiling",
         Some("10000"),

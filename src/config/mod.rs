@@ -255,6 +255,9 @@ pub struct StoreSettings {
     pub acquire_timeout_ms: u64,
     /// Longest a call's statement may run on PostgreSQL (0: no limit).
     pub statement_timeout_ms: u64,
+    /// On a Citus coordinator: send each portal's one-call writes and
+    /// streams to the node that holds it.
+    pub route_to_workers: bool,
 }
 
 impl StoreSettings {
@@ -269,6 +272,7 @@ impl StoreSettings {
             acquire_timeout: std::time::Duration::from_millis(self.acquire_timeout_ms),
             statement_timeout: std::time::Duration::from_millis(self.statement_timeout_ms),
             create_if_missing: true,
+            route_to_workers: self.route_to_workers,
         }
     }
 }

@@ -648,14 +648,21 @@ pub trait Store: Send + Sync {
 /// Opens the store a URL names (`postgres://…` or `sqlite://…`) with the
 /// default retry policy and the configuration's default timeouts.
 pub async fn connect(url: &str, max_connections: u32) -> StoreResult<std::sync::Arc<dyn Store>> {
-    let options = StoreOptions {
-        max_connections,
-        retry: RetryPolicy::default(),
-        acquire_timeout: std::time::Duration::from_secs(1),
-        statement_timeout: std::time::Duration::from_secs(30),
-        create_if_missing: true,
-    };
-    connect_with(url, &options).await
+    connect_with(url, &StoreOptions::defaults(max_connections)).await
+}
+
+impl StoreOptions {
+    /// The default retry policy and the configuration's default timeouts.
+    pub fn defaults(max_connections: u32) -> StoreOptions {
+        StoreOptions {
+            max_connections,
+            retry: RetryPolicy::default(),
+            acquire_timeout: std::time::Duration::from_secs(1),
+            statement_timeout: std::time::Duration::from_secs(30),
+            create_if_missing: true,
+            route_to_workers: false,
+        }
+    }
 }
 
 /// Opens the store a URL names: `postgres://…` or `sqlite://…`.

@@ -107,6 +107,9 @@ pub struct StoreOptions {
     /// Whether an embedded store's file is made when missing (`verify`
     /// opens only what exists).
     pub create_if_missing: bool,
+    /// On a Citus coordinator: a portal's one-call writes and streams go to
+    /// the node holding its shard group (`postgres::route`).
+    pub route_to_workers: bool,
 }
 
 /// Runs `$body` (which evaluates to a `StoreResult`) with `$conn` bound to a

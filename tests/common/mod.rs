@@ -77,7 +77,13 @@ pub async fn fresh_store(backend: &str) -> TestStore {
 
 /// Opens and migrates the store.
 pub async fn open(test_store: &TestStore) -> Arc<dyn Store> {
-    let store = store::connect(&test_store.url, 16)
+    // On the Citus cluster the suites run as a replica routed to the
+    // workers would (tests/citus.rs holds the coordinator-only path).
+    let options = store::StoreOptions {
+        route_to_workers: on_citus(&test_store.url),
+        ..store::StoreOptions::defaults(16)
+    };
+    let store = store::connect_with(&test_store.url, &options)
         .await
         .expect("connect to the test store");
     store.migrate().await.expect("migrate the test store");
@@ -427,6 +433,17 @@ fn wait_until_serving(data: &Path, port: u16, pid_file: &Path) -> Result<(), Exi
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Whether `url` names a database on a Citus cluster this process started.
+pub fn on_citus(url: &str) -> bool {
+    [&CITUS, &DURABLE_CITUS]
+        .iter()
+        .filter_map(|cell| cell.get()?.as_ref().ok())
+        .any(|cluster| {
+            let (base, _) = cluster.coordinator.rsplit_once('/').unwrap();
+            url.starts_with(&format!("{base}/"))
+        })
 }
 
 /// A throwaway Citus cluster, started once per test process: a coordinator

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Row};
+use sqlx::pool::PoolConnection;
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres, Row};
 
 use super::*;
 use crate::domain::builtin::has_builtin_unlabeled;
@@ -28,6 +29,7 @@ mod columns;
 pub mod distribute;
 mod logs;
 mod one_call;
+pub mod route;
 mod scans;
 
 /// The streamed statements, for tests of their plans.
@@ -53,6 +55,8 @@ pub struct PostgresStore {
     retry: RetryPolicy,
     /// How to connect, without the calls' statement timeout (migrations).
     options: PgConnectOptions,
+    /// On Citus with `store.route_to_workers`: the node holding each portal.
+    router: Option<std::sync::Arc<route::Router>>,
 }
 
 impl PostgresStore {
@@ -78,7 +82,7 @@ impl PostgresStore {
                     .bind(call, portal, from, to)
                     .bind(ChangeKind::Archived.code())
                     .bind(now_us())
-                    .fetch_one(&self.pool)
+                    .fetch_one(&mut *self.call_connection(portal).await?)
                     .await?;
                 Ok(removed.try_get(0)?)
             })
@@ -116,12 +120,38 @@ impl PostgresStore {
         )
     }
 
+    /// A connection for a one-call write of `portal`: to the node holding
+    /// it when routed and reachable, else to the coordinator (a node that
+    /// refuses is passed over for a while; nothing was sent to it).
+    async fn call_connection(&self, portal: i64) -> StoreResult<PoolConnection<Postgres>> {
+        if let Some(node) = self.router.as_ref().and_then(|r| r.node(portal)) {
+            match node.pool.acquire().await {
+                Ok(conn) => return Ok(conn),
+                Err(err) => node.failed(&err),
+            }
+        }
+        Ok(self.pool.acquire().await?)
+    }
+
+    /// The pool for a stream of `portal`: its node's when routed.
+    fn scan_pool(&self, portal: i64) -> PgPool {
+        match self.router.as_ref().and_then(|r| r.node(portal)) {
+            Some(node) => node.scan_pool.clone(),
+            None => self.scan_pool.clone(),
+        }
+    }
+
     pub async fn connect(url: &str, store: &StoreOptions) -> StoreResult<PostgresStore> {
         // PostgreSQL's notices (e.g. "relation … already exists, skipping"
         // from the migrations) are not worth a log line; warnings are.
-        let options: PgConnectOptions = url
+        let mut options: PgConnectOptions = url
             .parse::<PgConnectOptions>()?
             .options([("client_min_messages", "warning")]);
+        // The service's sessions say whose they are in pg_stat_activity
+        // (unless the URL names them otherwise).
+        if options.get_application_name().is_none() {
+            options = options.application_name("association-service");
+        }
         // One direct attempt first, so an unreachable server reports why.
         PgConnection::connect_with(&options).await?.close().await?;
         // No ping before each acquire: a broken connection fails one call
@@ -133,13 +163,10 @@ impl PostgresStore {
                 .acquire_timeout(store.acquire_timeout)
         };
         let statement_timeout = store.statement_timeout.as_millis().to_string();
-        let pool = pool_options()
-            .connect_with(
-                options
-                    .clone()
-                    .options([("statement_timeout", statement_timeout.as_str())]),
-            )
-            .await?;
+        let call_options = options
+            .clone()
+            .options([("statement_timeout", statement_timeout.as_str())]);
+        let pool = pool_options().connect_with(call_options.clone()).await?;
         // A stream's statement runs as long as its client reads: not slow.
         let scan_options = options
             .clone()
@@ -147,12 +174,25 @@ impl PostgresStore {
             .options(scans::SESSION.iter().copied());
         let scan_pool = pool_options()
             .min_connections(0)
-            .connect_lazy_with(scan_options);
+            .connect_lazy_with(scan_options.clone());
+        let router = match store.route_to_workers {
+            true => {
+                let nodes = route::NodeOptions {
+                    calls: call_options,
+                    scans: scan_options,
+                    max_connections: store.max_connections,
+                    acquire_timeout: store.acquire_timeout,
+                };
+                route::Router::start(pool.clone(), nodes).await
+            }
+            false => None,
+        };
         Ok(PostgresStore {
             pool,
             scan_pool,
             retry: store.retry,
             options,
+            router,
         })
     }
 }
@@ -297,6 +337,10 @@ impl Store for PostgresStore {
         own.close().await;
         let mut done = crate::store::newly_applied(&migrator, &before);
         done.extend(distributed?);
+        // The tables may just have been distributed: route from now on.
+        if let Some(router) = &self.router {
+            router.read_now().await;
+        }
         Ok(done)
     }
 
@@ -543,15 +587,15 @@ impl Store for PostgresStore {
     }
 
     fn scan_records(&self, scan: RecordScan) -> RowBatches<RecordRow> {
-        scans::records(self.scan_pool.clone(), scan)
+        scans::records(self.scan_pool(scan.portal), scan)
     }
 
     fn scan_batch(&self, scan: BatchScan) -> RowBatches<(i64, RecordRow)> {
-        scans::batch(self.scan_pool.clone(), scan)
+        scans::batch(self.scan_pool(scan.portal), scan)
     }
 
     fn scan_export(&self, scan: ExportScan) -> RowBatches<DirectedRow> {
-        scans::export(self.scan_pool.clone(), scan)
+        scans::export(self.scan_pool(scan.portal), scan)
     }
 
     async fn page_rows(&self, scan: PageScan<'_>) -> StoreResult<Vec<(usize, RecordRow)>> {

@@ -69,7 +69,7 @@ impl PostgresStore {
                 .bind(&amounts)
                 .bind(ChangeKind::Created.code())
                 .bind(now_us())
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *self.call_connection(ctx.portal_id).await?)
                 .await?;
                 Ok(applied.try_get(0)?)
             })
