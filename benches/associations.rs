@@ -119,6 +119,12 @@ struct Server {
 
 impl Server {
     async fn start(store_url: &str) -> Server {
+        Server::start_with(store_url, &[]).await
+    }
+
+    /// A server with these settings (environment variables) besides the
+    /// benchmark's own.
+    async fn start_with(store_url: &str, settings: &[(&str, &str)]) -> Server {
         let free_port = || {
             std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
@@ -141,6 +147,7 @@ impl Server {
             // Throughput is measured, not the per-portal call-rate policy.
             .env("ASSOC__SERVER__CALLS_PER_SECOND_PER_PORTAL", "0")
             .env("ASSOC__LOG__FILTER", "warn")
+            .envs(settings.iter().copied())
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
@@ -1244,9 +1251,11 @@ async fn raw_writes(url: &str, scale: &Scale) -> (PgPool, Measured) {
 }
 
 /// W1, W2, R1 and R3 on a fresh database of the single PostgreSQL at
-/// `single_admin` and on one of the durable Citus cluster, alternating, for
-/// `CITUS_ROUNDS` rounds: a table of medians, with the Citus ÷ single ratio
-/// (the median of the rounds' ratios, and their spread).
+/// `single_admin` and on two of the durable Citus cluster (the service
+/// calling the coordinator only, and routed to the workers with
+/// `store.route_to_workers`), alternating, for `CITUS_ROUNDS` rounds: a
+/// table of medians, with each Citus ÷ single ratio (the median of the
+/// rounds' ratios, and their spread).
 async fn citus_beside_single(single_admin: &str, scale: &Scale) -> String {
     let cluster = tokio::task::spawn_blocking(common::durable_citus_cluster)
         .await
@@ -1255,15 +1264,20 @@ async fn citus_beside_single(single_admin: &str, scale: &Scale) -> String {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
-    // Per backend, per round: W1 assoc/s, W1 p99 ms, W2 assoc/s, R1 rows/s, R3 rows/s.
-    let mut runs: [Vec<[f64; 5]>; 2] = [Vec::new(), Vec::new()];
+    let setups: [(&str, &[(&str, &str)]); 3] = [
+        ("single", &[]),
+        ("citus via coordinator", &[]),
+        ("citus routed", &[("ASSOC__STORE__ROUTE_TO_WORKERS", "true")]),
+    ];
+    // Per setup, per round: W1 assoc/s, W1 p99 ms, W2 assoc/s, R1 rows/s, R3 rows/s.
+    let mut runs: [Vec<[f64; 5]>; 3] = Default::default();
     for round in 1..=rounds {
-        for (at, name) in ["single", "citus"].into_iter().enumerate() {
+        for (at, (name, settings)) in setups.iter().enumerate() {
             let url = match at {
                 0 => common::fresh_database_on(single_admin).await,
                 _ => common::fresh_database_on_citus(cluster).await,
             };
-            let server = Server::start(&url).await;
+            let server = Server::start_with(&url, settings).await;
             warm_up_service(&server).await;
             let w1 = w1_service(&server, scale, W1_LOAD).await;
             let w2 = w2_service(&server, scale).await;
@@ -1286,21 +1300,24 @@ async fn citus_beside_single(single_admin: &str, scale: &Scale) -> String {
         "R3 export (rows/s)",
     ];
     let mut table = format!(
-        "| scenario ({} scale, {rounds} rounds) | single PostgreSQL | Citus (coordinator + 2 workers) | Citus ÷ single (spread) |\n|---|---|---|---|\n",
+        "| scenario ({} scale, {rounds} rounds) | single PostgreSQL | Citus via coordinator | Citus routed | via coordinator ÷ single (spread) | routed ÷ single (spread) |\n|---|---|---|---|---|---|\n",
         scale.name
     );
     for (i, name) in names.iter().enumerate() {
         let of = |at: usize| runs[at].iter().map(|r| r[i]).collect::<Vec<f64>>();
-        let ratios: Vec<f64> = (0..rounds).map(|r| runs[1][r][i] / runs[0][r][i]).collect();
-        let (lo, hi) = (
-            ratios.iter().copied().fold(f64::MAX, f64::min),
-            ratios.iter().copied().fold(0.0, f64::max),
-        );
+        let ratio = |at: usize| {
+            let ratios: Vec<f64> = (0..rounds).map(|r| runs[at][r][i] / runs[0][r][i]).collect();
+            let lo = ratios.iter().copied().fold(f64::MAX, f64::min);
+            let hi = ratios.iter().copied().fold(0.0, f64::max);
+            format!("{:.2}× ({lo:.2}–{hi:.2})", median(ratios))
+        };
         table.push_str(&format!(
-            "| {name} | {:.2} | {:.2} | {:.2}× ({lo:.2}–{hi:.2}) |\n",
+            "| {name} | {:.2} | {:.2} | {:.2} | {} | {} |\n",
             median(of(0)),
             median(of(1)),
-            median(ratios.clone())
+            median(of(2)),
+            ratio(1),
+            ratio(2)
         ));
     }
     table
