@@ -1267,7 +1267,10 @@ async fn citus_beside_single(single_admin: &str, scale: &Scale) -> String {
     let setups: [(&str, &[(&str, &str)]); 3] = [
         ("single", &[]),
         ("citus via coordinator", &[]),
-        ("citus routed", &[("ASSOC__STORE__ROUTE_TO_WORKERS", "true")]),
+        (
+            "citus routed",
+            &[("ASSOC__STORE__ROUTE_TO_WORKERS", "true")],
+        ),
     ];
     // Per setup, per round: W1 assoc/s, W1 p99 ms, W2 assoc/s, R1 rows/s, R3 rows/s.
     let mut runs: [Vec<[f64; 5]>; 3] = Default::default();
@@ -1306,7 +1309,9 @@ async fn citus_beside_single(single_admin: &str, scale: &Scale) -> String {
     for (i, name) in names.iter().enumerate() {
         let of = |at: usize| runs[at].iter().map(|r| r[i]).collect::<Vec<f64>>();
         let ratio = |at: usize| {
-            let ratios: Vec<f64> = (0..rounds).map(|r| runs[at][r][i] / runs[0][r][i]).collect();
+            let ratios: Vec<f64> = (0..rounds)
+                .map(|r| runs[at][r][i] / runs[0][r][i])
+                .collect();
             let lo = ratios.iter().copied().fold(f64::MAX, f64::min);
             let hi = ratios.iter().copied().fold(0.0, f64::max);
             format!("{:.2}× ({lo:.2}–{hi:.2})", median(ratios))

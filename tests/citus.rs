@@ -564,6 +564,9 @@ async fn routed_calls_run_on_the_worker_that_holds_the_portal() {
         "association_archive(",
         "FROM associations",
     ] {
-        assert!(!ran(&elsewhere, call), "{call} ran elsewhere: {elsewhere:#?}");
+        assert!(
+            !ran(&elsewhere, call),
+            "{call} ran elsewhere: {elsewhere:#?}"
+        );
     }
 }

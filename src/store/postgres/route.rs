@@ -21,7 +21,8 @@ const NODE_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The shards of the colocation group every table of the service joins,
 /// with the node of each placement (hash ranges as Citus stores them).
-const PLACEMENTS: &str = "SELECT s.shardminvalue::int4, s.shardmaxvalue::int4, n.nodename, n.nodeport
+const PLACEMENTS: &str =
+    "SELECT s.shardminvalue::int4, s.shardmaxvalue::int4, n.nodename, n.nodeport
      FROM pg_dist_shard s
      JOIN pg_dist_placement p ON p.shardid = s.shardid
      JOIN pg_dist_node n ON n.groupid = p.groupid
@@ -35,9 +36,7 @@ pub fn hash_bigint(value: i64) -> i32 {
     let lo = value as u32;
     let hi = (value >> 32) as u32;
     let k = lo ^ if value >= 0 { hi } else { !hi };
-    let seed = 0x9e37_79b9u32
-        .wrapping_add(4)
-        .wrapping_add(3_923_095);
+    let seed = 0x9e37_79b9u32.wrapping_add(4).wrapping_add(3_923_095);
     let (mut a, mut b, mut c) = (seed.wrapping_add(k), seed, seed);
     c ^= b;
     c = c.wrapping_sub(b.rotate_left(14));
@@ -112,10 +111,11 @@ impl Router {
     /// not a Citus coordinator. Until the tables are distributed (the
     /// first `migrate`) it routes nothing and reads the placement again.
     pub async fn start(coordinator: PgPool, options: NodeOptions) -> Option<Arc<Router>> {
-        let citus: Result<bool, sqlx::Error> =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')")
-                .fetch_one(&coordinator)
-                .await;
+        let citus: Result<bool, sqlx::Error> = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')",
+        )
+        .fetch_one(&coordinator)
+        .await;
         match citus {
             Ok(true) => {}
             Ok(false) => {
@@ -148,8 +148,13 @@ impl Router {
         let known = self.nodes.read().expect("nodes").len();
         match self.read().await {
             Ok(placement) => {
-                let nodes: Vec<Arc<Node>> =
-                    self.nodes.read().expect("nodes").values().cloned().collect();
+                let nodes: Vec<Arc<Node>> = self
+                    .nodes
+                    .read()
+                    .expect("nodes")
+                    .values()
+                    .cloned()
+                    .collect();
                 if nodes.len() > known {
                     for node in &nodes {
                         if let Err(err) = node.pool.acquire().await {
