@@ -477,7 +477,7 @@ async fn service_statements(url: &str) -> Vec<String> {
 async fn routed_calls_run_on_the_worker_that_holds_the_portal() {
     use association_service::service::{AssociationInput, AssociationService};
     use association_service::store::postgres::route::hash_bigint;
-    use association_service::store::{PostgresStore, RetryPolicy, Store, StoreOptions};
+    use association_service::store::{PostgresStore, Store, StoreOptions};
 
     let (mut rng, seed) = common::Rng::from_env("ROUTE_SEED");
     println!("ROUTE_SEED={seed}");
@@ -498,12 +498,9 @@ async fn routed_calls_run_on_the_worker_that_holds_the_portal() {
     }
 
     let options = StoreOptions {
-        max_connections: 4,
-        retry: RetryPolicy::default(),
         acquire_timeout: std::time::Duration::from_secs(5),
-        statement_timeout: std::time::Duration::from_secs(30),
-        create_if_missing: false,
         route_to_workers: true,
+        ..StoreOptions::defaults(4)
     };
     let store = PostgresStore::connect(&test_store.url, &options)
         .await

@@ -37,22 +37,15 @@ pub fn hash_bigint(value: i64) -> i32 {
     let hi = (value >> 32) as u32;
     let k = lo ^ if value >= 0 { hi } else { !hi };
     let seed = 0x9e37_79b9u32.wrapping_add(4).wrapping_add(3_923_095);
-    let (mut a, mut b, mut c) = (seed.wrapping_add(k), seed, seed);
-    c ^= b;
-    c = c.wrapping_sub(b.rotate_left(14));
-    a ^= c;
-    a = a.wrapping_sub(c.rotate_left(11));
-    b ^= a;
-    b = b.wrapping_sub(a.rotate_left(25));
-    c ^= b;
-    c = c.wrapping_sub(b.rotate_left(16));
-    a ^= c;
-    a = a.wrapping_sub(c.rotate_left(4));
-    b ^= a;
-    b = b.wrapping_sub(a.rotate_left(14));
-    c ^= b;
-    c = c.wrapping_sub(b.rotate_left(24));
-    c as i32
+    // lookup3's final(a, b, c): each step mixes one word into the next by
+    // a rotation, c from b, a from c, b from a, and round again.
+    let mut words = [seed.wrapping_add(k), seed, seed];
+    for (step, rotation) in [14, 11, 25, 16, 4, 14, 24].into_iter().enumerate() {
+        let (into, from) = [(2, 1), (0, 2), (1, 0)][step % 3];
+        words[into] ^= words[from];
+        words[into] = words[into].wrapping_sub(words[from].rotate_left(rotation));
+    }
+    words[2] as i32
 }
 
 /// One node's pools: calls (with the statement timeout) and streams.
