@@ -393,8 +393,25 @@ fn start_throwaway(durable: bool, libraries: &[&str], extra: &str) -> Result<Thr
     Err("the throwaway PostgreSQL could not bind a port in 5 tries".into())
 }
 
-/// A port nobody listened on a moment ago.
+/// Ports the next throwaway servers of this process try before asking the
+/// kernel for one (tests/harness.rs forces a collision this way).
+static PORTS_FIRST: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+
+/// Makes the next throwaway server try `port` first.
+pub fn try_port_first(port: u16) {
+    PORTS_FIRST.lock().unwrap().push(port);
+}
+
+/// How many ports given to `try_port_first` are still untried.
+pub fn ports_first_left() -> usize {
+    PORTS_FIRST.lock().unwrap().len()
+}
+
+/// A port nobody listened on a moment ago (or one a test asked for).
 fn free_port() -> std::io::Result<u16> {
+    if let Some(port) = PORTS_FIRST.lock().unwrap().pop() {
+        return Ok(port);
+    }
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
