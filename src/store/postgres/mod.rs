@@ -124,7 +124,7 @@ impl PostgresStore {
     /// it when routed and reachable, else to the coordinator (a node that
     /// refuses is passed over for a while; nothing was sent to it).
     async fn call_connection(&self, portal: i64) -> StoreResult<PoolConnection<Postgres>> {
-        if let Some(node) = self.router.as_ref().and_then(|r| r.node(portal)) {
+        if let Some(node) = self.node(portal) {
             match node.pool.acquire().await {
                 Ok(conn) => return Ok(conn),
                 Err(err) => node.failed(&err),
@@ -135,10 +135,15 @@ impl PostgresStore {
 
     /// The pool for a stream of `portal`: its node's when routed.
     fn scan_pool(&self, portal: i64) -> PgPool {
-        match self.router.as_ref().and_then(|r| r.node(portal)) {
+        match self.node(portal) {
             Some(node) => node.scan_pool.clone(),
             None => self.scan_pool.clone(),
         }
+    }
+
+    /// The reachable Citus node holding `portal`, when routed.
+    fn node(&self, portal: i64) -> Option<std::sync::Arc<route::Node>> {
+        self.router.as_ref()?.node(portal)
     }
 
     pub async fn connect(url: &str, store: &StoreOptions) -> StoreResult<PostgresStore> {
@@ -180,8 +185,7 @@ impl PostgresStore {
                 let nodes = route::NodeOptions {
                     calls: call_options,
                     scans: scan_options,
-                    max_connections: store.max_connections,
-                    acquire_timeout: store.acquire_timeout,
+                    pool: pool_options(),
                 };
                 route::Router::start(pool.clone(), nodes).await
             }

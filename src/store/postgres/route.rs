@@ -20,13 +20,14 @@ const PLACEMENT_TTL: Duration = Duration::from_secs(5);
 const NODE_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The shards of the colocation group every table of the service joins,
-/// with the node of each placement (hash ranges as Citus stores them).
+/// with the node of each placement (hash ranges as Citus stores them); none
+/// before the first `migrate` made the table.
 const PLACEMENTS: &str =
     "SELECT s.shardminvalue::int4, s.shardmaxvalue::int4, n.nodename, n.nodeport
      FROM pg_dist_shard s
      JOIN pg_dist_placement p ON p.shardid = s.shardid
      JOIN pg_dist_node n ON n.groupid = p.groupid
-    WHERE s.logicalrelid = 'portal_type_ids'::regclass
+    WHERE s.logicalrelid = to_regclass('portal_type_ids')
       AND n.isactive AND n.noderole = 'primary'
     ORDER BY 1";
 
@@ -80,13 +81,12 @@ struct Placement {
     shards: Vec<(i32, i32, Arc<Node>)>,
 }
 
-/// How to reach the nodes: the coordinator's options with each node's host
-/// and port, and the pool sizes.
+/// How to reach the nodes: the coordinator's connect options (each node's
+/// host and port put in) and pool settings.
 pub(super) struct NodeOptions {
     pub calls: PgConnectOptions,
     pub scans: PgConnectOptions,
-    pub max_connections: u32,
-    pub acquire_timeout: Duration,
+    pub pool: PgPoolOptions,
 }
 
 pub(super) struct Router {
@@ -193,17 +193,6 @@ impl Router {
     }
 
     async fn read(&self) -> Result<Placement, sqlx::Error> {
-        // Before the first `migrate` there is no table to read the shards of.
-        let distributed: Option<String> =
-            sqlx::query_scalar("SELECT to_regclass('portal_type_ids')::text")
-                .fetch_one(&self.coordinator)
-                .await?;
-        if distributed.is_none() {
-            return Ok(Placement {
-                read_at: Instant::now(),
-                shards: Vec::new(),
-            });
-        }
         let rows: Vec<(i32, i32, String, i32)> = sqlx::query_as(PLACEMENTS)
             .fetch_all(&self.coordinator)
             .await?;
@@ -223,11 +212,8 @@ impl Router {
             return node.clone();
         }
         let pool = |options: &PgConnectOptions| {
-            PgPoolOptions::new()
-                .max_connections(self.options.max_connections)
+            (self.options.pool.clone())
                 .min_connections(0)
-                .test_before_acquire(false)
-                .acquire_timeout(self.options.acquire_timeout)
                 .connect_lazy_with(options.clone().host(&host).port(port))
         };
         let node = Arc::new(Node {
