@@ -567,3 +567,114 @@ async fn routed_calls_run_on_the_worker_that_holds_the_portal() {
         );
     }
 }
+
+/// A routed node's pool that stays full is the caller's load, not a node
+/// that refused: the call fails as unavailable after the acquire timeout
+/// (it does not queue on the coordinator instead), and the node is not
+/// passed over afterwards (the next call still runs on it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_node_pool_is_load_not_a_refusal() {
+    use association_service::domain::ErrorKind;
+    use association_service::service::{AssociationInput, AssociationService};
+    use association_service::store::{PostgresStore, Store, StoreOptions};
+    use std::time::Duration;
+
+    let test_store = common::fresh_store("citus").await;
+    let options = StoreOptions {
+        acquire_timeout: Duration::from_millis(300),
+        route_to_workers: true,
+        ..StoreOptions::defaults(1)
+    };
+    let store = PostgresStore::connect(&test_store.url, &options)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let svc = std::sync::Arc::new(AssociationService::new(
+        std::sync::Arc::new(store),
+        common::settings(10_000, 50),
+    ));
+    let mut conn = sqlx::PgConnection::connect(&test_store.url).await.unwrap();
+    let worker: i32 =
+        sqlx::query_scalar("SELECT nodeport FROM pg_dist_node WHERE groupid > 0 ORDER BY groupid")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    // Two portals on that worker: the first is held up by a lock on its
+    // shard while it holds the node pool's one connection.
+    let mut portals = Vec::new();
+    let mut portal = 1;
+    while portals.len() < 2 {
+        if placement(&mut conn, portal).await.1 == worker {
+            portals.push(portal);
+        }
+        portal += 1;
+    }
+    let (held, other) = (portals[0], portals[1]);
+    let shard = placement(&mut conn, held).await.0;
+    let database = test_store.url.rsplit('/').next().unwrap().to_string();
+    let worker_url = format!("postgres://postgres@127.0.0.1:{worker}/{database}");
+    let mut locker = sqlx::PgConnection::connect(&worker_url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("SET LOCAL citus.enable_manual_changes_to_shards = on")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    sqlx::query(&format!("LOCK TABLE associations_{shard} IN SHARE MODE"))
+        .execute(&mut locker)
+        .await
+        .unwrap();
+
+    let input = || {
+        [AssociationInput {
+            from_id: 1,
+            to_id: 2,
+            types: vec![],
+        }]
+    };
+    let blocked = {
+        let svc = svc.clone();
+        tokio::spawn(async move {
+            svc.create(common::pair(held, "deals", "contacts"), &input())
+                .await
+        })
+    };
+    let mut watcher = sqlx::PgConnection::connect(&worker_url).await.unwrap();
+    let mut waits = 0;
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE application_name = 'association-service' AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut watcher)
+        .await
+        .unwrap();
+        if waiting == 1 {
+            break;
+        }
+        waits += 1;
+        assert!(waits < 400, "the held create never waited on the lock");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    let refused = tokio::time::timeout(
+        Duration::from_secs(20),
+        svc.create(common::pair(other, "deals", "contacts"), &input()),
+    )
+    .await
+    .expect("a call to a full node pool waits only for the acquire timeout")
+    .expect_err("the node pool is full");
+    assert_eq!(refused.kind(), ErrorKind::Unavailable, "{refused}");
+
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    let created = blocked.await.unwrap().unwrap();
+    assert!(created.errors.is_empty(), "{:?}", created.errors);
+    // The node was not passed over: the next call runs on it.
+    svc.archive(common::pair(held, "deals", "contacts"), &[(1, vec![2])])
+        .await
+        .unwrap();
+    let there = service_statements(&worker_url).await;
+    assert!(
+        there.iter().any(|q| q.contains("association_archive(")),
+        "{there:#?}"
+    );
+}

@@ -122,12 +122,15 @@ impl PostgresStore {
 
     /// A connection for a one-call write of `portal`: to the node holding
     /// it when routed and reachable, else to the coordinator (a node that
-    /// refuses is passed over for a while; nothing was sent to it).
+    /// refuses is passed over for a while; nothing was sent to it). A node
+    /// pool that stays full is load, not a refusal: the call fails as
+    /// unavailable, as it would on the coordinator's own pool.
     async fn call_connection(&self, portal: i64) -> StoreResult<PoolConnection<Postgres>> {
         if let Some(node) = self.node(portal) {
             match node.pool.acquire().await {
                 Ok(conn) => return Ok(conn),
-                Err(err) => node.failed(&err),
+                Err(err) if route::is_refusal(&err) => node.failed(&err),
+                Err(err) => return Err(err.into()),
             }
         }
         Ok(self.pool.acquire().await?)

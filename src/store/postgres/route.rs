@@ -49,6 +49,13 @@ pub fn hash_bigint(value: i64) -> i32 {
     words[2] as i32
 }
 
+/// Whether a failed acquire means the node refused to connect (so its
+/// portals go through the coordinator for a while) rather than that its
+/// pool stayed full for the acquire timeout (the caller's own load).
+pub fn is_refusal(err: &sqlx::Error) -> bool {
+    !matches!(err, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
+}
+
 /// One node's pools: calls (with the statement timeout) and streams.
 pub(super) struct Node {
     /// `host:port` as the coordinator's catalog names it.
