@@ -1,10 +1,13 @@
 //! Property tests of everything parsed from outside the service: resume
-//! cursors, object types and ids, bearer tokens and JWTs, REST JSON bodies
-//! and query strings (through the real server). Each target mutates valid
-//! inputs at random (seeded: `FUZZ_SEED=n` replays a run, printed on
-//! failure) for `FUZZ_ITERATIONS` rounds (a short run by default; set it
-//! higher for a long soak) and checks that nothing panics, nothing is
-//! accepted that should not be, and every refusal is a bounded client error.
+//! cursors, object types and ids, bearer tokens and JWTs (proptest: valid
+//! inputs under one to four edits it draws and, on a failure, shrinks to the
+//! fewest and smallest, kept in tests/proptest-regressions and replayed
+//! first), and REST JSON bodies and query strings through the real server
+//! (the same edits drawn from a seed: `FUZZ_SEED=n` replays a run, printed
+//! first). `FUZZ_ITERATIONS` sets the rounds of each (a short run by
+//! default; higher for a long soak). Each checks that nothing panics,
+//! nothing is accepted that should not be, and every refusal is a bounded
+//! client error.
 mod common;
 
 use association_service::auth::{token_hash, Authenticator, TokenConfig};
@@ -12,6 +15,10 @@ use association_service::domain::{DomainError, ObjectType};
 use association_service::gateway::REST_ROUTES;
 use association_service::service::cursor::{fingerprint, CursorCodec};
 use common::{Rng, TestServer};
+use proptest::prelude::*;
+use proptest::sample::Index;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::{FileFailurePersistence, TestCaseError};
 
 fn iterations(default: u64) -> u64 {
     std::env::var("FUZZ_ITERATIONS")
@@ -30,49 +37,82 @@ fn seeded(target: &str) -> (Rng, u64) {
 /// invalid UTF-8 lead bytes, digits and signs.
 const NASTY: &[u8] = b".-_=+/\\\"'{}[]:,%\x00\x01\n\r\t \x7f0123456789e";
 
-/// A random mutation of `input`: flips, inserts, deletes, truncates,
-/// repeats, or splices in nasty bytes or extreme numbers.
-fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
+/// Numbers that break id and count parsers.
+const EXTREMES: &[&[u8]] = &[
+    b"-1",
+    b"0",
+    b"9223372036854775807",
+    b"9223372036854775808",
+    b"-9223372036854775809",
+    b"1e400",
+    b"1.5",
+    b"null",
+];
+
+/// One edit of a valid input. Positions are fractions of the input's
+/// length at the time (so an edit stays meaningful as earlier edits change
+/// the length, and proptest can shrink each value on its own).
+#[derive(Clone, Debug)]
+enum Edit {
+    Flip(Index, u8),
+    Insert(Index, u8),
+    Remove(Index),
+    Truncate(Index),
+    Repeat(Index),
+    Number(Index, usize),
+    /// Invalid UTF-8 lead bytes.
+    Invalid(Index),
+    /// A run of one letter, up to 5,000 long.
+    Long(Index, u8, usize),
+    /// Accented, right-to-left override and astral characters.
+    Unicode(Index),
+}
+
+/// Applies `edits` to `input` in order.
+fn apply(input: &[u8], edits: &[Edit]) -> Vec<u8> {
     let mut out = input.to_vec();
-    for _ in 0..=rng.below(3) {
-        let at = if out.is_empty() {
-            0
-        } else {
-            rng.below(out.len() as u64 + 1) as usize
-        };
-        match rng.below(9) {
-            0 if at < out.len() => out[at] ^= 1 << rng.below(8),
-            1 => out.insert(at, NASTY[rng.below(NASTY.len() as u64) as usize]),
-            2 if at < out.len() => {
-                out.remove(at);
+    for edit in edits {
+        let at = |i: &Index, out: &Vec<u8>| i.index(out.len() + 1);
+        match edit {
+            Edit::Flip(i, bit) => {
+                let at = at(i, &out);
+                if at < out.len() {
+                    out[at] ^= 1 << (bit % 8);
+                }
             }
-            3 => out.truncate(at),
-            4 => {
+            Edit::Insert(i, byte) => {
+                let at = at(i, &out);
+                out.insert(at, *byte);
+            }
+            Edit::Remove(i) => {
+                let at = at(i, &out);
+                if at < out.len() {
+                    out.remove(at);
+                }
+            }
+            Edit::Truncate(i) => {
+                let at = at(i, &out);
+                out.truncate(at);
+            }
+            Edit::Repeat(i) => {
+                let at = at(i, &out);
                 let tail = out[at..].to_vec();
                 out.extend_from_slice(&tail);
             }
-            5 => {
-                let numbers: [&[u8]; 8] = [
-                    b"-1",
-                    b"0",
-                    b"9223372036854775807",
-                    b"9223372036854775808",
-                    b"-9223372036854775809",
-                    b"1e400",
-                    b"1.5",
-                    b"null",
-                ];
-                let n = numbers[rng.below(numbers.len() as u64) as usize];
-                out.splice(at..at, n.iter().copied());
+            Edit::Number(i, n) => {
+                let at = at(i, &out);
+                out.splice(at..at, EXTREMES[n % EXTREMES.len()].iter().copied());
             }
-            6 => {
+            Edit::Invalid(i) => {
+                let at = at(i, &out);
                 out.splice(at..at, [0xff, 0xfe, 0xc3]);
             }
-            7 => {
-                let long = vec![b'a' + rng.below(26) as u8; rng.below(5000) as usize];
-                out.splice(at..at, long);
+            Edit::Long(i, letter, n) => {
+                let at = at(i, &out);
+                out.splice(at..at, vec![b'a' + letter % 26; n % 5000]);
             }
-            _ => {
+            Edit::Unicode(i) => {
+                let at = at(i, &out);
                 out.splice(at..at, "é\u{202e}😀".bytes());
             }
         }
@@ -80,42 +120,109 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
     out
 }
 
+/// One to four edits, for proptest to draw and shrink.
+fn edits() -> impl Strategy<Value = Vec<Edit>> {
+    let at = any::<Index>;
+    let edit = prop_oneof![
+        (at(), 0..8u8).prop_map(|(i, bit)| Edit::Flip(i, bit)),
+        (at(), prop::sample::select(NASTY)).prop_map(|(i, b)| Edit::Insert(i, b)),
+        at().prop_map(Edit::Remove),
+        at().prop_map(Edit::Truncate),
+        at().prop_map(Edit::Repeat),
+        (at(), 0..EXTREMES.len()).prop_map(|(i, n)| Edit::Number(i, n)),
+        at().prop_map(Edit::Invalid),
+        (at(), 0..26u8, 0..5000usize).prop_map(|(i, l, n)| Edit::Long(i, l, n)),
+        at().prop_map(Edit::Unicode),
+    ];
+    prop::collection::vec(edit, 1..=4)
+}
+
+/// A random mutation of `input` for the seeded REST run (through a real
+/// server, which proptest's synchronous runner does not drive): the same
+/// edits, drawn from `rng`.
+fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
+    let mut runner = proptest::test_runner::TestRunner::new_with_rng(
+        proptest::test_runner::Config::default(),
+        proptest::test_runner::TestRng::from_seed(proptest::test_runner::RngAlgorithm::ChaCha, &{
+            let mut seed = [0u8; 32];
+            for chunk in seed.chunks_mut(8) {
+                chunk.copy_from_slice(&rng.below(u64::MAX).to_le_bytes());
+            }
+            seed
+        }),
+    );
+    let drawn = edits().new_tree(&mut runner).expect("edits").current();
+    apply(input, &drawn)
+}
+
+/// proptest's settings for the properties: `PROPTEST_CASES` as usual
+/// (`FUZZ_ITERATIONS` too, for a long soak), failures kept in
+/// tests/proptest-regressions and replayed first.
+fn config(default_cases: u32) -> ProptestConfig {
+    let cases = std::env::var("FUZZ_ITERATIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default_cases);
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "tests/proptest-regressions/hostile_input.txt",
+        ))),
+        ..ProptestConfig::default()
+    }
+}
+
 // ---------------------------------------------------------------- cursors
 
 /// A cursor decodes only as the cursor it was issued as: any mutation that
 /// is accepted leaves the signed payload unchanged (found: a signature cut
 /// to one byte was accepted, so a cursor could be forged in 256 tries).
-#[test]
-fn mutated_cursors_are_refused() {
-    let (mut rng, seed) = seeded("cursors");
+fn cursor_holds(
+    kind: u8,
+    cut: Index,
+    type_id: u64,
+    position: i64,
+    edited: &[Edit],
+) -> Result<(), TestCaseError> {
     let codec = CursorCodec::new(b"a cursor secret for the property test");
     let request = fingerprint(&["list", "0-1", "7"]);
-    for round in 0..iterations(20_000) {
-        let position = (format!("0-{}", rng.below(50)), rng.below(1 << 40) as i64);
-        let cursor = codec.encode(7, &request, &position);
-        let (payload, signature) = cursor.split_once('.').unwrap();
-        let candidate = match rng.below(4) {
-            // The real signature, cut short.
-            0 => format!(
-                "{payload}.{}",
-                &signature[..rng.below(signature.len() as u64) as usize]
-            ),
-            // Another payload under the real signature.
-            1 => {
-                let other = codec.encode(7, &request, &("0-2".to_string(), 1_i64));
-                format!("{}.{signature}", other.split_once('.').unwrap().0)
-            }
-            _ => String::from_utf8_lossy(&mutate(&mut rng, cursor.as_bytes())).into_owned(),
-        };
-        match codec.decode::<(String, i64)>(&candidate, 7, &request) {
-            Ok(decoded) => assert!(
-                candidate.split_once('.').map(|(p, _)| p) == Some(payload)
-                    && decoded == position
-                    && candidate.len() >= cursor.len(),
-                "FUZZ_SEED={seed} round {round}: {candidate:?} was accepted as {decoded:?} (issued {cursor:?})"
-            ),
-            Err(err) => assert_eq!(err, DomainError::InvalidCursor, "FUZZ_SEED={seed}"),
+    let position = (format!("0-{type_id}"), position);
+    let cursor = codec.encode(7, &request, &position);
+    let (payload, signature) = cursor.split_once('.').unwrap();
+    let candidate = match kind {
+        // The real signature, cut short.
+        0 => format!("{payload}.{}", &signature[..cut.index(signature.len())]),
+        // Another payload under the real signature.
+        1 => {
+            let other = codec.encode(7, &request, &("0-2".to_string(), 1_i64));
+            format!("{}.{signature}", other.split_once('.').unwrap().0)
         }
+        _ => String::from_utf8_lossy(&apply(cursor.as_bytes(), edited)).into_owned(),
+    };
+    match codec.decode::<(String, i64)>(&candidate, 7, &request) {
+        Ok(decoded) => prop_assert!(
+            candidate.split_once('.').map(|(p, _)| p) == Some(payload)
+                && decoded == position
+                && candidate.len() >= cursor.len(),
+            "{candidate:?} was accepted as {decoded:?} (issued {cursor:?})"
+        ),
+        Err(err) => prop_assert_eq!(err, DomainError::InvalidCursor),
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config(20_000))]
+
+    #[test]
+    fn mutated_cursors_are_refused(
+        kind in 0..4u8,
+        cut in any::<Index>(),
+        type_id in 0..50u64,
+        position in 0..(1i64 << 40),
+        edited in edits(),
+    ) {
+        cursor_holds(kind, cut, type_id, position, &edited)?;
     }
 }
 
@@ -123,81 +230,97 @@ fn mutated_cursors_are_refused() {
 
 /// Any text parses to an object type that reads back the same, or to a
 /// refusal that echoes at most 64 characters on one line.
-#[test]
-fn object_types_parse_or_refuse_in_bounds() {
-    let (mut rng, seed) = seeded("object types");
-    let valid: &[&[u8]] = &[b"contacts", b"0-1", b"2-123", b"Company", b"deals", b"0-5"];
-    for round in 0..iterations(20_000) {
-        let base = valid[rng.below(valid.len() as u64) as usize];
-        let text = String::from_utf8_lossy(&mutate(&mut rng, base)).into_owned();
-        match ObjectType::parse(&text) {
-            Ok(parsed) => assert_eq!(
-                ObjectType::parse(&parsed.to_string()),
-                Ok(parsed),
-                "FUZZ_SEED={seed} round {round}: {text:?}"
-            ),
-            Err(err) => {
-                let message = err.to_string();
-                let DomainError::UnknownObjectType(shown) = &err else {
-                    panic!("FUZZ_SEED={seed} round {round}: {text:?} -> {err:?}");
-                };
-                assert!(
-                    shown.chars().count() <= 80 && !shown.chars().any(char::is_control),
-                    "FUZZ_SEED={seed} round {round}: echoed {shown:?}"
-                );
-                assert!(message.len() < 400, "FUZZ_SEED={seed}: {message}");
-            }
+fn object_type_holds(text: &str) -> Result<(), TestCaseError> {
+    match ObjectType::parse(text) {
+        Ok(parsed) => prop_assert_eq!(ObjectType::parse(&parsed.to_string()), Ok(parsed)),
+        Err(err) => {
+            let message = err.to_string();
+            let DomainError::UnknownObjectType(shown) = &err else {
+                return Err(TestCaseError::fail(format!("{text:?} -> {err:?}")));
+            };
+            prop_assert!(
+                shown.chars().count() <= 80 && !shown.chars().any(char::is_control),
+                "echoed {shown:?}"
+            );
+            prop_assert!(message.len() < 400, "{message}");
         }
+    }
+    Ok(())
+}
+
+const VALID_TYPES: &[&str] = &["contacts", "0-1", "2-123", "Company", "deals", "0-5"];
+
+proptest! {
+    #![proptest_config(config(20_000))]
+
+    #[test]
+    fn object_types_parse_or_refuse_in_bounds(
+        base in prop::sample::select(VALID_TYPES),
+        edited in edits(),
+    ) {
+        object_type_holds(&String::from_utf8_lossy(&apply(base.as_bytes(), &edited)))?;
     }
 }
 
 // ----------------------------------------------------------------- tokens
 
+/// The configured token and a signed JWT, and what checks them.
+fn credentials() -> &'static (Authenticator, [String; 2]) {
+    static CREDENTIALS: std::sync::OnceLock<(Authenticator, [String; 2])> =
+        std::sync::OnceLock::new();
+    CREDENTIALS.get_or_init(|| {
+        let mut settings = association_service::config::Settings::load(None).unwrap();
+        common::accept_jwt(&mut settings);
+        settings.auth.tokens.push(TokenConfig {
+            name: "svc".into(),
+            sha256: token_hash("the-static-token"),
+            portals: vec![7],
+            all_portals: false,
+            roles: vec!["read".into()],
+        });
+        let auth: Authenticator = settings.auth.authenticator().unwrap();
+        let jwt = common::jwt(&common::jwt_claims("svc-jwt", &[7], &["read"]));
+        let valid = [
+            format!("Bearer {jwt}"),
+            "Bearer the-static-token".to_string(),
+        ];
+        for text in &valid {
+            auth.authenticate(Some(text))
+                .expect("the valid credentials pass");
+        }
+        (auth, valid)
+    })
+}
+
 /// Only the configured token's exact text and correctly signed JWTs
 /// authenticate; everything else is refused without a panic.
-#[test]
-fn mutated_tokens_and_jwts_are_refused() {
-    let (mut rng, seed) = seeded("tokens");
-    let mut settings = association_service::config::Settings::load(None).unwrap();
-    common::accept_jwt(&mut settings);
-    settings.auth.tokens.push(TokenConfig {
-        name: "svc".into(),
-        sha256: token_hash("the-static-token"),
-        portals: vec![7],
-        all_portals: false,
-        roles: vec!["read".into()],
-    });
-    let auth: Authenticator = settings.auth.authenticator().unwrap();
-    let jwt = common::jwt(&common::jwt_claims("svc-jwt", &[7], &["read"]));
-    let valid = [
-        format!("Bearer {jwt}"),
-        "Bearer the-static-token".to_string(),
-    ];
-    for text in &valid {
-        auth.authenticate(Some(text))
-            .expect("the valid credentials pass");
-    }
-    for round in 0..iterations(5_000) {
-        let base = &valid[rng.below(2) as usize];
-        let candidate = String::from_utf8_lossy(&mutate(&mut rng, base.as_bytes())).into_owned();
-        match auth.authenticate(Some(&candidate)) {
-            Ok(principal) => {
-                // Only the scheme's case and whitespace around the token may differ.
-                let token = candidate
-                    .strip_prefix("Bearer ")
-                    .or_else(|| candidate.strip_prefix("bearer "))
-                    .map(str::trim);
-                assert!(
-                    token == base.strip_prefix("Bearer "),
-                    "FUZZ_SEED={seed} round {round}: {candidate:?} authenticated as {}",
-                    principal.name
-                );
-            }
-            Err(err) => assert!(
-                matches!(err, DomainError::Unauthenticated(_)),
-                "FUZZ_SEED={seed} round {round}: {err:?}"
-            ),
+fn credential_holds(base: &str, candidate: &str) -> Result<(), TestCaseError> {
+    match credentials().0.authenticate(Some(candidate)) {
+        Ok(principal) => {
+            // Only the scheme's case and whitespace around the token may differ.
+            let token = candidate
+                .strip_prefix("Bearer ")
+                .or_else(|| candidate.strip_prefix("bearer "))
+                .map(str::trim);
+            prop_assert!(
+                token == base.strip_prefix("Bearer "),
+                "{candidate:?} authenticated as {}",
+                principal.name
+            );
         }
+        Err(err) => prop_assert!(matches!(err, DomainError::Unauthenticated(_)), "{err:?}"),
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config(5_000))]
+
+    #[test]
+    fn mutated_tokens_and_jwts_are_refused(which in 0..2usize, edited in edits()) {
+        let base = &credentials().1[which];
+        let candidate = String::from_utf8_lossy(&apply(base.as_bytes(), &edited)).into_owned();
+        credential_holds(base, &candidate)?;
     }
 }
 

@@ -186,44 +186,51 @@ impl fmt::Display for ObjectType {
     }
 }
 
-/// Caller text as an error shows it: at most 64 characters, control
-/// characters escaped, so an error message (and the log line and gRPC
-/// trailer it goes to) stays short and one line.
+/// Caller text as an error shows it: at most 64 characters as shown
+/// (escapes included), control characters, quotes and backslashes escaped,
+/// so an error message (and the log line and gRPC trailer it goes to) stays
+/// short and one line.
 pub fn shown(input: &str) -> String {
-    const MOST: usize = 64;
-    let mut text: String = input
-        .chars()
-        .take(MOST)
-        .flat_map(char::escape_debug)
-        .collect();
-    if input.chars().nth(MOST).is_some() {
-        text.push('…');
+    bounded(input, 64, |c| c.escape_debug().collect())
+}
+
+/// `text` with each character as `show` writes it, up to `most` characters
+/// written, then `…` when some are left out.
+fn bounded(text: &str, most: usize, show: impl Fn(char) -> String) -> String {
+    let mut out = String::with_capacity(text.len().min(most * 2));
+    let mut written = 0;
+    for c in text.chars() {
+        let piece = show(c);
+        let width = piece.chars().count();
+        if written + width > most {
+            out.push('…');
+            break;
+        }
+        written += width;
+        out.push_str(&piece);
     }
-    text
+    out
 }
 
 /// Most characters of an error message as answered and logged.
 pub const MESSAGE_MOST: usize = 1024;
 
 /// Any text on its way out in an error (a message, a context value) as it
-/// is answered and logged: control and line-separator characters escaped
-/// (text already `shown` is unchanged) and at most `most` characters, so
-/// whatever part of a request an error repeats stays bounded and one line.
+/// is answered and logged: control, line-separator and bidirectional
+/// override characters escaped (text already `shown` is unchanged) and at
+/// most `most` characters counted as they go out (escapes included), then
+/// `…`, so whatever part of a request an error repeats stays bounded, one
+/// line, and reads in the order it is stored.
 pub fn one_line(text: &str, most: usize) -> String {
-    let mut out = String::with_capacity(text.len().min(most * 2));
-    for (count, c) in text.chars().enumerate() {
-        if count == most {
-            out.push('…');
-            break;
+    bounded(text, most, |c| {
+        let escaped = c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if escaped {
+            c.escape_default().collect()
+        } else {
+            c.to_string()
         }
-        match c {
-            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => {
-                out.extend(c.escape_default())
-            }
-            c => out.push(c),
-        }
-    }
-    out
+    })
 }
 
 #[cfg(test)]
@@ -239,6 +246,10 @@ mod tests {
         );
         let long = "x".repeat(500_000);
         assert_eq!(one_line(&long, 100).chars().count(), 101);
+        // The bound counts what goes out: escapes are not a way past it.
+        let controls = "\u{1}".repeat(64);
+        assert_eq!(one_line(&controls, 64), format!("{}…", "\\u{1}".repeat(12)));
+        assert_eq!(one_line("\u{202e}txt", 64), "\\u{202e}txt");
         let already = shown("a\nb");
         assert_eq!(one_line(&already, 64), already);
     }
