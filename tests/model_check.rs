@@ -14,6 +14,11 @@
 //!   beginning rebuilds the final rows, every acknowledged create was stored,
 //!   and no call failed for a lost race.
 //!
+//! Each run draws a seed (printed first) and also checks a fixed seed set
+//! (`FIXED_SEEDS`) whose operations reach every branch of the rules the
+//! model names (`BRANCHES`: rare ones too, such as the first company's
+//! automatic primary refused by a limit), so no branch is left to luck;
+//! `fixed_seeds_reach_every_branch` holds that as the generator changes.
 //! `MODEL_CHECK_SEED=n` replays a seed; `MODEL_CHECK_LONG=1` runs ten times
 //! as many operations. The seed is printed on every failure.
 mod common;
@@ -300,7 +305,42 @@ struct Model {
     seen_label_ids: BTreeSet<i32>,
     /// Contacts merged away, each with the contact it resolves to.
     aliases: BTreeMap<i64, i64>,
+    /// The rule branches (`BRANCHES`) this model has taken.
+    reached: BTreeSet<&'static str>,
 }
+
+/// Every branch of the rules the model names, for the fixed seeds to reach
+/// on purpose (`fixed_seeds_reach_every_branch`).
+const BRANCHES: &[&str] = &[
+    "create: self association",
+    "create: undefined type",
+    "create: same-object pair turned",
+    "create: primary moved to another company",
+    "create: platform limit exceeded",
+    "create: admin limit exceeded",
+    "create: first company made primary",
+    "create: first company's primary refused by a limit",
+    "archive: self association",
+    "archive labels: no type named",
+    "archive labels: the unlabeled type archives the pair",
+    "label: created",
+    "label: already exists",
+    "label: deleted",
+    "label: not found",
+    "limits: undefined type",
+    "limits: already configured",
+    "limits: not configured",
+    "limits: out of range",
+    "limits: unlabeled below a label's",
+    "limits: label above the unlabeled",
+    "purge: undefined type",
+    "purge: removed a limit",
+    "merge: into itself",
+    "merge: two names of one record",
+    "merge: refused by a limit",
+    "merge: keeps the survivor's primary",
+    "merge: both into a new id",
+];
 
 fn ids_of(obj: u8) -> i64 {
     if obj == CONTACT {
@@ -311,6 +351,11 @@ fn ids_of(obj: u8) -> i64 {
 }
 
 impl Model {
+    fn reach(&mut self, branch: &'static str) {
+        debug_assert!(BRANCHES.contains(&branch), "unnamed branch {branch}");
+        self.reached.insert(branch);
+    }
+
     fn new() -> Model {
         Model {
             next_type_id: 1000,
@@ -502,13 +547,18 @@ impl Model {
         (a, b, types): (i64, i64, &[Key]),
     ) -> Result<(i64, i64, bool), Failure> {
         if from == to && a == b {
+            self.reach("create: self association");
             return Err(Failure::plain("SELF_ASSOCIATION"));
         }
         if types.iter().any(|k| self.def(from, to, *k).is_none()) {
+            self.reach("create: undefined type");
             return Err(Failure::plain("INVALID_ASSOCIATION_TYPE"));
         }
         // A same-object pair is planned smaller id first.
         let turned = from == to && a > b;
+        if turned {
+            self.reach("create: same-object pair turned");
+        }
         let (a, b, types): (i64, i64, Vec<Key>) = if turned {
             (
                 b,
@@ -543,13 +593,26 @@ impl Model {
                 removes.push(edge(record, current, fwd));
             }
         }
-        self.check(from, to, &adds, &removes)?;
+        if let Err(failure) = self.check(from, to, &adds, &removes) {
+            self.reach(if failure.sub.contains("USER_CONFIG") {
+                "create: admin limit exceeded"
+            } else {
+                "create: platform limit exceeded"
+            });
+            return Err(failure);
+        }
+        if !removes.is_empty() {
+            self.reach("create: primary moved to another company");
+        }
         self.apply_edges(from, to, &adds, &removes);
         if let Some((record, company, fwd)) = primary.filter(|p| is_new && !wanted.contains(&p.2)) {
             if self.primary_of(record).is_none() {
                 let implied = [edge(record, company, fwd)];
                 if self.check(from, to, &implied, &[]).is_ok() {
+                    self.reach("create: first company made primary");
                     self.apply_edges(from, to, &implied, &[]);
+                } else {
+                    self.reach("create: first company's primary refused by a limit");
                 }
             }
         }
@@ -651,6 +714,7 @@ impl Model {
                 let mut pairs = Vec::new();
                 for (i, (a, bs)) in inputs.iter().enumerate() {
                     if from == to && bs.contains(a) {
+                        self.reach("archive: self association");
                         failed.push((i as u32, Failure::plain("SELF_ASSOCIATION")));
                     } else {
                         pairs.extend(bs.iter().map(|b| (*a, *b)));
@@ -676,6 +740,7 @@ impl Model {
                     } else if types.iter().any(|k| self.def(from, to, *k).is_none()) {
                         Some("INVALID_ASSOCIATION_TYPE")
                     } else if types.is_empty() {
+                        self.reach("archive labels: no type named");
                         Some("INVALID_INPUT")
                     } else {
                         None
@@ -689,6 +754,7 @@ impl Model {
                         .map(|k| self.def(from, to, *k).unwrap())
                         .collect();
                     let filter = if defs.iter().any(|d| d.role == Role::Unlabeled) {
+                        self.reach("archive labels: the unlabeled type archives the pair");
                         None
                     } else {
                         Some(defs.iter().map(|d| (d.key, d.inverse)).collect())
@@ -711,8 +777,10 @@ impl Model {
             }
             Op::CreateLabel(spec) => {
                 if self.labels[*spec].is_some() {
+                    self.reach("label: already exists");
                     return Answer::Refused(Failure::plain("LABEL_ALREADY_EXISTS"));
                 }
+                self.reach("label: created");
                 let first = self.next_type_id;
                 let needed = LABELS[*spec].ids_needed();
                 self.next_type_id += needed;
@@ -728,8 +796,10 @@ impl Model {
                     .or_else(|| self.def(*to, *from, key))
                     .filter(|d| d.role == Role::Label)
                 else {
+                    self.reach("label: not found");
                     return Answer::Refused(Failure::plain("LABEL_NOT_FOUND"));
                 };
+                self.reach("label: deleted");
                 self.remove_matching(|r| r.key == def.key || r.key == def.inverse);
                 self.limits.remove(&def.key);
                 self.limits.remove(&def.inverse);
@@ -753,19 +823,26 @@ impl Model {
                             self.limits.insert(*key, v);
                             ok.push((i as u32, v));
                         }
-                        Err(sub) => failed.push((i as u32, Failure::plain(sub))),
+                        Err((sub, branch)) => {
+                            self.reach(branch);
+                            failed.push((i as u32, Failure::plain(sub)));
+                        }
                     }
                 }
                 Answer::Limits { ok, failed }
             }
             Op::PurgeLimits { from, to, keys } => {
                 if keys.iter().any(|k| self.def(*from, *to, *k).is_none()) {
+                    self.reach("purge: undefined type");
                     return Answer::Refused(Failure::plain("INVALID_ASSOCIATION_TYPE"));
                 }
                 let purged = keys
                     .iter()
                     .filter(|k| self.limits.remove(k).is_some())
                     .count();
+                if purged > 0 {
+                    self.reach("purge: removed a limit");
+                }
                 Answer::Purged(purged as u32)
             }
             Op::Merge {
@@ -783,15 +860,19 @@ impl Model {
         to: u8,
         key: Key,
         max: i32,
-    ) -> Result<u32, &'static str> {
-        let def = self.def(from, to, key).ok_or("INVALID_ASSOCIATION_TYPE")?;
+    ) -> Result<u32, (&'static str, &'static str)> {
+        let def = self
+            .def(from, to, key)
+            .ok_or(("INVALID_ASSOCIATION_TYPE", "limits: undefined type"))?;
         match (update, self.limits.contains_key(&key)) {
-            (false, true) => return Err("LIMIT_ALREADY_CONFIGURED"),
-            (true, false) => return Err("LIMIT_NOT_CONFIGURED"),
+            (false, true) => {
+                return Err(("LIMIT_ALREADY_CONFIGURED", "limits: already configured"))
+            }
+            (true, false) => return Err(("LIMIT_NOT_CONFIGURED", "limits: not configured")),
             _ => {}
         }
         if max < 1 || max as u32 > CEILING {
-            return Err("INVALID_LIMIT");
+            return Err(("INVALID_LIMIT", "limits: out of range"));
         }
         let max = max as u32;
         let unlabeled = self.unlabeled(from, to);
@@ -803,10 +884,10 @@ impl Model {
                 .filter_map(|d| self.limits.get(&d.key).copied())
                 .max();
             if highest.is_some_and(|h| max < h) {
-                return Err("INVALID_LIMIT");
+                return Err(("INVALID_LIMIT", "limits: unlabeled below a label's"));
             }
         } else if self.limits.get(&unlabeled).is_some_and(|l| max > *l) {
-            return Err("INVALID_LIMIT");
+            return Err(("INVALID_LIMIT", "limits: label above the unlabeled"));
         }
         Ok(max)
     }
@@ -820,8 +901,10 @@ impl Model {
             return self.merge(primary, merged);
         };
         if primary == merged {
+            self.reach("merge: into itself");
             return Answer::Refused(Failure::plain("INVALID_INPUT"));
         }
+        self.reach("merge: both into a new id");
         let survivor = self.res(CONTACT, into);
         let mut moving = vec![self.res(CONTACT, primary), self.res(CONTACT, merged)];
         moving.dedup();
@@ -834,7 +917,10 @@ impl Model {
                     removed: r,
                     created: c,
                 } => (removed, created) = (removed + r, created + c),
-                refused => return refused,
+                refused => {
+                    self.reach("merge: refused by a limit");
+                    return refused;
+                }
             }
         }
         *self = next;
@@ -843,12 +929,14 @@ impl Model {
 
     fn merge(&mut self, primary: i64, merged: i64) -> Answer {
         if primary == merged {
+            self.reach("merge: into itself");
             return Answer::Refused(Failure::plain("INVALID_INPUT"));
         }
         // Merged-away ids name their survivors; two names of one record
         // are merged already.
         let (primary, merged) = (self.res(CONTACT, primary), self.res(CONTACT, merged));
         if primary == merged {
+            self.reach("merge: two names of one record");
             return Answer::Merged {
                 removed: 0,
                 created: 0,
@@ -895,8 +983,16 @@ impl Model {
         next.rows.extend(inserted.iter().copied());
         for r in &inserted {
             if next.count(r.ft, r.fi, r.key) > i64::from(self.limit(r.key).0) {
+                self.reach("merge: refused by a limit");
                 return Answer::Refused(Failure::plain("MERGE_ASSOCIATION_LIMIT_EXCEEDED"));
             }
+        }
+        if merged_rows
+            .iter()
+            .filter_map(moved)
+            .any(|r| keeps_own_primary(&r))
+        {
+            next.reach("merge: keeps the survivor's primary");
         }
         for survivor in next.aliases.values_mut() {
             if *survivor == merged {
@@ -1674,9 +1770,51 @@ async fn start(backend: &str) -> (TestServer, Arc<dyn store::Store>) {
 
 // ------------------------------------------------------------ the checks
 
+/// Seeds every CI run checks beside the one it draws: together their
+/// operations reach every branch the model names (`BRANCHES`), so no rule
+/// goes unchecked for want of luck (`fixed_seeds_reach_every_branch` holds
+/// this as the generator changes).
+const FIXED_SEEDS: &[u64] = &[241];
+
+/// The sequential check's operations for one seed.
+fn sequential_ops() -> usize {
+    400 * scale()
+}
+
+/// The model alone over the fixed seeds reaches every named branch.
+#[test]
+fn fixed_seeds_reach_every_branch() {
+    let mut reached = BTreeSet::new();
+    for &seed in FIXED_SEEDS {
+        let mut rng = Rng(seed);
+        let mut model = Model::new();
+        for _ in 0..sequential_ops() {
+            let op = generate(&mut rng, &model, true);
+            model.apply(&op);
+        }
+        reached.extend(model.reached);
+    }
+    let missed: Vec<&str> = BRANCHES
+        .iter()
+        .copied()
+        .filter(|b| !reached.contains(b))
+        .collect();
+    assert!(missed.is_empty(), "the fixed seeds miss {missed:#?}");
+}
+
 async fn sequential(backend: &str) {
-    let seed = seed();
-    let ops = 400 * scale();
+    sequential_with(backend, seed()).await;
+}
+
+/// The sequential check over the fixed seeds, one after another.
+async fn sequential_fixed(backend: &str) {
+    for &seed in FIXED_SEEDS {
+        sequential_with(backend, seed).await;
+    }
+}
+
+async fn sequential_with(backend: &str, seed: u64) {
+    let ops = sequential_ops();
     eprintln!("model check ({backend}, sequential): MODEL_CHECK_SEED={seed}, {ops} operations");
     let (server, store) = start(backend).await;
     let mut client = Client::connect(&server).await;
@@ -1960,6 +2098,16 @@ async fn sequential_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sequential_postgres() {
     sequential("postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sequential_fixed_seeds_sqlite() {
+    sequential_fixed("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sequential_fixed_seeds_postgres() {
+    sequential_fixed("postgres").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
