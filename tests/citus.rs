@@ -468,6 +468,27 @@ async fn service_statements(url: &str) -> Vec<String> {
     .unwrap()
 }
 
+/// The service on a routed PostgreSQL store of the cluster at `url`, its
+/// pools of `connections` waiting at most `acquire_timeout`.
+async fn routed_service(
+    url: &str,
+    connections: u32,
+    acquire_timeout: std::time::Duration,
+) -> std::sync::Arc<association_service::service::AssociationService> {
+    use association_service::store::{PostgresStore, Store, StoreOptions};
+    let options = StoreOptions {
+        acquire_timeout,
+        route_to_workers: true,
+        ..StoreOptions::defaults(connections)
+    };
+    let store = PostgresStore::connect(url, &options).await.unwrap();
+    store.migrate().await.unwrap();
+    std::sync::Arc::new(association_service::service::AssociationService::new(
+        std::sync::Arc::new(store),
+        common::settings(10_000, 50),
+    ))
+}
+
 /// With `store.route_to_workers`, a portal's one-call create and archive and
 /// its stream run in sessions the service opened on the worker that holds
 /// the portal, none of them on the other worker or the coordinator; the
@@ -475,9 +496,8 @@ async fn service_statements(url: &str) -> Vec<String> {
 /// `hashint8`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routed_calls_run_on_the_worker_that_holds_the_portal() {
-    use association_service::service::{AssociationInput, AssociationService};
+    use association_service::service::AssociationInput;
     use association_service::store::postgres::route::hash_bigint;
-    use association_service::store::{PostgresStore, Store, StoreOptions};
 
     let (mut rng, seed) = common::Rng::from_env("ROUTE_SEED");
     println!("ROUTE_SEED={seed}");
@@ -497,19 +517,7 @@ async fn routed_calls_run_on_the_worker_that_holds_the_portal() {
         assert_eq!(hash_bigint(*value), *hash, "hashint8({value})");
     }
 
-    let options = StoreOptions {
-        acquire_timeout: std::time::Duration::from_secs(5),
-        route_to_workers: true,
-        ..StoreOptions::defaults(4)
-    };
-    let store = PostgresStore::connect(&test_store.url, &options)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    let svc = std::sync::Arc::new(AssociationService::new(
-        std::sync::Arc::new(store),
-        common::settings(10_000, 50),
-    ));
+    let svc = routed_service(&test_store.url, 4, std::time::Duration::from_secs(5)).await;
     let workers: Vec<i32> =
         sqlx::query_scalar("SELECT nodeport FROM pg_dist_node WHERE groupid > 0 ORDER BY groupid")
             .fetch_all(&mut conn)
@@ -575,24 +583,11 @@ async fn routed_calls_run_on_the_worker_that_holds_the_portal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_node_pool_is_load_not_a_refusal() {
     use association_service::domain::ErrorKind;
-    use association_service::service::{AssociationInput, AssociationService};
-    use association_service::store::{PostgresStore, Store, StoreOptions};
+    use association_service::service::AssociationInput;
     use std::time::Duration;
 
     let test_store = common::fresh_store("citus").await;
-    let options = StoreOptions {
-        acquire_timeout: Duration::from_millis(300),
-        route_to_workers: true,
-        ..StoreOptions::defaults(1)
-    };
-    let store = PostgresStore::connect(&test_store.url, &options)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    let svc = std::sync::Arc::new(AssociationService::new(
-        std::sync::Arc::new(store),
-        common::settings(10_000, 50),
-    ));
+    let svc = routed_service(&test_store.url, 1, Duration::from_millis(300)).await;
     let mut conn = sqlx::PgConnection::connect(&test_store.url).await.unwrap();
     let worker: i32 =
         sqlx::query_scalar("SELECT nodeport FROM pg_dist_node WHERE groupid > 0 ORDER BY groupid")
