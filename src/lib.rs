@@ -6,6 +6,7 @@ pub mod admission;
 pub mod auth;
 pub mod config;
 pub mod domain;
+pub mod files;
 pub mod gateway;
 pub mod grpc;
 pub mod health;

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 mod transfer;
 
 use association_service::domain::ErrorKind;
-use transfer::Format;
+use association_service::files::Format;
 
 #[derive(Parser)]
 #[command(

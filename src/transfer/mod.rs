@@ -14,19 +14,18 @@ pub use progress::Stored;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use association_service::domain::Category;
 use association_service::domain::ErrorKind;
+use association_service::files::{self, FileRow, Format};
 use association_service::proto::admin_config_client::AdminConfigClient;
 use association_service::proto::association_read_client::AssociationReadClient;
 use association_service::proto::association_write_client::AssociationWriteClient;
@@ -37,93 +36,17 @@ use association_service::proto::{
 };
 use tonic::transport::Channel;
 
-/// A file format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    /// Comma-separated values with a header row.
-    Csv,
-    /// One JSON object a line.
-    Jsonl,
-}
-
-impl Format {
-    /// The format a file name implies (`.csv`, else JSON Lines).
-    pub fn of(path: &Path) -> Format {
-        match path.extension().and_then(|e| e.to_str()) {
-            Some(ext) if ext.eq_ignore_ascii_case("csv") => Format::Csv,
-            _ => Format::Jsonl,
-        }
+/// The label a row names by text: a user-defined type with a label.
+fn named_label(row: &FileRow) -> Option<LabelKey> {
+    let category = row.association_category.as_deref()?;
+    if Category::parse(category) != Some(Category::UserDefined) {
+        return None;
     }
-}
-
-/// One association row of a file.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct FileRow {
-    pub from_object_type: String,
-    pub from_object_id: i64,
-    pub to_object_type: String,
-    pub to_object_id: i64,
-    pub association_category: Option<String>,
-    pub association_type_id: Option<i32>,
-    pub label: Option<String>,
-}
-
-/// The columns a file must have.
-const REQUIRED_COLUMNS: [&str; 4] = [
-    "from_object_type",
-    "from_object_id",
-    "to_object_type",
-    "to_object_id",
-];
-
-impl FileRow {
-    /// Reads a row from its columns (JSON values, or CSV text), or says in
-    /// plain words what is wrong with it. Ids may be numbers or strings.
-    fn from_columns(columns: &serde_json::Map<String, Value>) -> Result<FileRow, String> {
-        let text = |name: &str| -> Result<Option<String>, String> {
-            match columns.get(name) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
-                Some(Value::Number(n)) => Ok(Some(n.to_string())),
-                Some(_) => Err(format!("{name} must be text")),
-            }
-        };
-        let required = |name: &str| text(name)?.ok_or_else(|| format!("{name} is missing"));
-        let number = |name: &str, value: String| {
-            value.parse::<i64>().map_err(|_| {
-                format!("{name} must be a whole number such as 706 or \"706\", not {value:?}")
-            })
-        };
-        let type_id = match text("association_type_id")? {
-            None => None,
-            Some(value) => Some(value.parse::<i32>().map_err(|_| {
-                format!("association_type_id must be a whole number, not {value:?}")
-            })?),
-        };
-        Ok(FileRow {
-            from_object_type: required("from_object_type")?,
-            from_object_id: number("from_object_id", required("from_object_id")?)?,
-            to_object_type: required("to_object_type")?,
-            to_object_id: number("to_object_id", required("to_object_id")?)?,
-            association_category: text("association_category")?,
-            association_type_id: type_id,
-            label: text("label")?,
-        })
-    }
-
-    /// The label this row names by text: a user-defined type with a label.
-    fn named_label(&self) -> Option<LabelKey> {
-        let category = self.association_category.as_deref()?;
-        if Category::parse(category) != Some(Category::UserDefined) {
-            return None;
-        }
-        Some(LabelKey {
-            from: self.from_object_type.clone(),
-            to: self.to_object_type.clone(),
-            label: self.label.clone()?,
-        })
-    }
+    Some(LabelKey {
+        from: row.from_object_type.clone(),
+        to: row.to_object_type.clone(),
+        label: row.label.clone()?,
+    })
 }
 
 /// A label as a file names it: its pair (as written) and its text.
@@ -390,91 +313,27 @@ fn scan_rows(
     path: &Path,
     format: Format,
     read: Arc<AtomicU64>,
-    mut visit: impl FnMut(u64, Result<FileRow, String>) -> bool,
+    visit: impl FnMut(u64, Result<FileRow, String>) -> bool,
 ) -> Result<(), TransferError> {
-    let file_error = |source| TransferError::File {
-        path: path.display().to_string(),
-        source,
-    };
     let reader = Counted {
-        inner: File::open(path).map_err(file_error)?,
+        inner: File::open(path).map_err(|source| TransferError::File {
+            path: path.display().to_string(),
+            source,
+        })?,
         read,
     };
-    match format {
-        Format::Csv => {
-            let mut csv = csv::ReaderBuilder::new()
-                .trim(csv::Trim::All)
-                .flexible(true)
-                .from_reader(reader);
-            let headers: Vec<String> = csv
-                .headers()
-                .map_err(|e| TransferError::Unreadable {
-                    path: path.display().to_string(),
-                    reason: format!("cannot read the CSV header row: {e}"),
-                })?
-                .iter()
-                .map(str::to_string)
-                .collect();
-            if let Some(missing) = REQUIRED_COLUMNS
-                .iter()
-                .find(|c| !headers.iter().any(|h| h == *c))
-            {
-                return Err(TransferError::Unreadable {
-                    path: path.display().to_string(),
-                    reason: format!(
-                        "the CSV header row has no {missing} column (it needs {}; association_category, association_type_id and label are optional)",
-                        REQUIRED_COLUMNS.join(", ")
-                    ),
-                });
-            }
-            for record in csv.records() {
-                let (line, parsed) = match record {
-                    Ok(record) => {
-                        let line = record.position().map(|p| p.line()).unwrap_or(0);
-                        let parsed = if record.len() != headers.len() {
-                            Err(format!(
-                                "the row has {} fields, the header {}",
-                                record.len(),
-                                headers.len()
-                            ))
-                        } else {
-                            let columns = headers
-                                .iter()
-                                .zip(record.iter())
-                                .map(|(h, v)| (h.clone(), Value::String(v.to_string())))
-                                .collect();
-                            FileRow::from_columns(&columns)
-                        };
-                        (line, parsed)
-                    }
-                    Err(err) => (
-                        err.position().map(|p| p.line()).unwrap_or(0),
-                        Err(format!("not readable as CSV: {err}")),
-                    ),
-                };
-                if !visit(line, parsed) {
-                    break;
-                }
+    files::read_rows(reader, format, visit).map_err(|err| match err {
+        files::FileError::Io(source) => TransferError::File {
+            path: path.display().to_string(),
+            source,
+        },
+        files::FileError::Unreadable(reason) | files::FileError::Write(reason) => {
+            TransferError::Unreadable {
+                path: path.display().to_string(),
+                reason,
             }
         }
-        Format::Jsonl => {
-            for (index, line) in BufReader::new(reader).lines().enumerate() {
-                let text = line.map_err(file_error)?;
-                if text.trim().is_empty() {
-                    continue;
-                }
-                let parsed = match serde_json::from_str::<Value>(&text) {
-                    Ok(Value::Object(columns)) => FileRow::from_columns(&columns),
-                    Ok(_) => Err("the line is not a JSON object".to_string()),
-                    Err(err) => Err(format!("the line is not valid JSON ({err})")),
-                };
-                if !visit(index as u64 + 1, parsed) {
-                    break;
-                }
-            }
-        }
-    }
-    Ok(())
+    })
 }
 
 /// Reads `path` and sends its rows in batches, each label named by text
@@ -514,7 +373,7 @@ fn send_rows(
     scan_rows(path, format, Arc::clone(&read), |line, parsed| {
         total += 1;
         let row = parsed.and_then(|mut row| {
-            if let Some(key) = row.named_label() {
+            if let Some(key) = named_label(&row) {
                 match labels.get(&key) {
                     Some(Ok(type_id)) => row.association_type_id = Some(*type_id),
                     Some(Err(why)) => return Err(why.clone()),
@@ -555,7 +414,7 @@ fn labels_named(
     let mut named = BTreeMap::new();
     scan_rows(path, format, Arc::default(), |line, parsed| {
         if let Some(key) = parsed.ok().as_ref().and_then(|row| {
-            row.named_label().map(|key| {
+            named_label(row).map(|key| {
                 (
                     key,
                     LabelUse {
@@ -589,7 +448,7 @@ fn inverse_label(
                 && row.from_object_id == first.to_id
                 && row.to_object_id == first.from_id
             {
-                if let Some(back) = row.named_label() {
+                if let Some(back) = named_label(&row) {
                     inverse = Some(back.label);
                     return false;
                 }
@@ -883,7 +742,7 @@ pub async fn export(
         })?),
         None => Box::new(io::stdout().lock()),
     };
-    let mut writer = RowWriter::new(format, io::BufWriter::new(sink));
+    let mut writer = files::RowWriter::new(format, io::BufWriter::new(sink));
     let bar = spinner("exporting");
     let mut count = 0;
     while let Some(chunk) = stream.message().await? {
@@ -893,12 +752,16 @@ pub async fn export(
             None => chunk.rows.into_iter().map(exported_row).collect(),
         };
         for row in &rows {
-            writer.write(row)?;
+            writer
+                .write(row)
+                .map_err(|e| TransferError::Write(e.to_string()))?;
         }
         count += rows.len() as u64;
         bar.set_position(count);
     }
-    writer.finish()?;
+    writer
+        .finish()
+        .map_err(|e| TransferError::Write(e.to_string()))?;
     bar.finish_and_clear();
     Ok(count)
 }
@@ -954,40 +817,6 @@ fn column_rows(columns: AssociationColumns) -> Result<Vec<FileRow>, TransferErro
             })
         })
         .collect()
-}
-
-/// Writes rows in one format.
-enum RowWriter<W: Write> {
-    Csv(Box<csv::Writer<W>>),
-    Jsonl(W),
-}
-
-impl<W: Write> RowWriter<W> {
-    fn new(format: Format, sink: W) -> RowWriter<W> {
-        match format {
-            Format::Csv => RowWriter::Csv(Box::new(csv::Writer::from_writer(sink))),
-            Format::Jsonl => RowWriter::Jsonl(sink),
-        }
-    }
-
-    fn write(&mut self, row: &FileRow) -> Result<(), TransferError> {
-        let failed = |e: &dyn std::fmt::Display| TransferError::Write(e.to_string());
-        match self {
-            RowWriter::Csv(csv) => csv.serialize(row).map_err(|e| failed(&e)),
-            RowWriter::Jsonl(sink) => {
-                serde_json::to_writer(&mut *sink, row).map_err(|e| failed(&e))?;
-                sink.write_all(b"\n").map_err(|e| failed(&e))
-            }
-        }
-    }
-
-    fn finish(self) -> Result<(), TransferError> {
-        let result = match self {
-            RowWriter::Csv(mut csv) => csv.flush(),
-            RowWriter::Jsonl(mut sink) => sink.flush(),
-        };
-        result.map_err(|e| TransferError::Write(e.to_string()))
-    }
 }
 
 /// The gRPC health status of `service` ("" for the overall one) on `server`,
