@@ -1,0 +1,283 @@
+//! The library's layers, checked from its source: each top-level module
+//! of `src/` imports only modules below it in `ORDER` (so no import runs up
+//! and no two modules import each other), only the front ends touch wire
+//! types (tonic, axum, http, hyper), and only the store touches the
+//! database driver. What still breaks a rule is listed in `DEBTS` with the
+//! reason, and the list is exact: a new break fails, and so does a debt
+//! that is paid but still listed (issue 32, item 3).
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// The library's top-level modules, bottom first.
+const ORDER: &[&str] = &[
+    "domain",
+    "reload",
+    "files",
+    "listen",
+    "config",
+    "auth",
+    "telemetry",
+    "store",
+    "hooks",
+    "service",
+    "admission",
+    "health",
+    "status_table",
+    "proto",
+    "grpc",
+    "gateway",
+    "server",
+];
+
+/// Modules that may name wire types: the front ends, the wiring, the
+/// generated contract, the listeners, and the hooks' gRPC plugin client.
+const WIRE: &[&str] = &["grpc", "gateway", "server", "proto", "listen", "hooks"];
+
+/// Crates of the wire.
+const WIRE_CRATES: &[&str] = &["tonic", "axum", "http", "hyper", "tower_http"];
+
+/// Modules that may name the database driver.
+const DRIVER: &[&str] = &["store"];
+
+/// Known breaks, each (module, what it names, why it is still there).
+const DEBTS: &[(&str, &str, &str)] = &[
+    (
+        "config",
+        "auth",
+        "Settings builds the Authenticator (config is not yet plain data)",
+    ),
+    (
+        "config",
+        "gateway",
+        "Settings builds the gateway's HttpLimits",
+    ),
+    (
+        "config",
+        "hooks",
+        "Settings builds the plugins' PluginSettings",
+    ),
+    (
+        "config",
+        "service",
+        "Settings builds ServiceSettings and Pacing",
+    ),
+    ("config", "store", "Settings builds StoreOptions"),
+    (
+        "telemetry",
+        "store",
+        "the metrics registry reads the store's PoolUsage",
+    ),
+    (
+        "hooks",
+        "proto",
+        "the remote plugin client converts through proto::convert, which knows service types",
+    ),
+    (
+        "service",
+        "admission",
+        "a stalled stream is counted as an admission refusal",
+    ),
+    (
+        "telemetry",
+        "tonic",
+        "the gRPC call meter takes tonic's status code",
+    ),
+    (
+        "telemetry",
+        "axum",
+        "trace context is carried in and out as HTTP headers",
+    ),
+    (
+        "status_table",
+        "tonic",
+        "the one table maps each error to a gRPC status",
+    ),
+    (
+        "status_table",
+        "sqlx",
+        "the table reads the driver's error to tell unavailable from internal",
+    ),
+];
+
+/// Every Rust file of a top-level module, with its text.
+fn sources() -> BTreeMap<String, Vec<(String, String)>> {
+    let mut modules: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    let mut stack = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    let root = stack[0].clone();
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let relative = path
+                .strip_prefix(&root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let top = relative
+                .split('/')
+                .next()
+                .unwrap()
+                .trim_end_matches(".rs")
+                .to_string();
+            // The binary (the CLI) stands above the library.
+            if matches!(top.as_str(), "main" | "transfer" | "lib") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            modules
+                .entry(top)
+                .or_default()
+                .push((format!("src/{relative}"), text));
+        }
+    }
+    modules
+}
+
+/// The first segment of every path that starts with `prefix` (`crate::`
+/// and `a::b` or `{a::b, c}`), comments left out.
+fn named_after(text: &str, prefix: &str) -> BTreeSet<String> {
+    let code: String = text
+        .lines()
+        .map(|line| match line.find("//") {
+            Some(at) => &line[..at],
+            None => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut names = BTreeSet::new();
+    let ident = |s: &str| -> String {
+        s.chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    for (at, _) in code.match_indices(prefix) {
+        // Only a path's start: not `x_crate::` or `foo::crate::`.
+        if code[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':')
+        {
+            continue;
+        }
+        let rest = &code[at + prefix.len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // Each path of the group at its top level.
+            let mut depth = 0;
+            let mut start = true;
+            for (i, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => start = true,
+                    c if c.is_whitespace() => {}
+                    _ if start && depth == 0 => {
+                        start = false;
+                        let name = ident(&group[i..]);
+                        if !name.is_empty() {
+                            names.insert(name);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            let name = ident(rest);
+            if !name.is_empty() {
+                names.insert(name);
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn imports_run_down_and_wire_types_stay_at_the_edges() {
+    let modules = sources();
+    let known: BTreeSet<&str> = ORDER.iter().copied().collect();
+    let unplaced: Vec<&String> = modules
+        .keys()
+        .filter(|m| !known.contains(m.as_str()))
+        .collect();
+    assert!(
+        unplaced.is_empty(),
+        "modules missing from ORDER (place each in its layer): {unplaced:?}"
+    );
+    let rank = |m: &str| ORDER.iter().position(|o| *o == m);
+    let mut breaks: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for (module, files) in &modules {
+        for (path, text) in files {
+            for named in named_after(text, "crate::") {
+                let (Some(to), Some(from)) = (rank(&named), rank(module)) else {
+                    continue;
+                };
+                if to > from {
+                    breaks
+                        .entry((module.clone(), named))
+                        .or_default()
+                        .push(path.clone());
+                }
+            }
+            let mut check_crates = |crates: &[&str], allowed: &[&str]| {
+                if allowed.contains(&module.as_str()) {
+                    return;
+                }
+                for name in crates {
+                    if named_after(text, &format!("{name}::")).is_empty()
+                        && !text.contains(&format!("use {name}::"))
+                    {
+                        continue;
+                    }
+                    breaks
+                        .entry((module.clone(), name.to_string()))
+                        .or_default()
+                        .push(path.clone());
+                }
+            };
+            check_crates(WIRE_CRATES, WIRE);
+            check_crates(&["sqlx", "rusqlite"], DRIVER);
+        }
+    }
+    let debts: BTreeSet<(String, String)> = DEBTS
+        .iter()
+        .map(|(from, to, _)| (from.to_string(), to.to_string()))
+        .collect();
+    let new: Vec<String> = breaks
+        .iter()
+        .filter(|(edge, _)| !debts.contains(*edge))
+        .map(|((from, to), files)| format!("{from} names {to} (in {})", files.join(", ")))
+        .collect();
+    assert!(
+        new.is_empty(),
+        "imports that run up the layers or wire or driver types below their place \
+         (ORDER, WIRE and DRIVER in tests/layering.rs):\n{}",
+        new.join("\n")
+    );
+    let paid: Vec<String> = debts
+        .iter()
+        .filter(|edge| !breaks.contains_key(*edge))
+        .map(|(from, to)| format!("{from} -> {to}"))
+        .collect();
+    assert!(
+        paid.is_empty(),
+        "debts paid but still listed: remove them from DEBTS: {paid:?}"
+    );
+}
+
+/// The reader of paths finds what it must: grouped, nested and plain paths,
+/// not paths inside comments or other crates' `crate`.
+#[test]
+fn paths_are_read_as_rust_names_them() {
+    let text = "use crate::{domain::X, store::{A, B}, service};\n\
+                // crate::gateway is mentioned in a comment\n\
+                let x = crate::hooks::run();\n\
+                let y = other_crate::telemetry::x();";
+    let names: Vec<String> = named_after(text, "crate::").into_iter().collect();
+    assert_eq!(names, ["domain", "hooks", "service", "store"]);
+}
