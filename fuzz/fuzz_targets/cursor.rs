@@ -17,6 +17,8 @@ fuzz_target!(|data: &[u8]| {
     let made = codec.encode(portal, "request", &text);
     let back: String = codec.decode(&made, portal, "request").expect("own cursor");
     assert_eq!(back, text);
-    assert!(codec.decode::<String>(&made, portal + 1, "request").is_err());
+    assert!(codec
+        .decode::<String>(&made, portal + 1, "request")
+        .is_err());
     assert!(codec.decode::<String>(&made, portal, "other").is_err());
 });
