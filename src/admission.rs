@@ -295,11 +295,11 @@ impl CallPlaces {
     /// (`UNAVAILABLE`).
     pub fn enter(&self, caller: &CallerKey) -> Result<CallPlace, DomainError> {
         let Ok(total) = Arc::clone(&self.total).try_acquire_owned() else {
-            refused("total");
+            crate::telemetry::refused("total");
             return Err(DomainError::Overloaded);
         };
         let Some(caller_place) = self.callers.take(caller.0.clone()) else {
-            refused("caller_share");
+            crate::telemetry::refused("caller_share");
             return Err(DomainError::TooManyCalls {
                 holder: "this caller".into(),
                 limit: self.callers.per_key() as u32,
@@ -317,7 +317,7 @@ impl CallPlaces {
         match self.portals.take(portal) {
             Some(place) => Ok(PortalPlace(place)),
             None => {
-                refused("portal_share");
+                crate::telemetry::refused("portal_share");
                 Err(DomainError::TooManyCalls {
                     holder: format!("portal {portal}"),
                     limit: self.portals.per_key() as u32,
@@ -356,35 +356,6 @@ impl CallerKey {
                 None => "peer:unknown".into(),
             }),
         }
-    }
-}
-
-/// Counts a refusal and logs it, at most once a second for each reason so
-/// a flood does not become a flood of log lines.
-pub fn refused(reason: &'static str) {
-    static LAST_LOGGED: Mutex<Vec<(&'static str, u64)>> = Mutex::new(Vec::new());
-    crate::telemetry::metrics::metrics().overload_refused(reason);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let mut last = LAST_LOGGED.lock().unwrap_or_else(|e| e.into_inner());
-    let log = match last.iter_mut().find(|(r, _)| *r == reason) {
-        Some((_, at)) if *at == now => false,
-        Some((_, at)) => {
-            *at = now;
-            true
-        }
-        None => {
-            last.push((reason, now));
-            true
-        }
-    };
-    if log {
-        tracing::warn!(
-            reason,
-            "refused a call to protect other callers (counted in associations_overload_refusals_total)"
-        );
     }
 }
 

@@ -73,11 +73,6 @@ const DEBTS: &[(&str, &str, &str)] = &[
         "the remote plugin client converts through proto::convert, which knows service types",
     ),
     (
-        "service",
-        "admission",
-        "a stalled stream is counted as an admission refusal",
-    ),
-    (
         "telemetry",
         "tonic",
         "the gRPC call meter takes tonic's status code",

@@ -273,7 +273,7 @@ async fn admit_call(
                 return GatewayError::Refused { status, message }.into_response();
             }
             Err(_) => {
-                crate::admission::refused("body_timeout");
+                crate::telemetry::refused("body_timeout");
                 return GatewayError::from(DomainError::RequestTooSlow {
                     timeout_ms: timeout.as_millis() as u64,
                 })

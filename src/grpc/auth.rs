@@ -215,7 +215,7 @@ where
                 Some(deadline) => match tokio::time::timeout(deadline, answer).await {
                     Ok(answer) => answer,
                     Err(_) => {
-                        crate::admission::refused("call_timeout");
+                        crate::telemetry::refused("call_timeout");
                         let timeout_ms = deadline.as_millis() as u64;
                         return Ok(
                             Status::from(DomainError::CallTooSlow { timeout_ms }).into_http()

@@ -124,7 +124,7 @@ impl http_body::Body for HeldBody {
         if let Some(recheck) = &mut this.recheck {
             if let Some(err) = recheck.poll_refusal(cx) {
                 this.recheck = None;
-                crate::admission::refused("credentials_ended");
+                crate::telemetry::refused("credentials_ended");
                 // The status as the stream's trailers; the body ends there.
                 let answer = Status::from(err).into_http::<tonic::body::Body>();
                 let mut trailers = tonic::codegen::http::HeaderMap::new();
@@ -202,7 +202,7 @@ impl http_body::Body for Arriving {
             Poll::Pending => match this.timer.as_mut().poll(cx) {
                 Poll::Ready(()) => {
                     this.done = true;
-                    crate::admission::refused("body_timeout");
+                    crate::telemetry::refused("body_timeout");
                     Poll::Ready(Some(Err(Status::from(DomainError::RequestTooSlow {
                         timeout_ms: this.timeout.as_millis() as u64,
                     }))))

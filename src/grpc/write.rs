@@ -130,7 +130,7 @@ impl AssociationWrite for GrpcApi {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return,
                     Err(_) => {
-                        crate::admission::refused("stream_stalled");
+                        crate::telemetry::refused("stream_stalled");
                         let stalled = DomainError::StreamStalled {
                             stall_ms: stall.as_millis() as u64,
                         };

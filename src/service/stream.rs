@@ -222,7 +222,7 @@ pub(super) fn produce<S: Scan>(
                 Ok(Err(_)) => return,
                 Err(_) => {
                     drop(next);
-                    crate::admission::refused("stream_stalled");
+                    crate::telemetry::refused("stream_stalled");
                     last_word.send(Err(DomainError::StreamStalled {
                         stall_ms: stall.as_millis() as u64,
                     }

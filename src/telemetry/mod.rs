@@ -138,3 +138,34 @@ impl Injector for HeaderInjector<'_> {
         }
     }
 }
+
+/// Counts a call refused to protect other callers (a guard's, a timeout's or
+/// a stalled stream's) and logs it, at most once a second for each reason so
+/// a flood does not become a flood of log lines.
+pub fn refused(reason: &'static str) {
+    static LAST_LOGGED: std::sync::Mutex<Vec<(&'static str, u64)>> =
+        std::sync::Mutex::new(Vec::new());
+    metrics::metrics().overload_refused(reason);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut last = LAST_LOGGED.lock().unwrap_or_else(|e| e.into_inner());
+    let log = match last.iter_mut().find(|(r, _)| *r == reason) {
+        Some((_, at)) if *at == now => false,
+        Some((_, at)) => {
+            *at = now;
+            true
+        }
+        None => {
+            last.push((reason, now));
+            true
+        }
+    };
+    if log {
+        tracing::warn!(
+            reason,
+            "refused a call to protect other callers (counted in associations_overload_refusals_total)"
+        );
+    }
+}
