@@ -63,11 +63,6 @@ const DEBTS: &[(&str, &str, &str)] = &[
     ),
     ("config", "store", "Settings builds StoreOptions"),
     (
-        "telemetry",
-        "store",
-        "the metrics registry reads the store's PoolUsage",
-    ),
-    (
         "hooks",
         "proto",
         "the remote plugin client converts through proto::convert, which knows service types",

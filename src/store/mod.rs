@@ -346,25 +346,15 @@ pub(crate) fn export_start(after: Option<DirectedRow>) -> (String, i64, String, 
     }
 }
 
-/// A connection pool's state.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PoolUsage {
-    /// Connections open.
-    pub open: u32,
-    /// Open connections no one is using.
-    pub idle: u32,
-    /// The most the pool opens.
-    pub max: u32,
-}
+/// A connection pool's state, as the metrics report it.
+pub use crate::telemetry::metrics::PoolUsage;
 
-impl PoolUsage {
-    /// The state of `pool` now.
-    pub(crate) fn of<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> PoolUsage {
-        PoolUsage {
-            open: pool.size(),
-            idle: pool.num_idle() as u32,
-            max: pool.options().get_max_connections(),
-        }
+/// The state of `pool` now.
+pub(crate) fn pool_usage_of<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> PoolUsage {
+    PoolUsage {
+        open: pool.size(),
+        idle: pool.num_idle() as u32,
+        max: pool.options().get_max_connections(),
     }
 }
 

@@ -357,7 +357,7 @@ impl Store for PostgresStore {
     }
 
     fn pool_usage(&self) -> crate::store::PoolUsage {
-        crate::store::PoolUsage::of(&self.pool)
+        crate::store::pool_usage_of(&self.pool)
     }
 
     async fn pair_definitions(

@@ -162,7 +162,7 @@ impl Store for SqliteStore {
     }
 
     fn pool_usage(&self) -> crate::store::PoolUsage {
-        crate::store::PoolUsage::of(&self.pool)
+        crate::store::pool_usage_of(&self.pool)
     }
 
     async fn pair_definitions(
