@@ -2,6 +2,7 @@
 use tonic::{Request, Response, Status};
 
 use super::auth::{authorize, caller};
+use super::convert::*;
 use super::*;
 use crate::domain::access::Role;
 use crate::domain::limits::DEFAULT_NEAR_FRACTION;

@@ -13,6 +13,7 @@ use crate::service::{AssociationService, ServiceResult};
 
 mod admin;
 pub mod auth;
+pub mod convert;
 pub mod metrics;
 mod read;
 pub mod status;

@@ -2,6 +2,7 @@
 use tonic::{Request, Response, Status};
 
 use super::auth::{authorize, caller};
+use super::convert::*;
 use super::*;
 use crate::domain::access::Principal;
 use crate::domain::access::Role;
@@ -9,7 +10,6 @@ use crate::domain::DomainError;
 use crate::domain::ObjectType;
 use crate::proto;
 use crate::proto::association_write_server::AssociationWrite;
-use crate::proto::convert::*;
 use crate::service::{AssociationService, PortalPair};
 use std::sync::Arc;
 use tokio_stream::wrappers::ReceiverStream;

@@ -1,8 +1,8 @@
 //! The `associations.v1` contract in Rust: the generated protobuf and tonic
-//! code (servers and clients), its descriptor set, and every conversion
-//! between its messages and the domain and service types. It sits below
-//! every user: the gRPC front end, the remote admin plugins and the CLI's
-//! import and export.
+//! code (servers and clients), its descriptor set, and the conversions
+//! between its messages and the domain's types (`convert`; the service's
+//! are the gRPC front end's). It sits below every user: the gRPC front end,
+//! the remote admin plugins and the CLI's import and export.
 tonic::include_proto!("associations.v1");
 
 /// The encoded descriptor set, for server reflection.
