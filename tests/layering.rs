@@ -48,20 +48,9 @@ const DEBTS: &[(&str, &str, &str)] = &[
     ),
     (
         "config",
-        "gateway",
-        "Settings builds the gateway's HttpLimits",
-    ),
-    (
-        "config",
         "hooks",
         "Settings builds the plugins' PluginSettings",
     ),
-    (
-        "config",
-        "service",
-        "Settings builds ServiceSettings and Pacing",
-    ),
-    ("config", "store", "Settings builds StoreOptions"),
     (
         "telemetry",
         "tonic",

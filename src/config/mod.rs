@@ -11,7 +11,6 @@ use crate::domain::ErrorKind;
 use crate::hooks::audit::AUDIT_PLUGIN;
 use crate::hooks::{FailurePolicy, Pacing, PluginSettings};
 use crate::listen::TlsSettings;
-use crate::service::ServiceSettings;
 
 pub mod keys;
 use keys::{Values, KEYS};
@@ -177,15 +176,6 @@ pub struct GatewaySettings {
     pub public_url: Option<String>,
 }
 
-impl GatewaySettings {
-    pub fn limits(&self) -> crate::gateway::serve::HttpLimits {
-        crate::gateway::serve::HttpLimits {
-            header_read_timeout: std::time::Duration::from_millis(self.header_read_timeout_ms),
-            max_request_line: self.max_request_line,
-        }
-    }
-}
-
 #[derive(Clone, Debug, Deserialize)]
 pub struct FeedSettings {
     /// How long changes stay readable in the change feed.
@@ -258,23 +248,6 @@ pub struct StoreSettings {
     /// On a Citus coordinator: send each portal's one-call writes and
     /// streams to the node that holds it.
     pub route_to_workers: bool,
-}
-
-impl StoreSettings {
-    /// What the store needs besides its URL.
-    pub fn options(&self) -> crate::store::StoreOptions {
-        crate::store::StoreOptions {
-            max_connections: self.max_connections,
-            retry: crate::store::RetryPolicy {
-                budget: std::time::Duration::from_millis(self.retry_budget_ms),
-                initial_backoff: std::time::Duration::from_millis(self.retry_initial_ms),
-            },
-            acquire_timeout: std::time::Duration::from_millis(self.acquire_timeout_ms),
-            statement_timeout: std::time::Duration::from_millis(self.statement_timeout_ms),
-            create_if_missing: true,
-            route_to_workers: self.route_to_workers,
-        }
-    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -476,21 +449,6 @@ impl Settings {
             return invalid("store.retry_initial_ms must be at most store.retry_budget_ms");
         }
         Ok(())
-    }
-}
-
-impl Settings {
-    /// The service layer's tunables.
-    pub fn service(&self) -> ServiceSettings {
-        ServiceSettings {
-            platform_ceiling: self.limits.platform_ceiling,
-            read_chunk_size: self.read.chunk_size,
-            cursor_secret: self.read.cursor_secret.clone(),
-            feed_poll_interval: std::time::Duration::from_millis(self.feed.poll_interval_ms),
-            catalog_ttl: std::time::Duration::from_millis(self.read.catalog_ttl_ms),
-            max_streams_per_portal: self.read.stream_caps(self.store.max_connections).1,
-            stream_stall_timeout: std::time::Duration::from_millis(self.read.stall_timeout_ms),
-        }
     }
 }
 

@@ -256,6 +256,16 @@ impl AsyncWrite for Rewind {
     }
 }
 
+/// The gateway's HTTP limits from its settings.
+impl crate::config::GatewaySettings {
+    pub fn limits(&self) -> HttpLimits {
+        HttpLimits {
+            header_read_timeout: std::time::Duration::from_millis(self.header_read_timeout_ms),
+            max_request_line: self.max_request_line,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::well_formed;

@@ -261,3 +261,19 @@ impl AssociationService {
         })
     }
 }
+
+/// The service's settings from the configuration.
+impl crate::config::Settings {
+    /// The service layer's tunables.
+    pub fn service(&self) -> ServiceSettings {
+        ServiceSettings {
+            platform_ceiling: self.limits.platform_ceiling,
+            read_chunk_size: self.read.chunk_size,
+            cursor_secret: self.read.cursor_secret.clone(),
+            feed_poll_interval: std::time::Duration::from_millis(self.feed.poll_interval_ms),
+            catalog_ttl: std::time::Duration::from_millis(self.read.catalog_ttl_ms),
+            max_streams_per_portal: self.read.stream_caps(self.store.max_connections).1,
+            stream_stall_timeout: std::time::Duration::from_millis(self.read.stall_timeout_ms),
+        }
+    }
+}

@@ -775,6 +775,24 @@ pub(crate) fn newly_applied(
 /// before the first migration, when the table does not exist yet.
 pub(crate) const APPLIED_MIGRATIONS: &str = "SELECT version FROM _sqlx_migrations WHERE success";
 
+/// The store's options from its settings.
+impl crate::config::StoreSettings {
+    /// What the store needs besides its URL.
+    pub fn options(&self) -> StoreOptions {
+        StoreOptions {
+            max_connections: self.max_connections,
+            retry: RetryPolicy {
+                budget: std::time::Duration::from_millis(self.retry_budget_ms),
+                initial_backoff: std::time::Duration::from_millis(self.retry_initial_ms),
+            },
+            acquire_timeout: std::time::Duration::from_millis(self.acquire_timeout_ms),
+            statement_timeout: std::time::Duration::from_millis(self.statement_timeout_ms),
+            create_if_missing: true,
+            route_to_workers: self.route_to_workers,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
