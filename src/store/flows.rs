@@ -1,5 +1,5 @@
 //! The write flows both backends share: each backend supplies its SQL as
-//! steps (`WriteSteps`, `DefinitionSteps`), and the flow decides what to
+//! steps (`WriteSteps`, and `CommonSteps` where the SQL is one text), and the flow decides what to
 //! lock, read, plan and write, once for both. Locks are taken in one order:
 //! the definitions of admin labels a write uses (shared), then every
 //! counter it changes in one global key order, before any row changes. A
@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 use async_trait::async_trait;
 
 use super::{NewLabel, StoreError, StoreResult, TypeFilter};
-use crate::domain::admin::AdminChange;
+use crate::domain::admin::{AdminChange, LimitValue};
 use crate::domain::builtin::{allocated_unlabeled, unlabeled_ids_needed};
 use crate::domain::feed::ChangeKind;
 use crate::domain::labels::{
@@ -24,9 +24,65 @@ use crate::domain::plan::{
 };
 use crate::domain::{DomainError, ObjectType, PairCatalog, TypeDef, TypeKey, TypeRole};
 
+/// The steps whose SQL is one text for both backends: `shared.rs`
+/// implements them once, for either driver's transaction.
+#[async_trait]
+pub(crate) trait CommonSteps: Send {
+    /// Admin limits of the pair `a`, `b` (both directions).
+    async fn load_user_limits(
+        &mut self,
+        portal: i64,
+        a: ObjectType,
+        b: ObjectType,
+    ) -> StoreResult<HashMap<TypeKey, u32>>;
+    /// Every row from one record.
+    async fn load_rows_from(
+        &mut self,
+        portal: i64,
+        object_type: ObjectType,
+        id: i64,
+    ) -> StoreResult<Vec<DirectedRow>>;
+    /// Records that the merged record resolves to the primary from now
+    /// on, and so does every record that resolved to the merged one.
+    async fn record_merge(&mut self, req: &MergeRequest) -> StoreResult<()>;
+    /// Takes the portal's merge lock (its type-id allocator row): merges of
+    /// a portal run one at a time, so none resolves an id another is
+    /// merging away.
+    async fn lock_merges(&mut self, portal: i64) -> StoreResult<()>;
+    /// Reserves `count` consecutive type ids; locks the portal's allocator.
+    async fn allocate_type_ids(&mut self, portal: i64, count: i32) -> StoreResult<i32>;
+    async fn load_definitions(
+        &mut self,
+        portal: i64,
+        a: ObjectType,
+        b: ObjectType,
+    ) -> StoreResult<Vec<TypeDef>>;
+    async fn insert_definitions(&mut self, portal: i64, defs: &[TypeDef]) -> StoreResult<()>;
+    /// Gives each type its new label text.
+    async fn rename_types(&mut self, portal: i64, renames: &[(TypeKey, String)])
+        -> StoreResult<()>;
+    /// The portal's custom object names.
+    async fn load_object_names(&mut self, portal: i64) -> StoreResult<Vec<(ObjectType, String)>>;
+    /// Gives `object_type` the name `name`, or takes its name (`None`).
+    async fn set_object_name(
+        &mut self,
+        portal: i64,
+        object_type: ObjectType,
+        name: Option<&str>,
+    ) -> StoreResult<()>;
+}
+
 /// The steps of a write transaction, as each backend's SQL does them.
 #[async_trait]
-pub(crate) trait WriteSteps: Send {
+pub(crate) trait WriteSteps: CommonSteps {
+    /// Removes these types whole: definitions, counters, admin limits and
+    /// every row of them, taking locks in the writers' order; returns the
+    /// rows removed.
+    async fn delete_types(
+        &mut self,
+        portal: i64,
+        keys: &[TypeKey],
+    ) -> StoreResult<Vec<DirectedRow>>;
     /// Locks the definitions of these deletable types against deletion until
     /// commit (a shared lock); returns those that still exist.
     async fn lock_types(&mut self, portal: i64, keys: &[TypeKey])
@@ -52,20 +108,6 @@ pub(crate) trait WriteSteps: Send {
         portal: i64,
         lookup: &PrimaryLookup,
     ) -> StoreResult<HashMap<i64, i64>>;
-    /// Admin limits of the pair `a`, `b` (both directions).
-    async fn load_user_limits(
-        &mut self,
-        portal: i64,
-        a: ObjectType,
-        b: ObjectType,
-    ) -> StoreResult<HashMap<TypeKey, u32>>;
-    /// Every row from one record.
-    async fn load_rows_from(
-        &mut self,
-        portal: i64,
-        object_type: ObjectType,
-        id: i64,
-    ) -> StoreResult<Vec<DirectedRow>>;
     /// Every row between each (from record, to record) pair, that direction.
     async fn load_pair_rows(
         &mut self,
@@ -102,15 +144,14 @@ pub(crate) trait WriteSteps: Send {
         to: ObjectType,
         limits: &[(TypeKey, u32)],
     ) -> StoreResult<()>;
+    /// Removes the admin limits of these types; returns those there were.
+    async fn delete_limits(
+        &mut self,
+        portal: i64,
+        keys: &[TypeKey],
+    ) -> StoreResult<Vec<(TypeKey, u32)>>;
     /// Appends an admin change to its portal's log.
     async fn record_admin_change(&mut self, change: &AdminChange) -> StoreResult<()>;
-    /// Records that the merged record resolves to the primary from now
-    /// on, and so does every record that resolved to the merged one.
-    async fn record_merge(&mut self, req: &MergeRequest) -> StoreResult<()>;
-    /// Takes the portal's merge lock (its type-id allocator row): merges of
-    /// a portal run one at a time, so none resolves an id another is
-    /// merging away.
-    async fn lock_merges(&mut self, portal: i64) -> StoreResult<()>;
     /// The records among `ids` that were merged away, with their survivors.
     async fn merged_survivors(
         &mut self,
@@ -492,33 +533,10 @@ pub(crate) async fn archive_in_transaction(
     Ok(rows.len() as u64)
 }
 
-/// The definition steps of a transaction, as each backend's SQL does them.
-#[async_trait]
-pub(crate) trait DefinitionSteps: Send {
-    /// Reserves `count` consecutive type ids; locks the portal's allocator.
-    async fn allocate_type_ids(&mut self, portal: i64, count: i32) -> StoreResult<i32>;
-    async fn load_definitions(
-        &mut self,
-        portal: i64,
-        a: ObjectType,
-        b: ObjectType,
-    ) -> StoreResult<Vec<TypeDef>>;
-    async fn insert_definitions(&mut self, portal: i64, defs: &[TypeDef]) -> StoreResult<()>;
-    /// The portal's custom object names.
-    async fn load_object_names(&mut self, portal: i64) -> StoreResult<Vec<(ObjectType, String)>>;
-    /// Gives `object_type` the name `name`, or takes its name (`None`).
-    async fn set_object_name(
-        &mut self,
-        portal: i64,
-        object_type: ObjectType,
-        name: Option<&str>,
-    ) -> StoreResult<()>;
-}
-
 /// Names a custom object type (or takes its name) unless another type of
 /// the portal has the name, and records `change` with the names before and
 /// after; returns its name before.
-pub(crate) async fn name_object_in_transaction<S: DefinitionSteps + WriteSteps>(
+pub(crate) async fn name_object_in_transaction<S: WriteSteps>(
     steps: &mut S,
     portal: i64,
     object_type: ObjectType,
@@ -557,7 +575,7 @@ pub(crate) fn has_unlabeled(defs: &[TypeDef], a: ObjectType, b: ObjectType) -> b
 
 /// Allocates the pair's unlabeled type unless another writer did first.
 pub(crate) async fn allocate_unlabeled_in_transaction(
-    steps: &mut dyn DefinitionSteps,
+    steps: &mut dyn CommonSteps,
     portal: i64,
     a: ObjectType,
     b: ObjectType,
@@ -578,7 +596,7 @@ pub(crate) async fn allocate_unlabeled_in_transaction(
 
 /// Allocates ids for a new label, checks its text is free, stores it.
 pub(crate) async fn create_label_in_transaction(
-    steps: &mut dyn DefinitionSteps,
+    steps: &mut dyn CommonSteps,
     portal: i64,
     label: &NewLabel,
 ) -> StoreResult<Vec<TypeDef>> {
@@ -604,6 +622,70 @@ pub(crate) async fn create_label_in_transaction(
     check_label_quota(&existing, label.from, label.to)?;
     steps.insert_definitions(portal, &defs).await?;
     Ok(defs)
+}
+
+/// Renames a label (and its inverse's, when one is given and the type is
+/// not its own inverse) and records `change`.
+pub(crate) async fn rename_label_in_transaction<S: WriteSteps>(
+    steps: &mut S,
+    portal: i64,
+    def: &TypeDef,
+    label: &str,
+    inverse_label: Option<&str>,
+    change: &AdminChange,
+) -> StoreResult<()> {
+    steps.record_admin_change(change).await?;
+    let mut renames = vec![(def.key, label.to_string())];
+    if def.inverse != def.key {
+        if let Some(inverse) = inverse_label {
+            renames.push((def.inverse, inverse.to_string()));
+        }
+    }
+    steps.rename_types(portal, &renames).await
+}
+
+/// Deletes a label and its inverse with every association of them, records
+/// `change`, and puts the removed rows on the feed as archived.
+pub(crate) async fn delete_label_in_transaction<S: WriteSteps>(
+    steps: &mut S,
+    portal: i64,
+    def: &TypeDef,
+    change: &AdminChange,
+) -> StoreResult<()> {
+    steps.record_admin_change(change).await?;
+    let removed = steps.delete_types(portal, &[def.key, def.inverse]).await?;
+    if !removed.is_empty() {
+        let write = PlannedWrite {
+            delete: &[],
+            insert: &[],
+            deltas: &[],
+            changes: &archived(&removed),
+        };
+        steps.apply_plan(portal, &write).await?;
+    }
+    Ok(())
+}
+
+/// Removes the admin limits of `keys` and records `change` with the limits
+/// there were, when there were any; how many were removed.
+pub(crate) async fn purge_limits_in_transaction(
+    steps: &mut dyn WriteSteps,
+    portal: i64,
+    keys: &[TypeKey],
+    change: &AdminChange,
+) -> StoreResult<u64> {
+    let purged = steps.delete_limits(portal, keys).await?;
+    let count = purged.len() as u64;
+    if count > 0 {
+        let before = purged
+            .into_iter()
+            .map(|(key, max)| LimitValue::new(key, max))
+            .collect();
+        steps
+            .record_admin_change(&change.clone().with_limits(before, vec![]))
+            .await?;
+    }
+    Ok(count)
 }
 
 /// Marks every removed row as archived, for the feed.

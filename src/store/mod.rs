@@ -20,10 +20,9 @@ use std::collections::BTreeSet;
 use async_trait::async_trait;
 
 use crate::domain::admin::AdminChange;
-pub(crate) use crate::domain::admin::LimitValue;
 use crate::domain::feed::Change;
 use crate::domain::limits::{LimitChange, LimitMode};
-use crate::domain::merge::{MergeInto, MergePlan, MergeRequest};
+use crate::domain::merge::{MergeInto, MergePlan};
 use crate::domain::plan::{
     CountKey, CreateItem, DirectedRow, ItemOutcome, PairEdge, PrimaryLookup, WriteContext,
 };
@@ -37,6 +36,7 @@ mod flows;
 mod names;
 pub mod postgres;
 mod quota;
+mod shared;
 pub mod sqlite;
 pub mod verify;
 

@@ -1,6 +1,5 @@
 //! Batches as PostgreSQL arrays: the column vectors that `unnest` turns back
 //! into rows, and decoding a stored row.
-use sqlx::Row;
 
 use super::*;
 
@@ -66,11 +65,5 @@ pub(super) fn key_columns(keys: &[TypeKey]) -> (Vec<i16>, Vec<i32>) {
 }
 
 pub(super) fn decode_row(row: &sqlx::postgres::PgRow) -> StoreResult<DirectedRow> {
-    Ok(DirectedRow {
-        from_type: decode_object_type(row.try_get::<&str, _>(0)?)?,
-        from_id: row.try_get(1)?,
-        to_type: decode_object_type(row.try_get::<&str, _>(2)?)?,
-        to_id: row.try_get(3)?,
-        key: decode_key(row.try_get::<i16, _>(4)?.into(), row.try_get(5)?)?,
-    })
+    super::Sql::decode_row(row)
 }

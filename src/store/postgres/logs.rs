@@ -125,24 +125,3 @@ pub(super) async fn record_admin_change(
         .await?;
     Ok(())
 }
-
-/// Reads (seq, change) rows of an admin log table after `after`.
-pub(super) async fn read_admin_log(
-    pool: &PgPool,
-    table: &str,
-    portal: i64,
-    after: i64,
-    limit: u32,
-) -> StoreResult<Vec<(i64, AdminChange)>> {
-    let rows = sqlx::query(&format!(
-        "SELECT seq, change FROM {table} WHERE portal_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
-    ))
-    .bind(portal)
-    .bind(after)
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get(0)?, decode_admin_change(r.try_get(1)?)?)))
-        .collect()
-}

@@ -19,11 +19,11 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres, Row};
 
+use super::shared::{AdminLog, Dialect, Shared};
 use super::*;
 use crate::domain::builtin::has_builtin_unlabeled;
 use crate::domain::feed::{Change, ChangeKind};
 use crate::domain::plan::presume_new_pairs;
-use crate::domain::types::FIRST_PORTAL_TYPE_ID;
 
 mod columns;
 pub mod distribute;
@@ -40,6 +40,14 @@ use columns::*;
 use logs::*;
 use one_call::*;
 use steps::*;
+
+/// The statements PostgreSQL shares with SQLite.
+type Sql = Shared<Postgres>;
+
+/// How PostgreSQL spells what the shared statements cannot say alike.
+const DIALECT: Dialect = Dialect {
+    now_us: "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint",
+};
 
 /// The advisory lock one migrating replica holds (a session lock).
 const MIGRATION_LOCK: i64 = 0x4153_534f_4d49_4752;
@@ -366,7 +374,7 @@ impl Store for PostgresStore {
         a: ObjectType,
         b: ObjectType,
     ) -> StoreResult<Vec<TypeDef>> {
-        let defs = load_definitions(&mut *self.pool.acquire().await?, portal, a, b).await?;
+        let defs = Sql::load_definitions(&mut *self.pool.acquire().await?, portal, a, b).await?;
         if has_builtin_unlabeled(a, b) || has_unlabeled(&defs, a, b) {
             return Ok(defs);
         }
@@ -447,26 +455,8 @@ impl Store for PostgresStore {
             crate::store::begin(&self.pool, None),
             is_retryable,
             |conn| {
-                record_admin_change(&mut *conn, change).await?;
-                let mut renames = vec![(def.key, label.to_string())];
-                if def.inverse != def.key {
-                    if let Some(inverse) = inverse_label {
-                        renames.push((def.inverse, inverse.to_string()));
-                    }
-                }
-                for (key, text) in renames {
-                    sqlx::query(
-                        "UPDATE association_definitions SET label = $4
-                         WHERE portal_id = $1 AND category = $2 AND type_id = $3",
-                    )
-                    .bind(portal)
-                    .bind(key.category.code())
-                    .bind(key.type_id)
-                    .bind(text)
-                    .execute(&mut *conn)
-                    .await?;
-                }
-                Ok(())
+                let steps = &mut PgTx { conn };
+                rename_label_in_transaction(steps, portal, def, label, inverse_label, change).await
             }
         )
     }
@@ -477,60 +467,11 @@ impl Store for PostgresStore {
         def: &TypeDef,
         change: &AdminChange,
     ) -> StoreResult<()> {
-        let (categories, type_ids) = key_columns(&[def.key, def.inverse]);
-        let filter = "portal_id = $1 AND (category, type_id) IN (SELECT * FROM unnest($2::smallint[], $3::int[]))";
         transaction!(
             self.retry,
             crate::store::begin(&self.pool, None),
             is_retryable,
-            |conn| {
-                record_admin_change(&mut *conn, change).await?;
-                // Deleting the definitions first waits for every writer holding
-                // the type (`lock_types`) and keeps new ones out; then the
-                // type's counters are locked in the global order, as writers
-                // lock them, before any row changes.
-                let statements = [
-                format!("DELETE FROM association_definitions WHERE {filter}"),
-                format!("SELECT 1 FROM association_counts WHERE {filter} ORDER BY {COUNTER_ORDER} FOR UPDATE"),
-            ];
-                for sql in &statements {
-                    sqlx::query(sql)
-                        .bind(portal)
-                        .bind(&categories)
-                        .bind(&type_ids)
-                        .execute(&mut *conn)
-                        .await?;
-                }
-                let removed = sqlx::query(&format!(
-                "DELETE FROM associations WHERE {filter}
-                 RETURNING from_object_type, from_object_id, to_object_type, to_object_id, category, type_id"
-            ))
-            .bind(portal)
-            .bind(&categories)
-            .bind(&type_ids)
-            .fetch_all(&mut *conn)
-            .await?;
-                let removed: Vec<DirectedRow> =
-                    removed.iter().map(decode_row).collect::<StoreResult<_>>()?;
-                for table in ["association_counts", "association_limits"] {
-                    sqlx::query(&format!("DELETE FROM {table} WHERE {filter}"))
-                        .bind(portal)
-                        .bind(&categories)
-                        .bind(&type_ids)
-                        .execute(&mut *conn)
-                        .await?;
-                }
-                if !removed.is_empty() {
-                    let write = PlannedWrite {
-                        delete: &[],
-                        insert: &[],
-                        deltas: &[],
-                        changes: &archived(&removed),
-                    };
-                    PgTx { conn }.apply_plan(portal, &write).await?;
-                }
-                Ok(())
-            }
+            |conn| { delete_label_in_transaction(&mut PgTx { conn }, portal, def, change).await }
         )
     }
 
@@ -698,32 +639,11 @@ impl Store for PostgresStore {
         keys: &[TypeKey],
         change: &AdminChange,
     ) -> StoreResult<u64> {
-        let (categories, type_ids) = key_columns(keys);
         transaction!(
             self.retry,
             crate::store::begin(&self.pool, None),
             is_retryable,
-            |conn| {
-                let purged = sqlx::query(
-                    "DELETE FROM association_limits WHERE portal_id = $1
-                 AND (category, type_id) IN (SELECT * FROM unnest($2::smallint[], $3::int[]))
-                 RETURNING category, type_id, max_to_object_ids",
-                )
-                .bind(portal)
-                .bind(&categories)
-                .bind(&type_ids)
-                .fetch_all(&mut *conn)
-                .await?;
-                let before: Vec<LimitValue> = purged
-                    .iter()
-                    .map(|r| decode_limit(r).map(|(key, max)| LimitValue::new(key, max)))
-                    .collect::<StoreResult<_>>()?;
-                let count = before.len() as u64;
-                if count > 0 {
-                    record_admin_change(conn, &change.clone().with_limits(before, vec![])).await?;
-                }
-                Ok(count)
-            }
+            |conn| { purge_limits_in_transaction(&mut PgTx { conn }, portal, keys, change).await }
         )
     }
 
@@ -758,20 +678,7 @@ impl Store for PostgresStore {
         portal: Option<i64>,
     ) -> StoreResult<Vec<(i64, i64)>> {
         sequence_portals(&self.pool, self.retry, ADMIN_LOG, portal).await?;
-        let rows = sqlx::query(
-            "SELECT h.portal_id, COALESCE(d.delivered_seq, 0) FROM admin_change_heads h
-             LEFT JOIN admin_hook_deliveries d ON d.portal_id = h.portal_id AND d.plugin = $1
-             WHERE h.last_seq > COALESCE(d.delivered_seq, 0)
-               AND ($2::bigint IS NULL OR h.portal_id = $2)
-             ORDER BY h.portal_id",
-        )
-        .bind(plugin)
-        .bind(portal)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect()
+        Sql::admin_outbox(&mut *self.pool.acquire().await?, plugin, portal).await
     }
 
     async fn admin_changes_after(
@@ -781,21 +688,12 @@ impl Store for PostgresStore {
         limit: u32,
     ) -> StoreResult<Vec<(i64, AdminChange)>> {
         sequence_log(&self.pool, self.retry, ADMIN_LOG, portal).await?;
-        read_admin_log(&self.pool, "admin_changes", portal, after, limit).await
+        let conn = &mut *self.pool.acquire().await?;
+        Sql::read_admin_log(conn, AdminLog::Changes, portal, after, limit).await
     }
 
     async fn mark_delivered(&self, plugin: &str, portal: i64, seq: i64) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO admin_hook_deliveries (portal_id, plugin, delivered_seq) VALUES ($1, $2, $3)
-             ON CONFLICT (portal_id, plugin) DO UPDATE
-             SET delivered_seq = GREATEST(admin_hook_deliveries.delivered_seq, EXCLUDED.delivered_seq)",
-        )
-        .bind(portal)
-        .bind(plugin)
-        .bind(seq)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        Sql::mark_delivered(&mut *self.pool.acquire().await?, plugin, portal, seq).await
     }
 
     async fn hold_hook_lease(
@@ -805,36 +703,12 @@ impl Store for PostgresStore {
         holder: &str,
         ttl: Duration,
     ) -> StoreResult<bool> {
-        let held: Option<String> = sqlx::query_scalar(
-            "WITH now AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint AS us)
-             INSERT INTO admin_hook_leases (plugin, portal_id, holder, expires_at_us)
-             SELECT $1, $2, $3, us + $4 FROM now
-             ON CONFLICT (plugin, portal_id) DO UPDATE
-             SET holder = EXCLUDED.holder, expires_at_us = EXCLUDED.expires_at_us
-             WHERE admin_hook_leases.holder = EXCLUDED.holder
-                OR admin_hook_leases.expires_at_us < (SELECT us FROM now)
-             RETURNING holder",
-        )
-        .bind(plugin)
-        .bind(portal)
-        .bind(holder)
-        .bind(ttl.as_micros() as i64)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(held.is_some())
+        let conn = &mut *self.pool.acquire().await?;
+        Sql::hold_hook_lease(conn, &DIALECT, plugin, portal, holder, ttl).await
     }
 
     async fn record_audit_event(&self, seq: i64, change: &AdminChange) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO admin_audit_events (portal_id, seq, change) VALUES ($1, $2, $3)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(change.portal_id)
-        .bind(seq)
-        .bind(encode_admin_change(change)?)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        Sql::record_audit_event(&mut *self.pool.acquire().await?, seq, change).await
     }
 
     async fn audit_events(
@@ -843,7 +717,8 @@ impl Store for PostgresStore {
         after: i64,
         limit: u32,
     ) -> StoreResult<Vec<(i64, AdminChange)>> {
-        read_admin_log(&self.pool, "admin_audit_events", portal, after, limit).await
+        let conn = &mut *self.pool.acquire().await?;
+        Sql::read_admin_log(conn, AdminLog::Audit, portal, after, limit).await
     }
 
     async fn type_usage(
@@ -853,53 +728,7 @@ impl Store for PostgresStore {
         at: i64,
         samples: u32,
     ) -> StoreResult<TypeUsage> {
-        // Every part is a range of association_counts_by_usage.
-        let mut conn = self.pool.acquire().await?;
-        let row = sqlx::query(
-            "SELECT count(*) FILTER (WHERE count >= $6), count(*) FILTER (WHERE count < $6),
-                    (SELECT coalesce(max(count), 0) FROM association_counts WHERE portal_id = $1
-                       AND category = $2 AND type_id = $3 AND object_type = $4)
-             FROM association_counts WHERE portal_id = $1 AND category = $2 AND type_id = $3
-               AND object_type = $4 AND count >= $5",
-        )
-        .bind(scan.portal)
-        .bind(scan.key.category.code())
-        .bind(scan.key.type_id)
-        .bind(scan.object_type.to_string())
-        .bind(near)
-        .bind(at)
-        .fetch_one(&mut *conn)
-        .await?;
-        let mut usage = TypeUsage {
-            at_or_above: row.try_get::<i64, _>(0)? as u64,
-            near: row.try_get::<i64, _>(1)? as u64,
-            largest: row.try_get(2)?,
-            ..TypeUsage::default()
-        };
-        for (low, high, into) in [
-            (at, i64::MAX, &mut usage.at_or_above_samples),
-            (near, at, &mut usage.near_samples),
-        ] {
-            let rows = sqlx::query(
-                "SELECT object_id, count FROM association_counts WHERE portal_id = $1
-                   AND category = $2 AND type_id = $3 AND object_type = $4
-                   AND count >= $5 AND count < $6
-                 ORDER BY count DESC, object_id DESC LIMIT $7",
-            )
-            .bind(scan.portal)
-            .bind(scan.key.category.code())
-            .bind(scan.key.type_id)
-            .bind(scan.object_type.to_string())
-            .bind(low)
-            .bind(high)
-            .bind(i64::from(samples))
-            .fetch_all(&mut *conn)
-            .await?;
-            for row in rows {
-                into.push((row.try_get(0)?, row.try_get(1)?));
-            }
-        }
-        Ok(usage)
+        Sql::type_usage(&mut *self.pool.acquire().await?, scan, near, at, samples).await
     }
 
     fn scan_at_least(
@@ -913,12 +742,7 @@ impl Store for PostgresStore {
     }
 
     async fn has_merged_records(&self, portal: i64) -> StoreResult<bool> {
-        Ok(
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM merged_records WHERE portal_id = $1)")
-                .bind(portal)
-                .fetch_one(&self.pool)
-                .await?,
-        )
+        Sql::has_merged_records(&mut *self.pool.acquire().await?, portal).await
     }
 
     async fn merged_survivors(
@@ -948,16 +772,7 @@ impl Store for PostgresStore {
     }
 
     async fn labelled_directions(&self, portal: i64) -> StoreResult<Vec<(ObjectType, ObjectType)>> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT DISTINCT from_object_type, to_object_type FROM association_definitions
-             WHERE portal_id = $1 AND label IS NOT NULL ORDER BY 1, 2",
-        )
-        .bind(portal)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|(from, to)| Ok((decode_object_type(from)?, decode_object_type(to)?)))
-            .collect()
+        Sql::labelled_directions(&mut *self.pool.acquire().await?, portal).await
     }
 
     async fn user_limits(
@@ -965,68 +780,17 @@ impl Store for PostgresStore {
         portal: i64,
         pair: Option<(ObjectType, ObjectType)>,
     ) -> StoreResult<Vec<StoredLimit>> {
-        let (a, b) = pair
-            .map(|(a, b)| (Some(a.to_string()), Some(b.to_string())))
-            .unwrap_or((None, None));
-        let rows = sqlx::query(
-            "SELECT from_object_type, to_object_type, category, type_id, max_to_object_ids FROM association_limits
-             WHERE portal_id = $1 AND ($2::text IS NULL OR (from_object_type = $2 AND to_object_type = $3)
-                                                      OR (from_object_type = $3 AND to_object_type = $2))
-             ORDER BY from_object_type, to_object_type, category, type_id",
-        )
-        .bind(portal)
-        .bind(a)
-        .bind(b)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredLimit {
-                    from: decode_object_type(r.try_get::<&str, _>(0)?)?,
-                    to: decode_object_type(r.try_get::<&str, _>(1)?)?,
-                    key: decode_key(r.try_get::<i16, _>(2)?.into(), r.try_get(3)?)?,
-                    max_to_object_ids: r.try_get::<i32, _>(4)? as u32,
-                })
-            })
-            .collect()
+        Sql::user_limits(&mut *self.pool.acquire().await?, portal, pair).await
     }
 
     async fn changes_after(&self, portal: i64, after: i64, limit: u32) -> StoreResult<Vec<Change>> {
         sequence_log(&self.pool, self.retry, CHANGE_FEED, portal).await?;
-        let rows = sqlx::query(
-            "SELECT from_object_type, from_object_id, to_object_type, to_object_id, category, type_id,
-                    seq, kind, changed_at_us
-             FROM association_changes WHERE portal_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-        )
-        .bind(portal)
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let kind: i16 = r.try_get(7)?;
-                Ok(Change {
-                    row: decode_row(r)?,
-                    seq: r.try_get(6)?,
-                    kind: ChangeKind::from_code(kind.into()).ok_or_else(|| {
-                        StoreError::Corrupt(format!("unknown change kind {kind}"))
-                    })?,
-                    changed_at_us: r.try_get(8)?,
-                })
-            })
-            .collect()
+        Sql::changes_after(&mut *self.pool.acquire().await?, portal, after, limit).await
     }
 
     async fn feed_bounds(&self, portal: i64) -> StoreResult<(i64, i64)> {
         sequence_log(&self.pool, self.retry, CHANGE_FEED, portal).await?;
-        let bounds: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT pruned_through, last_seq FROM association_feed_heads WHERE portal_id = $1",
-        )
-        .bind(portal)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(bounds.unwrap_or((0, 0)))
+        Sql::feed_bounds(&mut *self.pool.acquire().await?, portal).await
     }
 
     async fn prune_changes(&self, older_than_us: i64) -> StoreResult<()> {
@@ -1074,19 +838,7 @@ impl Store for PostgresStore {
     }
 
     async fn counter_drift(&self, portal: i64) -> StoreResult<u64> {
-        let drift: i64 = sqlx::query_scalar(
-            "WITH actual AS (
-                 SELECT from_object_type AS object_type, from_object_id AS object_id, category, type_id, count(*) AS n
-                 FROM associations WHERE portal_id = $1 GROUP BY 1, 2, 3, 4),
-             stored AS (SELECT object_type, object_id, category, type_id, count AS n
-                        FROM association_counts WHERE portal_id = $1 AND count <> 0)
-             SELECT count(*) FROM actual FULL JOIN stored USING (object_type, object_id, category, type_id)
-             WHERE actual.n IS DISTINCT FROM stored.n",
-        )
-        .bind(portal)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(drift as u64)
+        Sql::counter_drift(&mut *self.pool.acquire().await?, portal).await
     }
 
     async fn verify(&self) -> StoreResult<Vec<crate::domain::verify::CheckReport>> {

@@ -3,12 +3,55 @@
 use super::*;
 
 /// One open transaction, with the steps of the shared flows.
-pub(super) struct PgTx<'c> {
-    pub(super) conn: &'c mut PgConnection,
-}
+pub(super) type PgTx<'c> = crate::store::shared::Tx<'c, Postgres>;
 
 #[async_trait]
 impl WriteSteps for PgTx<'_> {
+    async fn delete_types(
+        &mut self,
+        portal: i64,
+        keys: &[TypeKey],
+    ) -> StoreResult<Vec<DirectedRow>> {
+        let (categories, type_ids) = key_columns(keys);
+        let filter = "portal_id = $1 AND (category, type_id) IN (SELECT * FROM unnest($2::smallint[], $3::int[]))";
+        // Deleting the definitions first waits for every writer holding the
+        // type (`lock_types`) and keeps new ones out; then the type's
+        // counters are locked in the global order, as writers lock them,
+        // before any row changes.
+        let statements = [
+            format!("DELETE FROM association_definitions WHERE {filter}"),
+            format!(
+                "SELECT 1 FROM association_counts WHERE {filter} ORDER BY {COUNTER_ORDER} FOR UPDATE"
+            ),
+        ];
+        for sql in &statements {
+            sqlx::query(sql)
+                .bind(portal)
+                .bind(&categories)
+                .bind(&type_ids)
+                .execute(&mut *self.conn)
+                .await?;
+        }
+        let removed = sqlx::query(&format!(
+            "DELETE FROM associations WHERE {filter}
+             RETURNING from_object_type, from_object_id, to_object_type, to_object_id, category, type_id"
+        ))
+        .bind(portal)
+        .bind(&categories)
+        .bind(&type_ids)
+        .fetch_all(&mut *self.conn)
+        .await?;
+        for table in ["association_counts", "association_limits"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE {filter}"))
+                .bind(portal)
+                .bind(&categories)
+                .bind(&type_ids)
+                .execute(&mut *self.conn)
+                .await?;
+        }
+        removed.iter().map(decode_row).collect()
+    }
+
     async fn load_create_state(
         &mut self,
         portal: i64,
@@ -233,33 +276,6 @@ impl WriteSteps for PgTx<'_> {
             .collect()
     }
 
-    async fn load_user_limits(
-        &mut self,
-        portal: i64,
-        a: ObjectType,
-        b: ObjectType,
-    ) -> StoreResult<HashMap<TypeKey, u32>> {
-        load_pair_limits(&mut *self.conn, portal, a, b).await
-    }
-
-    async fn load_rows_from(
-        &mut self,
-        portal: i64,
-        object_type: ObjectType,
-        id: i64,
-    ) -> StoreResult<Vec<DirectedRow>> {
-        let rows = sqlx::query(
-            "SELECT from_object_type, from_object_id, to_object_type, to_object_id, category, type_id
-             FROM associations WHERE portal_id = $1 AND from_object_type = $2 AND from_object_id = $3",
-        )
-        .bind(portal)
-        .bind(object_type.to_string())
-        .bind(id)
-        .fetch_all(&mut *self.conn)
-        .await?;
-        rows.iter().map(decode_row).collect()
-    }
-
     async fn load_pair_rows(
         &mut self,
         portal: i64,
@@ -327,14 +343,27 @@ impl WriteSteps for PgTx<'_> {
         Ok(())
     }
 
-    async fn record_admin_change(&mut self, change: &AdminChange) -> StoreResult<()> {
-        record_admin_change(&mut *self.conn, change).await
+    async fn delete_limits(
+        &mut self,
+        portal: i64,
+        keys: &[TypeKey],
+    ) -> StoreResult<Vec<(TypeKey, u32)>> {
+        let (categories, type_ids) = key_columns(keys);
+        let purged = sqlx::query(
+            "DELETE FROM association_limits WHERE portal_id = $1
+               AND (category, type_id) IN (SELECT * FROM unnest($2::smallint[], $3::int[]))
+             RETURNING category, type_id, max_to_object_ids",
+        )
+        .bind(portal)
+        .bind(&categories)
+        .bind(&type_ids)
+        .fetch_all(&mut *self.conn)
+        .await?;
+        purged.iter().map(decode_limit).collect()
     }
 
-    async fn lock_merges(&mut self, portal: i64) -> StoreResult<()> {
-        allocate_type_ids(&mut *self.conn, portal, 0)
-            .await
-            .map(|_| ())
+    async fn record_admin_change(&mut self, change: &AdminChange) -> StoreResult<()> {
+        record_admin_change(&mut *self.conn, change).await
     }
 
     async fn merged_survivors(
@@ -344,32 +373,6 @@ impl WriteSteps for PgTx<'_> {
         ids: &[i64],
     ) -> StoreResult<Vec<(i64, i64)>> {
         super::merged_survivors(&mut *self.conn, portal, object_type, ids).await
-    }
-
-    async fn record_merge(&mut self, req: &MergeRequest) -> StoreResult<()> {
-        let object_type = req.object_type.to_string();
-        sqlx::query(
-            "UPDATE merged_records SET survivor_id = $4
-             WHERE portal_id = $1 AND object_type = $2 AND survivor_id = $3",
-        )
-        .bind(req.portal_id)
-        .bind(&object_type)
-        .bind(req.merged_id)
-        .bind(req.primary_id)
-        .execute(&mut *self.conn)
-        .await?;
-        sqlx::query(
-            "INSERT INTO merged_records (portal_id, object_type, merged_id, survivor_id)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (portal_id, object_type, merged_id) DO UPDATE SET survivor_id = $4",
-        )
-        .bind(req.portal_id)
-        .bind(&object_type)
-        .bind(req.merged_id)
-        .bind(req.primary_id)
-        .execute(&mut *self.conn)
-        .await?;
-        Ok(())
     }
 
     async fn load_limits(
@@ -392,141 +395,6 @@ impl WriteSteps for PgTx<'_> {
     }
 }
 
-#[async_trait]
-impl DefinitionSteps for PgTx<'_> {
-    async fn load_object_names(&mut self, portal: i64) -> StoreResult<Vec<(ObjectType, String)>> {
-        names::object_names(&mut *self.conn, portal).await
-    }
-
-    async fn set_object_name(
-        &mut self,
-        portal: i64,
-        object_type: ObjectType,
-        name: Option<&str>,
-    ) -> StoreResult<()> {
-        names::set_object_name(&mut *self.conn, portal, object_type, name).await
-    }
-
-    async fn allocate_type_ids(&mut self, portal: i64, count: i32) -> StoreResult<i32> {
-        allocate_type_ids(&mut *self.conn, portal, count).await
-    }
-
-    async fn load_definitions(
-        &mut self,
-        portal: i64,
-        a: ObjectType,
-        b: ObjectType,
-    ) -> StoreResult<Vec<TypeDef>> {
-        load_definitions(&mut *self.conn, portal, a, b).await
-    }
-
-    async fn insert_definitions(&mut self, portal: i64, defs: &[TypeDef]) -> StoreResult<()> {
-        insert_definitions(&mut *self.conn, portal, defs).await
-    }
-}
-
-pub(super) async fn load_pair_limits(
-    conn: &mut PgConnection,
-    portal: i64,
-    a: ObjectType,
-    b: ObjectType,
-) -> StoreResult<HashMap<TypeKey, u32>> {
-    let rows = sqlx::query(
-        "SELECT category, type_id, max_to_object_ids FROM association_limits
-         WHERE portal_id = $1 AND ((from_object_type = $2 AND to_object_type = $3)
-                                OR (from_object_type = $3 AND to_object_type = $2))",
-    )
-    .bind(portal)
-    .bind(a.to_string())
-    .bind(b.to_string())
-    .fetch_all(conn)
-    .await?;
-    rows.iter().map(decode_limit).collect()
-}
-
-/// A (category, type id, max) limit row.
 pub(super) fn decode_limit(r: &sqlx::postgres::PgRow) -> StoreResult<(TypeKey, u32)> {
-    let max: i32 = r.try_get(2)?;
-    Ok((
-        decode_key(r.try_get::<i16, _>(0)?.into(), r.try_get(1)?)?,
-        max as u32,
-    ))
-}
-
-/// Reserves `count` consecutive type ids for the portal; locks its allocator row.
-pub(super) async fn allocate_type_ids(
-    conn: &mut PgConnection,
-    portal: i64,
-    count: i32,
-) -> StoreResult<i32> {
-    let first: i32 = sqlx::query_scalar(
-        "INSERT INTO portal_type_ids (portal_id, next_type_id) VALUES ($1, $2 + $3)
-         ON CONFLICT (portal_id) DO UPDATE SET next_type_id = portal_type_ids.next_type_id + $3
-         RETURNING next_type_id - $3",
-    )
-    .bind(portal)
-    .bind(FIRST_PORTAL_TYPE_ID)
-    .bind(count)
-    .fetch_one(conn)
-    .await?;
-    Ok(first)
-}
-
-pub(super) async fn insert_definitions(
-    conn: &mut PgConnection,
-    portal: i64,
-    defs: &[TypeDef],
-) -> StoreResult<()> {
-    for def in defs {
-        sqlx::query(
-            "INSERT INTO association_definitions
-               (portal_id, category, type_id, inverse_type_id, from_object_type, to_object_type, label, name)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(portal)
-        .bind(def.key.category.code())
-        .bind(def.key.type_id)
-        .bind(def.inverse.type_id)
-        .bind(def.from.to_string())
-        .bind(def.to.to_string())
-        .bind(&def.label)
-        .bind(&def.name)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
-}
-
-pub(super) async fn load_definitions(
-    conn: &mut PgConnection,
-    portal: i64,
-    a: ObjectType,
-    b: ObjectType,
-) -> StoreResult<Vec<TypeDef>> {
-    let rows = sqlx::query(
-        "SELECT category, type_id, inverse_type_id, from_object_type, to_object_type, label, name
-         FROM association_definitions
-         WHERE portal_id = $1 AND ((from_object_type = $2 AND to_object_type = $3)
-                                OR (from_object_type = $3 AND to_object_type = $2))
-         ORDER BY category, type_id",
-    )
-    .bind(portal)
-    .bind(a.to_string())
-    .bind(b.to_string())
-    .fetch_all(conn)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            DefinitionRow {
-                category: r.try_get::<i16, _>(0)?.into(),
-                type_id: r.try_get(1)?,
-                inverse_type_id: r.try_get(2)?,
-                from_object_type: r.try_get(3)?,
-                to_object_type: r.try_get(4)?,
-                label: r.try_get(5)?,
-                name: r.try_get(6)?,
-            }
-            .into_def()
-        })
-        .collect()
+    super::Sql::decode_limit(r)
 }

@@ -2,7 +2,6 @@
 //! decoding a stored row.
 use serde_json::{json, Value};
 use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
 
 use super::*;
 
@@ -40,11 +39,5 @@ pub(super) fn keys_json(keys: &[TypeKey]) -> Value {
 }
 
 pub(super) fn decode_row(row: &SqliteRow) -> StoreResult<DirectedRow> {
-    Ok(DirectedRow {
-        from_type: decode_object_type(row.try_get::<&str, _>(0)?)?,
-        from_id: row.try_get(1)?,
-        to_type: decode_object_type(row.try_get::<&str, _>(2)?)?,
-        to_id: row.try_get(3)?,
-        key: decode_key(row.try_get(4)?, row.try_get(5)?)?,
-    })
+    super::Sql::decode_row(row)
 }

@@ -21,10 +21,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Row, SqliteConnection, SqlitePool};
 
+use super::shared::{AdminLog, Dialect, Shared};
 use super::*;
 use crate::domain::builtin::has_builtin_unlabeled;
 use crate::domain::feed::{Change, ChangeKind};
-use crate::domain::types::FIRST_PORTAL_TYPE_ID;
 
 mod columns;
 mod logs;
@@ -34,6 +34,14 @@ mod steps;
 use columns::*;
 use logs::*;
 use steps::*;
+
+/// The statements SQLite shares with PostgreSQL.
+type Sql = Shared<sqlx::Sqlite>;
+
+/// How SQLite spells what the shared statements cannot say alike.
+const DIALECT: Dialect = Dialect {
+    now_us: "CAST(unixepoch('subsec') * 1000000 AS INTEGER)",
+};
 
 /// SQLite's "database is busy/locked" codes, retried until the lock frees.
 fn is_busy(err: &StoreError) -> bool {
@@ -171,7 +179,7 @@ impl Store for SqliteStore {
         a: ObjectType,
         b: ObjectType,
     ) -> StoreResult<Vec<TypeDef>> {
-        let defs = load_definitions(&mut *self.pool.acquire().await?, portal, a, b).await?;
+        let defs = Sql::load_definitions(&mut *self.pool.acquire().await?, portal, a, b).await?;
         if has_builtin_unlabeled(a, b) || has_unlabeled(&defs, a, b) {
             return Ok(defs);
         }
@@ -254,26 +262,8 @@ impl Store for SqliteStore {
             crate::store::begin(&self.pool, Some("BEGIN IMMEDIATE")),
             is_busy,
             |conn| {
-                record_admin_change(&mut *conn, change).await?;
-                let mut renames = vec![(def.key, label.to_string())];
-                if def.inverse != def.key {
-                    if let Some(inverse) = inverse_label {
-                        renames.push((def.inverse, inverse.to_string()));
-                    }
-                }
-                for (key, text) in renames {
-                    sqlx::query(
-                        "UPDATE association_definitions SET label = ?4
-                         WHERE portal_id = ?1 AND category = ?2 AND type_id = ?3",
-                    )
-                    .bind(portal)
-                    .bind(key.category.code())
-                    .bind(key.type_id)
-                    .bind(text)
-                    .execute(&mut *conn)
-                    .await?;
-                }
-                Ok(())
+                let steps = &mut SqliteTx { conn };
+                rename_label_in_transaction(steps, portal, def, label, inverse_label, change).await
             }
         )
     }
@@ -284,40 +274,12 @@ impl Store for SqliteStore {
         def: &TypeDef,
         change: &AdminChange,
     ) -> StoreResult<()> {
-        let keys = keys_json(&[def.key, def.inverse]).to_string();
-        let filter =
-            "portal_id = ?1 AND (category, type_id) IN (SELECT k.value ->> 0, k.value ->> 1 FROM json_each(?2) k)";
         transaction!(
             self.retry,
             crate::store::begin(&self.pool, Some("BEGIN IMMEDIATE")),
             is_busy,
             |conn| {
-                record_admin_change(&mut *conn, change).await?;
-                let removed = sqlx::query(&format!(
-                "DELETE FROM associations WHERE {filter}
-                 RETURNING from_object_type, from_object_id, to_object_type, to_object_id, category, type_id"
-            ))
-            .bind(portal)
-            .bind(&keys)
-            .fetch_all(&mut *conn)
-            .await?;
-                let removed: Vec<DirectedRow> =
-                    removed.iter().map(decode_row).collect::<StoreResult<_>>()?;
-                for table in [
-                    "association_counts",
-                    "association_limits",
-                    "association_definitions",
-                ] {
-                    sqlx::query(&format!("DELETE FROM {table} WHERE {filter}"))
-                        .bind(portal)
-                        .bind(&keys)
-                        .execute(&mut *conn)
-                        .await?;
-                }
-                if !removed.is_empty() {
-                    record_changes(conn, portal, &archived(&removed)).await?;
-                }
-                Ok(())
+                delete_label_in_transaction(&mut SqliteTx { conn }, portal, def, change).await
             }
         )
     }
@@ -479,30 +441,12 @@ impl Store for SqliteStore {
         keys: &[TypeKey],
         change: &AdminChange,
     ) -> StoreResult<u64> {
-        let keys = keys_json(keys).to_string();
         transaction!(
             self.retry,
             crate::store::begin(&self.pool, Some("BEGIN IMMEDIATE")),
             is_busy,
             |conn| {
-                let purged = sqlx::query(
-                "DELETE FROM association_limits WHERE portal_id = ?1
-                 AND (category, type_id) IN (SELECT k.value ->> 0, k.value ->> 1 FROM json_each(?2) k)
-                 RETURNING category, type_id, max_to_object_ids",
-            )
-            .bind(portal)
-            .bind(&keys)
-            .fetch_all(&mut *conn)
-            .await?;
-                let before: Vec<LimitValue> = purged
-                    .iter()
-                    .map(|r| decode_limit(r).map(|(key, max)| LimitValue::new(key, max)))
-                    .collect::<StoreResult<_>>()?;
-                let count = before.len() as u64;
-                if count > 0 {
-                    record_admin_change(conn, &change.clone().with_limits(before, vec![])).await?;
-                }
-                Ok(count)
+                purge_limits_in_transaction(&mut SqliteTx { conn }, portal, keys, change).await
             }
         )
     }
@@ -542,20 +486,7 @@ impl Store for SqliteStore {
         plugin: &str,
         portal: Option<i64>,
     ) -> StoreResult<Vec<(i64, i64)>> {
-        let rows = sqlx::query(
-            "SELECT h.portal_id, COALESCE(d.delivered_seq, 0) FROM admin_change_heads h
-             LEFT JOIN admin_hook_deliveries d ON d.portal_id = h.portal_id AND d.plugin = ?1
-             WHERE h.last_seq > COALESCE(d.delivered_seq, 0)
-               AND (?2 IS NULL OR h.portal_id = ?2)
-             ORDER BY h.portal_id",
-        )
-        .bind(plugin)
-        .bind(portal)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect()
+        Sql::admin_outbox(&mut *self.pool.acquire().await?, plugin, portal).await
     }
 
     async fn admin_changes_after(
@@ -564,21 +495,12 @@ impl Store for SqliteStore {
         after: i64,
         limit: u32,
     ) -> StoreResult<Vec<(i64, AdminChange)>> {
-        read_admin_log(&self.pool, "admin_changes", portal, after, limit).await
+        let conn = &mut *self.pool.acquire().await?;
+        Sql::read_admin_log(conn, AdminLog::Changes, portal, after, limit).await
     }
 
     async fn mark_delivered(&self, plugin: &str, portal: i64, seq: i64) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO admin_hook_deliveries (portal_id, plugin, delivered_seq) VALUES (?1, ?2, ?3)
-             ON CONFLICT (portal_id, plugin) DO UPDATE
-             SET delivered_seq = MAX(delivered_seq, excluded.delivered_seq)",
-        )
-        .bind(portal)
-        .bind(plugin)
-        .bind(seq)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        Sql::mark_delivered(&mut *self.pool.acquire().await?, plugin, portal, seq).await
     }
 
     async fn hold_hook_lease(
@@ -588,36 +510,12 @@ impl Store for SqliteStore {
         holder: &str,
         ttl: Duration,
     ) -> StoreResult<bool> {
-        let now = crate::store::now_us();
-        let held: Option<String> = sqlx::query_scalar(
-            "INSERT INTO admin_hook_leases (plugin, portal_id, holder, expires_at_us)
-             VALUES (?1, ?2, ?3, ?4 + ?5)
-             ON CONFLICT (plugin, portal_id) DO UPDATE
-             SET holder = excluded.holder, expires_at_us = excluded.expires_at_us
-             WHERE admin_hook_leases.holder = excluded.holder OR admin_hook_leases.expires_at_us < ?4
-             RETURNING holder",
-        )
-        .bind(plugin)
-        .bind(portal)
-        .bind(holder)
-        .bind(now)
-        .bind(ttl.as_micros() as i64)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(held.is_some())
+        let conn = &mut *self.pool.acquire().await?;
+        Sql::hold_hook_lease(conn, &DIALECT, plugin, portal, holder, ttl).await
     }
 
     async fn record_audit_event(&self, seq: i64, change: &AdminChange) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO admin_audit_events (portal_id, seq, change) VALUES (?1, ?2, ?3)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(change.portal_id)
-        .bind(seq)
-        .bind(encode_admin_change(change)?)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        Sql::record_audit_event(&mut *self.pool.acquire().await?, seq, change).await
     }
 
     async fn audit_events(
@@ -626,7 +524,8 @@ impl Store for SqliteStore {
         after: i64,
         limit: u32,
     ) -> StoreResult<Vec<(i64, AdminChange)>> {
-        read_admin_log(&self.pool, "admin_audit_events", portal, after, limit).await
+        let conn = &mut *self.pool.acquire().await?;
+        Sql::read_admin_log(conn, AdminLog::Audit, portal, after, limit).await
     }
 
     async fn type_usage(
@@ -636,53 +535,7 @@ impl Store for SqliteStore {
         at: i64,
         samples: u32,
     ) -> StoreResult<TypeUsage> {
-        // Every part is a range of association_counts_by_usage.
-        let mut conn = self.pool.acquire().await?;
-        let row = sqlx::query(
-            "SELECT coalesce(sum(count >= ?6), 0), coalesce(sum(count < ?6), 0),
-                    (SELECT coalesce(max(count), 0) FROM association_counts WHERE portal_id = ?1
-                       AND category = ?2 AND type_id = ?3 AND object_type = ?4)
-             FROM association_counts WHERE portal_id = ?1 AND category = ?2 AND type_id = ?3
-               AND object_type = ?4 AND count >= ?5",
-        )
-        .bind(scan.portal)
-        .bind(scan.key.category.code())
-        .bind(scan.key.type_id)
-        .bind(scan.object_type.to_string())
-        .bind(near)
-        .bind(at)
-        .fetch_one(&mut *conn)
-        .await?;
-        let mut usage = TypeUsage {
-            at_or_above: row.try_get::<i64, _>(0)? as u64,
-            near: row.try_get::<i64, _>(1)? as u64,
-            largest: row.try_get(2)?,
-            ..TypeUsage::default()
-        };
-        for (low, high, into) in [
-            (at, i64::MAX, &mut usage.at_or_above_samples),
-            (near, at, &mut usage.near_samples),
-        ] {
-            let rows = sqlx::query(
-                "SELECT object_id, count FROM association_counts WHERE portal_id = ?1
-                   AND category = ?2 AND type_id = ?3 AND object_type = ?4
-                   AND count >= ?5 AND count < ?6
-                 ORDER BY count DESC, object_id DESC LIMIT ?7",
-            )
-            .bind(scan.portal)
-            .bind(scan.key.category.code())
-            .bind(scan.key.type_id)
-            .bind(scan.object_type.to_string())
-            .bind(low)
-            .bind(high)
-            .bind(i64::from(samples))
-            .fetch_all(&mut *conn)
-            .await?;
-            for row in rows {
-                into.push((row.try_get(0)?, row.try_get(1)?));
-            }
-        }
-        Ok(usage)
+        Sql::type_usage(&mut *self.pool.acquire().await?, scan, near, at, samples).await
     }
 
     fn scan_at_least(
@@ -696,12 +549,7 @@ impl Store for SqliteStore {
     }
 
     async fn has_merged_records(&self, portal: i64) -> StoreResult<bool> {
-        Ok(
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM merged_records WHERE portal_id = ?1)")
-                .bind(portal)
-                .fetch_one(&self.pool)
-                .await?,
-        )
+        Sql::has_merged_records(&mut *self.pool.acquire().await?, portal).await
     }
 
     async fn merged_survivors(
@@ -734,16 +582,7 @@ impl Store for SqliteStore {
     }
 
     async fn labelled_directions(&self, portal: i64) -> StoreResult<Vec<(ObjectType, ObjectType)>> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT DISTINCT from_object_type, to_object_type FROM association_definitions
-             WHERE portal_id = ?1 AND label IS NOT NULL ORDER BY 1, 2",
-        )
-        .bind(portal)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|(from, to)| Ok((decode_object_type(from)?, decode_object_type(to)?)))
-            .collect()
+        Sql::labelled_directions(&mut *self.pool.acquire().await?, portal).await
     }
 
     async fn user_limits(
@@ -751,66 +590,15 @@ impl Store for SqliteStore {
         portal: i64,
         pair: Option<(ObjectType, ObjectType)>,
     ) -> StoreResult<Vec<StoredLimit>> {
-        let (a, b) = pair
-            .map(|(a, b)| (Some(a.to_string()), Some(b.to_string())))
-            .unwrap_or((None, None));
-        let rows = sqlx::query(
-            "SELECT from_object_type, to_object_type, category, type_id, max_to_object_ids FROM association_limits
-             WHERE portal_id = ?1 AND (?2 IS NULL OR (from_object_type = ?2 AND to_object_type = ?3)
-                                                 OR (from_object_type = ?3 AND to_object_type = ?2))
-             ORDER BY from_object_type, to_object_type, category, type_id",
-        )
-        .bind(portal)
-        .bind(a)
-        .bind(b)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredLimit {
-                    from: decode_object_type(r.try_get::<&str, _>(0)?)?,
-                    to: decode_object_type(r.try_get::<&str, _>(1)?)?,
-                    key: decode_key(r.try_get(2)?, r.try_get(3)?)?,
-                    max_to_object_ids: r.try_get::<i64, _>(4)? as u32,
-                })
-            })
-            .collect()
+        Sql::user_limits(&mut *self.pool.acquire().await?, portal, pair).await
     }
 
     async fn changes_after(&self, portal: i64, after: i64, limit: u32) -> StoreResult<Vec<Change>> {
-        let rows = sqlx::query(
-            "SELECT from_object_type, from_object_id, to_object_type, to_object_id, category, type_id,
-                    seq, kind, changed_at_us
-             FROM association_changes WHERE portal_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-        )
-        .bind(portal)
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let kind: i64 = r.try_get(7)?;
-                Ok(Change {
-                    row: decode_row(r)?,
-                    seq: r.try_get(6)?,
-                    kind: ChangeKind::from_code(kind).ok_or_else(|| {
-                        StoreError::Corrupt(format!("unknown change kind {kind}"))
-                    })?,
-                    changed_at_us: r.try_get(8)?,
-                })
-            })
-            .collect()
+        Sql::changes_after(&mut *self.pool.acquire().await?, portal, after, limit).await
     }
 
     async fn feed_bounds(&self, portal: i64) -> StoreResult<(i64, i64)> {
-        let bounds: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT pruned_through, last_seq FROM association_feed_heads WHERE portal_id = ?1",
-        )
-        .bind(portal)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(bounds.unwrap_or((0, 0)))
+        Sql::feed_bounds(&mut *self.pool.acquire().await?, portal).await
     }
 
     async fn prune_changes(&self, older_than_us: i64) -> StoreResult<()> {
@@ -867,19 +655,7 @@ impl Store for SqliteStore {
     }
 
     async fn counter_drift(&self, portal: i64) -> StoreResult<u64> {
-        let drift: i64 = sqlx::query_scalar(
-            "WITH actual AS (
-                 SELECT from_object_type AS object_type, from_object_id AS object_id, category, type_id, count(*) AS n
-                 FROM associations WHERE portal_id = ?1 GROUP BY 1, 2, 3, 4),
-             stored AS (SELECT object_type, object_id, category, type_id, count AS n
-                        FROM association_counts WHERE portal_id = ?1 AND count <> 0)
-             SELECT count(*) FROM actual FULL JOIN stored USING (object_type, object_id, category, type_id)
-             WHERE actual.n IS NOT stored.n",
-        )
-        .bind(portal)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(drift as u64)
+        Sql::counter_drift(&mut *self.pool.acquire().await?, portal).await
     }
 
     async fn verify(&self) -> StoreResult<Vec<crate::domain::verify::CheckReport>> {
