@@ -1980,30 +1980,7 @@ impl Fixture {
     }
 }
 
-/// Instantiates every suite test for one backend.
-macro_rules! conformance_suite {
-    ($backend:ident: $($test:ident),* $(,)?) => {
-        mod $backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::suite::$test(super::fixture(stringify!($backend)).await).await;
-                }
-            )*
-        }
-    };
-}
-
-/// Runs the whole suite on every backend.
-macro_rules! on_every_backend {
-    ($($test:ident),* $(,)?) => {
-        conformance_suite!(sqlite: $($test),*);
-        conformance_suite!(postgres: $($test),*);
-        conformance_suite!(citus: $($test),*);
-    };
-}
-
-on_every_backend!(
+suite_on_every_backend!(
     pair_is_written_and_read_from_both_sides,
     labels_per_pair_are_capped,
     labels_imply_unlabeled_and_archiving_unlabeled_removes_labels,

@@ -20,6 +20,7 @@ use std::collections::BTreeSet;
 use async_trait::async_trait;
 
 use crate::domain::admin::AdminChange;
+use crate::domain::builtin::has_builtin_unlabeled;
 use crate::domain::feed::Change;
 use crate::domain::limits::{LimitChange, LimitMode};
 use crate::domain::merge::{MergeInto, MergePlan};
@@ -32,11 +33,12 @@ use crate::domain::{
 
 #[macro_use]
 mod retry;
+#[macro_use]
+mod shared;
 mod flows;
 mod names;
 pub mod postgres;
 mod quota;
-mod shared;
 pub mod sqlite;
 pub mod verify;
 
@@ -45,6 +47,8 @@ pub(crate) use flows::*;
 pub use postgres::PostgresStore;
 pub(crate) use retry::MAX_RELOCKS;
 pub use retry::{RetryPolicy, StoreOptions};
+use shared::AdminLog;
+pub use shared::Pools;
 pub use sqlite::SqliteStore;
 
 /// Errors of the storage layer.
@@ -364,16 +368,28 @@ pub trait Store: Send + Sync {
     /// "postgres" or "sqlite".
     fn backend(&self) -> &'static str;
 
+    /// The write pool and retry policy, for the methods both backends
+    /// share (their default bodies here).
+    #[doc(hidden)]
+    fn pools(&self) -> Pools<'_>;
+
     /// Applies pending migrations (safe to call from replicas at once) and,
     /// on Citus, distributes what is not distributed yet; answers what it
     /// did, a line a step (`applied migration <version> <description>`).
     async fn migrate(&self) -> StoreResult<Vec<String>>;
 
     /// Answers once the database has answered a trivial statement.
-    async fn ping(&self) -> StoreResult<()>;
+    async fn ping(&self) -> StoreResult<()> {
+        on_pool!(self, |pool| {
+            sqlx::query("SELECT 1").execute(pool).await?;
+            Ok(())
+        })
+    }
 
     /// The write pool's connections (for metrics).
-    fn pool_usage(&self) -> PoolUsage;
+    fn pool_usage(&self) -> PoolUsage {
+        on_pool!(self, |pool| pool_usage_of(pool))
+    }
 
     /// The portal's own definitions between `a` and `b` (both directions),
     /// allocating the pair's unlabeled type first if it has no built-in one.
@@ -382,7 +398,18 @@ pub trait Store: Send + Sync {
         portal: i64,
         a: ObjectType,
         b: ObjectType,
-    ) -> StoreResult<Vec<TypeDef>>;
+    ) -> StoreResult<Vec<TypeDef>> {
+        let defs = on_pool!(self, |pool| {
+            Sql::load_definitions(&mut *pool.acquire().await?, portal, a, b).await?
+        });
+        if has_builtin_unlabeled(a, b) || has_unlabeled(&defs, a, b) {
+            return Ok(defs);
+        }
+        write_flow!(self, |steps| allocate_unlabeled_in_transaction(
+            steps, portal, a, b
+        )
+        .await)
+    }
 
     // Admin changes record `change` (completed with what only the
     // transaction knows) in the admin change log, in the same transaction.
@@ -393,7 +420,14 @@ pub trait Store: Send + Sync {
         portal: i64,
         label: &NewLabel,
         change: &AdminChange,
-    ) -> StoreResult<Vec<TypeDef>>;
+    ) -> StoreResult<Vec<TypeDef>> {
+        write_flow!(self, |steps| {
+            let defs = create_label_in_transaction(steps, portal, label).await?;
+            let change = change.clone().with_labels(&[], &defs);
+            steps.record_admin_change(&change).await?;
+            Ok(defs)
+        })
+    }
 
     /// Renames a label; `inverse_label` renames the other direction.
     async fn update_label(
@@ -403,7 +437,11 @@ pub trait Store: Send + Sync {
         label: &str,
         inverse_label: Option<&str>,
         change: &AdminChange,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<()> {
+        write_flow!(self, |steps| {
+            rename_label_in_transaction(steps, portal, def, label, inverse_label, change).await
+        })
+    }
 
     /// Deletes a label, its inverse, their limits and every use of them.
     async fn delete_label(
@@ -411,7 +449,12 @@ pub trait Store: Send + Sync {
         portal: i64,
         def: &TypeDef,
         change: &AdminChange,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<()> {
+        write_flow!(self, |steps| delete_label_in_transaction(
+            steps, portal, def, change
+        )
+        .await)
+    }
 
     /// Names a custom object type (`None` takes its name), unless another
     /// type of the portal has the name; returns its name before.
@@ -421,10 +464,16 @@ pub trait Store: Send + Sync {
         object_type: ObjectType,
         name: Option<&str>,
         change: &AdminChange,
-    ) -> StoreResult<Option<String>>;
+    ) -> StoreResult<Option<String>> {
+        write_flow!(self, |steps| {
+            name_object_in_transaction(steps, portal, object_type, name, change).await
+        })
+    }
 
     /// The portal's named custom object types, by type.
-    async fn object_names(&self, portal: i64) -> StoreResult<Vec<(ObjectType, String)>>;
+    async fn object_names(&self, portal: i64) -> StoreResult<Vec<(ObjectType, String)>> {
+        on_pool!(self, |pool| names::object_names(pool, portal).await)
+    }
 
     /// Gives out `want` more of `portal`'s calls of UTC `day` (days since
     /// the epoch) unless the day would pass `max`: the day's calls given
@@ -435,10 +484,14 @@ pub trait Store: Send + Sync {
         day: i64,
         want: u32,
         max: u32,
-    ) -> StoreResult<Option<u32>>;
+    ) -> StoreResult<Option<u32>> {
+        on_pool!(self, |pool| quota::draw(pool, portal, day, want, max).await)
+    }
 
     /// Forgets the daily call counts of days before `day`.
-    async fn prune_daily_calls(&self, day: i64) -> StoreResult<()>;
+    async fn prune_daily_calls(&self, day: i64) -> StoreResult<()> {
+        on_pool!(self, |pool| quota::prune(pool, day).await)
+    }
 
     /// Creates associations item by item in one transaction: limits are
     /// checked against locked counters, failing items change nothing.
@@ -456,7 +509,13 @@ pub trait Store: Send + Sync {
         &self,
         merge: &MergeInto,
         ceiling: u32,
-    ) -> StoreResult<(i64, Vec<MergePlan>)>;
+    ) -> StoreResult<(i64, Vec<MergePlan>)> {
+        let mut hint = LockHint::default();
+        write_flow!(self, |steps| merges_in_transaction(
+            steps, merge, ceiling, &mut hint
+        )
+        .await)
+    }
 
     /// Removes associations between each pair; returns the rows removed.
     async fn archive_associations(
@@ -508,10 +567,20 @@ pub trait Store: Send + Sync {
         near: i64,
         at: i64,
         samples: u32,
-    ) -> StoreResult<TypeUsage>;
+    ) -> StoreResult<TypeUsage> {
+        on_pool!(self, |pool| {
+            Sql::type_usage(&mut *pool.acquire().await?, scan, near, at, samples).await
+        })
+    }
 
     /// Whether any record of the portal was merged away.
-    async fn has_merged_records(&self, portal: i64) -> StoreResult<bool>;
+    async fn has_merged_records(&self, portal: i64) -> StoreResult<bool> {
+        on_pool!(self, |pool| Sql::has_merged_records(
+            &mut *pool.acquire().await?,
+            portal
+        )
+        .await)
+    }
 
     /// The records among `ids` (of `object_type`) that were merged away,
     /// each with the record it resolves to now.
@@ -550,7 +619,11 @@ pub trait Store: Send + Sync {
         mode: LimitMode,
         ceiling: u32,
         change: &AdminChange,
-    ) -> StoreResult<Vec<Result<u32, DomainError>>>;
+    ) -> StoreResult<Vec<Result<u32, DomainError>>> {
+        write_flow!(self, |steps| {
+            change_limits_in_transaction(steps, catalog, changes, mode, ceiling, change).await
+        })
+    }
 
     /// Removes admin limits; returns how many existed.
     async fn purge_limits(
@@ -558,11 +631,18 @@ pub trait Store: Send + Sync {
         portal: i64,
         keys: &[TypeKey],
         change: &AdminChange,
-    ) -> StoreResult<u64>;
+    ) -> StoreResult<u64> {
+        write_flow!(self, |steps| purge_limits_in_transaction(
+            steps, portal, keys, change
+        )
+        .await)
+    }
 
     /// Appends an admin event that changes nothing else (a usage report) to
     /// its portal's admin change log.
-    async fn record_admin_event(&self, change: &AdminChange) -> StoreResult<()>;
+    async fn record_admin_event(&self, change: &AdminChange) -> StoreResult<()> {
+        write_flow!(self, |steps| steps.record_admin_change(change).await)
+    }
 
     /// Removes each portal's admin changes that every plugin of `plugins`
     /// has acknowledged; answers how many. Nothing goes while one of them
@@ -583,7 +663,11 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<Vec<(i64, AdminChange)>>;
 
     /// Records that `plugin` acknowledged a portal's changes up to `seq`.
-    async fn mark_delivered(&self, plugin: &str, portal: i64, seq: i64) -> StoreResult<()>;
+    async fn mark_delivered(&self, plugin: &str, portal: i64, seq: i64) -> StoreResult<()> {
+        on_pool!(self, |pool| {
+            Sql::mark_delivered(&mut *pool.acquire().await?, plugin, portal, seq).await
+        })
+    }
 
     /// Takes or renews the lease on delivering `portal`'s admin changes to
     /// `plugin` for `holder` until `ttl` from now (the database's clock);
@@ -594,10 +678,19 @@ pub trait Store: Send + Sync {
         portal: i64,
         holder: &str,
         ttl: std::time::Duration,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<bool> {
+        on_pool!(self, |pool| {
+            let conn = &mut *pool.acquire().await?;
+            Sql::hold_hook_lease(conn, plugin, portal, holder, ttl).await
+        })
+    }
 
     /// Keeps an admin change in the audit trail (again is a no-op).
-    async fn record_audit_event(&self, seq: i64, change: &AdminChange) -> StoreResult<()>;
+    async fn record_audit_event(&self, seq: i64, change: &AdminChange) -> StoreResult<()> {
+        on_pool!(self, |pool| {
+            Sql::record_audit_event(&mut *pool.acquire().await?, seq, change).await
+        })
+    }
 
     /// The audit trail of a portal after `after`, in order.
     async fn audit_events(
@@ -605,17 +698,35 @@ pub trait Store: Send + Sync {
         portal: i64,
         after: i64,
         limit: u32,
-    ) -> StoreResult<Vec<(i64, AdminChange)>>;
+    ) -> StoreResult<Vec<(i64, AdminChange)>> {
+        on_pool!(self, |pool| {
+            let conn = &mut *pool.acquire().await?;
+            Sql::read_admin_log(conn, AdminLog::Audit, portal, after, limit).await
+        })
+    }
 
     /// The directions (from, to) that have admin label definitions.
-    async fn labelled_directions(&self, portal: i64) -> StoreResult<Vec<(ObjectType, ObjectType)>>;
+    async fn labelled_directions(&self, portal: i64) -> StoreResult<Vec<(ObjectType, ObjectType)>> {
+        on_pool!(self, |pool| Sql::labelled_directions(
+            &mut *pool.acquire().await?,
+            portal
+        )
+        .await)
+    }
 
     /// Admin limits of one pair (both directions), or of the whole portal.
     async fn user_limits(
         &self,
         portal: i64,
         pair: Option<(ObjectType, ObjectType)>,
-    ) -> StoreResult<Vec<StoredLimit>>;
+    ) -> StoreResult<Vec<StoredLimit>> {
+        on_pool!(self, |pool| Sql::user_limits(
+            &mut *pool.acquire().await?,
+            portal,
+            pair
+        )
+        .await)
+    }
 
     /// Committed changes after sequence number `after`, in order.
     async fn changes_after(&self, portal: i64, after: i64, limit: u32) -> StoreResult<Vec<Change>>;
@@ -628,7 +739,13 @@ pub trait Store: Send + Sync {
 
     /// How many counters differ from the real number of associations
     /// (0 unless something is badly wrong).
-    async fn counter_drift(&self, portal: i64) -> StoreResult<u64>;
+    async fn counter_drift(&self, portal: i64) -> StoreResult<u64> {
+        on_pool!(self, |pool| Sql::counter_drift(
+            &mut *pool.acquire().await?,
+            portal
+        )
+        .await)
+    }
 
     /// Checks every invariant of the stored data in one read-only snapshot
     /// (a live store is judged at one instant), one report per check.

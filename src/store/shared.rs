@@ -13,7 +13,7 @@ use sqlx::Row as _;
 
 use super::{
     decode_admin_change, decode_key, decode_object_type, encode_admin_change, names, CommonSteps,
-    DefinitionRow, StoreError, StoreResult, StoredLimit, TypeUsage, UsageScan,
+    DefinitionRow, RetryPolicy, StoreError, StoreResult, StoredLimit, TypeUsage, UsageScan,
 };
 use crate::domain::admin::AdminChange;
 use crate::domain::feed::{Change, ChangeKind};
@@ -28,11 +28,75 @@ pub(crate) struct Tx<'c, DB: sqlx::Database> {
     pub(crate) conn: &'c mut DB::Connection,
 }
 
-/// How the backends spell what the shared statements cannot say alike.
-pub(crate) struct Dialect {
+/// How each driver spells what the shared statements cannot say alike.
+pub(crate) trait Spelling {
     /// The server's clock in microseconds since the epoch, as an expression
     /// (leases compare against the database's clock, not a replica's).
-    pub now_us: &'static str,
+    const NOW_US: &'static str;
+}
+
+impl Spelling for sqlx::Postgres {
+    // Stable within the statement, so Citus evaluates it once, on the
+    // coordinator, before the statement goes to the portal's worker.
+    const NOW_US: &'static str = "(extract(epoch FROM statement_timestamp()) * 1000000)::bigint";
+}
+
+impl Spelling for sqlx::Sqlite {
+    const NOW_US: &'static str = "CAST(unixepoch('subsec') * 1000000 AS INTEGER)";
+}
+
+/// A store's write pool and retry policy, by driver: what the `Store`
+/// methods both backends share run on (`on_pool!`, `write_flow!`).
+#[doc(hidden)]
+pub enum Pools<'a> {
+    Postgres(&'a sqlx::PgPool, RetryPolicy),
+    Sqlite(&'a sqlx::SqlitePool, RetryPolicy),
+}
+
+/// Evaluates `$body` with `$pool` the store's write pool and `Sql` the
+/// shared statements of its driver.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match $store.pools() {
+            $crate::store::Pools::Postgres($pool, _) => {
+                #[allow(dead_code)]
+                type Sql = $crate::store::shared::Shared<sqlx::Postgres>;
+                $body
+            }
+            $crate::store::Pools::Sqlite($pool, _) => {
+                #[allow(dead_code)]
+                type Sql = $crate::store::shared::Shared<sqlx::Sqlite>;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` in one write transaction of the store, `$steps` its
+/// transaction's steps, begun, committed and retried as its backend does.
+macro_rules! write_flow {
+    ($store:expr, |$steps:ident| $body:expr) => {
+        match $store.pools() {
+            $crate::store::Pools::Postgres(pool, retry) => transaction!(
+                retry,
+                $crate::store::begin(pool, None),
+                $crate::store::postgres::is_retryable,
+                |conn| {
+                    let $steps = &mut $crate::store::shared::Tx::<sqlx::Postgres> { conn };
+                    $body
+                }
+            ),
+            $crate::store::Pools::Sqlite(pool, retry) => transaction!(
+                retry,
+                $crate::store::begin(pool, Some("BEGIN IMMEDIATE")),
+                $crate::store::sqlite::is_busy,
+                |conn| {
+                    let $steps = &mut $crate::store::shared::Tx::<sqlx::Sqlite> { conn };
+                    $body
+                }
+            ),
+        }
+    };
 }
 
 /// The statements of one driver (`sqlx::Postgres` or `sqlx::Sqlite`).
@@ -40,7 +104,7 @@ pub(crate) struct Shared<DB>(PhantomData<DB>);
 
 impl<DB> Shared<DB>
 where
-    DB: sqlx::Database,
+    DB: sqlx::Database + Spelling,
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
     i16: for<'q> sqlx::Encode<'q, DB> + for<'r> sqlx::Decode<'r, DB> + sqlx::Type<DB>,
@@ -339,22 +403,22 @@ where
     /// whether `holder` holds it now.
     pub(crate) async fn hold_hook_lease(
         conn: &mut DB::Connection,
-        dialect: &Dialect,
         plugin: &str,
         portal: i64,
         holder: &str,
         ttl: Duration,
     ) -> StoreResult<bool> {
+        // The clock is read once, in the new row (`excluded`): Citus takes no
+        // function but an immutable one in ON CONFLICT's WHERE.
         let held = sqlx::query::<DB>(&format!(
-            "WITH now AS (SELECT {} AS us)
-             INSERT INTO admin_hook_leases (plugin, portal_id, holder, expires_at_us)
-             SELECT $1, $2, $3, us + $4 FROM now WHERE true
+            "INSERT INTO admin_hook_leases (plugin, portal_id, holder, expires_at_us)
+             VALUES ($1, $2, $3, {} + $4)
              ON CONFLICT (plugin, portal_id) DO UPDATE
              SET holder = excluded.holder, expires_at_us = excluded.expires_at_us
              WHERE admin_hook_leases.holder = excluded.holder
-                OR admin_hook_leases.expires_at_us < (SELECT us FROM now)
+                OR admin_hook_leases.expires_at_us < excluded.expires_at_us - $4
              RETURNING holder",
-            dialect.now_us
+            DB::NOW_US
         ))
         .bind(plugin.to_string())
         .bind(portal)

@@ -1478,3 +1478,31 @@ pub async fn until(what: &str, ready: impl Fn() -> bool) {
         tokio::task::yield_now().await;
     }
 }
+
+/// Instantiates each `suite::<test>(fixture(<backend>).await)` of the
+/// calling test file once per backend (a module per backend: `sqlite`,
+/// `postgres`, `citus`), so a suite is written once and run on every store,
+/// as quickwit's `metastore_test_suite!` does.
+#[macro_export]
+macro_rules! suite_on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        $crate::suite_on_backend!(sqlite: $($test),*);
+        $crate::suite_on_backend!(postgres: $($test),*);
+        $crate::suite_on_backend!(citus: $($test),*);
+    };
+}
+
+/// One backend's module of `suite_on_every_backend!`.
+#[macro_export]
+macro_rules! suite_on_backend {
+    ($backend:ident: $($test:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::suite::$test(super::fixture(stringify!($backend)).await).await;
+                }
+            )*
+        }
+    };
+}

@@ -19,9 +19,8 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres, Row};
 
-use super::shared::{AdminLog, Dialect, Shared};
+use super::shared::{AdminLog, Shared};
 use super::*;
-use crate::domain::builtin::has_builtin_unlabeled;
 use crate::domain::feed::{Change, ChangeKind};
 use crate::domain::plan::presume_new_pairs;
 
@@ -43,11 +42,6 @@ use steps::*;
 
 /// The statements PostgreSQL shares with SQLite.
 type Sql = Shared<Postgres>;
-
-/// How PostgreSQL spells what the shared statements cannot say alike.
-const DIALECT: Dialect = Dialect {
-    now_us: "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint",
-};
 
 /// The advisory lock one migrating replica holds (a session lock).
 const MIGRATION_LOCK: i64 = 0x4153_534f_4d49_4752;
@@ -218,7 +212,7 @@ impl PostgresStore {
 /// shard was split or moved meets once: the statement did nothing, and runs
 /// again on the shard that holds its portal now. Anything else, a unique
 /// violation included, is not.
-fn is_retryable(err: &StoreError) -> bool {
+pub(crate) fn is_retryable(err: &StoreError) -> bool {
     match err {
         StoreError::Database(sqlx::Error::Database(db)) => match db.code().as_deref() {
             Some("40P01") | Some("40001") => true,
@@ -306,6 +300,10 @@ pub fn page_statement() -> &'static str {
 
 #[async_trait]
 impl Store for PostgresStore {
+    fn pools(&self) -> Pools<'_> {
+        Pools::Postgres(&self.pool, self.retry)
+    }
+
     fn backend(&self) -> &'static str {
         "postgres"
     }
@@ -359,122 +357,6 @@ impl Store for PostgresStore {
         Ok(done)
     }
 
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    fn pool_usage(&self) -> crate::store::PoolUsage {
-        crate::store::pool_usage_of(&self.pool)
-    }
-
-    async fn pair_definitions(
-        &self,
-        portal: i64,
-        a: ObjectType,
-        b: ObjectType,
-    ) -> StoreResult<Vec<TypeDef>> {
-        let defs = Sql::load_definitions(&mut *self.pool.acquire().await?, portal, a, b).await?;
-        if has_builtin_unlabeled(a, b) || has_unlabeled(&defs, a, b) {
-            return Ok(defs);
-        }
-        transaction!(
-            self.retry,
-            crate::store::begin(&self.pool, None),
-            is_retryable,
-            |conn| { allocate_unlabeled_in_transaction(&mut PgTx { conn }, portal, a, b).await }
-        )
-    }
-
-    async fn create_label(
-        &self,
-        portal: i64,
-        label: &NewLabel,
-        change: &AdminChange,
-    ) -> StoreResult<Vec<TypeDef>> {
-        transaction!(
-            self.retry,
-            crate::store::begin(&self.pool, None),
-            is_retryable,
-            |conn| {
-                let defs =
-                    create_label_in_transaction(&mut PgTx { conn: &mut *conn }, portal, label)
-                        .await?;
-                record_admin_change(conn, &change.clone().with_labels(&[], &defs)).await?;
-                Ok(defs)
-            }
-        )
-    }
-
-    async fn name_object(
-        &self,
-        portal: i64,
-        object_type: ObjectType,
-        name: Option<&str>,
-        change: &AdminChange,
-    ) -> StoreResult<Option<String>> {
-        transaction!(
-            self.retry,
-            crate::store::begin(&self.pool, None),
-            is_retryable,
-            |conn| {
-                let steps = &mut PgTx { conn: &mut *conn };
-                name_object_in_transaction(steps, portal, object_type, name, change).await
-            }
-        )
-    }
-
-    async fn object_names(&self, portal: i64) -> StoreResult<Vec<(ObjectType, String)>> {
-        names::object_names(&self.pool, portal).await
-    }
-
-    async fn draw_daily_calls(
-        &self,
-        portal: i64,
-        day: i64,
-        want: u32,
-        max: u32,
-    ) -> StoreResult<Option<u32>> {
-        quota::draw(&self.pool, portal, day, want, max).await
-    }
-
-    async fn prune_daily_calls(&self, day: i64) -> StoreResult<()> {
-        quota::prune(&self.pool, day).await
-    }
-
-    async fn update_label(
-        &self,
-        portal: i64,
-        def: &TypeDef,
-        label: &str,
-        inverse_label: Option<&str>,
-        change: &AdminChange,
-    ) -> StoreResult<()> {
-        transaction!(
-            self.retry,
-            crate::store::begin(&self.pool, None),
-            is_retryable,
-            |conn| {
-                let steps = &mut PgTx { conn };
-                rename_label_in_transaction(steps, portal, def, label, inverse_label, change).await
-            }
-        )
-    }
-
-    async fn delete_label(
-        &self,
-        portal: i64,
-        def: &TypeDef,
-        change: &AdminChange,
-    ) -> StoreResult<()> {
-        transaction!(
-            self.retry,
-            crate::store::begin(&self.pool, None),
-            is_retryable,
-            |conn| { delete_label_in_transaction(&mut PgTx { conn }, portal, def, change).await }
-        )
-    }
-
     async fn create_associations(
         &self,
         ctx: &WriteContext<'_>,
@@ -496,20 +378,6 @@ impl Store for PostgresStore {
             crate::store::begin(&self.pool, None),
             is_retryable,
             |conn| { create_in_transaction(&mut PgTx { conn }, ctx, items, &mut hint).await }
-        )
-    }
-
-    async fn merge_records(
-        &self,
-        merge: &MergeInto,
-        ceiling: u32,
-    ) -> StoreResult<(i64, Vec<MergePlan>)> {
-        let mut hint = LockHint::default();
-        transaction!(
-            self.retry,
-            crate::store::begin(&self.pool, None),
-            is_retryable,
-            |conn| { merges_in_transaction(&mut PgTx { conn }, merge, ceiling, &mut hint).await }
         )
     }
 
@@ -607,55 +475,6 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn change_limits(
-        &self,
-        catalog: &PairCatalog,
-        changes: &[LimitChange],
-        mode: LimitMode,
-        ceiling: u32,
-        change: &AdminChange,
-    ) -> StoreResult<Vec<Result<u32, DomainError>>> {
-        transaction!(
-            self.retry,
-            crate::store::begin(&self.pool, None),
-            is_retryable,
-            |conn| {
-                change_limits_in_transaction(
-                    &mut PgTx { conn },
-                    catalog,
-                    changes,
-                    mode,
-                    ceiling,
-                    change,
-                )
-                .await
-            }
-        )
-    }
-
-    async fn purge_limits(
-        &self,
-        portal: i64,
-        keys: &[TypeKey],
-        change: &AdminChange,
-    ) -> StoreResult<u64> {
-        transaction!(
-            self.retry,
-            crate::store::begin(&self.pool, None),
-            is_retryable,
-            |conn| { purge_limits_in_transaction(&mut PgTx { conn }, portal, keys, change).await }
-        )
-    }
-
-    async fn record_admin_event(&self, change: &AdminChange) -> StoreResult<()> {
-        transaction!(
-            self.retry,
-            crate::store::begin(&self.pool, None),
-            is_retryable,
-            |conn| { record_admin_change(conn, change).await }
-        )
-    }
-
     async fn prune_admin_log(&self, plugins: &[String]) -> StoreResult<u64> {
         let done = sqlx::query(
             "WITH floor AS (
@@ -692,45 +511,6 @@ impl Store for PostgresStore {
         Sql::read_admin_log(conn, AdminLog::Changes, portal, after, limit).await
     }
 
-    async fn mark_delivered(&self, plugin: &str, portal: i64, seq: i64) -> StoreResult<()> {
-        Sql::mark_delivered(&mut *self.pool.acquire().await?, plugin, portal, seq).await
-    }
-
-    async fn hold_hook_lease(
-        &self,
-        plugin: &str,
-        portal: i64,
-        holder: &str,
-        ttl: Duration,
-    ) -> StoreResult<bool> {
-        let conn = &mut *self.pool.acquire().await?;
-        Sql::hold_hook_lease(conn, &DIALECT, plugin, portal, holder, ttl).await
-    }
-
-    async fn record_audit_event(&self, seq: i64, change: &AdminChange) -> StoreResult<()> {
-        Sql::record_audit_event(&mut *self.pool.acquire().await?, seq, change).await
-    }
-
-    async fn audit_events(
-        &self,
-        portal: i64,
-        after: i64,
-        limit: u32,
-    ) -> StoreResult<Vec<(i64, AdminChange)>> {
-        let conn = &mut *self.pool.acquire().await?;
-        Sql::read_admin_log(conn, AdminLog::Audit, portal, after, limit).await
-    }
-
-    async fn type_usage(
-        &self,
-        scan: UsageScan,
-        near: i64,
-        at: i64,
-        samples: u32,
-    ) -> StoreResult<TypeUsage> {
-        Sql::type_usage(&mut *self.pool.acquire().await?, scan, near, at, samples).await
-    }
-
     fn scan_at_least(
         &self,
         scan: UsageScan,
@@ -739,10 +519,6 @@ impl Store for PostgresStore {
         batch: usize,
     ) -> RowBatches<(i64, i64)> {
         scans::at_least(self.scan_pool.clone(), scan, min, after, batch)
-    }
-
-    async fn has_merged_records(&self, portal: i64) -> StoreResult<bool> {
-        Sql::has_merged_records(&mut *self.pool.acquire().await?, portal).await
     }
 
     async fn merged_survivors(
@@ -769,18 +545,6 @@ impl Store for PostgresStore {
                 .map(|(o, c, t, to)| (o, i64::from(c), t, to))
                 .collect(),
         )
-    }
-
-    async fn labelled_directions(&self, portal: i64) -> StoreResult<Vec<(ObjectType, ObjectType)>> {
-        Sql::labelled_directions(&mut *self.pool.acquire().await?, portal).await
-    }
-
-    async fn user_limits(
-        &self,
-        portal: i64,
-        pair: Option<(ObjectType, ObjectType)>,
-    ) -> StoreResult<Vec<StoredLimit>> {
-        Sql::user_limits(&mut *self.pool.acquire().await?, portal, pair).await
     }
 
     async fn changes_after(&self, portal: i64, after: i64, limit: u32) -> StoreResult<Vec<Change>> {
@@ -835,10 +599,6 @@ impl Store for PostgresStore {
             }
         }
         Ok(())
-    }
-
-    async fn counter_drift(&self, portal: i64) -> StoreResult<u64> {
-        Sql::counter_drift(&mut *self.pool.acquire().await?, portal).await
     }
 
     async fn verify(&self) -> StoreResult<Vec<crate::domain::verify::CheckReport>> {

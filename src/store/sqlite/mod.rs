@@ -21,9 +21,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Row, SqliteConnection, SqlitePool};
 
-use super::shared::{AdminLog, Dialect, Shared};
+use super::shared::{AdminLog, Shared};
 use super::*;
-use crate::domain::builtin::has_builtin_unlabeled;
 use crate::domain::feed::{Change, ChangeKind};
 
 mod columns;
@@ -38,13 +37,8 @@ use steps::*;
 /// The statements SQLite shares with PostgreSQL.
 type Sql = Shared<sqlx::Sqlite>;
 
-/// How SQLite spells what the shared statements cannot say alike.
-const DIALECT: Dialect = Dialect {
-    now_us: "CAST(unixepoch('subsec') * 1000000 AS INTEGER)",
-};
-
 /// SQLite's "database is busy/locked" codes, retried until the lock frees.
-fn is_busy(err: &StoreError) -> bool {
+pub(crate) fn is_busy(err: &StoreError) -> bool {
     match err {
         StoreError::Database(sqlx::Error::Database(db)) => {
             matches!(db.code().as_deref(), Some("5" | "6" | "517"))
@@ -147,6 +141,10 @@ const PRUNE_BATCH_ROWS: i64 = 5_000;
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn pools(&self) -> Pools<'_> {
+        Pools::Sqlite(&self.pool, self.retry)
+    }
+
     fn backend(&self) -> &'static str {
         "sqlite"
     }
@@ -164,126 +162,6 @@ impl Store for SqliteStore {
         Ok(crate::store::newly_applied(&migrator, &before))
     }
 
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    fn pool_usage(&self) -> crate::store::PoolUsage {
-        crate::store::pool_usage_of(&self.pool)
-    }
-
-    async fn pair_definitions(
-        &self,
-        portal: i64,
-        a: ObjectType,
-        b: ObjectType,
-    ) -> StoreResult<Vec<TypeDef>> {
-        let defs = Sql::load_definitions(&mut *self.pool.acquire().await?, portal, a, b).await?;
-        if has_builtin_unlabeled(a, b) || has_unlabeled(&defs, a, b) {
-            return Ok(defs);
-        }
-        transaction!(
-            self.retry,
-            crate::store::begin(&self.pool, Some("BEGIN IMMEDIATE")),
-            is_busy,
-            |conn| {
-                allocate_unlabeled_in_transaction(&mut SqliteTx { conn }, portal, a, b).await
-            }
-        )
-    }
-
-    async fn create_label(
-        &self,
-        portal: i64,
-        label: &NewLabel,
-        change: &AdminChange,
-    ) -> StoreResult<Vec<TypeDef>> {
-        transaction!(
-            self.retry,
-            crate::store::begin(&self.pool, Some("BEGIN IMMEDIATE")),
-            is_busy,
-            |conn| {
-                let defs =
-                    create_label_in_transaction(&mut SqliteTx { conn: &mut *conn }, portal, label)
-                        .await?;
-                record_admin_change(conn, &change.clone().with_labels(&[], &defs)).await?;
-                Ok(defs)
-            }
-        )
-    }
-
-    async fn name_object(
-        &self,
-        portal: i64,
-        object_type: ObjectType,
-        name: Option<&str>,
-        change: &AdminChange,
-    ) -> StoreResult<Option<String>> {
-        transaction!(
-            self.retry,
-            crate::store::begin(&self.pool, Some("BEGIN IMMEDIATE")),
-            is_busy,
-            |conn| {
-                let steps = &mut SqliteTx { conn: &mut *conn };
-                name_object_in_transaction(steps, portal, object_type, name, change).await
-            }
-        )
-    }
-
-    async fn object_names(&self, portal: i64) -> StoreResult<Vec<(ObjectType, String)>> {
-        names::object_names(&self.pool, portal).await
-    }
-
-    async fn draw_daily_calls(
-        &self,
-        portal: i64,
-        day: i64,
-        want: u32,
-        max: u32,
-    ) -> StoreResult<Option<u32>> {
-        quota::draw(&self.pool, portal, day, want, max).await
-    }
-
-    async fn prune_daily_calls(&self, day: i64) -> StoreResult<()> {
-        quota::prune(&self.pool, day).await
-    }
-
-    async fn update_label(
-        &self,
-        portal: i64,
-        def: &TypeDef,
-        label: &str,
-        inverse_label: Option<&str>,
-        change: &AdminChange,
-    ) -> StoreResult<()> {
-        transaction!(
-            self.retry,
-            crate::store::begin(&self.pool, Some("BEGIN IMMEDIATE")),
-            is_busy,
-            |conn| {
-                let steps = &mut SqliteTx { conn };
-                rename_label_in_transaction(steps, portal, def, label, inverse_label, change).await
-            }
-        )
-    }
-
-    async fn delete_label(
-        &self,
-        portal: i64,
-        def: &TypeDef,
-        change: &AdminChange,
-    ) -> StoreResult<()> {
-        transaction!(
-            self.retry,
-            crate::store::begin(&self.pool, Some("BEGIN IMMEDIATE")),
-            is_busy,
-            |conn| {
-                delete_label_in_transaction(&mut SqliteTx { conn }, portal, def, change).await
-            }
-        )
-    }
-
     async fn create_associations(
         &self,
         ctx: &WriteContext<'_>,
@@ -295,22 +173,6 @@ impl Store for SqliteStore {
             crate::store::begin(&self.pool, Some("BEGIN IMMEDIATE")),
             is_busy,
             |conn| { create_in_transaction(&mut SqliteTx { conn }, ctx, items, &mut hint).await }
-        )
-    }
-
-    async fn merge_records(
-        &self,
-        merge: &MergeInto,
-        ceiling: u32,
-    ) -> StoreResult<(i64, Vec<MergePlan>)> {
-        let mut hint = LockHint::default();
-        transaction!(
-            self.retry,
-            crate::store::begin(&self.pool, Some("BEGIN IMMEDIATE")),
-            is_busy,
-            |conn| {
-                merges_in_transaction(&mut SqliteTx { conn }, merge, ceiling, &mut hint).await
-            }
         )
     }
 
@@ -415,51 +277,6 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn change_limits(
-        &self,
-        catalog: &PairCatalog,
-        changes: &[LimitChange],
-        mode: LimitMode,
-        ceiling: u32,
-        change: &AdminChange,
-    ) -> StoreResult<Vec<Result<u32, DomainError>>> {
-        transaction!(
-            self.retry,
-            crate::store::begin(&self.pool, Some("BEGIN IMMEDIATE")),
-            is_busy,
-            |conn| {
-                let mut steps = SqliteTx { conn };
-                change_limits_in_transaction(&mut steps, catalog, changes, mode, ceiling, change)
-                    .await
-            }
-        )
-    }
-
-    async fn purge_limits(
-        &self,
-        portal: i64,
-        keys: &[TypeKey],
-        change: &AdminChange,
-    ) -> StoreResult<u64> {
-        transaction!(
-            self.retry,
-            crate::store::begin(&self.pool, Some("BEGIN IMMEDIATE")),
-            is_busy,
-            |conn| {
-                purge_limits_in_transaction(&mut SqliteTx { conn }, portal, keys, change).await
-            }
-        )
-    }
-
-    async fn record_admin_event(&self, change: &AdminChange) -> StoreResult<()> {
-        transaction!(
-            self.retry,
-            crate::store::begin(&self.pool, Some("BEGIN IMMEDIATE")),
-            is_busy,
-            |conn| { record_admin_change(conn, change).await }
-        )
-    }
-
     async fn prune_admin_log(&self, plugins: &[String]) -> StoreResult<u64> {
         let names = serde_json::to_string(plugins).expect("names serialize");
         transaction!(
@@ -499,45 +316,6 @@ impl Store for SqliteStore {
         Sql::read_admin_log(conn, AdminLog::Changes, portal, after, limit).await
     }
 
-    async fn mark_delivered(&self, plugin: &str, portal: i64, seq: i64) -> StoreResult<()> {
-        Sql::mark_delivered(&mut *self.pool.acquire().await?, plugin, portal, seq).await
-    }
-
-    async fn hold_hook_lease(
-        &self,
-        plugin: &str,
-        portal: i64,
-        holder: &str,
-        ttl: Duration,
-    ) -> StoreResult<bool> {
-        let conn = &mut *self.pool.acquire().await?;
-        Sql::hold_hook_lease(conn, &DIALECT, plugin, portal, holder, ttl).await
-    }
-
-    async fn record_audit_event(&self, seq: i64, change: &AdminChange) -> StoreResult<()> {
-        Sql::record_audit_event(&mut *self.pool.acquire().await?, seq, change).await
-    }
-
-    async fn audit_events(
-        &self,
-        portal: i64,
-        after: i64,
-        limit: u32,
-    ) -> StoreResult<Vec<(i64, AdminChange)>> {
-        let conn = &mut *self.pool.acquire().await?;
-        Sql::read_admin_log(conn, AdminLog::Audit, portal, after, limit).await
-    }
-
-    async fn type_usage(
-        &self,
-        scan: UsageScan,
-        near: i64,
-        at: i64,
-        samples: u32,
-    ) -> StoreResult<TypeUsage> {
-        Sql::type_usage(&mut *self.pool.acquire().await?, scan, near, at, samples).await
-    }
-
     fn scan_at_least(
         &self,
         scan: UsageScan,
@@ -546,10 +324,6 @@ impl Store for SqliteStore {
         batch: usize,
     ) -> RowBatches<(i64, i64)> {
         scans::at_least(self.scan_pool.clone(), scan, min, after, batch)
-    }
-
-    async fn has_merged_records(&self, portal: i64) -> StoreResult<bool> {
-        Sql::has_merged_records(&mut *self.pool.acquire().await?, portal).await
     }
 
     async fn merged_survivors(
@@ -579,18 +353,6 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         decode_held_types(rows)
-    }
-
-    async fn labelled_directions(&self, portal: i64) -> StoreResult<Vec<(ObjectType, ObjectType)>> {
-        Sql::labelled_directions(&mut *self.pool.acquire().await?, portal).await
-    }
-
-    async fn user_limits(
-        &self,
-        portal: i64,
-        pair: Option<(ObjectType, ObjectType)>,
-    ) -> StoreResult<Vec<StoredLimit>> {
-        Sql::user_limits(&mut *self.pool.acquire().await?, portal, pair).await
     }
 
     async fn changes_after(&self, portal: i64, after: i64, limit: u32) -> StoreResult<Vec<Change>> {
@@ -652,10 +414,6 @@ impl Store for SqliteStore {
             }
         }
         Ok(())
-    }
-
-    async fn counter_drift(&self, portal: i64) -> StoreResult<u64> {
-        Sql::counter_drift(&mut *self.pool.acquire().await?, portal).await
     }
 
     async fn verify(&self) -> StoreResult<Vec<crate::domain::verify::CheckReport>> {
