@@ -48,7 +48,7 @@ pub use postgres::PostgresStore;
 pub(crate) use retry::MAX_RELOCKS;
 pub use retry::{RetryPolicy, StoreOptions};
 use shared::AdminLog;
-pub use shared::Pools;
+pub use shared::{Numbered, Pools};
 pub use sqlite::SqliteStore;
 
 /// Errors of the storage layer.
@@ -373,6 +373,14 @@ pub trait Store: Send + Sync {
     #[doc(hidden)]
     fn pools(&self) -> Pools<'_>;
 
+    /// Numbers what has committed to a log (one portal's, or every
+    /// portal's) before it is read: PostgreSQL numbers on read (see
+    /// `postgres/logs.rs`); SQLite numbered each change as it committed.
+    #[doc(hidden)]
+    async fn number_log(&self, _log: Numbered, _portal: Option<i64>) -> StoreResult<()> {
+        Ok(())
+    }
+
     /// Applies pending migrations (safe to call from replicas at once) and,
     /// on Citus, distributes what is not distributed yet; answers what it
     /// did, a line a step (`applied migration <version> <description>`).
@@ -651,8 +659,19 @@ pub trait Store: Send + Sync {
 
     /// Portals (all, or only `portal`) with admin changes `plugin` has not
     /// acknowledged, each with the last change it did acknowledge.
-    async fn admin_outbox(&self, plugin: &str, portal: Option<i64>)
-        -> StoreResult<Vec<(i64, i64)>>;
+    async fn admin_outbox(
+        &self,
+        plugin: &str,
+        portal: Option<i64>,
+    ) -> StoreResult<Vec<(i64, i64)>> {
+        self.number_log(Numbered::AdminChanges, portal).await?;
+        on_pool!(self, |pool| Sql::admin_outbox(
+            &mut *pool.acquire().await?,
+            plugin,
+            portal
+        )
+        .await)
+    }
 
     /// Admin changes of a portal after `after`, in order.
     async fn admin_changes_after(
@@ -660,7 +679,14 @@ pub trait Store: Send + Sync {
         portal: i64,
         after: i64,
         limit: u32,
-    ) -> StoreResult<Vec<(i64, AdminChange)>>;
+    ) -> StoreResult<Vec<(i64, AdminChange)>> {
+        self.number_log(Numbered::AdminChanges, Some(portal))
+            .await?;
+        on_pool!(self, |pool| {
+            let conn = &mut *pool.acquire().await?;
+            Sql::read_admin_log(conn, AdminLog::Changes, portal, after, limit).await
+        })
+    }
 
     /// Records that `plugin` acknowledged a portal's changes up to `seq`.
     async fn mark_delivered(&self, plugin: &str, portal: i64, seq: i64) -> StoreResult<()> {
@@ -729,10 +755,22 @@ pub trait Store: Send + Sync {
     }
 
     /// Committed changes after sequence number `after`, in order.
-    async fn changes_after(&self, portal: i64, after: i64, limit: u32) -> StoreResult<Vec<Change>>;
+    async fn changes_after(&self, portal: i64, after: i64, limit: u32) -> StoreResult<Vec<Change>> {
+        self.number_log(Numbered::Feed, Some(portal)).await?;
+        on_pool!(self, |pool| {
+            Sql::changes_after(&mut *pool.acquire().await?, portal, after, limit).await
+        })
+    }
 
     /// (last pruned sequence number, last sequence number) of a portal's feed.
-    async fn feed_bounds(&self, portal: i64) -> StoreResult<(i64, i64)>;
+    async fn feed_bounds(&self, portal: i64) -> StoreResult<(i64, i64)> {
+        self.number_log(Numbered::Feed, Some(portal)).await?;
+        on_pool!(self, |pool| Sql::feed_bounds(
+            &mut *pool.acquire().await?,
+            portal
+        )
+        .await)
+    }
 
     /// Removes changes written before `older_than_us` (a prefix per portal).
     async fn prune_changes(&self, older_than_us: i64) -> StoreResult<()>;

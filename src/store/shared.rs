@@ -53,6 +53,16 @@ pub enum Pools<'a> {
     Sqlite(&'a sqlx::SqlitePool, RetryPolicy),
 }
 
+/// The logs numbered on read on PostgreSQL (`Store::number_log`).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug)]
+pub enum Numbered {
+    /// The change feed.
+    Feed,
+    /// The admin change log the hooks deliver from.
+    AdminChanges,
+}
+
 /// Evaluates `$body` with `$pool` the store's write pool and `Sql` the
 /// shared statements of its driver.
 macro_rules! on_pool {

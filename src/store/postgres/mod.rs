@@ -19,9 +19,9 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres, Row};
 
-use super::shared::{AdminLog, Shared};
+use super::shared::Shared;
 use super::*;
-use crate::domain::feed::{Change, ChangeKind};
+use crate::domain::feed::ChangeKind;
 use crate::domain::plan::presume_new_pairs;
 
 mod columns;
@@ -304,6 +304,17 @@ impl Store for PostgresStore {
         Pools::Postgres(&self.pool, self.retry)
     }
 
+    async fn number_log(&self, log: Numbered, portal: Option<i64>) -> StoreResult<()> {
+        let log = match log {
+            Numbered::Feed => CHANGE_FEED,
+            Numbered::AdminChanges => ADMIN_LOG,
+        };
+        match portal {
+            Some(portal) => sequence_log(&self.pool, self.retry, log, portal).await,
+            None => sequence_portals(&self.pool, self.retry, log, None).await,
+        }
+    }
+
     fn backend(&self) -> &'static str {
         "postgres"
     }
@@ -491,26 +502,6 @@ impl Store for PostgresStore {
         Ok(done.rows_affected())
     }
 
-    async fn admin_outbox(
-        &self,
-        plugin: &str,
-        portal: Option<i64>,
-    ) -> StoreResult<Vec<(i64, i64)>> {
-        sequence_portals(&self.pool, self.retry, ADMIN_LOG, portal).await?;
-        Sql::admin_outbox(&mut *self.pool.acquire().await?, plugin, portal).await
-    }
-
-    async fn admin_changes_after(
-        &self,
-        portal: i64,
-        after: i64,
-        limit: u32,
-    ) -> StoreResult<Vec<(i64, AdminChange)>> {
-        sequence_log(&self.pool, self.retry, ADMIN_LOG, portal).await?;
-        let conn = &mut *self.pool.acquire().await?;
-        Sql::read_admin_log(conn, AdminLog::Changes, portal, after, limit).await
-    }
-
     fn scan_at_least(
         &self,
         scan: UsageScan,
@@ -545,16 +536,6 @@ impl Store for PostgresStore {
                 .map(|(o, c, t, to)| (o, i64::from(c), t, to))
                 .collect(),
         )
-    }
-
-    async fn changes_after(&self, portal: i64, after: i64, limit: u32) -> StoreResult<Vec<Change>> {
-        sequence_log(&self.pool, self.retry, CHANGE_FEED, portal).await?;
-        Sql::changes_after(&mut *self.pool.acquire().await?, portal, after, limit).await
-    }
-
-    async fn feed_bounds(&self, portal: i64) -> StoreResult<(i64, i64)> {
-        sequence_log(&self.pool, self.retry, CHANGE_FEED, portal).await?;
-        Sql::feed_bounds(&mut *self.pool.acquire().await?, portal).await
     }
 
     async fn prune_changes(&self, older_than_us: i64) -> StoreResult<()> {

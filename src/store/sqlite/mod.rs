@@ -21,9 +21,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Row, SqliteConnection, SqlitePool};
 
-use super::shared::{AdminLog, Shared};
+use super::shared::Shared;
 use super::*;
-use crate::domain::feed::{Change, ChangeKind};
+use crate::domain::feed::ChangeKind;
 
 mod columns;
 mod logs;
@@ -298,24 +298,6 @@ impl Store for SqliteStore {
         )
     }
 
-    async fn admin_outbox(
-        &self,
-        plugin: &str,
-        portal: Option<i64>,
-    ) -> StoreResult<Vec<(i64, i64)>> {
-        Sql::admin_outbox(&mut *self.pool.acquire().await?, plugin, portal).await
-    }
-
-    async fn admin_changes_after(
-        &self,
-        portal: i64,
-        after: i64,
-        limit: u32,
-    ) -> StoreResult<Vec<(i64, AdminChange)>> {
-        let conn = &mut *self.pool.acquire().await?;
-        Sql::read_admin_log(conn, AdminLog::Changes, portal, after, limit).await
-    }
-
     fn scan_at_least(
         &self,
         scan: UsageScan,
@@ -353,14 +335,6 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         decode_held_types(rows)
-    }
-
-    async fn changes_after(&self, portal: i64, after: i64, limit: u32) -> StoreResult<Vec<Change>> {
-        Sql::changes_after(&mut *self.pool.acquire().await?, portal, after, limit).await
-    }
-
-    async fn feed_bounds(&self, portal: i64) -> StoreResult<(i64, i64)> {
-        Sql::feed_bounds(&mut *self.pool.acquire().await?, portal).await
     }
 
     async fn prune_changes(&self, older_than_us: i64) -> StoreResult<()> {
