@@ -28,6 +28,25 @@ use crate::domain::{DomainError, ObjectType, PairCatalog, TypeDef, TypeKey, Type
 /// implements them once, for either driver's transaction.
 #[async_trait]
 pub(crate) trait CommonSteps: Send {
+    /// Admin limits of these types.
+    async fn load_limits(
+        &mut self,
+        portal: i64,
+        keys: &[TypeKey],
+    ) -> StoreResult<HashMap<TypeKey, u32>>;
+    /// Removes the admin limits of these types; returns those there were.
+    async fn delete_limits(
+        &mut self,
+        portal: i64,
+        keys: &[TypeKey],
+    ) -> StoreResult<Vec<(TypeKey, u32)>>;
+    /// The records among `ids` that were merged away, with their survivors.
+    async fn merged_survivors(
+        &mut self,
+        portal: i64,
+        object_type: ObjectType,
+        ids: &[i64],
+    ) -> StoreResult<Vec<(i64, i64)>>;
     /// Admin limits of the pair `a`, `b` (both directions).
     async fn load_user_limits(
         &mut self,
@@ -128,12 +147,6 @@ pub(crate) trait WriteSteps: CommonSteps {
     /// Writes a plan: removes and adds rows, moves counters, appends the
     /// changes to the portal's feed.
     async fn apply_plan(&mut self, portal: i64, write: &PlannedWrite<'_>) -> StoreResult<()>;
-    /// Admin limits of these types.
-    async fn load_limits(
-        &mut self,
-        portal: i64,
-        keys: &[TypeKey],
-    ) -> StoreResult<HashMap<TypeKey, u32>>;
     /// Serialises the portal's limit changes until commit.
     async fn lock_limits(&mut self, portal: i64) -> StoreResult<()>;
     /// Stores admin limits of the pair `from -> to`: (type, max).
@@ -144,21 +157,8 @@ pub(crate) trait WriteSteps: CommonSteps {
         to: ObjectType,
         limits: &[(TypeKey, u32)],
     ) -> StoreResult<()>;
-    /// Removes the admin limits of these types; returns those there were.
-    async fn delete_limits(
-        &mut self,
-        portal: i64,
-        keys: &[TypeKey],
-    ) -> StoreResult<Vec<(TypeKey, u32)>>;
     /// Appends an admin change to its portal's log.
     async fn record_admin_change(&mut self, change: &AdminChange) -> StoreResult<()>;
-    /// The records among `ids` that were merged away, with their survivors.
-    async fn merged_survivors(
-        &mut self,
-        portal: i64,
-        object_type: ObjectType,
-        ids: &[i64],
-    ) -> StoreResult<Vec<(i64, i64)>>;
 }
 
 /// What a create plans against, read under its counter locks.

@@ -597,7 +597,12 @@ pub trait Store: Send + Sync {
         portal: i64,
         object_type: ObjectType,
         ids: &[i64],
-    ) -> StoreResult<Vec<(i64, i64)>>;
+    ) -> StoreResult<Vec<(i64, i64)>> {
+        on_pool!(self, |pool| {
+            let conn = &mut *pool.acquire().await?;
+            Sql::merged_survivors(conn, portal, object_type, ids).await
+        })
+    }
 
     /// The types of which some record holds at least `min` associations:
     /// (the record's object type, the type, the stored definition's

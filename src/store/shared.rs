@@ -29,20 +29,70 @@ pub(crate) struct Tx<'c, DB: sqlx::Database> {
 }
 
 /// How each driver spells what the shared statements cannot say alike.
-pub(crate) trait Spelling {
+pub(crate) trait Spelling: sqlx::Database {
     /// The server's clock in microseconds since the epoch, as an expression
     /// (leases compare against the database's clock, not a replica's).
     const NOW_US: &'static str;
+    /// The rows (category, type id) of a list of type keys bound from `$n`
+    /// on by `bind_keys` (the statement's last parameters).
+    fn keys_at(n: usize) -> String;
+    fn bind_keys<'q>(query: Query<'q, Self>, keys: &[TypeKey]) -> Query<'q, Self>;
+    /// The one-column rows of a list of ids bound at `$n` by `bind_ids`.
+    fn ids_at(n: usize) -> String;
+    fn bind_ids<'q>(query: Query<'q, Self>, ids: &[i64]) -> Query<'q, Self>;
 }
 
+/// A statement with its parameters, of one driver.
+pub(crate) type Query<'q, DB> = sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>;
+
+/// PostgreSQL binds lists as arrays.
 impl Spelling for sqlx::Postgres {
     // Stable within the statement, so Citus evaluates it once, on the
     // coordinator, before the statement goes to the portal's worker.
     const NOW_US: &'static str = "(extract(epoch FROM statement_timestamp()) * 1000000)::bigint";
+
+    fn keys_at(n: usize) -> String {
+        format!("SELECT * FROM unnest(${n}::smallint[], ${}::int[])", n + 1)
+    }
+
+    fn bind_keys<'q>(query: Query<'q, Self>, keys: &[TypeKey]) -> Query<'q, Self> {
+        let (categories, type_ids): (Vec<i16>, Vec<i32>) =
+            keys.iter().map(|k| (k.category.code(), k.type_id)).unzip();
+        query.bind(categories).bind(type_ids)
+    }
+
+    fn ids_at(n: usize) -> String {
+        format!("SELECT unnest(${n}::bigint[])")
+    }
+
+    fn bind_ids<'q>(query: Query<'q, Self>, ids: &[i64]) -> Query<'q, Self> {
+        query.bind(ids.to_vec())
+    }
 }
 
+/// SQLite binds lists as JSON arrays, read with `json_each`.
 impl Spelling for sqlx::Sqlite {
     const NOW_US: &'static str = "CAST(unixepoch('subsec') * 1000000 AS INTEGER)";
+
+    fn keys_at(n: usize) -> String {
+        format!("SELECT k.value ->> 0, k.value ->> 1 FROM json_each(${n}) k")
+    }
+
+    fn bind_keys<'q>(query: Query<'q, Self>, keys: &[TypeKey]) -> Query<'q, Self> {
+        let keys: Vec<(i16, i32)> = keys
+            .iter()
+            .map(|k| (k.category.code(), k.type_id))
+            .collect();
+        query.bind(serde_json::to_string(&keys).expect("keys serialize"))
+    }
+
+    fn ids_at(n: usize) -> String {
+        format!("SELECT value FROM json_each(${n})")
+    }
+
+    fn bind_ids<'q>(query: Query<'q, Self>, ids: &[i64]) -> Query<'q, Self> {
+        query.bind(serde_json::to_string(ids).expect("ids serialize"))
+    }
 }
 
 /// A store's write pool and retry policy, by driver: what the `Store`
@@ -114,7 +164,7 @@ pub(crate) struct Shared<DB>(PhantomData<DB>);
 
 impl<DB> Shared<DB>
 where
-    DB: sqlx::Database + Spelling,
+    DB: Spelling,
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
     i16: for<'q> sqlx::Encode<'q, DB> + for<'r> sqlx::Decode<'r, DB> + sqlx::Type<DB>,
@@ -603,6 +653,60 @@ where
             .collect()
     }
 
+    /// Admin limits of these types.
+    pub(crate) async fn load_limits(
+        conn: &mut DB::Connection,
+        portal: i64,
+        keys: &[TypeKey],
+    ) -> StoreResult<HashMap<TypeKey, u32>> {
+        let statement = format!(
+            "SELECT category, type_id, max_to_object_ids FROM association_limits
+             WHERE portal_id = $1 AND (category, type_id) IN ({})",
+            DB::keys_at(2)
+        );
+        let query = DB::bind_keys(sqlx::query::<DB>(&statement).bind(portal), keys);
+        let rows = query.fetch_all(conn).await?;
+        rows.iter().map(Self::decode_limit).collect()
+    }
+
+    /// Removes the admin limits of these types; returns those there were.
+    pub(crate) async fn delete_limits(
+        conn: &mut DB::Connection,
+        portal: i64,
+        keys: &[TypeKey],
+    ) -> StoreResult<Vec<(TypeKey, u32)>> {
+        let statement = format!(
+            "DELETE FROM association_limits
+             WHERE portal_id = $1 AND (category, type_id) IN ({})
+             RETURNING category, type_id, max_to_object_ids",
+            DB::keys_at(2)
+        );
+        let query = DB::bind_keys(sqlx::query::<DB>(&statement).bind(portal), keys);
+        let rows = query.fetch_all(conn).await?;
+        rows.iter().map(Self::decode_limit).collect()
+    }
+
+    /// The records among `ids` that were merged away, with their survivors.
+    pub(crate) async fn merged_survivors(
+        conn: &mut DB::Connection,
+        portal: i64,
+        object_type: ObjectType,
+        ids: &[i64],
+    ) -> StoreResult<Vec<(i64, i64)>> {
+        let statement = format!(
+            "SELECT merged_id, survivor_id FROM merged_records
+             WHERE portal_id = $1 AND object_type = $2 AND merged_id IN ({})",
+            DB::ids_at(3)
+        );
+        let query = sqlx::query::<DB>(&statement)
+            .bind(portal)
+            .bind(object_type.to_string());
+        let rows = DB::bind_ids(query, ids).fetch_all(conn).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
     /// Keeps an admin change delivered to the audit plugin (once per seq).
     pub(crate) async fn record_audit_event(
         conn: &mut DB::Connection,
@@ -667,6 +771,31 @@ macro_rules! common_steps {
 
             async fn record_merge(&mut self, req: &MergeRequest) -> StoreResult<()> {
                 Shared::<$db>::record_merge(&mut *self.conn, req).await
+            }
+
+            async fn load_limits(
+                &mut self,
+                portal: i64,
+                keys: &[TypeKey],
+            ) -> StoreResult<HashMap<TypeKey, u32>> {
+                Shared::<$db>::load_limits(&mut *self.conn, portal, keys).await
+            }
+
+            async fn delete_limits(
+                &mut self,
+                portal: i64,
+                keys: &[TypeKey],
+            ) -> StoreResult<Vec<(TypeKey, u32)>> {
+                Shared::<$db>::delete_limits(&mut *self.conn, portal, keys).await
+            }
+
+            async fn merged_survivors(
+                &mut self,
+                portal: i64,
+                object_type: ObjectType,
+                ids: &[i64],
+            ) -> StoreResult<Vec<(i64, i64)>> {
+                Shared::<$db>::merged_survivors(&mut *self.conn, portal, object_type, ids).await
             }
 
             async fn lock_merges(&mut self, portal: i64) -> StoreResult<()> {

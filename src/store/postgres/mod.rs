@@ -512,15 +512,6 @@ impl Store for PostgresStore {
         scans::at_least(self.scan_pool.clone(), scan, min, after, batch)
     }
 
-    async fn merged_survivors(
-        &self,
-        portal: i64,
-        object_type: ObjectType,
-        ids: &[i64],
-    ) -> StoreResult<Vec<(i64, i64)>> {
-        merged_survivors(&self.pool, portal, object_type, ids).await
-    }
-
     async fn types_holding_at_least(
         &self,
         portal: i64,
@@ -639,24 +630,3 @@ pub const VERIFY_DIALECT: crate::store::verify::Dialect = crate::store::verify::
     change_newest_first: "seq DESC NULLS FIRST, ord DESC, id DESC",
     admin_order: "seq NULLS LAST, id",
 };
-
-/// The records among `ids` that were merged away, with their survivors.
-pub(super) async fn merged_survivors<'c, E>(
-    conn: E,
-    portal: i64,
-    object_type: ObjectType,
-    ids: &[i64],
-) -> StoreResult<Vec<(i64, i64)>>
-where
-    E: sqlx::Executor<'c, Database = sqlx::Postgres>,
-{
-    Ok(sqlx::query_as(
-        "SELECT merged_id, survivor_id FROM merged_records
-             WHERE portal_id = $1 AND object_type = $2 AND merged_id = ANY($3)",
-    )
-    .bind(portal)
-    .bind(object_type.to_string())
-    .bind(ids)
-    .fetch_all(conn)
-    .await?)
-}

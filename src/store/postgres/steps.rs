@@ -343,58 +343,7 @@ impl WriteSteps for PgTx<'_> {
         Ok(())
     }
 
-    async fn delete_limits(
-        &mut self,
-        portal: i64,
-        keys: &[TypeKey],
-    ) -> StoreResult<Vec<(TypeKey, u32)>> {
-        let (categories, type_ids) = key_columns(keys);
-        let purged = sqlx::query(
-            "DELETE FROM association_limits WHERE portal_id = $1
-               AND (category, type_id) IN (SELECT * FROM unnest($2::smallint[], $3::int[]))
-             RETURNING category, type_id, max_to_object_ids",
-        )
-        .bind(portal)
-        .bind(&categories)
-        .bind(&type_ids)
-        .fetch_all(&mut *self.conn)
-        .await?;
-        purged.iter().map(decode_limit).collect()
-    }
-
     async fn record_admin_change(&mut self, change: &AdminChange) -> StoreResult<()> {
         record_admin_change(&mut *self.conn, change).await
     }
-
-    async fn merged_survivors(
-        &mut self,
-        portal: i64,
-        object_type: ObjectType,
-        ids: &[i64],
-    ) -> StoreResult<Vec<(i64, i64)>> {
-        super::merged_survivors(&mut *self.conn, portal, object_type, ids).await
-    }
-
-    async fn load_limits(
-        &mut self,
-        portal: i64,
-        keys: &[TypeKey],
-    ) -> StoreResult<HashMap<TypeKey, u32>> {
-        let (categories, type_ids) = key_columns(keys);
-        let rows = sqlx::query(
-            "SELECT l.category, l.type_id, l.max_to_object_ids
-             FROM unnest($2::smallint[], $3::int[]) AS k(c, ty)
-             JOIN association_limits l ON l.portal_id = $1 AND l.category = k.c AND l.type_id = k.ty",
-        )
-        .bind(portal)
-        .bind(&categories)
-        .bind(&type_ids)
-        .fetch_all(&mut *self.conn)
-        .await?;
-        rows.iter().map(decode_limit).collect()
-    }
-}
-
-pub(super) fn decode_limit(r: &sqlx::postgres::PgRow) -> StoreResult<(TypeKey, u32)> {
-    super::Sql::decode_limit(r)
 }

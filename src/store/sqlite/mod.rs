@@ -16,9 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Row, SqliteConnection, SqlitePool};
 
 use super::shared::Shared;
@@ -308,15 +306,6 @@ impl Store for SqliteStore {
         scans::at_least(self.scan_pool.clone(), scan, min, after, batch)
     }
 
-    async fn merged_survivors(
-        &self,
-        portal: i64,
-        object_type: ObjectType,
-        ids: &[i64],
-    ) -> StoreResult<Vec<(i64, i64)>> {
-        merged_survivors(&self.pool, portal, object_type, ids).await
-    }
-
     async fn types_holding_at_least(
         &self,
         portal: i64,
@@ -413,26 +402,3 @@ const VERIFY_DIALECT: crate::store::verify::Dialect = crate::store::verify::Dial
     change_newest_first: "seq DESC",
     admin_order: "seq",
 };
-
-/// The records among `ids` that were merged away, with their survivors.
-pub(super) async fn merged_survivors<'c, E>(
-    conn: E,
-    portal: i64,
-    object_type: ObjectType,
-    ids: &[i64],
-) -> StoreResult<Vec<(i64, i64)>>
-where
-    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
-{
-    let ids = serde_json::to_string(ids).expect("ids serialize");
-    Ok(sqlx::query_as(
-        "SELECT merged_id, survivor_id FROM merged_records
-             WHERE portal_id = ?1 AND object_type = ?2
-               AND merged_id IN (SELECT value FROM json_each(?3))",
-    )
-    .bind(portal)
-    .bind(object_type.to_string())
-    .bind(ids)
-    .fetch_all(conn)
-    .await?)
-}

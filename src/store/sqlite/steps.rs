@@ -169,23 +169,6 @@ impl WriteSteps for SqliteTx<'_> {
         rows.iter().map(decode_row).collect()
     }
 
-    async fn load_limits(
-        &mut self,
-        portal: i64,
-        keys: &[TypeKey],
-    ) -> StoreResult<HashMap<TypeKey, u32>> {
-        let rows = sqlx::query(
-            "SELECT l.category, l.type_id, l.max_to_object_ids
-             FROM json_each(?2) j CROSS JOIN association_limits l
-               ON l.portal_id = ?1 AND l.category = j.value ->> 0 AND l.type_id = j.value ->> 1",
-        )
-        .bind(portal)
-        .bind(keys_json(keys).to_string())
-        .fetch_all(&mut *self.conn)
-        .await?;
-        rows.iter().map(decode_limit).collect()
-    }
-
     async fn load_create_state(
         &mut self,
         portal: i64,
@@ -254,34 +237,8 @@ impl WriteSteps for SqliteTx<'_> {
         Ok(())
     }
 
-    async fn delete_limits(
-        &mut self,
-        portal: i64,
-        keys: &[TypeKey],
-    ) -> StoreResult<Vec<(TypeKey, u32)>> {
-        let purged = sqlx::query(
-            "DELETE FROM association_limits WHERE portal_id = $1
-               AND (category, type_id) IN (SELECT k.value ->> 0, k.value ->> 1 FROM json_each($2) k)
-             RETURNING category, type_id, max_to_object_ids",
-        )
-        .bind(portal)
-        .bind(keys_json(keys).to_string())
-        .fetch_all(&mut *self.conn)
-        .await?;
-        purged.iter().map(decode_limit).collect()
-    }
-
     async fn record_admin_change(&mut self, change: &AdminChange) -> StoreResult<()> {
         record_admin_change(&mut *self.conn, change).await
-    }
-
-    async fn merged_survivors(
-        &mut self,
-        portal: i64,
-        object_type: ObjectType,
-        ids: &[i64],
-    ) -> StoreResult<Vec<(i64, i64)>> {
-        super::merged_survivors(&mut *self.conn, portal, object_type, ids).await
     }
 }
 
@@ -377,8 +334,4 @@ pub(super) async fn add_to_counts(
         sqlx::query(sql).bind(portal).bind(rows.to_string()).execute(&mut *conn).await?;
     }
     Ok(())
-}
-
-pub(super) fn decode_limit(r: &SqliteRow) -> StoreResult<(TypeKey, u32)> {
-    super::Sql::decode_limit(r)
 }
