@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use association_service::domain::admin::{AdminChange, AdminEvent};
 use association_service::domain::ObjectType;
-use association_service::store::Store;
+use association_service::service::AssociationService;
+use association_service::store::{RecordSelect, Store};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -117,6 +118,49 @@ mod suite {
         );
     }
 
+    pub async fn records_are_those_holding_rows_by_id_or_in_pages(f: Fixture) {
+        let svc = AssociationService::new(Arc::clone(&f.store), common::settings(50, 3));
+        let inputs = [
+            common::input(1, 10, &[common::hs(279)]),
+            common::input(3, 10, &[common::hs(279)]),
+            common::input(3, 11, &[common::hs(279)]),
+            common::input(5, 12, &[common::hs(279)]),
+        ];
+        let pair = common::pair(4, "contacts", "companies");
+        let created = svc.create(pair, &inputs).await.unwrap();
+        assert!(created.errors.is_empty(), "{:?}", created.errors);
+        let contacts = ObjectType::parse("contacts").unwrap();
+        let ids = |select| {
+            let store = Arc::clone(&f.store);
+            async move {
+                let records = store.records(4, contacts, select).await.unwrap();
+                for r in &records {
+                    assert!(r.first_created_us > 0, "{r:?}");
+                    assert!(r.first_created_us <= r.last_created_us, "{r:?}");
+                }
+                records.into_iter().map(|r| r.id).collect::<Vec<i64>>()
+            }
+        };
+        assert_eq!(ids(RecordSelect::Ids(&[5, 1, 2, 3])).await, [1, 3, 5]);
+        assert_eq!(ids(RecordSelect::Ids(&[2])).await, Vec::<i64>::new());
+        assert_eq!(
+            ids(RecordSelect::After { after: 0, limit: 2 }).await,
+            [1, 3]
+        );
+        assert_eq!(ids(RecordSelect::After { after: 3, limit: 2 }).await, [5]);
+        // The other side holds its rows too; another portal holds none.
+        let companies = ObjectType::parse("companies").unwrap();
+        let held = f
+            .store
+            .records(4, companies, RecordSelect::Ids(&[10, 11, 13]));
+        let held: Vec<i64> = held.await.unwrap().iter().map(|r| r.id).collect();
+        assert_eq!(held, [10, 11]);
+        let other = f
+            .store
+            .records(5, contacts, RecordSelect::After { after: 0, limit: 9 });
+        assert!(other.await.unwrap().is_empty());
+    }
+
     pub async fn an_untouched_portal_reads_empty(f: Fixture) {
         let s = &f.store;
         assert_eq!(s.feed_bounds(9).await.unwrap(), (0, 0));
@@ -136,5 +180,6 @@ suite_on_every_backend!(
     a_lease_is_held_renewed_and_taken_over_only_once_expired,
     deliveries_never_move_back_and_the_outbox_lists_what_is_left,
     audit_events_are_kept_once_per_number,
+    records_are_those_holding_rows_by_id_or_in_pages,
     an_untouched_portal_reads_empty,
 );

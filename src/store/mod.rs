@@ -564,7 +564,11 @@ pub trait Store: Send + Sync {
         portal: i64,
         object_type: ObjectType,
         select: RecordSelect<'_>,
-    ) -> StoreResult<Vec<RecordSummary>>;
+    ) -> StoreResult<Vec<RecordSummary>> {
+        on_pool!(self, |pool| {
+            Sql::records(&mut *pool.acquire().await?, portal, object_type, select).await
+        })
+    }
 
     /// How many records hold at least `at`, and at least `near` but fewer
     /// than `at`, associations of the scan's type; the largest count; up to

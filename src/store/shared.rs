@@ -13,7 +13,8 @@ use sqlx::Row as _;
 
 use super::{
     decode_admin_change, decode_key, decode_object_type, encode_admin_change, names, CommonSteps,
-    DefinitionRow, RetryPolicy, StoreError, StoreResult, StoredLimit, TypeUsage, UsageScan,
+    DefinitionRow, RecordSelect, RecordSummary, RetryPolicy, StoreError, StoreResult, StoredLimit,
+    TypeUsage, UsageScan,
 };
 use crate::domain::admin::AdminChange;
 use crate::domain::feed::{Change, ChangeKind};
@@ -40,6 +41,8 @@ pub(crate) trait Spelling: sqlx::Database {
     /// The one-column rows of a list of ids bound at `$n` by `bind_ids`.
     fn ids_at(n: usize) -> String;
     fn bind_ids<'q>(query: Query<'q, Self>, ids: &[i64]) -> Query<'q, Self>;
+    /// A timestamp column's value in microseconds since the epoch.
+    fn epoch_us(column: &str) -> String;
 }
 
 /// A statement with its parameters, of one driver.
@@ -68,6 +71,10 @@ impl Spelling for sqlx::Postgres {
     fn bind_ids<'q>(query: Query<'q, Self>, ids: &[i64]) -> Query<'q, Self> {
         query.bind(ids.to_vec())
     }
+
+    fn epoch_us(column: &str) -> String {
+        format!("(extract(epoch FROM {column}) * 1000000)::bigint")
+    }
 }
 
 /// SQLite binds lists as JSON arrays, read with `json_each`.
@@ -92,6 +99,10 @@ impl Spelling for sqlx::Sqlite {
 
     fn bind_ids<'q>(query: Query<'q, Self>, ids: &[i64]) -> Query<'q, Self> {
         query.bind(serde_json::to_string(ids).expect("ids serialize"))
+    }
+
+    fn epoch_us(column: &str) -> String {
+        format!("CAST(strftime('%s', {column}) AS INTEGER) * 1000000")
     }
 }
 
@@ -704,6 +715,49 @@ where
         let rows = DB::bind_ids(query, ids).fetch_all(conn).await?;
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    /// The records of a type holding rows (those named, or a page after
+    /// one), with when their first and last rows were made.
+    pub(crate) async fn records(
+        conn: &mut DB::Connection,
+        portal: i64,
+        object_type: ObjectType,
+        select: RecordSelect<'_>,
+    ) -> StoreResult<Vec<RecordSummary>> {
+        let (ids, after, limit) = match select {
+            RecordSelect::Ids(ids) => (Some(ids), 0, ids.len() as i64),
+            RecordSelect::After { after, limit } => (None, after, i64::from(limit)),
+        };
+        let named = match ids {
+            Some(_) => format!("from_object_id IN ({})", DB::ids_at(5)),
+            None => "true".to_string(),
+        };
+        let statement = format!(
+            "SELECT from_object_id, {}, {} FROM associations
+             WHERE portal_id = $1 AND from_object_type = $2 AND {named} AND from_object_id > $3
+             GROUP BY from_object_id ORDER BY from_object_id LIMIT $4",
+            DB::epoch_us("min(created_at)"),
+            DB::epoch_us("max(created_at)"),
+        );
+        let mut query = sqlx::query::<DB>(&statement)
+            .bind(portal)
+            .bind(object_type.to_string())
+            .bind(after)
+            .bind(limit);
+        if let Some(ids) = ids {
+            query = DB::bind_ids(query, ids);
+        }
+        let rows = query.fetch_all(conn).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RecordSummary {
+                    id: r.try_get(0)?,
+                    first_created_us: r.try_get(1)?,
+                    last_created_us: r.try_get(2)?,
+                })
+            })
             .collect()
     }
 

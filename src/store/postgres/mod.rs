@@ -449,43 +449,6 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn records(
-        &self,
-        portal: i64,
-        object_type: ObjectType,
-        select: RecordSelect<'_>,
-    ) -> StoreResult<Vec<RecordSummary>> {
-        let (ids, after, limit) = match select {
-            RecordSelect::Ids(ids) => (Some(ids.to_vec()), 0, ids.len() as i64),
-            RecordSelect::After { after, limit } => (None, after, i64::from(limit)),
-        };
-        let rows = sqlx::query(
-            "SELECT from_object_id,
-                    (extract(epoch FROM min(created_at)) * 1000000)::bigint,
-                    (extract(epoch FROM max(created_at)) * 1000000)::bigint
-             FROM associations
-             WHERE portal_id = $1 AND from_object_type = $2
-               AND ($3::bigint[] IS NULL OR from_object_id = ANY($3)) AND from_object_id > $4
-             GROUP BY from_object_id ORDER BY from_object_id LIMIT $5",
-        )
-        .bind(portal)
-        .bind(object_type.to_string())
-        .bind(ids)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(RecordSummary {
-                    id: r.try_get(0)?,
-                    first_created_us: r.try_get(1)?,
-                    last_created_us: r.try_get(2)?,
-                })
-            })
-            .collect()
-    }
-
     async fn prune_admin_log(&self, plugins: &[String]) -> StoreResult<u64> {
         let done = sqlx::query(
             "WITH floor AS (

@@ -233,48 +233,6 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn records(
-        &self,
-        portal: i64,
-        object_type: ObjectType,
-        select: RecordSelect<'_>,
-    ) -> StoreResult<Vec<RecordSummary>> {
-        let (ids, after, limit) = match select {
-            RecordSelect::Ids(ids) => (
-                Some(serde_json::to_string(ids).unwrap_or_default()),
-                0,
-                ids.len() as i64,
-            ),
-            RecordSelect::After { after, limit } => (None, after, i64::from(limit)),
-        };
-        let rows = sqlx::query(
-            "SELECT from_object_id,
-                    CAST(strftime('%s', min(created_at)) AS INTEGER) * 1000000,
-                    CAST(strftime('%s', max(created_at)) AS INTEGER) * 1000000
-             FROM associations
-             WHERE portal_id = ?1 AND from_object_type = ?2
-               AND (?3 IS NULL OR from_object_id IN (SELECT value FROM json_each(?3)))
-               AND from_object_id > ?4
-             GROUP BY from_object_id ORDER BY from_object_id LIMIT ?5",
-        )
-        .bind(portal)
-        .bind(object_type.to_string())
-        .bind(ids)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(RecordSummary {
-                    id: r.try_get(0)?,
-                    first_created_us: r.try_get(1)?,
-                    last_created_us: r.try_get(2)?,
-                })
-            })
-            .collect()
-    }
-
     async fn prune_admin_log(&self, plugins: &[String]) -> StoreResult<u64> {
         let names = serde_json::to_string(plugins).expect("names serialize");
         transaction!(
