@@ -6,8 +6,11 @@
 //! rows (which PostgreSQL may sort, a record at a time).
 mod common;
 
+use association_service::domain::plan::CountKey;
+use association_service::domain::{Category, ObjectType, TypeKey};
 use association_service::store::postgres::{
-    page_statement, prune_statements, scan_statements, types_holding_statement, SCAN_SESSION,
+    counter_lock_order, page_statement, prune_statements, scan_statements, types_holding_statement,
+    SCAN_SESSION,
 };
 use sqlx::Connection;
 
@@ -253,4 +256,147 @@ async fn the_types_near_the_ceiling_are_found_by_a_skip_scan() {
         "not a skip scan of the usage index\n{plan}"
     );
     let _ = conn.close().await;
+}
+
+/// The write functions' ORDER BY of the counters they lock (their aliases:
+/// t object type, i id, c category, ty type id).
+const FUNCTIONS_LOCK_ORDER: &str = r#"ORDER BY k.t COLLATE "C", k.i, k.c, k.ty"#;
+
+/// Counters are locked in one order everywhere: the domain's
+/// (`CountKey::lock_order`, which the Rust flows sort by) is the order
+/// PostgreSQL gives random counters under the label delete's ORDER BY and
+/// under the write functions' (the text every function that locks counters
+/// holds). Random counters over every standard type and custom ones, from a
+/// printed seed (`LOCK_ORDER_SEED=n` replays one).
+#[tokio::test]
+async fn the_lock_order_is_the_domains() {
+    let seed: u64 = match std::env::var("LOCK_ORDER_SEED") {
+        Ok(text) => text.parse().expect("LOCK_ORDER_SEED is a number"),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1),
+    };
+    println!("LOCK_ORDER_SEED={seed}");
+    let mut state = seed | 1;
+    let mut next = move |below: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % below
+    };
+    let standard = [
+        1, 2, 3, 5, 7, 8, 14, 18, 19, 27, 46, 47, 48, 49, 53, 69, 101, 115, 116, 123,
+    ];
+    let keys: Vec<CountKey> = (0..400)
+        .map(|_| {
+            let object_type = match next(3) {
+                0 => format!("2-{}", next(100_000)),
+                _ => format!("0-{}", standard[next(standard.len() as u64) as usize]),
+            };
+            let category = match next(2) {
+                0 => Category::HubspotDefined,
+                _ => Category::UserDefined,
+            };
+            CountKey {
+                object_type: ObjectType::parse(&object_type).unwrap(),
+                object_id: next(50) as i64 - 10,
+                key: TypeKey {
+                    category,
+                    type_id: next(3000) as i32,
+                },
+            }
+        })
+        .collect();
+    let mut domain = keys.clone();
+    domain.sort_by_cached_key(CountKey::lock_order);
+    // As stored: the object type's text, the id, the category's code, the type id.
+    let stored = |k: &CountKey| {
+        (
+            k.object_type.to_string(),
+            k.object_id,
+            k.key.category.code(),
+            k.key.type_id,
+        )
+    };
+    let domain: Vec<(String, i64, i16, i32)> = domain.iter().map(stored).collect();
+
+    let url = common::fresh_postgres_database().await;
+    let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+    let columns = |keys: &[CountKey]| {
+        let mut c = (vec![], vec![], vec![], vec![]);
+        for k in keys {
+            let (t, i, cat, ty) = stored(k);
+            c.0.push(t);
+            c.1.push(i);
+            c.2.push(cat);
+            c.3.push(ty);
+        }
+        c
+    };
+    let (t, i, c, ty) = columns(&keys);
+    for (what, statement) in [
+        (
+            "the label delete's order",
+            format!(
+                "SELECT object_type, object_id, category, type_id
+                 FROM unnest($1::text[], $2::bigint[], $3::smallint[], $4::int[])
+                      AS x(object_type, object_id, category, type_id)
+                 ORDER BY {}",
+                counter_lock_order()
+            ),
+        ),
+        (
+            "the write functions' order",
+            format!(
+                "SELECT k.t, k.i, k.c, k.ty
+                 FROM unnest($1::text[], $2::bigint[], $3::smallint[], $4::int[]) AS k(t, i, c, ty)
+                 {FUNCTIONS_LOCK_ORDER}"
+            ),
+        ),
+    ] {
+        let sorted: Vec<(String, i64, i16, i32)> = sqlx::query_as(&statement)
+            .bind(&t)
+            .bind(&i)
+            .bind(&c)
+            .bind(&ty)
+            .fetch_all(&mut conn)
+            .await
+            .expect("sort in SQL");
+        assert_eq!(sorted, domain, "{what} (LOCK_ORDER_SEED={seed})");
+    }
+
+    // Every statement of a function that writes counters takes their row
+    // locks in that order, but the plan's apply, which runs under the locks
+    // the flow took (`lock_counts`, in the domain's order).
+    let store = association_service::store::connect(&url, 2)
+        .await
+        .expect("open");
+    store.migrate().await.expect("migrate");
+    let writers: Vec<(String, String)> = sqlx::query_as(
+        "SELECT proname::text, prosrc FROM pg_proc
+         WHERE prosrc LIKE '%INSERT INTO association_counts%' ORDER BY 1",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("functions");
+    let names: Vec<&str> = writers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "association_apply",
+            "association_archive",
+            "association_create_presumed"
+        ],
+        "the functions that write counters"
+    );
+    for (name, source) in writers.iter().filter(|(n, _)| n != "association_apply") {
+        for statement in source.split("INSERT INTO association_counts").skip(1) {
+            let head = statement.split("ON CONFLICT").next().unwrap_or_default();
+            assert!(
+                head.contains(FUNCTIONS_LOCK_ORDER),
+                "{name} locks counters in another order: {head}"
+            );
+        }
+    }
 }

@@ -116,7 +116,8 @@ pub(crate) trait WriteSteps: CommonSteps {
         pairs: &[(i64, i64)],
         filter: &TypeFilter,
     ) -> StoreResult<Vec<DirectedRow>>;
-    /// Locks the counters (creating missing ones at 0) and returns them.
+    /// Locks the counters in the order given (creating missing ones at 0)
+    /// and returns them.
     async fn lock_counts(
         &mut self,
         portal: i64,
@@ -219,13 +220,15 @@ fn require_locked(
     Err(StoreError::Relock)
 }
 
-/// Locks `keys` (sorted, the global order) and returns their values.
+/// Locks `keys` in the global lock order (`CountKey::lock_order`) and
+/// returns their values.
 async fn lock_sorted(
     steps: &mut dyn WriteSteps,
     portal: i64,
     keys: &BTreeSet<CountKey>,
 ) -> StoreResult<HashMap<CountKey, i64>> {
-    let keys: Vec<CountKey> = keys.iter().copied().collect();
+    let mut keys: Vec<CountKey> = keys.iter().copied().collect();
+    keys.sort_by_cached_key(CountKey::lock_order);
     steps.lock_counts(portal, &keys).await
 }
 

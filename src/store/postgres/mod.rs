@@ -263,6 +263,12 @@ const PRUNE_BATCH: &str = "WITH gone AS (
 /// Changes removed per retention statement.
 const PRUNE_BATCH_ROWS: i64 = 5_000;
 
+/// The order the write functions and the label delete lock counters in, as
+/// SQL (for the test that holds it equal to `CountKey::lock_order`).
+pub fn counter_lock_order() -> &'static str {
+    COUNTER_ORDER
+}
+
 /// The retention statements (for the plan test): the probe, then a batch.
 pub fn prune_statements() -> [&'static str; 2] {
     [CHANGE_TIME, PRUNE_BATCH]

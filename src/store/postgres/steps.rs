@@ -223,13 +223,15 @@ impl WriteSteps for PgTx<'_> {
         keys: &[CountKey],
     ) -> StoreResult<HashMap<CountKey, i64>> {
         let c = count_columns(keys.iter());
-        // Rows are locked in the global counter order; the no-op update takes
-        // the row lock and returns the committed value.
+        // Rows are locked in the order given (the flows give the global lock
+        // order, `CountKey::lock_order`); the no-op update takes the row lock
+        // and returns the committed value.
         let rows = sqlx::query(
             "INSERT INTO association_counts (portal_id, object_type, object_id, category, type_id, count)
              SELECT $1, k.t, k.i, k.c, k.ty, 0
-             FROM unnest($2::text[], $3::bigint[], $4::smallint[], $5::int[]) AS k(t, i, c, ty)
-             ORDER BY k.t COLLATE \"C\", k.i, k.c, k.ty
+             FROM unnest($2::text[], $3::bigint[], $4::smallint[], $5::int[])
+                  WITH ORDINALITY AS k(t, i, c, ty, n)
+             ORDER BY k.n
              ON CONFLICT (portal_id, object_type, object_id, category, type_id)
              DO UPDATE SET count = association_counts.count
              RETURNING object_type, object_id, category, type_id, count",
