@@ -24,7 +24,7 @@ use crate::domain::plan::{
 };
 use crate::domain::{DomainError, ObjectType, PairCatalog, TypeDef, TypeKey, TypeRole};
 
-/// The steps whose SQL is one text for both backends: `shared.rs`
+/// The steps whose SQL is one text for both backends: `shared/`
 /// implements them once, for either driver's transaction.
 #[async_trait]
 pub(crate) trait CommonSteps: Send {
