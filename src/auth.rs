@@ -514,6 +514,15 @@ fn decode_hash(hex: &str) -> Option<[u8; 32]> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn jwts_tolerate_thirty_seconds_of_skew_unless_told_otherwise() {
+        let parse = |text: &str| serde_json::from_str::<JwtSettings>(text).unwrap();
+        let base = r#""issuer": "https://idp", "audience": "association-service""#;
+        assert_eq!(parse(&format!("{{{base}}}")).leeway_seconds, 30);
+        let told = parse(&format!(r#"{{{base}, "leeway_seconds": 0}}"#));
+        assert_eq!(told.leeway_seconds, 0);
+    }
+
     fn token(name: &str, text: &str, portals: &[i64], roles: &[&str]) -> TokenConfig {
         TokenConfig {
             name: name.into(),
