@@ -16,51 +16,12 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::keys::TOKEN_FIELDS;
+use crate::config::{AuthSettings, ConfigError};
+pub use crate::config::{JwtSettings, TokenConfig};
 use crate::domain::access::{PortalScope, Principal, Role};
 use crate::domain::admin::ANONYMOUS;
 use crate::domain::DomainError;
 use crate::reload::{Loader, Reloading};
-
-/// One static token (TOML `[[auth.tokens]]`).
-#[derive(Clone, Debug, Deserialize)]
-pub struct TokenConfig {
-    /// Who the token is: the audit trail and plugins see this name.
-    pub name: String,
-    /// The SHA-256 of the token's text, as 64 hexadecimal digits.
-    pub sha256: String,
-    /// The portals it reaches (empty with `all_portals`).
-    #[serde(default)]
-    pub portals: Vec<i64>,
-    /// Every portal.
-    #[serde(default)]
-    pub all_portals: bool,
-    /// Any of `read`, `write`, `admin`.
-    pub roles: Vec<String>,
-}
-
-/// JWTs accepted as bearer tokens (TOML `[auth.jwt]`). A token's claims:
-/// `sub` (its name is `jwt:` and the subject), `portals` (ids) or `all_portals: true`, `roles`, and the
-/// registered `iss`, `aud` and `exp`.
-#[derive(Clone, Debug, Deserialize)]
-pub struct JwtSettings {
-    /// The `iss` every token must carry.
-    pub issuer: String,
-    /// The `aud` every token must carry (one of its audiences).
-    pub audience: String,
-    /// Public keys for RS256 and ES256: a JWKS document, or PEM public keys.
-    #[serde(default)]
-    pub keys_file: Option<PathBuf>,
-    /// The HS256 shared secret (the file's text, at least 32 bytes).
-    #[serde(default)]
-    pub secret_file: Option<PathBuf>,
-    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
-    #[serde(default = "default_leeway")]
-    pub leeway_seconds: u64,
-}
-
-fn default_leeway() -> u64 {
-    30
-}
 
 /// Where the credentials come from (the `[auth]` table).
 #[derive(Clone, Debug, Default)]
@@ -102,6 +63,17 @@ struct Credentials {
 }
 
 impl Authenticator {
+    /// Who may call, as the `[auth]` settings say, checked.
+    pub fn from_settings(settings: &AuthSettings) -> Result<Authenticator, ConfigError> {
+        Authenticator::from_sources(&CredentialSources {
+            tokens: settings.tokens.clone(),
+            tokens_file: settings.tokens_file.clone(),
+            jwt: settings.jwt.clone(),
+            reload_interval: settings.reload_interval(),
+        })
+        .map_err(ConfigError::Invalid)
+    }
+
     /// Open when no credential source is configured; otherwise the sources,
     /// read and checked (an error says which and why).
     pub fn from_sources(sources: &CredentialSources) -> Result<Authenticator, String> {
@@ -513,15 +485,6 @@ fn decode_hash(hex: &str) -> Option<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn jwts_tolerate_thirty_seconds_of_skew_unless_told_otherwise() {
-        let parse = |text: &str| serde_json::from_str::<JwtSettings>(text).unwrap();
-        let base = r#""issuer": "https://idp", "audience": "association-service""#;
-        assert_eq!(parse(&format!("{{{base}}}")).leeway_seconds, 30);
-        let told = parse(&format!(r#"{{{base}, "leeway_seconds": 0}}"#));
-        assert_eq!(told.leeway_seconds, 0);
-    }
 
     fn token(name: &str, text: &str, portals: &[i64], roles: &[&str]) -> TokenConfig {
         TokenConfig {

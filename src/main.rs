@@ -221,7 +221,12 @@ fn exit_code(err: &Failure) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::load(cli.config.as_deref()) {
+    // The settings, and the credentials they name read and checked, before
+    // any command runs: a bad tokens or key file stops every command alike.
+    let settings = match Settings::load(cli.config.as_deref()).and_then(|settings| {
+        association_service::auth::Authenticator::from_settings(&settings.auth)?;
+        Ok(settings)
+    }) {
         Ok(settings) => settings,
         Err(err) => {
             eprintln!("association-service: {err}");

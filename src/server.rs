@@ -67,9 +67,9 @@ impl ServerError {
 
 /// The admin hooks: the built-in audit plugin and the configured remote ones.
 pub fn hooks(settings: &Settings, store: Arc<dyn store::Store>) -> Result<Arc<Hooks>, ServerError> {
-    let mut hooks = Hooks::new(store, settings.hooks.pacing());
+    let mut hooks = Hooks::new(store, crate::hooks::Pacing::from_settings(&settings.hooks));
     for plugin in &settings.hooks.plugins {
-        let plugin_settings = plugin.settings()?;
+        let plugin_settings = crate::hooks::PluginSettings::from_config(plugin)?;
         let remote = RemotePlugin::new(&plugin.endpoint, plugin_settings.timeout)
             .map_err(ServerError::Plugin)?;
         hooks.register(plugin_settings, Arc::new(remote), false);
@@ -171,7 +171,7 @@ pub async fn serve(
             source,
         })?;
     // Refusals of the configuration come before the store is touched.
-    let authenticator = Arc::new(settings.auth.authenticator()?);
+    let authenticator = Arc::new(crate::auth::Authenticator::from_settings(&settings.auth)?);
     crate::telemetry::metrics::metrics().preregister(
         crate::grpc::metrics::served_methods()
             .keys()

@@ -614,7 +614,9 @@ async fn tokens_come_from_a_mounted_file_too() {
             std::fs::write(&broken, content).unwrap();
         }
         settings.auth.tokens_file = Some(broken.clone());
-        let err = settings.auth.authenticator().unwrap_err().to_string();
+        let err = association_service::auth::Authenticator::from_settings(&settings.auth)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(&broken.display().to_string()), "{what}: {err}");
     }
 }

@@ -42,6 +42,27 @@ fn refused(env: &[(&str, &str)], config: Option<&str>, message: &str) {
     assert_eq!(code, Some(2), "{stderr}");
 }
 
+/// Credentials the settings name are read and checked before any command
+/// runs (here `migrate`, which needs none of them): a tokens file that is
+/// not there, or a token whose hash is not one, stops it with exit 2.
+#[test]
+fn named_credentials_are_checked_before_any_command() {
+    refused(
+        &[("ASSOC__AUTH__TOKENS_FILE", "/nonexistent/tokens.toml")],
+        None,
+        "/nonexistent/tokens.toml: No such file or directory (os error 2)",
+    );
+    let (code, stderr) = run(
+        &[],
+        Some("[[auth.tokens]]\nname = \"a\"\nsha256 = \"00\"\nroles = [\"read\"]\n"),
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("association-service: invalid configuration: auth.tokens 'a': "),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_misspelt_variable_is_named_with_the_nearest_one() {
     refused(

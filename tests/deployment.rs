@@ -66,7 +66,7 @@ fn the_chart_lints_renders_and_validates_on_default_and_production_values() {
         let mounted = format!("{}/", mounts.display());
         std::fs::write(&local, text.replace("/etc/association-service/", &mounted)).unwrap();
         let settings = Settings::load(Some(&local)).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let authenticator = settings.auth.authenticator();
+        let authenticator = association_service::auth::Authenticator::from_settings(&settings.auth);
         assert!(
             authenticator.as_ref().is_ok_and(|a| !a.is_open()),
             "{name}: authentication is on: {:?}",

@@ -124,7 +124,7 @@ fn jwt_authenticator() -> Authenticator {
     let mut settings = Settings::load(None).unwrap();
     common::accept_jwt(&mut settings);
     common::grant(&mut settings, &["sync"], &[7]);
-    settings.auth.authenticator().unwrap()
+    association_service::auth::Authenticator::from_settings(&settings.auth).unwrap()
 }
 
 fn refusal(auth: &Authenticator, token: &str) -> String {

@@ -278,7 +278,8 @@ fn credentials() -> &'static (Authenticator, [String; 2]) {
             all_portals: false,
             roles: vec!["read".into()],
         });
-        let auth: Authenticator = settings.auth.authenticator().unwrap();
+        let auth: Authenticator =
+            association_service::auth::Authenticator::from_settings(&settings.auth).unwrap();
         let jwt = common::jwt(&common::jwt_claims("svc-jwt", &[7], &["read"]));
         let valid = [
             format!("Bearer {jwt}"),

@@ -42,16 +42,6 @@ const DRIVER: &[&str] = &["store"];
 /// Known breaks, each (module, what it names, why it is still there).
 const DEBTS: &[(&str, &str, &str)] = &[
     (
-        "config",
-        "auth",
-        "Settings builds the Authenticator (config is not yet plain data)",
-    ),
-    (
-        "config",
-        "hooks",
-        "Settings builds the plugins' PluginSettings",
-    ),
-    (
         "telemetry",
         "tonic",
         "the gRPC call meter takes tonic's status code",

@@ -5,11 +5,10 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::auth::{Authenticator, CredentialSources, JwtSettings, TokenConfig};
+use std::path::PathBuf;
+
 use crate::domain::admin::AdminEvent;
 use crate::domain::ErrorKind;
-use crate::hooks::audit::AUDIT_PLUGIN;
-use crate::hooks::{FailurePolicy, Pacing, PluginSettings};
 use crate::listen::TlsSettings;
 
 pub mod keys;
@@ -75,18 +74,62 @@ impl AuthSettings {
     pub fn reload_interval(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.reload_interval_ms)
     }
-
-    /// Who may call, checked.
-    pub fn authenticator(&self) -> Result<Authenticator, ConfigError> {
-        Authenticator::from_sources(&CredentialSources {
-            tokens: self.tokens.clone(),
-            tokens_file: self.tokens_file.clone(),
-            jwt: self.jwt.clone(),
-            reload_interval: std::time::Duration::from_millis(self.reload_interval_ms),
-        })
-        .map_err(ConfigError::Invalid)
-    }
 }
+
+/// One static token (TOML `[[auth.tokens]]`).
+#[derive(Clone, Debug, Deserialize)]
+pub struct TokenConfig {
+    /// Who the token is: the audit trail and plugins see this name.
+    pub name: String,
+    /// The SHA-256 of the token's text, as 64 hexadecimal digits.
+    pub sha256: String,
+    /// The portals it reaches (empty with `all_portals`).
+    #[serde(default)]
+    pub portals: Vec<i64>,
+    /// Every portal.
+    #[serde(default)]
+    pub all_portals: bool,
+    /// Any of `read`, `write`, `admin`.
+    pub roles: Vec<String>,
+}
+
+/// JWTs accepted as bearer tokens (TOML `[auth.jwt]`). A token's claims:
+/// `sub` (its name is `jwt:` and the subject), `portals` (ids) or `all_portals: true`, `roles`, and the
+/// registered `iss`, `aud` and `exp`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct JwtSettings {
+    /// The `iss` every token must carry.
+    pub issuer: String,
+    /// The `aud` every token must carry (one of its audiences).
+    pub audience: String,
+    /// Public keys for RS256 and ES256: a JWKS document, or PEM public keys.
+    #[serde(default)]
+    pub keys_file: Option<PathBuf>,
+    /// The HS256 shared secret (the file's text, at least 32 bytes).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+
+/// What happens to a change when a plugin fails or does not answer in time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailurePolicy {
+    /// Refuse the change.
+    #[default]
+    Closed,
+    /// Let the change pass.
+    Open,
+}
+
+/// The built-in audit plugin's name, which no configured plugin may take.
+pub const AUDIT_PLUGIN: &str = "audit";
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct HookSettings {
@@ -124,8 +167,9 @@ fn default_plugin_timeout_ms() -> u64 {
 }
 
 impl PluginConfig {
-    /// The plugin's call settings, or why the entry is invalid.
-    pub fn settings(&self) -> Result<PluginSettings, ConfigError> {
+    /// The events the plugin receives, once its entry is checked (or why
+    /// it is invalid).
+    pub fn checked_events(&self) -> Result<Vec<AdminEvent>, ConfigError> {
         let invalid =
             |m: String| ConfigError::Invalid(format!("hooks.plugins '{}': {m}", self.name));
         let events = self
@@ -149,12 +193,7 @@ impl PluginConfig {
                 "endpoint must start with http:// or https://".into(),
             ));
         }
-        Ok(PluginSettings {
-            name: self.name.clone(),
-            events,
-            timeout: std::time::Duration::from_millis(self.timeout_ms),
-            failure_policy: self.failure_policy,
-        })
+        Ok(events)
     }
 }
 
@@ -431,7 +470,7 @@ impl Settings {
         }
         let mut names = std::collections::HashSet::new();
         for plugin in &self.hooks.plugins {
-            plugin.settings()?;
+            plugin.checked_events()?;
             if plugin.name.trim().is_empty() || plugin.name == AUDIT_PLUGIN {
                 return invalid(&format!(
                     "hooks.plugins names must be non-empty and not '{AUDIT_PLUGIN}' (the built-in audit plugin)"
@@ -444,22 +483,10 @@ impl Settings {
                 ));
             }
         }
-        self.auth.authenticator()?;
         if self.store.retry_initial_ms > self.store.retry_budget_ms {
             return invalid("store.retry_initial_ms must be at most store.retry_budget_ms");
         }
         Ok(())
-    }
-}
-
-impl HookSettings {
-    /// Delivery pacing of the dispatchers.
-    pub fn pacing(&self) -> Pacing {
-        Pacing {
-            first_retry: std::time::Duration::from_millis(self.retry_initial_ms),
-            max_retry: std::time::Duration::from_millis(self.retry_max_ms),
-            poll: std::time::Duration::from_millis(self.poll_interval_ms),
-        }
     }
 }
 
@@ -659,6 +686,15 @@ pub fn redacted_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jwts_tolerate_thirty_seconds_of_skew_unless_told_otherwise() {
+        let parse = |text: &str| serde_json::from_str::<JwtSettings>(text).unwrap();
+        let base = r#""issuer": "https://idp", "audience": "association-service""#;
+        assert_eq!(parse(&format!("{{{base}}}")).leeway_seconds, 30);
+        let told = parse(&format!(r#"{{{base}, "leeway_seconds": 0}}"#));
+        assert_eq!(told.leeway_seconds, 0);
+    }
 
     #[test]
     fn passwords_are_hidden_in_logged_urls() {

@@ -11,7 +11,7 @@ use crate::domain::admin::AdminChange;
 use crate::store::Store;
 
 /// The audit plugin's name (reserved).
-pub const AUDIT_PLUGIN: &str = "audit";
+pub use crate::config::AUDIT_PLUGIN;
 
 pub(super) fn settings() -> PluginSettings {
     PluginSettings {

@@ -14,6 +14,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{Mutex, Notify};
 
+pub use crate::config::FailurePolicy;
+use crate::config::{ConfigError, HookSettings, PluginConfig};
 use crate::domain::admin::{idempotency_key, AdminChange, AdminEvent};
 use crate::domain::DomainError;
 use crate::domain::ErrorKind;
@@ -84,17 +86,6 @@ pub trait AdminPlugin: Send + Sync {
     ) -> Result<(), HookError>;
 }
 
-/// What happens to a change when a plugin fails or does not answer in time.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FailurePolicy {
-    /// Refuse the change.
-    #[default]
-    Closed,
-    /// Let the change pass.
-    Open,
-}
-
 /// How one plugin is called.
 #[derive(Clone, Debug)]
 pub struct PluginSettings {
@@ -107,6 +98,16 @@ pub struct PluginSettings {
 }
 
 impl PluginSettings {
+    /// How a configured plugin is called, or why its entry is invalid.
+    pub fn from_config(config: &PluginConfig) -> Result<PluginSettings, ConfigError> {
+        Ok(PluginSettings {
+            name: config.name.clone(),
+            events: config.checked_events()?,
+            timeout: Duration::from_millis(config.timeout_ms),
+            failure_policy: config.failure_policy,
+        })
+    }
+
     fn wants(&self, event: AdminEvent) -> bool {
         self.events.is_empty() || self.events.contains(&event)
     }
@@ -118,6 +119,17 @@ pub struct Pacing {
     pub first_retry: Duration,
     pub max_retry: Duration,
     pub poll: Duration,
+}
+
+impl Pacing {
+    /// Delivery pacing of the dispatchers, as `[hooks]` sets it.
+    pub fn from_settings(settings: &HookSettings) -> Pacing {
+        Pacing {
+            first_retry: Duration::from_millis(settings.retry_initial_ms),
+            max_retry: Duration::from_millis(settings.retry_max_ms),
+            poll: Duration::from_millis(settings.poll_interval_ms),
+        }
+    }
 }
 
 impl Default for Pacing {
