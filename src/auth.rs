@@ -497,6 +497,18 @@ mod tests {
     }
 
     #[test]
+    fn an_authenticator_shows_its_mode_and_never_its_credentials() {
+        let open = Authenticator::from_config(&[]).unwrap();
+        assert_eq!(format!("{open:?}"), "Authenticator::Open");
+        let sync = token("sync", "s3cret-token", &[7], &["read"]);
+        let hash = sync.sha256.clone();
+        let auth = Authenticator::from_config(&[sync]).unwrap();
+        let shown = format!("{auth:?}");
+        assert_eq!(shown, "Authenticator::Credentials");
+        assert!(!shown.contains(&hash) && !shown.contains("sync"));
+    }
+
+    #[test]
     fn a_known_token_proves_its_principal() {
         let auth =
             Authenticator::from_config(&[token("sync", "s3cret-token", &[7], &["read"])]).unwrap();
