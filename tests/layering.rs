@@ -51,16 +51,6 @@ const DEBTS: &[(&str, &str, &str)] = &[
         "axum",
         "trace context is carried in and out as HTTP headers",
     ),
-    (
-        "status_table",
-        "tonic",
-        "the one table maps each error to a gRPC status",
-    ),
-    (
-        "status_table",
-        "sqlx",
-        "the table reads the driver's error to tell unavailable from internal",
-    ),
 ];
 
 /// Every Rust file of a top-level module, with its text.

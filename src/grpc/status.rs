@@ -8,14 +8,19 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::domain::{one_line, DomainError, ErrorKind, MESSAGE_MOST};
 use crate::service::ServiceError;
-use crate::status_table::{status_for, store_status};
+use crate::status_table::{status_for, store_status, GrpcCode};
 
 /// The ErrorInfo domain of every error this service returns.
 pub const ERROR_DOMAIN: &str = "associations.v1";
 
 /// The gRPC code of each kind of domain error (from the shared table).
 pub fn code_for(kind: ErrorKind) -> Code {
-    status_for(kind).grpc
+    transport_code(status_for(kind).grpc)
+}
+
+/// The table's gRPC code as tonic's (the same number).
+fn transport_code(code: GrpcCode) -> Code {
+    Code::from_i32(code as i32)
 }
 
 /// The ErrorInfo metadata of a domain error: its context and category.
@@ -71,8 +76,34 @@ impl From<ServiceError> for Status {
                     ("correlationId".to_string(), correlation_id),
                 ]);
                 let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
-                Status::with_error_details(status.grpc, message, details)
+                Status::with_error_details(transport_code(status.grpc), message, details)
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod transport_codes {
+    use super::*;
+
+    #[test]
+    fn the_tables_codes_are_grpcs_own() {
+        let pairs = [
+            (GrpcCode::InvalidArgument, Code::InvalidArgument),
+            (GrpcCode::NotFound, Code::NotFound),
+            (GrpcCode::AlreadyExists, Code::AlreadyExists),
+            (GrpcCode::PermissionDenied, Code::PermissionDenied),
+            (GrpcCode::ResourceExhausted, Code::ResourceExhausted),
+            (GrpcCode::FailedPrecondition, Code::FailedPrecondition),
+            (GrpcCode::Aborted, Code::Aborted),
+            (GrpcCode::OutOfRange, Code::OutOfRange),
+            (GrpcCode::Unimplemented, Code::Unimplemented),
+            (GrpcCode::Internal, Code::Internal),
+            (GrpcCode::Unavailable, Code::Unavailable),
+            (GrpcCode::Unauthenticated, Code::Unauthenticated),
+        ];
+        for (ours, tonics) in pairs {
+            assert_eq!(transport_code(ours), tonics, "{ours:?}");
         }
     }
 }

@@ -285,6 +285,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_connection_and_pool_failures_are_unavailable() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let kind = |err: StoreError| err.kind();
+        assert_eq!(
+            kind(StoreError::Database(sqlx::Error::PoolTimedOut)),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            kind(StoreError::Database(sqlx::Error::Io(io))),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            kind(StoreError::Unreachable("pool timed out".into())),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            kind(StoreError::Corrupt("bad row".into())),
+            ErrorKind::Internal
+        );
+        let protocol = sqlx::Error::Protocol("unexpected".into());
+        assert_eq!(kind(StoreError::Database(protocol)), ErrorKind::Internal);
+        assert_eq!(
+            kind(StoreError::Database(sqlx::Error::RowNotFound)),
+            ErrorKind::Internal
+        );
+        let exhausted = StoreError::RetriesExhausted {
+            attempts: 3,
+            elapsed_ms: 10,
+            last: "deadlock".into(),
+        };
+        assert_eq!(kind(exhausted), ErrorKind::Aborted);
+    }
+
+    #[test]
     fn only_connection_resource_and_shutdown_codes_mean_unavailable() {
         for code in ["08006", "08001", "53300", "57P01", "57P03", "5", "517"] {
             assert!(unavailable_code(code), "{code}");
