@@ -40,18 +40,7 @@ const WIRE_CRATES: &[&str] = &["tonic", "axum", "http", "hyper", "tower_http"];
 const DRIVER: &[&str] = &["store"];
 
 /// Known breaks, each (module, what it names, why it is still there).
-const DEBTS: &[(&str, &str, &str)] = &[
-    (
-        "telemetry",
-        "tonic",
-        "the gRPC call meter takes tonic's status code",
-    ),
-    (
-        "telemetry",
-        "axum",
-        "trace context is carried in and out as HTTP headers",
-    ),
-];
+const DEBTS: &[(&str, &str, &str)] = &[];
 
 /// Every Rust file of a top-level module, with its text.
 fn sources() -> BTreeMap<String, Vec<(String, String)>> {

@@ -13,6 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use opentelemetry_http::HeaderExtractor;
 
 use crate::health::Health;
 use crate::service::AssociationService;
@@ -97,7 +98,7 @@ pub async fn observe_call(request: Request, next: Next) -> Response {
         trace_id = tracing::field::Empty,
         correlation_id = %correlation_id,
     );
-    telemetry::adopt(&span, request.headers());
+    telemetry::adopt(&span, &HeaderExtractor(request.headers()));
     let response = CORRELATION_ID
         .scope(correlation_id, next.run(request).instrument(span.clone()))
         .await;

@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use opentelemetry_http::HeaderExtractor;
 use prost::Message;
 use tonic::body::Body;
 use tonic::codegen::http;
@@ -64,7 +65,7 @@ where
             portal = tracing::field::Empty,
             trace_id = tracing::field::Empty,
         );
-        crate::telemetry::adopt(&span, request.headers());
+        crate::telemetry::adopt(&span, &HeaderExtractor(request.headers()));
         let answer = span
             .in_scope(|| self.inner.call(request))
             .instrument(span.clone());
@@ -180,6 +181,7 @@ impl Drop for MeteredBody {
     fn drop(&mut self) {
         let code = self.code.unwrap_or(Code::Cancelled);
         self.span.record("rpc.grpc.status_code", code as i64);
-        metrics().grpc_call(&self.method, code, self.started.elapsed());
+        let name = format!("{code:?}");
+        metrics().grpc_call(&self.method, &name, self.started.elapsed());
     }
 }

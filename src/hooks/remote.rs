@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use opentelemetry_http::HeaderInjector;
 use tonic::transport::{Channel, Endpoint};
 
 use super::{AdminPlugin, HookError, Verdict};
@@ -35,7 +36,7 @@ impl RemotePlugin {
         request.set_timeout(self.timeout);
         // The plugin's spans join the trace of the call that asks it.
         let mut headers = std::mem::take(request.metadata_mut()).into_headers();
-        crate::telemetry::inject_current(&mut headers);
+        crate::telemetry::inject_current(&mut HeaderInjector(&mut headers));
         *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(headers);
         request
     }

@@ -5,7 +5,6 @@
 //! into (`metrics`).
 use std::io::IsTerminal;
 
-use axum::http::HeaderMap;
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::{TraceContextExt, TraceId, TracerProvider};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -83,12 +82,12 @@ fn tracer_provider(endpoint: &str, service_name: &str) -> Result<SdkTracerProvid
         .build())
 }
 
-/// Makes `span` a child of the W3C trace context in `headers` (if any) and
+/// Makes `span` a child of the W3C trace context in `carrier` (a call's
+/// headers, if they hold one) and
 /// records its trace id, which every log line inside it then shows (with
 /// traces off: the caller's trace id, if it sent one).
-pub fn adopt(span: &tracing::Span, headers: &HeaderMap) {
-    let parent =
-        opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
+pub fn adopt(span: &tracing::Span, carrier: &dyn Extractor) {
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(carrier));
     let callers = parent.span().span_context().trace_id();
     let _ = span.set_parent(parent);
     let trace_id = match span.context().span().span_context().trace_id() {
@@ -100,43 +99,17 @@ pub fn adopt(span: &tracing::Span, headers: &HeaderMap) {
     }
 }
 
-/// Writes the current span's trace context into outgoing `headers` (a
-/// plugin call), so the callee's spans join the caller's trace.
-pub fn inject_current(headers: &mut HeaderMap) {
+/// Writes the current span's trace context into an outgoing call's
+/// `carrier` (a plugin call's headers), so the callee's spans join the
+/// caller's trace.
+pub fn inject_current(carrier: &mut dyn Injector) {
     let context = tracing::Span::current().context();
-    opentelemetry::global::get_text_map_propagator(|p| {
-        p.inject_context(&context, &mut HeaderInjector(headers))
-    });
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, carrier));
 }
 
 /// Records the portal a call acts on in the current request span.
 pub fn record_portal(portal: i64) {
     tracing::Span::current().record("portal", portal);
-}
-
-struct HeaderExtractor<'a>(&'a HeaderMap);
-
-impl Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|k| k.as_str()).collect()
-    }
-}
-
-struct HeaderInjector<'a>(&'a mut HeaderMap);
-
-impl Injector for HeaderInjector<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (
-            axum::http::HeaderName::from_bytes(key.as_bytes()),
-            axum::http::HeaderValue::from_str(&value),
-        ) {
-            self.0.insert(name, value);
-        }
-    }
 }
 
 /// Counts a call refused to protect other callers (a guard's, a timeout's or
