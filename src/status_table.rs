@@ -1,8 +1,10 @@
-//! The one table from error kinds to answers: the gRPC code, the HTTP
-//! status and HubSpot's error category of each kind, and the subCategory and
-//! message of failures that are not the caller's. Every error type reports
+//! The one table from errors to answers: the gRPC code, the HTTP status and
+//! HubSpot's error category of each kind, HubSpot's subCategory and context
+//! fields of each refusal (the domain names what went wrong, this table how
+//! HubSpot says it), and the subCategory and message of failures that are
+//! not the caller's. Every error type reports
 //! its kind; both front ends answer through this table.
-use crate::domain::ErrorKind;
+use crate::domain::{DomainError, ErrorKind, LimitSource};
 use crate::store::StoreError;
 
 /// The gRPC status codes the table answers with, numbered as gRPC numbers
@@ -85,6 +87,123 @@ pub fn store_status(err: &StoreError) -> (StatusPair, &'static str, &'static str
     let kind = err.kind();
     let (sub_category, message) = store_failure_text(kind);
     (status_for(kind), sub_category, message)
+}
+
+/// HubSpot's subCategory (`crm.associations.…`) of a refusal.
+pub fn sub_category(err: &DomainError) -> &'static str {
+    match err {
+        DomainError::UnknownObjectType(_) => "crm.associations.INVALID_OBJECT_TYPE",
+        DomainError::InvalidId { .. } => "crm.associations.INVALID_OBJECT_ID",
+        DomainError::InvalidPortal(_) => "crm.associations.INVALID_PORTAL_ID",
+        DomainError::UnknownAssociationType { .. } => "crm.associations.INVALID_ASSOCIATION_TYPE",
+        DomainError::LimitExceeded(v) => match v.source {
+            LimitSource::Platform => "crm.associations.ASSOCIATION_LIMIT_EXCEEDED",
+            LimitSource::User => "crm.associations.ASSOCIATION_USER_CONFIG_LIMIT_EXCEEDED",
+        },
+        DomainError::MergeLimitExceeded { .. } => {
+            "crm.associations.MERGE_ASSOCIATION_LIMIT_EXCEEDED"
+        }
+        DomainError::InvalidLimit(_) => "crm.associations.INVALID_LIMIT",
+        DomainError::LimitAlreadySet(_) => "crm.associations.LIMIT_ALREADY_CONFIGURED",
+        DomainError::LimitNotSet(_) => "crm.associations.LIMIT_NOT_CONFIGURED",
+        DomainError::LabelNotFound { .. } => "crm.associations.LABEL_NOT_FOUND",
+        DomainError::LabelExists(_) => "crm.associations.LABEL_ALREADY_EXISTS",
+        DomainError::ObjectNameTaken { .. } => "crm.associations.OBJECT_NAME_ALREADY_EXISTS",
+        DomainError::LabelQuotaReached { .. } => "crm.associations.LABEL_LIMIT_REACHED",
+        DomainError::InvalidCursor => "crm.associations.INVALID_CURSOR",
+        DomainError::CursorExpired(_) => "crm.associations.CURSOR_EXPIRED",
+        DomainError::TooManyStreams { .. } | DomainError::TooManyStreamsForCaller { .. } => {
+            "crm.associations.TOO_MANY_STREAMS"
+        }
+        DomainError::RateLimited { .. } | DomainError::DailyLimited { .. } => {
+            "crm.associations.RATE_LIMITED"
+        }
+        DomainError::Overloaded => "crm.associations.OVERLOADED",
+        DomainError::TooManyCalls { .. } => "crm.associations.TOO_MANY_CALLS",
+        DomainError::StreamStalled { .. } => "crm.associations.STREAM_STALLED",
+        DomainError::RequestTooSlow { .. } => "crm.associations.REQUEST_TIMEOUT",
+        DomainError::CallTooSlow { .. } => "crm.associations.CALL_TIMEOUT",
+        DomainError::ShuttingDown => "crm.associations.SHUTTING_DOWN",
+        DomainError::NoAssociations { .. } => "crm.associations.NO_ASSOCIATIONS_FOUND",
+        DomainError::ObjectNotFound { .. } => "crm.objects.OBJECT_NOT_FOUND",
+        DomainError::ChangeDenied { .. } => "crm.associations.CHANGE_DENIED_BY_PLUGIN",
+        DomainError::Unauthenticated(_) => "crm.associations.INVALID_AUTHENTICATION",
+        DomainError::PermissionDenied(_) => "crm.associations.MISSING_SCOPES",
+        DomainError::PluginUnavailable { .. } => "crm.associations.PLUGIN_UNAVAILABLE",
+        DomainError::SelfAssociation { .. } => "crm.associations.SELF_ASSOCIATION",
+        DomainError::UnknownTypeName { .. } | DomainError::InvalidArgument(_) => {
+            "crm.associations.INVALID_INPUT"
+        }
+        DomainError::Internal(_) => "crm.associations.INTERNAL_ERROR",
+    }
+}
+
+/// HubSpot's context fields of a refusal, in the order HubSpot writes
+/// them.
+pub fn error_context(err: &DomainError) -> Vec<(&'static str, String)> {
+    match err {
+        DomainError::LimitExceeded(v) => {
+            let spec = format!(
+                "associationCategory {}, associationTypeId {}",
+                v.key.category, v.key.type_id
+            );
+            vec![
+                ("associationSpec", spec),
+                (
+                    "associationTypeIdThatExceededLimit",
+                    v.key.type_id.to_string(),
+                ),
+                ("portalId", v.portal_id.to_string()),
+                ("limit", v.limit.to_string()),
+                ("fromObjectId", v.from_object_id.to_string()),
+                (
+                    "associationCategoryThatExceededLimit",
+                    v.key.category.to_string(),
+                ),
+            ]
+        }
+        DomainError::UnknownAssociationType { key, from, to } => vec![
+            ("associationCategory", key.category.to_string()),
+            ("associationTypeId", key.type_id.to_string()),
+            ("fromObjectType", from.to_string()),
+            ("toObjectType", to.to_string()),
+        ],
+        DomainError::UnknownObjectType(t) => vec![("objectType", t.clone())],
+        DomainError::ObjectNameTaken { name, object_type } => vec![
+            ("name", name.clone()),
+            ("objectType", object_type.to_string()),
+        ],
+        DomainError::NoAssociations { from, from_id, to } => vec![
+            ("fromObjectId", from_id.to_string()),
+            ("fromObjectType", from.singular_name()),
+            ("toObjectType", to.singular_name()),
+        ],
+        DomainError::ObjectNotFound { object_type, id } => vec![
+            ("objectType", object_type.to_string()),
+            ("objectId", id.to_string()),
+        ],
+        DomainError::InvalidId { field, value } => vec![(field, value.to_string())],
+        DomainError::SelfAssociation { object_type, id } => vec![
+            ("objectType", object_type.to_string()),
+            ("objectId", id.to_string()),
+        ],
+        DomainError::ChangeDenied { plugin, .. }
+        | DomainError::PluginUnavailable { plugin, .. } => vec![("plugin", plugin.clone())],
+        DomainError::RateLimited {
+            portal,
+            retry_after_ms,
+            ..
+        }
+        | DomainError::DailyLimited {
+            portal,
+            retry_after_ms,
+            ..
+        } => vec![
+            ("portalId", portal.to_string()),
+            ("retryAfterMs", retry_after_ms.to_string()),
+        ],
+        _ => vec![],
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use association_service::domain::{Category, DomainError, LimitSource, TypeKey};
 use association_service::service::{
     AssociationInput, AssociationService, BatchOutcome, HeldAssociation, PortalPair, ServiceError,
 };
+use association_service::status_table::{error_context, sub_category};
 use common::{hs, input, pair, types};
 
 /// Each test gets its own store; this is the portal most of them use.
@@ -394,7 +395,7 @@ mod suite {
         let failed: Vec<(usize, &str)> = outcome
             .errors
             .iter()
-            .map(|(i, e)| (*i, e.sub_category()))
+            .map(|(i, e)| (*i, sub_category(e)))
             .collect();
         assert_eq!(
             failed,
@@ -411,7 +412,7 @@ mod suite {
             err.to_string(),
             format!("Exceeded association limit of 2 for portalId {PORTAL}, fromObjectId 5, associationCategory HUBSPOT_DEFINED, associationTypeId 4")
         );
-        let context: Vec<(&str, String)> = err.context();
+        let context: Vec<(&str, String)> = error_context(err);
         assert!(context.contains(&(
             "associationSpec",
             "associationCategory HUBSPOT_DEFINED, associationTypeId 4".into()
@@ -436,7 +437,7 @@ mod suite {
         for (_, err) in &outcome.errors {
             assert_eq!(limit_violation(err), (LimitSource::Platform, CEILING, 1, 3));
             assert_eq!(
-                err.sub_category(),
+                sub_category(err),
                 "crm.associations.ASSOCIATION_LIMIT_EXCEEDED"
             );
         }
@@ -997,7 +998,7 @@ mod suite {
             )
             .await;
         assert_eq!(
-            wrong_direction.errors[0].1.sub_category(),
+            sub_category(&wrong_direction.errors[0].1),
             "crm.associations.INVALID_ASSOCIATION_TYPE"
         );
         assert!(fx.read(PORTAL, "contacts", 1, "companies").await.is_empty());

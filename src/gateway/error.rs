@@ -11,7 +11,7 @@ use crate::domain::error::{LimitSource, LimitViolation};
 use crate::domain::ErrorKind;
 use crate::domain::{one_line, DomainError, MESSAGE_MOST};
 use crate::service::ServiceError;
-use crate::status_table::{status_for, store_status, StatusPair};
+use crate::status_table::{error_context, status_for, store_status, sub_category, StatusPair};
 
 /// Where a path HubSpot publishes under other versions only is found:
 /// the labels and limit configurations have no 2025-09 version, and the
@@ -107,7 +107,7 @@ pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> Ga
     GatewayError::InvalidField {
         field: field.into(),
         message: message.into(),
-        sub_category: DomainError::InvalidArgument(String::new()).sub_category(),
+        sub_category: sub_category(&DomainError::InvalidArgument(String::new())),
     }
 }
 
@@ -117,7 +117,7 @@ pub fn invalid_id(field: &'static str, message: impl Into<String>) -> GatewayErr
     GatewayError::InvalidField {
         field: field.into(),
         message: message.into(),
-        sub_category: DomainError::InvalidId { field, value: 0 }.sub_category(),
+        sub_category: sub_category(&DomainError::InvalidId { field, value: 0 }),
     }
 }
 
@@ -200,9 +200,9 @@ impl ItemError {
         ItemError {
             status: "error",
             category: status_for(err.kind()).category,
-            sub_category: err.sub_category(),
+            sub_category: sub_category(err),
             message: rest_message(err),
-            context: context(err.context()),
+            context: context(error_context(err)),
             errors: [],
             links: Map::new(),
         }
@@ -264,12 +264,12 @@ impl GatewayError {
             // wait are in context.
             GatewayError::Service(ServiceError::Domain(err)) if rate_policy(err).is_some() => {
                 let (policy, message, quota) = rate_policy(err).unwrap_or_default();
-                let mut ctx = err.context();
+                let mut ctx = error_context(err);
                 ctx.push((quota.0, quota.1.to_string()));
                 let answer = ErrorBody {
                     error_type: Some("RATE_LIMIT"),
                     policy_name: Some(policy),
-                    ..body(message.into(), Some(err.sub_category()), context(ctx))
+                    ..body(message.into(), Some(sub_category(err)), context(ctx))
                 };
                 (status, answer)
             }
@@ -277,8 +277,8 @@ impl GatewayError {
                 status,
                 body(
                     rest_message(err),
-                    Some(err.sub_category()),
-                    context(err.context()),
+                    Some(sub_category(err)),
+                    context(error_context(err)),
                 ),
             ),
             GatewayError::Service(ServiceError::Store(store)) => {
@@ -307,7 +307,7 @@ impl GatewayError {
                     ),
                 ]);
                 // The subCategory a batch item of the same refusal carries.
-                let sub = DomainError::LimitExceeded(v.clone()).sub_category();
+                let sub = sub_category(&DomainError::LimitExceeded(v.clone()));
                 (status, body(self.to_string(), Some(sub), ctx))
             }
             GatewayError::NoRoute { .. } => (status, body(self.to_string(), None, Map::new())),

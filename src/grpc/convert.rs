@@ -14,6 +14,7 @@ use crate::service::{
     BatchListRequest, BatchOutcome, ChangeChunk, ExportChunk, ExportRequest, HeldAssociation,
     ImportRow, LimitUsage, LimitView, ListRequest,
 };
+use crate::status_table::{error_context, status_for, sub_category};
 
 /// One type's limit usage.
 pub fn type_usage(usage: &LimitUsage) -> proto::TypeUsage {
@@ -46,13 +47,10 @@ pub fn type_usage(usage: &LimitUsage) -> proto::TypeUsage {
 pub fn item_error(index: usize, err: &DomainError) -> proto::ItemError {
     proto::ItemError {
         index: index as u32,
-        category: crate::status_table::status_for(err.kind())
-            .category
-            .to_string(),
-        sub_category: err.sub_category().to_string(),
+        category: status_for(err.kind()).category.to_string(),
+        sub_category: sub_category(err).to_string(),
         message: err.to_string(),
-        context: err
-            .context()
+        context: error_context(err)
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect(),

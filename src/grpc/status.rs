@@ -8,7 +8,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::domain::{one_line, DomainError, ErrorKind, MESSAGE_MOST};
 use crate::service::ServiceError;
-use crate::status_table::{status_for, store_status, GrpcCode};
+use crate::status_table::{error_context, status_for, store_status, sub_category, GrpcCode};
 
 /// The ErrorInfo domain of every error this service returns.
 pub const ERROR_DOMAIN: &str = "associations.v1";
@@ -25,8 +25,7 @@ fn transport_code(code: GrpcCode) -> Code {
 
 /// The ErrorInfo metadata of a domain error: its context and category.
 pub fn error_metadata(err: &DomainError) -> HashMap<String, String> {
-    let mut metadata: HashMap<String, String> = err
-        .context()
+    let mut metadata: HashMap<String, String> = error_context(err)
         .into_iter()
         .map(|(k, v)| (k.to_string(), one_line(&v, 256)))
         .collect();
@@ -41,14 +40,14 @@ pub fn domain_status(err: &DomainError) -> Status {
     let correlation_id = uuid::Uuid::new_v4().to_string();
     let mut metadata = error_metadata(err);
     metadata.insert("correlationId".into(), correlation_id.clone());
-    let mut details = ErrorDetails::with_error_info(err.sub_category(), ERROR_DOMAIN, metadata);
+    let mut details = ErrorDetails::with_error_info(sub_category(err), ERROR_DOMAIN, metadata);
     if let Some(wait) = err.retry_after() {
         details.set_retry_info(Some(wait));
     }
     // Bounded and on one line, like everything an error repeats.
     let message = one_line(&err.to_string(), MESSAGE_MOST);
     let code = code_for(err.kind());
-    let reason = err.sub_category();
+    let reason = sub_category(err);
     if status_for(err.kind()).http >= 500 {
         tracing::warn!(%correlation_id, ?code, reason, "gRPC call failed: {message}");
     } else {
