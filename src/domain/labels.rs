@@ -92,7 +92,7 @@ pub fn new_label_definitions(
     }];
     if needed == 2 {
         let (inverse_label, inverse_name) = match inverse_label {
-            Some(inv) => (inv.to_string(), snake_case(inv)),
+            Some(inv) => (inv.to_string(), machine_name(inv)),
             None => (label.to_string(), name.to_string()),
         };
         defs.push(TypeDef {
@@ -154,7 +154,11 @@ pub fn check_labels_unique(existing: &[TypeDef], new: &[TypeDef]) -> Result<(), 
     }
 }
 
-fn snake_case(text: &str) -> String {
+/// The machine name a label's text gets when none is given (an inverse
+/// label's, a label an import creates): lower-case letters and digits, each
+/// run of anything else one `_`, at most 100 characters, `label` when
+/// nothing is left — always a name `new_label_definitions` accepts.
+pub fn machine_name(text: &str) -> String {
     let mut out = String::new();
     for c in text.chars() {
         if c.is_ascii_alphanumeric() {
@@ -163,7 +167,11 @@ fn snake_case(text: &str) -> String {
             out.push('_');
         }
     }
-    out.trim_matches('_').to_string()
+    let name: String = out.trim_matches('_').chars().take(100).collect();
+    match name.trim_end_matches('_') {
+        "" => "label".to_string(),
+        name => name.to_string(),
+    }
 }
 
 /// An admin label of the pair by its type id (either direction).
@@ -249,6 +257,28 @@ pub fn rename_label(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_machine_name_is_always_one_the_name_rule_accepts() {
+        assert_eq!(machine_name("Primary Contact!"), "primary_contact");
+        assert_eq!(machine_name("  Décideur -- Final "), "d_cideur_final");
+        assert_eq!(machine_name("!!!"), "label");
+        assert_eq!(machine_name(""), "label");
+        assert_eq!(machine_name(&"ab".repeat(80)).len(), 100);
+        assert_eq!(
+            machine_name(&format!("{}!x", "a".repeat(99))),
+            "a".repeat(99)
+        );
+        let (contact, company) = (ObjectType::CONTACT, ObjectType::COMPANY);
+        for inverse in ["!!!", "Works at", &"X".repeat(100)] {
+            let defs =
+                new_label_definitions(contact, company, "Employer", "employer", Some(inverse), 1)
+                    .expect("an inverse label's derived name is valid");
+            let derived = &defs[1].name;
+            assert!(!derived.is_empty() && derived.len() <= 100, "{derived:?}");
+            assert_eq!(*derived, machine_name(inverse));
+        }
+    }
 
     #[test]
     fn labels_refuse_control_format_and_separator_characters() {

@@ -459,26 +459,6 @@ fn inverse_label(
     Ok(inverse)
 }
 
-/// A machine name for a label's text: lower case letters, digits and `_`.
-fn machine_name(label: &str) -> String {
-    let name: String = label
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .take(100)
-        .collect();
-    if name.trim_matches('_').is_empty() {
-        "label".to_string()
-    } else {
-        name
-    }
-}
-
 /// The user-defined labels of a pair in the portal: text -> type id; none
 /// when the service refuses the pair (its rows then fail on their own).
 async fn portal_labels(
@@ -555,7 +535,7 @@ async fn resolve_labels(
             from_object_type: key.from.clone(),
             to_object_type: key.to.clone(),
             label: key.label.clone(),
-            name: machine_name(&key.label),
+            name: association_service::domain::labels::machine_name(&key.label),
             inverse_label: inverse.clone().filter(|i| *i != key.label),
         })?;
         let definitions = admin.create_label(request).await?.into_inner().definitions;
