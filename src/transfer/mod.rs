@@ -7,14 +7,20 @@
 //! `from_object_id`, `to_object_type`, `to_object_id` (ids as numbers or
 //! strings), `association_category` and `association_type_id` (both empty
 //! for the pair's unlabeled type), `label` (a user-defined type's text:
-//! import finds the label by it in the target portal, or creates it).
+//! import finds the label by it in the target portal, or creates it:
+//! `labels.rs`). The import is here; the export is `export.rs`.
+mod export;
+mod labels;
 mod progress;
+
+pub use export::export;
+use labels::{named_label, resolve_labels, LabelMap};
 
 pub use progress::Stored;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,36 +32,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use association_service::domain::Category;
 use association_service::domain::ErrorKind;
 use association_service::files::{self, FileRow, Format};
-use association_service::proto::admin_config_client::AdminConfigClient;
-use association_service::proto::association_read_client::AssociationReadClient;
 use association_service::proto::association_write_client::AssociationWriteClient;
-use association_service::proto::{
-    AssociationCategory, AssociationColumns, ChunkLayout, CreateLabelRequest,
-    ExportAssociationsRequest, ExportedAssociation, ImportAssociationBatchesRequest, ImportRow,
-    ListDefinitionsRequest,
-};
+use association_service::proto::{ImportAssociationBatchesRequest, ImportRow};
 use tonic::transport::Channel;
-
-/// The label a row names by text: a user-defined type with a label.
-fn named_label(row: &FileRow) -> Option<LabelKey> {
-    let category = row.association_category.as_deref()?;
-    if Category::parse(category) != Some(Category::UserDefined) {
-        return None;
-    }
-    Some(LabelKey {
-        from: row.from_object_type.clone(),
-        to: row.to_object_type.clone(),
-        label: row.label.clone()?,
-    })
-}
-
-/// A label as a file names it: its pair (as written) and its text.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct LabelKey {
-    from: String,
-    to: String,
-    label: String,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
@@ -394,173 +373,6 @@ fn send_rows(
     Ok((total, unreadable))
 }
 
-/// Each label a file names by text: the target portal's type id, or why
-/// its rows cannot be imported.
-type LabelMap = BTreeMap<LabelKey, Result<i32, String>>;
-
-/// A label the file names: a line and record pair that use it.
-#[derive(Clone, Copy)]
-struct LabelUse {
-    line: u64,
-    from_id: i64,
-    to_id: i64,
-}
-
-/// The labels `path` names by text, each with its first use.
-fn labels_named(
-    path: &Path,
-    format: Format,
-) -> Result<BTreeMap<LabelKey, LabelUse>, TransferError> {
-    let mut named = BTreeMap::new();
-    scan_rows(path, format, Arc::default(), |line, parsed| {
-        if let Some(key) = parsed.ok().as_ref().and_then(|row| {
-            named_label(row).map(|key| {
-                (
-                    key,
-                    LabelUse {
-                        line,
-                        from_id: row.from_object_id,
-                        to_id: row.to_object_id,
-                    },
-                )
-            })
-        }) {
-            named.entry(key.0).or_insert(key.1);
-        }
-        true
-    })?;
-    Ok(named)
-}
-
-/// The label text of the other direction of `key` in the file: the label
-/// of the row that runs back between the same two records, if any.
-fn inverse_label(
-    path: &Path,
-    format: Format,
-    key: &LabelKey,
-    first: &LabelUse,
-) -> Result<Option<String>, TransferError> {
-    let mut inverse = None;
-    scan_rows(path, format, Arc::default(), |_, parsed| {
-        if let Ok(row) = parsed {
-            if row.from_object_type == key.to
-                && row.to_object_type == key.from
-                && row.from_object_id == first.to_id
-                && row.to_object_id == first.from_id
-            {
-                if let Some(back) = named_label(&row) {
-                    inverse = Some(back.label);
-                    return false;
-                }
-            }
-        }
-        true
-    })?;
-    Ok(inverse)
-}
-
-/// The user-defined labels of a pair in the portal: text -> type id; none
-/// when the service refuses the pair (its rows then fail on their own).
-async fn portal_labels(
-    client: &mut AssociationReadClient<Channel>,
-    connection: &Connection,
-    portal: i64,
-    from: &str,
-    to: &str,
-) -> Result<Option<BTreeMap<String, i32>>, TransferError> {
-    let request = connection.request(ListDefinitionsRequest {
-        portal_id: portal,
-        from_object_type: from.to_string(),
-        to_object_type: to.to_string(),
-    })?;
-    match client.list_definitions(request).await {
-        Ok(answer) => Ok(Some(
-            answer
-                .into_inner()
-                .definitions
-                .into_iter()
-                .filter(|d| d.category == AssociationCategory::UserDefined as i32)
-                .filter_map(|d| d.label.map(|label| (label, d.type_id)))
-                .collect(),
-        )),
-        Err(status) if status.code() == tonic::Code::InvalidArgument => Ok(None),
-        Err(status) => Err(status.into()),
-    }
-}
-
-/// Finds each label the file names by text among the target portal's
-/// labels, creating the missing ones when asked (with the other
-/// direction's text the file shows, if any).
-async fn resolve_labels(
-    connection: &Connection,
-    channel: &Channel,
-    portal: i64,
-    path: &Path,
-    format: Format,
-    create_missing: bool,
-    created: &mut Vec<String>,
-) -> Result<LabelMap, TransferError> {
-    let named = {
-        let path = path.to_path_buf();
-        tokio::task::spawn_blocking(move || labels_named(&path, format))
-            .await
-            .expect("the file reader does not panic")?
-    };
-    let mut reader = AssociationReadClient::new(channel.clone());
-    let mut admin = AdminConfigClient::new(channel.clone());
-    let mut resolved = LabelMap::new();
-    for (key, first) in named {
-        let held = portal_labels(&mut reader, connection, portal, &key.from, &key.to).await?;
-        let Some(held) = held else { continue };
-        if let Some(type_id) = held.get(&key.label) {
-            resolved.insert(key, Ok(*type_id));
-            continue;
-        }
-        if !create_missing {
-            let why = format!(
-                "portal {portal} has no label {:?} from {} to {} (the file may come from another portal): create it, or import again with --create-labels",
-                key.label, key.from, key.to
-            );
-            resolved.insert(key, Err(why));
-            continue;
-        }
-        let inverse = {
-            let (path, probe) = (path.to_path_buf(), key.clone());
-            tokio::task::spawn_blocking(move || inverse_label(&path, format, &probe, &first))
-                .await
-                .expect("the file reader does not panic")?
-        };
-        let request = connection.request(CreateLabelRequest {
-            portal_id: portal,
-            from_object_type: key.from.clone(),
-            to_object_type: key.to.clone(),
-            label: key.label.clone(),
-            name: association_service::domain::labels::machine_name(&key.label),
-            inverse_label: inverse.clone().filter(|i| *i != key.label),
-        })?;
-        let definitions = admin.create_label(request).await?.into_inner().definitions;
-        let made = definitions
-            .iter()
-            .find(|d| d.label.as_deref() == Some(key.label.as_str()))
-            .map(|d| d.type_id)
-            .ok_or_else(|| {
-                TransferError::Malformed(format!("no definition of the new label {:?}", key.label))
-            })?;
-        created.push(match &inverse {
-            Some(back) if *back != key.label => format!(
-                "created label {:?} (USER_DEFINED {made}) from {} to {}, {back:?} the other way (line {})",
-                key.label, key.from, key.to, first.line
-            ),
-            _ => format!(
-                "created label {:?} (USER_DEFINED {made}) from {} to {} (line {})",
-                key.label, key.from, key.to, first.line
-            ),
-        });
-        resolved.insert(key, Ok(made));
-    }
-    Ok(resolved)
-}
-
 /// What to import, where, and how.
 #[derive(Clone, Debug)]
 pub struct ImportJob {
@@ -692,111 +504,6 @@ fn progress_bar(size: u64, stored: u64) -> ProgressBar {
     );
     bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
     bar.with_message(format!("importing: {} stored", rows(stored)))
-}
-
-/// Exports a portal's rows to `output` (stdout when `None`); returns the count.
-pub async fn export(
-    connection: &Connection,
-    portal: i64,
-    from: Option<String>,
-    to: Option<String>,
-    format: Format,
-    output: Option<PathBuf>,
-) -> Result<u64, TransferError> {
-    let mut client = AssociationReadClient::new(connection.channel().await?);
-    let request = ExportAssociationsRequest {
-        portal_id: portal,
-        from_object_type: from.unwrap_or_default(),
-        to_object_type: to.unwrap_or_default(),
-        cursor: String::new(),
-        layout: ChunkLayout::Columns as i32,
-    };
-    let mut stream = client
-        .export_associations(connection.request(request)?)
-        .await?
-        .into_inner();
-    let sink: Box<dyn Write> = match &output {
-        Some(path) => Box::new(File::create(path).map_err(|source| TransferError::File {
-            path: path.display().to_string(),
-            source,
-        })?),
-        None => Box::new(io::stdout().lock()),
-    };
-    let mut writer = files::RowWriter::new(format, io::BufWriter::new(sink));
-    let bar = spinner("exporting");
-    let mut count = 0;
-    while let Some(chunk) = stream.message().await? {
-        // A server that predates layouts answers in rows.
-        let rows: Vec<FileRow> = match chunk.columns {
-            Some(columns) => column_rows(columns)?,
-            None => chunk.rows.into_iter().map(exported_row).collect(),
-        };
-        for row in &rows {
-            writer
-                .write(row)
-                .map_err(|e| TransferError::Write(e.to_string()))?;
-        }
-        count += rows.len() as u64;
-        bar.set_position(count);
-    }
-    writer
-        .finish()
-        .map_err(|e| TransferError::Write(e.to_string()))?;
-    bar.finish_and_clear();
-    Ok(count)
-}
-
-/// A file row of a row-layout export chunk.
-fn exported_row(row: ExportedAssociation) -> FileRow {
-    FileRow {
-        from_object_type: row.from_object_type_id,
-        from_object_id: row.from_object_id,
-        to_object_type: row.to_object_type_id,
-        to_object_id: row.to_object_id,
-        association_category: category_name(row.category),
-        association_type_id: Some(row.type_id),
-        label: row.label,
-    }
-}
-
-fn category_name(code: i32) -> Option<String> {
-    Category::from_code(i64::from(code)).map(|c| c.as_str().to_string())
-}
-
-/// The file rows of a column-layout export chunk.
-fn column_rows(columns: AssociationColumns) -> Result<Vec<FileRow>, TransferError> {
-    let AssociationColumns {
-        types,
-        type_indexes,
-        from_object_ids,
-        to_object_ids,
-    } = columns;
-    if from_object_ids.len() != type_indexes.len() || to_object_ids.len() != type_indexes.len() {
-        return Err(TransferError::Malformed(
-            "an export chunk's columns differ in length".to_string(),
-        ));
-    }
-    type_indexes
-        .iter()
-        .zip(from_object_ids)
-        .zip(to_object_ids)
-        .map(|((index, from_id), to_id)| {
-            let kind = types.get(*index as usize).ok_or_else(|| {
-                TransferError::Malformed(format!(
-                    "an export row names type index {index}, beyond the chunk's types"
-                ))
-            })?;
-            Ok(FileRow {
-                from_object_type: kind.from_object_type_id.clone(),
-                from_object_id: from_id,
-                to_object_type: kind.to_object_type_id.clone(),
-                to_object_id: to_id,
-                association_category: category_name(kind.category),
-                association_type_id: Some(kind.type_id),
-                label: kind.label.clone(),
-            })
-        })
-        .collect()
 }
 
 /// The gRPC health status of `service` ("" for the overall one) on `server`,
