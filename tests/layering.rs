@@ -224,3 +224,38 @@ fn paths_are_read_as_rust_names_them() {
     let names: Vec<String> = named_after(text, "crate::").into_iter().collect();
     assert_eq!(names, ["domain", "hooks", "service", "store"]);
 }
+
+/// Small rooms: no source file is over 600 lines unless its module comment
+/// says why ("… 600 lines because …"), as a table of data or one impl block
+/// may need (issue 32, item 4).
+#[test]
+fn no_source_file_is_over_600_lines_without_a_reason() {
+    let mut long = Vec::new();
+    let mut stack = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let lines = text.lines().count();
+            let reason = text
+                .lines()
+                .take_while(|l| l.starts_with("//!"))
+                .any(|l| l.contains("600 lines because"));
+            if lines > 600 && !reason {
+                long.push(format!("{} ({lines} lines)", path.display()));
+            }
+        }
+    }
+    long.sort();
+    assert!(
+        long.is_empty(),
+        "split these at their seams, or say at the top why not: {long:?}"
+    );
+}

@@ -5,13 +5,15 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use std::path::PathBuf;
-
-use crate::domain::admin::AdminEvent;
 use crate::domain::ErrorKind;
 use crate::listen::TlsSettings;
 
+mod access;
+mod hooks;
 pub mod keys;
+
+pub use access::{AuthSettings, JwtSettings, TokenConfig};
+pub use hooks::{FailurePolicy, HookSettings, PluginConfig, AUDIT_PLUGIN};
 use keys::{Values, KEYS};
 
 /// Everything the service can be configured with.
@@ -34,167 +36,6 @@ pub struct Settings {
     /// TLS on both ports; none: plain TCP.
     #[serde(default)]
     pub tls: Option<TlsSettings>,
-}
-
-/// Who may call (TOML `[[auth.tokens]]`, the `[[tokens]]` of
-/// `auth.tokens_file`, e.g. a mounted Kubernetes Secret, and `[auth.jwt]`);
-/// none: the service runs open, which `serve` allows on loopback addresses
-/// only.
-#[derive(Clone, Debug, Deserialize)]
-pub struct AuthSettings {
-    #[serde(default)]
-    pub tokens: Vec<TokenConfig>,
-    #[serde(default)]
-    pub tokens_file: Option<std::path::PathBuf>,
-    #[serde(default)]
-    pub jwt: Option<JwtSettings>,
-    /// How often the tokens file and JWT key files are looked at for changes.
-    #[serde(default = "default_reload_interval_ms")]
-    pub reload_interval_ms: u64,
-}
-
-fn default_reload_interval_ms() -> u64 {
-    5_000
-}
-
-impl Default for AuthSettings {
-    fn default() -> Self {
-        AuthSettings {
-            tokens: Vec::new(),
-            tokens_file: None,
-            jwt: None,
-            reload_interval_ms: default_reload_interval_ms(),
-        }
-    }
-}
-
-impl AuthSettings {
-    /// How often credential files are looked at (and open streams' callers
-    /// checked again).
-    pub fn reload_interval(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(self.reload_interval_ms)
-    }
-}
-
-/// One static token (TOML `[[auth.tokens]]`).
-#[derive(Clone, Debug, Deserialize)]
-pub struct TokenConfig {
-    /// Who the token is: the audit trail and plugins see this name.
-    pub name: String,
-    /// The SHA-256 of the token's text, as 64 hexadecimal digits.
-    pub sha256: String,
-    /// The portals it reaches (empty with `all_portals`).
-    #[serde(default)]
-    pub portals: Vec<i64>,
-    /// Every portal.
-    #[serde(default)]
-    pub all_portals: bool,
-    /// Any of `read`, `write`, `admin`.
-    pub roles: Vec<String>,
-}
-
-/// JWTs accepted as bearer tokens (TOML `[auth.jwt]`). A token's claims:
-/// `sub` (its name is `jwt:` and the subject), `portals` (ids) or `all_portals: true`, `roles`, and the
-/// registered `iss`, `aud` and `exp`.
-#[derive(Clone, Debug, Deserialize)]
-pub struct JwtSettings {
-    /// The `iss` every token must carry.
-    pub issuer: String,
-    /// The `aud` every token must carry (one of its audiences).
-    pub audience: String,
-    /// Public keys for RS256 and ES256: a JWKS document, or PEM public keys.
-    #[serde(default)]
-    pub keys_file: Option<PathBuf>,
-    /// The HS256 shared secret (the file's text, at least 32 bytes).
-    #[serde(default)]
-    pub secret_file: Option<PathBuf>,
-    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
-    #[serde(default = "default_leeway")]
-    pub leeway_seconds: u64,
-}
-
-fn default_leeway() -> u64 {
-    30
-}
-
-/// What happens to a change when a plugin fails or does not answer in time.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FailurePolicy {
-    /// Refuse the change.
-    #[default]
-    Closed,
-    /// Let the change pass.
-    Open,
-}
-
-/// The built-in audit plugin's name, which no configured plugin may take.
-pub const AUDIT_PLUGIN: &str = "audit";
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct HookSettings {
-    /// The first wait after a failed delivery; it doubles up to `retry_max_ms`.
-    pub retry_initial_ms: u64,
-    pub retry_max_ms: u64,
-    /// How often dispatchers look for changes committed by other replicas.
-    pub poll_interval_ms: u64,
-    /// Remote admin plugins (TOML `[[hooks.plugins]]` tables).
-    #[serde(default)]
-    pub plugins: Vec<PluginConfig>,
-}
-
-/// One remote admin plugin, serving `associations.v1.AdminHookService`.
-#[derive(Clone, Debug, Deserialize)]
-pub struct PluginConfig {
-    /// Unique; its delivery position is kept under this name.
-    pub name: String,
-    /// `http://host:port` of the plugin's gRPC server.
-    pub endpoint: String,
-    /// Event names (`LIMITS_CREATED`, …, `LABEL_DELETED`); empty: all.
-    #[serde(default)]
-    pub events: Vec<String>,
-    /// How long one call may take.
-    #[serde(default = "default_plugin_timeout_ms")]
-    pub timeout_ms: u64,
-    /// `closed` (refuse the change) or `open` (let it pass) when the plugin
-    /// fails or times out in ValidateChange.
-    #[serde(default)]
-    pub failure_policy: FailurePolicy,
-}
-
-fn default_plugin_timeout_ms() -> u64 {
-    2_000
-}
-
-impl PluginConfig {
-    /// The events the plugin receives, once its entry is checked (or why
-    /// it is invalid).
-    pub fn checked_events(&self) -> Result<Vec<AdminEvent>, ConfigError> {
-        let invalid =
-            |m: String| ConfigError::Invalid(format!("hooks.plugins '{}': {m}", self.name));
-        let events = self
-            .events
-            .iter()
-            .map(|e| {
-                AdminEvent::parse(e).ok_or_else(|| {
-                    let names: Vec<&str> = AdminEvent::ALL.iter().map(|e| e.name()).collect();
-                    invalid(format!(
-                        "unknown event '{e}' (events: {})",
-                        names.join(", ")
-                    ))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if self.timeout_ms == 0 {
-            return Err(invalid("timeout_ms must be at least 1".into()));
-        }
-        if !(self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://")) {
-            return Err(invalid(
-                "endpoint must start with http:// or https://".into(),
-            ));
-        }
-        Ok(events)
-    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -686,15 +527,6 @@ pub fn redacted_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn jwts_tolerate_thirty_seconds_of_skew_unless_told_otherwise() {
-        let parse = |text: &str| serde_json::from_str::<JwtSettings>(text).unwrap();
-        let base = r#""issuer": "https://idp", "audience": "association-service""#;
-        assert_eq!(parse(&format!("{{{base}}}")).leeway_seconds, 30);
-        let told = parse(&format!(r#"{{{base}, "leeway_seconds": 0}}"#));
-        assert_eq!(told.leeway_seconds, 0);
-    }
 
     #[test]
     fn passwords_are_hidden_in_logged_urls() {

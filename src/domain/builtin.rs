@@ -2,6 +2,9 @@
 //! labels and machine names of every HubSpot-defined pair, and the unlabeled
 //! type a portal allocates for pairs without one (its ids outside HubSpot's
 //! numeric space).
+//!
+//! Above 600 lines because most of it is data: HubSpot's table of built-in
+//! pairs, one line each, as HubSpot publishes them.
 use super::object_type::ObjectType;
 use super::types::{TypeDef, TypeKey, TypeRole};
 

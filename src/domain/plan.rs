@@ -18,18 +18,12 @@ pub struct CountKey {
 }
 
 impl CountKey {
-    /// The one global order counters are locked in, by every write on every
-    /// path: the object type's text bytewise (PostgreSQL's `COLLATE "C"`),
-    /// then the id, the category's code and the type id. The write
-    /// functions' SQL sorts in this order too; tests/postgres_plans.rs
-    /// (`the_lock_order_is_the_domains`) holds the two equal.
+    /// The one order counters are locked in, on every path: the type's text
+    /// bytewise (`COLLATE "C"`), id, category, type id. The write functions'
+    /// SQL sorts alike (tests/postgres_plans.rs holds the two equal).
     pub fn lock_order(&self) -> (String, i64, i16, i32) {
-        (
-            self.object_type.to_string(),
-            self.object_id,
-            self.key.category.code(),
-            self.key.type_id,
-        )
+        let (t, id, key) = (self.object_type.to_string(), self.object_id, self.key);
+        (t, id, key.category.code(), key.type_id)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Persistence: the `Store` trait (`api.rs`, with what it takes and answers
 //! in `types.rs`), its errors and retry policy, and its PostgreSQL
 //! (production) and SQLite (embedded default) implementations. The write
-//! flows both share live once in `flows.rs`, the statements both engines
+//! flows both share live once in `flows/`, the statements both engines
 //! read alike once in `shared/`, how values are stored in `codec.rs`; each
 //! backend keeps only the SQL that differs. All SQL of the service lives
 //! below this module.

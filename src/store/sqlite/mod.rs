@@ -5,11 +5,8 @@
 //! Joins against `json_each` are CROSS JOINs so SQLite keeps the input list
 //! as the outer loop and looks each row up by primary key. `steps.rs` holds
 //! the steps of the shared flows, `logs.rs` the change feed and admin log,
-//! `columns.rs` the JSON batches.
-//!
-//! Above 600 lines because it is the `Store` trait's one impl block for
-//! SQLite (Rust keeps a trait impl in one file); everything that is not a
-//! trait method lives in the files named above.
+//! `columns.rs` the JSON batches; what both backends read alike is the
+//! `Store` trait's default bodies (`store/shared/`).
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
