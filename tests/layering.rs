@@ -42,42 +42,45 @@ const DRIVER: &[&str] = &["store"];
 /// Known breaks, each (module, what it names, why it is still there).
 const DEBTS: &[(&str, &str, &str)] = &[];
 
-/// Every Rust file of a top-level module, with its text.
-fn sources() -> BTreeMap<String, Vec<(String, String)>> {
-    let mut modules: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    let mut stack = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
-    let root = stack[0].clone();
+/// Every Rust file under `src/`: its path from `src/` and its text.
+fn rust_files() -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    let mut stack = vec![root.clone()];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 stack.push(path);
-                continue;
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let relative = path.strip_prefix(&root).unwrap().to_string_lossy();
+                let text = std::fs::read_to_string(&path).unwrap();
+                files.push((relative.into_owned(), text));
             }
-            if path.extension().is_none_or(|e| e != "rs") {
-                continue;
-            }
-            let relative = path
-                .strip_prefix(&root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            let top = relative
-                .split('/')
-                .next()
-                .unwrap()
-                .trim_end_matches(".rs")
-                .to_string();
-            // The binary (the CLI) stands above the library.
-            if matches!(top.as_str(), "main" | "transfer" | "lib") {
-                continue;
-            }
-            let text = std::fs::read_to_string(&path).unwrap();
-            modules
-                .entry(top)
-                .or_default()
-                .push((format!("src/{relative}"), text));
         }
+    }
+    files.sort();
+    files
+}
+
+/// Every Rust file of a top-level module of the library, with its text.
+fn sources() -> BTreeMap<String, Vec<(String, String)>> {
+    let mut modules: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for (relative, text) in rust_files() {
+        let top = relative
+            .split('/')
+            .next()
+            .unwrap()
+            .trim_end_matches(".rs")
+            .to_string();
+        // The binary (the CLI) stands above the library.
+        if matches!(top.as_str(), "main" | "transfer" | "lib") {
+            continue;
+        }
+        modules
+            .entry(top)
+            .or_default()
+            .push((format!("src/{relative}"), text));
     }
     modules
 }
@@ -231,26 +234,14 @@ fn paths_are_read_as_rust_names_them() {
 #[test]
 fn no_source_file_is_over_600_lines_without_a_reason() {
     let mut long = Vec::new();
-    let mut stack = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            if path.extension().is_none_or(|e| e != "rs") {
-                continue;
-            }
-            let text = std::fs::read_to_string(&path).unwrap();
-            let lines = text.lines().count();
-            let reason = text
-                .lines()
-                .take_while(|l| l.starts_with("//!"))
-                .any(|l| l.contains("600 lines because"));
-            if lines > 600 && !reason {
-                long.push(format!("{} ({lines} lines)", path.display()));
-            }
+    for (relative, text) in rust_files() {
+        let lines = text.lines().count();
+        let reason = text
+            .lines()
+            .take_while(|l| l.starts_with("//!"))
+            .any(|l| l.contains("600 lines because"));
+        if lines > 600 && !reason {
+            long.push(format!("src/{relative} ({lines} lines)"));
         }
     }
     long.sort();
