@@ -509,6 +509,27 @@ mod tests {
     }
 
     #[test]
+    fn a_token_name_is_one_to_200_characters_without_controls() {
+        let refused = |name: &str| {
+            let err = Authenticator::from_config(&[token(name, "t0ken", &[7], &["read"])])
+                .map(|_| ())
+                .unwrap_err();
+            assert!(
+                err.ends_with("the name must be 1 to 200 characters without control characters"),
+                "{name:?}: {err}"
+            );
+        };
+        refused("");
+        refused(&"n".repeat(201));
+        refused("crm\u{7}sync");
+        refused("crm\nsync");
+        let long = "n".repeat(200);
+        for name in ["crm-sync", long.as_str()] {
+            assert!(Authenticator::from_config(&[token(name, "t0ken", &[7], &["read"])]).is_ok());
+        }
+    }
+
+    #[test]
     fn a_known_token_proves_its_principal() {
         let auth =
             Authenticator::from_config(&[token("sync", "s3cret-token", &[7], &["read"])]).unwrap();
