@@ -1,15 +1,19 @@
-//! The archive's fast path equals its full flow (issue 29): from the same
-//! random snapshot, one database archives the same pairs with one call of
+//! The fast paths equal the full flows (issue 29): from the same random
+//! snapshot, one database archives the same pairs with one call of
 //! `association_archive` and the other with the Rust flow
-//! (`archive_in_transaction`); the rows removed, the rows and counters left
-//! and the change feed, entries in their order, must be equal. Seeded
-//! (`DIFF_SEED=n` replays a run, its seed printed first); on PostgreSQL and
-//! on Citus. A create the fast path hands to the full flow is counted by its
-//! reason.
+//! (`archive_in_transaction`), or creates the same items with one call of
+//! `association_create_presumed` (its row-by-row form for a few rows, its
+//! set-based form for more) and with `create_in_transaction`; the outcomes,
+//! the rows and counters left and the change feed, entries in their order,
+//! must be equal. Seeded (`DIFF_SEED=n` replays a run, its seed printed
+//! first); on PostgreSQL and on Citus. A create the fast path hands to the
+//! full flow is counted by its reason.
 mod common;
 
+use association_service::domain::plan::{CreateItem, WriteContext};
+use association_service::domain::PairCatalog;
 use association_service::service::{AssociationInput, AssociationService};
-use association_service::store::{PostgresStore, RetryPolicy, StoreOptions, TypeFilter};
+use association_service::store::{PostgresStore, RetryPolicy, Store, StoreOptions, TypeFilter};
 use sqlx::{Connection, PgConnection};
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,7 +65,9 @@ async fn side(backend: &str) -> Side {
     }
 }
 
-/// What a portal holds: its rows, its counters and its feed in order.
+/// What a portal holds: its rows, its counters and its feed in order. A
+/// counter at zero counts as none (the full flow creates the counters it
+/// locks, the one call only those it raises).
 type State = (Vec<String>, Vec<String>, Vec<String>);
 
 async fn state(conn: &mut PgConnection, portal: i64) -> State {
@@ -70,7 +76,7 @@ async fn state(conn: &mut PgConnection, portal: i64) -> State {
         "SELECT concat_ws(' ', from_object_type, from_object_id, to_object_type, to_object_id, category, type_id)
          FROM associations WHERE portal_id = $1 ORDER BY 1",
         "SELECT concat_ws(' ', object_type, object_id, category, type_id, count)
-         FROM association_counts WHERE portal_id = $1 ORDER BY 1",
+         FROM association_counts WHERE portal_id = $1 AND count <> 0 ORDER BY 1",
         "SELECT concat_ws(' ', kind, from_object_type, from_object_id, to_object_type, to_object_id, category, type_id)
          FROM association_changes WHERE portal_id = $1 ORDER BY id",
     ] {
@@ -100,30 +106,10 @@ async fn the_archive_paths_agree(backend: &str) {
         let (from, to) = PAIRS[rng.below(PAIRS.len() as u64) as usize];
         let pair = common::pair(portal, from, to);
         // The same snapshot on both sides.
-        let mut held = Vec::new();
-        for f in 1..=3 {
-            for t in 1..=3 {
-                if rng.below(2) == 0 {
-                    held.push((f, t));
-                }
-            }
-        }
-        for side in [&fast, &flow] {
-            if held.is_empty() {
-                break;
-            }
-            let outcome = side.svc.create_default(pair, &held).await.unwrap();
-            assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
-        }
+        let held = half_of_square(&mut rng);
+        same_snapshot([&fast, &flow], pair, &held).await;
         // The same archive, one path on each side.
-        let mut pairs = Vec::new();
-        for f in 1..=3 {
-            for t in 1..=3 {
-                if rng.below(2) == 0 {
-                    pairs.push((f, t));
-                }
-            }
-        }
+        let pairs = half_of_square(&mut rng);
         let (from_type, to_type) = common::types(from, to);
         let one_call = fast
             .store
@@ -181,6 +167,129 @@ async fn the_archive_paths_agree(backend: &str) {
             .unwrap();
     }
     assert_eq!(fallbacks(), before + 1, "the second create fell back");
+}
+
+/// About half of the pairs of records 1 to 3 on each side, drawn.
+fn half_of_square(rng: &mut common::Rng) -> Vec<(i64, i64)> {
+    let mut pairs = Vec::new();
+    for f in 1..=3 {
+        for t in 1..=3 {
+            if rng.below(2) == 0 {
+                pairs.push((f, t));
+            }
+        }
+    }
+    pairs
+}
+
+/// The same snapshot on both sides: `held` of `pair` made through the
+/// service.
+async fn same_snapshot(
+    sides: [&Side; 2],
+    pair: association_service::service::PortalPair,
+    held: &[(i64, i64)],
+) {
+    for side in sides {
+        if held.is_empty() {
+            break;
+        }
+        let outcome = side.svc.create_default(pair, held).await.unwrap();
+        assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    }
+}
+
+async fn the_create_paths_agree(backend: &str) {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let (mut rng, seed) = common::Rng::from_env("DIFF_SEED");
+    eprintln!("DIFF_SEED={seed}");
+    let (mut fast, mut flow) = (side(backend).await, side(backend).await);
+    // Rounds the one call applied, by its form: (row by row, set-based).
+    let mut applied = (0, 0);
+    let mut refused = (0, 0);
+    for portal in 1..=ROUNDS {
+        let (from, to) = PAIRS[rng.below(PAIRS.len() as u64) as usize];
+        let pair = common::pair(portal, from, to);
+        let held = half_of_square(&mut rng);
+        same_snapshot([&fast, &flow], pair, &held).await;
+        // One to six items of the default type over a wider square, so
+        // some are new and some held; a low ceiling refuses some.
+        let items: Vec<CreateItem> = (0..=rng.below(6))
+            .map(|_| CreateItem {
+                from_id: 1 + rng.below(4) as i64,
+                to_id: 1 + rng.below(4) as i64,
+                types: vec![],
+            })
+            .collect();
+        let ceiling = [1, 2, 3, 10_000][rng.below(4) as usize];
+        let (from_type, to_type) = common::types(from, to);
+        let catalog = PairCatalog::new(
+            from_type,
+            to_type,
+            fast.store
+                .pair_definitions(portal, from_type, to_type)
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        let ctx = WriteContext {
+            portal_id: portal,
+            from: from_type,
+            to: to_type,
+            catalog: &catalog,
+            ceiling,
+        };
+        // Each new pair is two rows (the inverse): two items or fewer fit
+        // the row-by-row form of up to four.
+        let one_call = match fast.store.create_in_one_call(&ctx, &items).await.unwrap() {
+            Some(outcomes) => {
+                if items.len() <= 2 {
+                    applied.0 += 1;
+                } else {
+                    applied.1 += 1;
+                }
+                outcomes
+            }
+            None => fast.store.create_by_flow(&ctx, &items).await.unwrap(),
+        };
+        let by_flow = flow.store.create_by_flow(&ctx, &items).await.unwrap();
+        let context = format!(
+            "seed {seed}, portal {portal}: {from} -> {to}, create {:?} over {held:?}, ceiling {ceiling}",
+            items.iter().map(|i| (i.from_id, i.to_id)).collect::<Vec<_>>()
+        );
+        assert_eq!(one_call, by_flow, "outcomes, {context}");
+        // Refusals, by the form the one call would have taken.
+        let errors = by_flow.iter().filter(|o| o.is_err()).count();
+        if items.len() <= 2 {
+            refused.0 += errors;
+        } else {
+            refused.1 += errors;
+        }
+        let (a, b) = (
+            state(&mut fast.conn, portal).await,
+            state(&mut flow.conn, portal).await,
+        );
+        assert_eq!(a.0, b.0, "rows, {context}");
+        assert_eq!(a.1, b.1, "counters, {context}");
+        assert_eq!(a.2, b.2, "the feed in order, {context}");
+    }
+    assert!(
+        applied.0 > 0 && applied.1 > 0,
+        "the one call applied in both forms (row by row, set-based): {applied:?}"
+    );
+    assert!(
+        refused.0 > 0 && refused.1 > 0,
+        "a limit refused items of both forms: {refused:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_the_create_paths_agree() {
+    the_create_paths_agree("postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn citus_the_create_paths_agree() {
+    the_create_paths_agree("citus").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -390,11 +390,17 @@ async fn the_lock_order_is_the_domains() {
         ],
         "the functions that write counters"
     );
+    // A statement over many counters orders them itself; one of a single
+    // counter runs in a loop over the counters in that order.
     for (name, source) in writers.iter().filter(|(n, _)| n != "association_apply") {
-        for statement in source.split("INSERT INTO association_counts").skip(1) {
+        let statements: Vec<&str> = source.split("INSERT INTO association_counts").collect();
+        for (before, statement) in statements.iter().zip(&statements[1..]) {
             let head = statement.split("ON CONFLICT").next().unwrap_or_default();
+            let looped = before.rsplit_once("FOR ").is_some_and(|(_, lp)| {
+                lp.contains(FUNCTIONS_LOCK_ORDER) && !lp.contains("END LOOP")
+            });
             assert!(
-                head.contains(FUNCTIONS_LOCK_ORDER),
+                head.contains(FUNCTIONS_LOCK_ORDER) || looped,
                 "{name} locks counters in another order: {head}"
             );
         }

@@ -122,6 +122,44 @@ impl PostgresStore {
         )
     }
 
+    /// A create's fast path: planned without reading and applied by one call
+    /// of `association_create_presumed`; the outcomes, or none (nothing
+    /// written, the reason counted) when it cannot be presumed or its
+    /// presumption fails under the locks. Public so the differential test
+    /// can run each path alone.
+    pub async fn create_in_one_call(
+        &self,
+        ctx: &WriteContext<'_>,
+        items: &[CreateItem],
+    ) -> StoreResult<Option<Vec<ItemOutcome>>> {
+        let metrics = crate::telemetry::metrics::metrics();
+        let Some(presumed) = presume_new_pairs(ctx, items) else {
+            metrics.fast_path_fallback("create_not_presumable");
+            return Ok(None);
+        };
+        if self.create_presumed(ctx, &presumed).await? {
+            return Ok(Some(presumed.plan.outcomes));
+        }
+        metrics.fast_path_fallback("create_presumption_failed");
+        Ok(None)
+    }
+
+    /// A create by the full flow (`create_in_transaction`), as when the fast
+    /// path declines.
+    pub async fn create_by_flow(
+        &self,
+        ctx: &WriteContext<'_>,
+        items: &[CreateItem],
+    ) -> StoreResult<Vec<ItemOutcome>> {
+        let mut hint = LockHint::default();
+        transaction!(
+            self.retry,
+            crate::store::begin(&self.pool, None),
+            is_retryable,
+            |conn| { create_in_transaction(&mut PgTx { conn }, ctx, items, &mut hint).await }
+        )
+    }
+
     /// A connection for a one-call write of `portal`: to the node holding
     /// it when routed and reachable, else to the coordinator (a node that
     /// refuses is passed over for a while; nothing was sent to it). A node
@@ -379,23 +417,10 @@ impl Store for PostgresStore {
         ctx: &WriteContext<'_>,
         items: &[CreateItem],
     ) -> StoreResult<Vec<ItemOutcome>> {
-        let metrics = crate::telemetry::metrics::metrics();
-        match presume_new_pairs(ctx, items) {
-            Some(presumed) => {
-                if self.create_presumed(ctx, &presumed).await? {
-                    return Ok(presumed.plan.outcomes);
-                }
-                metrics.fast_path_fallback("create_presumption_failed");
-            }
-            None => metrics.fast_path_fallback("create_not_presumable"),
+        if let Some(outcomes) = self.create_in_one_call(ctx, items).await? {
+            return Ok(outcomes);
         }
-        let mut hint = LockHint::default();
-        transaction!(
-            self.retry,
-            crate::store::begin(&self.pool, None),
-            is_retryable,
-            |conn| { create_in_transaction(&mut PgTx { conn }, ctx, items, &mut hint).await }
-        )
+        self.create_by_flow(ctx, items).await
     }
 
     async fn archive_associations(
