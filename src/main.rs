@@ -252,142 +252,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let default_server = format!("http://{}", settings.server.grpc_addr);
-    let connect = |server: Option<String>, token: Option<String>| transfer::Connection {
-        server: server.unwrap_or_else(|| default_server.clone()),
-        token,
-    };
-    let result: Result<(), Failure> = runtime.block_on(async {
-        match cli.command {
-            Command::Migrate => {
-                server::open_store(&settings).await?;
-            }
-            Command::Verify => {
-                let store = server::connect_existing_store(&settings).await?;
-                eprintln!(
-                    "verifying the {} store at {} (one snapshot)",
-                    store.backend(),
-                    association_service::config::redacted_url(&settings.store.url)
-                );
-                let reports = association_service::service::verify_store(store.as_ref()).await?;
-                for report in &reports {
-                    for line in report.lines() {
-                        println!("{line}");
-                    }
-                }
-                let failed = reports.iter().filter(|r| !r.passed()).count();
-                if failed > 0 {
-                    return Err(Failure::Violations {
-                        failed,
-                        checks: reports.len(),
-                    });
-                }
-                eprintln!("all {} checks passed", reports.len());
-            }
-            Command::Health { server, service } => {
-                let status = transfer::health(&connect(server, None), &service).await?;
-                println!("{status}");
-                if status != "SERVING" {
-                    return Err(Failure::NotServing { status });
-                }
-            }
-            Command::Serve { port: Some(port) } => {
-                return Err(Failure::Usage(format!(
-                    "serve takes its addresses from the configuration, not --port {port}: set ASSOC__SERVER__GRPC_ADDR=127.0.0.1:{port} (gRPC) or ASSOC__GATEWAY__HTTP_ADDR=127.0.0.1:{port} (REST), or server.grpc_addr / gateway.http_addr in --config FILE"
-                )));
-            }
-            Command::Serve { port: None } => {
-                let listeners = server::bind(&settings).await?;
-                server::serve(settings, listeners, shutdown_signal()).await?;
-            }
-            Command::Import {
-                file,
-                portal,
-                server,
-                format,
-                batch_size,
-                token,
-                create_labels,
-                resume,
-            } => {
-                let name = file.display().to_string();
-                let stored = Arc::new(Mutex::new(None));
-                let connection = connect(server, token);
-                let job = transfer::ImportJob {
-                    portal,
-                    path: file,
-                    format,
-                    batch_size: batch_size as usize,
-                    create_labels,
-                    resume,
-                };
-                let import = transfer::import(&connection, job, Arc::clone(&stored));
-                // However it stops, say what the service had stored.
-                let stopped = |why: &str| {
-                    if let Some(stored) = stored.lock().expect("not poisoned").as_ref() {
-                        eprintln!(
-                            "association-service: {why} importing {name}: {}; `import --resume` continues after line {}",
-                            stored.describe(),
-                            stored.through_line
-                        );
-                    }
-                };
-                let summary = tokio::select! {
-                    summary = import => match summary {
-                        Ok(summary) => summary,
-                        Err(err) => {
-                            stopped("stopped");
-                            return Err(err.into());
-                        }
-                    },
-                    _ = tokio::signal::ctrl_c() => {
-                        stopped("interrupted");
-                        return Err(Failure::Interrupted);
-                    }
-                };
-                for line in &summary.labels_created {
-                    eprintln!("{line}");
-                }
-                for line in summary.grouped_errors() {
-                    eprintln!("{line}");
-                }
-                if let Some(line) = summary.resumed_after {
-                    eprintln!("resumed {name} after line {line}");
-                }
-                eprintln!("imported {name}: {}", summary.describe());
-                if summary.failed > 0 {
-                    return Err(Failure::RowsFailed {
-                        count: summary.failed,
-                    });
-                }
-            }
-            Command::Export {
-                portal,
-                server,
-                from_object_type,
-                to_object_type,
-                format,
-                token,
-                output,
-            } => {
-                let target = output
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| "standard output".into());
-                let count = transfer::export(
-                    &connect(server, token),
-                    portal,
-                    from_object_type,
-                    to_object_type,
-                    format,
-                    output,
-                )
-                .await?;
-                eprintln!("exported {} to {target}", transfer::rows(count));
-            }
-        }
-        Ok(())
-    });
+    let result = runtime.block_on(run(cli.command, settings));
     telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -401,6 +266,148 @@ fn main() -> ExitCode {
             exit_code(&err)
         }
     }
+}
+
+/// Runs one command with the loaded settings.
+async fn run(command: Command, settings: Settings) -> Result<(), Failure> {
+    let default_server = format!("http://{}", settings.server.grpc_addr);
+    let connect = |server: Option<String>, token: Option<String>| transfer::Connection {
+        server: server.unwrap_or_else(|| default_server.clone()),
+        token,
+    };
+    match command {
+        Command::Migrate => {
+            server::open_store(&settings).await?;
+        }
+        Command::Verify => verify(&settings).await?,
+        Command::Health { server, service } => {
+            let status = transfer::health(&connect(server, None), &service).await?;
+            println!("{status}");
+            if status != "SERVING" {
+                return Err(Failure::NotServing { status });
+            }
+        }
+        Command::Serve { port: Some(port) } => {
+            return Err(Failure::Usage(format!(
+                "serve takes its addresses from the configuration, not --port {port}: set ASSOC__SERVER__GRPC_ADDR=127.0.0.1:{port} (gRPC) or ASSOC__GATEWAY__HTTP_ADDR=127.0.0.1:{port} (REST), or server.grpc_addr / gateway.http_addr in --config FILE"
+            )));
+        }
+        Command::Serve { port: None } => {
+            let listeners = server::bind(&settings).await?;
+            server::serve(settings, listeners, shutdown_signal()).await?;
+        }
+        Command::Import {
+            file,
+            portal,
+            server,
+            format,
+            batch_size,
+            token,
+            create_labels,
+            resume,
+        } => {
+            let job = transfer::ImportJob {
+                portal,
+                path: file,
+                format,
+                batch_size: batch_size as usize,
+                create_labels,
+                resume,
+            };
+            import(connect(server, token), job).await?;
+        }
+        Command::Export {
+            portal,
+            server,
+            from_object_type,
+            to_object_type,
+            format,
+            token,
+            output,
+        } => {
+            let target = output
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "standard output".into());
+            let connection = connect(server, token);
+            let (from, to) = (from_object_type, to_object_type);
+            let count = transfer::export(&connection, portal, from, to, format, output).await?;
+            eprintln!("exported {} to {target}", transfer::rows(count));
+        }
+    }
+    Ok(())
+}
+
+/// `verify`: every check's lines, then a failure when any found a violation.
+async fn verify(settings: &Settings) -> Result<(), Failure> {
+    let store = server::connect_existing_store(settings).await?;
+    eprintln!(
+        "verifying the {} store at {} (one snapshot)",
+        store.backend(),
+        association_service::config::redacted_url(&settings.store.url)
+    );
+    let reports = association_service::service::verify_store(store.as_ref()).await?;
+    for report in &reports {
+        for line in report.lines() {
+            println!("{line}");
+        }
+    }
+    let failed = reports.iter().filter(|r| !r.passed()).count();
+    if failed > 0 {
+        return Err(Failure::Violations {
+            failed,
+            checks: reports.len(),
+        });
+    }
+    eprintln!("all {} checks passed", reports.len());
+    Ok(())
+}
+
+/// `import`: the file through the service, then what was stored and why
+/// rows failed; however it stops (an error, Ctrl-C), it says what the
+/// service had stored and where `--resume` continues.
+async fn import(connection: transfer::Connection, job: transfer::ImportJob) -> Result<(), Failure> {
+    let name = job.path.display().to_string();
+    let stored = Arc::new(Mutex::new(None));
+    let import = transfer::import(&connection, job, Arc::clone(&stored));
+    let stopped = |why: &str| {
+        if let Some(stored) = stored.lock().expect("not poisoned").as_ref() {
+            eprintln!(
+                "association-service: {why} importing {name}: {}; `import --resume` continues after line {}",
+                stored.describe(),
+                stored.through_line
+            );
+        }
+    };
+    let summary = tokio::select! {
+        summary = import => match summary {
+            Ok(summary) => summary,
+            Err(err) => {
+                stopped("stopped");
+                return Err(err.into());
+            }
+        },
+        _ = tokio::signal::ctrl_c() => {
+            stopped("interrupted");
+            return Err(Failure::Interrupted);
+        }
+    };
+    for line in &summary.labels_created {
+        eprintln!("{line}");
+    }
+    for line in summary.grouped_errors() {
+        eprintln!("{line}");
+    }
+    if let Some(line) = summary.resumed_after {
+        eprintln!("resumed {name} after line {line}");
+    }
+    eprintln!("imported {name}: {}", summary.describe());
+    if summary.failed > 0 {
+        return Err(Failure::RowsFailed {
+            count: summary.failed,
+        });
+    }
+    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM. The handlers are installed when this is

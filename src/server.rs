@@ -155,34 +155,112 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
-    let Listeners {
-        grpc: listener,
-        http: http_listener,
-        metrics: metrics_listener,
-    } = listeners;
-    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: settings.server.grpc_addr,
+    let addrs = [
+        local_addr(&listeners.grpc, settings.server.grpc_addr)?,
+        local_addr(&listeners.http, settings.gateway.http_addr)?,
+    ];
+    let authenticator = before_the_store(&settings, addrs)?;
+    let store = open_store(&settings).await?;
+    let backend = store.backend();
+    let hooks = hooks(&settings, Arc::clone(&store))?;
+    // What runs beside the front ends, stopped after them.
+    let mut background = hooks.spawn_dispatchers();
+    let service = AssociationService::with_hooks(store, settings.service(), hooks);
+    let service = Arc::new(service);
+    let feed = settings.feed.clone();
+    background.push(tokio::spawn(prune_feed_forever(Arc::clone(&service), feed)));
+    let limits = CallLimits::new(&settings, &service);
+    background.push(limits.forget_idle_forever());
+
+    let (routes, health) = grpc_routes(&settings, &service).await?;
+    background.push(tokio::spawn(Arc::clone(&health).watch_store(
+        Arc::clone(&service),
+        Duration::from_millis(settings.server.health_check_interval_ms),
+        STORE_PING_TIMEOUT,
+    )));
+    let probes = |with_metrics| {
+        gateway::probes::router(Arc::clone(&health), Arc::clone(&service), with_metrics)
+    };
+    let rest = rest_router(&settings, &service, Arc::clone(&authenticator), &limits)
+        .merge(probes(listeners.metrics.is_none()));
+    let tls = |protocol| match &settings.tls {
+        Some(tls) => Acceptor::tls(tls, protocol).map_err(ConfigError::Invalid),
+        None => Ok(Acceptor::plain()),
+    };
+    let (grpc_acceptor, rest_acceptor) = (tls(Protocol::Grpc)?, tls(Protocol::Http1)?);
+    announce(&settings, &authenticator, addrs, backend);
+
+    // One shutdown signal stops every front end.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    if let Some(listener) = listeners.metrics {
+        background.push(tokio::spawn(gateway::serve::serve(
+            Acceptor::plain().incoming(listener),
+            probes(true),
+            settings.gateway.limits(),
+            when(&stopped),
+        )));
+    }
+    let rest = tokio::spawn(gateway::serve::serve(
+        rest_acceptor.incoming(listeners.http),
+        rest,
+        settings.gateway.limits(),
+        when(&stopped),
+    ));
+    let idle = Duration::from_millis(settings.server.idle_timeout_ms);
+    let grpc_acceptor = grpc_acceptor.with_idle_timeout(idle);
+    let grpc = tokio::spawn(grpc_server(
+        &settings,
+        (authenticator, &limits),
+        routes,
+        grpc_acceptor.incoming(listeners.grpc),
+        when(&stopped),
+    ));
+    shutdown.await;
+    let ended = stop_front_ends(&settings, &health, &service, stop, (grpc, rest)).await;
+    background.iter().for_each(|task| task.abort());
+    let Some((grpc_ended, rest_ended)) = ended else {
+        tracing::warn!("calls still running past the grace period were cut off");
+        return Ok(());
+    };
+    let failed = |e| ServerError::Gateway(std::io::Error::other(e));
+    grpc_ended.map_err(failed)??;
+    rest_ended.map_err(failed)?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+/// The address a listener got (the configured one, or the port the kernel
+/// chose for port 0).
+fn local_addr(listener: &TcpListener, configured: SocketAddr) -> Result<SocketAddr, ServerError> {
+    listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: configured,
         source,
-    })?;
-    let http_addr = http_listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind {
-            addr: settings.gateway.http_addr,
-            source,
-        })?;
-    // Refusals of the configuration come before the store is touched.
+    })
+}
+
+/// What comes before the store is touched: the credentials read, the
+/// metrics' series registered, an open service refused beyond this machine.
+fn before_the_store(
+    settings: &Settings,
+    addrs: [SocketAddr; 2],
+) -> Result<Arc<crate::auth::Authenticator>, ServerError> {
     let authenticator = Arc::new(crate::auth::Authenticator::from_settings(&settings.auth)?);
-    crate::telemetry::metrics::metrics().preregister(
-        crate::grpc::metrics::served_methods()
-            .keys()
-            .map(String::as_str),
-        settings.hooks.plugins.iter().map(|p| p.name.as_str()),
-    );
+    let methods = crate::grpc::metrics::served_methods();
+    let plugins = settings.hooks.plugins.iter().map(|p| p.name.as_str());
+    crate::telemetry::metrics::metrics().preregister(methods.keys().map(String::as_str), plugins);
+    refuse_open_exposure(settings, &authenticator, addrs)?;
+    Ok(authenticator)
+}
+
+/// Refuses to serve without authentication on an address beyond this
+/// machine; with authentication, warns of the public cursor secret.
+fn refuse_open_exposure(
+    settings: &Settings,
+    authenticator: &crate::auth::Authenticator,
+    addrs: [SocketAddr; 2],
+) -> Result<(), ServerError> {
     if authenticator.is_open() {
-        if let Some(exposed) = [addr, http_addr]
-            .into_iter()
-            .find(|a| !a.ip().is_loopback())
-        {
+        if let Some(exposed) = addrs.into_iter().find(|a| !a.ip().is_loopback()) {
             return Err(ServerError::Insecure { addr: exposed });
         }
     } else if settings.read.cursor_secret == DEFAULT_CURSOR_SECRET {
@@ -190,91 +268,17 @@ pub async fn serve(
             "read.cursor_secret is the public default: anyone can forge resume cursors' signatures; set a secret of your own, the same on every replica"
         );
     }
-    let store = open_store(&settings).await?;
-    let backend = store.backend();
-    let hooks = hooks(&settings, Arc::clone(&store))?;
-    let dispatchers = hooks.spawn_dispatchers();
-    let service = Arc::new(AssociationService::with_hooks(
-        store,
-        settings.service(),
-        hooks,
-    ));
-    let pruner = tokio::spawn(prune_feed_forever(
-        Arc::clone(&service),
-        settings.feed.clone(),
-    ));
-    let admission = Arc::new(Admission::new(
-        settings.server.calls_per_second_per_portal,
-        settings.server.call_burst_per_portal,
-        settings.server.calls_per_day_per_portal,
-        Arc::new(StoreLedger(Arc::clone(&service))),
-    ));
-    let request_timeout = Duration::from_millis(settings.server.request_timeout_ms);
-    let body_timeout = Duration::from_millis(settings.server.request_body_timeout_ms);
-    // Each port has its own places.
-    let call_places = || {
-        Arc::new(CallPlaces::new(
-            settings.server.max_concurrent_calls,
-            settings.server.max_concurrent_calls_per_caller,
-            settings.server.max_concurrent_calls_per_portal,
-        ))
-    };
-    let (grpc_calls, rest_calls) = (call_places(), call_places());
-    let rest = gateway::router(
-        Arc::clone(&service),
-        gateway::Access {
-            default_portal: settings.gateway.default_portal,
-            authenticator: Arc::clone(&authenticator),
-            public_url: settings.gateway.public_url.clone(),
-        },
-        gateway::Guards {
-            admission: Arc::clone(&admission),
-            calls: Arc::clone(&rest_calls),
-            request_timeout,
-            body_read_timeout: Duration::from_millis(settings.gateway.body_read_timeout_ms),
-            body_timeout,
-        },
-    );
-    let api = GrpcApi::new(Arc::clone(&service));
+    Ok(())
+}
 
-    let (reporter, health_service) = tonic_health::server::health_reporter();
-    let health = Health::new(
-        reporter,
-        &[
-            <AssociationWriteServer<GrpcApi> as NamedService>::NAME,
-            <AssociationReadServer<GrpcApi> as NamedService>::NAME,
-            <AdminConfigServer<GrpcApi> as NamedService>::NAME,
-        ],
-    )
-    .await;
-    let health_watch = tokio::spawn(Arc::clone(&health).watch_store(
-        Arc::clone(&service),
-        Duration::from_millis(settings.server.health_check_interval_ms),
-        STORE_PING_TIMEOUT,
-    ));
-    let probes = |with_metrics| {
-        gateway::probes::router(Arc::clone(&health), Arc::clone(&service), with_metrics)
-    };
-    let rest = rest.merge(probes(metrics_listener.is_none()));
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            // google.rpc.ErrorInfo, so grpcurl can show error details.
-            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(
-                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-            )
-    };
-    let (reflection_v1, reflection_v1alpha) = match settings.server.reflection {
-        true => (
-            Some(reflection().build_v1()?),
-            Some(reflection().build_v1alpha()?),
-        ),
-        false => (None, None),
-    };
-
+/// Says the service is ready (its addresses, store, authentication and
+/// plugins), with a warning for each unsafe setting.
+fn announce(
+    settings: &Settings,
+    authenticator: &crate::auth::Authenticator,
+    addrs: [SocketAddr; 2],
+    backend: &str,
+) {
     if authenticator.is_open() {
         tracing::warn!(
             "NO AUTHENTICATION: every caller on this machine can read and change every portal; configure [[auth.tokens]] before exposing the service (docs/security.md)"
@@ -284,6 +288,7 @@ pub async fn serve(
     let plugins: Vec<&str> = std::iter::once(crate::hooks::audit::AUDIT_PLUGIN)
         .chain(settings.hooks.plugins.iter().map(|p| p.name.as_str()))
         .collect();
+    let [addr, http_addr] = addrs;
     tracing::info!(
         "association-service ready: grpc={addr} rest={}://{http_addr} store={backend} auth={} plugins={} ({})",
         if settings.tls.is_some() {
@@ -295,90 +300,190 @@ pub async fn serve(
         plugins.join(","),
         redacted_url(&settings.store.url)
     );
-    let tls = |protocol| match &settings.tls {
-        Some(tls) => Acceptor::tls(tls, protocol).map_err(|e| ConfigError::Invalid(e).into()),
-        None => Ok::<_, ServerError>(Acceptor::plain()),
-    };
-    let (grpc_acceptor, rest_acceptor) = (tls(Protocol::Grpc)?, tls(Protocol::Http1)?);
-    let grpc_acceptor =
-        grpc_acceptor.with_idle_timeout(Duration::from_millis(settings.server.idle_timeout_ms));
-    if !grpc_acceptor.is_tls() && !authenticator.is_open() {
-        if let Some(exposed) = [addr, http_addr]
-            .into_iter()
-            .find(|a| !a.ip().is_loopback())
-        {
+    if settings.tls.is_none() && !authenticator.is_open() {
+        if let Some(exposed) = addrs.into_iter().find(|a| !a.ip().is_loopback()) {
             tracing::warn!(
                 "bearer tokens travel in clear text on {exposed}: configure [tls] unless a proxy or mesh encrypts the traffic"
             );
         }
     }
-    // One shutdown signal stops both front ends.
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let metrics_server = metrics_listener.map(|listener| {
-        let mut metrics_stopped = stopped.clone();
-        tokio::spawn(gateway::serve::serve(
-            Acceptor::plain().incoming(listener),
-            probes(true),
-            settings.gateway.limits(),
-            async move {
-                let _ = metrics_stopped.wait_for(|s| *s).await;
-            },
-        ))
-    });
-    let mut rest_stopped = stopped.clone();
-    let rest = gateway::serve::serve(
-        rest_acceptor.incoming(http_listener),
-        rest,
-        settings.gateway.limits(),
-        async move {
-            let _ = rest_stopped.wait_for(|s| *s).await;
+}
+
+/// What both front ends hold callers to: admission (rates and daily
+/// quotas), concurrent calls per front end, and the timeouts.
+struct CallLimits {
+    admission: Arc<Admission>,
+    grpc_calls: Arc<CallPlaces>,
+    rest_calls: Arc<CallPlaces>,
+    request_timeout: Duration,
+    body_timeout: Duration,
+}
+
+impl CallLimits {
+    fn new(settings: &Settings, service: &Arc<AssociationService>) -> CallLimits {
+        let server = &settings.server;
+        // Each port has its own places.
+        let call_places = || {
+            Arc::new(CallPlaces::new(
+                server.max_concurrent_calls,
+                server.max_concurrent_calls_per_caller,
+                server.max_concurrent_calls_per_portal,
+            ))
+        };
+        CallLimits {
+            admission: Arc::new(Admission::new(
+                server.calls_per_second_per_portal,
+                server.call_burst_per_portal,
+                server.calls_per_day_per_portal,
+                Arc::new(StoreLedger(Arc::clone(service))),
+            )),
+            grpc_calls: call_places(),
+            rest_calls: call_places(),
+            request_timeout: Duration::from_millis(server.request_timeout_ms),
+            body_timeout: Duration::from_millis(server.request_body_timeout_ms),
+        }
+    }
+
+    /// Forgets idle callers and portals once a minute.
+    fn forget_idle_forever(&self) -> tokio::task::JoinHandle<()> {
+        let admission = Arc::clone(&self.admission);
+        let calls = [Arc::clone(&self.grpc_calls), Arc::clone(&self.rest_calls)];
+        tokio::spawn(async move {
+            let mut every_minute = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every_minute.tick().await;
+                admission.forget_idle();
+                calls.iter().for_each(|c| c.forget_idle());
+            }
+        })
+    }
+}
+
+/// The REST gateway, behind its guards.
+fn rest_router(
+    settings: &Settings,
+    service: &Arc<AssociationService>,
+    authenticator: Arc<crate::auth::Authenticator>,
+    limits: &CallLimits,
+) -> axum::Router {
+    gateway::router(
+        Arc::clone(service),
+        gateway::Access {
+            default_portal: settings.gateway.default_portal,
+            authenticator,
+            public_url: settings.gateway.public_url.clone(),
         },
-    );
-    let rest = tokio::spawn(rest);
-    let mut grpc_stopped = stopped;
+        gateway::Guards {
+            admission: Arc::clone(&limits.admission),
+            calls: Arc::clone(&limits.rest_calls),
+            request_timeout: limits.request_timeout,
+            body_read_timeout: Duration::from_millis(settings.gateway.body_read_timeout_ms),
+            body_timeout: limits.body_timeout,
+        },
+    )
+}
+
+/// The gRPC API's services, gRPC health (and the health it reports), and
+/// reflection when configured.
+async fn grpc_routes(
+    settings: &Settings,
+    service: &Arc<AssociationService>,
+) -> Result<(tonic::service::Routes, Arc<Health>), ServerError> {
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let health = Health::new(
+        reporter,
+        &[
+            <AssociationWriteServer<GrpcApi> as NamedService>::NAME,
+            <AssociationReadServer<GrpcApi> as NamedService>::NAME,
+            <AdminConfigServer<GrpcApi> as NamedService>::NAME,
+        ],
+    )
+    .await;
+    let api = GrpcApi::new(Arc::clone(service));
+    let mut routes = tonic::service::Routes::new(health_service)
+        .add_service(AssociationWriteServer::new(api.clone()))
+        .add_service(AssociationReadServer::new(api.clone()))
+        .add_service(AdminConfigServer::new(api));
+    if settings.server.reflection {
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                // google.rpc.ErrorInfo, so grpcurl can show error details.
+                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(
+                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+                )
+        };
+        routes = routes
+            .add_service(reflection().build_v1()?)
+            .add_service(reflection().build_v1alpha()?);
+    }
+    Ok((routes, health))
+}
+
+/// The gRPC server on `incoming` until `stopped`: HTTP/2 bounds, then
+/// metrics and the guards (identity, admission, stream and call caps,
+/// timeouts) before `routes`. The request timeout is the guard's (an import
+/// is bounded by its progress, not its length).
+fn grpc_server(
+    settings: &Settings,
+    (authenticator, limits): (Arc<crate::auth::Authenticator>, &CallLimits),
+    routes: tonic::service::Routes,
+    incoming: tokio_stream::wrappers::ReceiverStream<std::io::Result<crate::listen::EdgeStream>>,
+    stopped: impl Future<Output = ()> + Send + 'static,
+) -> impl Future<Output = Result<(), tonic::transport::Error>> + Send {
+    let millis = Duration::from_millis;
     let guards = tower::ServiceBuilder::new()
         .layer(grpc::metrics::MetricsLayer)
         .layer(grpc::auth::AuthLayer::new(grpc::auth::Guard {
             authenticator,
-            admission: Arc::clone(&admission),
+            admission: Arc::clone(&limits.admission),
             streams: Arc::new(StreamCaps::new(
                 settings.read.stream_caps(settings.store.max_connections).0,
             )),
-            calls: Arc::clone(&grpc_calls),
-            body_timeout,
+            calls: Arc::clone(&limits.grpc_calls),
+            body_timeout: limits.body_timeout,
             recheck: settings.auth.reload_interval(),
-            request_timeout,
+            request_timeout: limits.request_timeout,
         }));
-    let forgetting = tokio::spawn(async move {
-        let mut every_minute = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            every_minute.tick().await;
-            admission.forget_idle();
-            grpc_calls.forget_idle();
-            rest_calls.forget_idle();
-        }
-    });
-    let millis = Duration::from_millis;
-    // The request timeout is the guard's (an import is bounded by its
-    // progress, not its length).
-    let grpc = tonic::transport::Server::builder()
+    tonic::transport::Server::builder()
         .max_concurrent_streams(settings.server.max_streams_per_connection)
         .http2_max_header_list_size(settings.server.max_header_bytes)
         .http2_keepalive_interval(Some(millis(settings.server.http2_keepalive_interval_ms)))
         .http2_keepalive_timeout(Some(millis(settings.server.http2_keepalive_timeout_ms)))
         .layer(guards)
-        .add_service(health_service)
-        .add_optional_service(reflection_v1)
-        .add_optional_service(reflection_v1alpha)
-        .add_service(AssociationWriteServer::new(api.clone()))
-        .add_service(AssociationReadServer::new(api.clone()))
-        .add_service(AdminConfigServer::new(api))
-        .serve_with_incoming_shutdown(grpc_acceptor.incoming(listener), async move {
-            let _ = grpc_stopped.wait_for(|s| *s).await;
-        });
-    let grpc = tokio::spawn(grpc);
-    shutdown.await;
-    // Not ready first, so load balancers stop sending; then stop accepting.
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, stopped)
+}
+
+/// Resolves once the shutdown signal is sent.
+fn when(stopped: &tokio::sync::watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    let mut stopped = stopped.clone();
+    async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    }
+}
+
+/// The front ends' tasks, and how each ended.
+type FrontEnds<G, R> = (tokio::task::JoinHandle<G>, tokio::task::JoinHandle<R>);
+type Ended<G, R> = (
+    Result<G, tokio::task::JoinError>,
+    Result<R, tokio::task::JoinError>,
+);
+
+/// Stops the front ends: not ready first, so load balancers stop sending;
+/// then no new calls; the calls in flight get the grace period, then
+/// streams end after their next chunk. How each ended, or nothing when
+/// calls outlived that too.
+async fn stop_front_ends<G, R>(
+    settings: &Settings,
+    health: &Health,
+    service: &AssociationService,
+    stop: tokio::sync::watch::Sender<bool>,
+    (grpc, rest): FrontEnds<G, R>,
+) -> Option<Ended<G, R>> {
     health.start_draining().await;
     service.drain_streams(Drain::Draining);
     tokio::time::sleep(Duration::from_millis(settings.server.shutdown_delay_ms)).await;
@@ -387,7 +492,7 @@ pub async fn serve(
     tracing::info!("shutting down: finishing in-flight calls and streams (at most {grace:?})");
     let front_ends = async { (grpc.await, rest.await) };
     tokio::pin!(front_ends);
-    let results = match tokio::time::timeout(grace, &mut front_ends).await {
+    match tokio::time::timeout(grace, &mut front_ends).await {
         Ok(results) => Some(results),
         Err(_) => {
             // Streams end after their last chunk, whose cursor resumes them.
@@ -396,22 +501,7 @@ pub async fn serve(
                 .await
                 .ok()
         }
-    };
-    pruner.abort();
-    forgetting.abort();
-    health_watch.abort();
-    if let Some(metrics_server) = metrics_server {
-        metrics_server.abort();
     }
-    dispatchers.iter().for_each(|d| d.abort());
-    let Some((grpc_result, rest_result)) = results else {
-        tracing::warn!("calls still running past the grace period were cut off");
-        return Ok(());
-    };
-    grpc_result.map_err(|e| ServerError::Gateway(std::io::Error::other(e)))??;
-    rest_result.map_err(|e| ServerError::Gateway(std::io::Error::other(e)))?;
-    tracing::info!("shut down");
-    Ok(())
 }
 
 /// How long readiness waits for the database's answer.
