@@ -207,20 +207,34 @@ async fn the_create_paths_agree(backend: &str) {
     let mut applied = (0, 0);
     let mut refused = (0, 0);
     for portal in 1..=ROUNDS {
-        let (from, to) = PAIRS[rng.below(PAIRS.len() as u64) as usize];
+        // Every pair meets every size and ceiling (rounds 8 to 39): a few
+        // items (the row-by-row form) or more (set-based), under a ceiling
+        // the held rows reach or under none.
+        let index = portal as usize;
+        let (from, to) = PAIRS[(index / 8) % PAIRS.len()];
+        let ceiling = [1, 2, 3, 10_000][(index / 2) % 4];
         let pair = common::pair(portal, from, to);
         let held = half_of_square(&mut rng);
         same_snapshot([&fast, &flow], pair, &held).await;
-        // One to six items of the default type over a wider square, so
-        // some are new and some held; a low ceiling refuses some.
-        let items: Vec<CreateItem> = (0..=rng.below(6))
-            .map(|_| CreateItem {
-                from_id: 1 + rng.below(4) as i64,
-                to_id: 1 + rng.below(4) as i64,
-                types: vec![],
-            })
-            .collect();
-        let ceiling = [1, 2, 3, 10_000][rng.below(4) as usize];
+        // Items of the default type from the held records to new ones: the
+        // pairs are new, so only a limit (or a missing primary) stops the
+        // one call. A few: one or two from held records. More: one from
+        // each held record to a record of its own (six counters), and up
+        // to three between new records.
+        let item = |from_id, to_id| CreateItem {
+            from_id,
+            to_id,
+            types: vec![],
+        };
+        let items: Vec<CreateItem> = match index % 2 {
+            0 => (0..=rng.below(2))
+                .map(|_| item(1 + rng.below(3) as i64, 4 + rng.below(4) as i64))
+                .collect(),
+            _ => (1..=3)
+                .map(|f| item(f, 4 + f))
+                .chain((0..rng.below(4)).map(|n| item(8 + n as i64, 11 + n as i64)))
+                .collect(),
+        };
         let (from_type, to_type) = common::types(from, to);
         let catalog = PairCatalog::new(
             from_type,
@@ -238,8 +252,8 @@ async fn the_create_paths_agree(backend: &str) {
             catalog: &catalog,
             ceiling,
         };
-        // Each new pair is two rows (the inverse): two items or fewer fit
-        // the row-by-row form of up to four.
+        // Each new pair is two rows (the inverse) and two counters: two
+        // items or fewer fit the row-by-row form of up to four.
         let one_call = match fast.store.create_in_one_call(&ctx, &items).await.unwrap() {
             Some(outcomes) => {
                 if items.len() <= 2 {

@@ -250,3 +250,93 @@ fn no_source_file_is_over_600_lines_without_a_reason() {
         "split these at their seams, or say at the top why not: {long:?}"
     );
 }
+
+/// The longest a function may be, in lines from `fn` to its closing brace.
+const FUNCTION_MOST: usize = 80;
+
+/// Functions (free, in impls and trait defaults, nested ones too) as
+/// (name, first line, lines), read by `syn`.
+fn functions(text: &str) -> Vec<(String, usize, usize)> {
+    use syn::visit::Visit;
+    struct Collect(Vec<(String, usize, usize)>);
+    impl Collect {
+        fn add(&mut self, sig: &syn::Signature, block: &syn::Block) {
+            let first = sig.fn_token.span.start().line;
+            let last = block.brace_token.span.close().end().line;
+            self.0
+                .push((sig.ident.to_string(), first, last + 1 - first));
+        }
+    }
+    impl<'a> Visit<'a> for Collect {
+        fn visit_item_fn(&mut self, f: &'a syn::ItemFn) {
+            self.add(&f.sig, &f.block);
+            syn::visit::visit_item_fn(self, f);
+        }
+        fn visit_impl_item_fn(&mut self, f: &'a syn::ImplItemFn) {
+            self.add(&f.sig, &f.block);
+            syn::visit::visit_impl_item_fn(self, f);
+        }
+        fn visit_trait_item_fn(&mut self, f: &'a syn::TraitItemFn) {
+            if let Some(block) = &f.default {
+                self.add(&f.sig, block);
+            }
+            syn::visit::visit_trait_item_fn(self, f);
+        }
+    }
+    let file = syn::parse_file(text).expect("the library's source parses");
+    let mut collect = Collect(Vec::new());
+    collect.visit_file(&file);
+    collect.0
+}
+
+/// Issue 32, item 4: a function over `FUNCTION_MOST` lines says why in the
+/// comments just above it ("over 80 lines because …").
+#[test]
+fn no_function_is_over_80_lines_without_a_reason() {
+    let mut long = Vec::new();
+    for (relative, text) in rust_files() {
+        let lines: Vec<&str> = text.lines().collect();
+        for (name, first, count) in functions(&text) {
+            if count <= FUNCTION_MOST {
+                continue;
+            }
+            // The comments and attributes right above the `fn` line.
+            let reason = lines[..first - 1]
+                .iter()
+                .rev()
+                .take_while(|l| {
+                    let l = l.trim_start();
+                    l.starts_with("//") || l.starts_with("#[")
+                })
+                .any(|l| l.to_ascii_lowercase().contains("over 80 lines because"));
+            if !reason {
+                long.push(format!("src/{relative}:{first} {name} ({count} lines)"));
+            }
+        }
+    }
+    long.sort();
+    assert!(
+        long.is_empty(),
+        "split these, or say just above each why not (\"over 80 lines because …\"): {long:#?}"
+    );
+}
+
+/// The measure itself: a function's lines run from `fn` to its brace, and
+/// methods, trait defaults and nested functions count.
+#[test]
+fn functions_are_measured_from_fn_to_brace() {
+    let text = "struct S;\n\
+                impl S {\n    fn a(&self) {\n        fn inner() {}\n    }\n}\n\
+                trait T {\n    fn b() -> u8 {\n        1\n    }\n    fn c();\n}\n\
+                pub async fn d(\n    x: u8,\n) {\n}\n";
+    let found = functions(text);
+    assert_eq!(
+        found,
+        [
+            ("a".to_string(), 3, 3),
+            ("inner".to_string(), 4, 1),
+            ("b".to_string(), 8, 3),
+            ("d".to_string(), 13, 4),
+        ]
+    );
+}

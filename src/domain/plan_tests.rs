@@ -169,6 +169,23 @@ impl Rng {
     }
 }
 
+/// Whether every counter the plan raises stays within its limit.
+fn meets_limits(snapshot: &Snapshot, plan: &Plan, ceiling: u32) -> bool {
+    plan.count_deltas.iter().all(|(key, delta)| {
+        let user = snapshot.user_limits.get(&key.key).copied();
+        snapshot.counts.get(key).copied().unwrap_or(0) + delta
+            <= i64::from(effective_limit(user, ceiling).0)
+    })
+}
+
+/// A plan's writes and outcomes, as text to compare.
+fn show(p: &Plan) -> String {
+    format!(
+        "{:?} {:?} {:?} {:?}",
+        p.insert_rows, p.delete_rows, p.count_deltas, p.outcomes
+    )
+}
+
 #[test]
 fn a_presumed_plan_is_the_plan_of_every_snapshot_that_meets_its_conditions() {
     use crate::domain::labels::new_label_definitions;
@@ -227,22 +244,11 @@ fn a_presumed_plan_is_the_plan_of_every_snapshot_that_meets_its_conditions() {
                 .counts
                 .insert(*key, rng.below(room as u64 + 1) as i64);
         }
-        let met = presumed.plan.count_deltas.iter().all(|(key, delta)| {
-            let user = snapshot.user_limits.get(&key.key).copied();
-            snapshot.counts.get(key).copied().unwrap_or(0) + delta
-                <= i64::from(effective_limit(user, ctx.ceiling).0)
-        });
-        if !met {
+        if !meets_limits(&snapshot, &presumed.plan, ctx.ceiling) {
             continue;
         }
         compared += 1;
         let actual = plan_creates(&ctx, snapshot, &items);
-        let show = |p: &Plan| {
-            format!(
-                "{:?} {:?} {:?} {:?}",
-                p.insert_rows, p.delete_rows, p.count_deltas, p.outcomes
-            )
-        };
         assert_eq!(
             show(&actual),
             show(&presumed.plan),

@@ -237,6 +237,28 @@ fn rate_policy(err: &DomainError) -> Option<(&'static str, &'static str, (&'stat
     }
 }
 
+/// The context of a single create's limit refusal: which limit, as HubSpot
+/// words it, and the type and category that exceeded it.
+fn single_limit_context(v: &LimitViolation) -> Map<String, Value> {
+    let type_name = v.type_name.to_ascii_uppercase();
+    let detail = format!(
+        "Exceeded association limit of {} for portalId {}, fromObjectId {}, associationType {type_name}",
+        v.limit, v.portal_id, v.from_object_id
+    );
+    context(vec![
+        (limit_key(v.source), detail),
+        (
+            "associationTypeIdThatExceededLimit",
+            v.key.type_id.to_string(),
+        ),
+        ("limit", v.limit.to_string()),
+        (
+            "associationCategoryThatExceededLimit",
+            v.key.category.to_string(),
+        ),
+    ])
+}
+
 impl GatewayError {
     fn status_and_body(&self) -> (StatusPair, ErrorBody) {
         let status = status_for(self.kind());
@@ -289,25 +311,9 @@ impl GatewayError {
                 (status, answer)
             }
             GatewayError::SingleLimit(v) => {
-                let type_name = v.type_name.to_ascii_uppercase();
-                let detail = format!(
-                    "Exceeded association limit of {} for portalId {}, fromObjectId {}, associationType {type_name}",
-                    v.limit, v.portal_id, v.from_object_id
-                );
-                let ctx = context(vec![
-                    (limit_key(v.source), detail),
-                    (
-                        "associationTypeIdThatExceededLimit",
-                        v.key.type_id.to_string(),
-                    ),
-                    ("limit", v.limit.to_string()),
-                    (
-                        "associationCategoryThatExceededLimit",
-                        v.key.category.to_string(),
-                    ),
-                ]);
                 // The subCategory a batch item of the same refusal carries.
                 let sub = sub_category(&DomainError::LimitExceeded(v.clone()));
+                let ctx = single_limit_context(v);
                 (status, body(self.to_string(), Some(sub), ctx))
             }
             GatewayError::NoRoute { .. } => (status, body(self.to_string(), None, Map::new())),

@@ -96,6 +96,32 @@ fn describe(handler: &str) -> Option<Doc> {
     }
 }
 
+/// An operation's answers: each success its version gives, and HubSpot's
+/// error body for any failure.
+fn responses(doc: &Doc, version: ApiVersion, found: &mut Found) -> utoipa::openapi::Responses {
+    let mut responses = ResponsesBuilder::new();
+    for (status, schema) in successes(&doc.answer, version) {
+        let reason = status.canonical_reason().unwrap_or("success");
+        let response = match schema {
+            Some(schema) => ResponseBuilder::new()
+                .description(reason)
+                .content("application/json", json(schema(found))),
+            None => ResponseBuilder::new().description(reason),
+        };
+        responses = responses.response(status.as_str(), response.build());
+    }
+    let error_body = RefOr::Ref(utoipa::openapi::Ref::from_schema_name(ErrorBody::name()));
+    responses
+        .response(
+            "default",
+            ResponseBuilder::new()
+                .description("HubSpot's error body: the status says which failure")
+                .content("application/json", json(error_body))
+                .build(),
+        )
+        .build()
+}
+
 /// The whole document. Panics if a route's handler has no description (a
 /// unit test builds it).
 pub fn document() -> utoipa::openapi::OpenApi {
@@ -136,30 +162,8 @@ pub fn document() -> utoipa::openapi::OpenApi {
                     .build(),
             ));
         }
-        let mut responses = ResponsesBuilder::new();
-        for (status, schema) in successes(&doc.answer, version) {
-            let reason = status.canonical_reason().unwrap_or("success");
-            let response = match schema {
-                Some(schema) => ResponseBuilder::new()
-                    .description(reason)
-                    .content("application/json", json(schema(&mut found))),
-                None => ResponseBuilder::new().description(reason),
-            };
-            responses = responses.response(status.as_str(), response.build());
-        }
-        responses = responses.response(
-            "default",
-            ResponseBuilder::new()
-                .description("HubSpot's error body: the status says which failure")
-                .content(
-                    "application/json",
-                    json(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
-                        ErrorBody::name(),
-                    ))),
-                )
-                .build(),
-        );
-        let operation = operation.responses(responses.build()).build();
+        let responses = responses(&doc, version, &mut found);
+        let operation = operation.responses(responses).build();
         paths = paths.path(*pattern, PathItem::new(http_method(method), operation));
     }
     // The named parts of the generic envelopes, which utoipa refers to

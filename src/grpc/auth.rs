@@ -101,6 +101,31 @@ impl<S> Layer<S> for AuthLayer {
     }
 }
 
+impl Guard {
+    /// The request as the service sees it: its body held to the body
+    /// timeout, and in its extensions what the handlers read (the portal
+    /// slot, the call places, the principal and admission).
+    fn prepare(
+        &self,
+        request: http::Request<Body>,
+        path: &str,
+        portal_slot: &PortalSlot,
+        principal: Option<Principal>,
+    ) -> http::Request<Body> {
+        let streaming = client_streaming(path);
+        let mut request =
+            request.map(|body| Body::new(Arriving::new(body, self.body_timeout, streaming)));
+        let extensions = request.extensions_mut();
+        extensions.insert(portal_slot.clone());
+        extensions.insert(Arc::clone(&self.calls));
+        if let Some(principal) = principal {
+            extensions.insert(principal);
+            extensions.insert(Arc::clone(&self.admission));
+        }
+        request
+    }
+}
+
 /// A gRPC service behind `AuthLayer`.
 #[derive(Clone)]
 pub struct Guarded<S> {
@@ -194,20 +219,7 @@ where
             _ => None,
         };
         let portal_slot = PortalSlot::default();
-        let mut request = request.map(|body| {
-            Body::new(Arriving::new(
-                body,
-                guard.body_timeout,
-                client_streaming(&path),
-            ))
-        });
-        let extensions = request.extensions_mut();
-        extensions.insert(portal_slot.clone());
-        extensions.insert(Arc::clone(&guard.calls));
-        if let Some(principal) = principal {
-            extensions.insert(principal);
-            extensions.insert(Arc::clone(&guard.admission));
-        }
+        let request = guard.prepare(request, &path, &portal_slot, principal);
         let answer = self.inner.call(request);
         let deadline = (!client_streaming(&path)).then_some(guard.request_timeout);
         Box::pin(async move {

@@ -94,39 +94,9 @@ impl AssociationService {
         check_portal(portal)?;
         let samples = check_samples(samples)?;
         near_limit_from(1, fraction)?;
-        let pairs: Vec<(ObjectType, ObjectType)> = match pair {
+        let pairs = match pair {
             Some(pair) => vec![pair],
-            None => {
-                let ordered = |a: ObjectType, b: ObjectType| if a <= b { (a, b) } else { (b, a) };
-                let mut pairs: Vec<(ObjectType, ObjectType)> = self
-                    .store
-                    .user_limits(portal, None)
-                    .await?
-                    .iter()
-                    .map(|l| ordered(l.from, l.to))
-                    .collect();
-                // And the pairs with records at or near the platform ceiling.
-                let near_ceiling = near_limit_from(self.settings.platform_ceiling, fraction)?;
-                let builtin = every_builtin_definition();
-                for (from, key, stored_to) in self
-                    .store
-                    .types_holding_at_least(portal, near_ceiling)
-                    .await?
-                {
-                    let to = stored_to.or_else(|| {
-                        builtin
-                            .iter()
-                            .find(|d| d.from == from && d.key == key)
-                            .map(|d| d.to)
-                    });
-                    if let Some(to) = to {
-                        pairs.push(ordered(from, to));
-                    }
-                }
-                pairs.sort();
-                pairs.dedup();
-                pairs
-            }
+            None => self.limited_pairs(portal, fraction).await?,
         };
         let mut usages = Vec::new();
         for (a, b) in pairs {
@@ -165,6 +135,44 @@ impl AssociationService {
             }
         }
         Ok(usages)
+    }
+
+    /// The pairs (each once, in one order) that have an admin limit or
+    /// records at or near the platform ceiling.
+    async fn limited_pairs(
+        &self,
+        portal: i64,
+        fraction: f64,
+    ) -> ServiceResult<Vec<(ObjectType, ObjectType)>> {
+        let ordered = |a: ObjectType, b: ObjectType| if a <= b { (a, b) } else { (b, a) };
+        let mut pairs: Vec<(ObjectType, ObjectType)> = self
+            .store
+            .user_limits(portal, None)
+            .await?
+            .iter()
+            .map(|l| ordered(l.from, l.to))
+            .collect();
+        // And the pairs with records at or near the platform ceiling.
+        let near_ceiling = near_limit_from(self.settings.platform_ceiling, fraction)?;
+        let builtin = every_builtin_definition();
+        for (from, key, stored_to) in self
+            .store
+            .types_holding_at_least(portal, near_ceiling)
+            .await?
+        {
+            let to = stored_to.or_else(|| {
+                builtin
+                    .iter()
+                    .find(|d| d.from == from && d.key == key)
+                    .map(|d| d.to)
+            });
+            if let Some(to) = to {
+                pairs.push(ordered(from, to));
+            }
+        }
+        pairs.sort();
+        pairs.dedup();
+        Ok(pairs)
     }
 
     /// Each direction's admin labels against the pair's label quota: of one

@@ -388,6 +388,24 @@ pub struct ImportJob {
     pub resume: bool,
 }
 
+/// What an earlier run of the same import acknowledged, when resuming:
+/// refused when there is none, or it was of another portal or file size.
+fn earlier_progress(job: &ImportJob, size: u64) -> Result<Option<Stored>, TransferError> {
+    let path = &job.path;
+    match (job.resume, Stored::load(path)?) {
+        (false, _) => Ok(None),
+        (true, None) => Err(TransferError::NothingToResume(path.display().to_string())),
+        (true, Some(earlier)) if earlier.portal != job.portal || earlier.file_size != size => {
+            Err(TransferError::NotTheSameImport {
+                path: path.display().to_string(),
+                portal: earlier.portal,
+                size: earlier.file_size,
+            })
+        }
+        (true, Some(earlier)) => Ok(Some(earlier)),
+    }
+}
+
 /// Imports a file into a portal through the service, keeping what the
 /// service acknowledges in `stored` and beside the file (`progress.rs`).
 pub async fn import(
@@ -403,18 +421,7 @@ pub async fn import(
             source,
         })?
         .len();
-    let earlier = match (job.resume, Stored::load(&path)?) {
-        (false, _) => None,
-        (true, None) => return Err(TransferError::NothingToResume(path.display().to_string())),
-        (true, Some(earlier)) if earlier.portal != portal || earlier.file_size != size => {
-            return Err(TransferError::NotTheSameImport {
-                path: path.display().to_string(),
-                portal: earlier.portal,
-                size: earlier.file_size,
-            })
-        }
-        (true, Some(earlier)) => Some(earlier),
-    };
+    let earlier = earlier_progress(&job, size)?;
     let mut progress = earlier.clone().unwrap_or(Stored {
         portal,
         file_size: size,
@@ -442,25 +449,15 @@ pub async fn import(
         let skip = progress.through_line;
         tokio::task::spawn_blocking(move || send_rows(&job, format, &labels, skip, sender, sent))
     };
+    let request = connection.request(ReceiverStream::new(receiver))?;
     let mut answers = client
-        .import_association_batches(connection.request(ReceiverStream::new(receiver))?)
+        .import_association_batches(request)
         .await?
         .into_inner();
     let started = std::time::Instant::now();
     let resumed_rows = progress.rows;
     while let Some(answer) = answers.message().await? {
-        progress.rows += answer.rows;
-        progress.created += answer.created;
-        progress.already_present += answer.already_present;
-        progress.failed += answer.failed;
-        progress.through_line = progress.through_line.max(answer.last_line);
-        progress.errors.extend(answer.errors.iter().map(|e| {
-            let message = e
-                .error
-                .as_ref()
-                .map(|e| format!("{} {}: {}", e.category, e.sub_category, e.message));
-            (e.line, message.unwrap_or_default())
-        }));
+        progress.add(&answer);
         progress.save(&path)?;
         *stored.lock().expect("not poisoned") = Some(progress.clone());
         if let Some(offset) = sent.lock().expect("not poisoned").pop_front() {
@@ -472,7 +469,7 @@ pub async fn import(
             rows(progress.rows)
         ));
     }
-    let (total, mut unreadable) = reader.await.expect("the file reader does not panic")?;
+    let (total, unreadable) = reader.await.expect("the file reader does not panic")?;
     if !sent.lock().expect("not poisoned").is_empty() {
         return Err(TransferError::Malformed(
             "the service ended the import before answering every message".into(),
@@ -480,18 +477,30 @@ pub async fn import(
     }
     bar.finish_and_clear();
     Stored::remove(&path);
-    let local_failures = unreadable.len() as u64;
-    unreadable.extend(progress.errors.iter().cloned());
-    unreadable.sort_by_key(|(line, _)| *line);
-    Ok(ImportSummary {
-        rows: total,
-        created: progress.created,
-        already_present: progress.already_present,
-        failed: progress.failed + local_failures,
-        errors: unreadable,
-        labels_created,
-        resumed_after: earlier.map(|e| e.through_line),
-    })
+    let mut summary = ImportSummary::of(progress, total, unreadable);
+    summary.labels_created = labels_created;
+    summary.resumed_after = earlier.map(|e| e.through_line);
+    Ok(summary)
+}
+
+impl ImportSummary {
+    /// The summary of a finished import: what the service acknowledged
+    /// over every run, the file's rows, and the failures of both sides
+    /// (those the file reader found unreadable too) by line.
+    fn of(progress: Stored, total: u64, mut unreadable: Vec<(u64, String)>) -> ImportSummary {
+        let failed = progress.failed + unreadable.len() as u64;
+        unreadable.extend(progress.errors);
+        unreadable.sort_by_key(|(line, _)| *line);
+        ImportSummary {
+            rows: total,
+            created: progress.created,
+            already_present: progress.already_present,
+            failed,
+            errors: unreadable,
+            labels_created: Vec::new(),
+            resumed_after: None,
+        }
+    }
 }
 
 /// The import's bar: the file's bytes up to the last acknowledged message,

@@ -4,6 +4,7 @@
 //! what was stored when an import stops for any reason.
 use std::path::{Path, PathBuf};
 
+use association_service::proto::ImportAssociationBatchesResponse;
 use serde::{Deserialize, Serialize};
 
 use super::{rows, TransferError};
@@ -27,6 +28,23 @@ pub struct Stored {
 }
 
 impl Stored {
+    /// Counts in one answer of the service: its rows, and its failures with
+    /// their lines.
+    pub fn add(&mut self, answer: &ImportAssociationBatchesResponse) {
+        self.rows += answer.rows;
+        self.created += answer.created;
+        self.already_present += answer.already_present;
+        self.failed += answer.failed;
+        self.through_line = self.through_line.max(answer.last_line);
+        self.errors.extend(answer.errors.iter().map(|e| {
+            let message = e
+                .error
+                .as_ref()
+                .map(|e| format!("{} {}: {}", e.category, e.sub_category, e.message));
+            (e.line, message.unwrap_or_default())
+        }));
+    }
+
     /// Where the progress of importing `file` is kept.
     pub fn path_for(file: &Path) -> PathBuf {
         let mut name = file.as_os_str().to_owned();

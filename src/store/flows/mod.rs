@@ -246,6 +246,36 @@ fn deletable_types_of(rows: &[DirectedRow]) -> BTreeSet<TypeKey> {
         .collect()
 }
 
+/// The survivor's own primary company, read only when a primary row of the
+/// merged record moves (its counter is then locked by the flow).
+async fn survivor_primary_company(
+    steps: &mut dyn WriteSteps,
+    req: &MergeRequest,
+    merged_rows: &[DirectedRow],
+) -> StoreResult<Option<i64>> {
+    let (t, a) = (req.object_type, req.primary_id);
+    let Some(def) = req.primary_company_type() else {
+        return Ok(None);
+    };
+    let moves = merged_rows
+        .iter()
+        .any(|r| r.key == def.key && r.from_type == t && r.from_id == req.merged_id);
+    if !moves {
+        return Ok(None);
+    }
+    let lookup = PrimaryLookup {
+        record_type: t,
+        company_type: def.to,
+        record_key: def.key,
+        record_ids: vec![a],
+    };
+    Ok(steps
+        .load_primaries(req.portal_id, &lookup)
+        .await?
+        .get(&a)
+        .copied())
+}
+
 /// The merge flow: read the merged record's rows, lock their label types
 /// and every counter the merge may change, read again (running again if new
 /// counters appeared), plan with the domain planner, write.
@@ -287,28 +317,7 @@ pub(crate) async fn merge_in_transaction(
     } else {
         steps.load_pair_rows(portal, &pairs).await?
     };
-    // The primary's own primary company matters only when a primary row moves;
-    // its counter is then locked above.
-    let primary_company = match req.primary_company_type() {
-        Some(def)
-            if merged_rows
-                .iter()
-                .any(|r| r.key == def.key && r.from_type == t && r.from_id == req.merged_id) =>
-        {
-            let lookup = PrimaryLookup {
-                record_type: t,
-                company_type: def.to,
-                record_key: def.key,
-                record_ids: vec![a],
-            };
-            steps
-                .load_primaries(portal, &lookup)
-                .await?
-                .get(&a)
-                .copied()
-        }
-        _ => None,
-    };
+    let primary_company = survivor_primary_company(steps, req, &merged_rows).await?;
     let keys: Vec<TypeKey> = locked
         .iter()
         .map(|k| k.key)
@@ -403,21 +412,18 @@ async fn merge_in_order(
     Ok(plans)
 }
 
-/// The create flow: lock the label types the items use (items of a label
-/// deleted meanwhile fail), lock every counter the plan may change (the
-/// current primary companies included), plan with the domain planner, write.
-pub(crate) async fn create_in_transaction(
+/// The labels the items name, locked (shared): each item naming one that
+/// is gone has its refusal, the others are live.
+async fn lock_labels(
     steps: &mut dyn WriteSteps,
     ctx: &WriteContext<'_>,
     items: &[CreateItem],
-    hint: &mut LockHint,
-) -> StoreResult<Vec<ItemOutcome>> {
-    let portal = ctx.portal_id;
+) -> StoreResult<(Vec<Option<ItemOutcome>>, Vec<CreateItem>)> {
     let labels = plan::deletable_types(items);
     let present = if labels.is_empty() {
         BTreeSet::new()
     } else {
-        steps.lock_types(portal, &labels).await?
+        steps.lock_types(ctx.portal_id, &labels).await?
     };
     let gone = |item: &CreateItem| {
         item.types
@@ -425,7 +431,7 @@ pub(crate) async fn create_in_transaction(
             .find(|k| k.is_deletable() && !present.contains(k))
             .copied()
     };
-    let mut outcomes: Vec<Option<ItemOutcome>> = items
+    let refusals = items
         .iter()
         .map(|item| {
             gone(item).map(|key| {
@@ -437,11 +443,25 @@ pub(crate) async fn create_in_transaction(
             })
         })
         .collect();
-    let live: Vec<CreateItem> = items
+    let live = items
         .iter()
         .filter(|item| gone(item).is_none())
         .cloned()
         .collect();
+    Ok((refusals, live))
+}
+
+/// The create flow: lock the label types the items use (items of a label
+/// deleted meanwhile fail), lock every counter the plan may change (the
+/// current primary companies included), plan with the domain planner, write.
+pub(crate) async fn create_in_transaction(
+    steps: &mut dyn WriteSteps,
+    ctx: &WriteContext<'_>,
+    items: &[CreateItem],
+    hint: &mut LockHint,
+) -> StoreResult<Vec<ItemOutcome>> {
+    let portal = ctx.portal_id;
+    let (mut outcomes, live) = lock_labels(steps, ctx, items).await?;
     let needs = plan::requirements(ctx, &live);
     let mut locked: BTreeSet<CountKey> = needs.count_keys.iter().copied().collect();
     locked.extend(hint.counts.iter().copied());

@@ -58,10 +58,17 @@ async fn is_citus(pool: &PgPool) -> StoreResult<bool> {
 /// Distributes what is not distributed yet (nothing without Citus); says
 /// what it did, one line a step.
 pub async fn distribute(pool: &PgPool) -> StoreResult<Vec<String>> {
-    let mut done = Vec::new();
     if !is_citus(pool).await? {
-        return Ok(done);
+        return Ok(Vec::new());
     }
+    let mut done = distribute_tables(pool).await?;
+    done.extend(distribute_functions(pool).await?);
+    Ok(done)
+}
+
+/// Distributes the tables not distributed yet, colocated by portal.
+async fn distribute_tables(pool: &PgPool) -> StoreResult<Vec<String>> {
+    let mut done = Vec::new();
     let distributed: Vec<String> =
         sqlx::query_scalar("SELECT logicalrelid::text FROM pg_dist_partition")
             .fetch_all(pool)
@@ -91,6 +98,13 @@ pub async fn distribute(pool: &PgPool) -> StoreResult<Vec<String>> {
             TABLES[0]
         ));
     }
+    Ok(done)
+}
+
+/// Copies the helpers to every node and distributes the write functions by
+/// their portal, those not done yet.
+async fn distribute_functions(pool: &PgPool) -> StoreResult<Vec<String>> {
+    let mut done = Vec::new();
     // Functions: (name, signature, whether distributed, by an argument).
     let functions: Vec<(String, String, bool, bool)> = sqlx::query_as(
         "SELECT p.proname::text, p.oid::regprocedure::text, o.objid IS NOT NULL,
