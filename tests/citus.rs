@@ -475,7 +475,7 @@ async fn routed_service(
     connections: u32,
     acquire_timeout: std::time::Duration,
 ) -> std::sync::Arc<association_service::service::AssociationService> {
-    use association_service::store::{PostgresStore, Store, StoreOptions};
+    use association_service::store::{Maintenance, PostgresStore, StoreOptions};
     let options = StoreOptions {
         acquire_timeout,
         route_to_workers: true,

@@ -13,7 +13,9 @@ mod common;
 use association_service::domain::plan::{CreateItem, WriteContext};
 use association_service::domain::PairCatalog;
 use association_service::service::{AssociationInput, AssociationService};
-use association_service::store::{PostgresStore, RetryPolicy, Store, StoreOptions, TypeFilter};
+use association_service::store::{
+    Definitions, PostgresStore, RetryPolicy, StoreOptions, TypeFilter,
+};
 use sqlx::{Connection, PgConnection};
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,14 +1,18 @@
-//! The `Store` trait: what the service asks of storage, per portal. The
-//! methods both backends answer with the same SQL have default bodies here
-//! (over `shared/`); each backend implements the rest.
+//! The `Store` trait: what the service asks of storage, per portal, in
+//! one trait per role (definitions, associations, scans, limits, the admin
+//! log and hooks, the feed, maintenance) over `Backend`. The methods both
+//! backends answer with the same SQL have default bodies here (over
+//! `shared/`); each backend implements the rest.
 use async_trait::async_trait;
 
 use super::*;
 use crate::domain::builtin::has_builtin_unlabeled;
 
-/// Storage of definitions, associations, counters and limits, per portal.
+/// What every role builds on: which backend, its pools (for the methods
+/// both backends share, whose default bodies are here) and how its logs
+/// are numbered.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Backend: Send + Sync {
     /// "postgres" or "sqlite".
     fn backend(&self) -> &'static str;
 
@@ -24,7 +28,12 @@ pub trait Store: Send + Sync {
     async fn number_log(&self, _log: Numbered, _portal: Option<i64>) -> StoreResult<()> {
         Ok(())
     }
+}
 
+/// Keeping the store: migrations, liveness, pool usage, and checking what
+/// it holds.
+#[async_trait]
+pub trait Maintenance: Backend {
     /// Applies pending migrations (safe to call from replicas at once) and,
     /// on Citus, distributes what is not distributed yet; answers what it
     /// did, a line a step (`applied migration <version> <description>`).
@@ -43,6 +52,25 @@ pub trait Store: Send + Sync {
         on_pool!(self, |pool| pool_usage_of(pool))
     }
 
+    /// How many counters differ from the real number of associations
+    /// (0 unless something is badly wrong).
+    async fn counter_drift(&self, portal: i64) -> StoreResult<u64> {
+        on_pool!(self, |pool| Sql::counter_drift(
+            &mut *pool.acquire().await?,
+            portal
+        )
+        .await)
+    }
+
+    /// Checks every invariant of the stored data in one read-only snapshot
+    /// (a live store is judged at one instant), one report per check.
+    async fn verify(&self) -> StoreResult<Vec<crate::domain::verify::CheckReport>>;
+}
+
+/// Association types per portal: labels, allocated unlabeled types, and
+/// custom objects' names.
+#[async_trait]
+pub trait Definitions: Backend {
     /// The portal's own definitions between `a` and `b` (both directions),
     /// allocating the pair's unlabeled type first if it has no built-in one.
     async fn pair_definitions(
@@ -127,24 +155,20 @@ pub trait Store: Send + Sync {
         on_pool!(self, |pool| names::object_names(pool, portal).await)
     }
 
-    /// Gives out `want` more of `portal`'s calls of UTC `day` (days since
-    /// the epoch) unless the day would pass `max`: the day's calls given
-    /// out now, or `None` when `want` does not fit.
-    async fn draw_daily_calls(
-        &self,
-        portal: i64,
-        day: i64,
-        want: u32,
-        max: u32,
-    ) -> StoreResult<Option<u32>> {
-        on_pool!(self, |pool| quota::draw(pool, portal, day, want, max).await)
+    /// The directions (from, to) that have admin label definitions.
+    async fn labelled_directions(&self, portal: i64) -> StoreResult<Vec<(ObjectType, ObjectType)>> {
+        on_pool!(self, |pool| Sql::labelled_directions(
+            &mut *pool.acquire().await?,
+            portal
+        )
+        .await)
     }
+}
 
-    /// Forgets the daily call counts of days before `day`.
-    async fn prune_daily_calls(&self, day: i64) -> StoreResult<()> {
-        on_pool!(self, |pool| quota::prune(pool, day).await)
-    }
-
+/// Associations themselves: creates, archives and merges under the
+/// limits, and reads of records and merged ids.
+#[async_trait]
+pub trait Associations: Backend {
     /// Creates associations item by item in one transaction: limits are
     /// checked against locked counters, failing items change nothing.
     async fn create_associations(
@@ -179,29 +203,6 @@ pub trait Store: Send + Sync {
         filter: &TypeFilter,
     ) -> StoreResult<u64>;
 
-    /// Pages of several records' rows to one object type, in one
-    /// statement: for each input, its first `rows` rows after its start in
-    /// key order (to id, category, type id), and possibly the rest of the
-    /// last one's associated record; each row names its input's index. Rows
-    /// come in no particular order.
-    async fn page_rows(&self, scan: PageScan<'_>) -> StoreResult<Vec<(usize, RecordRow)>>;
-
-    /// Every row of one record after the record `after` (to one object type
-    /// or all), ordered by (to type, to id, category, type id): one statement
-    /// whose rows arrive in batches of up to `batch`, read only as fast as
-    /// the receiver takes them. Dropping the receiver ends the statement.
-    fn scan_records(&self, scan: RecordScan) -> RowBatches<RecordRow>;
-
-    /// Every stored row after `after`, in key order, optionally filtered by
-    /// object types: one statement, batched and paced like `scan_records`.
-    fn scan_export(&self, scan: ExportScan) -> RowBatches<DirectedRow>;
-
-    /// The rows of several records of one object type, record by record in
-    /// the order given (each like `scan_records`), the first record's after
-    /// `after`: one statement, batched and paced like `scan_records`. Each
-    /// row names its from-record.
-    fn scan_batch(&self, scan: BatchScan) -> RowBatches<(i64, RecordRow)>;
-
     /// Records of `object_type` that hold associations, in id order.
     async fn records(
         &self,
@@ -211,21 +212,6 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<Vec<RecordSummary>> {
         on_pool!(self, |pool| {
             Sql::records(&mut *pool.acquire().await?, portal, object_type, select).await
-        })
-    }
-
-    /// How many records hold at least `at`, and at least `near` but fewer
-    /// than `at`, associations of the scan's type; the largest count; up to
-    /// `samples` records of each group.
-    async fn type_usage(
-        &self,
-        scan: UsageScan,
-        near: i64,
-        at: i64,
-        samples: u32,
-    ) -> StoreResult<TypeUsage> {
-        on_pool!(self, |pool| {
-            Sql::type_usage(&mut *pool.acquire().await?, scan, near, at, samples).await
         })
     }
 
@@ -251,6 +237,49 @@ pub trait Store: Send + Sync {
             Sql::merged_survivors(conn, portal, object_type, ids).await
         })
     }
+}
+
+/// Reads that stream or page: a record's rows, many records, a portal's
+/// export, and the records at or near a limit.
+#[async_trait]
+pub trait Scans: Backend {
+    /// Pages of several records' rows to one object type, in one
+    /// statement: for each input, its first `rows` rows after its start in
+    /// key order (to id, category, type id), and possibly the rest of the
+    /// last one's associated record; each row names its input's index. Rows
+    /// come in no particular order.
+    async fn page_rows(&self, scan: PageScan<'_>) -> StoreResult<Vec<(usize, RecordRow)>>;
+
+    /// Every row of one record after the record `after` (to one object type
+    /// or all), ordered by (to type, to id, category, type id): one statement
+    /// whose rows arrive in batches of up to `batch`, read only as fast as
+    /// the receiver takes them. Dropping the receiver ends the statement.
+    fn scan_records(&self, scan: RecordScan) -> RowBatches<RecordRow>;
+
+    /// Every stored row after `after`, in key order, optionally filtered by
+    /// object types: one statement, batched and paced like `scan_records`.
+    fn scan_export(&self, scan: ExportScan) -> RowBatches<DirectedRow>;
+
+    /// The rows of several records of one object type, record by record in
+    /// the order given (each like `scan_records`), the first record's after
+    /// `after`: one statement, batched and paced like `scan_records`. Each
+    /// row names its from-record.
+    fn scan_batch(&self, scan: BatchScan) -> RowBatches<(i64, RecordRow)>;
+
+    /// How many records hold at least `at`, and at least `near` but fewer
+    /// than `at`, associations of the scan's type; the largest count; up to
+    /// `samples` records of each group.
+    async fn type_usage(
+        &self,
+        scan: UsageScan,
+        near: i64,
+        at: i64,
+        samples: u32,
+    ) -> StoreResult<TypeUsage> {
+        on_pool!(self, |pool| {
+            Sql::type_usage(&mut *pool.acquire().await?, scan, near, at, samples).await
+        })
+    }
 
     /// The types of which some record holds at least `min` associations:
     /// (the record's object type, the type, the stored definition's
@@ -271,7 +300,11 @@ pub trait Store: Send + Sync {
         after: Option<(i64, i64)>,
         batch: usize,
     ) -> RowBatches<(i64, i64)>;
+}
 
+/// Admin limits, and the daily call counts the quota draws on.
+#[async_trait]
+pub trait Limits: Backend {
     /// Validates and applies limit changes under a per-portal lock.
     async fn change_limits(
         &self,
@@ -299,6 +332,43 @@ pub trait Store: Send + Sync {
         .await)
     }
 
+    /// Admin limits of one pair (both directions), or of the whole portal.
+    async fn user_limits(
+        &self,
+        portal: i64,
+        pair: Option<(ObjectType, ObjectType)>,
+    ) -> StoreResult<Vec<StoredLimit>> {
+        on_pool!(self, |pool| Sql::user_limits(
+            &mut *pool.acquire().await?,
+            portal,
+            pair
+        )
+        .await)
+    }
+
+    /// Gives out `want` more of `portal`'s calls of UTC `day` (days since
+    /// the epoch) unless the day would pass `max`: the day's calls given
+    /// out now, or `None` when `want` does not fit.
+    async fn draw_daily_calls(
+        &self,
+        portal: i64,
+        day: i64,
+        want: u32,
+        max: u32,
+    ) -> StoreResult<Option<u32>> {
+        on_pool!(self, |pool| quota::draw(pool, portal, day, want, max).await)
+    }
+
+    /// Forgets the daily call counts of days before `day`.
+    async fn prune_daily_calls(&self, day: i64) -> StoreResult<()> {
+        on_pool!(self, |pool| quota::prune(pool, day).await)
+    }
+}
+
+/// The admin change log and what reads it: the hooks' outbox, their
+/// leases and deliveries, and the audit trail.
+#[async_trait]
+pub trait Admin: Backend {
     /// Appends an admin event that changes nothing else (a usage report) to
     /// its portal's admin change log.
     async fn record_admin_event(&self, change: &AdminChange) -> StoreResult<()> {
@@ -383,30 +453,11 @@ pub trait Store: Send + Sync {
             Sql::read_admin_log(conn, AdminLog::Audit, portal, after, limit).await
         })
     }
+}
 
-    /// The directions (from, to) that have admin label definitions.
-    async fn labelled_directions(&self, portal: i64) -> StoreResult<Vec<(ObjectType, ObjectType)>> {
-        on_pool!(self, |pool| Sql::labelled_directions(
-            &mut *pool.acquire().await?,
-            portal
-        )
-        .await)
-    }
-
-    /// Admin limits of one pair (both directions), or of the whole portal.
-    async fn user_limits(
-        &self,
-        portal: i64,
-        pair: Option<(ObjectType, ObjectType)>,
-    ) -> StoreResult<Vec<StoredLimit>> {
-        on_pool!(self, |pool| Sql::user_limits(
-            &mut *pool.acquire().await?,
-            portal,
-            pair
-        )
-        .await)
-    }
-
+/// The change feed: its entries, its bounds and its retention.
+#[async_trait]
+pub trait Feed: Backend {
     /// Committed changes after sequence number `after`, in order.
     async fn changes_after(&self, portal: i64, after: i64, limit: u32) -> StoreResult<Vec<Change>> {
         self.number_log(Numbered::Feed, Some(portal)).await?;
@@ -427,18 +478,14 @@ pub trait Store: Send + Sync {
 
     /// Removes changes written before `older_than_us` (a prefix per portal).
     async fn prune_changes(&self, older_than_us: i64) -> StoreResult<()>;
+}
 
-    /// How many counters differ from the real number of associations
-    /// (0 unless something is badly wrong).
-    async fn counter_drift(&self, portal: i64) -> StoreResult<u64> {
-        on_pool!(self, |pool| Sql::counter_drift(
-            &mut *pool.acquire().await?,
-            portal
-        )
-        .await)
-    }
+/// Storage of definitions, associations, counters and limits, per portal:
+/// every role, as the service holds it (`Arc<dyn Store>`). Callers bring
+/// the roles they use into scope (`use crate::store::roles::*`).
+pub trait Store: Maintenance + Definitions + Associations + Scans + Limits + Admin + Feed {}
 
-    /// Checks every invariant of the stored data in one read-only snapshot
-    /// (a live store is judged at one instant), one report per check.
-    async fn verify(&self) -> StoreResult<Vec<crate::domain::verify::CheckReport>>;
+impl<T> Store for T where
+    T: Maintenance + Definitions + Associations + Scans + Limits + Admin + Feed + ?Sized
+{
 }

@@ -45,7 +45,14 @@ pub mod sqlite;
 mod types;
 pub mod verify;
 
-pub use api::Store;
+pub use api::{Admin, Associations, Backend, Definitions, Feed, Limits, Maintenance, Scans, Store};
+
+/// Every role of the store, to bring their methods into scope.
+pub mod roles {
+    pub use super::api::{
+        Admin, Associations, Backend, Definitions, Feed, Limits, Maintenance, Scans, Store,
+    };
+}
 pub(crate) use codec::*;
 pub use types::*;
 

@@ -343,7 +343,7 @@ pub fn page_statement() -> &'static str {
 }
 
 #[async_trait]
-impl Store for PostgresStore {
+impl Backend for PostgresStore {
     fn pools(&self) -> Pools<'_> {
         Pools::Postgres(&self.pool, self.retry)
     }
@@ -362,7 +362,10 @@ impl Store for PostgresStore {
     fn backend(&self) -> &'static str {
         "postgres"
     }
+}
 
+#[async_trait]
+impl Maintenance for PostgresStore {
     async fn migrate(&self) -> StoreResult<Vec<String>> {
         // One replica migrates at a time, under an advisory lock taken by
         // polling (pg_try_advisory_lock) rather than by waiting in a
@@ -412,6 +415,31 @@ impl Store for PostgresStore {
         Ok(done)
     }
 
+    async fn verify(&self) -> StoreResult<Vec<crate::domain::verify::CheckReport>> {
+        // A connection of its own, without the calls' statement timeout,
+        // in one read-only snapshot: writers go on and are not judged.
+        // Its statements read whole tables: slow by design, not worth a warning.
+        let options = self
+            .options
+            .clone()
+            .log_slow_statements(log::LevelFilter::Off, Duration::MAX);
+        let mut conn = PgConnection::connect_with(&options).await?;
+        analyse_tables_without_statistics(&mut conn).await?;
+        sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut conn)
+            .await?;
+        let reports = crate::store::verify::run::<sqlx::Postgres>(&mut conn, &VERIFY_DIALECT).await;
+        let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
+        let _ = conn.close().await;
+        reports
+    }
+}
+
+#[async_trait]
+impl Definitions for PostgresStore {}
+
+#[async_trait]
+impl Associations for PostgresStore {
     async fn create_associations(
         &self,
         ctx: &WriteContext<'_>,
@@ -443,7 +471,10 @@ impl Store for PostgresStore {
             }
         }
     }
+}
 
+#[async_trait]
+impl Scans for PostgresStore {
     fn scan_records(&self, scan: RecordScan) -> RowBatches<RecordRow> {
         scans::records(self.scan_pool(scan.portal), scan)
     }
@@ -480,22 +511,6 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn prune_admin_log(&self, plugins: &[String]) -> StoreResult<u64> {
-        let done = sqlx::query(
-            "WITH floor AS (
-                 SELECT h.portal_id, min(COALESCE(d.delivered_seq, 0)) AS seq
-                 FROM admin_change_heads h CROSS JOIN unnest($1::text[]) AS p(name)
-                 LEFT JOIN admin_hook_deliveries d ON d.portal_id = h.portal_id AND d.plugin = p.name
-                 GROUP BY h.portal_id)
-             DELETE FROM admin_changes a USING floor f
-             WHERE a.portal_id = f.portal_id AND a.seq <= f.seq",
-        )
-        .bind(plugins)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
-    }
-
     fn scan_at_least(
         &self,
         scan: UsageScan,
@@ -522,7 +537,32 @@ impl Store for PostgresStore {
                 .collect(),
         )
     }
+}
 
+#[async_trait]
+impl Limits for PostgresStore {}
+
+#[async_trait]
+impl Admin for PostgresStore {
+    async fn prune_admin_log(&self, plugins: &[String]) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "WITH floor AS (
+                 SELECT h.portal_id, min(COALESCE(d.delivered_seq, 0)) AS seq
+                 FROM admin_change_heads h CROSS JOIN unnest($1::text[]) AS p(name)
+                 LEFT JOIN admin_hook_deliveries d ON d.portal_id = h.portal_id AND d.plugin = p.name
+                 GROUP BY h.portal_id)
+             DELETE FROM admin_changes a USING floor f
+             WHERE a.portal_id = f.portal_id AND a.seq <= f.seq",
+        )
+        .bind(plugins)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl Feed for PostgresStore {
     async fn prune_changes(&self, older_than_us: i64) -> StoreResult<()> {
         // Number what has committed first, so retention sees every old change.
         sequence_portals(&self.pool, self.retry, CHANGE_FEED, None).await?;
@@ -565,25 +605,6 @@ impl Store for PostgresStore {
             }
         }
         Ok(())
-    }
-
-    async fn verify(&self) -> StoreResult<Vec<crate::domain::verify::CheckReport>> {
-        // A connection of its own, without the calls' statement timeout,
-        // in one read-only snapshot: writers go on and are not judged.
-        // Its statements read whole tables: slow by design, not worth a warning.
-        let options = self
-            .options
-            .clone()
-            .log_slow_statements(log::LevelFilter::Off, Duration::MAX);
-        let mut conn = PgConnection::connect_with(&options).await?;
-        analyse_tables_without_statistics(&mut conn).await?;
-        sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .execute(&mut conn)
-            .await?;
-        let reports = crate::store::verify::run::<sqlx::Postgres>(&mut conn, &VERIFY_DIALECT).await;
-        let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
-        let _ = conn.close().await;
-        reports
     }
 }
 

@@ -135,7 +135,7 @@ const PAGES: &str = "SELECT j.key, a.to_object_id, a.category, a.type_id
 const PRUNE_BATCH_ROWS: i64 = 5_000;
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Backend for SqliteStore {
     fn pools(&self) -> Pools<'_> {
         Pools::Sqlite(&self.pool, self.retry)
     }
@@ -143,7 +143,10 @@ impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
     }
+}
 
+#[async_trait]
+impl Maintenance for SqliteStore {
     async fn migrate(&self) -> StoreResult<Vec<String>> {
         let before: std::collections::HashSet<i64> =
             sqlx::query_scalar(crate::store::APPLIED_MIGRATIONS)
@@ -157,6 +160,29 @@ impl Store for SqliteStore {
         Ok(crate::store::newly_applied(&migrator, &before))
     }
 
+    async fn verify(&self) -> StoreResult<Vec<crate::domain::verify::CheckReport>> {
+        // A connection of its own, in one deferred transaction that reads
+        // one snapshot (WAL): the writer goes on. Its statements read whole
+        // tables: slow by design, not worth a warning.
+        let options = self
+            .options
+            .clone()
+            .create_if_missing(false)
+            .log_slow_statements(log::LevelFilter::Off, Duration::MAX);
+        let mut conn: SqliteConnection = options.connect().await?;
+        sqlx::query("BEGIN").execute(&mut conn).await?;
+        let reports = crate::store::verify::run::<sqlx::Sqlite>(&mut conn, &VERIFY_DIALECT).await;
+        let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
+        let _ = sqlx::Connection::close(conn).await;
+        reports
+    }
+}
+
+#[async_trait]
+impl Definitions for SqliteStore {}
+
+#[async_trait]
+impl Associations for SqliteStore {
     async fn create_associations(
         &self,
         ctx: &WriteContext<'_>,
@@ -198,7 +224,10 @@ impl Store for SqliteStore {
             }
         )
     }
+}
 
+#[async_trait]
+impl Scans for SqliteStore {
     fn scan_records(&self, scan: RecordScan) -> RowBatches<RecordRow> {
         scans::records(self.scan_pool.clone(), scan)
     }
@@ -230,27 +259,6 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn prune_admin_log(&self, plugins: &[String]) -> StoreResult<u64> {
-        let names = serde_json::to_string(plugins).expect("names serialize");
-        transaction!(
-            self.retry,
-            crate::store::begin(&self.pool, Some("BEGIN IMMEDIATE")),
-            is_busy,
-            |conn| {
-                let done = sqlx::query(
-                    "DELETE FROM admin_changes WHERE seq <= (
-                         SELECT min(coalesce(d.delivered_seq, 0)) FROM json_each(?1) p
-                         LEFT JOIN admin_hook_deliveries d
-                           ON d.portal_id = admin_changes.portal_id AND d.plugin = p.value)",
-                )
-                .bind(&names)
-                .execute(&mut *conn)
-                .await?;
-                Ok(done.rows_affected())
-            }
-        )
-    }
-
     fn scan_at_least(
         &self,
         scan: UsageScan,
@@ -280,7 +288,37 @@ impl Store for SqliteStore {
         .await?;
         decode_held_types(rows)
     }
+}
 
+#[async_trait]
+impl Limits for SqliteStore {}
+
+#[async_trait]
+impl Admin for SqliteStore {
+    async fn prune_admin_log(&self, plugins: &[String]) -> StoreResult<u64> {
+        let names = serde_json::to_string(plugins).expect("names serialize");
+        transaction!(
+            self.retry,
+            crate::store::begin(&self.pool, Some("BEGIN IMMEDIATE")),
+            is_busy,
+            |conn| {
+                let done = sqlx::query(
+                    "DELETE FROM admin_changes WHERE seq <= (
+                         SELECT min(coalesce(d.delivered_seq, 0)) FROM json_each(?1) p
+                         LEFT JOIN admin_hook_deliveries d
+                           ON d.portal_id = admin_changes.portal_id AND d.plugin = p.value)",
+                )
+                .bind(&names)
+                .execute(&mut *conn)
+                .await?;
+                Ok(done.rows_affected())
+            }
+        )
+    }
+}
+
+#[async_trait]
+impl Feed for SqliteStore {
     async fn prune_changes(&self, older_than_us: i64) -> StoreResult<()> {
         // Each portal's cut: the number of its newest change older than the
         // retention (one step into association_changes_by_time per portal).
@@ -332,23 +370,6 @@ impl Store for SqliteStore {
             }
         }
         Ok(())
-    }
-
-    async fn verify(&self) -> StoreResult<Vec<crate::domain::verify::CheckReport>> {
-        // A connection of its own, in one deferred transaction that reads
-        // one snapshot (WAL): the writer goes on. Its statements read whole
-        // tables: slow by design, not worth a warning.
-        let options = self
-            .options
-            .clone()
-            .create_if_missing(false)
-            .log_slow_statements(log::LevelFilter::Off, Duration::MAX);
-        let mut conn: SqliteConnection = options.connect().await?;
-        sqlx::query("BEGIN").execute(&mut conn).await?;
-        let reports = crate::store::verify::run::<sqlx::Sqlite>(&mut conn, &VERIFY_DIALECT).await;
-        let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
-        let _ = sqlx::Connection::close(conn).await;
-        reports
     }
 }
 
