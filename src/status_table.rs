@@ -216,6 +216,29 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_type_names_its_category_id_and_object_types() {
+        use crate::domain::{Category, ObjectType, TypeKey};
+        let err = DomainError::UnknownAssociationType {
+            key: TypeKey {
+                category: Category::UserDefined,
+                type_id: 1042,
+            },
+            from: ObjectType::CONTACT,
+            to: ObjectType::DEAL,
+        };
+        let context: Vec<(&str, String)> = error_context(&err);
+        assert_eq!(
+            context,
+            [
+                ("associationCategory", "USER_DEFINED".to_string()),
+                ("associationTypeId", "1042".to_string()),
+                ("fromObjectType", "0-1".to_string()),
+                ("toObjectType", "0-3".to_string()),
+            ]
+        );
+    }
+
+    #[test]
     fn a_store_failure_is_answered_by_its_kind() {
         let unavailable = StoreError::Unreachable("pool timed out".into());
         assert_eq!(
