@@ -215,27 +215,112 @@ mod tests {
         (status.http, sub)
     }
 
+    /// Each refusal's context, field by field, as HubSpot writes them (a
+    /// limit's is held by the gateway's golden test).
     #[test]
-    fn an_unknown_type_names_its_category_id_and_object_types() {
+    fn each_refusal_names_its_context() {
         use crate::domain::{Category, ObjectType, TypeKey};
-        let err = DomainError::UnknownAssociationType {
-            key: TypeKey {
-                category: Category::UserDefined,
-                type_id: 1042,
-            },
-            from: ObjectType::CONTACT,
-            to: ObjectType::DEAL,
+        let (contact, deal) = (ObjectType::CONTACT, ObjectType::DEAL);
+        let key = TypeKey {
+            category: Category::UserDefined,
+            type_id: 1042,
         };
-        let context: Vec<(&str, String)> = error_context(&err);
-        assert_eq!(
-            context,
-            [
-                ("associationCategory", "USER_DEFINED".to_string()),
-                ("associationTypeId", "1042".to_string()),
-                ("fromObjectType", "0-1".to_string()),
-                ("toObjectType", "0-3".to_string()),
-            ]
-        );
+        let cases: Vec<(DomainError, Vec<(&str, &str)>)> = vec![
+            (
+                DomainError::UnknownAssociationType {
+                    key,
+                    from: contact,
+                    to: deal,
+                },
+                vec![
+                    ("associationCategory", "USER_DEFINED"),
+                    ("associationTypeId", "1042"),
+                    ("fromObjectType", "0-1"),
+                    ("toObjectType", "0-3"),
+                ],
+            ),
+            (
+                DomainError::UnknownObjectType("widgets".into()),
+                vec![("objectType", "widgets")],
+            ),
+            (
+                DomainError::ObjectNameTaken {
+                    name: "cars".into(),
+                    object_type: contact,
+                },
+                vec![("name", "cars"), ("objectType", "0-1")],
+            ),
+            (
+                DomainError::NoAssociations {
+                    from: contact,
+                    from_id: 7,
+                    to: deal,
+                },
+                vec![
+                    ("fromObjectId", "7"),
+                    ("fromObjectType", "contact"),
+                    ("toObjectType", "deal"),
+                ],
+            ),
+            (
+                DomainError::ObjectNotFound {
+                    object_type: deal,
+                    id: 8,
+                },
+                vec![("objectType", "0-3"), ("objectId", "8")],
+            ),
+            (
+                DomainError::InvalidId {
+                    field: "toObjectId",
+                    value: -1,
+                },
+                vec![("toObjectId", "-1")],
+            ),
+            (
+                DomainError::SelfAssociation {
+                    object_type: contact,
+                    id: 9,
+                },
+                vec![("objectType", "0-1"), ("objectId", "9")],
+            ),
+            (
+                DomainError::ChangeDenied {
+                    plugin: "policy".into(),
+                    message: "no".into(),
+                },
+                vec![("plugin", "policy")],
+            ),
+            (
+                DomainError::PluginUnavailable {
+                    plugin: "policy".into(),
+                    reason: "down".into(),
+                },
+                vec![("plugin", "policy")],
+            ),
+            (
+                DomainError::RateLimited {
+                    portal: 3,
+                    per_second: 10,
+                    retry_after_ms: 250,
+                },
+                vec![("portalId", "3"), ("retryAfterMs", "250")],
+            ),
+            (
+                DomainError::DailyLimited {
+                    portal: 4,
+                    per_day: 100,
+                    retry_after_ms: 9000,
+                },
+                vec![("portalId", "4"), ("retryAfterMs", "9000")],
+            ),
+            (DomainError::InvalidCursor, vec![]),
+        ];
+        for (err, expected) in cases {
+            let context = error_context(&err);
+            let context: Vec<(&str, &str)> =
+                context.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            assert_eq!(context, expected, "{err:?}");
+        }
     }
 
     #[test]
