@@ -95,6 +95,18 @@ async fn state(conn: &mut PgConnection, portal: i64) -> State {
     (read.pop().unwrap(), counts, feed)
 }
 
+/// Both sides hold the same rows (named `rows`), counters and feed.
+async fn same_state(sides: [&mut Side; 2], portal: i64, rows: &str, context: &str) {
+    let [fast, flow] = sides;
+    let (a, b) = (
+        state(&mut fast.conn, portal).await,
+        state(&mut flow.conn, portal).await,
+    );
+    assert_eq!(a.0, b.0, "{rows}, {context}");
+    assert_eq!(a.1, b.1, "counters, {context}");
+    assert_eq!(a.2, b.2, "the feed in order, {context}");
+}
+
 /// The tests take turns: the fallback counter is the process's.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -128,13 +140,7 @@ async fn the_archive_paths_agree(backend: &str) {
             format!("seed {seed}, portal {portal}: {from} -> {to}, archive {pairs:?} of {held:?}");
         assert_eq!(one_call, by_flow, "rows removed, {context}");
         compared_rows += one_call;
-        let (a, b) = (
-            state(&mut fast.conn, portal).await,
-            state(&mut flow.conn, portal).await,
-        );
-        assert_eq!(a.0, b.0, "rows left, {context}");
-        assert_eq!(a.1, b.1, "counters, {context}");
-        assert_eq!(a.2, b.2, "the feed in order, {context}");
+        same_state([&mut fast, &mut flow], portal, "rows left", &context).await;
     }
     assert!(compared_rows > 0, "some rounds removed rows");
 
@@ -280,13 +286,7 @@ async fn the_create_paths_agree(backend: &str) {
         } else {
             refused.1 += errors;
         }
-        let (a, b) = (
-            state(&mut fast.conn, portal).await,
-            state(&mut flow.conn, portal).await,
-        );
-        assert_eq!(a.0, b.0, "rows, {context}");
-        assert_eq!(a.1, b.1, "counters, {context}");
-        assert_eq!(a.2, b.2, "the feed in order, {context}");
+        same_state([&mut fast, &mut flow], portal, "rows", &context).await;
     }
     assert!(
         applied.0 > 0 && applied.1 > 0,
