@@ -215,17 +215,27 @@ mod tests {
         (status.http, sub)
     }
 
-    /// Each refusal's context, field by field, as HubSpot writes them (a
-    /// limit's is held by the gateway's golden test).
+    /// Asserts each refusal's context, field by field, in order.
+    fn assert_contexts(cases: Vec<(DomainError, Vec<(&str, &str)>)>) {
+        for (err, expected) in cases {
+            let context = error_context(&err);
+            let context: Vec<(&str, &str)> =
+                context.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            assert_eq!(context, expected, "{err:?}");
+        }
+    }
+
+    /// Each refusal about records and types names its context as HubSpot
+    /// writes it (a limit's is held by the gateway's golden test).
     #[test]
-    fn each_refusal_names_its_context() {
+    fn each_record_refusal_names_its_context() {
         use crate::domain::{Category, ObjectType, TypeKey};
         let (contact, deal) = (ObjectType::CONTACT, ObjectType::DEAL);
         let key = TypeKey {
             category: Category::UserDefined,
             type_id: 1042,
         };
-        let cases: Vec<(DomainError, Vec<(&str, &str)>)> = vec![
+        assert_contexts(vec![
             (
                 DomainError::UnknownAssociationType {
                     key,
@@ -283,6 +293,13 @@ mod tests {
                 },
                 vec![("objectType", "0-1"), ("objectId", "9")],
             ),
+        ]);
+    }
+
+    /// Plugins' and rate limits' refusals name theirs; a bad cursor has none.
+    #[test]
+    fn each_plugin_and_rate_refusal_names_its_context() {
+        assert_contexts(vec![
             (
                 DomainError::ChangeDenied {
                     plugin: "policy".into(),
@@ -314,13 +331,7 @@ mod tests {
                 vec![("portalId", "4"), ("retryAfterMs", "9000")],
             ),
             (DomainError::InvalidCursor, vec![]),
-        ];
-        for (err, expected) in cases {
-            let context = error_context(&err);
-            let context: Vec<(&str, &str)> =
-                context.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            assert_eq!(context, expected, "{err:?}");
-        }
+        ]);
     }
 
     #[test]

@@ -1331,6 +1331,36 @@ mod suite {
         }
         assert_eq!(all, fx.read(PORTAL, "contacts", 1, "companies").await);
         assert_eq!(all.len(), 7);
+
+        // Streamed (as the gateway answers), the same read fails the same
+        // inputs before its first page, and gives the same pages in input
+        // order, in chunks of about three records (the fixture's chunk size).
+        let bad = PageInput {
+            from_id: 1,
+            after: Some("not-a-cursor".into()),
+        };
+        let inputs = vec![first(1), first(2), first(3), first(1), bad, first(4)];
+        let whole = pages(inputs.clone()).await;
+        let mut streamed = fx.svc.stream_pages(companies, &inputs, 3).await.unwrap();
+        let failed: Vec<usize> = streamed.errors.iter().map(|(i, _)| *i).collect();
+        assert_eq!(failed, vec![2, 4, 5]);
+        let mut sizes = Vec::new();
+        let mut got = Vec::new();
+        while let Some(chunk) = streamed.pages.recv().await {
+            let chunk = chunk.unwrap();
+            sizes.push(chunk.pages.len());
+            got.extend(
+                chunk
+                    .pages
+                    .iter()
+                    .map(|(i, p)| (*i, records(p), p.next.clone())),
+            );
+        }
+        let want: Vec<_> = (whole.results.iter())
+            .map(|(i, p)| (*i, records(p), p.next.clone()))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(sizes, vec![1, 2]);
     }
 }
 

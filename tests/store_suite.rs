@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use association_service::domain::admin::{AdminChange, AdminEvent};
 use association_service::domain::ObjectType;
 use association_service::service::AssociationService;
-use association_service::store::{RecordSelect, Store};
+use association_service::store::{PageItem, PageScan, RecordSelect, Store};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -161,6 +161,51 @@ mod suite {
         assert!(other.await.unwrap().is_empty());
     }
 
+    pub async fn a_page_scan_names_empty_inputs_first_then_rows_input_by_input(f: Fixture) {
+        let svc = AssociationService::new(Arc::clone(&f.store), common::settings(50, 3));
+        let made = [(1, 10), (1, 11), (1, 12), (3, 10)];
+        let inputs: Vec<_> = made
+            .iter()
+            .map(|&(from, to)| common::input(from, to, &[common::hs(279)]))
+            .collect();
+        let created = svc
+            .create(common::pair(4, "contacts", "companies"), &inputs)
+            .await
+            .unwrap();
+        assert!(created.errors.is_empty(), "{:?}", created.errors);
+        let contacts = ObjectType::parse("contacts").unwrap();
+        let companies = ObjectType::parse("companies").unwrap();
+        // Batches of one, so the order holds across batches too.
+        let mut items = f.store.scan_pages(PageScan {
+            portal: 4,
+            from: contacts,
+            to: companies,
+            inputs: vec![(3, 0), (5, 0), (1, 10), (1, 0), (3, 10)],
+            rows: 2,
+            batch: 1,
+        });
+        let mut read = Vec::new();
+        while let Some(batch) = items.recv().await {
+            read.extend(batch.unwrap());
+        }
+        // Each contact's first company is its primary (type 1) too.
+        let row =
+            |input, to_id, type_id| PageItem::Row(input, (companies, to_id, common::hs(type_id)));
+        assert_eq!(
+            read,
+            [
+                PageItem::Empty(1),
+                PageItem::Empty(4),
+                row(0, 10, 1),
+                row(0, 10, 279),
+                row(2, 11, 279),
+                row(2, 12, 279),
+                row(3, 10, 1),
+                row(3, 10, 279),
+            ]
+        );
+    }
+
     pub async fn an_untouched_portal_reads_empty(f: Fixture) {
         let s = &f.store;
         assert_eq!(s.feed_bounds(9).await.unwrap(), (0, 0));
@@ -181,5 +226,6 @@ suite_on_every_backend!(
     deliveries_never_move_back_and_the_outbox_lists_what_is_left,
     audit_events_are_kept_once_per_number,
     records_are_those_holding_rows_by_id_or_in_pages,
+    a_page_scan_names_empty_inputs_first_then_rows_input_by_input,
     an_untouched_portal_reads_empty,
 );

@@ -335,13 +335,18 @@ pub async fn batch_read(
     bytes: Bytes,
 ) -> GatewayResult<Response> {
     let pair = gw.pair(&from, &to)?;
-    read_pages(&gw, ApiVersion::V3, pair, &bytes, V3_PAGE, |id, page| {
-        AssociationMulti {
+    read_pages(
+        &gw,
+        ApiVersion::V3,
+        pair,
+        &bytes,
+        V3_PAGE,
+        move |id, page| AssociationMulti {
             from: IdOut::new(id),
             to: rows(&page.records),
             paging: Paging::new(page.next, |after| record_link(&base, &from, id, &to, after)),
-        }
-    })
+        },
+    )
     .await
 }
 

@@ -260,7 +260,7 @@ pub async fn batch_read(
     bytes: Bytes,
 ) -> GatewayResult<Response> {
     let pair = gw.pair(&from, &to)?;
-    read_pages(&gw, version, pair, &bytes, V4_PAGE, |id, page| {
+    read_pages(&gw, version, pair, &bytes, V4_PAGE, move |id, page| {
         MultiWithLabel {
             from: IdOut::new(id),
             to: page.records,

@@ -22,6 +22,7 @@ use crate::store::{NewLabel, RecordRow, Store, StoreError, TypeFilter};
 pub mod catalogs;
 pub mod combiner;
 pub mod cursor;
+pub mod page_stream;
 pub mod pages;
 
 mod admin;
@@ -42,6 +43,7 @@ pub use model::*;
 pub use reads::MAX_BATCH_READ;
 use reads::*;
 
+pub use page_stream::{PageChunk, PageStream};
 pub use pages::{AssociationPage, PageInput, Record, RecordPage, MAX_PAGE_SIZE};
 
 use cursor::{fingerprint, CursorCodec};

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::*;
-use crate::store::{PageScan, RecordSelect, RecordSummary};
+use crate::store::{RecordSelect, RecordSummary};
 
 /// Most associated records (or records) one page may hold.
 pub const MAX_PAGE_SIZE: u32 = 1_000;
@@ -55,7 +55,7 @@ pub(super) fn list_request(from: ObjectType, from_id: i64, to: Option<ObjectType
     ])
 }
 
-fn check_page_size(limit: u32) -> Result<(), DomainError> {
+pub(super) fn check_page_size(limit: u32) -> Result<(), DomainError> {
     if limit == 0 || limit > MAX_PAGE_SIZE {
         return Err(DomainError::InvalidArgument(format!(
             "limit must be between 1 and {MAX_PAGE_SIZE}, not {limit}"
@@ -108,97 +108,10 @@ impl AssociationService {
         Ok(pages.into_iter().collect::<Result<_, _>>()?)
     }
 
-    /// One page per input, from one store read: up to `limit` associated
-    /// records of `to` type after the input's cursor. A bad id or cursor
-    /// fails only its input.
-    async fn pages(
-        &self,
-        pair: PortalPair,
-        inputs: &[PageInput],
-        limit: u32,
-    ) -> ServiceResult<Vec<Result<AssociationPage, DomainError>>> {
-        let PortalPair { portal, from, to } = pair;
-        let mut ids: Vec<i64> = inputs.iter().map(|i| i.from_id).collect();
-        self.resolve_ids(portal, from, &mut ids).await?;
-        let resolved: Vec<PageInput> = inputs
-            .iter()
-            .zip(ids)
-            .map(|(input, from_id)| PageInput {
-                from_id,
-                after: input.after.clone(),
-            })
-            .collect();
-        let inputs = &resolved;
-        let starts: Vec<Result<(i64, i64), DomainError>> = inputs
-            .iter()
-            .map(|input| self.page_start(pair, input))
-            .collect();
-        let scanned: Vec<(i64, i64)> = starts.iter().filter_map(|s| s.clone().ok()).collect();
-        let mut cache = HashMap::new();
-        // Rows enough for one record more than the page (which tells whether
-        // another page follows) when each holds every type of the pair, and
-        // one type more (a label made since the catalog was read).
-        let types = self
-            .cached(&mut cache, portal, from, to)
-            .await?
-            .directed(from, to)
-            .count() as u32;
-        let cap = (limit + 1).saturating_mul(types.max(1) + 1);
-        let mut rows = match scanned.is_empty() {
-            true => Vec::new(),
-            false => {
-                self.store
-                    .page_rows(PageScan {
-                        portal,
-                        from,
-                        to,
-                        inputs: &scanned,
-                        rows: cap,
-                    })
-                    .await?
-            }
-        };
-        rows.sort_unstable_by_key(|(n, (_, to_id, key))| {
-            (*n, *to_id, key.category.code(), key.type_id)
-        });
-        let mut by_input: Vec<Vec<RecordRow>> = vec![Vec::new(); scanned.len()];
-        for (n, row) in rows {
-            by_input[n].push(row);
-        }
-        let mut rows_of = by_input.into_iter();
-        let mut pages = Vec::with_capacity(inputs.len());
-        for (input, start) in inputs.iter().zip(starts) {
-            let page = match start {
-                Ok(_) => {
-                    let rows = rows_of.next().expect("rows for every scanned input");
-                    let page = self
-                        .page_of(&mut cache, pair, input.from_id, rows, limit, cap)
-                        .await?;
-                    Ok(page)
-                }
-                Err(err) => Err(err),
-            };
-            pages.push(page);
-        }
-        Ok(pages)
-    }
-
-    /// Where an input's page starts: (from id, the to-id it follows).
-    fn page_start(&self, pair: PortalPair, input: &PageInput) -> Result<(i64, i64), DomainError> {
-        let PortalPair { portal, from, to } = pair;
-        check_id("objectId", input.from_id)?;
-        let request = list_request(from, input.from_id, Some(to));
-        let position = match input.after.as_deref().filter(|c| !c.is_empty()) {
-            Some(c) => decode_record_position(self.cursors.decode(c, portal, &request)?)?,
-            None => None,
-        };
-        Ok((input.from_id, position.map_or(0, |(_, id)| id)))
-    }
-
     /// A page of up to `limit` associated records from a record's first
     /// rows (at least `cap` of them, unless it has no more).
     #[allow(clippy::too_many_arguments)]
-    async fn page_of(
+    pub(super) async fn page_of(
         &self,
         cache: &mut HashMap<(ObjectType, ObjectType), PairCatalog>,
         pair: PortalPair,
@@ -236,38 +149,25 @@ impl AssociationService {
 
     /// One page for each input record, from one store read; an input whose
     /// record holds no association of `to` type fails with `NoAssociations`
-    /// (only on its first page), as HubSpot's batch read does.
+    /// (only on its first page), as HubSpot's batch read does. The whole
+    /// answer is read before it returns (`stream_pages` answers as it reads).
     pub async fn page_many(
         &self,
         pair: PortalPair,
         inputs: &[PageInput],
         limit: u32,
     ) -> ServiceResult<BatchOutcome<AssociationPage>> {
-        let PortalPair { portal, from, to } = pair;
-        check_portal(portal)?;
+        check_portal(pair.portal)?;
         check_page_size(limit)?;
-        if inputs.len() > MAX_BATCH_READ {
-            return Err(DomainError::InvalidArgument(format!(
-                "a batch read may name at most {MAX_BATCH_READ} records, this one names {}",
-                inputs.len()
-            ))
-            .into());
-        }
+        page_stream::check_batch_read(inputs.len())?;
         let mut outcome = BatchOutcome::new();
         let pages = self.pages(pair, inputs, limit).await?;
         for (index, (input, page)) in inputs.iter().zip(pages).enumerate() {
             let first = input.after.as_deref().is_none_or(str::is_empty);
             match page {
-                Ok(page) if page.records.is_empty() && first => {
-                    outcome.errors.push((
-                        index,
-                        DomainError::NoAssociations {
-                            from,
-                            from_id: input.from_id,
-                            to,
-                        },
-                    ));
-                }
+                Ok(page) if page.records.is_empty() && first => outcome
+                    .errors
+                    .push((index, page_stream::no_associations(pair, input.from_id))),
                 Ok(page) => outcome.results.push((index, page)),
                 Err(err) => outcome.errors.push((index, err)),
             }

@@ -244,11 +244,13 @@ pub trait Associations: Backend {
 #[async_trait]
 pub trait Scans: Backend {
     /// Pages of several records' rows to one object type, in one
-    /// statement: for each input, its first `rows` rows after its start in
-    /// key order (to id, category, type id), and possibly the rest of the
-    /// last one's associated record; each row names its input's index. Rows
-    /// come in no particular order.
-    async fn page_rows(&self, scan: PageScan<'_>) -> StoreResult<Vec<(usize, RecordRow)>>;
+    /// statement (one snapshot): first the inputs that hold no row after
+    /// their start, then for each input in order its first `rows` rows
+    /// after its start in key order (to id, category, type id), and
+    /// possibly the rest of the last one's associated record. Batched and
+    /// paced like `scan_records`, so a reader can answer before the last
+    /// row is read.
+    fn scan_pages(&self, scan: PageScan) -> RowBatches<PageItem>;
 
     /// Every row of one record after the record `after` (to one object type
     /// or all), ordered by (to type, to id, category, type id): one statement

@@ -122,17 +122,27 @@ pub struct BatchScan {
     pub batch: usize,
 }
 
-/// What `page_rows` reads.
-#[derive(Clone, Copy, Debug)]
-pub struct PageScan<'a> {
+/// What `scan_pages` reads.
+#[derive(Clone, Debug)]
+pub struct PageScan {
     pub portal: i64,
     pub from: ObjectType,
     pub to: ObjectType,
     /// Each input: (from id, the to-id its page starts after; 0 for the
     /// first page).
-    pub inputs: &'a [(i64, i64)],
+    pub inputs: Vec<(i64, i64)>,
     /// Most rows per input (each input's first rows in key order).
     pub rows: u32,
+    pub batch: usize,
+}
+
+/// One item of a page scan, by input index: first every input that holds
+/// no row after its start (`Empty`, in input order), then the inputs' rows,
+/// input by input in input order, each input's in key order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageItem {
+    Empty(usize),
+    Row(usize, RecordRow),
 }
 
 /// What `scan_export` reads.

@@ -61,9 +61,10 @@ fn latency_histogram() -> Histogram {
 /// The reasons a limit refuses associations (`limit_rejections`).
 pub const LIMIT_REASONS: [&str; 3] = ["platform", "user_config", "merge"];
 /// The server streams (`rows_streamed`).
-pub const STREAMS: [&str; 6] = [
+pub const STREAMS: [&str; 7] = [
     "list",
     "batch_list",
+    "batch_read",
     "export",
     "changes",
     "audit",

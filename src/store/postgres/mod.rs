@@ -264,17 +264,6 @@ pub(crate) fn is_retryable(err: &StoreError) -> bool {
 /// How Citus begins the error of a statement whose shard is gone.
 const SHARD_GONE: &str = "could not find valid entry for shard";
 
-/// Pages of several records' rows to one object type ($3): for input n,
-/// record $4[n] after to-id $5[n], its first $6 rows. The inputs drive a
-/// nested loop whose inner side is one index range per record.
-const PAGES: &str = "SELECT u.n, a.to_object_id, a.category, a.type_id
-    FROM unnest($4::bigint[], $5::bigint[]) WITH ORDINALITY AS u(id, after_id, n)
-    CROSS JOIN LATERAL (
-        SELECT to_object_id, category, type_id FROM associations
-        WHERE portal_id = $1 AND from_object_type = $2 AND from_object_id = u.id
-          AND to_object_type = $3 AND to_object_id > u.after_id
-        ORDER BY to_object_id, category, type_id LIMIT $6) a";
-
 /// Portals with numbered changes retention has not reached: (portal, the
 /// last change pruned, the last change numbered).
 const PRUNE_PORTALS: &str = "SELECT portal_id, pruned_through, last_seq FROM association_feed_heads
@@ -339,7 +328,7 @@ pub fn types_holding_statement() -> &'static str {
 
 /// The paged batch read's statement (for the plan test).
 pub fn page_statement() -> &'static str {
-    PAGES
+    scans::PAGES
 }
 
 #[async_trait]
@@ -487,28 +476,8 @@ impl Scans for PostgresStore {
         scans::export(self.scan_pool(scan.portal), scan)
     }
 
-    async fn page_rows(&self, scan: PageScan<'_>) -> StoreResult<Vec<(usize, RecordRow)>> {
-        let (ids, starts): (Vec<i64>, Vec<i64>) = scan.inputs.iter().copied().unzip();
-        let rows = sqlx::query(PAGES)
-            .bind(scan.portal)
-            .bind(scan.from.to_string())
-            .bind(scan.to.to_string())
-            .bind(ids)
-            .bind(starts)
-            .bind(i64::from(scan.rows))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                // Unchecked: the statement fixes the columns' types.
-                let n: i64 = r.try_get_unchecked(0)?;
-                let key = decode_key(
-                    r.try_get_unchecked::<i16, _>(2)?.into(),
-                    r.try_get_unchecked(3)?,
-                )?;
-                Ok(((n - 1) as usize, (scan.to, r.try_get_unchecked(1)?, key)))
-            })
-            .collect()
+    fn scan_pages(&self, scan: PageScan) -> RowBatches<PageItem> {
+        scans::pages(self.scan_pool(scan.portal), scan)
     }
 
     fn scan_at_least(

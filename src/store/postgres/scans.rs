@@ -64,6 +64,31 @@ const BATCH_ONE_TYPE: &str = "SELECT u.id, a.to_object_id, a.category, a.type_id
           AND to_object_type = $4 AND (u.n > 1 OR ($5 = $4 AND to_object_id > $6) OR $5 = '')
         ORDER BY to_object_type, to_object_id, category, type_id) a";
 
+/// Several records' pages to one object type ($3), for the REST batch
+/// read: first the number of each input (record $4[n], starting after to-id
+/// $5[n]) that holds no row after its start, with nulls (a probe of one
+/// index range per input: a `LIMIT` in a lateral keeps the planner from
+/// hashing the whole portal instead); then each input's first $6 rows after
+/// its start, input by input in the arrays' order (a nested loop over the
+/// arrays, each input one index range). One statement, so both parts read
+/// one snapshot; an `Append` runs its parts in order.
+pub(super) const PAGES: &str = "SELECT u.n, NULL::bigint, NULL::smallint, NULL::integer
+    FROM unnest($4::bigint[], $5::bigint[]) WITH ORDINALITY AS u(id, after_id, n)
+    LEFT JOIN LATERAL (
+        SELECT true AS held FROM associations
+        WHERE portal_id = $1 AND from_object_type = $2 AND from_object_id = u.id
+          AND to_object_type = $3 AND to_object_id > u.after_id
+        LIMIT 1) h ON true
+    WHERE h.held IS NULL
+    UNION ALL
+    SELECT u.n, a.to_object_id, a.category, a.type_id
+    FROM unnest($4::bigint[], $5::bigint[]) WITH ORDINALITY AS u(id, after_id, n)
+    CROSS JOIN LATERAL (
+        SELECT to_object_id, category, type_id FROM associations
+        WHERE portal_id = $1 AND from_object_type = $2 AND from_object_id = u.id
+          AND to_object_type = $3 AND to_object_id > u.after_id
+        ORDER BY to_object_id, category, type_id LIMIT $6) a";
+
 /// The export, one statement per filter shape, each a range of the primary
 /// key with plain column bounds: $1 portal, then the start row (the last row
 /// sent, or the empty string and zeros, which sort before every row), then
@@ -192,6 +217,25 @@ pub(super) fn batch(pool: PgPool, scan: BatchScan) -> RowBatches<(i64, RecordRow
     let to = scan.to;
     run(pool, scan.batch, statement, move |r| {
         Ok((r.try_get_unchecked(0)?, record_row(r, to, 1)?))
+    })
+}
+
+pub(super) fn pages(pool: PgPool, scan: PageScan) -> RowBatches<PageItem> {
+    let (ids, starts): (Vec<i64>, Vec<i64>) = scan.inputs.iter().copied().unzip();
+    let statement = sqlx::query(PAGES)
+        .bind(scan.portal)
+        .bind(scan.from.to_string())
+        .bind(scan.to.to_string())
+        .bind(ids)
+        .bind(starts)
+        .bind(i64::from(scan.rows));
+    let to = scan.to;
+    run(pool, scan.batch, statement, move |r| {
+        let input = (r.try_get_unchecked::<i64, _>(0)? - 1) as usize;
+        match r.try_get_unchecked::<Option<i64>, _>(1)? {
+            None => Ok(PageItem::Empty(input)),
+            Some(_) => Ok(PageItem::Row(input, record_row(r, Some(to), 1)?)),
+        }
     })
 }
 

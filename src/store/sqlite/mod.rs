@@ -116,21 +116,6 @@ const ARCHIVE_MATCH: &str = "
          AND a.to_object_id = p.value ->> 0
          AND (?5 OR (a.category, a.type_id) IN (SELECT k.value ->> 0, k.value ->> 1 FROM json_each(?7) k))))";
 
-/// Pages of several records' rows to one object type (?3): for input n of
-/// the JSON array ?4 ([from id, to-id it starts after]), its rows up to the
-/// to-id of its ?5-th row. The inputs are the outer loop, each a search of
-/// the primary key.
-const PAGES: &str = "SELECT j.key, a.to_object_id, a.category, a.type_id
-     FROM json_each(?4) j CROSS JOIN associations a
-       ON a.portal_id = ?1 AND a.from_object_type = ?2
-      AND a.from_object_id = j.value ->> 0
-      AND a.to_object_type = ?3 AND a.to_object_id > j.value ->> 1
-      AND a.to_object_id <= coalesce((
-          SELECT to_object_id FROM associations
-          WHERE portal_id = ?1 AND from_object_type = ?2 AND from_object_id = j.value ->> 0
-            AND to_object_type = ?3 AND to_object_id > j.value ->> 1
-          ORDER BY to_object_id, category, type_id LIMIT 1 OFFSET ?5 - 1), 9223372036854775807)";
-
 /// Changes removed per retention transaction.
 const PRUNE_BATCH_ROWS: i64 = 5_000;
 
@@ -240,23 +225,8 @@ impl Scans for SqliteStore {
         scans::export(self.scan_pool.clone(), scan)
     }
 
-    async fn page_rows(&self, scan: PageScan<'_>) -> StoreResult<Vec<(usize, RecordRow)>> {
-        let rows = sqlx::query(PAGES)
-            .bind(scan.portal)
-            .bind(scan.from.to_string())
-            .bind(scan.to.to_string())
-            .bind(serde_json::json!(scan.inputs).to_string())
-            .bind(i64::from(scan.rows))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                // Unchecked: the statement fixes the columns' types.
-                let n: i64 = r.try_get_unchecked(0)?;
-                let key = decode_key(r.try_get_unchecked(2)?, r.try_get_unchecked(3)?)?;
-                Ok((n as usize, (scan.to, r.try_get_unchecked(1)?, key)))
-            })
-            .collect()
+    fn scan_pages(&self, scan: PageScan) -> RowBatches<PageItem> {
+        scans::pages(self.scan_pool.clone(), scan)
     }
 
     fn scan_at_least(

@@ -37,6 +37,30 @@ const BATCH: &str = "SELECT j.value, a.to_object_type, a.to_object_id, a.categor
      WHERE (?4 IS NULL OR a.to_object_type = ?4)
        AND (j.key > 0 OR (a.to_object_type, a.to_object_id) > (?5, ?6))";
 
+/// Several records' pages to one object type (?3), for the REST batch
+/// read: first the index of each input of the JSON array ?4 ([from id,
+/// to-id it starts after]) that holds no row after its start, with nulls;
+/// then each input's rows up to the to-id of its ?5-th row, input by input
+/// (the array is the outer loop, each input a search of the primary key,
+/// so its rows come in key order). One statement, one snapshot; SQLite
+/// runs a `UNION ALL`'s parts in order.
+const PAGES: &str = "SELECT j.key, NULL, NULL, NULL FROM json_each(?4) j
+     WHERE NOT EXISTS (
+         SELECT 1 FROM associations
+         WHERE portal_id = ?1 AND from_object_type = ?2 AND from_object_id = j.value ->> 0
+           AND to_object_type = ?3 AND to_object_id > j.value ->> 1)
+     UNION ALL
+     SELECT j.key, a.to_object_id, a.category, a.type_id
+     FROM json_each(?4) j CROSS JOIN associations a
+       ON a.portal_id = ?1 AND a.from_object_type = ?2
+      AND a.from_object_id = j.value ->> 0
+      AND a.to_object_type = ?3 AND a.to_object_id > j.value ->> 1
+      AND a.to_object_id <= coalesce((
+          SELECT to_object_id FROM associations
+          WHERE portal_id = ?1 AND from_object_type = ?2 AND from_object_id = j.value ->> 0
+            AND to_object_type = ?3 AND to_object_id > j.value ->> 1
+          ORDER BY to_object_id, category, type_id LIMIT 1 OFFSET ?5 - 1), 9223372036854775807)";
+
 /// The export: a range of the primary key from the start row (the last row
 /// sent, or the empty string and zeros), optionally filtered by types.
 const EXPORT: &str =
@@ -99,6 +123,30 @@ pub(super) fn batch(pool: SqlitePool, scan: BatchScan) -> RowBatches<(i64, Recor
     let to = scan.to;
     run(pool, scan.batch, statement, move |r| {
         Ok((r.try_get_unchecked(0)?, record_row(r, to, 1)?))
+    })
+}
+
+pub(super) fn pages(pool: SqlitePool, scan: PageScan) -> RowBatches<PageItem> {
+    let statement = sqlx::query(PAGES)
+        .bind(scan.portal)
+        .bind(scan.from.to_string())
+        .bind(scan.to.to_string())
+        .bind(serde_json::json!(scan.inputs).to_string())
+        .bind(i64::from(scan.rows));
+    let to = scan.to;
+    run(pool, scan.batch, statement, move |r| {
+        let input = r.try_get_unchecked::<i64, _>(0)? as usize;
+        match r.try_get_unchecked::<Option<i64>, _>(1)? {
+            None => Ok(PageItem::Empty(input)),
+            Some(id) => Ok(PageItem::Row(
+                input,
+                (
+                    to,
+                    id,
+                    decode_key(r.try_get_unchecked(2)?, r.try_get_unchecked(3)?)?,
+                ),
+            )),
+        }
     })
 }
 
