@@ -513,18 +513,10 @@ macro_rules! on_every_backend {
     };
 }
 
-/// A client that reads one chunk of a large stream and stalls: the server
-/// keeps only a few chunks in hand (its memory, sampled while the client
-/// stalls, grows by far less than the stream's rows would take), and the
-/// stream still delivers every row once the client reads on.
-async fn a_stalled_client_keeps_server_memory_flat(backend: &str) {
-    use association_service::proto::association_read_client::AssociationReadClient;
-    use association_service::proto::ListAssociationsRequest;
-    const ROWS: i64 = 150_000;
-    const GROWTH_LIMIT_KIB: u64 = 8 * 1024;
-    let (svc, store) = common::service(backend, common::settings(ROWS as u32, 1000)).await;
-    let to_ids: Vec<i64> = (1..=ROWS).collect();
-    for batch in to_ids.chunks(2_000) {
+/// A fresh store where deal 1 of `PORTAL` holds `rows` contacts.
+async fn one_large_record(backend: &str, rows: i64) -> common::TestStore {
+    let (svc, store) = common::service(backend, common::settings(rows as u32, 1000)).await;
+    for batch in (1..=rows).collect::<Vec<_>>().chunks(2_000) {
         let outcome = svc
             .create(
                 pair(PORTAL, "deals", "contacts"),
@@ -534,7 +526,19 @@ async fn a_stalled_client_keeps_server_memory_flat(backend: &str) {
             .unwrap();
         assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
     }
-    drop(svc);
+    store
+}
+
+/// A client that reads one chunk of a large stream and stalls: the server
+/// keeps only a few chunks in hand (its memory, sampled while the client
+/// stalls, grows by far less than the stream's rows would take), and the
+/// stream still delivers every row once the client reads on.
+async fn a_stalled_client_keeps_server_memory_flat(backend: &str) {
+    use association_service::proto::association_read_client::AssociationReadClient;
+    use association_service::proto::ListAssociationsRequest;
+    const ROWS: i64 = 150_000;
+    const GROWTH_LIMIT_KIB: u64 = 8 * 1024;
+    let store = one_large_record(backend, ROWS).await;
     // The binary as a child process, so its memory can be read alone.
     let server =
         common::ServerProcess::start(&store.url, &[("ASSOC__READ__CHUNK_SIZE", "1000")]).await;
@@ -618,7 +622,77 @@ async fn a_stalled_client_keeps_server_memory_flat(backend: &str) {
     }
 }
 
+/// The server's peak memory while it streams one record's 150,000 rows
+/// (the benchmark's R1) right after a burst of writes from sixteen clients
+/// (160,000 rows in batches of 100)
+/// stays under 64 MiB on either store: the service itself caps the
+/// allocator's arenas and each connection's page cache.
+async fn a_long_read_after_a_burst_of_writes_stays_under_64_mib(backend: &str) {
+    use association_service::proto::association_read_client::AssociationReadClient;
+    use association_service::proto::association_write_client::AssociationWriteClient;
+    use association_service::proto::{
+        AssociationInput as WireInput, CreateAssociationsRequest, ListAssociationsRequest,
+    };
+    const ROWS: i64 = 150_000;
+    const PEAK_LIMIT_MIB: u64 = 64;
+    let store = one_large_record(backend, ROWS).await;
+    let server = common::ServerProcess::start(&store.url, &[]).await;
+    let channel = server.channel().await;
+    // Sixteen writers at once, so every write connection and every
+    // thread's allocations are used before the read.
+    let mut writers = tokio::task::JoinSet::new();
+    for writer in 0..16i64 {
+        let mut write = AssociationWriteClient::new(channel.clone());
+        writers.spawn(async move {
+            for n in 0..100i64 {
+                let deal = 1_000 + writer * 100 + n;
+                let request = CreateAssociationsRequest {
+                    portal_id: PORTAL,
+                    from_object_type: "deals".into(),
+                    to_object_type: "contacts".into(),
+                    inputs: (1..=100)
+                        .map(|to_id| WireInput {
+                            from_id: deal,
+                            to_id,
+                            types: vec![],
+                        })
+                        .collect(),
+                };
+                let answer = write.create_associations(request).await.expect("create");
+                assert!(answer.into_inner().errors.is_empty());
+            }
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.expect("a writer");
+    }
+    server.reset_peak_rss();
+    let mut read = AssociationReadClient::new(channel);
+    let mut stream = read
+        .list_associations(ListAssociationsRequest {
+            portal_id: PORTAL,
+            object_type: "deals".into(),
+            object_id: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    let mut rows = 0i64;
+    while let Some(chunk) = stream.message().await.expect("chunk") {
+        rows += chunk.results.len() as i64;
+    }
+    assert_eq!(rows, ROWS);
+    let peak_mib = server.peak_rss_kib() / 1024;
+    eprintln!("{backend}: the server's peak memory while streaming {ROWS} rows: {peak_mib} MiB");
+    assert!(
+        peak_mib <= PEAK_LIMIT_MIB,
+        "{backend}: the server peaked at {peak_mib} MiB (at most {PEAK_LIMIT_MIB})"
+    );
+}
+
 on_every_backend!(
+    a_long_read_after_a_burst_of_writes_stays_under_64_mib,
     a_stalled_client_keeps_server_memory_flat,
     open_streams_per_portal_are_capped,
     streams_of_every_kind_share_one_connection,

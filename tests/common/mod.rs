@@ -1075,14 +1075,30 @@ impl ServerProcess {
 
     /// The process's resident memory, in KiB.
     pub fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS:")
+    }
+
+    /// The process's peak resident memory since it started or since
+    /// `reset_peak_rss`, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.status_kib("VmHWM:")
+    }
+
+    /// Starts the peak (`peak_rss_kib`) over from the memory resident now.
+    pub fn reset_peak_rss(&self) {
+        let pid = self.child.id().expect("the server runs");
+        std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset the peak RSS mark");
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
         let pid = self.child.id().expect("the server runs");
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
             .expect("the server's /proc status");
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
+            .unwrap_or_else(|| panic!("{field} in the server's /proc status"))
     }
 
     /// Sends SIGTERM.

@@ -46,6 +46,11 @@ pub(crate) fn is_busy(err: &StoreError) -> bool {
 /// its range once, so a bigger cache would only hold pages it has passed.
 const SCAN_CACHE_KIB: u32 = 1024;
 
+/// The page cache of each write connection, in KiB (half SQLite's default):
+/// a write touches a few pages of each index, and up to
+/// `store.max_connections` connections each keep their own.
+const WRITE_CACHE_KIB: u32 = 1024;
+
 /// Rows a stream's statement may run ahead of the stream (SQLite steps on
 /// a worker thread of its own, so each handover is a thread wake-up).
 const SCAN_CACHE_ROWS: usize = 1024;
@@ -81,7 +86,16 @@ impl SqliteStore {
                 .max_connections(store.max_connections.max(1))
                 .acquire_timeout(store.acquire_timeout)
         };
-        let pool = pool_options().connect_with(options.clone()).await?;
+        // Each write connection keeps a page cache of its own: SQLite's
+        // default (2 MiB) on every one of them held most of the embedded
+        // server's memory after a burst of writes. The OS caches the file.
+        let pool = pool_options()
+            .connect_with(
+                options
+                    .clone()
+                    .pragma("cache_size", format!("-{WRITE_CACHE_KIB}")),
+            )
+            .await?;
         let scan_pool = pool_options()
             .min_connections(0)
             // A stream's statement runs as long as its client reads: not slow.
