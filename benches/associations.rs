@@ -107,6 +107,8 @@ struct Row {
     unit: &'static str,
     detail: String,
     target: Option<f64>,
+    /// Each interleaved round's ratio (none: service ÷ baseline).
+    ratios: Vec<f64>,
 }
 
 /// The server binary running as a child process.
@@ -638,16 +640,16 @@ async fn r3_service(server: &Server, rows: i64) -> f64 {
     count as f64 / start.elapsed().as_secs_f64()
 }
 
-/// R4: REST v4 batch reads of every R4 record, one call at a time; rows/s
-/// over the calls, p50 and p99 (ms).
-async fn r4_service(server: &Server, scale: &Scale) -> (f64, f64, f64) {
+/// R4: `calls` REST v4 batch reads of every R4 record, one call at a time,
+/// after `warm` untimed ones: each call's time.
+async fn r4_calls(server: &Server, scale: &Scale, warm: usize, calls: usize) -> Vec<Duration> {
     let inputs: Vec<String> = (1..=scale.r2_records)
         .map(|id| format!(r#"{{"id":"{id}"}}"#))
         .collect();
     let body = format!(r#"{{"inputs":[{}]}}"#, inputs.join(","));
     let path = "/crm/v4/associations/deals/contacts/batch/read";
-    let mut times = Vec::with_capacity(R4_CALLS);
-    for call in 0..R4_CALLS + 2 {
+    let mut times = Vec::with_capacity(calls);
+    for call in 0..warm + calls {
         let start = Instant::now();
         let answer = common::http(server.http, "POST", path, Some(&body)).await;
         assert_eq!(answer.status, 200, "R4 batch read: {}", answer.body);
@@ -669,14 +671,11 @@ async fn r4_service(server: &Server, scale: &Scale) -> (f64, f64, f64) {
             scale.r2_records * R4_PER_RECORD,
             "R4 read every row"
         );
-        // The first two calls warm the connection pool up.
-        if call >= 2 {
+        if call >= warm {
             times.push(start.elapsed());
         }
     }
-    let (calls_per_s, p50, p99) = latency(times);
-    let rows_per_call = (scale.r2_records * R4_PER_RECORD) as f64;
-    (calls_per_s * rows_per_call, p50, p99)
+    times
 }
 
 // ------------------------------------------------------------ raw PostgreSQL
@@ -760,28 +759,16 @@ async fn w3_raw(pool: &PgPool, scale: &Scale) -> f64 {
     limit as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Rows per second of `COPY (query) TO STDOUT`, and the rows it produced.
-/// Times each read stream runs (and each baseline); the median counts.
-const READ_RUNS: usize = 3;
+/// Interleaved rounds of each read scenario and its baseline; the medians
+/// count, and the rounds' ratios give the spread.
+const READ_RUNS: usize = 5;
 
 fn median(mut rates: Vec<f64>) -> f64 {
     rates.sort_by(f64::total_cmp);
     rates[rates.len() / 2]
 }
 
-/// The median rate of `READ_RUNS` runs of `COPY (query) TO STDOUT`, and its
-/// row count.
-async fn copy_rate(pool: &PgPool, query: &str) -> (f64, i64) {
-    let mut rates = Vec::with_capacity(READ_RUNS);
-    let mut rows = 0;
-    for _ in 0..READ_RUNS {
-        let (rate, n) = copy_once(pool, query).await;
-        rates.push(rate);
-        rows = n;
-    }
-    (median(rates), rows)
-}
-
+/// Rows per second of `COPY (query) TO STDOUT`, and the rows it produced.
 async fn copy_once(pool: &PgPool, query: &str) -> (f64, i64) {
     let mut conn = pool.acquire().await.expect("connection");
     let start = Instant::now();
@@ -825,53 +812,83 @@ async fn r0_raw(pool: &PgPool) -> (f64, f64, f64) {
     latency(times)
 }
 
-/// Read baselines over the PostgreSQL store's own rows.
-async fn read_baselines(pool: &PgPool, scale: &Scale) -> (f64, f64, f64, f64) {
-    let (r1, n1) = copy_rate(
-        pool,
-        &format!(
-            "SELECT to_object_type, to_object_id, category, type_id FROM associations
-             WHERE portal_id = {R1_PORTAL} AND from_object_type = '{DEAL}' AND from_object_id = 1
-               AND to_object_type = '{CONTACT}' ORDER BY to_object_type, to_object_id, category, type_id"
+/// The read baselines' queries over the PostgreSQL store's own rows (R1,
+/// R2, R3, R4), each with the rows it reads.
+fn read_queries(scale: &Scale) -> [(String, i64); 4] {
+    [
+        (
+            format!(
+                "SELECT to_object_type, to_object_id, category, type_id FROM associations
+                 WHERE portal_id = {R1_PORTAL} AND from_object_type = '{DEAL}' AND from_object_id = 1
+                   AND to_object_type = '{CONTACT}' ORDER BY to_object_type, to_object_id, category, type_id"
+            ),
+            scale.r1_rows,
         ),
-    )
-    .await;
-    assert_eq!(n1, scale.r1_rows);
-    let (r2, n2) = copy_rate(
-        pool,
-        &format!(
-            "SELECT from_object_id, to_object_type, to_object_id, category, type_id FROM associations
-             WHERE portal_id = {R2_PORTAL} AND from_object_type = '{DEAL}' AND from_object_id BETWEEN 1 AND {}
-               AND to_object_type = '{CONTACT}'
-             ORDER BY from_object_id, to_object_type, to_object_id, category, type_id",
-            scale.r2_records
+        (
+            format!(
+                "SELECT from_object_id, to_object_type, to_object_id, category, type_id FROM associations
+                 WHERE portal_id = {R2_PORTAL} AND from_object_type = '{DEAL}' AND from_object_id BETWEEN 1 AND {}
+                   AND to_object_type = '{CONTACT}'
+                 ORDER BY from_object_id, to_object_type, to_object_id, category, type_id",
+                scale.r2_records
+            ),
+            scale.r2_records * scale.r2_per_record,
         ),
-    )
-    .await;
-    assert_eq!(n2, scale.r2_records * scale.r2_per_record);
-    let (r3, n3) = copy_rate(
-        pool,
-        &format!(
-            "SELECT from_object_type, from_object_id, to_object_type, to_object_id, category, type_id FROM associations
-             WHERE portal_id = {R1_PORTAL} AND from_object_type = '{DEAL}'
-             ORDER BY from_object_type, from_object_id, to_object_type, to_object_id, category, type_id"
+        (
+            format!(
+                "SELECT from_object_type, from_object_id, to_object_type, to_object_id, category, type_id FROM associations
+                 WHERE portal_id = {R1_PORTAL} AND from_object_type = '{DEAL}'
+                 ORDER BY from_object_type, from_object_id, to_object_type, to_object_id, category, type_id"
+            ),
+            scale.r1_rows,
         ),
-    )
-    .await;
-    assert_eq!(n3, scale.r1_rows);
-    let (r4, n4) = copy_rate(
-        pool,
-        &format!(
-            "SELECT from_object_id, to_object_id, category, type_id FROM associations
-             WHERE portal_id = {R4_PORTAL} AND from_object_type = '{DEAL}' AND from_object_id BETWEEN 1 AND {}
-               AND to_object_type = '{CONTACT}'
-             ORDER BY from_object_id, to_object_type, to_object_id, category, type_id",
-            scale.r2_records
+        (
+            format!(
+                "SELECT from_object_id, to_object_id, category, type_id FROM associations
+                 WHERE portal_id = {R4_PORTAL} AND from_object_type = '{DEAL}' AND from_object_id BETWEEN 1 AND {}
+                   AND to_object_type = '{CONTACT}'
+                 ORDER BY from_object_id, to_object_type, to_object_id, category, type_id",
+                scale.r2_records
+            ),
+            scale.r2_records * R4_PER_RECORD,
         ),
-    )
-    .await;
-    assert_eq!(n4, scale.r2_records * R4_PER_RECORD);
-    (r1, r2, r3, r4)
+    ]
+}
+
+/// One `COPY` of a baseline query: rows/s.
+async fn copy_checked(pool: &PgPool, (query, rows): &(String, i64)) -> f64 {
+    let (rate, n) = copy_once(pool, query).await;
+    assert_eq!(n, *rows, "the baseline read every row");
+    rate
+}
+
+/// One read scenario's interleaved rounds: in each, the service's rate,
+/// then the baseline's over the same rows.
+#[derive(Clone, Debug, Default)]
+struct Rounds {
+    service: Vec<f64>,
+    baseline: Vec<f64>,
+}
+
+impl Rounds {
+    fn push(&mut self, service: f64, baseline: f64) {
+        self.service.push(service);
+        self.baseline.push(baseline);
+    }
+
+    fn service(&self) -> f64 {
+        median(self.service.clone())
+    }
+
+    fn baseline(&self) -> f64 {
+        median(self.baseline.clone())
+    }
+
+    /// Each round's service ÷ baseline.
+    fn ratios(&self) -> Vec<f64> {
+        let pairs = self.service.iter().zip(&self.baseline);
+        pairs.map(|(s, b)| s / b).collect()
+    }
 }
 
 // ------------------------------------------------------------ the run
@@ -895,10 +912,10 @@ struct Measured {
     r0_rows: (f64, f64, f64),
     /// R1: rows/s, peak RSS, RSS as it began (MiB).
     r1: (f64, f64, f64),
-    r2: f64,
-    r3: f64,
     /// R4: rows/s, p50 ms, p99 ms.
     r4: (f64, f64, f64),
+    /// R1–R4's interleaved rounds beside their baselines.
+    reads: [Rounds; 4],
 }
 
 /// Measurements with no write scenario run (for `BENCH_ONLY=reads`).
@@ -915,9 +932,8 @@ fn run_writes_skipped() -> Measured {
         r0: (0.0, 0.0, 0.0),
         r0_rows: (0.0, 0.0, 0.0),
         r1: (0.0, 0.0, 0.0),
-        r2: 0.0,
-        r3: 0.0,
         r4: (0.0, 0.0, 0.0),
+        reads: Default::default(),
     }
 }
 
@@ -975,19 +991,26 @@ async fn run_writes(server: &Server, scale: &Scale, stats: Option<&PgPool>) -> M
         r0: (0.0, 0.0, 0.0),
         r0_rows: (0.0, 0.0, 0.0),
         r1: (0.0, 0.0, 0.0),
-        r2: 0.0,
-        r3: 0.0,
         r4: (0.0, 0.0, 0.0),
+        reads: Default::default(),
     }
 }
 
-async fn run_service(server: &Server, scale: &Scale, stats: Option<&PgPool>) -> Measured {
+async fn run_service(
+    server: &Server,
+    scale: &Scale,
+    stats: Option<&PgPool>,
+    base: &PgPool,
+) -> Measured {
     let writes = run_writes(server, scale, stats).await;
-    run_reads(server, scale, writes).await
+    run_reads(server, scale, writes, base).await
 }
 
-/// The read scenarios (R0–R3) after seeding their rows.
-async fn run_reads(server: &Server, scale: &Scale, writes: Measured) -> Measured {
+/// The read scenarios (R0–R4) after seeding their rows: R1–R4 in
+/// `READ_RUNS` rounds, each scenario beside its `COPY` baseline on `base`
+/// (the PostgreSQL store's rows) right after it, so the machine's drift
+/// moves both.
+async fn run_reads(server: &Server, scale: &Scale, writes: Measured, base: &PgPool) -> Measured {
     eprintln!(
         "  seeding {} + {} associations",
         scale.r1_rows,
@@ -997,37 +1020,38 @@ async fn run_reads(server: &Server, scale: &Scale, writes: Measured) -> Measured
     seed(server, R2_PORTAL, 1..=scale.r2_records, scale.r2_per_record).await;
     seed(server, R0_PORTAL, 1..=1, R0_ROWS).await;
     seed(server, R4_PORTAL, 1..=scale.r2_records, R4_PER_RECORD).await;
-    eprintln!("  R0/R1/R2/R3/R4 reads");
+    eprintln!("  R0/R1/R2/R3/R4 reads, {READ_RUNS} interleaved rounds");
     let r0 = r0_service(server, ChunkLayout::Columns).await;
     let r0_rows = r0_service(server, ChunkLayout::Rows).await;
-    // Each stream runs READ_RUNS times; the median rate counts (the peak
-    // RSS is the largest seen).
-    let mut r1_runs = Vec::new();
-    let (mut r2_runs, mut r3_runs) = (Vec::new(), Vec::new());
-    for _ in 0..READ_RUNS {
-        r1_runs.push(r1_service(server, scale.r1_rows).await);
-        r2_runs.push(r2_service(server, scale).await);
-        r3_runs.push(r3_service(server, scale.r1_rows).await);
+    let queries = read_queries(scale);
+    let mut reads: [Rounds; 4] = Default::default();
+    let (mut peak_rss, mut resident) = (0.0f64, f64::MAX);
+    let mut r4_times = Vec::new();
+    let r4_calls_per_round = R4_CALLS.div_ceil(READ_RUNS);
+    let r4_rows = (scale.r2_records * R4_PER_RECORD) as f64;
+    for round in 0..READ_RUNS {
+        let r1 = r1_service(server, scale.r1_rows).await;
+        (peak_rss, resident) = (peak_rss.max(r1.1), resident.min(r1.2));
+        reads[0].push(r1.0, copy_checked(base, &queries[0]).await);
+        let r2 = r2_service(server, scale).await;
+        reads[1].push(r2, copy_checked(base, &queries[1]).await);
+        let r3 = r3_service(server, scale.r1_rows).await;
+        reads[2].push(r3, copy_checked(base, &queries[2]).await);
+        // The first round's first two calls warm the pools up.
+        let warm = if round == 0 { 2 } else { 0 };
+        let times = r4_calls(server, scale, warm, r4_calls_per_round).await;
+        let rate = r4_rows * latency(times.clone()).0;
+        reads[3].push(rate, copy_checked(base, &queries[3]).await);
+        r4_times.extend(times);
     }
-    let peak_rss = r1_runs.iter().map(|r| r.1).fold(0.0, f64::max);
-    let resident = r1_runs.iter().map(|r| r.2).fold(f64::MAX, f64::min);
-    let r1 = (
-        median(r1_runs.iter().map(|r| r.0).collect()),
-        peak_rss,
-        resident,
-    );
-    let r2 = median(r2_runs);
-    let r3 = median(r3_runs);
-    eprintln!("  R4 REST batch reads");
-    let r4 = r4_service(server, scale).await;
+    let (_, r4_p50, r4_p99) = latency(r4_times);
     Measured {
         seed: seed_rate,
         r0,
         r0_rows,
-        r1,
-        r2,
-        r3,
-        r4,
+        r1: (reads[0].service(), peak_rss, resident),
+        r4: (reads[3].service(), r4_p50, r4_p99),
+        reads,
         ..writes
     }
 }
@@ -1046,6 +1070,7 @@ fn write_rows(backend: &'static str, m: &Measured, raw: &Measured) -> Vec<Row> {
                 m.w1.1, m.w1.2, raw.w1.1, raw.w1.2
             ),
             target: Some(0.5),
+            ratios: Vec::new(),
         },
         Row {
             scenario: "W1 on distinct records (no shared counter)",
@@ -1058,6 +1083,7 @@ fn write_rows(backend: &'static str, m: &Measured, raw: &Measured) -> Vec<Row> {
                 m.w1_distinct.1, m.w1_distinct.2, raw.w1.1, raw.w1.2
             ),
             target: None,
+            ratios: Vec::new(),
         },
         Row {
             scenario: "W2 batches of 100, 4 clients",
@@ -1067,6 +1093,7 @@ fn write_rows(backend: &'static str, m: &Measured, raw: &Measured) -> Vec<Row> {
             unit: "assoc/s",
             detail: String::new(),
             target: Some(0.5),
+            ratios: Vec::new(),
         },
         Row {
             scenario: "W3 64 clients racing to one record's limit",
@@ -1076,6 +1103,7 @@ fn write_rows(backend: &'static str, m: &Measured, raw: &Measured) -> Vec<Row> {
             unit: "assoc/s",
             detail: format!("limit held: {} created of {} attempts", m.w3.1, m.w3.2),
             target: Some(0.3),
+            ratios: Vec::new(),
         },
         Row {
             scenario: "W4 16 clients on one portal ÷ on 16 portals",
@@ -1085,6 +1113,7 @@ fn write_rows(backend: &'static str, m: &Measured, raw: &Measured) -> Vec<Row> {
             unit: "assoc/s",
             detail: "service on one portal beside the service on sixteen".into(),
             target: Some(0.9),
+            ratios: Vec::new(),
         },
     ]
 }
@@ -1100,6 +1129,7 @@ fn rows_for(backend: &'static str, m: &Measured, raw: &Measured) -> Vec<Row> {
             unit: "assoc/s",
             detail: "baseline: W2's raw rate".into(),
             target: None,
+            ratios: Vec::new(),
         },
         Row {
             scenario: "R0 ListAssociations of 500, one call at a time",
@@ -1112,45 +1142,50 @@ fn rows_for(backend: &'static str, m: &Measured, raw: &Measured) -> Vec<Row> {
                 m.r0.1, m.r0.2, raw.r0.1, raw.r0.2, m.r0_rows.1, m.r0_rows.2
             ),
             target: None,
+            ratios: Vec::new(),
         },
         Row {
             scenario: "R1 stream one record's associations",
             backend,
-            service: m.r1.0,
-            baseline: raw.r1.0,
+            service: m.reads[0].service(),
+            baseline: m.reads[0].baseline(),
             unit: "rows/s",
             detail: format!(
                 "server peak RSS {:.0} MiB (target ≤ 64), {:.0} MiB resident as R1 began",
                 m.r1.1, m.r1.2
             ),
             target: Some(0.8),
+            ratios: m.reads[0].ratios(),
         },
         Row {
             scenario: "R2 batch-stream records",
             backend,
-            service: m.r2,
-            baseline: raw.r2,
+            service: m.reads[1].service(),
+            baseline: m.reads[1].baseline(),
             unit: "rows/s",
             detail: String::new(),
             target: None,
+            ratios: m.reads[1].ratios(),
         },
         Row {
             scenario: "R3 export a portal",
             backend,
-            service: m.r3,
-            baseline: raw.r3,
+            service: m.reads[2].service(),
+            baseline: m.reads[2].baseline(),
             unit: "rows/s",
             detail: String::new(),
             target: Some(0.8),
+            ratios: m.reads[2].ratios(),
         },
         Row {
             scenario: "R4 REST v4 batch read, one call",
             backend,
-            service: m.r4.0,
-            baseline: raw.r4.0,
+            service: m.reads[3].service(),
+            baseline: m.reads[3].baseline(),
             unit: "rows/s",
             detail: format!("p50 {:.1} ms / p99 {:.1} ms per call", m.r4.1, m.r4.2),
             target: Some(0.5),
+            ratios: m.reads[3].ratios(),
         },
     ]);
     rows
@@ -1175,14 +1210,25 @@ fn render(rows: &[Row], scale: &Scale, pg_note: &str) -> String {
             .unwrap_or(0)
     ));
     for row in rows {
-        let ratio = row.service / row.baseline;
+        let (ratio, spread) = match row.ratios.as_slice() {
+            [] => (row.service / row.baseline, String::new()),
+            ratios => {
+                let lo = ratios.iter().copied().fold(f64::MAX, f64::min);
+                let hi = ratios.iter().copied().fold(0.0, f64::max);
+                let n = ratios.len();
+                (
+                    median(ratios.to_vec()),
+                    format!(" ({lo:.2}–{hi:.2}, {n} rounds)"),
+                )
+            }
+        };
         let target = match row.target {
             Some(t) if ratio >= t => format!("≥ {t} ✔"),
             Some(t) => format!("≥ {t} ✘"),
             None => "—".into(),
         };
         out.push_str(&format!(
-            "| {} | {} | {:.0} {} | {:.0} {} | {:.2}× | {} | {} |\n",
+            "| {} | {} | {:.0} {} | {:.0} {} | {:.2}×{spread} | {} | {} |\n",
             row.scenario,
             row.backend,
             row.service,
@@ -1243,9 +1289,8 @@ async fn raw_writes(url: &str, scale: &Scale) -> (PgPool, Measured) {
         r0: (0.0, 0.0, 0.0),
         r0_rows: (0.0, 0.0, 0.0),
         r1: (0.0, 0.0, 0.0),
-        r2: 0.0,
-        r3: 0.0,
         r4: (0.0, 0.0, 0.0),
+        reads: Default::default(),
     };
     (raw_pool, raw)
 }
@@ -1372,18 +1417,15 @@ async fn main() {
     if std::env::var("BENCH_ONLY").as_deref() == Ok("reads") {
         // A quick loop for the read path: R0–R3 on both stores beside their
         // baselines, nothing written.
-        let empty = run_writes_skipped();
-        let pg = run_reads(&pg_server, scale, empty).await;
+        let base = pool(&pg_url, 4).await;
+        let pg = run_reads(&pg_server, scale, run_writes_skipped(), &base).await;
         drop(pg_server);
-        let raw_pool = pool(&pg_url, 4).await;
-        let (r1, r2, r3, r4) = read_baselines(&raw_pool, scale).await;
         let mut raw = run_writes_skipped();
-        (raw.r1, raw.r2, raw.r3, raw.r4) = ((r1, 0.0, 0.0), r2, r3, (r4, 0.0, 0.0));
-        raw.r0 = r0_raw(&raw_pool).await;
+        raw.r0 = r0_raw(&base).await;
         let dir = tempfile::tempdir().expect("temp dir");
         let sqlite_server =
             Server::start(&format!("sqlite://{}/bench.db", dir.path().display())).await;
-        let lite = run_reads(&sqlite_server, scale, run_writes_skipped()).await;
+        let lite = run_reads(&sqlite_server, scale, run_writes_skipped(), &base).await;
         drop(sqlite_server);
         let mut rows = rows_for("postgres", &pg, &raw);
         rows.extend(rows_for("sqlite", &lite, &raw));
@@ -1391,18 +1433,17 @@ async fn main() {
         println!("{}", render(&rows, scale, "durable PostgreSQL"));
         return;
     }
-    let pg = run_service(&pg_server, scale, Some(&stats_pool)).await;
+    let base = pool(&pg_url, 4).await;
+    let pg = run_service(&pg_server, scale, Some(&stats_pool), &base).await;
     drop(pg_server);
     eprintln!("raw PostgreSQL baselines");
     let (raw_pool, mut raw) = raw_writes(&pg_url, scale).await;
-    let (r1, r2, r3, r4) = read_baselines(&raw_pool, scale).await;
-    (raw.r1, raw.r2, raw.r3, raw.r4) = ((r1, 0.0, 0.0), r2, r3, (r4, 0.0, 0.0));
     raw.r0 = r0_raw(&raw_pool).await;
 
     eprintln!("sqlite store");
     let dir = tempfile::tempdir().expect("temp dir");
     let sqlite_server = Server::start(&format!("sqlite://{}/bench.db", dir.path().display())).await;
-    let lite = run_service(&sqlite_server, scale, None).await;
+    let lite = run_service(&sqlite_server, scale, None, &base).await;
     drop(sqlite_server);
 
     // Second table: the writes with fsync and synchronous_commit off.
