@@ -671,11 +671,51 @@ async fn r4_calls(server: &Server, scale: &Scale, warm: usize, calls: usize) -> 
             scale.r2_records * R4_PER_RECORD,
             "R4 read every row"
         );
+        let took = start.elapsed();
+        if took > Duration::from_secs(1) {
+            eprintln!(
+                "  R4 call {call} took {} ms; a probe call now: {}",
+                took.as_millis(),
+                r4_probe(server, &body).await
+            );
+        }
         if call >= warm {
-            times.push(start.elapsed());
+            times.push(took);
         }
     }
     times
+}
+
+/// One R4 call timed in its parts: connect, first byte, last byte (ms).
+async fn r4_probe(server: &Server, body: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let start = Instant::now();
+    let mut stream = tokio::net::TcpStream::connect(server.http)
+        .await
+        .expect("connect");
+    let connected = start.elapsed();
+    let request = format!(
+        "POST /crm/v4/associations/deals/contacts/batch/read HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut buf = vec![0u8; 1 << 16];
+    let mut first = None;
+    let mut bytes = 0;
+    loop {
+        let n = stream.read(&mut buf).await.expect("read");
+        if n == 0 {
+            break;
+        }
+        first.get_or_insert(start.elapsed());
+        bytes += n;
+    }
+    format!(
+        "connected {:?}, first byte {:?}, last {:?}, {bytes} bytes",
+        connected,
+        first.unwrap_or_default(),
+        start.elapsed()
+    )
 }
 
 // ------------------------------------------------------------ raw PostgreSQL

@@ -178,6 +178,69 @@ async fn paged_batch_reads_loop_over_index_ranges() {
     let _ = conn.close().await;
 }
 
+/// Statistics taken before a portal had rows (autovacuum's, right after a
+/// large import into another portal) make a portal look empty; the paged
+/// read must still probe and read each input on the key, not filter the
+/// whole portal through `associations_by_type` once per input.
+#[tokio::test]
+async fn paged_batch_reads_keep_to_the_key_under_stale_statistics() {
+    let url = common::fresh_postgres_database().await;
+    let store = association_service::store::connect(&url, 4)
+        .await
+        .expect("open");
+    store.migrate().await.expect("migrate");
+    drop(store);
+    let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+    let rows = |portal: i64, records: i64, per_record: i64| {
+        format!(
+            "INSERT INTO associations (portal_id, from_object_type, from_object_id, to_object_type,
+                                       to_object_id, category, type_id)
+             SELECT {portal}, '0-3', r, '0-1', k, 1, 3
+             FROM generate_series(1, {records}) r, generate_series(1, {per_record}) k"
+        )
+    };
+    for statement in [
+        rows(1, 1, 300_000),
+        "ANALYZE associations".into(),
+        rows(2, 1000, 20),
+    ] {
+        sqlx::query(&statement)
+            .execute(&mut conn)
+            .await
+            .expect("rows and statistics");
+    }
+    for (name, value) in SCAN_SESSION {
+        sqlx::query(&format!("SET {name} = {value}"))
+            .execute(&mut conn)
+            .await
+            .expect("a stream connection's setting");
+    }
+    let plan = sqlx::query_scalar::<_, String>(&format!("EXPLAIN {}", page_statement()))
+        .bind(2i64)
+        .bind("0-3")
+        .bind("0-1")
+        .bind((1i64..=1000).collect::<Vec<_>>())
+        .bind(vec![0i64; 1000])
+        .bind(101i64)
+        .fetch_all(&mut conn)
+        .await
+        .expect("explain")
+        .join("\n");
+    assert!(
+        !plan.contains("associations_by_type"),
+        "the portal's rows filtered per input\n{plan}"
+    );
+    let conditions = plan.lines().filter(|l| l.contains("Index Cond"));
+    assert_eq!(
+        conditions
+            .filter(|c| c.contains("from_object_id = u"))
+            .count(),
+        2,
+        "each part not one index range per input\n{plan}"
+    );
+    let _ = conn.close().await;
+}
+
 /// Feed retention reads indexes only: each probe of a portal's cut is one
 /// key lookup, each batch a range of the key.
 #[tokio::test]
