@@ -45,12 +45,7 @@ async fn seeded() -> sqlx::PgConnection {
 #[tokio::test]
 async fn streamed_statements_are_index_range_scans() {
     let mut conn = seeded().await;
-    for (name, value) in SCAN_SESSION {
-        sqlx::query(&format!("SET {name} = {value}"))
-            .execute(&mut conn)
-            .await
-            .expect("a stream connection's setting");
-    }
+    stream_session(&mut conn).await;
     for (name, sql, params) in scan_statements() {
         let text = format!("EXPLAIN {sql}");
         // Portal 2, object type 0-1, record 1000 (or the rows after it).
@@ -128,6 +123,38 @@ async fn streamed_statements_are_index_range_scans() {
     let _ = conn.close().await;
 }
 
+/// Sets a stream connection's session settings on `conn`.
+async fn stream_session(conn: &mut sqlx::PgConnection) {
+    for (name, value) in SCAN_SESSION {
+        sqlx::query(&format!("SET {name} = {value}"))
+            .execute(&mut *conn)
+            .await
+            .expect("a stream connection's setting");
+    }
+}
+
+/// The paged batch read's plan, on a stream connection, for portal 2's
+/// records `ids` of the (from, to) pair, each from its first row.
+async fn page_plan(
+    conn: &mut sqlx::PgConnection,
+    (from, to): (&str, &str),
+    ids: std::ops::Range<i64>,
+) -> String {
+    stream_session(conn).await;
+    let ids: Vec<i64> = ids.collect();
+    sqlx::query_scalar::<_, String>(&format!("EXPLAIN {}", page_statement()))
+        .bind(2i64)
+        .bind(from)
+        .bind(to)
+        .bind(&ids)
+        .bind(vec![0i64; ids.len()])
+        .bind(101i64)
+        .fetch_all(&mut *conn)
+        .await
+        .expect("explain")
+        .join("\n")
+}
+
 /// The REST batch read's pages, on a stream connection: an `Append` whose
 /// first part finds the inputs holding nothing and whose second is a loop
 /// over the inputs (the unnest of the id and start arrays, `u`), each one
@@ -136,23 +163,7 @@ async fn streamed_statements_are_index_range_scans() {
 #[tokio::test]
 async fn paged_batch_reads_loop_over_index_ranges() {
     let mut conn = seeded().await;
-    for (name, value) in SCAN_SESSION {
-        sqlx::query(&format!("SET {name} = {value}"))
-            .execute(&mut conn)
-            .await
-            .expect("a stream connection's setting");
-    }
-    let plan = sqlx::query_scalar::<_, String>(&format!("EXPLAIN {}", page_statement()))
-        .bind(2i64)
-        .bind("0-1")
-        .bind("0-2")
-        .bind((1000i64..2000).collect::<Vec<_>>())
-        .bind(vec![0i64; 1000])
-        .bind(101i64)
-        .fetch_all(&mut conn)
-        .await
-        .expect("explain")
-        .join("\n");
+    let plan = page_plan(&mut conn, ("0-1", "0-2"), 1000..2000).await;
     assert!(!plan.contains("Seq Scan"), "sequential scan\n{plan}");
     assert!(!plan.contains("Gather"), "parallel workers\n{plan}");
     let top = plan.lines().next().unwrap_or_default();
@@ -209,23 +220,7 @@ async fn paged_batch_reads_keep_to_the_key_under_stale_statistics() {
             .await
             .expect("rows and statistics");
     }
-    for (name, value) in SCAN_SESSION {
-        sqlx::query(&format!("SET {name} = {value}"))
-            .execute(&mut conn)
-            .await
-            .expect("a stream connection's setting");
-    }
-    let plan = sqlx::query_scalar::<_, String>(&format!("EXPLAIN {}", page_statement()))
-        .bind(2i64)
-        .bind("0-3")
-        .bind("0-1")
-        .bind((1i64..=1000).collect::<Vec<_>>())
-        .bind(vec![0i64; 1000])
-        .bind(101i64)
-        .fetch_all(&mut conn)
-        .await
-        .expect("explain")
-        .join("\n");
+    let plan = page_plan(&mut conn, ("0-3", "0-1"), 1..1001).await;
     assert!(
         !plan.contains("associations_by_type"),
         "the portal's rows filtered per input\n{plan}"
