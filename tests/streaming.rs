@@ -691,7 +691,78 @@ async fn a_long_read_after_a_burst_of_writes_stays_under_64_mib(backend: &str) {
     );
 }
 
+/// A REST batch read whose client takes the head of the answer and stops
+/// reading holds its portal's stream place only until the stall timeout:
+/// its answer is cut short (never completed wrong), and the next batch
+/// read of the portal is answered in full.
+async fn a_stalled_rest_batch_reader_gives_its_stream_place_back(backend: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const RECORDS: i64 = 1_000;
+    let (svc, store) = common::service(backend, common::settings(1_000, 1000)).await;
+    for deals in (1..=RECORDS).collect::<Vec<_>>().chunks(20) {
+        let batch: Vec<_> = deals.iter().flat_map(|d| inputs(*d, 1..=100)).collect();
+        let outcome = svc
+            .create(pair(PORTAL, "deals", "contacts"), &batch)
+            .await
+            .unwrap();
+        assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    }
+    drop(svc);
+    let server = common::TestServer::start_on(store, |s| {
+        s.gateway.default_portal = PORTAL;
+        s.read.max_streams_per_portal = 1;
+        s.read.stall_timeout_ms = 300;
+    })
+    .await;
+    let ids: Vec<String> = (1..=RECORDS)
+        .map(|id| format!(r#"{{"id":"{id}"}}"#))
+        .collect();
+    let body = format!(r#"{{"inputs":[{}]}}"#, ids.join(","));
+    let path = "/crm/v4/associations/deals/contacts/batch/read";
+    // About 9 MB of answer: far more than the sockets hold while unread.
+    let mut stalled = tokio::net::TcpStream::connect(server.http_addr)
+        .await
+        .expect("connect");
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stalled.write_all(request.as_bytes()).await.expect("send");
+    let mut head = [0u8; 12];
+    stalled
+        .read_exact(&mut head)
+        .await
+        .expect("the answer's head");
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // The stalled read holds the portal's one place until its stall ends;
+    // then a batch read of the portal is answered whole.
+    let answer = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let answer = common::http(server.http_addr, "POST", path, Some(&body)).await;
+            match answer.status {
+                200 => break answer,
+                429 => assert!(answer.body.contains("TOO_MANY_STREAMS"), "{}", answer.body),
+                other => panic!("{other}: {}", answer.body),
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the stalled read gives its place back");
+    assert_eq!(answer.body.matches("\"toObjectId\"").count(), 100_000);
+    // The stalled answer ends short: its client, reading on, never gets the
+    // envelope's end.
+    let mut rest = Vec::new();
+    let _ = stalled.read_to_end(&mut rest).await;
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(
+        !rest.contains("completedAt"),
+        "the stalled answer was completed"
+    );
+}
+
 on_every_backend!(
+    a_stalled_rest_batch_reader_gives_its_stream_place_back,
     a_long_read_after_a_burst_of_writes_stays_under_64_mib,
     a_stalled_client_keeps_server_memory_flat,
     open_streams_per_portal_are_capped,
