@@ -176,6 +176,14 @@ async fn metrics_count_known_traffic() {
         .await;
         assert_eq!(answer.status, 200, "{}", answer.body);
     }
+    let batch = common::http(
+        server.http_addr,
+        "POST",
+        "/crm/v4/associations/deals/contacts/batch/read",
+        Some(r#"{"inputs":[{"id":"1"}]}"#),
+    )
+    .await;
+    assert_eq!(batch.status, 200, "{}", batch.body);
     let missing = common::http(server.http_addr, "GET", "/crm/v4/nowhere", None).await;
     assert_eq!(missing.status, 404);
 
@@ -249,6 +257,14 @@ async fn metrics_count_known_traffic() {
     );
     assert_eq!(
         delta("associations_rows_streamed_total", &[("stream", "list")]),
+        2.0
+    );
+    // The REST batch read's answer counts as a stream of its own.
+    assert_eq!(
+        delta(
+            "associations_rows_streamed_total",
+            &[("stream", "batch_read")]
+        ),
         2.0
     );
     assert!(
