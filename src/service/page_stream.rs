@@ -328,3 +328,50 @@ impl Scan for PagesScan {
         Ok(Step::More(PageChunk { pages }, self))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader of `items`, as one batch, for `inputs` scanned inputs.
+    fn reader(inputs: usize, items: Vec<PageItem>) -> PageReader {
+        let (sender, receiver) = mpsc::channel(1);
+        sender.try_send(Ok(items)).expect("room for one batch");
+        PageReader {
+            pair: PortalPair {
+                portal: 1,
+                from: ObjectType::CONTACT,
+                to: ObjectType::DEAL,
+            },
+            limit: 10,
+            cap: 20,
+            cache: HashMap::new(),
+            scanned: (0..inputs).map(|n| (n, n as i64 + 1)).collect(),
+            items: Some(receiver),
+            queue: VecDeque::new(),
+            next: 0,
+        }
+    }
+
+    /// The leading empties name scanned inputs; one that names no scanned
+    /// input means the store broke its order, and is an error, not a panic.
+    #[tokio::test]
+    async fn empties_name_scanned_inputs_or_fail() {
+        let key = TypeKey {
+            category: crate::domain::Category::HubspotDefined,
+            type_id: 3,
+        };
+        let row = PageItem::Row(0, (ObjectType::DEAL, 7, key));
+        let mut ok = reader(3, vec![PageItem::Empty(1), PageItem::Empty(2), row]);
+        assert_eq!(ok.empties().await.unwrap(), [false, true, true]);
+        assert_eq!(ok.queue.front(), Some(&row), "the first row stays queued");
+        for beyond in [3, 4] {
+            let mut bad = reader(3, vec![PageItem::Empty(beyond)]);
+            let err = bad.empties().await.expect_err("an input beyond the scan");
+            assert!(
+                matches!(err, ServiceError::Store(StoreError::Corrupt(_))),
+                "{err:?}"
+            );
+        }
+    }
+}
