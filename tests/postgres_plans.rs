@@ -14,16 +14,21 @@ use association_service::store::postgres::{
 };
 use sqlx::Connection;
 
-/// A fresh database with 3 portals × 2 object types × 2,000 records × 5
-/// rows, analyzed; a connection to it.
-async fn seeded() -> sqlx::PgConnection {
+/// A connection to a fresh, migrated database.
+async fn migrated() -> sqlx::PgConnection {
     let url = common::fresh_postgres_database().await;
     let store = association_service::store::connect(&url, 4)
         .await
         .expect("open");
     store.migrate().await.expect("migrate");
     drop(store);
-    let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+    sqlx::PgConnection::connect(&url).await.expect("connect")
+}
+
+/// A fresh database with 3 portals × 2 object types × 2,000 records × 5
+/// rows, analyzed; a connection to it.
+async fn seeded() -> sqlx::PgConnection {
+    let mut conn = migrated().await;
     // 3 portals × 2 object types × 2,000 records × 5 rows, then statistics.
     sqlx::query(
         "INSERT INTO associations (portal_id, from_object_type, from_object_id, to_object_type,
@@ -195,13 +200,7 @@ async fn paged_batch_reads_loop_over_index_ranges() {
 /// whole portal through `associations_by_type` once per input.
 #[tokio::test]
 async fn paged_batch_reads_keep_to_the_key_under_stale_statistics() {
-    let url = common::fresh_postgres_database().await;
-    let store = association_service::store::connect(&url, 4)
-        .await
-        .expect("open");
-    store.migrate().await.expect("migrate");
-    drop(store);
-    let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+    let mut conn = migrated().await;
     let rows = |portal: i64, records: i64, per_record: i64| {
         format!(
             "INSERT INTO associations (portal_id, from_object_type, from_object_id, to_object_type,

@@ -101,7 +101,7 @@ impl PageReader {
 
     /// The next scanned input's page, with its input index; `None` after
     /// the last.
-    async fn next_page(
+    pub(super) async fn next_page(
         &mut self,
         service: &AssociationService,
     ) -> ServiceResult<Option<(usize, AssociationPage)>> {
@@ -245,24 +245,10 @@ impl AssociationService {
         inputs: &[PageInput],
         limit: u32,
     ) -> ServiceResult<PageStream> {
-        check_portal(pair.portal)?;
-        pages::check_page_size(limit)?;
-        check_batch_read(inputs.len())?;
+        check_batch_read(pair, inputs.len(), limit)?;
         let slot = self.stream_slot(pair.portal)?;
         let (starts, reader) = self.open_pages(pair, inputs, limit).await?;
-        let mut errors = Vec::new();
-        let mut skip = Vec::new();
-        for (index, (input, start)) in inputs.iter().zip(starts).enumerate() {
-            let first = input.after.as_deref().is_none_or(str::is_empty);
-            match start {
-                InputStart::Refused(err) => errors.push((index, err)),
-                InputStart::Empty if first => {
-                    errors.push((index, no_associations(pair, input.from_id)));
-                    skip.push(index);
-                }
-                _ => {}
-            }
-        }
+        let (errors, skip) = batch_failures(pair, inputs, starts);
         let scan = PagesScan {
             service: Arc::clone(self),
             reader,
@@ -275,8 +261,14 @@ impl AssociationService {
     }
 }
 
-/// At most `MAX_BATCH_READ` inputs.
-pub(super) fn check_batch_read(inputs: usize) -> Result<(), DomainError> {
+/// A batch read's portal, page size and at most `MAX_BATCH_READ` inputs.
+pub(super) fn check_batch_read(
+    pair: PortalPair,
+    inputs: usize,
+    limit: u32,
+) -> Result<(), DomainError> {
+    check_portal(pair.portal)?;
+    pages::check_page_size(limit)?;
     if inputs > MAX_BATCH_READ {
         return Err(DomainError::InvalidArgument(format!(
             "a batch read may name at most {MAX_BATCH_READ} records, this one names {inputs}"
@@ -285,13 +277,28 @@ pub(super) fn check_batch_read(inputs: usize) -> Result<(), DomainError> {
     Ok(())
 }
 
-/// HubSpot's refusal of a first page with nothing on it.
-pub(super) fn no_associations(pair: PortalPair, from_id: i64) -> DomainError {
-    DomainError::NoAssociations {
-        from: pair.from,
-        from_id,
-        to: pair.to,
+/// Which inputs of a batch read fail, from their starts: a refused id or
+/// cursor, or a first page with nothing on it (HubSpot's `NoAssociations`);
+/// and, ascending, the empty ones whose page is therefore left out.
+pub(super) fn batch_failures(
+    pair: PortalPair,
+    inputs: &[PageInput],
+    starts: Vec<InputStart>,
+) -> (Vec<(usize, DomainError)>, Vec<usize>) {
+    let (mut errors, mut skip) = (Vec::new(), Vec::new());
+    for (index, (input, start)) in inputs.iter().zip(starts).enumerate() {
+        let first = input.after.as_deref().is_none_or(str::is_empty);
+        match start {
+            InputStart::Refused(err) => errors.push((index, err)),
+            InputStart::Empty if first => {
+                let (from, to, from_id) = (pair.from, pair.to, input.from_id);
+                errors.push((index, DomainError::NoAssociations { from, from_id, to }));
+                skip.push(index);
+            }
+            _ => {}
+        }
     }
+    (errors, skip)
 }
 
 /// A batch read's pages, chunk by chunk (an input refused as empty is

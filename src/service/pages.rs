@@ -157,19 +157,14 @@ impl AssociationService {
         inputs: &[PageInput],
         limit: u32,
     ) -> ServiceResult<BatchOutcome<AssociationPage>> {
-        check_portal(pair.portal)?;
-        check_page_size(limit)?;
-        page_stream::check_batch_read(inputs.len())?;
+        page_stream::check_batch_read(pair, inputs.len(), limit)?;
+        let (starts, mut reader) = self.open_pages(pair, inputs, limit).await?;
+        let (errors, skip) = page_stream::batch_failures(pair, inputs, starts);
         let mut outcome = BatchOutcome::new();
-        let pages = self.pages(pair, inputs, limit).await?;
-        for (index, (input, page)) in inputs.iter().zip(pages).enumerate() {
-            let first = input.after.as_deref().is_none_or(str::is_empty);
-            match page {
-                Ok(page) if page.records.is_empty() && first => outcome
-                    .errors
-                    .push((index, page_stream::no_associations(pair, input.from_id))),
-                Ok(page) => outcome.results.push((index, page)),
-                Err(err) => outcome.errors.push((index, err)),
+        outcome.errors = errors;
+        while let Some((index, page)) = reader.next_page(self).await? {
+            if skip.binary_search(&index).is_err() {
+                outcome.results.push((index, page));
             }
         }
         Ok(outcome)
