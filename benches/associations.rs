@@ -895,11 +895,56 @@ fn read_queries(scale: &Scale) -> [(String, i64); 4] {
     ]
 }
 
-/// One `COPY` of a baseline query: rows/s.
-async fn copy_checked(pool: &PgPool, (query, rows): &(String, i64)) -> f64 {
-    let (rate, n) = copy_once(pool, query).await;
-    assert_eq!(n, *rows, "the baseline read every row");
-    rate
+/// Where a read scenario's baseline reads the same rows as the service.
+#[derive(Clone, Copy)]
+enum Baseline<'a> {
+    /// `COPY (query) TO STDOUT` on the PostgreSQL store's database.
+    Copy(&'a PgPool),
+    /// SQLite alone (rusqlite, in this process) on the SQLite store's
+    /// file: the query stepped to its end, every column of every row read.
+    Sqlite(&'a std::path::Path),
+}
+
+impl Baseline<'_> {
+    /// One read of a baseline query: rows/s.
+    async fn read(self, (query, rows): &(String, i64)) -> f64 {
+        let (rate, n) = match self {
+            Baseline::Copy(pool) => copy_once(pool, query).await,
+            Baseline::Sqlite(path) => {
+                let (path, query) = (path.to_path_buf(), query.clone());
+                tokio::task::spawn_blocking(move || sqlite_once(&path, &query))
+                    .await
+                    .expect("the SQLite baseline ran")
+            }
+        };
+        assert_eq!(n, *rows, "the baseline read every row");
+        rate
+    }
+}
+
+/// SQLite stepping `query` on the file at `path`, reading each column as
+/// the service does (text borrowed, integers as such): rows/s and rows.
+fn sqlite_once(path: &std::path::Path, query: &str) -> (f64, i64) {
+    use rusqlite::types::ValueRef;
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+    let conn = rusqlite::Connection::open_with_flags(path, flags).expect("open the SQLite file");
+    let start = Instant::now();
+    let mut statement = conn.prepare(query).expect("baseline query");
+    let columns = statement.column_count();
+    let mut rows = statement.query([]).expect("baseline rows");
+    let (mut n, mut seen) = (0i64, 0usize);
+    while let Some(row) = rows.next().expect("a baseline row") {
+        for at in 0..columns {
+            seen += match row.get_ref(at).expect("a column") {
+                ValueRef::Text(text) => text.len(),
+                ValueRef::Integer(value) => value as usize & 1,
+                _ => 0,
+            };
+        }
+        n += 1;
+    }
+    std::hint::black_box(seen);
+    (n as f64 / start.elapsed().as_secs_f64(), n)
 }
 
 /// One read scenario's interleaved rounds: in each, the service's rate,
@@ -1040,17 +1085,22 @@ async fn run_service(
     server: &Server,
     scale: &Scale,
     stats: Option<&PgPool>,
-    base: &PgPool,
+    base: Baseline<'_>,
 ) -> Measured {
     let writes = run_writes(server, scale, stats).await;
     run_reads(server, scale, writes, base).await
 }
 
 /// The read scenarios (R0–R4) after seeding their rows: R1–R4 in
-/// `READ_RUNS` rounds, each scenario beside its `COPY` baseline on `base`
-/// (the PostgreSQL store's rows) right after it, so the machine's drift
-/// moves both.
-async fn run_reads(server: &Server, scale: &Scale, writes: Measured, base: &PgPool) -> Measured {
+/// `READ_RUNS` rounds, each scenario beside its baseline over the same
+/// rows (`COPY` on PostgreSQL, SQLite itself on the SQLite store's file)
+/// right after it, so the machine's drift moves both.
+async fn run_reads(
+    server: &Server,
+    scale: &Scale,
+    writes: Measured,
+    base: Baseline<'_>,
+) -> Measured {
     eprintln!(
         "  seeding {} + {} associations",
         scale.r1_rows,
@@ -1072,16 +1122,16 @@ async fn run_reads(server: &Server, scale: &Scale, writes: Measured, base: &PgPo
     for round in 0..READ_RUNS {
         let r1 = r1_service(server, scale.r1_rows).await;
         (peak_rss, resident) = (peak_rss.max(r1.1), resident.min(r1.2));
-        reads[0].push(r1.0, copy_checked(base, &queries[0]).await);
+        reads[0].push(r1.0, base.read(&queries[0]).await);
         let r2 = r2_service(server, scale).await;
-        reads[1].push(r2, copy_checked(base, &queries[1]).await);
+        reads[1].push(r2, base.read(&queries[1]).await);
         let r3 = r3_service(server, scale.r1_rows).await;
-        reads[2].push(r3, copy_checked(base, &queries[2]).await);
+        reads[2].push(r3, base.read(&queries[2]).await);
         // The first round's first two calls warm the pools up.
         let warm = if round == 0 { 2 } else { 0 };
         let times = r4_calls(server, scale, warm, r4_calls_per_round).await;
         let rate = r4_rows * latency(times.clone()).0;
-        reads[3].push(rate, copy_checked(base, &queries[3]).await);
+        reads[3].push(rate, base.read(&queries[3]).await);
         r4_times.extend(times);
     }
     let (_, r4_p50, r4_p99) = latency(r4_times);
@@ -1458,14 +1508,26 @@ async fn main() {
         // A quick loop for the read path: R0–R3 on both stores beside their
         // baselines, nothing written.
         let base = pool(&pg_url, 4).await;
-        let pg = run_reads(&pg_server, scale, run_writes_skipped(), &base).await;
+        let pg = run_reads(
+            &pg_server,
+            scale,
+            run_writes_skipped(),
+            Baseline::Copy(&base),
+        )
+        .await;
         drop(pg_server);
         let mut raw = run_writes_skipped();
         raw.r0 = r0_raw(&base).await;
         let dir = tempfile::tempdir().expect("temp dir");
-        let sqlite_server =
-            Server::start(&format!("sqlite://{}/bench.db", dir.path().display())).await;
-        let lite = run_reads(&sqlite_server, scale, run_writes_skipped(), &base).await;
+        let file = dir.path().join("bench.db");
+        let sqlite_server = Server::start(&format!("sqlite://{}", file.display())).await;
+        let lite = run_reads(
+            &sqlite_server,
+            scale,
+            run_writes_skipped(),
+            Baseline::Sqlite(&file),
+        )
+        .await;
         drop(sqlite_server);
         let mut rows = rows_for("postgres", &pg, &raw);
         rows.extend(rows_for("sqlite", &lite, &raw));
@@ -1474,7 +1536,7 @@ async fn main() {
         return;
     }
     let base = pool(&pg_url, 4).await;
-    let pg = run_service(&pg_server, scale, Some(&stats_pool), &base).await;
+    let pg = run_service(&pg_server, scale, Some(&stats_pool), Baseline::Copy(&base)).await;
     drop(pg_server);
     eprintln!("raw PostgreSQL baselines");
     let (raw_pool, mut raw) = raw_writes(&pg_url, scale).await;
@@ -1482,8 +1544,9 @@ async fn main() {
 
     eprintln!("sqlite store");
     let dir = tempfile::tempdir().expect("temp dir");
-    let sqlite_server = Server::start(&format!("sqlite://{}/bench.db", dir.path().display())).await;
-    let lite = run_service(&sqlite_server, scale, None, &base).await;
+    let file = dir.path().join("bench.db");
+    let sqlite_server = Server::start(&format!("sqlite://{}", file.display())).await;
+    let lite = run_service(&sqlite_server, scale, None, Baseline::Sqlite(&file)).await;
     drop(sqlite_server);
 
     // Second table: the writes with fsync and synchronous_commit off.

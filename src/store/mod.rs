@@ -73,6 +73,12 @@ pub enum StoreError {
     Rejected(#[from] DomainError),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// A stream's read on the embedded store (rusqlite).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stream's reader thread stopped (a panic) before its rows ended.
+    #[error("a stream's reader stopped: {0}")]
+    ReaderStopped(String),
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is invalid: {0}")]
@@ -138,6 +144,12 @@ impl StoreError {
             ) => ErrorKind::Unavailable,
             StoreError::Database(Sql::Database(db))
                 if db.code().as_deref().is_some_and(unavailable_code) =>
+            {
+                ErrorKind::Unavailable
+            }
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, _))
+                if unavailable_code(&failure.extended_code.to_string())
+                    || failure.code == rusqlite::ErrorCode::CannotOpen =>
             {
                 ErrorKind::Unavailable
             }

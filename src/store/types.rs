@@ -95,6 +95,18 @@ impl<T> Batcher<T> {
         let full = std::mem::replace(&mut self.pending, Vec::with_capacity(self.size));
         self.sender.send(Ok(full)).await.is_ok()
     }
+
+    /// `push` for a blocking thread (never a runtime's own thread).
+    pub(crate) fn push_blocking(&mut self, row: T) -> bool {
+        self.pending.push(row);
+        self.pending.len() < self.size || self.flush_blocking()
+    }
+
+    /// `flush` for a blocking thread.
+    pub(crate) fn flush_blocking(&mut self) -> bool {
+        let full = std::mem::replace(&mut self.pending, Vec::with_capacity(self.size));
+        self.sender.blocking_send(Ok(full)).is_ok()
+    }
 }
 
 /// What `scan_records` reads.

@@ -22,6 +22,7 @@ use crate::domain::feed::ChangeKind;
 
 mod columns;
 mod logs;
+mod readers;
 mod scans;
 mod steps;
 
@@ -42,24 +43,19 @@ pub(crate) fn is_busy(err: &StoreError) -> bool {
     }
 }
 
-/// The page cache of each stream's read connection, in KiB: a stream reads
-/// its range once, so a bigger cache would only hold pages it has passed.
-const SCAN_CACHE_KIB: u32 = 1024;
+/// How long a statement waits for SQLite's lock before it is busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The page cache of each write connection, in KiB (half SQLite's default):
 /// a write touches a few pages of each index, and up to
 /// `store.max_connections` connections each keep their own.
 const WRITE_CACHE_KIB: u32 = 1024;
 
-/// Rows a stream's statement may run ahead of the stream (SQLite steps on
-/// a worker thread of its own, so each handover is a thread wake-up).
-const SCAN_CACHE_ROWS: usize = 1024;
-
 pub struct SqliteStore {
     pool: SqlitePool,
     /// Streams' own read connections (each open stream holds one), so
     /// readers that stall can never take connections from writes.
-    scan_pool: SqlitePool,
+    readers: readers::ReaderPool,
     retry: RetryPolicy,
     /// How connections are opened (`verify` opens one of its own).
     options: SqliteConnectOptions,
@@ -72,7 +68,7 @@ impl SqliteStore {
             .create_if_missing(store.create_if_missing)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(30));
+            .busy_timeout(BUSY_TIMEOUT);
         if let Some(parent) = options
             .get_filename()
             .parent()
@@ -96,23 +92,15 @@ impl SqliteStore {
                     .pragma("cache_size", format!("-{WRITE_CACHE_KIB}")),
             )
             .await?;
-        let scan_pool = pool_options()
-            .min_connections(0)
-            // A stream's statement runs as long as its client reads: not slow.
-            .connect_lazy_with(
-                options
-                    .clone()
-                    .read_only(true)
-                    // Bounded memory per stream: a small page cache, no map.
-                    .pragma("cache_size", format!("-{SCAN_CACHE_KIB}"))
-                    .pragma("mmap_size", "0")
-                    // The statement's worker runs this many rows ahead.
-                    .row_buffer_size(SCAN_CACHE_ROWS)
-                    .log_slow_statements(log::LevelFilter::Off, Duration::MAX),
-            );
+        let readers = readers::pool(
+            options.get_filename().to_path_buf(),
+            store.max_connections,
+            store.acquire_timeout,
+            BUSY_TIMEOUT,
+        );
         Ok(SqliteStore {
             pool,
-            scan_pool,
+            readers,
             retry: store.retry,
             options,
         })
@@ -228,19 +216,19 @@ impl Associations for SqliteStore {
 #[async_trait]
 impl Scans for SqliteStore {
     fn scan_records(&self, scan: RecordScan) -> RowBatches<RecordRow> {
-        scans::records(self.scan_pool.clone(), scan)
+        scans::records(self.readers.clone(), scan)
     }
 
     fn scan_batch(&self, scan: BatchScan) -> RowBatches<(i64, RecordRow)> {
-        scans::batch(self.scan_pool.clone(), scan)
+        scans::batch(self.readers.clone(), scan)
     }
 
     fn scan_export(&self, scan: ExportScan) -> RowBatches<DirectedRow> {
-        scans::export(self.scan_pool.clone(), scan)
+        scans::export(self.readers.clone(), scan)
     }
 
     fn scan_pages(&self, scan: PageScan) -> RowBatches<PageItem> {
-        scans::pages(self.scan_pool.clone(), scan)
+        scans::pages(self.readers.clone(), scan)
     }
 
     fn scan_at_least(
@@ -250,7 +238,7 @@ impl Scans for SqliteStore {
         after: Option<(i64, i64)>,
         batch: usize,
     ) -> RowBatches<(i64, i64)> {
-        scans::at_least(self.scan_pool.clone(), scan, min, after, batch)
+        scans::at_least(self.readers.clone(), scan, min, after, batch)
     }
 
     async fn types_holding_at_least(

@@ -1,15 +1,9 @@
-//! Streamed reads: one statement per stream. SQLite steps the statement only
-//! as rows are taken (sqlx's worker hands them over a small channel), so a
-//! task that batches the rows ahead of a small channel is paced by the
-//! receiver; when the receiver goes away the task drops the statement.
-use sqlx::sqlite::{SqliteArguments, SqliteRow};
-use sqlx::{Row, Sqlite, SqlitePool};
-use tokio::sync::mpsc;
-use tokio_stream::StreamExt;
+//! Streamed reads: one statement per stream, stepped on a stream
+//! connection of its own (`readers.rs`) as the receiver takes batches.
+use rusqlite::types::Value;
 
+use super::readers::{run, text, ReaderPool};
 use super::*;
-
-type Statement = sqlx::query::Query<'static, Sqlite, SqliteArguments<'static>>;
 
 /// A record's rows to one object type: a range of the primary key.
 const RECORDS_ONE_TYPE: &str =
@@ -72,151 +66,136 @@ const EXPORT: &str =
          > (?4, ?5, ?6, ?7, ?8, ?9)
      ORDER BY from_object_type, from_object_id, to_object_type, to_object_id, category, type_id";
 
-pub(super) fn records(pool: SqlitePool, scan: RecordScan) -> RowBatches<RecordRow> {
-    let statement = match scan.to {
+pub(super) fn records(pool: ReaderPool, scan: RecordScan) -> RowBatches<RecordRow> {
+    let head = [
+        Value::Integer(scan.portal),
+        Value::Text(scan.from.to_string()),
+        Value::Integer(scan.from_id),
+    ];
+    let (sql, start) = match scan.to {
         // A cursor of a one-type read always names a record of that type.
-        Some(to) => sqlx::query(RECORDS_ONE_TYPE)
-            .bind(scan.portal)
-            .bind(scan.from.to_string())
-            .bind(scan.from_id)
-            .bind(to.to_string())
-            .bind(scan.after.map(|(_, id)| id).unwrap_or(0)),
+        Some(to) => (
+            RECORDS_ONE_TYPE,
+            [
+                Value::Text(to.to_string()),
+                Value::Integer(scan.after.map(|(_, id)| id).unwrap_or(0)),
+            ],
+        ),
         None => {
             let (after_type, after_id) = record_start(scan.after);
-            sqlx::query(RECORDS_ANY_TYPE)
-                .bind(scan.portal)
-                .bind(scan.from.to_string())
-                .bind(scan.from_id)
-                .bind(after_type)
-                .bind(after_id)
+            (
+                RECORDS_ANY_TYPE,
+                [Value::Text(after_type), Value::Integer(after_id)],
+            )
         }
     };
-    run(pool, scan.batch, statement, move |r| {
+    let params = head.into_iter().chain(start).collect();
+    run(pool, scan.batch, sql, params, move |r| {
         record_row(r, scan.to, 0)
     })
 }
 
 /// A record's row from column `at` on (to-type, to-id, category, type id);
 /// a to-type the statement reads only one of (`to`) is not decoded.
-/// Unchecked: the statements here fix the columns' types.
-fn record_row(r: &SqliteRow, to: Option<ObjectType>, at: usize) -> StoreResult<RecordRow> {
+fn record_row(r: &rusqlite::Row<'_>, to: Option<ObjectType>, at: usize) -> StoreResult<RecordRow> {
     let to_type = match to {
         Some(to) => to,
-        None => decode_object_type(r.try_get_unchecked::<&str, _>(at)?)?,
+        None => decode_object_type(text(r, at)?)?,
     };
     Ok((
         to_type,
-        r.try_get_unchecked(at + 1)?,
-        decode_key(r.try_get_unchecked(at + 2)?, r.try_get_unchecked(at + 3)?)?,
+        r.get(at + 1)?,
+        decode_key(r.get(at + 2)?, r.get(at + 3)?)?,
     ))
 }
 
-pub(super) fn batch(pool: SqlitePool, scan: BatchScan) -> RowBatches<(i64, RecordRow)> {
+pub(super) fn batch(pool: ReaderPool, scan: BatchScan) -> RowBatches<(i64, RecordRow)> {
     let (after_type, after_id) = record_start(scan.after);
-    let statement = sqlx::query(BATCH)
-        .bind(scan.portal)
-        .bind(scan.from.to_string())
-        .bind(serde_json::Value::from(scan.from_ids).to_string())
-        .bind(scan.to.map(|t| t.to_string()))
-        .bind(after_type)
-        .bind(after_id);
+    let params = vec![
+        Value::Integer(scan.portal),
+        Value::Text(scan.from.to_string()),
+        Value::Text(serde_json::Value::from(scan.from_ids).to_string()),
+        scan.to.map_or(Value::Null, |t| Value::Text(t.to_string())),
+        Value::Text(after_type),
+        Value::Integer(after_id),
+    ];
     let to = scan.to;
-    run(pool, scan.batch, statement, move |r| {
-        Ok((r.try_get_unchecked(0)?, record_row(r, to, 1)?))
+    run(pool, scan.batch, BATCH, params, move |r| {
+        Ok((r.get(0)?, record_row(r, to, 1)?))
     })
 }
 
-pub(super) fn pages(pool: SqlitePool, scan: PageScan) -> RowBatches<PageItem> {
-    let statement = sqlx::query(PAGES)
-        .bind(scan.portal)
-        .bind(scan.from.to_string())
-        .bind(scan.to.to_string())
-        .bind(serde_json::json!(scan.inputs).to_string())
-        .bind(i64::from(scan.rows));
+pub(super) fn pages(pool: ReaderPool, scan: PageScan) -> RowBatches<PageItem> {
+    let params = vec![
+        Value::Integer(scan.portal),
+        Value::Text(scan.from.to_string()),
+        Value::Text(scan.to.to_string()),
+        Value::Text(serde_json::json!(scan.inputs).to_string()),
+        Value::Integer(i64::from(scan.rows)),
+    ];
     let to = scan.to;
-    run(pool, scan.batch, statement, move |r| {
-        let input = r.try_get_unchecked::<i64, _>(0)? as usize;
-        match r.try_get_unchecked::<Option<i64>, _>(1)? {
+    run(pool, scan.batch, PAGES, params, move |r| {
+        let input = r.get::<_, i64>(0)? as usize;
+        match r.get::<_, Option<i64>>(1)? {
             None => Ok(PageItem::Empty(input)),
             Some(id) => Ok(PageItem::Row(
                 input,
-                (
-                    to,
-                    id,
-                    decode_key(r.try_get_unchecked(2)?, r.try_get_unchecked(3)?)?,
-                ),
+                (to, id, decode_key(r.get(2)?, r.get(3)?)?),
             )),
         }
     })
 }
 
-pub(super) fn export(pool: SqlitePool, scan: ExportScan) -> RowBatches<DirectedRow> {
+pub(super) fn export(pool: ReaderPool, scan: ExportScan) -> RowBatches<DirectedRow> {
     let start = export_start(scan.after);
-    let statement = sqlx::query(EXPORT)
-        .bind(scan.portal)
-        .bind(scan.from.map(|t| t.to_string()))
-        .bind(scan.to.map(|t| t.to_string()))
-        .bind(start.0)
-        .bind(start.1)
-        .bind(start.2)
-        .bind(start.3)
-        .bind(start.4)
-        .bind(start.5);
-    run(pool, scan.batch, statement, decode_row)
+    let text_or_null =
+        |t: Option<ObjectType>| t.map_or(Value::Null, |t| Value::Text(t.to_string()));
+    let params = vec![
+        Value::Integer(scan.portal),
+        text_or_null(scan.from),
+        text_or_null(scan.to),
+        Value::Text(start.0),
+        Value::Integer(start.1),
+        Value::Text(start.2),
+        Value::Integer(start.3),
+        Value::Integer(start.4.into()),
+        Value::Integer(start.5.into()),
+    ];
+    run(pool, scan.batch, EXPORT, params, |r| {
+        Ok(DirectedRow {
+            from_type: decode_object_type(text(r, 0)?)?,
+            from_id: r.get(1)?,
+            to_type: decode_object_type(text(r, 2)?)?,
+            to_id: r.get(3)?,
+            key: decode_key(r.get(4)?, r.get(5)?)?,
+        })
+    })
 }
 
+/// Records holding at least `min` of a type, by count then id, descending.
+const AT_LEAST: &str = "SELECT object_id, count FROM association_counts
+     WHERE portal_id = ?1 AND object_type = ?2 AND category = ?3 AND type_id = ?4
+       AND count >= ?5 AND (count, object_id) < (?6, ?7)
+     ORDER BY count DESC, object_id DESC";
+
 pub(super) fn at_least(
-    pool: SqlitePool,
+    pool: ReaderPool,
     scan: UsageScan,
     min: i64,
     after: Option<(i64, i64)>,
     batch: usize,
 ) -> RowBatches<(i64, i64)> {
     let (after_count, after_id) = after.unwrap_or((i64::MAX, i64::MAX));
-    let statement = sqlx::query(
-        "SELECT object_id, count FROM association_counts
-         WHERE portal_id = ?1 AND object_type = ?2 AND category = ?3 AND type_id = ?4
-           AND count >= ?5 AND (count, object_id) < (?6, ?7)
-         ORDER BY count DESC, object_id DESC",
-    )
-    .bind(scan.portal)
-    .bind(scan.object_type.to_string())
-    .bind(scan.key.category.code())
-    .bind(scan.key.type_id)
-    .bind(min)
-    .bind(after_count)
-    .bind(after_id);
-    run(pool, batch, statement, |r| {
-        Ok((r.try_get(0)?, r.try_get(1)?))
+    let params = vec![
+        Value::Integer(scan.portal),
+        Value::Text(scan.object_type.to_string()),
+        Value::Integer(scan.key.category.code().into()),
+        Value::Integer(scan.key.type_id.into()),
+        Value::Integer(min),
+        Value::Integer(after_count),
+        Value::Integer(after_id),
+    ];
+    run(pool, batch, AT_LEAST, params, |r| {
+        Ok((r.get(0)?, r.get(1)?))
     })
-}
-
-/// Runs `statement` and sends its rows in batches of `batch` until they end
-/// or the receiver goes away.
-fn run<T: Send + 'static>(
-    pool: SqlitePool,
-    batch: usize,
-    statement: Statement,
-    decode: impl Fn(&SqliteRow) -> StoreResult<T> + Send + Sync + 'static,
-) -> RowBatches<T> {
-    let (sender, receiver) = mpsc::channel(SCAN_AHEAD);
-    tokio::spawn(async move {
-        let mut out = Batcher::new(sender.clone(), batch);
-        let mut rows = statement.fetch(&pool);
-        while let Some(row) = rows.next().await {
-            match row.map_err(StoreError::from).and_then(|r| decode(&r)) {
-                Ok(row) => {
-                    if !out.push(row).await {
-                        return;
-                    }
-                }
-                Err(err) => {
-                    let _ = sender.send(Err(err)).await;
-                    return;
-                }
-            }
-        }
-        out.flush().await;
-    });
-    receiver
 }

@@ -1,0 +1,142 @@
+//! The SQLite store's stream connections, on rusqlite: each open stream
+//! holds one on a blocking thread and steps its one statement there,
+//! decoding each row straight from SQLite's columns into its batch, so a
+//! row costs no hand-over between threads. The thread is paced by the
+//! stream's small channel; when the receiver goes away the statement ends
+//! and the connection goes back to the pool.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use deadpool::Runtime;
+use deadpool_sync::SyncWrapper;
+use rusqlite::types::Value;
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::mpsc;
+
+use super::*;
+
+/// The page cache of each stream's connection, in KiB: a stream reads its
+/// range once, so a bigger cache would only hold pages it has passed.
+const SCAN_CACHE_KIB: i64 = 1024;
+
+/// Opens the store's file read-only, with a small page cache and no
+/// memory map (bounded memory per stream).
+pub(super) struct Readers {
+    path: PathBuf,
+    busy_timeout: Duration,
+}
+
+impl managed::Manager for Readers {
+    type Type = SyncWrapper<Connection>;
+    type Error = rusqlite::Error;
+
+    async fn create(&self) -> Result<Self::Type, Self::Error> {
+        let (path, busy) = (self.path.clone(), self.busy_timeout);
+        SyncWrapper::new(Runtime::Tokio1, move || {
+            let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let conn = Connection::open_with_flags(path, flags)?;
+            conn.busy_timeout(busy)?;
+            conn.pragma_update(None, "cache_size", -SCAN_CACHE_KIB)?;
+            conn.pragma_update(None, "mmap_size", 0)?;
+            Ok(conn)
+        })
+        .await
+    }
+
+    async fn recycle(&self, conn: &mut Self::Type, _: &Metrics) -> RecycleResult<Self::Error> {
+        // A connection whose stream panicked is dropped, not reused.
+        if conn.is_mutex_poisoned() {
+            return Err(RecycleError::message("a stream stopped on this connection"));
+        }
+        Ok(())
+    }
+}
+
+pub(super) type ReaderPool = managed::Pool<Readers>;
+
+/// A pool of at most `max` stream connections to the file at `path`; a
+/// stream waits at most `wait` for one.
+pub(super) fn pool(path: PathBuf, max: u32, wait: Duration, busy: Duration) -> ReaderPool {
+    let readers = Readers {
+        path,
+        busy_timeout: busy,
+    };
+    managed::Pool::builder(readers)
+        .max_size(max.max(1) as usize)
+        .wait_timeout(Some(wait))
+        .create_timeout(Some(wait))
+        .runtime(Runtime::Tokio1)
+        .build()
+        .expect("a pool with a runtime builds")
+}
+
+/// Runs `sql` with `params` on a stream connection and sends its rows,
+/// decoded by `decode`, in batches of `batch` until they end or the
+/// receiver goes away. Every failure, a panic of the reader included, is
+/// sent as an error, so a stream never ends short without one.
+pub(super) fn run<T: Send + 'static>(
+    pool: ReaderPool,
+    batch: usize,
+    sql: &'static str,
+    params: Vec<Value>,
+    decode: impl Fn(&rusqlite::Row<'_>) -> StoreResult<T> + Send + 'static,
+) -> RowBatches<T> {
+    let (sender, receiver) = mpsc::channel(SCAN_AHEAD);
+    tokio::spawn(async move {
+        let failed = match pool.get().await {
+            Err(err) => StoreError::from(err),
+            Ok(conn) => {
+                let rows = sender.clone();
+                let stepped = conn
+                    .interact(move |conn| {
+                        step(conn, sql, params, Batcher::new(rows, batch), decode)
+                    })
+                    .await;
+                match stepped {
+                    Ok(Ok(())) => return,
+                    Ok(Err(err)) => err,
+                    Err(err) => StoreError::ReaderStopped(err.to_string()),
+                }
+            }
+        };
+        let _ = sender.send(Err(failed)).await;
+    });
+    receiver
+}
+
+/// Steps the statement on this (blocking) thread, decoding into `out`.
+fn step<T>(
+    conn: &mut Connection,
+    sql: &str,
+    params: Vec<Value>,
+    mut out: Batcher<T>,
+    decode: impl Fn(&rusqlite::Row<'_>) -> StoreResult<T>,
+) -> StoreResult<()> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let mut rows = statement.query(rusqlite::params_from_iter(params))?;
+    while let Some(row) = rows.next()? {
+        if !out.push_blocking(decode(row)?) {
+            return Ok(());
+        }
+    }
+    out.flush_blocking();
+    Ok(())
+}
+
+impl From<managed::PoolError<rusqlite::Error>> for StoreError {
+    fn from(err: managed::PoolError<rusqlite::Error>) -> Self {
+        match err {
+            managed::PoolError::Backend(err) => StoreError::Sqlite(err),
+            // A wait for a stream connection past store.acquire_timeout_ms.
+            other => StoreError::Unreachable(format!("no stream connection free: {other}")),
+        }
+    }
+}
+
+/// A text column, borrowed from the row.
+pub(super) fn text<'r>(row: &'r rusqlite::Row<'_>, at: usize) -> StoreResult<&'r str> {
+    row.get_ref(at)?
+        .as_str()
+        .map_err(|e| StoreError::Corrupt(format!("column {at}: {e}")))
+}
