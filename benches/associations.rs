@@ -1294,7 +1294,7 @@ fn render(rows: &[Row], scale: &Scale, pg_note: &str) -> String {
         scale.r2_per_record
     ));
     out.push_str(&format!(
-        "Machine: {} cores; {pg_note}.\n\n| scenario | store | service | raw PostgreSQL | ratio | target | notes |\n|---|---|---|---|---|---|---|\n",
+        "Machine: {} cores; {pg_note}. The baseline is raw PostgreSQL on the same rows, except for SQLite's R1–R4: SQLite itself (rusqlite, in the harness) reading the same rows from the store's file.\n\n| scenario | store | service | baseline | ratio | target | notes |\n|---|---|---|---|---|---|---|\n",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0)

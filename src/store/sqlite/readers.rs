@@ -140,3 +140,103 @@ pub(super) fn text<'r>(row: &'r rusqlite::Row<'_>, at: usize) -> StoreResult<&'r
         .as_str()
         .map_err(|e| StoreError::Corrupt(format!("column {at}: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ErrorKind;
+
+    /// A file holding `rows` rows of t(x): 1, 2, …
+    fn numbers(rows: i64) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("numbers.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x INTEGER PRIMARY KEY)")
+            .unwrap();
+        for x in 1..=rows {
+            conn.execute("INSERT INTO t VALUES (?1)", [x]).unwrap();
+        }
+        (dir, path)
+    }
+
+    fn readers(path: &std::path::Path, max: u32) -> ReaderPool {
+        let wait = Duration::from_millis(200);
+        pool(path.to_path_buf(), max, wait, wait)
+    }
+
+    const ALL: &str = "SELECT x FROM t ORDER BY x";
+
+    async fn drain<T>(mut rows: RowBatches<T>) -> Vec<StoreResult<Vec<T>>> {
+        let mut got = Vec::new();
+        while let Some(batch) = rows.recv().await {
+            got.push(batch);
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn rows_come_in_batches_and_a_bad_row_ends_them_with_its_error() {
+        let (_dir, path) = numbers(10);
+        let pool = readers(&path, 2);
+        let got = drain(run(pool.clone(), 4, ALL, vec![], |r| {
+            Ok(r.get::<_, i64>(0)?)
+        }))
+        .await;
+        let batches: Vec<Vec<i64>> = got.into_iter().map(Result::unwrap).collect();
+        assert_eq!(batches, [vec![1, 2, 3, 4], vec![5, 6, 7, 8], vec![9, 10]]);
+
+        let got = drain(run(pool, 3, ALL, vec![], |r| match r.get::<_, i64>(0)? {
+            5 => Err(StoreError::Corrupt("row 5".into())),
+            x => Ok(x),
+        }))
+        .await;
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0].as_ref().unwrap(), &[1, 2, 3]);
+        assert!(matches!(&got[1], Err(StoreError::Corrupt(why)) if why == "row 5"));
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_panics_ends_its_stream_with_an_error_and_its_connection_is_dropped() {
+        let (_dir, path) = numbers(3);
+        let pool = readers(&path, 1);
+        let got = drain(run(pool.clone(), 1, ALL, vec![], |r| {
+            match r.get::<_, i64>(0)? {
+                2 => panic!("a reader's bug"),
+                x => Ok(x),
+            }
+        }))
+        .await;
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0].as_ref().unwrap(), &[1]);
+        let err = got[1].as_ref().unwrap_err();
+        assert!(matches!(err, StoreError::ReaderStopped(_)), "{err:?}");
+        assert_eq!(err.kind(), ErrorKind::Internal);
+        // The pool's one connection was poisoned: a new one serves.
+        let got = drain(run(pool, 5, ALL, vec![], |r| Ok(r.get::<_, i64>(0)?))).await;
+        assert_eq!(
+            got.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
+            [vec![1, 2, 3]]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stream_waits_a_bounded_time_for_a_connection_and_gets_one_when_a_reader_leaves() {
+        let (_dir, path) = numbers(10);
+        let pool = readers(&path, 1);
+        // A reader that takes nothing holds the pool's one connection.
+        let mut stalled = run(pool.clone(), 1, ALL, vec![], |r| Ok(r.get::<_, i64>(0)?));
+        assert_eq!(stalled.recv().await.unwrap().unwrap(), [1]);
+        let got = drain(run(pool.clone(), 1, ALL, vec![], |r| {
+            Ok(r.get::<_, i64>(0)?)
+        }))
+        .await;
+        assert_eq!(got.len(), 1, "{got:?}");
+        let err = got[0].as_ref().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err:?}");
+        drop(stalled);
+        let got = drain(run(pool, 10, ALL, vec![], |r| Ok(r.get::<_, i64>(0)?))).await;
+        let batches: Vec<Vec<i64>> = got.into_iter().map(Result::unwrap).collect();
+        // A full last batch is followed by the (empty) flush at the end.
+        assert_eq!(batches, [(1..=10).collect(), vec![]]);
+    }
+}
