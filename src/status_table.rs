@@ -349,11 +349,6 @@ mod tests {
             last: "deadlock".into(),
         };
         assert_eq!(answer(exhausted), (503, "crm.associations.WRITE_CONFLICT"));
-        let busy = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(5), None);
-        assert_eq!(
-            answer(StoreError::Sqlite(busy)),
-            (503, "crm.associations.STORE_UNAVAILABLE")
-        );
         let stopped = StoreError::ReaderStopped("panicked".into());
         assert_eq!(answer(stopped), (500, "crm.associations.INTERNAL_ERROR"));
     }

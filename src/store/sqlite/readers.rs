@@ -219,6 +219,21 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_busy_or_unopenable_file_is_unavailable_and_other_failures_internal() {
+        let failure = |code| {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                None,
+            ))
+        };
+        // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_CANTOPEN; SQLITE_CORRUPT.
+        for code in [5, 6, 14] {
+            assert_eq!(failure(code).kind(), ErrorKind::Unavailable, "{code}");
+        }
+        assert_eq!(failure(11).kind(), ErrorKind::Internal);
+    }
+
     #[tokio::test]
     async fn a_stream_waits_a_bounded_time_for_a_connection_and_gets_one_when_a_reader_leaves() {
         let (_dir, path) = numbers(10);
