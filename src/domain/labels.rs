@@ -114,8 +114,12 @@ pub const MAX_LABELS_PER_PAIR: usize = 50;
 
 /// The admin labels between `a` and `b`, in either direction, each once
 /// (by its lower-numbered direction).
-pub fn labels_of_pair(defs: &[TypeDef], a: ObjectType, b: ObjectType) -> Vec<&TypeDef> {
-    defs.iter()
+pub fn labels_of_pair<'a>(
+    defs: impl IntoIterator<Item = &'a TypeDef>,
+    a: ObjectType,
+    b: ObjectType,
+) -> Vec<&'a TypeDef> {
+    defs.into_iter()
         .filter(|d| {
             d.role == TypeRole::Label
                 && ((d.from, d.to) == (a, b) || (d.from, d.to) == (b, a))
@@ -183,7 +187,6 @@ pub fn find_label(
 ) -> Result<TypeDef, DomainError> {
     catalog
         .all()
-        .iter()
         .find(|d| {
             d.key.type_id == type_id
                 && d.key.category != Category::HubspotDefined
@@ -197,7 +200,6 @@ pub fn find_label(
 pub fn label_directions(catalog: &PairCatalog, def: &TypeDef) -> Vec<TypeDef> {
     catalog
         .all()
-        .iter()
         .filter(|d| d.key == def.key || d.key == def.inverse)
         .cloned()
         .collect()
@@ -228,7 +230,6 @@ pub fn rename_label(
     let inverse_label = inverse_label.map(str::trim).filter(|l| !l.is_empty());
     let symmetric = catalog
         .all()
-        .iter()
         .any(|d| d.key == def.inverse && d.key != def.key && d.label == def.label);
     let inverse_label = inverse_label.or(if symmetric { Some(label) } else { None });
     let before = label_directions(catalog, def);

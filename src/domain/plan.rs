@@ -352,7 +352,6 @@ impl PlanState<'_, '_> {
                             .ctx
                             .catalog
                             .all()
-                            .iter()
                             .find(|d| d.key == key.key)
                             .map(|d| d.name.clone())
                             .unwrap_or_default(),

@@ -1,6 +1,7 @@
 //! Association types: categories, keys, definitions, and the catalog of
 //! every type between a pair of object types.
 use std::fmt;
+use std::sync::Arc;
 
 use super::builtin::builtin_definitions;
 use super::error::DomainError;
@@ -110,7 +111,8 @@ pub const FIRST_PORTAL_TYPE_ID: i32 = 1000;
 pub struct PairCatalog {
     pub a: ObjectType,
     pub b: ObjectType,
-    defs: Vec<TypeDef>,
+    /// Shared, so a read hands a row's type on without copying its texts.
+    defs: Vec<Arc<TypeDef>>,
 }
 
 impl PairCatalog {
@@ -130,6 +132,7 @@ impl PairCatalog {
                 .into_iter()
                 .filter(|d| (d.from, d.to) == (a, b) || (d.from, d.to) == (b, a)),
         );
+        let defs = defs.into_iter().map(Arc::new).collect();
         let catalog = PairCatalog { a, b, defs };
         for (from, to) in [(a, b), (b, a)] {
             if !catalog
@@ -146,14 +149,19 @@ impl PairCatalog {
 
     /// Types going from `from` to `to`, built-in first, by category then id.
     pub fn directed(&self, from: ObjectType, to: ObjectType) -> impl Iterator<Item = &TypeDef> {
-        self.defs
-            .iter()
-            .filter(move |d| d.from == from && d.to == to)
+        self.all().filter(move |d| d.from == from && d.to == to)
     }
 
     /// The definition of `key` in the direction `from -> to`.
     pub fn get(&self, from: ObjectType, to: ObjectType, key: TypeKey) -> Option<&TypeDef> {
-        self.directed(from, to).find(|d| d.key == key)
+        self.shared(from, to, key).map(|d| &**d)
+    }
+
+    /// `get`, as a shared definition (a clone costs no copy of its texts).
+    pub fn shared(&self, from: ObjectType, to: ObjectType, key: TypeKey) -> Option<&Arc<TypeDef>> {
+        self.defs
+            .iter()
+            .find(|d| d.from == from && d.to == to && d.key == key)
     }
 
     /// Like `get`, but an unknown type is a validation error.
@@ -181,8 +189,8 @@ impl PairCatalog {
     }
 
     /// Every definition, both directions.
-    pub fn all(&self) -> &[TypeDef] {
-        &self.defs
+    pub fn all(&self) -> impl Iterator<Item = &TypeDef> + Clone {
+        self.defs.iter().map(|d| &**d)
     }
 
     /// The type of `from -> to` named by a v3 type string: its machine name

@@ -1,6 +1,7 @@
 //! v4 endpoints: per-record pages and writes, batch read/create/default/
 //! archive/labels-archive, labels, and limit configurations. v4 groups an
 //! associated record's types in one result and pages 500 records.
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::body::Bytes;
@@ -34,11 +35,11 @@ struct MultiAssociated<'a> {
     to_object_id: IdString,
     #[serde(serialize_with = "labelled_types")]
     #[schema(value_type = Vec<TypeWithLabel>)]
-    association_types: &'a [TypeDef],
+    association_types: &'a [Arc<TypeDef>],
 }
 
-fn labelled_types<S: serde::Serializer>(defs: &&[TypeDef], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(defs.iter().map(TypeWithLabel::of))
+fn labelled_types<S: serde::Serializer>(defs: &&[Arc<TypeDef>], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(defs.iter().map(|d| TypeWithLabel::of(d)))
 }
 
 fn multi(records: &[AssociatedRecord]) -> impl Iterator<Item = MultiAssociated<'_>> {

@@ -139,7 +139,7 @@ pub fn import_row(row: &proto::ImportRow) -> Result<ImportRow, DomainError> {
 pub fn associated_object(record: &AssociatedRecord) -> proto::AssociatedObject {
     proto::AssociatedObject {
         to_object_id: record.to_id,
-        types: record.types.iter().map(type_with_label).collect(),
+        types: record.types.iter().map(|d| type_with_label(d)).collect(),
         to_object_type_id: record.to_type.to_string(),
     }
 }
@@ -305,7 +305,7 @@ pub fn batch_chunk(chunk: BatchChunk, layout: Layout) -> proto::BatchListAssocia
                     from_object_id: *from_id,
                     to_object_type_id: record.to_type.to_string(),
                     to_object_id: record.to_id,
-                    types: record.types.iter().map(type_with_label).collect(),
+                    types: record.types.iter().map(|d| type_with_label(d)).collect(),
                 })
                 .collect(),
             None,

@@ -94,7 +94,8 @@ pub struct MergeSummary {
 pub struct AssociatedRecord {
     pub to_type: ObjectType,
     pub to_id: i64,
-    pub types: Vec<TypeDef>,
+    /// Shared with the pair's catalog: a row costs no copy of its texts.
+    pub types: Vec<Arc<TypeDef>>,
 }
 
 /// A chunk of one record's streamed associations.

@@ -118,7 +118,7 @@ impl AssociationService {
                 continue;
             };
             // A label deleted since the rows were read is skipped.
-            let Some(def) = catalog.get(from, to_type, key) else {
+            let Some(def) = catalog.shared(from, to_type, key) else {
                 continue;
             };
             match records.last_mut() {
