@@ -521,14 +521,23 @@ impl Scan for ExportScan {
         self.first = false;
         let full = rows.len() == limit;
         let mut labelled = Vec::with_capacity(rows.len());
+        // Rows come in key order, so a type repeats row after row: its
+        // label is looked up once per run of rows.
+        let mut last: Option<((ObjectType, ObjectType, TypeKey), Option<String>)> = None;
         for row in rows {
-            let catalog = self
-                .service
-                .cached(&mut self.cache, portal, row.from_type, row.to_type)
-                .await?;
-            let label = catalog
-                .get(row.from_type, row.to_type, row.key)
-                .and_then(|d| d.label.clone());
+            let of = (row.from_type, row.to_type, row.key);
+            let label = match &last {
+                Some((seen, label)) if *seen == of => label.clone(),
+                _ => {
+                    let catalog = self
+                        .service
+                        .cached(&mut self.cache, portal, row.from_type, row.to_type)
+                        .await?;
+                    let label = catalog.get(of.0, of.1, of.2).and_then(|d| d.label.clone());
+                    last = Some((of, label.clone()));
+                    label
+                }
+            };
             labelled.push((row, label));
         }
         if let Some((last, _)) = labelled.last() {

@@ -80,7 +80,7 @@ pub(super) fn run<T: Send + 'static>(
     batch: usize,
     sql: &'static str,
     params: Vec<Value>,
-    decode: impl Fn(&rusqlite::Row<'_>) -> StoreResult<T> + Send + 'static,
+    decode: impl FnMut(&rusqlite::Row<'_>) -> StoreResult<T> + Send + 'static,
 ) -> RowBatches<T> {
     let (sender, receiver) = mpsc::channel(SCAN_AHEAD);
     tokio::spawn(async move {
@@ -111,7 +111,7 @@ fn step<T>(
     sql: &str,
     params: Vec<Value>,
     mut out: Batcher<T>,
-    decode: impl Fn(&rusqlite::Row<'_>) -> StoreResult<T>,
+    mut decode: impl FnMut(&rusqlite::Row<'_>) -> StoreResult<T>,
 ) -> StoreResult<()> {
     let mut statement = conn.prepare_cached(sql)?;
     let mut rows = statement.query(rusqlite::params_from_iter(params))?;
@@ -134,11 +134,33 @@ impl From<managed::PoolError<rusqlite::Error>> for StoreError {
     }
 }
 
-/// A text column, borrowed from the row.
-pub(super) fn text<'r>(row: &'r rusqlite::Row<'_>, at: usize) -> StoreResult<&'r str> {
-    row.get_ref(at)?
-        .as_str()
-        .map_err(|e| StoreError::Corrupt(format!("column {at}: {e}")))
+/// Decodes an object type column, parsing its text only when it differs
+/// from the row before's (rows come in key order, so types repeat).
+#[derive(Default)]
+pub(super) struct TypeColumn {
+    last: Vec<u8>,
+    decoded: Option<ObjectType>,
+}
+
+impl TypeColumn {
+    pub(super) fn decode(&mut self, row: &rusqlite::Row<'_>, at: usize) -> StoreResult<ObjectType> {
+        let bytes = row
+            .get_ref(at)?
+            .as_bytes()
+            .map_err(|e| StoreError::Corrupt(format!("column {at}: {e}")))?;
+        match self.decoded {
+            Some(decoded) if self.last == bytes => Ok(decoded),
+            _ => {
+                let text = std::str::from_utf8(bytes)
+                    .map_err(|e| StoreError::Corrupt(format!("column {at}: {e}")))?;
+                let decoded = decode_object_type(text)?;
+                self.last.clear();
+                self.last.extend_from_slice(bytes);
+                self.decoded = Some(decoded);
+                Ok(decoded)
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -217,6 +239,30 @@ mod tests {
             got.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
             [vec![1, 2, 3]]
         );
+    }
+
+    #[tokio::test]
+    async fn a_type_column_is_decoded_afresh_whenever_its_text_changes() {
+        let (dir, path) = numbers(0);
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE types (n INTEGER PRIMARY KEY, t TEXT);
+             INSERT INTO types (t) VALUES ('0-1'), ('0-1'), ('0-2'), ('0-1'), ('2-7'), ('0-9x')",
+        )
+        .unwrap();
+        let mut column = TypeColumn::default();
+        let sql = "SELECT t FROM types ORDER BY n";
+        let got = drain(run(readers(&path, 1), 5, sql, vec![], move |r| {
+            column.decode(r, 0).map(|t| t.to_string())
+        }))
+        .await;
+        drop(dir);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(
+            got[0].as_ref().unwrap(),
+            &["0-1", "0-1", "0-2", "0-1", "2-7"]
+        );
+        assert!(matches!(&got[1], Err(StoreError::Corrupt(_))), "{got:?}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! connection of its own (`readers.rs`) as the receiver takes batches.
 use rusqlite::types::Value;
 
-use super::readers::{run, text, ReaderPool};
+use super::readers::{run, ReaderPool, TypeColumn};
 use super::*;
 
 /// A record's rows to one object type: a range of the primary key.
@@ -90,17 +90,23 @@ pub(super) fn records(pool: ReaderPool, scan: RecordScan) -> RowBatches<RecordRo
         }
     };
     let params = head.into_iter().chain(start).collect();
+    let mut to_type = TypeColumn::default();
     run(pool, scan.batch, sql, params, move |r| {
-        record_row(r, scan.to, 0)
+        record_row(r, scan.to, &mut to_type, 0)
     })
 }
 
 /// A record's row from column `at` on (to-type, to-id, category, type id);
 /// a to-type the statement reads only one of (`to`) is not decoded.
-fn record_row(r: &rusqlite::Row<'_>, to: Option<ObjectType>, at: usize) -> StoreResult<RecordRow> {
+fn record_row(
+    r: &rusqlite::Row<'_>,
+    to: Option<ObjectType>,
+    to_type: &mut TypeColumn,
+    at: usize,
+) -> StoreResult<RecordRow> {
     let to_type = match to {
         Some(to) => to,
-        None => decode_object_type(text(r, at)?)?,
+        None => to_type.decode(r, at)?,
     };
     Ok((
         to_type,
@@ -120,8 +126,9 @@ pub(super) fn batch(pool: ReaderPool, scan: BatchScan) -> RowBatches<(i64, Recor
         Value::Integer(after_id),
     ];
     let to = scan.to;
+    let mut to_type = TypeColumn::default();
     run(pool, scan.batch, BATCH, params, move |r| {
-        Ok((r.get(0)?, record_row(r, to, 1)?))
+        Ok((r.get(0)?, record_row(r, to, &mut to_type, 1)?))
     })
 }
 
@@ -161,11 +168,12 @@ pub(super) fn export(pool: ReaderPool, scan: ExportScan) -> RowBatches<DirectedR
         Value::Integer(start.4.into()),
         Value::Integer(start.5.into()),
     ];
-    run(pool, scan.batch, EXPORT, params, |r| {
+    let (mut from_type, mut to_type) = (TypeColumn::default(), TypeColumn::default());
+    run(pool, scan.batch, EXPORT, params, move |r| {
         Ok(DirectedRow {
-            from_type: decode_object_type(text(r, 0)?)?,
+            from_type: from_type.decode(r, 0)?,
             from_id: r.get(1)?,
-            to_type: decode_object_type(text(r, 2)?)?,
+            to_type: to_type.decode(r, 2)?,
             to_id: r.get(3)?,
             key: decode_key(r.get(4)?, r.get(5)?)?,
         })
