@@ -1362,6 +1362,37 @@ mod suite {
         assert_eq!(got, want);
         assert_eq!(sizes, vec![1, 2]);
     }
+
+    /// A page is read with rows enough for its records when each record
+    /// holds every type of the pair: it is full, never a record short.
+    pub async fn a_page_of_records_holding_every_type_is_full(fx: Fixture) {
+        use association_service::service::PageInput;
+        let companies = pair(PORTAL, "contacts", "companies");
+        let mut labels = Vec::new();
+        for name in ["Billing", "Legal", "Owner"] {
+            let key = name.to_lowercase();
+            let made = fx.svc.create_label(ACTOR, companies, name, &key, None);
+            labels.push(made.await.unwrap()[0].key);
+        }
+        // Company 10 is the contact's primary too: all five types.
+        let inputs: Vec<_> = (10..=13).map(|c| input(1, c, &labels)).collect();
+        assert!(fx.create(companies, &inputs).await.errors.is_empty());
+        let read = |after: Option<String>| {
+            let svc = Arc::clone(&fx.svc);
+            async move {
+                let input = [PageInput { from_id: 1, after }];
+                let mut outcome = svc.page_many(companies, &input, 3).await.unwrap();
+                let (_, page) = outcome.results.pop().expect("a page");
+                let ids: Vec<i64> = page.records.iter().map(|r| r.to_id).collect();
+                let types: Vec<usize> = page.records.iter().map(|r| r.types.len()).collect();
+                (ids, types, page.next)
+            }
+        };
+        let (ids, types, next) = read(None).await;
+        assert_eq!((ids, types), (vec![10, 11, 12], vec![5, 4, 4]));
+        let (ids, types, next) = read(Some(next.expect("a second page"))).await;
+        assert_eq!((ids, types, next), (vec![13], vec![4], None));
+    }
 }
 
 /// Merging records: associations move to the primary, de-duplicated, or
@@ -2033,6 +2064,7 @@ suite_on_every_backend!(
     bad_input_is_rejected_without_side_effects,
     reads_stream_every_record_in_chunks,
     batch_pages_follow_each_record_from_its_cursor,
+    a_page_of_records_holding_every_type_is_full,
     admin_changes_are_audited_with_before_and_after,
     a_high_usage_report_lists_the_records_at_and_near_their_limits,
     usage_without_a_pair_covers_records_near_the_platform_ceiling,
