@@ -5,8 +5,9 @@
 //! Joins against `json_each` are CROSS JOINs so SQLite keeps the input list
 //! as the outer loop and looks each row up by primary key. `steps.rs` holds
 //! the steps of the shared flows, `logs.rs` the change feed and admin log,
-//! `columns.rs` the JSON batches; what both backends read alike is the
-//! `Store` trait's default bodies (`store/shared/`).
+//! `columns.rs` the JSON batches, `scans.rs` the streams' statements and
+//! `readers.rs` their rusqlite connections (writes stay on sqlx); what both
+//! backends read alike is the `Store` trait's default bodies (`store/shared/`).
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
