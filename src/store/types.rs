@@ -92,7 +92,7 @@ impl<T> Batcher<T> {
     /// Sends what is gathered (the last batch may be short or empty);
     /// false once the receiver went away.
     pub(crate) async fn flush(&mut self) -> bool {
-        let full = std::mem::replace(&mut self.pending, Vec::with_capacity(self.size));
+        let full = self.take();
         self.sender.send(Ok(full)).await.is_ok()
     }
 
@@ -104,8 +104,13 @@ impl<T> Batcher<T> {
 
     /// `flush` for a blocking thread.
     pub(crate) fn flush_blocking(&mut self) -> bool {
-        let full = std::mem::replace(&mut self.pending, Vec::with_capacity(self.size));
+        let full = self.take();
         self.sender.blocking_send(Ok(full)).is_ok()
+    }
+
+    /// The rows gathered, leaving room for the next batch.
+    fn take(&mut self) -> Vec<T> {
+        std::mem::replace(&mut self.pending, Vec::with_capacity(self.size))
     }
 }
 
