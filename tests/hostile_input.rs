@@ -349,10 +349,13 @@ fn body_for(pattern: &str) -> &'static str {
 /// (status, category) of every error a mutated REST call may get here
 /// (open, no call rates, small bodies): the status table's pairs for bad
 /// input, what is not found (paths included) and conflicts.
-const ERROR_ANSWERS: [(u16, &str); 3] = [
+const ERROR_ANSWERS: [(u16, &str); 4] = [
     (400, "VALIDATION_ERROR"),
     (404, "OBJECT_NOT_FOUND"),
     (409, "CONFLICT"),
+    // The HTTP layer's refusal of a request line past
+    // `gateway.max_request_line` (16 KiB; a path's long edits reach it).
+    (414, "VALIDATION_ERROR"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
