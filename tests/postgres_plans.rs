@@ -292,6 +292,74 @@ async fn retention_reads_index_ranges() {
     let _ = conn.close().await;
 }
 
+/// Every write takes its feed order (`association_change_order`) from the
+/// last entry of the index of unnumbered changes, whatever the statistics:
+/// taken while the portal's changes were all numbered, they once led the
+/// planner to read the whole backlog of unnumbered changes per write. The
+/// function's own query is planned generically, as PL/pgSQL plans it.
+#[tokio::test]
+async fn the_feed_order_is_one_index_entry_under_stale_statistics() {
+    let mut conn = migrated().await;
+    let changes = |portal: i64, seq: &str, n: i64| {
+        format!(
+            "INSERT INTO association_changes (portal_id, seq, kind, from_object_type,
+                 from_object_id, to_object_type, to_object_id, category, type_id,
+                 changed_at_us, ord)
+             SELECT {portal}, {seq}, 1, '0-1', s, '0-2', s, 1, 279, 0, s / 100
+             FROM generate_series(1, {n}) s"
+        )
+    };
+    for statement in [
+        changes(2, "s", 2_000),
+        "ANALYZE association_changes".into(),
+        changes(1, "NULL", 40_000),
+        "SET plan_cache_mode = force_generic_plan".into(),
+    ] {
+        sqlx::query(&statement)
+            .execute(&mut conn)
+            .await
+            .expect("changes and statistics");
+    }
+    let source: String =
+        sqlx::query_scalar("SELECT prosrc FROM pg_proc WHERE proname = 'association_change_order'")
+            .fetch_one(&mut conn)
+            .await
+            .expect("the function");
+    let expression = source
+        .split_once("RETURN")
+        .and_then(|(_, rest)| rest.rsplit_once(';'))
+        .map(|(expression, _)| expression.replace("p_portal", "$1"))
+        .unwrap_or_else(|| panic!("not RETURN <expression>;\n{source}"));
+    sqlx::query(&format!(
+        "PREPARE change_order(bigint) AS SELECT {expression}"
+    ))
+    .execute(&mut conn)
+    .await
+    .expect("prepare");
+    let plan = sqlx::query_scalar::<_, String>(
+        "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) EXECUTE change_order(1)",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("explain")
+    .join("\n");
+    let scan = plan
+        .lines()
+        .find(|l| l.contains(" on association_changes"))
+        .unwrap_or_else(|| panic!("no scan of the changes\n{plan}"));
+    assert!(
+        scan.contains("Backward using association_changes_unnumbered")
+            && scan.contains("(actual rows=1 loops=1)"),
+        "the order is not the unnumbered index's last entry\n{plan}"
+    );
+    let order: i64 = sqlx::query_scalar("EXECUTE change_order(1)")
+        .fetch_one(&mut conn)
+        .await
+        .expect("the order");
+    assert_eq!(order, 40_000 / 100 + 1);
+    let _ = conn.close().await;
+}
+
 /// Finding the types some record holds many of (Limits Tracking, the
 /// high-usage report) skips through the usage index: no sequential scan of
 /// the counters, whatever the portal's size.
