@@ -6,10 +6,11 @@
 -- change of the portal, through the index of numbered ones, to take their
 -- maximum: 13 ms of a 25 ms batch write in the benchmark, 49 ms at 80,000
 -- unnumbered changes, growing with the backlog. Now an ordered probe that
--- stops at one entry, and the numbered indexes hold numbered entries only
--- (a lookup by number, `seq = / > / <=`, implies `seq IS NOT NULL`), so
--- they cannot serve `seq IS NULL` and an unnumbered change is indexed
--- twice instead of three times.
+-- stops at one entry, and migrations 0019 to 0022 replace the numbered
+-- indexes with ones that hold numbered entries only (a lookup by number,
+-- `seq = / > / <=`, implies `seq IS NOT NULL`): they cannot serve
+-- `seq IS NULL`, and an unnumbered change is indexed twice instead of
+-- three times.
 CREATE OR REPLACE FUNCTION association_change_order(p_portal BIGINT) RETURNS BIGINT
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
@@ -18,10 +19,3 @@ BEGIN
                      ORDER BY ord DESC LIMIT 1), 0) + 1;
 END
 $$;
-
-DROP INDEX association_changes_by_seq;
-CREATE UNIQUE INDEX association_changes_by_seq ON association_changes (portal_id, seq)
-    WHERE seq IS NOT NULL;
-DROP INDEX admin_changes_by_seq;
-CREATE UNIQUE INDEX admin_changes_by_seq ON admin_changes (portal_id, seq)
-    WHERE seq IS NOT NULL;
