@@ -32,9 +32,19 @@ impl WriteSteps for PgTx<'_> {
                 .execute(&mut *self.conn)
                 .await?;
         }
+        // The type's rows, found from its counters: every stored row is
+        // counted under its record and type, and a record's rows are a
+        // range of the key (associations has no index by type: migration
+        // 0024).
         let removed = sqlx::query(&format!(
-            "DELETE FROM associations WHERE {filter}
-             RETURNING from_object_type, from_object_id, to_object_type, to_object_id, category, type_id"
+            "DELETE FROM associations a
+             USING (SELECT object_type, object_id, category, type_id FROM association_counts
+                    WHERE {filter} AND count > 0) c
+             WHERE a.portal_id = $1 AND a.from_object_type = c.object_type
+               AND a.from_object_id = c.object_id AND a.category = c.category
+               AND a.type_id = c.type_id
+             RETURNING a.from_object_type, a.from_object_id, a.to_object_type, a.to_object_id,
+                       a.category, a.type_id"
         ))
         .bind(portal)
         .bind(&categories)

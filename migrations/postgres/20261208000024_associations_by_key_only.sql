@@ -1,0 +1,14 @@
+-- no-transaction
+-- associations keeps one index, its primary key. associations_by_type
+-- (portal, category, type) served one statement, a label delete's, and
+-- it served every statement that names a portal too: for a portal that
+-- statistics show as empty (a new portal, or one filled since the last
+-- ANALYZE, as by a large import) the planner took it over the primary key
+-- even to look up one association, and read every row of the portal (or
+-- of the type in the portal) per lookup, so each batch of an import into
+-- a new portal read all the rows the batches before it had written
+-- (tests/plans_at_scale.rs). A label delete now finds its rows from the
+-- type's counters (every stored row is counted under its record and type),
+-- each record's rows a range of the key. Every write also maintains one
+-- index less. Dropped without blocking writers.
+DROP INDEX CONCURRENTLY IF EXISTS associations_by_type;
