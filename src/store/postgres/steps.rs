@@ -359,10 +359,10 @@ impl WriteSteps for PgTx<'_> {
 /// of type `$4` of the primary type `$5`, `$6`) in portal `$1`. Each record's
 /// rows to companies are read on the primary key and the type tested
 /// outside the `OFFSET 0` fence: asked for the type inside, the planner
-/// could filter every primary row of the portal per record through
-/// `associations_by_type` where statistics show few of them (a new portal,
-/// a large import), a cost growing with each batch (migration 0023;
-/// tests/plans_at_scale.rs).
+/// could filter every primary row of the portal per record through an
+/// index by type (`associations_by_type`, dropped by migration 0024) where
+/// statistics show few of them (a new portal, a large import), a cost
+/// growing with each batch (migration 0023; tests/plans_at_scale.rs).
 const PRIMARIES: &str = "SELECT r.id, a.to_object_id FROM unnest($3::bigint[]) AS r(id)
      CROSS JOIN LATERAL (
          SELECT to_object_id, category, type_id FROM associations
