@@ -20,6 +20,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use common::median;
+
 use std::process::Stdio;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -802,11 +804,6 @@ async fn w3_raw(pool: &PgPool, scale: &Scale) -> f64 {
 /// Interleaved rounds of each read scenario and its baseline; the medians
 /// count, and the rounds' ratios give the spread.
 const READ_RUNS: usize = 5;
-
-fn median(mut rates: Vec<f64>) -> f64 {
-    rates.sort_by(f64::total_cmp);
-    rates[rates.len() / 2]
-}
 
 /// Rows per second of `COPY (query) TO STDOUT`, and the rows it produced.
 async fn copy_once(pool: &PgPool, query: &str) -> (f64, i64) {

@@ -13,6 +13,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use common::{env_u64, median};
+
 use std::time::{Duration, Instant};
 
 use common::ServerProcess;
@@ -24,13 +26,6 @@ const TENTHS: usize = 10;
 /// The tables the import writes, copied by the baseline.
 const TABLES: [&str; 3] = ["associations", "association_counts", "association_changes"];
 const LABELS: [&str; 3] = ["Billing contact", "Decision maker", "Former employee"];
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The file's tenths: contacts with five companies each, ids written as
 /// strings, one row in five labeled (three labels).
@@ -130,11 +125,6 @@ async fn pool(url: &str) -> PgPool {
         .connect(url)
         .await
         .expect("connect")
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 fn spread(values: &[f64]) -> (f64, f64) {

@@ -12,6 +12,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use common::median;
+
 use std::time::{Duration, Instant};
 
 use association_service::proto::admin_config_client::AdminConfigClient;
@@ -68,11 +70,6 @@ const RAW_NEAR: &str = "COPY (SELECT object_id, count FROM association_counts
 
 fn percentile(sorted: &[Duration], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 async fn raw_usage(pool: &PgPool) -> Vec<Duration> {

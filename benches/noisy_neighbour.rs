@@ -13,6 +13,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use common::{env_u64, median};
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,13 +37,6 @@ const N1_RATE: u32 = 500;
 const VICTIM_RATE: u64 = 100;
 /// Concurrent flooding clients.
 const FLOOD_CLIENTS: u64 = 32;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn token(name: &str, portal: i64) -> String {
     format!(
@@ -201,11 +196,6 @@ async fn flood_process(server: &ServerProcess, secs: u64, nice: i32) -> (u64, u6
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let at = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[at].as_secs_f64() * 1000.0
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 #[tokio::main]

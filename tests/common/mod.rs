@@ -1522,3 +1522,18 @@ macro_rules! suite_on_backend {
         }
     };
 }
+
+/// The middle value (the upper one of an even count), for the benchmarks'
+/// rounds.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// A whole number from the environment variable `name`, or `default`.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
