@@ -915,6 +915,35 @@ mod suite {
         fx.assert_counters_exact().await;
     }
 
+    /// Deleting one label removes its rows alone: a record holding it
+    /// beside another label of the same category keeps the other one (and
+    /// its counters stay exact).
+    pub async fn deleting_a_label_leaves_the_other_labels(fx: Fixture) {
+        let companies = pair(PORTAL, "contacts", "companies");
+        let mut keys = Vec::new();
+        for (name, key) in [("Billing", "billing"), ("Legal", "legal")] {
+            let made = fx.svc.create_label(ACTOR, companies, name, key, None);
+            keys.push(made.await.unwrap()[0].key);
+        }
+        fx.link("contacts", 1, "companies", 10, &keys).await;
+        fx.link("contacts", 2, "companies", 10, &keys[1..]).await;
+        fx.svc
+            .delete_label(ACTOR, companies, keys[0].type_id)
+            .await
+            .unwrap();
+        let mut kept = vec![1, 279, keys[1].type_id];
+        kept.sort();
+        assert_eq!(
+            fx.read(PORTAL, "contacts", 1, "companies").await,
+            vec![(10, kept.clone())]
+        );
+        assert_eq!(
+            fx.read(PORTAL, "contacts", 2, "companies").await,
+            vec![(10, kept)]
+        );
+        fx.assert_counters_exact().await;
+    }
+
     pub async fn bad_input_is_rejected_without_side_effects(fx: Fixture) {
         let unknown = PortalPair::parse(PORTAL, "people", "companies");
         assert!(matches!(unknown, Err(DomainError::UnknownObjectType(_))));
@@ -2065,6 +2094,7 @@ suite_on_every_backend!(
     reads_stream_every_record_in_chunks,
     batch_pages_follow_each_record_from_its_cursor,
     a_page_of_records_holding_every_type_is_full,
+    deleting_a_label_leaves_the_other_labels,
     admin_changes_are_audited_with_before_and_after,
     a_high_usage_report_lists_the_records_at_and_near_their_limits,
     usage_without_a_pair_covers_records_near_the_platform_ceiling,
